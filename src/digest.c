@@ -1,0 +1,89 @@
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "digest.h"
+
+struct digest_ctx {
+	EVP_MD_CTX *md;
+};
+
+struct digest_ctx *digest_ctx_new(void)
+{
+	struct digest_ctx *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->md = EVP_MD_CTX_new();
+	if (!c->md || EVP_DigestInit_ex(c->md, EVP_sha256(), NULL) != 1) {
+		EVP_MD_CTX_free(c->md);
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void digest_ctx_update(struct digest_ctx *c, const void *p, size_t n)
+{
+	EVP_DigestUpdate(c->md, p, n);
+}
+
+static void format_sha256(const unsigned char *md, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i;
+
+	memcpy(out, "sha256:", 7);
+	for (i = 0; i < 32; i++) {
+		out[7 + 2 * i] = hex[md[i] >> 4];
+		out[7 + 2 * i + 1] = hex[md[i] & 15];
+	}
+	out[DIGEST_STR_LEN] = '\0';
+}
+
+void digest_ctx_final(struct digest_ctx *c, char *out)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+
+	EVP_DigestFinal_ex(c->md, md, &len);
+	format_sha256(md, out);
+}
+
+void digest_ctx_free(struct digest_ctx *c)
+{
+	if (!c)
+		return;
+	EVP_MD_CTX_free(c->md);
+	free(c);
+}
+
+void digest_buffer(const void *p, size_t n, char *out)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+
+	EVP_Digest(p, n, md, NULL, EVP_sha256(), NULL);
+	format_sha256(md, out);
+}
+
+bool digest_supported(const char *d)
+{
+	size_t i;
+
+	if (strncmp(d, "sha256:", 7) != 0 || strlen(d) != DIGEST_STR_LEN)
+		return false;
+	for (i = 7; i < DIGEST_STR_LEN; i++)
+		if (!((d[i] >= '0' && d[i] <= '9') || (d[i] >= 'a' && d[i] <= 'f')))
+			return false;
+	return true;
+}
+
+const char *digest_hex(const char *d)
+{
+	const char *c = strchr(d, ':');
+
+	return c ? c + 1 : NULL;
+}

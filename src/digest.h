@@ -1,0 +1,28 @@
+/* sha256 digests through OpenSSL EVP. */
+#ifndef OCIFS_DIGEST_H
+#define OCIFS_DIGEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define DIGEST_STR_LEN (7 + 64) /* "sha256:" + 64 hex */
+
+struct digest_ctx;
+
+/* A new running hash; NULL when out of memory. Free with digest_ctx_free(). */
+struct digest_ctx *digest_ctx_new(void);
+void digest_ctx_update(struct digest_ctx *c, const void *p, size_t n);
+/* Write "sha256:<hex>" and a NUL into out (DIGEST_STR_LEN + 1 bytes). */
+void digest_ctx_final(struct digest_ctx *c, char *out);
+void digest_ctx_free(struct digest_ctx *c);
+
+/* "sha256:<hex>" of a buffer into out (DIGEST_STR_LEN + 1 bytes). */
+void digest_buffer(const void *p, size_t n, char *out);
+
+/* Whether d is an algorithm this build can verify ("sha256:"). */
+bool digest_supported(const char *d);
+
+/* The hex part of "alg:hex" (borrowed, inside d), or NULL when there is no ':'. */
+const char *digest_hex(const char *d);
+
+#endif

@@ -1,0 +1,351 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "tree.h"
+
+/* A directory handle: the listing snapshot taken at opendir. */
+struct dir_handle {
+	struct tree_dirent *ents;
+	size_t n;
+};
+
+/* A file handle: an fd on the verified cache file, or bytes of the tree. */
+struct open_file {
+	int fd;
+	const char *data;
+	size_t len;
+};
+
+static struct tree *req_tree(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct node *ino_node(struct tree *t, fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? tree_root(t) : (struct node *)(uintptr_t)ino;
+}
+
+static fuse_ino_t node_ino(struct tree *t, struct node *n)
+{
+	return n == tree_root(t) ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+}
+
+static int fill_stat(struct tree *t, struct node *n, struct stat *st)
+{
+	int ret = tree_getattr(t, n, st);
+
+	st->st_ino = node_ino(t, n);
+	return ret;
+}
+
+static void fs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* Everything is immutable under its inode; let the kernel cache pages. */
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+}
+
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct tree *t = req_tree(req);
+	struct fuse_entry_param e;
+	struct node *n;
+	int ret;
+
+	memset(&e, 0, sizeof(e));
+	ret = tree_lookup(t, ino_node(t, parent), name, &n);
+	if (ret == 0)
+		ret = fill_stat(t, n, &e.attr);
+	if (ret == -ENOENT) {
+		/* A negative entry spares the registry repeated misses (shells probe a lot). */
+		e.entry_timeout = 1.0;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	e.ino = node_ino(t, n);
+	e.generation = 1;
+	e.attr_timeout = e.entry_timeout = tree_timeout(t, n);
+	fuse_reply_entry(req, &e);
+}
+
+static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct tree *t = req_tree(req);
+	struct node *n = ino_node(t, ino);
+	struct stat st;
+	int ret;
+
+	ret = fill_stat(t, n, &st);
+	if (ret)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, tree_timeout(t, n));
+}
+
+static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct tree *t = req_tree(req);
+	struct dir_handle *dh = calloc(1, sizeof(*dh));
+	int ret;
+
+	if (!dh) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = tree_list(t, ino_node(t, ino), &dh->ents, &dh->n);
+	if (ret) {
+		free(dh);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)dh;
+	fi->cache_readdir = 0;
+	fuse_reply_open(req, fi);
+}
+
+static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	struct fuse_file_info *fi)
+{
+	struct tree *t = req_tree(req);
+	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	size_t used = 0;
+	off_t i;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	/* Offsets 0 and 1 are "." and ".."; entry k is at offset k + 2. */
+	for (i = off; i < (off_t)dh->n + 2; i++) {
+		struct stat st;
+		const char *name;
+		size_t len;
+
+		memset(&st, 0, sizeof(st));
+		if (i < 2) {
+			name = i == 0 ? "." : "..";
+			st.st_mode = S_IFDIR;
+			st.st_ino = ino;
+		} else {
+			name = dh->ents[i - 2].name;
+			st.st_mode = dh->ents[i - 2].type;
+			st.st_ino = node_ino(t, dh->ents[i - 2].node);
+		}
+		len = fuse_add_direntry(req, buf + used, size - used, name, &st, i + 1);
+		if (len > size - used)
+			break;
+		used += len;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+
+	tree_dirents_free(dh->ents, dh->n);
+	free(dh);
+	fuse_reply_err(req, 0);
+}
+
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct tree *t = req_tree(req);
+	struct open_file *fh;
+	int ret;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	fh = calloc(1, sizeof(*fh));
+	if (!fh) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = tree_open(t, ino_node(t, ino), &fh->fd, &fh->data, &fh->len);
+	if (ret) {
+		free(fh);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	/* An inode's bytes never change: a digest pins them. */
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	struct fuse_file_info *fi)
+{
+	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+
+	if (fh->fd < 0) {
+		if ((size_t)off >= fh->len)
+			size = 0;
+		else if (size > fh->len - (size_t)off)
+			size = fh->len - (size_t)off;
+		fuse_reply_buf(req, fh->data + (size > 0 ? off : 0), size);
+		return;
+	}
+	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	bv.buf[0].fd = fh->fd;
+	bv.buf[0].pos = off;
+	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
+
+	if (fh->fd >= 0)
+		close(fh->fd);
+	free(fh);
+	fuse_reply_err(req, 0);
+}
+
+static void reply_xattr(fuse_req_t req, size_t size, ssize_t ret, const char *buf)
+{
+	if (ret < 0)
+		fuse_reply_err(req, (int)-ret);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)ret);
+	else
+		fuse_reply_buf(req, buf, (size_t)ret);
+}
+
+static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct tree *t = req_tree(req);
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t ret;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = tree_getxattr(t, ino_node(t, ino), name, buf, size);
+	reply_xattr(req, size, ret, buf);
+	free(buf);
+}
+
+static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct tree *t = req_tree(req);
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t ret;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ret = tree_listxattr(t, ino_node(t, ino), buf, size);
+	reply_xattr(req, size, ret, buf);
+	free(buf);
+}
+
+static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = sv.f_frsize = 4096;
+	sv.f_namemax = 255;
+	fuse_reply_statfs(req, &sv);
+}
+
+/* Until pushing lands, every change is refused as on a read-only mount. */
+static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+	dev_t rdev)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+	struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+	fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+	struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+	size_t size, int flags)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+	.init = fs_init,
+	.lookup = fs_lookup,
+	.getattr = fs_getattr,
+	.opendir = fs_opendir,
+	.readdir = fs_readdir,
+	.releasedir = fs_releasedir,
+	.open = fs_open,
+	.read = fs_read,
+	.release = fs_release,
+	.getxattr = fs_getxattr,
+	.listxattr = fs_listxattr,
+	.statfs = fs_statfs,
+	.mkdir = fs_mkdir,
+	.mknod = fs_mknod,
+	.create = fs_create,
+	.unlink = fs_unlink,
+	.rmdir = fs_unlink,
+	.rename = fs_rename,
+	.symlink = fs_symlink,
+	.link = fs_link,
+	.setattr = fs_setattr,
+	.setxattr = fs_setxattr,
+	.removexattr = fs_removexattr,
+};

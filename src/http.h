@@ -1,0 +1,66 @@
+/*
+ * HTTP on libcurl: a pool of easy handles sharing connections, DNS and TLS
+ * sessions, used from any thread.
+ */
+#ifndef OCIFS_HTTP_H
+#define OCIFS_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+struct http;
+
+struct http_options {
+	bool insecure;         /* do not verify TLS peers */
+	const char *ca_file;   /* extra CA bundle, or NULL */
+	long connect_timeout;  /* seconds */
+	long timeout;          /* seconds for a whole request, 0 for none */
+};
+
+struct http_request {
+	const char *method; /* "GET" (default when NULL), "HEAD" */
+	const char *url;
+	const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
+	size_t max_body;            /* fail with -EFBIG past this many body bytes; 0: no limit */
+	int out_fd;                 /* >= 0: write the body to this fd instead of to body */
+	/* called for each chunk written to out_fd, e.g. to hash it; may be NULL */
+	void (*on_data)(void *arg, const void *p, size_t n);
+	void *on_data_arg;
+};
+
+struct http_response {
+	long status;
+	struct buf body;      /* unless out_fd was given */
+	char *content_type;   /* or NULL */
+	char *docker_digest;  /* Docker-Content-Digest, or NULL */
+	char *www_authenticate; /* or NULL */
+	char *link_next;      /* absolute URL of a Link rel="next", or NULL */
+	char *effective_url;
+	int64_t body_bytes;   /* bytes received */
+};
+
+/* Returns 0 and a client in *out, or -ENOMEM / -EIO. Free with http_free(). */
+int http_new(const struct http_options *o, struct http **out);
+void http_free(struct http *h);
+
+/*
+ * Perform one request. Returns 0 when an HTTP answer came (whatever its
+ * status: look at resp->status), or a negative errno for transport failures
+ * (curl_code_to_errno) and -EFBIG past max_body. The caller releases resp with
+ * http_response_release() in every case.
+ */
+int http_do(struct http *h, const struct http_request *req, struct http_response *resp);
+void http_response_release(struct http_response *r);
+
+/* The errno for a curl failure (one table, here only). */
+int curl_code_to_errno(int code);
+/* The errno for an HTTP status that is not success (one table, here only). */
+int http_status_to_errno(long status);
+
+/* Whether a transport error means "not TLS on the other end" (for the plain HTTP fallback). */
+bool http_error_is_tls(int err);
+
+#endif

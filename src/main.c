@@ -1,0 +1,278 @@
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fuse_lowlevel.h>
+
+#include "cache.h"
+#include "fs.h"
+#include "http.h"
+#include "log.h"
+#include "manifest.h"
+#include "ref.h"
+#include "tree.h"
+
+struct options {
+	char *source;
+	char *cache_dir;
+	char *platform;
+	char *ca_file;
+	unsigned uid;
+	unsigned gid;
+	int uid_set;
+	int gid_set;
+	unsigned tag_ttl;
+	unsigned list_ttl;
+	unsigned page_size;
+	unsigned timeout;
+	int ro;
+	int plain_http;
+	int insecure;
+	int show_help;
+	int show_version;
+};
+
+#define OPT(t, p) { t, offsetof(struct options, p), 1 }
+
+enum { KEY_RO, KEY_HELP, KEY_VERSION, KEY_UID, KEY_GID };
+
+static const struct fuse_opt option_spec[] = {
+	OPT("cache_dir=%s", cache_dir),
+	OPT("platform=%s", platform),
+	OPT("ca_file=%s", ca_file),
+	OPT("tag_ttl=%u", tag_ttl),
+	OPT("list_ttl=%u", list_ttl),
+	OPT("page_size=%u", page_size),
+	OPT("timeout=%u", timeout),
+	OPT("plain_http", plain_http),
+	OPT("insecure", insecure),
+	{ "uid=%u", offsetof(struct options, uid), KEY_UID },
+	{ "gid=%u", offsetof(struct options, gid), KEY_GID },
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_END,
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] SOURCE MOUNTPOINT\n"
+	       "\n"
+	       "SOURCE is one of:\n"
+	       "    -                        every registry: MOUNTPOINT/HOST[:PORT]/...\n"
+	       "    HOST[:PORT]              one registry\n"
+	       "    HOST[:PORT]/REPO         one repository (its tags)\n"
+	       "    HOST[:PORT]/REPO:TAG     one artifact (its files)\n"
+	       "    HOST[:PORT]/REPO@DIGEST  one artifact, by digest\n"
+	       "\n"
+	       "ocifs options:\n"
+	       "    -o ro                    read-only mount\n"
+	       "    -o cache_dir=DIR         blob cache (default $XDG_CACHE_HOME/ocifs,\n"
+	       "                             /var/cache/ocifs for root)\n"
+	       "    -o platform=OS/ARCH[/VARIANT]  index child to show (default: this host's)\n"
+	       "    -o uid=N,gid=N           owner of every file (default: the mounting user)\n"
+	       "    -o tag_ttl=SECS          how long a tag's resolution is trusted (default 30)\n"
+	       "    -o list_ttl=SECS         how long a listing is trusted (default 30)\n"
+	       "    -o page_size=N           entries asked per page of a listing (default 1000)\n"
+	       "    -o timeout=SECS          bound on one registry request (default 300)\n"
+	       "    -o plain_http            talk plain HTTP to the registry\n"
+	       "    -o insecure              do not verify TLS certificates\n"
+	       "    -o ca_file=FILE          extra CA certificates (PEM)\n"
+	       "\n",
+		prog);
+	printf("FUSE options:\n");
+	fuse_cmdline_help();
+	fuse_lowlevel_help();
+}
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct options *o = data;
+
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (!o->source) {
+			o->source = strdup(arg);
+			return 0;
+		}
+		return 1; /* the mount point, for fuse_parse_cmdline */
+	case KEY_RO:
+		o->ro = 1;
+		return 1; /* the kernel gets it too */
+	case KEY_UID:
+		o->uid_set = 1;
+		return sscanf(arg, "uid=%u", &o->uid) == 1 ? 0 : -1;
+	case KEY_GID:
+		o->gid_set = 1;
+		return sscanf(arg, "gid=%u", &o->gid) == 1 ? 0 : -1;
+	case KEY_HELP:
+		o->show_help = 1;
+		return 0;
+	case KEY_VERSION:
+		o->show_version = 1;
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+static char *default_cache_dir(void)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	char path[PATH_MAX];
+
+	if (geteuid() == 0)
+		return strdup("/var/cache/ocifs");
+	if (xdg && *xdg)
+		snprintf(path, sizeof(path), "%s/ocifs", xdg);
+	else if (home && *home)
+		snprintf(path, sizeof(path), "%s/.cache/ocifs", home);
+	else
+		return NULL;
+	return strdup(path);
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct options o = { .tag_ttl = 30, .list_ttl = 30, .timeout = 300 };
+	struct fuse_cmdline_opts cl = { 0 };
+	struct fuse_loop_config lc = { 0 };
+	struct http_options ho = { 0 };
+	struct tree_options to = { 0 };
+	struct fuse_session *se = NULL;
+	struct ref source = { 0 };
+	struct cache *cache = NULL;
+	struct http *http = NULL;
+	struct tree *tree = NULL;
+	struct stat st;
+	int ret = 1;
+
+	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) == -1)
+		goto out_args;
+	if (o.show_version) {
+		printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+		printf("using libfuse %s\n", fuse_pkgversion());
+		ret = 0;
+		goto out_args;
+	}
+	if (o.show_help) {
+		usage(argv[0]);
+		ret = 0;
+		goto out_args;
+	}
+	if (fuse_parse_cmdline(&args, &cl) != 0)
+		goto out_args;
+	if (!o.source || !cl.mountpoint) {
+		fprintf(stderr, "%s: usage: %s [options] SOURCE MOUNTPOINT (see --help)\n",
+			PACKAGE_NAME, argv[0]);
+		goto out_cl;
+	}
+	if (ref_parse_source(o.source, &source)) {
+		fprintf(stderr, "%s: invalid SOURCE \"%s\": expected -, HOST[:PORT], "
+				"HOST[:PORT]/REPO, HOST[:PORT]/REPO:TAG or HOST[:PORT]/REPO@DIGEST\n",
+			PACKAGE_NAME, o.source);
+		goto out_cl;
+	}
+	if (stat(cl.mountpoint, &st) || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "%s: mount point %s: %s\n", PACKAGE_NAME, cl.mountpoint,
+			errno && !S_ISDIR(st.st_mode) ? strerror(errno) : "not a directory");
+		goto out_ref;
+	}
+	log_init(false, cl.debug);
+
+	if (o.platform) {
+		if (platform_parse(o.platform, &to.platform)) {
+			fprintf(stderr, "%s: invalid platform \"%s\": expected OS/ARCH[/VARIANT]\n",
+				PACKAGE_NAME, o.platform);
+			goto out_ref;
+		}
+	} else if (platform_host(&to.platform)) {
+		fprintf(stderr, "%s: cannot tell this host's platform: use -o platform=\n",
+			PACKAGE_NAME);
+		goto out_ref;
+	}
+	if (!o.cache_dir)
+		o.cache_dir = default_cache_dir();
+	if (!o.cache_dir) {
+		fprintf(stderr, "%s: no cache directory: use -o cache_dir=\n", PACKAGE_NAME);
+		goto out_platform;
+	}
+
+	ho.insecure = o.insecure;
+	ho.ca_file = o.ca_file;
+	ho.connect_timeout = 30;
+	ho.timeout = o.timeout;
+	to.read_only = o.ro;
+	to.uid = o.uid_set ? o.uid : getuid();
+	to.gid = o.gid_set ? o.gid : getgid();
+	to.tag_ttl = o.tag_ttl;
+	to.list_ttl = o.list_ttl;
+	to.page_size = o.page_size;
+	to.plain_http = o.plain_http;
+
+	if (http_new(&ho, &http)) {
+		fprintf(stderr, "%s: cannot start the HTTP client\n", PACKAGE_NAME);
+		goto out_platform;
+	}
+	if (cache_new(o.cache_dir, &cache))
+		goto out_http;
+	if (tree_new(&source, &to, http, cache, &tree))
+		goto out_cache;
+	/* Fail here, with the registry's reason, rather than after mounting. */
+	if (tree_check_root(tree))
+		goto out_tree;
+
+	se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), tree);
+	if (!se)
+		goto out_tree;
+	if (fuse_set_signal_handlers(se) != 0)
+		goto out_session;
+	if (fuse_session_mount(se, cl.mountpoint) != 0)
+		goto out_signals;
+	if (fuse_daemonize(cl.foreground) != 0)
+		goto out_unmount;
+	if (!cl.foreground)
+		log_init(true, cl.debug);
+
+	lc.clone_fd = cl.clone_fd;
+	/* libfuse leaves it "unset" (UINT_MAX) unless -o max_idle_threads= is given */
+	lc.max_idle_threads = cl.max_idle_threads <= 100000 ? cl.max_idle_threads : 10;
+	ret = cl.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lc);
+	ret = ret ? 1 : 0;
+
+out_unmount:
+	fuse_session_unmount(se);
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_session:
+	fuse_session_destroy(se);
+out_tree:
+	tree_free(tree);
+out_cache:
+	cache_free(cache);
+out_http:
+	http_free(http);
+out_platform:
+	platform_release(&to.platform);
+out_ref:
+	ref_release(&source);
+out_cl:
+	free(cl.mountpoint);
+out_args:
+	fuse_opt_free_args(&args);
+	free(o.source);
+	free(o.cache_dir);
+	free(o.platform);
+	free(o.ca_file);
+	return ret;
+}

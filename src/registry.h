@@ -1,0 +1,67 @@
+/*
+ * The OCI distribution API of one registry host, on top of http.
+ */
+#ifndef OCIFS_REGISTRY_H
+#define OCIFS_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http.h"
+
+struct registry;
+
+struct registry_options {
+	bool plain_http;     /* never try TLS */
+	unsigned page_size;  /* n= for _catalog and tags/list */
+};
+
+/* A NULL-terminated list of malloc'd strings. */
+struct strlist {
+	char **v;
+	size_t n;
+};
+void strlist_release(struct strlist *l);
+int strlist_add(struct strlist *l, const char *s);
+
+/*
+ * A registry client for host ("host[:port]"); nothing is sent yet. Returns 0
+ * or -ENOMEM. The http client is borrowed and must outlive the registry.
+ */
+int registry_new(struct http *h, const char *host, const struct registry_options *o,
+	struct registry **out);
+void registry_free(struct registry *r);
+const char *registry_host(const struct registry *r);
+
+/*
+ * GET /v2/: finds the scheme (HTTPS, or plain HTTP for loopback hosts that do
+ * not speak TLS, or with plain_http) and checks the host is a registry.
+ * Returns 0, or -errno with a log line. Thread-safe; later calls are cheap.
+ */
+int registry_ping(struct registry *r);
+
+/* Every repository from _catalog, following Link pagination. 0 or -errno. */
+int registry_catalog(struct registry *r, struct strlist *out);
+
+/* Every tag of repo, following Link pagination. 0, -ENOENT, or -errno. */
+int registry_tags(struct registry *r, const char *repo, struct strlist *out);
+
+/*
+ * GET a manifest by tag or digest. The body is checked: at most
+ * MANIFEST_MAX_SIZE (-EFBIG), its sha256 equal to reference when that is a
+ * digest and to Docker-Content-Digest when present (-EBADMSG). On success
+ * *body (malloc'd, NUL-terminated), *len, *content_type (malloc'd or NULL) and
+ * *digest (malloc'd "sha256:...") are the caller's. -ENOENT when unknown.
+ */
+int registry_get_manifest(struct registry *r, const char *repo, const char *reference,
+	char **body, size_t *len, char **content_type, char **digest);
+
+/*
+ * GET a blob into fd (from its current offset), calling on_data with each
+ * chunk. Returns 0, -ENOENT, or -errno. The caller verifies the digest.
+ */
+int registry_get_blob(struct registry *r, const char *repo, const char *digest, int fd,
+	void (*on_data)(void *arg, const void *p, size_t n), void *arg);
+
+#endif

@@ -1,0 +1,1470 @@
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "cache.h"
+#include "digest.h"
+#include "log.h"
+#include "registry.h"
+#include "tree.h"
+
+/* Kernel cache time for what a digest pins down: it never changes. */
+#define IMMUTABLE_TIMEOUT 86400.0
+/* Titles and platforms nest; a bound keeps a hostile manifest from nesting forever. */
+#define MAX_DEPTH 64
+
+enum node_kind {
+	NODE_HOSTS,    /* "-" root: one child per registry host looked up */
+	NODE_NS,       /* a registry's root ("" path), a namespace or a repository */
+	NODE_ARTIFACT, /* a tag or digest directory */
+	NODE_DIR,      /* a fixed directory inside an artifact: title prefixes, .oci, ... */
+	NODE_BLOB,     /* a file whose bytes are a blob (or a manifest) of the registry */
+	NODE_DATA,     /* a file whose bytes are in memory */
+};
+
+/* One registry host and what is cached about it. */
+struct site {
+	struct site *next;
+	struct registry *reg;
+	bool docker_hub;        /* one-component names get "library/" */
+	pthread_mutex_t lock;   /* serialises catalog fetches */
+	struct strlist catalog; /* protected by lock */
+	time_t catalog_at;      /* protected by lock; 0: never fetched */
+	int catalog_err;        /* protected by lock */
+};
+
+struct xattr {
+	char *name;
+	char *value;
+};
+
+struct node {
+	struct node *all_next; /* every node of the tree, for tree_free() */
+	struct node *parent;
+	char *name;
+	enum node_kind kind;
+	bool hidden;    /* not listed (.oci) */
+	bool immutable; /* inside a digest-addressed artifact */
+	struct site *site;
+	char *repo; /* NS: path inside the registry ("" at its root); else the repository */
+
+	/* Directories. protected by t->lock */
+	struct node **children;
+	size_t n_children;
+	size_t cap_children;
+
+	/* Loading (NS listings, ARTIFACT manifests) happens under load_lock, never t->lock. */
+	pthread_mutex_t load_lock;
+
+	/* NS: tags of repo. protected by load_lock */
+	struct strlist tags;
+	time_t tags_at;
+	int tags_err;
+
+	/* ARTIFACT */
+	char *ref;      /* the tag or digest looked up */
+	bool by_digest; /* ref is a digest */
+	bool loaded;    /* protected by t->lock */
+	bool offline_logged;
+	time_t resolved_at; /* protected by t->lock */
+
+	/* ARTIFACT (manifest digest), BLOB (blob digest). protected by t->lock for ARTIFACT */
+	char *digest;
+	time_t mtime; /* protected by t->lock */
+
+	/* BLOB and DATA */
+	int64_t size;
+	bool is_manifest; /* BLOB fetched through the manifests endpoint */
+	char *data;
+	size_t data_len;
+
+	struct xattr *xattrs; /* protected by t->lock */
+	size_t n_xattrs;
+};
+
+struct tree {
+	struct tree_options opts;
+	struct http *http;
+	struct cache *cache;
+	struct node *root;
+	time_t start;
+	pthread_mutex_t lock;
+	struct node *all;   /* protected by lock */
+	struct site *sites; /* protected by lock */
+};
+
+/* ---- nodes ---- */
+
+static struct node *node_new(struct tree *t, struct node *parent, const char *name,
+	enum node_kind kind)
+{
+	struct node *n = calloc(1, sizeof(*n));
+
+	if (!n)
+		return NULL;
+	n->name = strdup(name);
+	if (!n->name) {
+		free(n);
+		return NULL;
+	}
+	n->parent = parent;
+	n->kind = kind;
+	n->size = -1;
+	n->mtime = t->start;
+	if (parent) {
+		n->site = parent->site;
+		n->immutable = parent->immutable;
+	}
+	pthread_mutex_init(&n->load_lock, NULL);
+	pthread_mutex_lock(&t->lock);
+	n->all_next = t->all;
+	t->all = n;
+	pthread_mutex_unlock(&t->lock);
+	return n;
+}
+
+static void xattrs_free(struct xattr *x, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(x[i].name);
+		free(x[i].value);
+	}
+	free(x);
+}
+
+static void node_free(struct node *n)
+{
+	pthread_mutex_destroy(&n->load_lock);
+	free(n->name);
+	free(n->repo);
+	free(n->children);
+	strlist_release(&n->tags);
+	free(n->ref);
+	free(n->digest);
+	free(n->data);
+	xattrs_free(n->xattrs, n->n_xattrs);
+	free(n);
+}
+
+bool tree_is_dir(const struct node *n)
+{
+	return n->kind != NODE_BLOB && n->kind != NODE_DATA;
+}
+
+/* The child called name, or NULL. Caller holds t->lock (or owns dir privately). */
+static struct node *child_find(struct node *dir, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < dir->n_children; i++)
+		if (strcmp(dir->children[i]->name, name) == 0)
+			return dir->children[i];
+	return NULL;
+}
+
+/* Caller holds t->lock (or owns dir privately). */
+static int child_add(struct node *dir, struct node *c)
+{
+	if (dir->n_children == dir->cap_children) {
+		size_t cap = dir->cap_children ? 2 * dir->cap_children : 8;
+		struct node **v = realloc(dir->children, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		dir->children = v;
+		dir->cap_children = cap;
+	}
+	dir->children[dir->n_children++] = c;
+	return 0;
+}
+
+static int xattr_add(struct xattr **x, size_t *n, const char *name, const char *value)
+{
+	struct xattr *v = realloc(*x, (*n + 1) * sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	*x = v;
+	v[*n].name = strdup(name);
+	v[*n].value = strdup(value);
+	if (!v[*n].name || !v[*n].value) {
+		free(v[*n].name);
+		free(v[*n].value);
+		return -ENOMEM;
+	}
+	(*n)++;
+	return 0;
+}
+
+static int xattrs_add_annotations(struct xattr **x, size_t *n, const struct annotation *a,
+	size_t na)
+{
+	char name[512];
+	size_t i;
+	int ret;
+
+	for (i = 0; i < na; i++) {
+		if (snprintf(name, sizeof(name), "user.oci.annotation.%s", a[i].key) >=
+			(int)sizeof(name))
+			continue;
+		ret = xattr_add(x, n, name, a[i].value);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* RFC 3339 "created" annotations, as oras and buildkit write them. */
+static bool parse_created(const char *s, time_t *out)
+{
+	struct tm tm;
+	const char *p;
+	long off = 0;
+
+	if (!s)
+		return false;
+	memset(&tm, 0, sizeof(tm));
+	p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!p)
+		return false;
+	if (*p == '.')
+		while (*++p >= '0' && *p <= '9')
+			;
+	if (*p == '+' || *p == '-') {
+		int hh, mm;
+
+		if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+			return false;
+		off = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
+	} else if (*p != 'Z' && *p != 'z') {
+		return false;
+	}
+	*out = timegm(&tm) - off;
+	return true;
+}
+
+/* ---- sites ---- */
+
+static int site_get(struct tree *t, const char *host, struct site **out)
+{
+	struct registry_options ro = { t->opts.plain_http, t->opts.page_size };
+	const char *canon = ref_canonical_host(host);
+	struct site *s;
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	for (s = t->sites; s; s = s->next)
+		if (strcmp(registry_host(s->reg), canon) == 0)
+			break;
+	pthread_mutex_unlock(&t->lock);
+	if (s) {
+		*out = s;
+		return 0;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	ret = registry_new(t->http, canon, &ro, &s->reg);
+	if (ret) {
+		free(s);
+		return ret;
+	}
+	s->docker_hub = strcmp(canon, "registry-1.docker.io") == 0;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_lock(&t->lock);
+	s->next = t->sites;
+	t->sites = s;
+	pthread_mutex_unlock(&t->lock);
+	*out = s;
+	return 0;
+}
+
+/* The repository name to ask the registry for a path of the tree. */
+static const char *site_repo(const struct site *s, const char *path, char *tmp, size_t n)
+{
+	if (s->docker_hub && *path && !strchr(path, '/')) {
+		snprintf(tmp, n, "library/%s", path);
+		return tmp;
+	}
+	return path;
+}
+
+static bool expired(time_t at, unsigned ttl)
+{
+	return at == 0 || time(NULL) - at >= (time_t)ttl;
+}
+
+/*
+ * The catalog of s, fetched or reused within list_ttl. Returns 0 with the
+ * site's lock held (the caller reads s->catalog, then unlocks), or -errno
+ * without it: a registry that forbids or lacks _catalog is not an error here.
+ */
+static int site_catalog_lock(struct tree *t, struct site *s)
+{
+	int ret;
+
+	pthread_mutex_lock(&s->lock);
+	if (!expired(s->catalog_at, t->opts.list_ttl)) {
+		if (s->catalog_err) {
+			ret = s->catalog_err;
+			pthread_mutex_unlock(&s->lock);
+			return ret;
+		}
+		return 0;
+	}
+	strlist_release(&s->catalog);
+	ret = registry_catalog(s->reg, &s->catalog);
+	if (ret == -EACCES || ret == -ENOENT || ret == -EOPNOTSUPP) {
+		if (!s->catalog_at)
+			log_info("%s: catalog not available (%s); repositories can still be "
+				 "looked up by name",
+				registry_host(s->reg), strerror(-ret));
+	} else if (ret) {
+		/* Transient: keep nothing, try again next time. */
+		pthread_mutex_unlock(&s->lock);
+		return ret;
+	}
+	s->catalog_err = ret;
+	s->catalog_at = time(NULL);
+	if (ret) {
+		pthread_mutex_unlock(&s->lock);
+		return ret;
+	}
+	return 0;
+}
+
+/*
+ * Whether the catalog (locked) has a repository at or below path/name.
+ */
+static bool catalog_has_prefix(const struct strlist *cat, const char *path, const char *name)
+{
+	size_t pl = strlen(path), nl = strlen(name), i;
+
+	for (i = 0; i < cat->n; i++) {
+		const char *r = cat->v[i];
+
+		if (pl) {
+			if (strncmp(r, path, pl) != 0 || r[pl] != '/')
+				continue;
+			r += pl + 1;
+		}
+		if (strncmp(r, name, nl) == 0 && (r[nl] == '\0' || r[nl] == '/'))
+			return true;
+	}
+	return false;
+}
+
+/* ---- namespaces ---- */
+
+static char *join_path(const char *path, const char *name)
+{
+	struct buf b = BUF_INIT;
+
+	if (buf_printf(&b, "%s%s%s", path, *path ? "/" : "", name)) {
+		buf_release(&b);
+		return NULL;
+	}
+	return buf_take(&b);
+}
+
+/* The tags of an NS node's repository, fetched or reused within list_ttl. Caller holds load_lock. */
+static int ns_tags(struct tree *t, struct node *ns)
+{
+	char tmp[300];
+	int ret;
+
+	if (!*ns->repo)
+		return -ENOENT;
+	if (!expired(ns->tags_at, t->opts.list_ttl))
+		return ns->tags_err;
+	strlist_release(&ns->tags);
+	ret = registry_tags(ns->site->reg, site_repo(ns->site, ns->repo, tmp, sizeof(tmp)),
+		&ns->tags);
+	/* A namespace that is not itself a repository has no tags: not an error. */
+	if (ret == -ENOENT || ret == -EACCES)
+		ret = -ENOENT;
+	else if (ret)
+		return ret;
+	ns->tags_err = ret;
+	ns->tags_at = time(NULL);
+	return ret;
+}
+
+static bool strlist_has(const struct strlist *l, const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		if (strcmp(l->v[i], s) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The existing child of dir called name, or a new one made by make() and
+ * added, so that racing lookups agree on one node.
+ */
+static struct node *child_get_or_add(struct tree *t, struct node *dir, struct node *fresh)
+{
+	struct node *c;
+
+	pthread_mutex_lock(&t->lock);
+	c = child_find(dir, fresh->name);
+	if (!c && child_add(dir, fresh) == 0)
+		c = fresh;
+	pthread_mutex_unlock(&t->lock);
+	/* A losing fresh node stays on t->all and is freed with the tree. */
+	return c;
+}
+
+static struct node *ns_new(struct tree *t, struct node *parent, const char *name,
+	struct site *site, const char *path)
+{
+	struct node *n = node_new(t, parent, name, NODE_NS);
+
+	if (!n)
+		return NULL;
+	n->site = site;
+	n->repo = strdup(path);
+	return n->repo ? n : NULL;
+}
+
+static struct node *artifact_new(struct tree *t, struct node *parent, const char *name,
+	struct site *site, const char *repo, const char *ref)
+{
+	struct node *n = node_new(t, parent, name, NODE_ARTIFACT);
+
+	if (!n)
+		return NULL;
+	n->site = site;
+	n->by_digest = ref_valid_digest(ref);
+	n->immutable = n->by_digest;
+	n->repo = strdup(repo);
+	n->ref = strdup(ref);
+	return n->repo && n->ref ? n : NULL;
+}
+
+static int artifact_load(struct tree *t, struct node *n);
+
+/* Make an artifact child of dir that must exist (it is loaded to find out). */
+static int ns_lookup_artifact(struct tree *t, struct node *dir, const char *name,
+	const char *repo, const char *ref, struct node **out)
+{
+	struct node *n;
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	n = child_find(dir, name);
+	pthread_mutex_unlock(&t->lock);
+	if (!n) {
+		n = artifact_new(t, dir, name, dir->site, repo, ref);
+		if (!n)
+			return -ENOMEM;
+	}
+	ret = artifact_load(t, n);
+	if (ret)
+		return ret;
+	*out = child_get_or_add(t, dir, n);
+	return *out ? 0 : -ENOMEM;
+}
+
+static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	const char *at = strchr(name, '@'), *colon = strchr(name, ':');
+	char *repo = NULL, *leaf = NULL;
+	struct node *n;
+	bool in_catalog = false, have_catalog = false;
+	int ret;
+
+	if (name[0] == '.')
+		return -ENOENT;
+	/* <repo>/sha256:<hex>: the manifest with that digest */
+	if (*dir->repo && ref_valid_digest(name))
+		return ns_lookup_artifact(t, dir, name, dir->repo, name, out);
+	/* <parent>/<leaf>@<digest> and <parent>/<leaf>:<tag> aliases */
+	if (at || colon) {
+		const char *sep = at ? at : colon;
+
+		leaf = strndup(name, (size_t)(sep - name));
+		if (!leaf)
+			return -ENOMEM;
+		if (!ref_valid_component(leaf) || (at ? !ref_valid_digest(at + 1)
+						      : !ref_valid_tag(colon + 1))) {
+			ret = -ENOENT;
+			goto out;
+		}
+		repo = join_path(dir->repo, leaf);
+		if (!repo) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		ret = ref_valid_repo(repo) ? ns_lookup_artifact(t, dir, name, repo, sep + 1, out)
+					   : -ENOENT;
+		goto out;
+	}
+
+	pthread_mutex_lock(&t->lock);
+	n = child_find(dir, name);
+	pthread_mutex_unlock(&t->lock);
+	if (n && n->kind == NODE_NS) {
+		*out = n;
+		return 0;
+	}
+
+	/* A child repository (or namespace) wins over a tag of the same name. */
+	if (ref_valid_component(name)) {
+		repo = join_path(dir->repo, name);
+		if (!repo)
+			return -ENOMEM;
+		if (ref_valid_repo(repo) && site_catalog_lock(t, dir->site) == 0) {
+			have_catalog = true;
+			in_catalog = catalog_has_prefix(&dir->site->catalog, dir->repo, name);
+			pthread_mutex_unlock(&dir->site->lock);
+		}
+		if (in_catalog)
+			goto make_ns;
+	}
+	if (n && n->kind == NODE_ARTIFACT) {
+		*out = n;
+		ret = 0;
+		goto out;
+	}
+	if (*dir->repo && ref_valid_tag(name)) {
+		bool listed;
+
+		pthread_mutex_lock(&dir->load_lock);
+		ret = ns_tags(t, dir);
+		listed = ret == 0 && strlist_has(&dir->tags, name);
+		pthread_mutex_unlock(&dir->load_lock);
+		if (listed) {
+			n = artifact_new(t, dir, name, dir->site, dir->repo, name);
+			*out = n ? child_get_or_add(t, dir, n) : NULL;
+			ret = *out ? 0 : -ENOMEM;
+			goto out;
+		}
+		/* Not (yet) listed: a tag pushed since the listing, or no tag at all. */
+		ret = ns_lookup_artifact(t, dir, name, dir->repo, name, out);
+		if (ret != -ENOENT)
+			goto out;
+	}
+	if (!repo || !ref_valid_repo(repo)) {
+		ret = -ENOENT;
+		goto out;
+	}
+	/* Not in the catalog: a repository it does not list, if it has tags. */
+	if (have_catalog) {
+		struct strlist tags = { NULL, 0 };
+		char tmp[300];
+
+		ret = registry_tags(dir->site->reg, site_repo(dir->site, repo, tmp, sizeof(tmp)),
+			&tags);
+		strlist_release(&tags);
+		if (ret)
+			goto out;
+	}
+	/* Without a catalog any valid name may be a namespace: show it (empty if so). */
+make_ns:
+	n = ns_new(t, dir, name, dir->site, repo);
+	*out = n ? child_get_or_add(t, dir, n) : NULL;
+	ret = *out ? 0 : -ENOMEM;
+out:
+	free(repo);
+	free(leaf);
+	return ret;
+}
+
+static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count)
+{
+	struct strlist names = { NULL, 0 };
+	size_t ncomp, i, j;
+	struct tree_dirent *v = NULL;
+	int ret;
+
+	/* Repository components below this path, from the catalog. */
+	ret = site_catalog_lock(t, dir->site);
+	if (ret == 0) {
+		size_t pl = strlen(dir->repo);
+
+		for (i = 0; i < dir->site->catalog.n && !ret; i++) {
+			const char *r = dir->site->catalog.v[i];
+			char *comp;
+
+			if (pl) {
+				if (strncmp(r, dir->repo, pl) != 0 || r[pl] != '/')
+					continue;
+				r += pl + 1;
+			}
+			comp = strndup(r, strcspn(r, "/"));
+			if (!comp) {
+				ret = -ENOMEM;
+				break;
+			}
+			if (!strlist_has(&names, comp))
+				ret = strlist_add(&names, comp);
+			free(comp);
+		}
+		pthread_mutex_unlock(&dir->site->lock);
+	} else if (ret == -EACCES || ret == -ENOENT || ret == -EOPNOTSUPP) {
+		ret = 0;
+	}
+	if (ret)
+		goto out;
+	ncomp = names.n;
+	if (*dir->repo) {
+		pthread_mutex_lock(&dir->load_lock);
+		ret = ns_tags(t, dir);
+		for (i = 0; ret == 0 && i < dir->tags.n; i++) {
+			const char *tag = dir->tags.v[i];
+
+			/* A tag shadowed by a child repository stays reachable as leaf:tag. */
+			if (!ref_valid_tag(tag) || strlist_has(&names, tag))
+				continue;
+			ret = strlist_add(&names, tag);
+		}
+		pthread_mutex_unlock(&dir->load_lock);
+		if (ret == -ENOENT)
+			ret = 0;
+		if (ret)
+			goto out;
+	}
+	v = calloc(names.n + 1, sizeof(*v));
+	if (!v) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (i = 0, j = 0; i < names.n; i++) {
+		struct node *n;
+
+		if (i < ncomp) {
+			char *path = join_path(dir->repo, names.v[i]);
+
+			n = path ? ns_new(t, dir, names.v[i], dir->site, path) : NULL;
+			free(path);
+		} else {
+			n = artifact_new(t, dir, names.v[i], dir->site, dir->repo, names.v[i]);
+		}
+		n = n ? child_get_or_add(t, dir, n) : NULL;
+		if (!n) {
+			ret = -ENOMEM;
+			break;
+		}
+		v[j].name = names.v[i];
+		names.v[i] = NULL;
+		v[j].node = n;
+		v[j].type = S_IFDIR;
+		j++;
+	}
+	if (ret) {
+		tree_dirents_free(v, j);
+		goto out;
+	}
+	*ents = v;
+	*count = j;
+out:
+	for (i = 0; i < names.n; i++)
+		free(names.v[i]);
+	free(names.v);
+	return ret;
+}
+
+/* ---- the "-" root ---- */
+
+static int hosts_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	struct site *s;
+	struct node *n;
+	int ret;
+
+	if (!ref_valid_host(name) || !ref_looks_like_host(name))
+		return -ENOENT;
+	pthread_mutex_lock(&t->lock);
+	n = child_find(dir, name);
+	pthread_mutex_unlock(&t->lock);
+	if (n) {
+		*out = n;
+		return 0;
+	}
+	ret = site_get(t, name, &s);
+	if (ret)
+		return ret;
+	ret = registry_ping(s->reg);
+	if (ret)
+		return ret == -EHOSTUNREACH ? -ENOENT : ret;
+	n = ns_new(t, dir, name, s, "");
+	*out = n ? child_get_or_add(t, dir, n) : NULL;
+	return *out ? 0 : -ENOMEM;
+}
+
+/* ---- artifacts ---- */
+
+/* Bytes of a manifest by digest: from the cache, else the registry (then cached). */
+static int fetch_manifest_digest(struct tree *t, struct site *s, const char *repo,
+	const char *digest, char **body, size_t *len)
+{
+	char *ct = NULL, *got = NULL;
+	int ret;
+
+	if (cache_get(t->cache, digest, MANIFEST_MAX_SIZE, body, len) == 0)
+		return 0;
+	ret = registry_get_manifest(s->reg, repo, digest, body, len, &ct, &got);
+	if (ret)
+		return ret;
+	cache_put(t->cache, got, *body, *len);
+	free(ct);
+	free(got);
+	return 0;
+}
+
+/* Everything an artifact directory shows, built before it is swapped in. */
+struct build {
+	struct tree *t;
+	struct node *art;
+	const char *repo;
+	const char *label; /* "host/repo@digest" for log lines */
+};
+
+static struct node *build_node(struct build *b, struct node *parent, const char *name,
+	enum node_kind kind)
+{
+	struct node *n = node_new(b->t, parent, name, kind);
+
+	if (!n)
+		return NULL;
+	n->immutable = b->art->by_digest;
+	if (!n->repo)
+		n->repo = strdup(b->repo);
+	if (!n->repo || child_add(parent, n)) {
+		return NULL;
+	}
+	return n;
+}
+
+static int set_blob(struct node *n, const struct descriptor *d, time_t mtime)
+{
+	int ret;
+
+	n->digest = strdup(d->digest);
+	if (!n->digest)
+		return -ENOMEM;
+	n->size = d->size;
+	n->mtime = mtime;
+	ret = xattr_add(&n->xattrs, &n->n_xattrs, "user.oci.digest", d->digest);
+	if (!ret)
+		ret = xattr_add(&n->xattrs, &n->n_xattrs, "user.oci.mediaType", d->media_type);
+	if (!ret)
+		ret = xattrs_add_annotations(&n->xattrs, &n->n_xattrs, d->annotations,
+			d->n_annotations);
+	return ret;
+}
+
+static struct node *build_data(struct build *b, struct node *parent, const char *name,
+	const char *data, size_t len)
+{
+	struct node *n = build_node(b, parent, name, NODE_DATA);
+
+	if (!n)
+		return NULL;
+	n->data = malloc(len + 1);
+	if (!n->data)
+		return NULL;
+	memcpy(n->data, data, len);
+	n->data[len] = '\0';
+	n->data_len = len;
+	n->size = (int64_t)len;
+	return n;
+}
+
+/* Write a title into a log line on one line, whatever bytes it holds. */
+static void escape_for_log(const char *s, char *out, size_t n)
+{
+	size_t o = 0;
+
+	for (; *s && o + 5 < n; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c < 0x20 || c == 0x7f || c == '\\')
+			o += (size_t)snprintf(out + o, n - o, "\\x%02x", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+}
+
+/* One file per titled layer; a title with '/' makes directories. */
+static int build_title(struct build *b, struct node *root, const struct descriptor *d,
+	const char *title, time_t mtime)
+{
+	char esc[600];
+	char *copy, *comp, *slash;
+	struct node *dir = root, *n;
+	int ret = 0;
+
+	if (manifest_title_check(title)) {
+		escape_for_log(title, esc, sizeof(esc));
+		log_warn("%s: layer %s has unsafe title \"%s\": not shown", b->label, d->digest,
+			esc);
+		return 0;
+	}
+	copy = strdup(title);
+	if (!copy)
+		return -ENOMEM;
+	for (comp = copy;; comp = slash + 1) {
+		slash = strchr(comp, '/');
+		if (slash)
+			*slash = '\0';
+		n = child_find(dir, comp);
+		if (!slash) {
+			if (n)
+				goto clash;
+			n = build_node(b, dir, comp, NODE_BLOB);
+			ret = n ? set_blob(n, d, mtime) : -ENOMEM;
+			break;
+		}
+		if (n && n->kind != NODE_DIR)
+			goto clash;
+		if (!n) {
+			n = build_node(b, dir, comp, NODE_DIR);
+			if (!n) {
+				ret = -ENOMEM;
+				break;
+			}
+			n->mtime = mtime;
+		}
+		dir = n;
+	}
+	free(copy);
+	return ret;
+
+clash:
+	escape_for_log(title, esc, sizeof(esc));
+	log_warn("%s: layer %s title \"%s\" clashes with an earlier layer: not shown", b->label,
+		d->digest, esc);
+	free(copy);
+	return 0;
+}
+
+static bool platform_component_ok(const char *s)
+{
+	return s && *s && strcmp(s, ".") != 0 && strcmp(s, "..") != 0 && !strchr(s, '/') &&
+	       manifest_title_check(s) == 0;
+}
+
+/* .oci/platforms/<os>/<arch>[/<variant>]/ for each child of an index. */
+static int build_platforms(struct build *b, struct node *oci, const struct manifest *idx)
+{
+	struct node *plat = NULL;
+	size_t i;
+
+	for (i = 0; i < idx->n_manifests; i++) {
+		const struct descriptor *d = &idx->manifests[i];
+		const struct platform *p = d->platform;
+		const char *parts[3];
+		struct node *dir, *n;
+		size_t np, k;
+
+		if (!p || !platform_component_ok(p->os) || !platform_component_ok(p->architecture) ||
+			(p->variant && !platform_component_ok(p->variant)))
+			continue;
+		parts[0] = p->os;
+		parts[1] = p->architecture;
+		parts[2] = p->variant;
+		np = p->variant ? 3 : 2;
+		if (!plat) {
+			plat = build_node(b, oci, "platforms", NODE_DIR);
+			if (!plat)
+				return -ENOMEM;
+		}
+		dir = plat;
+		for (k = 0; k + 1 < np; k++) {
+			n = child_find(dir, parts[k]);
+			if (n && n->kind != NODE_DIR)
+				break;
+			if (!n)
+				n = build_node(b, dir, parts[k], NODE_DIR);
+			if (!n)
+				return -ENOMEM;
+			dir = n;
+		}
+		/* A second entry for the same platform (or arm beside arm/v7): first wins. */
+		if (k + 1 < np || child_find(dir, parts[np - 1]))
+			continue;
+		n = node_new(b->t, dir, parts[np - 1], NODE_ARTIFACT);
+		if (!n || child_add(dir, n))
+			return -ENOMEM;
+		n->by_digest = true;
+		n->immutable = true;
+		n->repo = strdup(b->repo);
+		n->ref = strdup(d->digest);
+		if (!n->repo || !n->ref)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+static int build_blob_entry(struct build *b, struct node *sha, const struct descriptor *d,
+	bool is_manifest)
+{
+	const char *hex = digest_hex(d->digest);
+	struct node *n;
+
+	if (!digest_supported(d->digest) || child_find(sha, hex))
+		return 0;
+	n = build_node(b, sha, hex, NODE_BLOB);
+	if (!n)
+		return -ENOMEM;
+	n->is_manifest = is_manifest;
+	return set_blob(n, d, b->t->start);
+}
+
+static int build_oci(struct build *b, struct node *art, const struct manifest *m,
+	const char *digest, const char *body, size_t len)
+{
+	struct node *oci, *blobs, *sha, *n;
+	char line[DIGEST_STR_LEN + 2];
+	size_t i;
+	int ret = 0;
+
+	oci = build_node(b, art, ".oci", NODE_DIR);
+	if (!oci)
+		return -ENOMEM;
+	oci->hidden = true;
+	if (!build_data(b, oci, "manifest.json", body, len))
+		return -ENOMEM;
+	snprintf(line, sizeof(line), "%s\n", digest);
+	if (!build_data(b, oci, "digest", line, strlen(line)))
+		return -ENOMEM;
+	if (m->kind == MANIFEST_IMAGE) {
+		n = build_node(b, oci, "config.json", NODE_BLOB);
+		if (!n)
+			return -ENOMEM;
+		ret = set_blob(n, &m->config, b->t->start);
+		if (ret)
+			return ret;
+	}
+	blobs = build_node(b, oci, "blobs", NODE_DIR);
+	sha = blobs ? build_node(b, blobs, "sha256", NODE_DIR) : NULL;
+	if (!sha)
+		return -ENOMEM;
+	if (m->kind == MANIFEST_IMAGE)
+		ret = build_blob_entry(b, sha, &m->config, false);
+	for (i = 0; !ret && i < m->n_layers; i++)
+		ret = build_blob_entry(b, sha, &m->layers[i], false);
+	for (i = 0; !ret && i < m->n_manifests; i++)
+		ret = build_blob_entry(b, sha, &m->manifests[i], true);
+	if (!ret && m->kind == MANIFEST_INDEX)
+		ret = build_platforms(b, oci, m);
+	return ret;
+}
+
+static int build_files(struct build *b, struct node *art, const struct manifest *m,
+	time_t mtime)
+{
+	size_t i;
+	int ret = 0;
+
+	for (i = 0; !ret && i < m->n_layers; i++) {
+		const struct descriptor *d = &m->layers[i];
+		const char *title = annotation_get(d->annotations, d->n_annotations, ANN_TITLE);
+		time_t lt = mtime;
+
+		if (!title)
+			continue; /* an image layer: under .oci/blobs until the rootfs view */
+		parse_created(annotation_get(d->annotations, d->n_annotations, ANN_CREATED), &lt);
+		ret = build_title(b, art, d, title, lt);
+	}
+	return ret;
+}
+
+static int build_xattrs(struct node *scratch, const struct manifest *m, const char *digest)
+{
+	const char *at = manifest_artifact_type(m);
+	int ret;
+
+	ret = xattr_add(&scratch->xattrs, &scratch->n_xattrs, "user.oci.digest", digest);
+	if (!ret && m->media_type)
+		ret = xattr_add(&scratch->xattrs, &scratch->n_xattrs, "user.oci.mediaType",
+			m->media_type);
+	if (!ret && at)
+		ret = xattr_add(&scratch->xattrs, &scratch->n_xattrs, "user.oci.artifactType", at);
+	if (!ret)
+		ret = xattrs_add_annotations(&scratch->xattrs, &scratch->n_xattrs, m->annotations,
+			m->n_annotations);
+	return ret;
+}
+
+/*
+ * Build the children of art from a manifest body into scratch (a private
+ * node standing in for art), so that art changes in one step under t->lock.
+ */
+static int artifact_build(struct tree *t, struct node *art, struct node *scratch,
+	const char *digest, const char *body, size_t len)
+{
+	struct manifest *m = NULL, *child = NULL;
+	char label[600], *cbody = NULL;
+	struct build b = { t, art, art->repo, label };
+	time_t mtime = t->start;
+	size_t clen;
+	int ret;
+
+	snprintf(label, sizeof(label), "%s/%s@%s", registry_host(art->site->reg), art->repo,
+		digest);
+	ret = manifest_parse(body, len, NULL, &m);
+	if (ret) {
+		log_err("%s: %s", label,
+			ret == -EPROTONOSUPPORT ? "unsupported manifest type"
+						: "malformed manifest");
+		return -EIO;
+	}
+	parse_created(annotation_get(m->annotations, m->n_annotations, ANN_CREATED), &mtime);
+	scratch->mtime = mtime;
+	ret = build_xattrs(scratch, m, digest);
+	if (ret)
+		goto out;
+	if (m->kind == MANIFEST_INDEX) {
+		const struct descriptor *d = manifest_select_platform(m, &t->opts.platform);
+		struct manifest *cm = NULL;
+
+		if (!d) {
+			char *p = platform_format(&t->opts.platform);
+
+			log_info("%s: index has no manifest for %s: only .oci/ is shown", label,
+				p ? p : "this platform");
+			free(p);
+		} else if (fetch_manifest_digest(t, art->site, art->repo, d->digest, &cbody,
+				   &clen) == 0 &&
+			   manifest_parse(cbody, clen, NULL, &cm) == 0) {
+			if (cm->kind == MANIFEST_IMAGE)
+				child = cm;
+			else
+				manifest_free(cm);
+		} else {
+			log_err("%s: platform manifest %s cannot be read", label, d->digest);
+		}
+	}
+	ret = build_files(&b, scratch, child ? child : m, mtime);
+	if (!ret)
+		ret = build_oci(&b, scratch, m, digest, body, len);
+out:
+	if (ret == -ENOMEM)
+		log_err("%s: out of memory", label);
+	manifest_free(child);
+	manifest_free(m);
+	free(cbody);
+	return ret;
+}
+
+/*
+ * Make sure art shows a current manifest: loaded once for a digest, again
+ * after tag_ttl for a tag. With the registry unreachable a tag keeps its last
+ * resolution. 0, -ENOENT when the registry does not know it, -EIO...
+ */
+static int artifact_load(struct tree *t, struct node *n)
+{
+	struct node scratch;
+	char *body = NULL, *ct = NULL, *digest = NULL;
+	size_t len = 0;
+	bool fresh, same;
+	int ret = 0;
+
+	pthread_mutex_lock(&t->lock);
+	fresh = n->loaded && (n->by_digest || !expired(n->resolved_at, t->opts.tag_ttl));
+	pthread_mutex_unlock(&t->lock);
+	if (fresh)
+		return 0;
+
+	pthread_mutex_lock(&n->load_lock);
+	pthread_mutex_lock(&t->lock);
+	fresh = n->loaded && (n->by_digest || !expired(n->resolved_at, t->opts.tag_ttl));
+	pthread_mutex_unlock(&t->lock);
+	if (fresh)
+		goto out_unlock;
+
+	if (n->by_digest) {
+		ret = fetch_manifest_digest(t, n->site, n->repo, n->ref, &body, &len);
+		digest = ret ? NULL : strdup(n->ref);
+		if (!ret && !digest)
+			ret = -ENOMEM;
+	} else {
+		ret = registry_get_manifest(n->site->reg, n->repo, n->ref, &body, &len, &ct,
+			&digest);
+		if (ret == 0)
+			cache_put(t->cache, digest, body, len);
+	}
+	if (ret) {
+		if (ret != -ENOENT && n->loaded) {
+			/* Offline: keep showing the last resolution. */
+			if (!n->offline_logged)
+				log_warn("%s/%s:%s: registry unreachable (%s): showing its last "
+					 "resolution",
+					registry_host(n->site->reg), n->repo, n->ref,
+					strerror(-ret));
+			n->offline_logged = true;
+			pthread_mutex_lock(&t->lock);
+			n->resolved_at = time(NULL);
+			pthread_mutex_unlock(&t->lock);
+			ret = 0;
+		} else if (ret != -ENOENT && ret != -ENOMEM) {
+			ret = -EIO;
+		}
+		goto out_unlock;
+	}
+	n->offline_logged = false;
+
+	pthread_mutex_lock(&t->lock);
+	same = n->loaded && n->digest && strcmp(n->digest, digest) == 0;
+	if (same)
+		n->resolved_at = time(NULL);
+	pthread_mutex_unlock(&t->lock);
+	if (same)
+		goto out_unlock;
+
+	memset(&scratch, 0, sizeof(scratch));
+	scratch.site = n->site;
+	scratch.immutable = n->immutable;
+	ret = artifact_build(t, n, &scratch, digest, body, len);
+	if (ret) {
+		/* Children already added to scratch are on t->all: freed with the tree. */
+		free(scratch.children);
+		xattrs_free(scratch.xattrs, scratch.n_xattrs);
+		goto out_unlock;
+	}
+	pthread_mutex_lock(&t->lock);
+	/* Old children stay valid for the kernel (on t->all); they are just unlinked. */
+	free(n->children);
+	n->children = scratch.children;
+	n->n_children = scratch.n_children;
+	n->cap_children = scratch.cap_children;
+	for (size_t i = 0; i < n->n_children; i++)
+		n->children[i]->parent = n;
+	xattrs_free(n->xattrs, n->n_xattrs);
+	n->xattrs = scratch.xattrs;
+	n->n_xattrs = scratch.n_xattrs;
+	n->mtime = scratch.mtime;
+	free(n->digest);
+	n->digest = digest;
+	digest = NULL;
+	n->loaded = true;
+	n->resolved_at = time(NULL);
+	pthread_mutex_unlock(&t->lock);
+
+out_unlock:
+	pthread_mutex_unlock(&n->load_lock);
+	free(body);
+	free(ct);
+	free(digest);
+	return ret;
+}
+
+/* ---- the interface ---- */
+
+int tree_new(const struct ref *source, const struct tree_options *o, struct http *http,
+	struct cache *cache, struct tree **out)
+{
+	struct tree *t = calloc(1, sizeof(*t));
+	struct site *s;
+	int ret = -ENOMEM;
+
+	if (!t)
+		return -ENOMEM;
+	t->opts = *o;
+	t->http = http;
+	t->cache = cache;
+	t->start = time(NULL);
+	pthread_mutex_init(&t->lock, NULL);
+	if (!source->host) {
+		t->root = node_new(t, NULL, "", NODE_HOSTS);
+	} else {
+		ret = site_get(t, source->host, &s);
+		if (ret)
+			goto out_free;
+		ret = -ENOMEM;
+		if (!source->repo) {
+			t->root = ns_new(t, NULL, "", s, "");
+		} else if (!source->tag && !source->digest) {
+			t->root = ns_new(t, NULL, "", s, source->repo);
+		} else {
+			const char *refname = source->digest ? source->digest : source->tag;
+
+			t->root = artifact_new(t, NULL, "", s, source->repo, refname);
+		}
+	}
+	if (!t->root)
+		goto out_free;
+	*out = t;
+	return 0;
+
+out_free:
+	tree_free(t);
+	return ret;
+}
+
+void tree_free(struct tree *t)
+{
+	struct node *n, *next;
+	struct site *s, *snext;
+
+	if (!t)
+		return;
+	for (n = t->all; n; n = next) {
+		next = n->all_next;
+		node_free(n);
+	}
+	for (s = t->sites; s; s = snext) {
+		snext = s->next;
+		strlist_release(&s->catalog);
+		pthread_mutex_destroy(&s->lock);
+		registry_free(s->reg);
+		free(s);
+	}
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
+struct node *tree_root(struct tree *t)
+{
+	return t->root;
+}
+
+int tree_check_root(struct tree *t)
+{
+	struct node *r = t->root;
+	int ret;
+
+	if (r->kind == NODE_HOSTS)
+		return 0;
+	ret = registry_ping(r->site->reg);
+	if (ret)
+		return ret;
+	if (r->kind == NODE_ARTIFACT) {
+		ret = artifact_load(t, r);
+		if (ret == -ENOENT)
+			log_err("%s/%s%s%s: no such manifest", registry_host(r->site->reg), r->repo,
+				r->by_digest ? "@" : ":", r->ref);
+	}
+	return ret;
+}
+
+int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	struct node *n;
+	int ret;
+
+	if (strlen(name) > 255)
+		return -ENAMETOOLONG;
+	switch (dir->kind) {
+	case NODE_HOSTS:
+		return hosts_lookup(t, dir, name, out);
+	case NODE_NS:
+		return ns_lookup(t, dir, name, out);
+	case NODE_ARTIFACT:
+		ret = artifact_load(t, dir);
+		if (ret)
+			return ret;
+		break;
+	case NODE_DIR:
+		break;
+	default:
+		return -ENOTDIR;
+	}
+	pthread_mutex_lock(&t->lock);
+	n = child_find(dir, name);
+	pthread_mutex_unlock(&t->lock);
+	if (!n)
+		return -ENOENT;
+	*out = n;
+	return 0;
+}
+
+int tree_getattr(struct tree *t, struct node *n, struct stat *st)
+{
+	bool dir = tree_is_dir(n);
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = (ino_t)(uintptr_t)n;
+	st->st_uid = t->opts.uid;
+	st->st_gid = t->opts.gid;
+	if (dir) {
+		st->st_mode = S_IFDIR | (t->opts.read_only ? 0555 : 0755);
+		st->st_nlink = 2;
+	} else {
+		st->st_mode = S_IFREG | (t->opts.read_only ? 0444 : 0644);
+		st->st_nlink = 1;
+		st->st_size = n->size > 0 ? n->size : 0;
+		st->st_blocks = (st->st_size + 511) / 512;
+	}
+	st->st_blksize = 128 * 1024;
+	pthread_mutex_lock(&t->lock);
+	st->st_mtime = st->st_ctime = st->st_atime = n->mtime;
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+}
+
+double tree_timeout(struct tree *t, struct node *n)
+{
+	if (n->immutable)
+		return IMMUTABLE_TIMEOUT;
+	if (n->kind == NODE_NS || n->kind == NODE_HOSTS)
+		return t->opts.list_ttl;
+	return t->opts.tag_ttl;
+}
+
+void tree_dirents_free(struct tree_dirent *ents, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		free(ents[i].name);
+	free(ents);
+}
+
+int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count)
+{
+	struct tree_dirent *v;
+	size_t i, j;
+	int ret;
+
+	switch (dir->kind) {
+	case NODE_NS:
+		return ns_list(t, dir, ents, count);
+	case NODE_ARTIFACT:
+		ret = artifact_load(t, dir);
+		if (ret)
+			return ret;
+		break;
+	case NODE_HOSTS:
+	case NODE_DIR:
+		break;
+	default:
+		return -ENOTDIR;
+	}
+	pthread_mutex_lock(&t->lock);
+	v = calloc(dir->n_children + 1, sizeof(*v));
+	if (!v) {
+		pthread_mutex_unlock(&t->lock);
+		return -ENOMEM;
+	}
+	for (i = 0, j = 0; i < dir->n_children; i++) {
+		struct node *c = dir->children[i];
+
+		if (c->hidden)
+			continue;
+		v[j].name = strdup(c->name);
+		if (!v[j].name) {
+			pthread_mutex_unlock(&t->lock);
+			tree_dirents_free(v, j);
+			return -ENOMEM;
+		}
+		v[j].node = c;
+		v[j].type = tree_is_dir(c) ? S_IFDIR : S_IFREG;
+		j++;
+	}
+	pthread_mutex_unlock(&t->lock);
+	*ents = v;
+	*count = j;
+	return 0;
+}
+
+int tree_open(struct tree *t, struct node *n, int *fd, const char **data, size_t *len)
+{
+	char *body = NULL;
+	size_t blen;
+	int ret;
+
+	*fd = -1;
+	*data = NULL;
+	*len = 0;
+	switch (n->kind) {
+	case NODE_DATA:
+		*data = n->data;
+		*len = n->data_len;
+		return 0;
+	case NODE_BLOB:
+		break;
+	default:
+		return -EISDIR;
+	}
+	if (n->is_manifest) {
+		/* Manifests come through the manifests endpoint, verified by digest. */
+		ret = fetch_manifest_digest(t, n->site, n->repo, n->digest, &body, &blen);
+		free(body);
+		if (ret)
+			return ret == -ENOENT || ret == -ENOMEM ? ret : -EIO;
+	}
+	ret = cache_open_blob(t->cache, n->site->reg, n->repo, n->digest, n->size);
+	if (ret < 0)
+		return ret == -ENOENT || ret == -ENOMEM ? ret : -EIO;
+	*fd = ret;
+	return 0;
+}
+
+static int node_ensure_loaded(struct tree *t, struct node *n)
+{
+	return n->kind == NODE_ARTIFACT ? artifact_load(t, n) : 0;
+}
+
+ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size)
+{
+	ssize_t ret = -ENODATA;
+	size_t i;
+	int err;
+
+	err = node_ensure_loaded(t, n);
+	if (err)
+		return err;
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < n->n_xattrs; i++) {
+		size_t vl;
+
+		if (strcmp(n->xattrs[i].name, name) != 0)
+			continue;
+		vl = strlen(n->xattrs[i].value);
+		if (size && vl > size)
+			ret = -ERANGE;
+		else {
+			if (size)
+				memcpy(buf, n->xattrs[i].value, vl);
+			ret = (ssize_t)vl;
+		}
+		break;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ret;
+}
+
+ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size)
+{
+	size_t total = 0, i;
+	int err;
+
+	err = node_ensure_loaded(t, n);
+	if (err)
+		return err;
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < n->n_xattrs; i++)
+		total += strlen(n->xattrs[i].name) + 1;
+	if (size && total > size) {
+		pthread_mutex_unlock(&t->lock);
+		return -ERANGE;
+	}
+	if (size) {
+		char *p = buf;
+
+		for (i = 0; i < n->n_xattrs; i++) {
+			size_t l = strlen(n->xattrs[i].name) + 1;
+
+			memcpy(p, n->xattrs[i].name, l);
+			p += l;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return (ssize_t)total;
+}

@@ -1,0 +1,90 @@
+/*
+ * The directory model of DESIGN.md section 2: inodes for registries,
+ * repositories, tags, digests and the files of an artifact, built lazily from
+ * registry answers. FUSE-agnostic: fs.c translates.
+ *
+ * Nodes live until tree_free(): an inode number handed to the kernel stays
+ * valid for the whole mount, so forget needs no bookkeeping.
+ */
+#ifndef OCIFS_TREE_H
+#define OCIFS_TREE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "manifest.h"
+#include "ref.h"
+
+struct cache;
+struct http;
+struct node;
+struct tree;
+
+struct tree_options {
+	bool read_only;
+	uid_t uid;
+	gid_t gid;
+	struct platform platform; /* borrowed */
+	unsigned tag_ttl;         /* seconds a tag's resolution is trusted */
+	unsigned list_ttl;        /* seconds a listing is trusted */
+	unsigned page_size;       /* n= of list requests */
+	bool plain_http;
+};
+
+/*
+ * A tree whose root is what source names (see ref_parse_source). Nothing is
+ * fetched yet. http and cache are borrowed and must outlive the tree. 0 or -errno.
+ */
+int tree_new(const struct ref *source, const struct tree_options *o, struct http *http,
+	struct cache *cache, struct tree **out);
+void tree_free(struct tree *t);
+
+/*
+ * Check, before mounting, that the root can be shown: the registry answers,
+ * and an artifact SOURCE exists and parses. 0, or -errno after a log line.
+ */
+int tree_check_root(struct tree *t);
+
+struct node *tree_root(struct tree *t);
+
+/* The child called name of dir, looked up (and fetched) as needed: 0 or -errno. */
+int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
+
+/* Attributes of n. 0 or -errno (a tag that can no longer be resolved, ...). */
+int tree_getattr(struct tree *t, struct node *n, struct stat *st);
+
+/* Seconds the kernel may cache n's entry and attributes. */
+double tree_timeout(struct tree *t, struct node *n);
+
+struct tree_dirent {
+	char *name;
+	struct node *node;
+	mode_t type; /* S_IFDIR, S_IFREG */
+};
+
+/* A snapshot of dir's listing; free with tree_dirents_free(). 0 or -errno. */
+int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *n);
+void tree_dirents_free(struct tree_dirent *ents, size_t n);
+
+/*
+ * Open a regular file for reading. For a blob-backed file *fd is an fd on the
+ * complete, verified cache file (the caller closes it) and *data NULL; for an
+ * in-memory file *fd is -1 and *data and *len borrow bytes that live as long as n.
+ */
+int tree_open(struct tree *t, struct node *n, int *fd, const char **data, size_t *len);
+
+/*
+ * Extended attributes. tree_getxattr copies the value into buf (size 0: only
+ * the length) and returns its length, -ENODATA, or -ERANGE. tree_listxattr
+ * writes the NUL-separated names likewise.
+ */
+ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size);
+ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size);
+
+/* Whether n is a directory. */
+bool tree_is_dir(const struct node *n);
+
+#endif

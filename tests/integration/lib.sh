@@ -1,0 +1,709 @@
+# shellcheck shell=bash
+# Shared harness for the integration tests (tests/integration/t_*.sh) and
+# contrib/demo.sh. Source it; it needs bash.
+#
+# Environment: OCIFS (absolute path of the ocifs binary), srcdir (project
+# root), TMPDIR (where temporary directories go), OCIFS_KEEP=1 (keep the
+# temporary directories for debugging), T_TIMEOUT (seconds before the
+# watchdog aborts the test, default 300).
+#
+# Output is TAP-like: "ok - ..." / "not ok - ..." lines, "#" comments.
+# Everything started here (registries, daemons, mounts, temporary
+# directories) is torn down by an EXIT trap, whatever happened.
+
+set -u
+set -o pipefail
+export LC_ALL=C
+
+: "${srcdir:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+: "${OCIFS:=}"
+
+T_PASSED=0
+T_FAILED=0
+
+# Media types used all over.
+MT_OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
+MT_OCI_INDEX=application/vnd.oci.image.index.v1+json
+MT_DOCKER_MANIFEST=application/vnd.docker.distribution.manifest.v2+json
+MT_DOCKER_LIST=application/vnd.docker.distribution.manifest.list.v2+json
+MT_EMPTY=application/vnd.oci.empty.v1+json
+MT_LAYER_TAR=application/vnd.oci.image.layer.v1.tar
+MANIFEST_ACCEPT="$MT_OCI_MANIFEST, $MT_OCI_INDEX, $MT_DOCKER_MANIFEST, $MT_DOCKER_LIST"
+EMPTY_DIGEST=sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a
+
+_LIB_TMPDIRS=()      # removed at exit
+_LIB_REG_PIDS=()     # registries to kill at exit
+_LIB_MOUNTS=()       # mount points to unmount at exit
+_LIB_DAEMON_PIDS=()  # ocifs daemons to kill at exit (after unmounting)
+declare -A _LIB_MOUNT_PID=() _LIB_MOUNT_LOG=()
+_LIB_NLOG=0
+_LIB_WATCHDOG=
+
+TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/ocifs-test.XXXXXX") || {
+	echo "not ok - mktemp failed"
+	exit 1
+}
+_LIB_TMPDIRS+=("$TESTDIR")
+CACHE=$TESTDIR/cache
+mkdir -p "$CACHE"
+
+# ---------------------------------------------------------------- reporting
+
+diag() {
+	local line
+	while IFS= read -r line; do printf '#   %s\n' "$line"; done <<<"$*"
+}
+
+# Print the first lines of a file as TAP comments.
+diag_file() {
+	[ -s "$1" ] || return 0
+	head -c 4000 "$1" | head -n "${2:-30}" | cat -v | sed 's/^/#   /'
+}
+
+ok() {
+	T_PASSED=$((T_PASSED + 1))
+	echo "ok - $1"
+}
+
+not_ok() {
+	T_FAILED=$((T_FAILED + 1))
+	echo "not ok - $1"
+	shift
+	[ $# -gt 0 ] && diag "$*"
+	return 0
+}
+
+# check DESC CMD...: ok when CMD exits 0.
+check() {
+	local desc=$1 rc
+	shift
+	"$@" >"$TESTDIR/.out" 2>&1
+	rc=$?
+	if [ "$rc" = 0 ]; then
+		ok "$desc"
+		return 0
+	fi
+	not_ok "$desc" "command failed with status $rc: $*"
+	diag_file "$TESTDIR/.out"
+	return 1
+}
+
+# check_fail DESC CMD...: ok when CMD exits non-zero.
+check_fail() {
+	local desc=$1 rc
+	shift
+	"$@" >"$TESTDIR/.out" 2>&1
+	rc=$?
+	if [ "$rc" != 0 ]; then
+		ok "$desc"
+		return 0
+	fi
+	not_ok "$desc" "command unexpectedly succeeded: $*"
+	diag_file "$TESTDIR/.out"
+	return 1
+}
+
+# check_err DESC MESSAGE CMD...: ok when CMD exits non-zero and its output
+# holds MESSAGE (an strerror text such as "Read-only file system").
+check_err() {
+	local desc=$1 msg=$2 rc
+	shift 2
+	"$@" >"$TESTDIR/.out" 2>&1
+	rc=$?
+	if [ "$rc" != 0 ] && grep -qF -- "$msg" "$TESTDIR/.out"; then
+		ok "$desc"
+		return 0
+	fi
+	not_ok "$desc" "expected failure with \"$msg\", got status $rc from: $*"
+	diag_file "$TESTDIR/.out"
+	return 1
+}
+
+# check_eq DESC EXPECTED ACTUAL
+check_eq() {
+	if [ "$2" == "$3" ]; then
+		ok "$1"
+		return 0
+	fi
+	not_ok "$1"
+	echo "#   expected:"
+	printf '%s\n' "$2" | head -n 20 | cat -v | sed 's/^/#     /'
+	echo "#   actual:"
+	printf '%s\n' "$3" | head -n 20 | cat -v | sed 's/^/#     /'
+	return 1
+}
+
+# check_same DESC EXPECTED_FILE ACTUAL_FILE: byte-for-byte equality.
+check_same() {
+	if cmp -s -- "$2" "$3" 2>/dev/null; then
+		ok "$1"
+		return 0
+	fi
+	not_ok "$1" "files differ: $2 vs $3"
+	cmp -- "$2" "$3" 2>&1 | head -n 3 | sed 's/^/#   /'
+	return 1
+}
+
+# check_ls DESC DIR NAME...: `ls -A DIR` is exactly the names given.
+check_ls() {
+	local desc=$1 dir=$2 want got
+	shift 2
+	want=$(printf '%s\n' "$@" | sort)
+	[ $# = 0 ] && want=""
+	got=$(ls -A -- "$dir" 2>&1 | sort)
+	check_eq "$desc" "$want" "$got"
+}
+
+# bail MESSAGE: a failure after which the test cannot go on.
+bail() {
+	not_ok "$1"
+	finish
+}
+
+skip_all() {
+	echo "# SKIP $*"
+	exit 77
+}
+
+finish() {
+	echo "# $T_PASSED passed, $T_FAILED failed"
+	if [ "$T_FAILED" = 0 ]; then exit 0; fi
+	exit 1
+}
+
+# ---------------------------------------------------------------- utilities
+
+sha256_hex() { sha256sum -- "$1" | cut -d' ' -f1; }
+digest_of() { echo "sha256:$(sha256_hex "$1")"; }
+hex_of() { echo "${1#sha256:}"; }
+
+# Wait up to SECS seconds (polling) for CMD to succeed.
+wait_until() {
+	local secs=$1 i
+	shift
+	for ((i = 0; i < secs * 10; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# Make a file of N pseudo-random bytes (deterministic from SEED).
+make_random_file() {
+	local file=$1 size=$2 seed=${3:-ocifs}
+	openssl enc -aes-128-ctr -pass "pass:$seed" -nosalt -pbkdf2 </dev/zero 2>/dev/null |
+		head -c "$size" >"$file"
+}
+
+# Skip the test when FUSE or a required tool is not there.
+require_env() {
+	local t
+	[ -c /dev/fuse ] || skip_all "no /dev/fuse"
+	for t in fusermount3 docker-registry curl jq mountpoint "$@"; do
+		command -v "$t" >/dev/null 2>&1 || skip_all "$t not installed"
+	done
+	if [ -z "$OCIFS" ] || [ ! -x "$OCIFS" ]; then
+		bail "OCIFS must name the built ocifs binary (got '${OCIFS}')"
+	fi
+}
+
+# ---------------------------------------------------------------- watchdog
+
+# A test that hangs (a daemon stuck, a FUSE request never answered) is
+# reported and torn down: kill its daemons, which aborts the FUSE
+# connections so that blocked system calls return, then TERM the script.
+lib_watchdog() {
+	local secs=$1 main=$$
+	[ -n "$_LIB_WATCHDOG" ] && kill "$_LIB_WATCHDOG" 2>/dev/null
+	(
+		trap 'kill $sp 2>/dev/null; exit 0' TERM
+		sleep "$secs" &
+		sp=$!
+		wait "$sp"
+		echo "not ok - watchdog: test still running after ${secs}s, aborting"
+		for p in $(pgrep -f -- "$TESTDIR/" 2>/dev/null); do
+			[ "$p" = "$main" ] || [ "$p" = "$BASHPID" ] || kill -9 "$p" 2>/dev/null
+		done
+		awk '$3 ~ /^fuse/ {print $2}' /proc/mounts | grep "^$TESTDIR/" |
+			while read -r m; do fusermount3 -uz "$m" 2>/dev/null; done
+		kill -TERM "$main" 2>/dev/null
+	) &
+	_LIB_WATCHDOG=$!
+}
+
+# ---------------------------------------------------------------- cleanup
+
+_lib_kill_pid() {
+	local pid=$1 i
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null
+	for ((i = 0; i < 30; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null
+}
+
+_lib_cleanup() {
+	local rc=$? m p d
+	trap - EXIT TERM INT
+	[ -n "$_LIB_WATCHDOG" ] && kill "$_LIB_WATCHDOG" 2>/dev/null
+	for m in "${_LIB_MOUNTS[@]}"; do
+		if mountpoint -q "$m" 2>/dev/null || grep -q " $m fuse" /proc/mounts; then
+			fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+		fi
+	done
+	# Mounts made through mount(8) or detached daemons, all under TESTDIR.
+	awk '$3 ~ /^fuse/ {print $2}' /proc/mounts | grep "^$TESTDIR/" |
+		while read -r m; do fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
+	for p in "${_LIB_DAEMON_PIDS[@]}"; do _lib_kill_pid "$p"; done
+	for p in "${_LIB_REG_PIDS[@]}"; do _lib_kill_pid "$p"; done
+	if [ "${OCIFS_KEEP:-0}" = 1 ]; then
+		echo "# kept: ${_LIB_TMPDIRS[*]}"
+	else
+		for d in "${_LIB_TMPDIRS[@]}"; do
+			[ -n "$d" ] && [ -d "$d" ] && rm -rf --one-file-system -- "$d" 2>/dev/null
+		done
+	fi
+	exit "$rc"
+}
+trap _lib_cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
+lib_watchdog "${T_TIMEOUT:-300}"
+
+# ---------------------------------------------------------------- registry
+
+# A free TCP port on 127.0.0.1 (nothing listening, nothing answering).
+free_port() {
+	local p i
+	for ((i = 0; i < 50; i++)); do
+		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+		if [ -n "${REG_PORT_WANT:-}" ] && [ "$i" = 0 ]; then p=$REG_PORT_WANT; fi
+		[ -z "$(ss -ltnH "sport = :$p" 2>/dev/null)" ] || continue
+		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+		echo "$p"
+		return 0
+	done
+	return 1
+}
+
+_registry_config() {
+	local root=$1 port=$2
+	cat >"$root/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $root
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port
+EOF
+}
+
+# Start docker-registry on ROOT/PORT and wait until /v2/ answers.
+_registry_launch() {
+	local root=$1 port=$2 pid i
+	_registry_config "$root" "$port"
+	docker-registry serve "$root/config.yml" >>"$root/registry.log" 2>&1 </dev/null &
+	pid=$!
+	_LIB_REG_PIDS+=("$pid")
+	for ((i = 0; i < 200; i++)); do
+		if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/v2/" 2>/dev/null; then
+			REG=127.0.0.1:$port
+			REG_PORT=$port
+			REG_PID=$pid
+			export REG REG_PORT REG_PID REG_ROOT
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.1
+	done
+	_lib_kill_pid "$pid"
+	return 1
+}
+
+# registry_start [NAME [TARBALL...]]: a new registry with its own temporary
+# root (storage seeded from the TARBALLs, storage roots as in
+# /work/shared/fixtures/oras-e2e) on a free port. Sets REG (127.0.0.1:PORT),
+# REG_ROOT, REG_PORT, REG_PID. Bails out when it cannot start.
+registry_start() {
+	local name=${1:-reg} tb try port
+	[ $# -gt 0 ] && shift
+	REG_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ocifs-$name.XXXXXX") || bail "mktemp"
+	_LIB_TMPDIRS+=("$REG_ROOT")
+	for tb in "$@"; do
+		# -k: several storage tarballs can share blobs
+		tar xzf "$tb" -C "$REG_ROOT" --skip-old-files || bail "extract $tb"
+	done
+	for try in 1 2 3 4 5 6 7 8; do
+		port=$(free_port) || continue
+		: >"$REG_ROOT/registry.log"
+		_registry_launch "$REG_ROOT" "$port" && return 0
+		grep -qi 'address already in use' "$REG_ROOT/registry.log" || break
+	done
+	diag_file "$REG_ROOT/registry.log"
+	bail "start docker-registry"
+}
+
+# registry_stop: stop the current registry (REG_PID); its root stays.
+registry_stop() {
+	_lib_kill_pid "$REG_PID"
+	wait "$REG_PID" 2>/dev/null
+	return 0
+}
+
+# registry_restart: start the current registry again, same root, same port.
+registry_restart() {
+	local i
+	for i in 1 2 3 4 5; do
+		_registry_launch "$REG_ROOT" "$REG_PORT" && return 0
+		sleep 0.5
+	done
+	diag_file "$REG_ROOT/registry.log"
+	return 1
+}
+
+# registry_keep: do not stop the current registry nor remove its root at
+# exit (for the demo).
+registry_keep() {
+	local a=() p d
+	for p in "${_LIB_REG_PIDS[@]}"; do [ "$p" = "$REG_PID" ] || a+=("$p"); done
+	_LIB_REG_PIDS=("${a[@]}")
+	a=()
+	for d in "${_LIB_TMPDIRS[@]}"; do [ "$d" = "$REG_ROOT" ] || a+=("$d"); done
+	_LIB_TMPDIRS=("${a[@]}")
+}
+
+# Where the registry stores a blob (or a manifest) on disk.
+blob_path() {
+	local hex=${1#sha256:}
+	echo "$REG_ROOT/docker/registry/v2/blobs/sha256/${hex:0:2}/$hex/data"
+}
+
+# ---------------------------------------------------------------- registry API
+
+# reg_curl PATH [CURL ARGS...]: GET http://$REG/v2/PATH, body on stdout.
+reg_curl() {
+	local p=$1
+	shift
+	curl -fsS "$@" "http://$REG/v2/$p"
+}
+
+# manifest_get REPO REF: the manifest's bytes as the registry serves them.
+manifest_get() {
+	reg_curl "$1/manifests/$2" -H "Accept: $MANIFEST_ACCEPT"
+}
+
+# manifest_digest REPO REF: its Docker-Content-Digest.
+manifest_digest() {
+	curl -fsS -I -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/$1/manifests/$2" |
+		tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *//p'
+}
+
+# blob_get REPO DIGEST
+blob_get() {
+	reg_curl "$1/blobs/$2" -L
+}
+
+# push_blob REPO FILE: upload FILE as a blob (monolithic POST + PUT); prints
+# its digest.
+push_blob() {
+	local repo=$1 file=$2 dg loc code sep
+	dg=$(digest_of "$file") || return 1
+	if curl -fsS -o /dev/null -I "http://$REG/v2/$repo/blobs/$dg" 2>/dev/null; then
+		echo "$dg"
+		return 0
+	fi
+	loc=$(curl -fsS -X POST -D - -o /dev/null "http://$REG/v2/$repo/blobs/uploads/" |
+		tr -d '\r' | sed -n 's/^[Ll]ocation: *//p')
+	if [ -z "$loc" ]; then
+		echo "push_blob: no upload location for $repo" >&2
+		return 1
+	fi
+	case $loc in /*) loc=http://$REG$loc ;; esac
+	case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
+	code=$(curl -sS -o "$TESTDIR/.push.out" -w '%{http_code}' -X PUT \
+		-H 'Content-Type: application/octet-stream' --data-binary "@$file" \
+		"$loc${sep}digest=$dg")
+	if [ "$code" != 201 ]; then
+		echo "push_blob: PUT $repo $dg: HTTP $code $(head -c 300 "$TESTDIR/.push.out")" >&2
+		return 1
+	fi
+	echo "$dg"
+}
+
+# push_manifest REPO REF FILE [MEDIATYPE]: PUT a manifest; prints the digest
+# the registry answers with (checked against the file's sha256).
+push_manifest() {
+	local repo=$1 ref=$2 file=$3 mt=${4:-} code dg want
+	[ -n "$mt" ] || mt=$(jq -r '.mediaType // empty' "$file" 2>/dev/null)
+	[ -n "$mt" ] || mt=$MT_OCI_MANIFEST
+	code=$(curl -sS -X PUT -H "Content-Type: $mt" --data-binary "@$file" \
+		-D "$TESTDIR/.push.hdr" -o "$TESTDIR/.push.out" -w '%{http_code}' \
+		"http://$REG/v2/$repo/manifests/$ref")
+	if [ "$code" != 201 ]; then
+		echo "push_manifest: PUT $repo:$ref: HTTP $code $(head -c 300 "$TESTDIR/.push.out")" >&2
+		return 1
+	fi
+	dg=$(tr -d '\r' <"$TESTDIR/.push.hdr" | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *//p')
+	want=$(digest_of "$file")
+	if [ "$dg" != "$want" ]; then
+		echo "push_manifest: registry says $dg, file is $want" >&2
+		return 1
+	fi
+	echo "$dg"
+}
+
+# push_artifact_titled REPO REF TITLE FILE [TITLE FILE...]: push an artifact
+# the way `oras push` does: one application/vnd.oci.image.layer.v1.tar layer
+# per file titled with org.opencontainers.image.title, the empty config,
+# artifactType, annotation org.opencontainers.image.created. Prints the
+# manifest digest. Tunables (set for the call):
+#   ARTIFACT_TYPE   default application/vnd.ocifs.test.v1 ("" for none)
+#   CREATED         default 2024-02-03T04:05:06Z ("" for none)
+#   ANNOTATIONS     JSON object merged into the manifest annotations
+#   LAYER_MEDIATYPE default application/vnd.oci.image.layer.v1.tar
+#   MANIFEST_OUT    if set, the manifest bytes are also written there
+push_artifact_titled() {
+	local repo=$1 ref=$2 title file dg size layers='[]' cfg mf
+	shift 2
+	cfg=$TESTDIR/.empty.json
+	printf '{}' >"$cfg"
+	push_blob "$repo" "$cfg" >/dev/null || return 1
+	while [ $# -ge 2 ]; do
+		title=$1 file=$2
+		shift 2
+		dg=$(push_blob "$repo" "$file") || return 1
+		size=$(stat -c %s -- "$file")
+		layers=$(jq -c --arg t "$title" --arg d "$dg" --argjson s "$size" \
+			--arg mt "${LAYER_MEDIATYPE:-$MT_LAYER_TAR}" \
+			'. + [{mediaType: $mt, digest: $d, size: $s,
+			       annotations: {"org.opencontainers.image.title": $t}}]' <<<"$layers") || return 1
+	done
+	mf=$TESTDIR/.manifest.json
+	jq -c -n --arg at "${ARTIFACT_TYPE-application/vnd.ocifs.test.v1}" \
+		--arg created "${CREATED-2024-02-03T04:05:06Z}" \
+		--argjson ann "${ANNOTATIONS:-"{}"}" --argjson layers "$layers" \
+		--arg cd "$EMPTY_DIGEST" --arg cmt "$MT_EMPTY" --arg mt "$MT_OCI_MANIFEST" '
+		{schemaVersion: 2, mediaType: $mt}
+		+ (if $at == "" then {} else {artifactType: $at} end)
+		+ {config: {mediaType: $cmt, digest: $cd, size: 2}, layers: $layers}
+		+ {annotations: ((if $created == "" then {}
+		                  else {"org.opencontainers.image.created": $created} end) + $ann)}
+		| if .annotations == {} then del(.annotations) else . end' >"$mf" || return 1
+	[ -n "${MANIFEST_OUT:-}" ] && cp -- "$mf" "$MANIFEST_OUT"
+	# REF "@": push by digest only (no tag)
+	[ "$ref" = @ ] && ref=$(digest_of "$mf")
+	push_manifest "$repo" "$ref" "$mf"
+}
+
+# push_artifact REPO REF DIR [FILE...]: push the FILEs (paths relative to
+# DIR; default every regular file under DIR) titled with their relative
+# path. Same tunables as push_artifact_titled. Prints the digest.
+push_artifact() {
+	local repo=$1 ref=$2 dir=$3 f args=() files=()
+	shift 3
+	if [ $# = 0 ]; then
+		mapfile -t files < <(cd "$dir" && find . -type f -printf '%P\n' | sort)
+		set -- "${files[@]}"
+	fi
+	for f in "$@"; do args+=("$f" "$dir/$f"); done
+	push_artifact_titled "$repo" "$ref" "${args[@]}"
+}
+
+# push_index REPO REF PLATFORM=DIGEST...: push an OCI image index of the
+# manifests given (already in REPO), each with its platform os/arch[/variant].
+# Prints the index digest.
+push_index() {
+	local repo=$1 ref=$2 spec plat dg os arch variant mt size mans='[]' f
+	shift 2
+	f=$TESTDIR/.child.json
+	for spec in "$@"; do
+		plat=${spec%%=*} dg=${spec#*=}
+		IFS=/ read -r os arch variant <<<"$plat"
+		manifest_get "$repo" "$dg" >"$f" || return 1
+		mt=$(jq -r '.mediaType // empty' "$f")
+		[ -n "$mt" ] || mt=$MT_OCI_MANIFEST
+		size=$(stat -c %s "$f")
+		mans=$(jq -c --arg mt "$mt" --arg d "$dg" --argjson s "$size" --arg os "$os" \
+			--arg arch "$arch" --arg v "${variant:-}" \
+			'. + [{mediaType: $mt, digest: $d, size: $s,
+			       platform: ({architecture: $arch, os: $os}
+			                  + (if $v == "" then {} else {variant: $v} end))}]' <<<"$mans") || return 1
+	done
+	jq -c -n --arg mt "$MT_OCI_INDEX" --argjson m "$mans" \
+		'{schemaVersion: 2, mediaType: $mt, manifests: $m}' >"$TESTDIR/.index.json" || return 1
+	[ -n "${MANIFEST_OUT:-}" ] && cp -- "$TESTDIR/.index.json" "$MANIFEST_OUT"
+	push_manifest "$repo" "$ref" "$TESTDIR/.index.json"
+}
+
+# push_platform_index REPO REF [PLATFORM...]: for each platform (default
+# linux/amd64 linux/arm64) push an artifact whose one file platform.txt
+# holds "PLATFORM\n", by digest, then an index of them as REF. Prints the
+# index digest.
+push_platform_index() {
+	local repo=$1 ref=$2 p d specs=() i=0
+	shift 2
+	[ $# = 0 ] && set -- linux/amd64 linux/arm64
+	for p in "$@"; do
+		i=$((i + 1))
+		mkdir -p "$TESTDIR/.plat$i"
+		printf '%s\n' "$p" >"$TESTDIR/.plat$i/platform.txt"
+		d=$(MANIFEST_OUT= CREATED= push_artifact_titled "$repo" @ \
+			platform.txt "$TESTDIR/.plat$i/platform.txt") || return 1
+		specs+=("$p=$d")
+	done
+	push_index "$repo" "$ref" "${specs[@]}"
+}
+
+# registry_put_raw_manifest REPO TAG FILE: bypass the registry's checks and
+# store FILE as the manifest REPO:TAG directly in its storage (for content
+# the API refuses: invalid JSON, oversized). Prints the digest.
+registry_put_raw_manifest() {
+	local repo=$1 tag=$2 file=$3 dg hex r
+	dg=$(digest_of "$file")
+	hex=${dg#sha256:}
+	mkdir -p "$(dirname "$(blob_path "$dg")")" || return 1
+	cp -- "$file" "$(blob_path "$dg")" || return 1
+	r=$REG_ROOT/docker/registry/v2/repositories/$repo/_manifests
+	mkdir -p "$r/revisions/sha256/$hex" "$r/tags/$tag/current" "$r/tags/$tag/index/sha256/$hex" || return 1
+	printf '%s' "$dg" >"$r/revisions/sha256/$hex/link"
+	printf '%s' "$dg" >"$r/tags/$tag/current/link"
+	printf '%s' "$dg" >"$r/tags/$tag/index/sha256/$hex/link"
+	echo "$dg"
+}
+
+# ---------------------------------------------------------------- images
+
+# image_build LAYOUT TAG OS/ARCH DIR...: an OCI image built with umoci in
+# the layout LAYOUT (created when missing), one layer per DIR (its contents
+# at /).
+image_build() {
+	local layout=$1 tag=$2 plat=$3 d os arch
+	shift 3
+	os=${plat%%/*} arch=${plat#*/}
+	arch=${arch%%/*}
+	[ -f "$layout/index.json" ] || umoci init --layout "$layout" || return 1
+	umoci new --image "$layout:$tag" || return 1
+	umoci config --image "$layout:$tag" --os "$os" --architecture "$arch" \
+		--config.cmd /bin/true --author ocifs-tests || return 1
+	for d in "$@"; do
+		rm -rf "$TESTDIR/.bundle"
+		umoci unpack --image "$layout:$tag" "$TESTDIR/.bundle" >/dev/null || return 1
+		cp -a "$d/." "$TESTDIR/.bundle/rootfs/" || return 1
+		umoci repack --image "$layout:$tag" "$TESTDIR/.bundle" >/dev/null || return 1
+	done
+	rm -rf "$TESTDIR/.bundle"
+	umoci gc --layout "$layout"
+}
+
+# push_image LAYOUT TAG REPO REF [FORMAT]: skopeo copy the image to the
+# registry (FORMAT: oci (default) or v2s2); prints the manifest digest.
+push_image() {
+	local layout=$1 tag=$2 repo=$3 ref=$4 fmt=${5:-oci}
+	skopeo --insecure-policy copy --quiet --dest-tls-verify=false --format "$fmt" \
+		"oci:$layout:$tag" "docker://$REG/$repo:$ref" >&2 || return 1
+	manifest_digest "$repo" "$ref"
+}
+
+# ---------------------------------------------------------------- mounts
+
+_lbl() {
+	local s=$1
+	[ -n "${REG:-}" ] && s=${s//$REG/REG}
+	s=${s//$TESTDIR/T}
+	echo "$s"
+}
+
+# mount_ocifs SOURCE MNT [OCIFS ARGS...]: run `ocifs -f` in the background
+# (stderr to a log, $OCIFS_LOG) and wait until MNT is mounted. Prints an
+# ok/not ok line; returns non-zero when the mount did not come up.
+# OCIFS_CACHE overrides the cache directory (default $CACHE).
+mount_ocifs() {
+	local src=$1 mnt=$2 log pid i
+	shift 2
+	mkdir -p "$mnt"
+	_LIB_NLOG=$((_LIB_NLOG + 1))
+	log=$TESTDIR/ocifs.$_LIB_NLOG.log
+	"$OCIFS" -f -o "cache_dir=${OCIFS_CACHE:-$CACHE}" "$@" "$src" "$mnt" >"$log" 2>&1 </dev/null &
+	pid=$!
+	_LIB_MOUNTS+=("$mnt")
+	_LIB_DAEMON_PIDS+=("$pid")
+	_LIB_MOUNT_PID[$mnt]=$pid
+	_LIB_MOUNT_LOG[$mnt]=$log
+	OCIFS_PID=$pid
+	OCIFS_LOG=$log
+	for ((i = 0; i < 200; i++)); do
+		if mountpoint -q "$mnt"; then
+			ok "mount $(_lbl "$src") at $(_lbl "$mnt") $*"
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	not_ok "mount $(_lbl "$src") at $(_lbl "$mnt") $*" "ocifs did not mount; its log:"
+	diag_file "$log"
+	return 1
+}
+
+# check_log_clean DESC LOG: no sanitizer report in a daemon log.
+check_log_clean() {
+	if grep -qE 'Sanitizer|runtime error:' "$2" 2>/dev/null; then
+		not_ok "$1" "sanitizer report in $2:"
+		grep -m5 -E 'Sanitizer|runtime error:|#[0-9]+ 0x' "$2" | sed 's/^/#   /'
+		return 1
+	fi
+	ok "$1"
+}
+
+# daemon_alive MNT: the daemon behind MNT still runs and serves its root.
+daemon_alive() {
+	local pid=${_LIB_MOUNT_PID[$1]:-}
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && mountpoint -q "$1" && stat "$1" >/dev/null
+}
+
+# umount_ocifs MNT: fusermount3 -u, then the daemon must exit 0 (bounded
+# wait) and its log hold no sanitizer report.
+umount_ocifs() {
+	local mnt=$1 pid log i rc lbl
+	pid=${_LIB_MOUNT_PID[$mnt]:-}
+	log=${_LIB_MOUNT_LOG[$mnt]:-}
+	lbl=$(_lbl "$mnt")
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		fusermount3 -u "$mnt" 2>"$TESTDIR/.umount.err" && break
+		mountpoint -q "$mnt" || break
+		sleep 0.3
+	done
+	if mountpoint -q "$mnt"; then
+		not_ok "unmount $lbl" "$(cat "$TESTDIR/.umount.err")"
+		fusermount3 -uz "$mnt" 2>/dev/null
+	else
+		ok "unmount $lbl"
+	fi
+	[ -n "$pid" ] || return 0
+	for ((i = 0; i < 150; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		not_ok "daemon of $lbl exits after unmount" "still running after 15 s"
+		_lib_kill_pid "$pid"
+		wait "$pid" 2>/dev/null
+	else
+		wait "$pid" 2>/dev/null
+		rc=$?
+		check_eq "daemon of $lbl exits 0 after unmount" 0 "$rc" || diag_file "$log"
+	fi
+	check_log_clean "no sanitizer report in the log of $lbl" "$log"
+	unset "_LIB_MOUNT_PID[$mnt]"
+}
