@@ -21,6 +21,7 @@
 
 struct options {
 	char *source;
+	char *mountpoint;
 	char *cache_dir;
 	char *platform;
 	char *ca_file;
@@ -104,7 +105,13 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 			o->source = strdup(arg);
 			return 0;
 		}
-		return 1; /* the mount point, for fuse_parse_cmdline */
+		if (!o->mountpoint) {
+			/* checked here so that its error reads like every other one */
+			o->mountpoint = strdup(arg);
+			return 0;
+		}
+		fprintf(stderr, "%s: unexpected argument \"%s\"\n", PACKAGE_NAME, arg);
+		return -1;
 	case KEY_RO:
 		o->ro = 1;
 		return 1; /* the kernel gets it too */
@@ -154,6 +161,7 @@ int main(int argc, char *argv[])
 	struct cache *cache = NULL;
 	struct http *http = NULL;
 	struct tree *tree = NULL;
+	char fsname[PATH_MAX];
 	struct stat st;
 	int ret = 1;
 
@@ -172,7 +180,7 @@ int main(int argc, char *argv[])
 	}
 	if (fuse_parse_cmdline(&args, &cl) != 0)
 		goto out_args;
-	if (!o.source || !cl.mountpoint) {
+	if (!o.source || !o.mountpoint) {
 		fprintf(stderr, "%s: usage: %s [options] SOURCE MOUNTPOINT (see --help)\n",
 			PACKAGE_NAME, argv[0]);
 		goto out_cl;
@@ -183,9 +191,14 @@ int main(int argc, char *argv[])
 			PACKAGE_NAME, o.source);
 		goto out_cl;
 	}
-	if (stat(cl.mountpoint, &st) || !S_ISDIR(st.st_mode)) {
-		fprintf(stderr, "%s: mount point %s: %s\n", PACKAGE_NAME, cl.mountpoint,
-			errno && !S_ISDIR(st.st_mode) ? strerror(errno) : "not a directory");
+	if (stat(o.mountpoint, &st)) {
+		fprintf(stderr, "%s: mount point %s: %s\n", PACKAGE_NAME, o.mountpoint,
+			strerror(errno));
+		goto out_ref;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "%s: mount point %s: not a directory\n", PACKAGE_NAME,
+			o.mountpoint);
 		goto out_ref;
 	}
 	log_init(false, cl.debug);
@@ -232,12 +245,16 @@ int main(int argc, char *argv[])
 	if (tree_check_root(tree))
 		goto out_tree;
 
+	/* /proc/mounts and df then say what is mounted, as sshfs does */
+	snprintf(fsname, sizeof(fsname), "-osubtype=ocifs,fsname=%s", o.source);
+	if (fuse_opt_add_arg(&args, fsname))
+		goto out_tree;
 	se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), tree);
 	if (!se)
 		goto out_tree;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
-	if (fuse_session_mount(se, cl.mountpoint) != 0)
+	if (fuse_session_mount(se, o.mountpoint) != 0)
 		goto out_signals;
 	if (fuse_daemonize(cl.foreground) != 0)
 		goto out_unmount;
@@ -271,6 +288,7 @@ out_cl:
 out_args:
 	fuse_opt_free_args(&args);
 	free(o.source);
+	free(o.mountpoint);
 	free(o.cache_dir);
 	free(o.platform);
 	free(o.ca_file);

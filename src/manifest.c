@@ -21,10 +21,10 @@ static const struct {
 	const char *type;
 	enum manifest_kind kind;
 } media_kinds[] = {
-	{ MT_OCI_MANIFEST, MANIFEST_IMAGE },
-	{ MT_OCI_INDEX, MANIFEST_INDEX },
-	{ MT_DOCKER_MANIFEST, MANIFEST_IMAGE },
-	{ MT_DOCKER_LIST, MANIFEST_INDEX },
+	{MT_OCI_MANIFEST, MANIFEST_IMAGE},
+	{MT_OCI_INDEX, MANIFEST_INDEX},
+	{MT_DOCKER_MANIFEST, MANIFEST_IMAGE},
+	{MT_DOCKER_LIST, MANIFEST_INDEX},
 };
 
 /*
@@ -37,17 +37,17 @@ static const struct {
 	const char *arch;
 	const char *variant;
 } arch_names[] = {
-	{ "x86_64", "amd64", NULL },
-	{ "aarch64", "arm64", NULL },
+	{"x86_64", "amd64", NULL},
+	{"aarch64", "arm64", NULL},
 	/* 32-bit user space on an armv8 kernel runs v7 code; arm/v8 images barely exist. */
-	{ "armv8l", "arm", "v7" },
-	{ "armv7l", "arm", "v7" },
-	{ "armv6l", "arm", "v6" },
-	{ "armv5tel", "arm", "v5" },
-	{ "i686", "386", NULL },
-	{ "i586", "386", NULL },
-	{ "i486", "386", NULL },
-	{ "i386", "386", NULL },
+	{"armv8l", "arm", "v7"},
+	{"armv7l", "arm", "v7"},
+	{"armv6l", "arm", "v6"},
+	{"armv5tel", "arm", "v5"},
+	{"i686", "386", NULL},
+	{"i586", "386", NULL},
+	{"i486", "386", NULL},
+	{"i386", "386", NULL},
 };
 
 /*
@@ -329,8 +329,8 @@ out_release:
 	return err;
 }
 
-static int parse_descriptor_array(struct json_object *arr, bool index_entry,
-	struct descriptor **out, size_t *n_out)
+static int parse_descriptor_array(
+	struct json_object *arr, bool index_entry, struct descriptor **out, size_t *n_out)
 {
 	struct descriptor *d;
 	size_t n, i;
@@ -425,7 +425,7 @@ static int media_kind(const char *s, size_t n, const char **canonical, enum mani
 static bool is_docker_v1(const char *s, size_t n)
 {
 	return (n == strlen(MT_DOCKER_V1) && !strncasecmp(s, MT_DOCKER_V1, n)) ||
-		(n == strlen(MT_DOCKER_V1_SIGNED) && !strncasecmp(s, MT_DOCKER_V1_SIGNED, n));
+	       (n == strlen(MT_DOCKER_V1_SIGNED) && !strncasecmp(s, MT_DOCKER_V1_SIGNED, n));
 }
 
 /*
@@ -501,8 +501,7 @@ static int parse_subject(struct json_object *root, struct manifest *m)
 	return err;
 }
 
-int manifest_parse(const char *body, size_t len, const char *content_type,
-	struct manifest **out)
+int manifest_parse(const char *body, size_t len, const char *content_type, struct manifest **out)
 {
 	struct json_object *root;
 	struct manifest *m;
@@ -530,11 +529,11 @@ int manifest_parse(const char *body, size_t len, const char *content_type,
 		if (err)
 			goto out_free;
 		m->has_config = true;
-		err = parse_descriptor_array(field(root, "layers"), false, &m->layers,
-			&m->n_layers);
+		err = parse_descriptor_array(
+			field(root, "layers"), false, &m->layers, &m->n_layers);
 	} else {
-		err = parse_descriptor_array(field(root, "manifests"), true, &m->manifests,
-			&m->n_manifests);
+		err = parse_descriptor_array(
+			field(root, "manifests"), true, &m->manifests, &m->n_manifests);
 	}
 	if (err)
 		goto out_free;
@@ -635,10 +634,9 @@ static void arch_from_machine(const char *machine, const char **arch, const char
 }
 
 /* Fill *out from copies of the three names; variant may be NULL. */
-static int platform_set(struct platform *out, const char *os, const char *arch,
-	const char *variant)
+static int platform_set(struct platform *out, const char *os, const char *arch, const char *variant)
 {
-	struct platform p = { NULL, NULL, NULL };
+	struct platform p = {NULL, NULL, NULL};
 
 	p.os = strdup(os);
 	p.architecture = strdup(arch);
@@ -736,8 +734,8 @@ static bool variant_eq(const char *a, const char *b)
 	return a == b || (a && b && !strcmp(a, b));
 }
 
-const struct descriptor *manifest_select_platform(const struct manifest *index,
-	const struct platform *want)
+const struct descriptor *manifest_select_platform(
+	const struct manifest *index, const struct platform *want)
 {
 	const struct descriptor *fallback = NULL;
 	const struct platform *p;

@@ -288,14 +288,10 @@ static int site_get(struct tree *t, const char *host, struct site **out)
 	return 0;
 }
 
-/* The repository name to ask the registry for a path of the tree. */
-static const char *site_repo(const struct site *s, const char *path, char *tmp, size_t n)
+/* A catalog that the registry refuses or lacks, rather than one that failed to come. */
+static bool catalog_unavailable(int err)
 {
-	if (s->docker_hub && *path && !strchr(path, '/')) {
-		snprintf(tmp, n, "library/%s", path);
-		return tmp;
-	}
-	return path;
+	return err == -EACCES || err == -ENOENT || err == -EOPNOTSUPP;
 }
 
 static bool expired(time_t at, unsigned ttl)
@@ -323,7 +319,7 @@ static int site_catalog_lock(struct tree *t, struct site *s)
 	}
 	strlist_release(&s->catalog);
 	ret = registry_catalog(s->reg, &s->catalog);
-	if (ret == -EACCES || ret == -ENOENT || ret == -EOPNOTSUPP) {
+	if (catalog_unavailable(ret)) {
 		if (!s->catalog_at)
 			log_info("%s: catalog not available (%s); repositories can still be "
 				 "looked up by name",
@@ -379,7 +375,6 @@ static char *join_path(const char *path, const char *name)
 /* The tags of an NS node's repository, fetched or reused within list_ttl. Caller holds load_lock. */
 static int ns_tags(struct tree *t, struct node *ns)
 {
-	char tmp[300];
 	int ret;
 
 	if (!*ns->repo)
@@ -387,8 +382,7 @@ static int ns_tags(struct tree *t, struct node *ns)
 	if (!expired(ns->tags_at, t->opts.list_ttl))
 		return ns->tags_err;
 	strlist_release(&ns->tags);
-	ret = registry_tags(ns->site->reg, site_repo(ns->site, ns->repo, tmp, sizeof(tmp)),
-		&ns->tags);
+	ret = registry_tags(ns->site->reg, ns->repo, &ns->tags);
 	/* A namespace that is not itself a repository has no tags: not an error. */
 	if (ret == -ENOENT || ret == -EACCES)
 		ret = -ENOENT;
@@ -430,13 +424,21 @@ static struct node *ns_new(struct tree *t, struct node *parent, const char *name
 	struct site *site, const char *path)
 {
 	struct node *n = node_new(t, parent, name, NODE_NS);
+	struct buf b = BUF_INIT;
 
 	if (!n)
 		return NULL;
 	n->site = site;
-	n->repo = strdup(path);
+	/* Docker Hub's one-component names live under library/, as docker has it. */
+	if (site->docker_hub && *path && !strchr(path, '/') && !buf_addstr(&b, "library/") &&
+		!buf_addstr(&b, path))
+		n->repo = buf_take(&b);
+	else
+		n->repo = strdup(path);
+	buf_release(&b);
 	return n->repo ? n : NULL;
 }
+
 
 static struct node *artifact_new(struct tree *t, struct node *parent, const char *name,
 	struct site *site, const char *repo, const char *ref)
@@ -483,7 +485,7 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 	char *repo = NULL, *leaf = NULL;
 	struct node *n;
 	bool in_catalog = false, have_catalog = false;
-	int ret;
+	int ret, cat_ret;
 
 	if (name[0] == '.')
 		return -ENOENT;
@@ -525,10 +527,15 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 		repo = join_path(dir->repo, name);
 		if (!repo)
 			return -ENOMEM;
-		if (ref_valid_repo(repo) && site_catalog_lock(t, dir->site) == 0) {
+		cat_ret = ref_valid_repo(repo) ? site_catalog_lock(t, dir->site) : -ENOENT;
+		if (cat_ret == 0) {
 			have_catalog = true;
 			in_catalog = catalog_has_prefix(&dir->site->catalog, dir->repo, name);
 			pthread_mutex_unlock(&dir->site->lock);
+		} else if (!catalog_unavailable(cat_ret) && !n) {
+			/* The registry is failing: say so rather than guess a namespace. */
+			ret = -EIO;
+			goto out;
 		}
 		if (in_catalog)
 			goto make_ns;
@@ -563,10 +570,7 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 	/* Not in the catalog: a repository it does not list, if it has tags. */
 	if (have_catalog) {
 		struct strlist tags = { NULL, 0 };
-		char tmp[300];
-
-		ret = registry_tags(dir->site->reg, site_repo(dir->site, repo, tmp, sizeof(tmp)),
-			&tags);
+		ret = registry_tags(dir->site->reg, repo, &tags);
 		strlist_release(&tags);
 		if (ret)
 			goto out;
@@ -613,7 +617,7 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 			free(comp);
 		}
 		pthread_mutex_unlock(&dir->site->lock);
-	} else if (ret == -EACCES || ret == -ENOENT || ret == -EOPNOTSUPP) {
+	} else if (catalog_unavailable(ret)) {
 		ret = 0;
 	}
 	if (ret)

@@ -410,6 +410,12 @@ manifest_digest() {
 		tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *//p'
 }
 
+# manifest_mediatype REPO REF: the Content-Type the registry serves it with.
+manifest_mediatype() {
+	curl -fsS -I -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/$1/manifests/$2" |
+		tr -d "\r" | sed -n "s/^[Cc]ontent-[Tt]ype: *//p"
+}
+
 # blob_get REPO DIGEST
 blob_get() {
 	reg_curl "$1/blobs/$2" -L
@@ -523,6 +529,7 @@ push_artifact() {
 
 # push_index REPO REF PLATFORM=DIGEST...: push an OCI image index of the
 # manifests given (already in REPO), each with its platform os/arch[/variant].
+# INDEX_MEDIATYPE=$MT_DOCKER_LIST makes a Docker manifest list instead.
 # Prints the index digest.
 push_index() {
 	local repo=$1 ref=$2 spec plat dg os arch variant mt size mans='[]' f
@@ -532,8 +539,7 @@ push_index() {
 		plat=${spec%%=*} dg=${spec#*=}
 		IFS=/ read -r os arch variant <<<"$plat"
 		manifest_get "$repo" "$dg" >"$f" || return 1
-		mt=$(jq -r '.mediaType // empty' "$f")
-		[ -n "$mt" ] || mt=$MT_OCI_MANIFEST
+		mt=$(manifest_mediatype "$repo" "$dg")
 		size=$(stat -c %s "$f")
 		mans=$(jq -c --arg mt "$mt" --arg d "$dg" --argjson s "$size" --arg os "$os" \
 			--arg arch "$arch" --arg v "${variant:-}" \
@@ -541,7 +547,7 @@ push_index() {
 			       platform: ({architecture: $arch, os: $os}
 			                  + (if $v == "" then {} else {variant: $v} end))}]' <<<"$mans") || return 1
 	done
-	jq -c -n --arg mt "$MT_OCI_INDEX" --argjson m "$mans" \
+	jq -c -n --arg mt "${INDEX_MEDIATYPE:-$MT_OCI_INDEX}" --argjson m "$mans" \
 		'{schemaVersion: 2, mediaType: $mt, manifests: $m}' >"$TESTDIR/.index.json" || return 1
 	[ -n "${MANIFEST_OUT:-}" ] && cp -- "$TESTDIR/.index.json" "$MANIFEST_OUT"
 	push_manifest "$repo" "$ref" "$TESTDIR/.index.json"

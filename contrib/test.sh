@@ -1,0 +1,10 @@
+#!/bin/sh
+# Install what is needed, build, and run every test: the README's test command.
+# Run as root from the project root (the integration tests mount FUSE).
+set -eu
+cd "$(dirname "$0")/.."
+sh contrib/install-deps.sh
+autoreconf -fi
+./configure --enable-werror ${CONFIGURE_FLAGS:-}
+make -j"$(nproc)"
+make check
