@@ -10,7 +10,10 @@ struct buf {
 	size_t cap;
 };
 
-#define BUF_INIT { NULL, 0, 0 }
+#define BUF_INIT \
+	{ \
+		NULL, 0, 0 \
+	}
 
 /* Append; returns 0 or -ENOMEM. */
 int buf_add(struct buf *b, const void *p, size_t n);

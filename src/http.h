@@ -14,18 +14,18 @@
 struct http;
 
 struct http_options {
-	bool insecure;         /* do not verify TLS peers */
-	const char *ca_file;   /* extra CA bundle, or NULL */
-	long connect_timeout;  /* seconds */
-	long timeout;          /* seconds for a whole request, 0 for none */
+	bool insecure; /* do not verify TLS peers */
+	const char *ca_file; /* extra CA bundle, or NULL */
+	long connect_timeout; /* seconds */
+	long timeout; /* seconds for a whole request, 0 for none */
 };
 
 struct http_request {
 	const char *method; /* "GET" (default when NULL), "HEAD" */
 	const char *url;
 	const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
-	size_t max_body;            /* fail with -EFBIG past this many body bytes; 0: no limit */
-	int out_fd;                 /* >= 0: write the body to this fd instead of to body */
+	size_t max_body; /* fail with -EFBIG past this many body bytes; 0: no limit */
+	int out_fd; /* >= 0: write the body to this fd instead of to body */
 	/* called for each chunk written to out_fd, e.g. to hash it; may be NULL */
 	void (*on_data)(void *arg, const void *p, size_t n);
 	void *on_data_arg;
@@ -33,13 +33,13 @@ struct http_request {
 
 struct http_response {
 	long status;
-	struct buf body;      /* unless out_fd was given */
-	char *content_type;   /* or NULL */
-	char *docker_digest;  /* Docker-Content-Digest, or NULL */
+	struct buf body; /* unless out_fd was given */
+	char *content_type; /* or NULL */
+	char *docker_digest; /* Docker-Content-Digest, or NULL */
 	char *www_authenticate; /* or NULL */
-	char *link_next;      /* absolute URL of a Link rel="next", or NULL */
+	char *link_next; /* absolute URL of a Link rel="next", or NULL */
 	char *effective_url;
-	int64_t body_bytes;   /* bytes received */
+	int64_t body_bytes; /* bytes received */
 };
 
 /* Returns 0 and a client in *out, or -ENOMEM / -EIO. Free with http_free(). */

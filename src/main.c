@@ -40,7 +40,9 @@ struct options {
 	int show_version;
 };
 
+/* clang-format off */
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
+/* clang-format on */
 
 enum { KEY_RO, KEY_HELP, KEY_VERSION, KEY_UID, KEY_GID };
 
@@ -186,8 +188,9 @@ int main(int argc, char *argv[])
 		goto out_cl;
 	}
 	if (ref_parse_source(o.source, &source)) {
-		fprintf(stderr, "%s: invalid SOURCE \"%s\": expected -, HOST[:PORT], "
-				"HOST[:PORT]/REPO, HOST[:PORT]/REPO:TAG or HOST[:PORT]/REPO@DIGEST\n",
+		fprintf(stderr,
+			"%s: invalid SOURCE \"%s\": expected -, HOST[:PORT], "
+			"HOST[:PORT]/REPO, HOST[:PORT]/REPO:TAG or HOST[:PORT]/REPO@DIGEST\n",
 			PACKAGE_NAME, o.source);
 		goto out_cl;
 	}

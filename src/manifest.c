@@ -21,10 +21,10 @@ static const struct {
 	const char *type;
 	enum manifest_kind kind;
 } media_kinds[] = {
-	{MT_OCI_MANIFEST, MANIFEST_IMAGE},
-	{MT_OCI_INDEX, MANIFEST_INDEX},
-	{MT_DOCKER_MANIFEST, MANIFEST_IMAGE},
-	{MT_DOCKER_LIST, MANIFEST_INDEX},
+	{ MT_OCI_MANIFEST, MANIFEST_IMAGE },
+	{ MT_OCI_INDEX, MANIFEST_INDEX },
+	{ MT_DOCKER_MANIFEST, MANIFEST_IMAGE },
+	{ MT_DOCKER_LIST, MANIFEST_INDEX },
 };
 
 /*
@@ -37,17 +37,17 @@ static const struct {
 	const char *arch;
 	const char *variant;
 } arch_names[] = {
-	{"x86_64", "amd64", NULL},
-	{"aarch64", "arm64", NULL},
+	{ "x86_64", "amd64", NULL },
+	{ "aarch64", "arm64", NULL },
 	/* 32-bit user space on an armv8 kernel runs v7 code; arm/v8 images barely exist. */
-	{"armv8l", "arm", "v7"},
-	{"armv7l", "arm", "v7"},
-	{"armv6l", "arm", "v6"},
-	{"armv5tel", "arm", "v5"},
-	{"i686", "386", NULL},
-	{"i586", "386", NULL},
-	{"i486", "386", NULL},
-	{"i386", "386", NULL},
+	{ "armv8l", "arm", "v7" },
+	{ "armv7l", "arm", "v7" },
+	{ "armv6l", "arm", "v6" },
+	{ "armv5tel", "arm", "v5" },
+	{ "i686", "386", NULL },
+	{ "i586", "386", NULL },
+	{ "i486", "386", NULL },
+	{ "i386", "386", NULL },
 };
 
 /*
@@ -386,6 +386,7 @@ static int parse_json_object(const char *body, size_t len, struct json_object **
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	/* len <= MANIFEST_MAX_SIZE, checked by the caller, so it fits an int. */
 	root = json_tokener_parse_ex(tok, body, (int)len);
+	/* Before json-c 0.17 an allocation failure looks like bad input here. */
 	if (!root)
 		goto out_free_tok;
 	end = json_tokener_get_parse_end(tok);
@@ -456,6 +457,7 @@ static int detect_kind(struct json_object *root, const char *content_type, struc
 			e--;
 		if (is_docker_v1(s, e - s))
 			return -EPROTONOSUPPORT;
+		/* Unknown (application/json, octet-stream): the shape decides. */
 		media_kind(s, e - s, &canonical, &m->kind);
 	}
 	if (!canonical) {
@@ -636,7 +638,7 @@ static void arch_from_machine(const char *machine, const char **arch, const char
 /* Fill *out from copies of the three names; variant may be NULL. */
 static int platform_set(struct platform *out, const char *os, const char *arch, const char *variant)
 {
-	struct platform p = {NULL, NULL, NULL};
+	struct platform p = { NULL, NULL, NULL };
 
 	p.os = strdup(os);
 	p.architecture = strdup(arch);

@@ -28,15 +28,15 @@ struct annotation {
 };
 
 struct platform {
-	char *os;           /* "linux" */
+	char *os; /* "linux" */
 	char *architecture; /* "amd64" */
-	char *variant;      /* "v7", or NULL */
+	char *variant; /* "v7", or NULL */
 };
 
 struct descriptor {
-	char *media_type;    /* never NULL after a successful parse */
-	char *digest;        /* valid "alg:hex", never NULL */
-	int64_t size;        /* >= 0 */
+	char *media_type; /* never NULL after a successful parse */
+	char *digest; /* valid "alg:hex", never NULL */
+	int64_t size; /* >= 0 */
 	char *artifact_type; /* or NULL */
 	struct annotation *annotations;
 	size_t n_annotations;
@@ -52,7 +52,7 @@ struct manifest {
 	 */
 	char *media_type;
 	char *artifact_type; /* or NULL */
-	bool has_config;     /* image manifests always have one */
+	bool has_config; /* image manifests always have one */
 	struct descriptor config;
 	struct descriptor *layers; /* image manifests */
 	size_t n_layers;
@@ -71,14 +71,15 @@ struct manifest {
  * has fields of the wrong type, a bad digest or a negative size; -EPROTONOSUPPORT
  * for Docker schema 1, a schemaVersion other than 2 and unknown media types in
  * the body (an unknown Content-Type only means the shape decides: "manifests"
- * makes an index, "config" or "layers" an image manifest). Platform os,
- * architecture and variant must each be usable as one path component (not
- * empty, ".", "..", no '/' or control characters), else -EBADMSG. A JSON null is the
- * same as an absent field, and an empty artifactType or variant the same as
- * none, as for the Go tools that write manifests. -ENOMEM when out of memory.
+ * makes an index, "config" or "layers" an image manifest); -ENOMEM.
+ *
+ * Platform os, architecture and variant must each be usable as one path
+ * component (not empty, ".", "..", no '/' or control characters), else
+ * -EBADMSG. A JSON null is the same as an absent field, and an empty
+ * artifactType or variant the same as none, as for the Go tools that write
+ * manifests. Nothing is logged: the caller knows which digest this was.
  */
-int manifest_parse(const char *body, size_t len, const char *content_type,
-	struct manifest **out);
+int manifest_parse(const char *body, size_t len, const char *content_type, struct manifest **out);
 void manifest_free(struct manifest *m);
 
 /* The value of an annotation, borrowed, or NULL. */
@@ -121,7 +122,7 @@ char *platform_format(const struct platform *p);
  * Entries without a platform never match. First match wins. Borrowed, or NULL
  * when none matches.
  */
-const struct descriptor *manifest_select_platform(const struct manifest *index,
-	const struct platform *want);
+const struct descriptor *manifest_select_platform(
+	const struct manifest *index, const struct platform *want);
 
 #endif

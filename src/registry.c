@@ -57,8 +57,8 @@ int strlist_add(struct strlist *l, const char *s)
 	return 0;
 }
 
-int registry_new(struct http *h, const char *host, const struct registry_options *o,
-	struct registry **out)
+int registry_new(
+	struct http *h, const char *host, const struct registry_options *o, struct registry **out)
 {
 	struct registry *r = calloc(1, sizeof(*r));
 
@@ -153,8 +153,8 @@ int registry_ping(struct registry *r)
 }
 
 /* Collect the string array `key` from every page of a paginated list. */
-static int fetch_list(struct registry *r, const char *what, char *url, const char *key,
-	struct strlist *out)
+static int fetch_list(
+	struct registry *r, const char *what, char *url, const char *key, struct strlist *out)
 {
 	struct http_request req = { .out_fd = -1, .max_body = LIST_PAGE_MAX };
 	struct http_response resp;
@@ -267,8 +267,8 @@ int registry_tags(struct registry *r, const char *repo, struct strlist *out)
 	return fetch_list(r, what, url, "tags", out);
 }
 
-int registry_get_manifest(struct registry *r, const char *repo, const char *reference,
-	char **body, size_t *len, char **content_type, char **digest)
+int registry_get_manifest(struct registry *r, const char *repo, const char *reference, char **body,
+	size_t *len, char **content_type, char **digest)
 {
 	struct http_request req = {
 		.headers = manifest_accept,

@@ -13,8 +13,8 @@
 struct registry;
 
 struct registry_options {
-	bool plain_http;     /* never try TLS */
-	unsigned page_size;  /* n= for _catalog and tags/list */
+	bool plain_http; /* never try TLS */
+	unsigned page_size; /* n= for _catalog and tags/list */
 };
 
 /* A NULL-terminated list of malloc'd strings. */
@@ -29,8 +29,8 @@ int strlist_add(struct strlist *l, const char *s);
  * A registry client for host ("host[:port]"); nothing is sent yet. Returns 0
  * or -ENOMEM. The http client is borrowed and must outlive the registry.
  */
-int registry_new(struct http *h, const char *host, const struct registry_options *o,
-	struct registry **out);
+int registry_new(
+	struct http *h, const char *host, const struct registry_options *o, struct registry **out);
 void registry_free(struct registry *r);
 const char *registry_host(const struct registry *r);
 
@@ -54,8 +54,8 @@ int registry_tags(struct registry *r, const char *repo, struct strlist *out);
  * *body (malloc'd, NUL-terminated), *len, *content_type (malloc'd or NULL) and
  * *digest (malloc'd "sha256:...") are the caller's. -ENOENT when unknown.
  */
-int registry_get_manifest(struct registry *r, const char *repo, const char *reference,
-	char **body, size_t *len, char **content_type, char **digest);
+int registry_get_manifest(struct registry *r, const char *repo, const char *reference, char **body,
+	size_t *len, char **content_type, char **digest);
 
 /*
  * GET a blob into fd (from its current offset), calling on_data with each

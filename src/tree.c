@@ -21,23 +21,23 @@
 #define MAX_DEPTH 64
 
 enum node_kind {
-	NODE_HOSTS,    /* "-" root: one child per registry host looked up */
-	NODE_NS,       /* a registry's root ("" path), a namespace or a repository */
+	NODE_HOSTS, /* "-" root: one child per registry host looked up */
+	NODE_NS, /* a registry's root ("" path), a namespace or a repository */
 	NODE_ARTIFACT, /* a tag or digest directory */
-	NODE_DIR,      /* a fixed directory inside an artifact: title prefixes, .oci, ... */
-	NODE_BLOB,     /* a file whose bytes are a blob (or a manifest) of the registry */
-	NODE_DATA,     /* a file whose bytes are in memory */
+	NODE_DIR, /* a fixed directory inside an artifact: title prefixes, .oci, ... */
+	NODE_BLOB, /* a file whose bytes are a blob (or a manifest) of the registry */
+	NODE_DATA, /* a file whose bytes are in memory */
 };
 
 /* One registry host and what is cached about it. */
 struct site {
 	struct site *next;
 	struct registry *reg;
-	bool docker_hub;        /* one-component names get "library/" */
-	pthread_mutex_t lock;   /* serialises catalog fetches */
+	bool docker_hub; /* one-component names get "library/" */
+	pthread_mutex_t lock; /* serialises catalog fetches */
 	struct strlist catalog; /* protected by lock */
-	time_t catalog_at;      /* protected by lock; 0: never fetched */
-	int catalog_err;        /* protected by lock */
+	time_t catalog_at; /* protected by lock; 0: never fetched */
+	int catalog_err; /* protected by lock */
 };
 
 struct xattr {
@@ -50,7 +50,7 @@ struct node {
 	struct node *parent;
 	char *name;
 	enum node_kind kind;
-	bool hidden;    /* not listed (.oci) */
+	bool hidden; /* not listed (.oci) */
 	bool immutable; /* inside a digest-addressed artifact */
 	struct site *site;
 	char *repo; /* NS: path inside the registry ("" at its root); else the repository */
@@ -69,9 +69,9 @@ struct node {
 	int tags_err;
 
 	/* ARTIFACT */
-	char *ref;      /* the tag or digest looked up */
+	char *ref; /* the tag or digest looked up */
 	bool by_digest; /* ref is a digest */
-	bool loaded;    /* protected by t->lock */
+	bool loaded; /* protected by t->lock */
 	bool offline_logged;
 	time_t resolved_at; /* protected by t->lock */
 
@@ -96,14 +96,14 @@ struct tree {
 	struct node *root;
 	time_t start;
 	pthread_mutex_t lock;
-	struct node *all;   /* protected by lock */
+	struct node *all; /* protected by lock */
 	struct site *sites; /* protected by lock */
 };
 
 /* ---- nodes ---- */
 
-static struct node *node_new(struct tree *t, struct node *parent, const char *name,
-	enum node_kind kind)
+static struct node *node_new(
+	struct tree *t, struct node *parent, const char *name, enum node_kind kind)
 {
 	struct node *n = calloc(1, sizeof(*n));
 
@@ -205,8 +205,8 @@ static int xattr_add(struct xattr **x, size_t *n, const char *name, const char *
 	return 0;
 }
 
-static int xattrs_add_annotations(struct xattr **x, size_t *n, const struct annotation *a,
-	size_t na)
+static int xattrs_add_annotations(
+	struct xattr **x, size_t *n, const struct annotation *a, size_t na)
 {
 	char name[512];
 	size_t i;
@@ -420,8 +420,8 @@ static struct node *child_get_or_add(struct tree *t, struct node *dir, struct no
 	return c;
 }
 
-static struct node *ns_new(struct tree *t, struct node *parent, const char *name,
-	struct site *site, const char *path)
+static struct node *ns_new(
+	struct tree *t, struct node *parent, const char *name, struct site *site, const char *path)
 {
 	struct node *n = node_new(t, parent, name, NODE_NS);
 	struct buf b = BUF_INIT;
@@ -438,7 +438,6 @@ static struct node *ns_new(struct tree *t, struct node *parent, const char *name
 	buf_release(&b);
 	return n->repo ? n : NULL;
 }
-
 
 static struct node *artifact_new(struct tree *t, struct node *parent, const char *name,
 	struct site *site, const char *repo, const char *ref)
@@ -458,8 +457,8 @@ static struct node *artifact_new(struct tree *t, struct node *parent, const char
 static int artifact_load(struct tree *t, struct node *n);
 
 /* Make an artifact child of dir that must exist (it is loaded to find out). */
-static int ns_lookup_artifact(struct tree *t, struct node *dir, const char *name,
-	const char *repo, const char *ref, struct node **out)
+static int ns_lookup_artifact(struct tree *t, struct node *dir, const char *name, const char *repo,
+	const char *ref, struct node **out)
 {
 	struct node *n;
 	int ret;
@@ -499,8 +498,8 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 		leaf = strndup(name, (size_t)(sep - name));
 		if (!leaf)
 			return -ENOMEM;
-		if (!ref_valid_component(leaf) || (at ? !ref_valid_digest(at + 1)
-						      : !ref_valid_tag(colon + 1))) {
+		if (!ref_valid_component(leaf) ||
+			(at ? !ref_valid_digest(at + 1) : !ref_valid_tag(colon + 1))) {
 			ret = -ENOENT;
 			goto out;
 		}
@@ -736,8 +735,8 @@ struct build {
 	const char *label; /* "host/repo@digest" for log lines */
 };
 
-static struct node *build_node(struct build *b, struct node *parent, const char *name,
-	enum node_kind kind)
+static struct node *build_node(
+	struct build *b, struct node *parent, const char *name, enum node_kind kind)
 {
 	struct node *n = node_new(b->t, parent, name, kind);
 
@@ -765,13 +764,13 @@ static int set_blob(struct node *n, const struct descriptor *d, time_t mtime)
 	if (!ret)
 		ret = xattr_add(&n->xattrs, &n->n_xattrs, "user.oci.mediaType", d->media_type);
 	if (!ret)
-		ret = xattrs_add_annotations(&n->xattrs, &n->n_xattrs, d->annotations,
-			d->n_annotations);
+		ret = xattrs_add_annotations(
+			&n->xattrs, &n->n_xattrs, d->annotations, d->n_annotations);
 	return ret;
 }
 
-static struct node *build_data(struct build *b, struct node *parent, const char *name,
-	const char *data, size_t len)
+static struct node *build_data(
+	struct build *b, struct node *parent, const char *name, const char *data, size_t len)
 {
 	struct node *n = build_node(b, parent, name, NODE_DATA);
 
@@ -875,7 +874,8 @@ static int build_platforms(struct build *b, struct node *oci, const struct manif
 		struct node *dir, *n;
 		size_t np, k;
 
-		if (!p || !platform_component_ok(p->os) || !platform_component_ok(p->architecture) ||
+		if (!p || !platform_component_ok(p->os) ||
+			!platform_component_ok(p->architecture) ||
 			(p->variant && !platform_component_ok(p->variant)))
 			continue;
 		parts[0] = p->os;
@@ -914,8 +914,8 @@ static int build_platforms(struct build *b, struct node *oci, const struct manif
 	return 0;
 }
 
-static int build_blob_entry(struct build *b, struct node *sha, const struct descriptor *d,
-	bool is_manifest)
+static int build_blob_entry(
+	struct build *b, struct node *sha, const struct descriptor *d, bool is_manifest)
 {
 	const char *hex = digest_hex(d->digest);
 	struct node *n;
@@ -969,8 +969,7 @@ static int build_oci(struct build *b, struct node *art, const struct manifest *m
 	return ret;
 }
 
-static int build_files(struct build *b, struct node *art, const struct manifest *m,
-	time_t mtime)
+static int build_files(struct build *b, struct node *art, const struct manifest *m, time_t mtime)
 {
 	size_t i;
 	int ret = 0;
@@ -995,13 +994,13 @@ static int build_xattrs(struct node *scratch, const struct manifest *m, const ch
 
 	ret = xattr_add(&scratch->xattrs, &scratch->n_xattrs, "user.oci.digest", digest);
 	if (!ret && m->media_type)
-		ret = xattr_add(&scratch->xattrs, &scratch->n_xattrs, "user.oci.mediaType",
-			m->media_type);
+		ret = xattr_add(
+			&scratch->xattrs, &scratch->n_xattrs, "user.oci.mediaType", m->media_type);
 	if (!ret && at)
 		ret = xattr_add(&scratch->xattrs, &scratch->n_xattrs, "user.oci.artifactType", at);
 	if (!ret)
-		ret = xattrs_add_annotations(&scratch->xattrs, &scratch->n_xattrs, m->annotations,
-			m->n_annotations);
+		ret = xattrs_add_annotations(
+			&scratch->xattrs, &scratch->n_xattrs, m->annotations, m->n_annotations);
 	return ret;
 }
 
@@ -1019,8 +1018,8 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 	size_t clen;
 	int ret;
 
-	snprintf(label, sizeof(label), "%s/%s@%s", registry_host(art->site->reg), art->repo,
-		digest);
+	snprintf(
+		label, sizeof(label), "%s/%s@%s", registry_host(art->site->reg), art->repo, digest);
 	ret = manifest_parse(body, len, NULL, &m);
 	if (ret) {
 		log_err("%s: %s", label,
@@ -1043,8 +1042,8 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 			log_info("%s: index has no manifest for %s: only .oci/ is shown", label,
 				p ? p : "this platform");
 			free(p);
-		} else if (fetch_manifest_digest(t, art->site, art->repo, d->digest, &cbody,
-				   &clen) == 0 &&
+		} else if (fetch_manifest_digest(
+				   t, art->site, art->repo, d->digest, &cbody, &clen) == 0 &&
 			   manifest_parse(cbody, clen, NULL, &cm) == 0) {
 			if (cm->kind == MANIFEST_IMAGE)
 				child = cm;
@@ -1098,8 +1097,8 @@ static int artifact_load(struct tree *t, struct node *n)
 		if (!ret && !digest)
 			ret = -ENOMEM;
 	} else {
-		ret = registry_get_manifest(n->site->reg, n->repo, n->ref, &body, &len, &ct,
-			&digest);
+		ret = registry_get_manifest(
+			n->site->reg, n->repo, n->ref, &body, &len, &ct, &digest);
 		if (ret == 0)
 			cache_put(t->cache, digest, body, len);
 	}

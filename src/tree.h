@@ -28,9 +28,9 @@ struct tree_options {
 	uid_t uid;
 	gid_t gid;
 	struct platform platform; /* borrowed */
-	unsigned tag_ttl;         /* seconds a tag's resolution is trusted */
-	unsigned list_ttl;        /* seconds a listing is trusted */
-	unsigned page_size;       /* n= of list requests */
+	unsigned tag_ttl; /* seconds a tag's resolution is trusted */
+	unsigned list_ttl; /* seconds a listing is trusted */
+	unsigned page_size; /* n= of list requests */
 	bool plain_http;
 };
 

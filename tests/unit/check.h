@@ -9,17 +9,17 @@
 
 static int check_failed;
 
-#define CHECK(cond, ...)                                                                           \
-	do {                                                                                       \
-		if (cond) {                                                                        \
-			printf("ok - ");                                                           \
-		} else {                                                                           \
-			check_failed++;                                                            \
-			printf("not ok - %s:%d: ", __FILE__, __LINE__);                            \
-		}                                                                                  \
-		printf(__VA_ARGS__);                                                               \
-		printf("\n");                                                              \
-		fflush(stdout);                                                                    \
+#define CHECK(cond, ...) \
+	do { \
+		if (cond) { \
+			printf("ok - "); \
+		} else { \
+			check_failed++; \
+			printf("not ok - %s:%d: ", __FILE__, __LINE__); \
+		} \
+		printf(__VA_ARGS__); \
+		printf("\n"); \
+		fflush(stdout); \
 	} while (0)
 
 static inline int check_done(void)

@@ -29,12 +29,15 @@ int main(void)
 	CHECK(strcmp(out, foo) == 0, "streamed in pieces equals one-shot");
 
 	CHECK(digest_supported(foo), "sha256 digest supported");
-	CHECK(!digest_supported("sha256:2C26B46B68FFC68FF99B453C1D30413413422D706483BFA0F98A5E886266E7AE"),
+	CHECK(!digest_supported(
+		      "sha256:2C26B46B68FFC68FF99B453C1D30413413422D706483BFA0F98A5E886266E7AE"),
 		"uppercase hex refused");
 	CHECK(!digest_supported("sha256:2c26"), "short digest refused");
-	CHECK(!digest_supported("sha512:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"),
+	CHECK(!digest_supported(
+		      "sha512:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"),
 		"other algorithm not verifiable");
-	CHECK(!digest_supported("sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae/"),
+	CHECK(!digest_supported(
+		      "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae/"),
 		"trailing byte refused");
 	CHECK(digest_hex(foo) == foo + 7, "hex part located");
 	CHECK(digest_hex("nocolon") == NULL, "no hex part without a colon");

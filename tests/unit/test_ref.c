@@ -21,56 +21,56 @@ struct valid_case {
 };
 
 static const struct valid_case valid[] = {
-	{"-", NULL, NULL, NULL, NULL, NULL},
-	{"localhost", "localhost", NULL, NULL, NULL, NULL},
-	{"localhost:5000", "localhost:5000", NULL, NULL, NULL, NULL},
-	{"ghcr.io", "ghcr.io", NULL, NULL, NULL, NULL},
-	{"registry.example.com:443", "registry.example.com:443", NULL, NULL, NULL, NULL},
-	{"[::1]", "[::1]", NULL, NULL, NULL, NULL},
-	{"[::1]:5000", "[::1]:5000", NULL, NULL, NULL, NULL},
-	{"[::1]:5000/a/b", "[::1]:5000", "a/b", NULL, NULL, NULL},
-	{"[2001:db8::42]:65535/x:1", "[2001:db8::42]:65535", "x", "1", NULL, NULL},
-	{"127.0.0.1:5000", "127.0.0.1:5000", NULL, NULL, NULL, NULL},
-	{"127.0.0.1:5000/a/b/c", "127.0.0.1:5000", "a/b/c", NULL, NULL, NULL},
-	{"127.0.0.1:5000/a/b/c:v1", "127.0.0.1:5000", "a/b/c", "v1", NULL, NULL},
-	{"ghcr.io/org/app", "ghcr.io", "org/app", NULL, NULL, NULL},
-	{"ghcr.io/org/app:v1.2.3", "ghcr.io", "org/app", "v1.2.3", NULL, NULL},
-	{"ghcr.io/org/app@" SHA256, "ghcr.io", "org/app", NULL, SHA256, NULL},
-	{"ghcr.io/org/app@" SHA512, "ghcr.io", "org/app", NULL, SHA512, NULL},
-	{"ghcr.io/org/app:v1@" SHA256, "ghcr.io", "org/app", "v1", SHA256, NULL},
-	{"localhost:5000/app:latest@" SHA256, "localhost:5000", "app", "latest", SHA256, NULL},
-	{"h.io/a.b/c_d/e__f/g-h/i---j:_T.a-g_", "h.io", "a.b/c_d/e__f/g-h/i---j", "_T.a-g_", NULL,
-		NULL},
-	{"h.io/0/9:0", "h.io", "0/9", "0", NULL, NULL},
+	{ "-", NULL, NULL, NULL, NULL, NULL },
+	{ "localhost", "localhost", NULL, NULL, NULL, NULL },
+	{ "localhost:5000", "localhost:5000", NULL, NULL, NULL, NULL },
+	{ "ghcr.io", "ghcr.io", NULL, NULL, NULL, NULL },
+	{ "registry.example.com:443", "registry.example.com:443", NULL, NULL, NULL, NULL },
+	{ "[::1]", "[::1]", NULL, NULL, NULL, NULL },
+	{ "[::1]:5000", "[::1]:5000", NULL, NULL, NULL, NULL },
+	{ "[::1]:5000/a/b", "[::1]:5000", "a/b", NULL, NULL, NULL },
+	{ "[2001:db8::42]:65535/x:1", "[2001:db8::42]:65535", "x", "1", NULL, NULL },
+	{ "127.0.0.1:5000", "127.0.0.1:5000", NULL, NULL, NULL, NULL },
+	{ "127.0.0.1:5000/a/b/c", "127.0.0.1:5000", "a/b/c", NULL, NULL, NULL },
+	{ "127.0.0.1:5000/a/b/c:v1", "127.0.0.1:5000", "a/b/c", "v1", NULL, NULL },
+	{ "ghcr.io/org/app", "ghcr.io", "org/app", NULL, NULL, NULL },
+	{ "ghcr.io/org/app:v1.2.3", "ghcr.io", "org/app", "v1.2.3", NULL, NULL },
+	{ "ghcr.io/org/app@" SHA256, "ghcr.io", "org/app", NULL, SHA256, NULL },
+	{ "ghcr.io/org/app@" SHA512, "ghcr.io", "org/app", NULL, SHA512, NULL },
+	{ "ghcr.io/org/app:v1@" SHA256, "ghcr.io", "org/app", "v1", SHA256, NULL },
+	{ "localhost:5000/app:latest@" SHA256, "localhost:5000", "app", "latest", SHA256, NULL },
+	{ "h.io/a.b/c_d/e__f/g-h/i---j:_T.a-g_", "h.io", "a.b/c_d/e__f/g-h/i---j", "_T.a-g_", NULL,
+		NULL },
+	{ "h.io/0/9:0", "h.io", "0/9", "0", NULL, NULL },
 	/* Docker Hub: the host is replaced and one-component names get library/. */
-	{"docker.io", "registry-1.docker.io", NULL, NULL, NULL, "registry-1.docker.io"},
-	{"docker.io/alpine", "registry-1.docker.io", "library/alpine", NULL, NULL,
-		"registry-1.docker.io/library/alpine"},
-	{"docker.io/alpine:3.20", "registry-1.docker.io", "library/alpine", "3.20", NULL,
-		"registry-1.docker.io/library/alpine:3.20"},
-	{"docker.io/alpine@" SHA256, "registry-1.docker.io", "library/alpine", NULL, SHA256,
-		"registry-1.docker.io/library/alpine@" SHA256},
-	{"index.docker.io/alpine", "registry-1.docker.io", "library/alpine", NULL, NULL,
-		"registry-1.docker.io/library/alpine"},
-	{"registry-1.docker.io/alpine", "registry-1.docker.io", "library/alpine", NULL, NULL,
-		"registry-1.docker.io/library/alpine"},
-	{"docker.io/org/app", "registry-1.docker.io", "org/app", NULL, NULL,
-		"registry-1.docker.io/org/app"},
-	{"docker.io/library/alpine", "registry-1.docker.io", "library/alpine", NULL, NULL,
-		"registry-1.docker.io/library/alpine"},
-	{"Docker.IO/alpine", "registry-1.docker.io", "library/alpine", NULL, NULL,
-		"registry-1.docker.io/library/alpine"},
+	{ "docker.io", "registry-1.docker.io", NULL, NULL, NULL, "registry-1.docker.io" },
+	{ "docker.io/alpine", "registry-1.docker.io", "library/alpine", NULL, NULL,
+		"registry-1.docker.io/library/alpine" },
+	{ "docker.io/alpine:3.20", "registry-1.docker.io", "library/alpine", "3.20", NULL,
+		"registry-1.docker.io/library/alpine:3.20" },
+	{ "docker.io/alpine@" SHA256, "registry-1.docker.io", "library/alpine", NULL, SHA256,
+		"registry-1.docker.io/library/alpine@" SHA256 },
+	{ "index.docker.io/alpine", "registry-1.docker.io", "library/alpine", NULL, NULL,
+		"registry-1.docker.io/library/alpine" },
+	{ "registry-1.docker.io/alpine", "registry-1.docker.io", "library/alpine", NULL, NULL,
+		"registry-1.docker.io/library/alpine" },
+	{ "docker.io/org/app", "registry-1.docker.io", "org/app", NULL, NULL,
+		"registry-1.docker.io/org/app" },
+	{ "docker.io/library/alpine", "registry-1.docker.io", "library/alpine", NULL, NULL,
+		"registry-1.docker.io/library/alpine" },
+	{ "Docker.IO/alpine", "registry-1.docker.io", "library/alpine", NULL, NULL,
+		"registry-1.docker.io/library/alpine" },
 	/* docker.io with a port is another host: no rewriting. */
-	{"docker.io:443/alpine", "docker.io:443", "alpine", NULL, NULL, NULL},
+	{ "docker.io:443/alpine", "docker.io:443", "alpine", NULL, NULL, NULL },
 	/* Host names are case-insensitive and are stored lowercased. */
-	{"GHCR.io/org/app:V1", "ghcr.io", "org/app", "V1", NULL, "ghcr.io/org/app:V1"},
-	{"LocalHost:5000", "localhost:5000", NULL, NULL, NULL, "localhost:5000"},
+	{ "GHCR.io/org/app:V1", "ghcr.io", "org/app", "V1", NULL, "ghcr.io/org/app:V1" },
+	{ "LocalHost:5000", "localhost:5000", NULL, NULL, NULL, "localhost:5000" },
 	/* One trailing slash is tolerated. */
-	{"ghcr.io/", "ghcr.io", NULL, NULL, NULL, "ghcr.io"},
-	{"ghcr.io/org/app/", "ghcr.io", "org/app", NULL, NULL, "ghcr.io/org/app"},
-	{"ghcr.io/org/app:v1/", "ghcr.io", "org/app", "v1", NULL, "ghcr.io/org/app:v1"},
+	{ "ghcr.io/", "ghcr.io", NULL, NULL, NULL, "ghcr.io" },
+	{ "ghcr.io/org/app/", "ghcr.io", "org/app", NULL, NULL, "ghcr.io/org/app" },
+	{ "ghcr.io/org/app:v1/", "ghcr.io", "org/app", "v1", NULL, "ghcr.io/org/app:v1" },
 	/* The first component is always the host, even without '.' or ':'. */
-	{"myregistry/app", "myregistry", "app", NULL, NULL, NULL},
+	{ "myregistry/app", "myregistry", "app", NULL, NULL, NULL },
 };
 
 static const char *const invalid[] = {
@@ -208,7 +208,7 @@ static void test_valid(void)
 static void check_invalid(const char *in, const char *label)
 {
 	static char junk[] = "junk";
-	struct ref r = {junk, junk, junk, junk};
+	struct ref r = { junk, junk, junk, junk };
 	int err;
 
 	err = ref_parse_source(in, &r);
@@ -293,28 +293,30 @@ static void test_lengths(void)
 
 static void test_validators(void)
 {
-	static const char *const good_components[] = {"a", "0", "abc", "a.b", "a_b", "a__b", "a-b",
-		"a--b", "a---b", "a.b_c__d-e--f", "0a9", "a1.b2"};
-	static const char *const bad_components[] = {"", "A", "aB", "-a", "a-", ".a", "a.", "_a",
-		"a_", "a..b", "a___b", "a._b", "a-.b", "a/b", "a:b", "a@b", "a b", "é"};
-	static const char *const good_tags[] = {
-		"a", "_", "0", "latest", "V1.2.3-rc_1", "_x", "A.-_", "sha256-" HEX64};
-	static const char *const bad_tags[] = {
-		"", ".a", "-a", "a:b", "a/b", "a@b", "a b", "a+b", "a\nb"};
-	static const char *const good_digests[] = {SHA256, SHA512};
-	static const char *const bad_digests[] = {"", "sha256:", "sha256:" HEX16,
+	static const char *const good_components[] = { "a", "0", "abc", "a.b", "a_b", "a__b", "a-b",
+		"a--b", "a---b", "a.b_c__d-e--f", "0a9", "a1.b2" };
+	static const char *const bad_components[] = { "", "A", "aB", "-a", "a-", ".a", "a.", "_a",
+		"a_", "a..b", "a___b", "a._b", "a-.b", "a/b", "a:b", "a@b", "a b", "é" };
+	static const char *const good_tags[] = { "a", "_", "0", "latest", "V1.2.3-rc_1", "_x",
+		"A.-_", "sha256-" HEX64 };
+	static const char *const bad_tags[] = { "", ".a", "-a", "a:b", "a/b", "a@b", "a b", "a+b",
+		"a\nb" };
+	static const char *const good_digests[] = { SHA256, SHA512 };
+	static const char *const bad_digests[] = { "", "sha256:", "sha256:" HEX16,
 		"sha256:" HEX64 "0", "sha256:" HEX64 "\n", "SHA256:" HEX64,
 		"sha256:ABCDEF0123456789" HEX16 HEX16 HEX16,
 		"sha256:g123456789abcdef" HEX16 HEX16 HEX16, "sha512:" HEX64,
-		"md5:0123456789abcdef0123456789abcdef", HEX64, ":" HEX64, "sha256-" HEX64};
-	static const char *const good_hosts[] = {"a", "localhost", "localhost:1", "localhost:65535",
-		"ghcr.io", "Registry.Example.COM", "a-b.c", "a--b.c", "xn--bcher-kva.example",
-		"1.2.3.4", "255.255.255.255:5000", "1a.example", "example.123a", "[::1]",
-		"[::1]:5000", "[::]", "[fe80::1]", "[::ffff:127.0.0.1]:8", "host:00080"};
-	static const char *const bad_hosts[] = {"", ":", ":5000", "a:", "a:0", "a:65536", "a:99999",
-		"a:1x", "a:+1", "a:-1", "-a", "a-", "a.-b", "a_b", "a..b", ".a", "a.", "a/b", "a b",
-		"a@b", "256.1.1.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1234", "[::1", "::1]", "::1",
-		"[::1]:", "[::1]:0", "[::1]x", "[1.2.3.4]", "[fe80::1%eth0]", "[]", "a\x01"};
+		"md5:0123456789abcdef0123456789abcdef", HEX64, ":" HEX64, "sha256-" HEX64 };
+	static const char *const good_hosts[] = { "a", "localhost", "localhost:1",
+		"localhost:65535", "ghcr.io", "Registry.Example.COM", "a-b.c", "a--b.c",
+		"xn--bcher-kva.example", "1.2.3.4", "255.255.255.255:5000", "1a.example",
+		"example.123a", "[::1]", "[::1]:5000", "[::]", "[fe80::1]", "[::ffff:127.0.0.1]:8",
+		"host:00080" };
+	static const char *const bad_hosts[] = { "", ":", ":5000", "a:", "a:0", "a:65536",
+		"a:99999", "a:1x", "a:+1", "a:-1", "-a", "a-", "a.-b", "a_b", "a..b", ".a", "a.",
+		"a/b", "a b", "a@b", "256.1.1.1", "1.2.3", "1.2.3.4.5", "01.2.3.4", "1234", "[::1",
+		"::1]", "::1", "[::1]:", "[::1]:0", "[::1]x", "[1.2.3.4]", "[fe80::1%eth0]", "[]",
+		"a\x01" };
 	char label[80];
 	size_t i;
 
@@ -367,15 +369,15 @@ static void test_validators(void)
 
 static void test_host_helpers(void)
 {
-	static const char *const like[] = {
-		"ghcr.io", "localhost", "localhost:5000", "a:1", "127.0.0.1", "[::1]"};
-	static const char *const unlike[] = {"library", "org", "my-org", "Localhost", ""};
-	static const char *const loop[] = {"localhost", "localhost:5000", "LOCALHOST", "127.0.0.1",
+	static const char *const like[] = { "ghcr.io", "localhost", "localhost:5000", "a:1",
+		"127.0.0.1", "[::1]" };
+	static const char *const unlike[] = { "library", "org", "my-org", "Localhost", "" };
+	static const char *const loop[] = { "localhost", "localhost:5000", "LOCALHOST", "127.0.0.1",
 		"127.0.0.1:5000", "127.255.255.254:1", "127.1.2.3", "::1", "[::1]", "[::1]:5000",
-		"[0:0:0:0:0:0:0:1]:80"};
-	static const char *const notloop[] = {"", "ghcr.io", "localhost.example.com", "mylocalhost",
-		"128.0.0.1", "10.0.0.1", "1.127.0.0", "::2", "[::2]:5000", "[::]", "127.0.0.1:0",
-		"localhost:x", "[::1]:70000", "127.0.0", "0.0.0.0"};
+		"[0:0:0:0:0:0:0:1]:80" };
+	static const char *const notloop[] = { "", "ghcr.io", "localhost.example.com",
+		"mylocalhost", "128.0.0.1", "10.0.0.1", "1.127.0.0", "::2", "[::2]:5000", "[::]",
+		"127.0.0.1:0", "localhost:x", "[::1]:70000", "127.0.0", "0.0.0.0" };
 	size_t i;
 
 	for (i = 0; i < sizeof(like) / sizeof(like[0]); i++)
@@ -406,7 +408,7 @@ static void test_host_helpers(void)
 static void test_format(void)
 {
 	static char host[] = "h.io", repo[] = "r", tag[] = "t", dig[] = SHA256;
-	struct ref r = {NULL, NULL, NULL, NULL};
+	struct ref r = { NULL, NULL, NULL, NULL };
 	char *f;
 
 	f = ref_format(&r);
