@@ -44,7 +44,7 @@ struct options {
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
 /* clang-format on */
 
-enum { KEY_RO, KEY_HELP, KEY_VERSION, KEY_UID, KEY_GID };
+enum { KEY_RO, KEY_HELP, KEY_VERSION };
 
 static const struct fuse_opt option_spec[] = {
 	OPT("cache_dir=%s", cache_dir),
@@ -56,8 +56,10 @@ static const struct fuse_opt option_spec[] = {
 	OPT("timeout=%u", timeout),
 	OPT("plain_http", plain_http),
 	OPT("insecure", insecure),
-	{ "uid=%u", offsetof(struct options, uid), KEY_UID },
-	{ "gid=%u", offsetof(struct options, gid), KEY_GID },
+	OPT("uid=%u", uid),
+	OPT("uid=", uid_set),
+	OPT("gid=%u", gid),
+	OPT("gid=", gid_set),
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -101,6 +103,9 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 {
 	struct options *o = data;
 
+	/* fuse_opt sees "-" (the every-registry SOURCE) as an option */
+	if (key == FUSE_OPT_KEY_OPT && strcmp(arg, "-") == 0)
+		key = FUSE_OPT_KEY_NONOPT;
 	switch (key) {
 	case FUSE_OPT_KEY_NONOPT:
 		if (!o->source) {
@@ -117,12 +122,6 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_RO:
 		o->ro = 1;
 		return 1; /* the kernel gets it too */
-	case KEY_UID:
-		o->uid_set = 1;
-		return sscanf(arg, "uid=%u", &o->uid) == 1 ? 0 : -1;
-	case KEY_GID:
-		o->gid_set = 1;
-		return sscanf(arg, "gid=%u", &o->gid) == 1 ? 0 : -1;
 	case KEY_HELP:
 		o->show_help = 1;
 		return 0;

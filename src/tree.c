@@ -1256,6 +1256,25 @@ int tree_check_root(struct tree *t)
 	return ret;
 }
 
+/*
+ * What a reader is told of a failure: the registry's ENOENT and EACCES mean
+ * something to it; connection errors and bad answers are EIO.
+ */
+static int reader_errno(int err)
+{
+	switch (err) {
+	case 0:
+	case -ENOENT:
+	case -EACCES:
+	case -ENOMEM:
+	case -ENOTDIR:
+	case -ENAMETOOLONG:
+		return err;
+	default:
+		return -EIO;
+	}
+}
+
 int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
 {
 	struct node *n;
@@ -1265,9 +1284,9 @@ int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node 
 		return -ENAMETOOLONG;
 	switch (dir->kind) {
 	case NODE_HOSTS:
-		return hosts_lookup(t, dir, name, out);
+		return reader_errno(hosts_lookup(t, dir, name, out));
 	case NODE_NS:
-		return ns_lookup(t, dir, name, out);
+		return reader_errno(ns_lookup(t, dir, name, out));
 	case NODE_ARTIFACT:
 		ret = artifact_load(t, dir);
 		if (ret)
@@ -1287,9 +1306,20 @@ int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node 
 	return 0;
 }
 
+static int node_ensure_loaded(struct tree *t, struct node *n)
+{
+	return n->kind == NODE_ARTIFACT ? artifact_load(t, n) : 0;
+}
+
 int tree_getattr(struct tree *t, struct node *n, struct stat *st)
 {
 	bool dir = tree_is_dir(n);
+	int ret;
+
+	/* An artifact's mtime is its manifest's: stat is when a user wants it. */
+	ret = node_ensure_loaded(t, n);
+	if (ret)
+		return ret;
 
 	memset(st, 0, sizeof(*st));
 	st->st_ino = (ino_t)(uintptr_t)n;
@@ -1337,7 +1367,7 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 
 	switch (dir->kind) {
 	case NODE_NS:
-		return ns_list(t, dir, ents, count);
+		return reader_errno(ns_list(t, dir, ents, count));
 	case NODE_ARTIFACT:
 		ret = artifact_load(t, dir);
 		if (ret)
@@ -1407,11 +1437,6 @@ int tree_open(struct tree *t, struct node *n, int *fd, const char **data, size_t
 		return ret == -ENOENT || ret == -ENOMEM ? ret : -EIO;
 	*fd = ret;
 	return 0;
-}
-
-static int node_ensure_loaded(struct tree *t, struct node *n)
-{
-	return n->kind == NODE_ARTIFACT ? artifact_load(t, n) : 0;
 }
 
 ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size)
