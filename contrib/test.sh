@@ -7,4 +7,7 @@ sh contrib/install-deps.sh
 autoreconf -fi
 ./configure --enable-werror ${CONFIGURE_FLAGS:-}
 make -j"$(nproc)"
+# Installed, so that `mount -t fuse.ocifs` (which finds helpers through a
+# fixed PATH) is tested with this build too.
+make install
 make check

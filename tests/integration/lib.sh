@@ -10,6 +10,19 @@
 # Output is TAP-like: "ok - ..." / "not ok - ..." lines, "#" comments.
 # Everything started here (registries, daemons, mounts, temporary
 # directories) is torn down by an EXIT trap, whatever happened.
+#
+# Functions:
+#   reporting  ok, not_ok, check, check_fail, check_err, check_eq, check_same,
+#              check_ls, check_log_clean, diag, diag_file, bail, skip_all, finish
+#   utilities  sha256_hex, digest_of, wait_until, no_process, make_random_file,
+#              require_env, lib_watchdog
+#   registry   registry_start, registry_stop, registry_restart, registry_keep,
+#              free_port, blob_path, registry_put_raw_manifest
+#   API        reg_curl, manifest_get, manifest_digest, manifest_mediatype,
+#              blob_get, push_blob, push_manifest
+#   seeding    push_artifact, push_artifact_titled, push_index,
+#              push_platform_index, image_build, push_image
+#   mounts     mount_ocifs, umount_ocifs, daemon_alive
 
 set -u
 set -o pipefail
@@ -38,6 +51,7 @@ _LIB_DAEMON_PIDS=()  # ocifs daemons to kill at exit (after unmounting)
 declare -A _LIB_MOUNT_PID=() _LIB_MOUNT_LOG=()
 _LIB_NLOG=0
 _LIB_WATCHDOG=
+_LIB_MAIN_PID=$BASHPID
 
 TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/ocifs-test.XXXXXX") || {
 	echo "not ok - mktemp failed"
@@ -188,6 +202,9 @@ wait_until() {
 	return 1
 }
 
+# no_process PATTERN: no process has PATTERN in its command line.
+no_process() { ! pgrep -f -- "$1" >/dev/null; }
+
 # Make a file of N pseudo-random bytes (deterministic from SEED).
 make_random_file() {
 	local file=$1 size=$2 seed=${3:-ocifs}
@@ -216,8 +233,10 @@ lib_watchdog() {
 	local secs=$1 main=$$
 	[ -n "$_LIB_WATCHDOG" ] && kill "$_LIB_WATCHDOG" 2>/dev/null
 	(
+		# a subshell keeps the EXIT trap of the test: not ours to run
+		trap - EXIT INT
 		trap 'kill $sp 2>/dev/null; exit 0' TERM
-		sleep "$secs" &
+		sleep "$secs" >/dev/null 2>&1 &
 		sp=$!
 		wait "$sp"
 		echo "not ok - watchdog: test still running after ${secs}s, aborting"
@@ -226,6 +245,9 @@ lib_watchdog() {
 		done
 		awk '$3 ~ /^fuse/ {print $2}' /proc/mounts | grep "^$TESTDIR/" |
 			while read -r m; do fusermount3 -uz "$m" 2>/dev/null; done
+		for p in $(pgrep -P "$main" 2>/dev/null); do
+			[ "$p" = "$BASHPID" ] || kill -TERM "$p" 2>/dev/null
+		done
 		kill -TERM "$main" 2>/dev/null
 	) &
 	_LIB_WATCHDOG=$!
@@ -246,6 +268,8 @@ _lib_kill_pid() {
 
 _lib_cleanup() {
 	local rc=$? m p d
+	# subshells inherit the EXIT trap; only the test itself cleans up
+	[ "$BASHPID" = "$_LIB_MAIN_PID" ] || exit "$rc"
 	trap - EXIT TERM INT
 	[ -n "$_LIB_WATCHDOG" ] && kill "$_LIB_WATCHDOG" 2>/dev/null
 	for m in "${_LIB_MOUNTS[@]}"; do
@@ -257,6 +281,13 @@ _lib_cleanup() {
 	awk '$3 ~ /^fuse/ {print $2}' /proc/mounts | grep "^$TESTDIR/" |
 		while read -r m; do fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
 	for p in "${_LIB_DAEMON_PIDS[@]}"; do _lib_kill_pid "$p"; done
+	# mounts that umount_ocifs did not check
+	for m in "${!_LIB_MOUNT_PID[@]}"; do
+		if grep -qE 'Sanitizer|runtime error:' "${_LIB_MOUNT_LOG[$m]}" 2>/dev/null; then
+			check_log_clean "no sanitizer report in the log of $(_lbl "$m")" "${_LIB_MOUNT_LOG[$m]}"
+			rc=1
+		fi
+	done
 	for p in "${_LIB_REG_PIDS[@]}"; do _lib_kill_pid "$p"; done
 	if [ "${OCIFS_KEEP:-0}" = 1 ]; then
 		echo "# kept: ${_LIB_TMPDIRS[*]}"
@@ -296,7 +327,7 @@ version: 0.1
 log:
   level: error
   accesslog:
-    disabled: true
+    disabled: $( [ "${REG_ACCESSLOG:-0}" = 1 ] && echo false || echo true)
 storage:
   filesystem:
     rootdirectory: $root
@@ -332,20 +363,25 @@ _registry_launch() {
 	return 1
 }
 
-# registry_start [NAME [TARBALL...]]: a new registry with its own temporary
-# root (storage seeded from the TARBALLs, storage roots as in
+# registry_start [NAME [STORAGE...]]: a new registry with its own temporary
+# root (seeded from STORAGE: .tar.gz files or directories of storage roots as in
 # /work/shared/fixtures/oras-e2e) on a free port. Sets REG (127.0.0.1:PORT),
-# REG_ROOT, REG_PORT, REG_PID. Bails out when it cannot start.
+# REG_ROOT, REG_PORT, REG_PID. Bails out when it cannot start. REG_ACCESSLOG=1
+# logs every request to $REG_ROOT/registry.log.
 registry_start() {
-	local name=${1:-reg} tb try port
+	local name=${1:-reg} tb port
 	[ $# -gt 0 ] && shift
 	REG_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ocifs-$name.XXXXXX") || bail "mktemp"
 	_LIB_TMPDIRS+=("$REG_ROOT")
 	for tb in "$@"; do
-		# -k: several storage tarballs can share blobs
-		tar xzf "$tb" -C "$REG_ROOT" --skip-old-files || bail "extract $tb"
+		# several storage tarballs can share blobs: the first one wins
+		if [ -d "$tb" ]; then
+			cp -rn -- "$tb/." "$REG_ROOT/" || bail "copy $tb"
+		else
+			tar xzf "$tb" -C "$REG_ROOT" --skip-old-files || bail "extract $tb"
+		fi
 	done
-	for try in 1 2 3 4 5 6 7 8; do
+	for _ in 1 2 3 4 5 6 7 8; do
 		port=$(free_port) || continue
 		: >"$REG_ROOT/registry.log"
 		_registry_launch "$REG_ROOT" "$port" && return 0
@@ -565,7 +601,7 @@ push_platform_index() {
 		i=$((i + 1))
 		mkdir -p "$TESTDIR/.plat$i"
 		printf '%s\n' "$p" >"$TESTDIR/.plat$i/platform.txt"
-		d=$(MANIFEST_OUT= CREATED= push_artifact_titled "$repo" @ \
+		d=$(MANIFEST_OUT='' CREATED='' push_artifact_titled "$repo" @ \
 			platform.txt "$TESTDIR/.plat$i/platform.txt") || return 1
 		specs+=("$p=$d")
 	done

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Command line: --help, --version, errors before mounting, detached mode,
 # mount -t fuse.ocifs, no daemon left behind after unmount.
+T_TIMEOUT=${T_TIMEOUT:-240}
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
-T_TIMEOUT=240 lib_watchdog 240
 require_env mount umount pgrep
 
 registry_start cli
@@ -44,6 +44,9 @@ expect_refusal() {
 }
 
 mkdir -p "$TESTDIR/m"
+"$OCIFS" >"$TESTDIR/noargs.out" 2>"$TESTDIR/noargs.err" </dev/null
+check "ocifs without arguments: non-zero exit" test $? != 0
+check "ocifs without arguments: a line on stderr starting 'ocifs: '" grep -q "^ocifs: " "$TESTDIR/noargs.err"
 expect_refusal "uppercase repository name" "$REG/UPPER" "$TESTDIR/m"
 expect_refusal "bad digest in SOURCE" "$REG/demo/hello@sha256:1234" "$TESTDIR/m"
 expect_refusal "bad tag in SOURCE" "$REG/demo/hello:-bad" "$TESTDIR/m"
@@ -66,26 +69,51 @@ pid=$(pgrep -f -- " $mnt\$" | head -n1)
 check "detached: a daemon serves the mount" test -n "$pid"
 [ -n "$pid" ] && _LIB_DAEMON_PIDS+=("$pid")
 check "detached: fusermount3 -u" fusermount3 -u "$mnt"
-check "detached: daemon gone after unmount" wait_until 10 bash -c "! pgrep -f -- ' $mnt\$'"
+check "detached: daemon gone after unmount" wait_until 10 no_process " $mnt\$"
 
-# mount -t fuse.ocifs: mount.fuse3 runs `ocifs` from PATH.
+# mount(8) and mount.fuse3. mount(8) runs its helpers without PATH (so
+# /bin/sh's default), hence `mount -t fuse.ocifs` finds only an installed
+# ocifs. Tested: the fstab form for a program outside PATH
+# (`mount -t fuse PROGRAM#SOURCE`), and exactly what `mount -t fuse.ocifs`
+# runs (`mount.fuse3 SOURCE DIR -t fuse.ocifs -o ...` with ocifs on PATH);
+# `mount -t fuse.ocifs` itself where the installed ocifs is this one.
 mkdir -p "$TESTDIR/bin"
 ln -s "$OCIFS" "$TESTDIR/bin/ocifs"
-mnt=$TESTDIR/viamount
-mkdir -p "$mnt"
-PATH=$TESTDIR/bin:$PATH mount -t fuse.ocifs "$REG" "$mnt" -o "ro,cache_dir=$CACHE" \
-	>"$TESTDIR/mount.out" 2>&1
-check_eq "mount -t fuse.ocifs exits 0" 0 "$?" || diag_file "$TESTDIR/mount.out"
-check "mount -t: listed in /proc/mounts as fuse.ocifs" grep -q " $mnt fuse.ocifs " /proc/mounts
-check_ls "mount -t: registry root lists the repository" "$mnt" demo
-check_eq "mount -t: file reads" "Hello from ocifs" "$(cat "$mnt/demo/hello/v1/hello.txt" 2>&1)"
-check_err "mount -t: ro refuses writes" "Read-only file system" touch "$mnt/demo/hello/v1/new"
-pid=$(pgrep -f -- "$mnt" | head -n1)
-check "mount -t: a daemon serves the mount" test -n "$pid"
-[ -n "$pid" ] && _LIB_DAEMON_PIDS+=("$pid")
-check "mount -t: umount" umount "$mnt"
-check_fail "mount -t: not mounted any more" mountpoint -q "$mnt"
-check "mount -t: no daemon left after umount" wait_until 10 bash -c "! pgrep -f -- '$mnt'"
+# via_mount LABEL CMD...: CMD mounts $REG at $mnt read-only.
+via_mount() {
+	local l=$1 pid
+	shift
+	mkdir -p "$mnt"
+	"$@" >"$TESTDIR/mount.out" 2>&1
+	check_eq "$l: exits 0" 0 "$?" || diag_file "$TESTDIR/mount.out"
+	check "$l: listed in /proc/mounts as fuse.ocifs" grep -q " $mnt fuse.ocifs " /proc/mounts
+	check_ls "$l: registry root lists the repository" "$mnt" demo
+	check_eq "$l: file reads" "Hello from ocifs" "$(cat "$mnt/demo/hello/v1/hello.txt" 2>&1)"
+	check_err "$l: ro refuses writes" "Read-only file system" touch "$mnt/demo/hello/v1/new"
+	pid=$(pgrep -f -- "$mnt" | head -n1)
+	check "$l: a daemon serves the mount" test -n "$pid"
+	[ -n "$pid" ] && _LIB_DAEMON_PIDS+=("$pid")
+	check "$l: umount" umount "$mnt"
+	check_fail "$l: not mounted any more" mountpoint -q "$mnt"
+	check "$l: no daemon left after umount" wait_until 10 no_process "$mnt"
+}
+if [ "$(id -u)" != 0 ]; then
+	echo "# mount(8) forms not tried: not root"
+else
+	mnt=$TESTDIR/viamount1
+	via_mount "mount -t fuse PROGRAM#SOURCE" \
+		mount -t fuse "$TESTDIR/bin/ocifs#$REG" "$mnt" -o "ro,cache_dir=$CACHE"
+	mnt=$TESTDIR/viamount2
+	via_mount "mount.fuse3 SOURCE DIR -t fuse.ocifs" \
+		env PATH="$TESTDIR/bin:$PATH" mount.fuse3 "$REG" "$mnt" -t fuse.ocifs -o "ro,cache_dir=$CACHE"
+	installed=$(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin command -v ocifs)
+	if [ -n "$installed" ] && cmp -s "$installed" "$OCIFS"; then
+		mnt=$TESTDIR/viamount3
+		via_mount "mount -t fuse.ocifs" mount -t fuse.ocifs "$REG" "$mnt" -o "ro,cache_dir=$CACHE"
+	else
+		echo "# mount -t fuse.ocifs itself not tried: this ocifs is not installed in PATH"
+	fi
+fi
 
 # -f mount through the harness, unmounted cleanly.
 mount_ocifs "$REG/demo/hello:v1" "$TESTDIR/fg" -o ro

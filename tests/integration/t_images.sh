@@ -3,8 +3,8 @@
 # untitled layers are not listed, .oci/ holds the manifest, config and
 # blobs; an index shows the child of the mount's platform, and every child
 # under .oci/platforms/.
+T_TIMEOUT=${T_TIMEOUT:-300}
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
-lib_watchdog 300
 require_env skopeo umoci getfattr
 
 case $(uname -m) in
@@ -73,8 +73,8 @@ image_checks() {
 	mkdir -p "$TESTDIR/x"
 	tar xzf "$d/.oci/blobs/sha256/${b#sha256:}" -C "$TESTDIR/x" 2>"$TESTDIR/tar.err"
 	check_same "$l: second layer untars to usr/bin/tool" "$TESTDIR/l2/usr/bin/tool" "$TESTDIR/x/usr/bin/tool"
-	check_eq "$l: user.oci.mediaType" "$mt" "$(getfattr --only-values -n user.oci.mediaType "$d" 2>&1)"
-	check_eq "$l: user.oci.digest" "$dg" "$(getfattr --only-values -n user.oci.digest "$d" 2>&1)"
+	check_eq "$l: user.oci.mediaType" "$mt" "$(getfattr --absolute-names --only-values -n user.oci.mediaType "$d" 2>&1)"
+	check_eq "$l: user.oci.digest" "$dg" "$(getfattr --absolute-names --only-values -n user.oci.digest "$d" 2>&1)"
 }
 image_checks oci "$M/img/oci/1" img/oci 1 "$DOCI" "$MT_OCI_MANIFEST"
 image_checks v2s2 "$M/img/docker/1" img/docker 1 "$DV2" "$MT_DOCKER_MANIFEST"
