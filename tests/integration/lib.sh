@@ -365,7 +365,7 @@ _registry_launch() {
 
 # registry_start [NAME [STORAGE...]]: a new registry with its own temporary
 # root (seeded from STORAGE: .tar.gz files or directories of storage roots as in
-# /work/shared/fixtures/oras-e2e) on a free port. Sets REG (127.0.0.1:PORT),
+# ../shared/fixtures/oras-e2e) on a free port. Sets REG (127.0.0.1:PORT),
 # REG_ROOT, REG_PORT, REG_PID. Bails out when it cannot start. REG_ACCESSLOG=1
 # logs every request to $REG_ROOT/registry.log.
 registry_start() {

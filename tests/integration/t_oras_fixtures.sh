@@ -1,12 +1,12 @@
 #!/bin/bash
 # Content pushed by oras itself (its e2e registry storage, see
-# /work/shared/fixtures/oras-e2e/README.md): ocifs shows what `oras pull`
+# ../shared/fixtures/oras-e2e/README.md): ocifs shows what `oras pull`
 # writes.
 T_TIMEOUT=${T_TIMEOUT:-240}
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 require_env getfattr tar
 
-FIX=${ORAS_FIXTURES:-/work/shared/fixtures/oras-e2e}
+FIX=${ORAS_FIXTURES:-$srcdir/../shared/fixtures/oras-e2e}
 [ -f "$FIX/mount_artifacts.tar.gz" ] || skip_all "oras fixtures not found in $FIX"
 registry_start oras "$FIX/mount_artifacts.tar.gz" "$FIX/mount_fallback_artifacts.tar.gz" \
 	"$FIX/mount_artifacts_index.tar.gz" "$FIX/mount_images.tar.gz"
