@@ -235,6 +235,40 @@ static char *api_url(struct registry *r, const char *fmt_path, ...)
 	return buf_take(&b);
 }
 
+/*
+ * Ping if needed, then perform req on the API path (printf-style), mapping a
+ * non-success status to an errno. resp is the caller's to release in every case.
+ */
+static int api_do(struct registry *r, struct http_request *req, struct http_response *resp,
+	const char *fmt_path, ...) __attribute__((format(printf, 4, 5)));
+
+static int api_do(struct registry *r, struct http_request *req, struct http_response *resp,
+	const char *fmt_path, ...)
+{
+	char path[1024];
+	char *url;
+	va_list ap;
+	int ret;
+
+	memset(resp, 0, sizeof(*resp));
+	ret = registry_ping(r);
+	if (ret)
+		return ret;
+	va_start(ap, fmt_path);
+	vsnprintf(path, sizeof(path), fmt_path, ap);
+	va_end(ap);
+	url = api_url(r, "%s", path);
+	if (!url)
+		return -ENOMEM;
+	req->url = url;
+	ret = http_do(r->http, req, resp);
+	req->url = NULL;
+	free(url);
+	if (ret == 0)
+		ret = http_status_to_errno(resp->status);
+	return ret;
+}
+
 int registry_catalog(struct registry *r, struct strlist *out)
 {
 	char *url;
@@ -278,19 +312,9 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
 	struct http_response resp;
 	char got[DIGEST_STR_LEN + 1];
 	const char *sep = ref_valid_digest(reference) ? "@" : ":";
-	char *url;
 	int ret;
 
-	ret = registry_ping(r);
-	if (ret)
-		return ret;
-	url = api_url(r, "%s/manifests/%s", repo, reference);
-	if (!url)
-		return -ENOMEM;
-	req.url = url;
-	ret = http_do(r->http, &req, &resp);
-	if (ret == 0)
-		ret = http_status_to_errno(resp.status);
+	ret = api_do(r, &req, &resp, "%s/manifests/%s", repo, reference);
 	if (ret) {
 		if (ret == -EFBIG)
 			log_err("%s/%s%s%s: manifest larger than %d bytes, refused", r->host, repo,
@@ -324,7 +348,6 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
 	}
 out:
 	http_response_release(&resp);
-	free(url);
 	return ret;
 }
 
@@ -338,22 +361,11 @@ int registry_get_blob(struct registry *r, const char *repo, const char *digest, 
 		.max_body = 64 * 1024,
 	};
 	struct http_response resp;
-	char *url;
 	int ret;
 
-	ret = registry_ping(r);
-	if (ret)
-		return ret;
-	url = api_url(r, "%s/blobs/%s", repo, digest);
-	if (!url)
-		return -ENOMEM;
-	req.url = url;
-	ret = http_do(r->http, &req, &resp);
-	if (ret == 0)
-		ret = http_status_to_errno(resp.status);
+	ret = api_do(r, &req, &resp, "%s/blobs/%s", repo, digest);
 	if (ret && ret != -ENOENT)
 		log_err("%s/%s@%s: blob: %s", r->host, repo, digest, strerror(-ret));
 	http_response_release(&resp);
-	free(url);
 	return ret;
 }
