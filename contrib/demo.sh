@@ -2,7 +2,7 @@
 # ocifs demo: start a throwaway registry on 127.0.0.1, push a few sample
 # artifacts and an image into it with real clients, and mount it with ocifs.
 #
-#   sudo contrib/demo.sh [MOUNTPOINT]        (default /mnt/ocifs)
+#   bash contrib/demo.sh [MOUNTPOINT]        (default /mnt/ocifs)
 #
 # Run as root on Debian 12 from anywhere; it installs what is missing
 # (contrib/install-deps.sh) and builds ./ocifs in the project root when it
