@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -8,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -15,17 +18,71 @@
 #include "log.h"
 #include "registry.h"
 
-/* A download in progress; waiters sleep on cache->cond until it is done. */
-struct flight {
+/* Fetch workers: parallel range requests, each over a reused connection. */
+#define WORKERS 6
+/*
+ * Bytes one request asks for at most: demanded chunks come in small requests
+ * (the reader waits on the first of them), read-ahead in larger ones (fewer
+ * requests), both small enough for a window to spread over the workers.
+ */
+#define JOB_BYTES_URGENT (4 * 1024 * 1024)
+#define JOB_BYTES_AHEAD (16 * 1024 * 1024)
+/* Read-ahead window of a sequential reader: first size and bound, in chunks. */
+#define WINDOW_FIRST 4
+#define WINDOW_BYTES_MAX (64 * 1024 * 1024)
+/* How far from the last read's end a read still counts as sequential. */
+#define SEQ_SLACK (8 * 1024 * 1024)
+/* Bytes hashed per read-back of fetched chunks. */
+#define HASH_BUF (256 * 1024)
+
+enum chunk_state { CH_ABSENT = 0, CH_PRESENT = 1, CH_INFLIGHT = 2 };
+
+struct blob {
+	struct cache *c;
+	struct blob *next; /* in c->blobs; protected by c->lock */
+	unsigned refs; /* openers and queued jobs; protected by c->lock */
 	char digest[DIGEST_STR_LEN + 1];
-	struct flight *next;
+	struct registry *reg; /* the first opener's */
+	char *repo;
+	int64_t size;
+	size_t nchunks;
+	int fd; /* the data: partial file, or the complete blob */
+	int map_fd; /* partial/<hex>.map, -1 once complete */
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond; /* chunks arrived, a fetch failed, or verification ended */
+	uint8_t *state; /* enum chunk_state per chunk; protected by lock */
+	bool complete; /* verified; protected by lock */
+	int error; /* verification failed: every read fails; protected by lock */
+	unsigned fail_gen; /* bumped when a fetch fails; protected by lock */
+	int fetch_error; /* that fetch's error; protected by lock */
+	size_t hashed; /* chunks fed to hash, in order; protected by lock */
+	bool hashing; /* a thread is feeding hash; protected by lock */
+	struct digest_ctx *hash; /* used by the hashing thread only */
+};
+
+struct job {
+	struct job *next;
+	struct blob *b; /* holds a reference */
+	size_t first;
+	size_t n;
 };
 
 struct cache {
 	char *dir;
+	size_t chunk;
+	uint64_t max_bytes;
+	bool strict;
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct flight *flights; /* protected by lock */
+	struct blob *blobs; /* open blobs; protected by lock */
+	/* Demanded chunks go before read-ahead. protected by lock */
+	struct job *urgent, **urgent_tail;
+	struct job *ahead, **ahead_tail;
+	pthread_cond_t work;
+	bool stopping;
+	pthread_t workers[WORKERS];
+	size_t n_workers;
+	uint64_t complete_bytes; /* estimate; eviction rescans; protected by lock */
 };
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -48,172 +105,768 @@ static int mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
-int cache_new(const char *dir, struct cache **out)
+static void blob_path(const struct cache *c, const char *digest, char *out, size_t n)
 {
-	static const char *const subdirs[] = { "blobs/sha256", "tmp" };
+	snprintf(out, n, "%s/blobs/sha256/%s", c->dir, digest_hex(digest));
+}
+
+/* Manifests are kept apart: small, and cached for good (never evicted). */
+static void manifest_path(const struct cache *c, const char *digest, char *out, size_t n)
+{
+	snprintf(out, n, "%s/manifests/sha256/%s", c->dir, digest_hex(digest));
+}
+
+static void partial_path(
+	const struct cache *c, const char *digest, const char *suffix, char *out, size_t n)
+{
+	snprintf(out, n, "%s/partial/%s%s", c->dir, digest_hex(digest), suffix);
+}
+
+static int pwrite_all(int fd, const void *p, size_t n, off_t off)
+{
+	const char *q = p;
+
+	while (n) {
+		ssize_t w = pwrite(fd, q, n, off);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		q += w;
+		n -= (size_t)w;
+		off += w;
+	}
+	return 0;
+}
+
+/* ---- eviction ---- */
+
+struct victim {
+	char name[80];
+	struct timespec atime;
+	off_t size;
+};
+
+static int victim_cmp(const void *a, const void *b)
+{
+	const struct victim *x = a, *y = b;
+
+	if (x->atime.tv_sec != y->atime.tv_sec)
+		return x->atime.tv_sec < y->atime.tv_sec ? -1 : 1;
+	if (x->atime.tv_nsec != y->atime.tv_nsec)
+		return x->atime.tv_nsec < y->atime.tv_nsec ? -1 : 1;
+	return 0;
+}
+
+/* Whether the blob with this hex is open here. Caller holds c->lock. */
+static bool blob_is_open(struct cache *c, const char *hex)
+{
+	struct blob *b;
+
+	for (b = c->blobs; b; b = b->next)
+		if (strcmp(digest_hex(b->digest), hex) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Bring the complete blobs under max_bytes, least recently used first (by
+ * atime, which opening sets), never one that is open. Caller holds c->lock.
+ */
+static void cache_evict(struct cache *c)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	struct victim *v = NULL;
+	size_t n = 0, cap = 0, i;
+	uint64_t total = 0;
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/blobs/sha256", c->dir);
+	d = opendir(dir);
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(v->name))
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, 0) || !S_ISREG(st.st_mode))
+			continue;
+		if (n == cap) {
+			struct victim *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+
+			if (!nv)
+				break;
+			v = nv;
+		}
+		snprintf(v[n].name, sizeof(v[n].name), "%s", de->d_name);
+		v[n].atime = st.st_atim;
+		v[n].size = st.st_size;
+		total += (uint64_t)st.st_size;
+		n++;
+	}
+	closedir(d);
+	qsort(v, n, sizeof(*v), victim_cmp);
+	for (i = 0; i < n && total > c->max_bytes; i++) {
+		if (blob_is_open(c, v[i].name))
+			continue;
+		if (snprintf(path, sizeof(path), "%s/%s", dir, v[i].name) >= (int)sizeof(path))
+			continue;
+		if (unlink(path) == 0) {
+			total -= (uint64_t)v[i].size;
+			log_debug("cache: evicted sha256:%s (%lld bytes)", v[i].name,
+				(long long)v[i].size);
+		}
+	}
+	c->complete_bytes = total;
+	free(v);
+}
+
+/* A blob of size bytes became complete. Caller holds c->lock. */
+static void account_complete(struct cache *c, int64_t size)
+{
+	c->complete_bytes += (uint64_t)size;
+	if (c->max_bytes && c->complete_bytes > c->max_bytes)
+		cache_evict(c);
+}
+
+/* ---- verification ---- */
+
+/* Verification ended: move the data into place, or discard it. Called by the hashing thread. */
+static void blob_finish(struct blob *b)
+{
+	struct cache *c = b->c;
+	char got[DIGEST_STR_LEN + 1], from[PATH_MAX], to[PATH_MAX], map[PATH_MAX];
+	int err = 0;
+
+	digest_ctx_final(b->hash, got);
+	partial_path(c, b->digest, "", from, sizeof(from));
+	partial_path(c, b->digest, ".map", map, sizeof(map));
+	blob_path(c, b->digest, to, sizeof(to));
+	if (strcmp(got, b->digest) != 0) {
+		log_err("%s/%s@%s: content hashes to %s: discarded", registry_host(b->reg), b->repo,
+			b->digest, got);
+		err = -EIO;
+	} else if (rename(from, to)) {
+		err = -errno;
+		log_err("cache: %s: %s", to, strerror(errno));
+	}
+	if (err)
+		unlink(from);
+	unlink(map);
+
+	/* Lock order is b->lock, then c->lock: never both here. */
+	pthread_mutex_lock(&b->lock);
+	if (err) {
+		b->error = -EIO;
+	} else {
+		b->complete = true;
+		close(b->map_fd);
+		b->map_fd = -1;
+	}
+	pthread_cond_broadcast(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+
+	pthread_mutex_lock(&c->lock);
+	if (err) {
+		/* The next opener starts over with a fresh struct blob. */
+		struct blob **p;
+
+		for (p = &c->blobs; *p; p = &(*p)->next)
+			if (*p == b) {
+				*p = b->next;
+				b->next = NULL;
+				break;
+			}
+	} else {
+		account_complete(c, b->size);
+	}
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Feed the chunks that arrived in order since the last call to the hash, and
+ * finish the blob when the last one is in. One thread hashes at a time; one
+ * that finds another at it leaves, the other sees its chunks before it stops.
+ */
+static void blob_advance_hash(struct blob *b)
+{
+	char *buf = NULL;
+	bool done = false;
+
+	pthread_mutex_lock(&b->lock);
+	if (b->hashing || b->complete || b->error) {
+		pthread_mutex_unlock(&b->lock);
+		return;
+	}
+	b->hashing = true;
+	while (b->hashed < b->nchunks && b->state[b->hashed] == CH_PRESENT) {
+		size_t first = b->hashed, n = 0;
+		off_t off, end;
+
+		while (first + n < b->nchunks && b->state[first + n] == CH_PRESENT)
+			n++;
+		pthread_mutex_unlock(&b->lock);
+		off = (off_t)(first * b->c->chunk);
+		end = (off_t)((first + n) * b->c->chunk);
+		if (end > b->size)
+			end = b->size;
+		if (!buf)
+			buf = malloc(HASH_BUF);
+		while (buf && off < end) {
+			size_t want =
+				(size_t)(end - off) < HASH_BUF ? (size_t)(end - off) : HASH_BUF;
+			ssize_t r = pread(b->fd, buf, want, off);
+
+			if (r <= 0)
+				break;
+			digest_ctx_update(b->hash, buf, (size_t)r);
+			off += r;
+		}
+		pthread_mutex_lock(&b->lock);
+		if (off < end) {
+			/* Cannot read back what was written: this blob cannot verify. */
+			log_err("cache: reading back %s failed", b->digest);
+			b->error = -EIO;
+			pthread_cond_broadcast(&b->cond);
+			break;
+		}
+		b->hashed = first + n;
+	}
+	done = !b->error && b->hashed == b->nchunks;
+	b->hashing = false;
+	pthread_mutex_unlock(&b->lock);
+	free(buf);
+	if (done)
+		blob_finish(b);
+}
+
+/* ---- fetching ---- */
+
+struct fetch {
+	struct blob *b;
+	off_t pos; /* where the next byte goes */
+	size_t next_chunk; /* first chunk of the job not yet marked present */
+	size_t end_chunk;
+};
+
+/* Mark chunks [from, to) present, persist it, wake readers. */
+static void chunks_arrived(struct blob *b, size_t from, size_t to)
+{
+	static const uint8_t one = 1;
+	size_t i;
+
+	/* The data is written before the map says so: a crash never lies. */
+	for (i = from; i < to; i++)
+		pwrite_all(b->map_fd, &one, 1, (off_t)i);
+	pthread_mutex_lock(&b->lock);
+	for (i = from; i < to; i++)
+		b->state[i] = CH_PRESENT;
+	pthread_cond_broadcast(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+}
+
+static int fetch_sink(void *arg, const void *p, size_t n)
+{
+	struct fetch *f = arg;
+	struct blob *b = f->b;
+	size_t chunk = b->c->chunk, done;
+	int ret;
+
+	ret = pwrite_all(b->fd, p, n, f->pos);
+	if (ret) {
+		log_err("cache: writing %s: %s", b->digest, strerror(-ret));
+		return ret;
+	}
+	f->pos += (off_t)n;
+	/* Hand each chunk to readers as soon as it is whole. */
+	done = f->pos >= b->size ? b->nchunks : (size_t)f->pos / chunk;
+	if (done > f->end_chunk)
+		done = f->end_chunk;
+	if (done > f->next_chunk) {
+		chunks_arrived(b, f->next_chunk, done);
+		f->next_chunk = done;
+	}
+	return 0;
+}
+
+static void run_job(struct cache *c, struct job *j)
+{
+	struct blob *b = j->b;
+	struct fetch f = { b, (off_t)(j->first * c->chunk), j->first, j->first + j->n };
+	int64_t len = (int64_t)(j->n * c->chunk);
+	size_t i;
+	int ret;
+
+	if (f.pos + len > b->size)
+		len = b->size - f.pos;
+	ret = registry_get_blob(b->reg, b->repo, b->digest, f.pos, len, fetch_sink, &f);
+	if (ret == 0 && f.next_chunk < f.end_chunk)
+		ret = -EIO;
+	if (ret) {
+		pthread_mutex_lock(&b->lock);
+		for (i = f.next_chunk; i < f.end_chunk; i++)
+			b->state[i] = CH_ABSENT;
+		b->fetch_error = ret;
+		b->fail_gen++;
+		pthread_cond_broadcast(&b->cond);
+		pthread_mutex_unlock(&b->lock);
+		return;
+	}
+	blob_advance_hash(b);
+}
+
+static void blob_unref_locked(struct cache *c, struct blob *b);
+
+static void *worker_main(void *arg)
+{
+	struct cache *c = arg;
+	struct job *j;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		while (!c->stopping && !c->urgent && !c->ahead)
+			pthread_cond_wait(&c->work, &c->lock);
+		if (c->stopping)
+			break;
+		if (c->urgent) {
+			j = c->urgent;
+			c->urgent = j->next;
+			if (!c->urgent)
+				c->urgent_tail = &c->urgent;
+		} else {
+			j = c->ahead;
+			c->ahead = j->next;
+			if (!c->ahead)
+				c->ahead_tail = &c->ahead;
+		}
+		pthread_mutex_unlock(&c->lock);
+		run_job(c, j);
+		pthread_mutex_lock(&c->lock);
+		blob_unref_locked(c, j->b);
+		free(j);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+/*
+ * Queue fetches for the absent chunks of [first, last], marking them in
+ * flight. Caller holds b->lock (not c->lock).
+ */
+static void schedule(struct blob *b, size_t first, size_t last, bool urgent)
+{
+	struct cache *c = b->c;
+	size_t i = first, max = (urgent ? JOB_BYTES_URGENT : JOB_BYTES_AHEAD) / c->chunk;
+
+	if (!max)
+		max = 1;
+	if (last >= b->nchunks)
+		last = b->nchunks - 1;
+	while (i <= last) {
+		struct job *j;
+		size_t n = 0;
+
+		if (b->state[i] != CH_ABSENT) {
+			i++;
+			continue;
+		}
+		while (i + n <= last && n < max && b->state[i + n] == CH_ABSENT)
+			n++;
+		j = calloc(1, sizeof(*j));
+		if (!j)
+			return; /* the reader waits on chunks nobody fetches: caught below */
+		j->first = i;
+		j->n = n;
+		j->b = b;
+		memset(b->state + i, CH_INFLIGHT, n);
+		pthread_mutex_lock(&c->lock);
+		b->refs++;
+		if (urgent) {
+			*c->urgent_tail = j;
+			c->urgent_tail = &j->next;
+		} else {
+			*c->ahead_tail = j;
+			c->ahead_tail = &j->next;
+		}
+		pthread_cond_signal(&c->work);
+		pthread_mutex_unlock(&c->lock);
+		i += n;
+	}
+}
+
+int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t len)
+{
+	struct cache *c = b->c;
+	size_t first, last, lo, hi, window_max = WINDOW_BYTES_MAX / c->chunk;
+	bool need_all, seq;
+	unsigned gen;
+	off_t slack;
+	int ret = 0;
+
+	if (len == 0 || off >= b->size)
+		return b->fd;
+	if ((int64_t)(off + (off_t)len) > b->size)
+		len = (size_t)(b->size - off);
+	first = (size_t)off / c->chunk;
+	last = (size_t)(off + (off_t)len - 1) / c->chunk;
+	/* The last bytes prove the whole: a reader gets them only once it verified. */
+	need_all = c->strict || last == b->nchunks - 1;
+
+	pthread_mutex_lock(&b->lock);
+	if (b->complete || b->error) {
+		ret = b->error ? b->error : b->fd;
+		pthread_mutex_unlock(&b->lock);
+		return ret;
+	}
+	/*
+	 * The kernel's read-ahead sends reads out of order, up to its window
+	 * (4 MiB, fs.c) apart: that close to the last end is still sequential.
+	 */
+	slack = (off_t)(c->chunk > SEQ_SLACK ? c->chunk : SEQ_SLACK);
+	seq = off + slack >= rd->next && off <= rd->next + slack;
+	if (seq && rd->next > 0)
+		rd->window = rd->window
+				     ? (2 * rd->window < window_max ? 2 * rd->window : window_max)
+				     : WINDOW_FIRST;
+	else if (!seq)
+		rd->window = 0;
+	if (off + (off_t)len > rd->next || !seq)
+		rd->next = off + (off_t)len;
+
+	/* What must be present: the read's chunks, or every chunk to verify. */
+	lo = need_all ? 0 : first;
+	hi = need_all ? b->nchunks - 1 : last;
+	gen = b->fail_gen;
+	schedule(b, lo, hi, true);
+	/*
+	 * Top the window up once half of it is read, in one go: requests stay
+	 * large instead of one per chunk the reader moves on.
+	 */
+	if (rd->window && rd->ahead_end < last + 1 + rd->window / 2) {
+		size_t from = rd->ahead_end > last + 1 ? rd->ahead_end : last + 1;
+
+		schedule(b, from, last + rd->window, false);
+		rd->ahead_end = last + 1 + rd->window;
+	}
+	for (;;) {
+		size_t i, absent = 0, missing = 0;
+
+		if (b->error) {
+			ret = b->error;
+			break;
+		}
+		if (b->complete) {
+			ret = b->fd;
+			break;
+		}
+		for (i = lo; i <= hi; i++) {
+			if (b->state[i] == CH_ABSENT)
+				absent++;
+			if (b->state[i] != CH_PRESENT)
+				missing++;
+		}
+		if (!need_all && !missing) {
+			ret = b->fd;
+			break;
+		}
+		if (absent) {
+			/* A fetch this read waited on failed: report it; the next read retries. */
+			if (b->fail_gen != gen) {
+				ret = -EIO;
+				break;
+			}
+			schedule(b, lo, hi, true);
+		}
+		pthread_cond_wait(&b->cond, &b->lock);
+	}
+	pthread_mutex_unlock(&b->lock);
+	return ret;
+}
+
+/* ---- opening ---- */
+
+static void blob_free(struct blob *b)
+{
+	if (b->fd >= 0)
+		close(b->fd);
+	if (b->map_fd >= 0)
+		close(b->map_fd);
+	pthread_mutex_destroy(&b->lock);
+	pthread_cond_destroy(&b->cond);
+	digest_ctx_free(b->hash);
+	free(b->state);
+	free(b->repo);
+	free(b);
+}
+
+/* Caller holds c->lock. */
+static void blob_unref_locked(struct cache *c, struct blob *b)
+{
+	struct blob **p;
+
+	assert(b->refs > 0);
+	if (--b->refs)
+		return;
+	for (p = &c->blobs; *p; p = &(*p)->next)
+		if (*p == b) {
+			*p = b->next;
+			break;
+		}
+	blob_free(b);
+}
+
+void cache_blob_close(struct blob *b)
+{
+	struct cache *c = b->c;
+
+	pthread_mutex_lock(&c->lock);
+	blob_unref_locked(c, b);
+	pthread_mutex_unlock(&c->lock);
+}
+
+int64_t cache_blob_size(const struct blob *b)
+{
+	return b->size;
+}
+
+bool cache_blob_verified(struct blob *b)
+{
+	bool v;
+
+	pthread_mutex_lock(&b->lock);
+	v = b->complete && !b->error;
+	pthread_mutex_unlock(&b->lock);
+	return v;
+}
+
+/* Open the partial files of b, picking up chunks an earlier run fetched. */
+static int blob_open_partial(struct cache *c, struct blob *b)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	size_t i;
+
+	partial_path(c, b->digest, "", path, sizeof(path));
+	b->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (b->fd < 0 || ftruncate(b->fd, b->size))
+		goto out_err;
+	partial_path(c, b->digest, ".map", path, sizeof(path));
+	b->map_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (b->map_fd < 0 || fstat(b->map_fd, &st))
+		goto out_err;
+	if ((size_t)st.st_size == b->nchunks) {
+		if (pread(b->map_fd, b->state, b->nchunks, 0) != (ssize_t)b->nchunks)
+			goto out_err;
+		for (i = 0; i < b->nchunks; i++)
+			b->state[i] = b->state[i] == 1 ? CH_PRESENT : CH_ABSENT;
+	} else if (ftruncate(b->map_fd, 0) || ftruncate(b->map_fd, (off_t)b->nchunks)) {
+		/* A map for another chunk size or a torn one: start over. */
+		goto out_err;
+	}
+	b->hash = digest_ctx_new();
+	return b->hash ? 0 : -ENOMEM;
+
+out_err:
+	log_err("cache: %s: %s", path, strerror(errno));
+	return -errno;
+}
+
+int cache_blob_open(struct cache *c, struct registry *r, const char *repo, const char *digest,
+	int64_t size, struct blob **out)
+{
+	char path[PATH_MAX];
+	struct blob *b;
+	int ret;
+
+	if (!digest_supported(digest) || size < 0) {
+		log_err("%s/%s@%s: digest algorithm not supported", registry_host(r), repo, digest);
+		return -EIO;
+	}
+	pthread_mutex_lock(&c->lock);
+	for (b = c->blobs; b; b = b->next) {
+		if (strcmp(b->digest, digest) != 0)
+			continue;
+		if (b->size != size) {
+			/* One digest, two sizes: one descriptor lies, and they share files. */
+			pthread_mutex_unlock(&c->lock);
+			log_err("%s/%s@%s: size %lld, but %lld elsewhere", registry_host(r), repo,
+				digest, (long long)size, (long long)b->size);
+			return -EIO;
+		}
+		b->refs++;
+		pthread_mutex_unlock(&c->lock);
+		*out = b;
+		return 0;
+	}
+	ret = -ENOMEM;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		goto out_unlock;
+	b->c = c;
+	b->refs = 1;
+	b->fd = b->map_fd = -1;
+	snprintf(b->digest, sizeof(b->digest), "%s", digest);
+	b->reg = r;
+	b->size = size;
+	b->nchunks = size ? (size_t)((size + (int64_t)c->chunk - 1) / (int64_t)c->chunk) : 1;
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_cond_init(&b->cond, NULL);
+	b->repo = strdup(repo);
+	b->state = calloc(b->nchunks, 1);
+	if (!b->repo || !b->state)
+		goto out_free;
+
+	blob_path(c, digest, path, sizeof(path));
+	b->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (b->fd >= 0) {
+		struct timespec ts[2] = { { 0, UTIME_NOW }, { 0, UTIME_OMIT } };
+		struct stat st;
+
+		/* atime says "recently used" for eviction, whatever the mount options. */
+		futimens(b->fd, ts);
+		b->complete = true;
+		if (fstat(b->fd, &st) || st.st_size != size) {
+			log_err("%s/%s@%s: descriptor says %lld bytes, the verified blob has %lld",
+				registry_host(r), repo, digest, (long long)size,
+				(long long)st.st_size);
+			b->error = -EIO;
+		}
+	} else if (size == 0) {
+		char got[DIGEST_STR_LEN + 1];
+
+		digest_buffer("", 0, got);
+		if (strcmp(got, digest) != 0) {
+			log_err("%s/%s@%s: an empty blob cannot have this digest", registry_host(r),
+				repo, digest);
+			b->error = -EIO;
+		}
+		b->complete = true;
+	} else {
+		ret = blob_open_partial(c, b);
+		if (ret)
+			goto out_free;
+	}
+	b->next = c->blobs;
+	c->blobs = b;
+	pthread_mutex_unlock(&c->lock);
+	*out = b;
+	/* Chunks a previous run fetched may already make the whole. */
+	if (!b->complete)
+		blob_advance_hash(b);
+	return 0;
+
+out_free:
+	blob_free(b);
+out_unlock:
+	pthread_mutex_unlock(&c->lock);
+	return ret;
+}
+
+/* ---- the store ---- */
+
+int cache_new(const struct cache_options *o, struct cache **out)
+{
+	static const char *const subdirs[] = { "blobs/sha256", "manifests/sha256", "partial",
+		"tmp" };
 	char path[PATH_MAX];
 	struct cache *c;
 	size_t i;
 	int ret;
 
 	for (i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
-		snprintf(path, sizeof(path), "%s/%s", dir, subdirs[i]);
+		snprintf(path, sizeof(path), "%s/%s", o->dir, subdirs[i]);
 		ret = mkdir_p(path, 0700);
 		if (ret) {
 			log_err("cache directory %s: %s", path, strerror(-ret));
 			return ret;
 		}
 	}
-	/* Downloads interrupted by a crash are garbage: they were never verified. */
-	snprintf(path, sizeof(path), "%s/tmp", dir);
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	c->dir = strdup(dir);
+	c->dir = strdup(o->dir);
 	if (!c->dir) {
 		free(c);
 		return -ENOMEM;
 	}
+	c->chunk = o->chunk_size ? o->chunk_size : CACHE_CHUNK_DEFAULT;
+	c->max_bytes = o->max_bytes;
+	c->strict = o->verify_strict;
+	c->urgent_tail = &c->urgent;
+	c->ahead_tail = &c->ahead;
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->cond, NULL);
+	pthread_cond_init(&c->work, NULL);
+	if (c->max_bytes) {
+		pthread_mutex_lock(&c->lock);
+		cache_evict(c);
+		pthread_mutex_unlock(&c->lock);
+	}
 	*out = c;
 	return 0;
+}
+
+int cache_start(struct cache *c)
+{
+	size_t i;
+
+	for (i = 0; i < WORKERS; i++) {
+		if (pthread_create(&c->workers[i], NULL, worker_main, c))
+			break;
+		c->n_workers++;
+	}
+	if (!c->n_workers) {
+		log_err("cache: cannot start fetch workers");
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+static void drop_jobs(struct cache *c, struct job **q)
+{
+	struct job *j, *next;
+
+	for (j = *q; j; j = next) {
+		next = j->next;
+		blob_unref_locked(c, j->b);
+		free(j);
+	}
+	*q = NULL;
+}
+
+void cache_stop(struct cache *c)
+{
+	size_t i;
+
+	if (!c || !c->n_workers)
+		return;
+	pthread_mutex_lock(&c->lock);
+	c->stopping = true;
+	pthread_cond_broadcast(&c->work);
+	pthread_mutex_unlock(&c->lock);
+	for (i = 0; i < c->n_workers; i++)
+		pthread_join(c->workers[i], NULL);
+	c->n_workers = 0;
+	pthread_mutex_lock(&c->lock);
+	drop_jobs(c, &c->urgent);
+	drop_jobs(c, &c->ahead);
+	c->urgent_tail = &c->urgent;
+	c->ahead_tail = &c->ahead;
+	pthread_mutex_unlock(&c->lock);
 }
 
 void cache_free(struct cache *c)
 {
 	if (!c)
 		return;
+	cache_stop(c);
 	pthread_mutex_destroy(&c->lock);
-	pthread_cond_destroy(&c->cond);
+	pthread_cond_destroy(&c->work);
 	free(c->dir);
 	free(c);
-}
-
-static void blob_path(const struct cache *c, const char *digest, char *out, size_t n)
-{
-	snprintf(out, n, "%s/blobs/sha256/%s", c->dir, digest_hex(digest));
-}
-
-struct fetch_state {
-	struct digest_ctx *hash;
-	int64_t bytes;
-};
-
-static void on_fetch_data(void *arg, const void *p, size_t n)
-{
-	struct fetch_state *st = arg;
-
-	digest_ctx_update(st->hash, p, n);
-	st->bytes += (int64_t)n;
-}
-
-/*
- * Download digest into a temporary file, verify it, and move it into place.
- * Returns an fd open on the complete blob, or -errno. Called by the one
- * thread that owns the flight.
- */
-static int fetch_blob(struct cache *c, struct registry *r, const char *repo, const char *digest,
-	int64_t expected_size)
-{
-	struct fetch_state st = { NULL, 0 };
-	char tmp[PATH_MAX], final[PATH_MAX], got[DIGEST_STR_LEN + 1];
-	int fd, ret;
-
-	snprintf(tmp, sizeof(tmp), "%s/tmp/%s.XXXXXX", c->dir, digest_hex(digest));
-	fd = mkstemp(tmp);
-	if (fd < 0) {
-		ret = -errno;
-		log_err("cache: cannot create %s: %s", tmp, strerror(errno));
-		return ret;
-	}
-	st.hash = digest_ctx_new();
-	if (!st.hash) {
-		ret = -ENOMEM;
-		goto out_unlink;
-	}
-	ret = registry_get_blob(r, repo, digest, fd, on_fetch_data, &st);
-	if (ret)
-		goto out_unlink;
-	digest_ctx_final(st.hash, got);
-	if (strcmp(got, digest) != 0 || (expected_size >= 0 && st.bytes != expected_size)) {
-		log_err("%s/%s@%s: blob content hashes to %s (%lld bytes, %lld expected): "
-			"discarded",
-			registry_host(r), repo, digest, got, (long long)st.bytes,
-			(long long)expected_size);
-		ret = -EIO;
-		goto out_unlink;
-	}
-	/* The name says "verified": its bytes must be on disk before it does. */
-	if (fdatasync(fd)) {
-		ret = -errno;
-		log_err("cache: %s: %s", tmp, strerror(errno));
-		goto out_unlink;
-	}
-	blob_path(c, digest, final, sizeof(final));
-	if (rename(tmp, final)) {
-		ret = -errno;
-		log_err("cache: %s: %s", final, strerror(errno));
-		goto out_unlink;
-	}
-	digest_ctx_free(st.hash);
-	return fd;
-
-out_unlink:
-	digest_ctx_free(st.hash);
-	unlink(tmp);
-	close(fd);
-	return ret;
-}
-
-static struct flight **flight_find(struct cache *c, const char *digest)
-{
-	struct flight **f;
-
-	for (f = &c->flights; *f; f = &(*f)->next)
-		if (strcmp((*f)->digest, digest) == 0)
-			return f;
-	return f;
-}
-
-int cache_open_blob(struct cache *c, struct registry *r, const char *repo, const char *digest,
-	int64_t expected_size)
-{
-	struct flight self, **f;
-	char path[PATH_MAX];
-	int fd;
-
-	if (!digest_supported(digest)) {
-		log_err("%s/%s@%s: digest algorithm not supported", registry_host(r), repo, digest);
-		return -EIO;
-	}
-	blob_path(c, digest, path, sizeof(path));
-	pthread_mutex_lock(&c->lock);
-	for (;;) {
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd >= 0 || errno != ENOENT) {
-			pthread_mutex_unlock(&c->lock);
-			return fd >= 0 ? fd : -errno;
-		}
-		f = flight_find(c, digest);
-		if (!*f)
-			break;
-		/* Someone is downloading it: wait, then look again. */
-		pthread_cond_wait(&c->cond, &c->lock);
-	}
-	snprintf(self.digest, sizeof(self.digest), "%s", digest);
-	self.next = NULL;
-	*f = &self;
-	pthread_mutex_unlock(&c->lock);
-
-	fd = fetch_blob(c, r, repo, digest, expected_size);
-
-	pthread_mutex_lock(&c->lock);
-	f = flight_find(c, digest);
-	*f = self.next;
-	pthread_cond_broadcast(&c->cond);
-	pthread_mutex_unlock(&c->lock);
-	return fd;
 }
 
 static int read_fd(int fd, size_t max, char **data, size_t *len)
@@ -246,21 +899,6 @@ static int read_fd(int fd, size_t max, char **data, size_t *len)
 	return 0;
 }
 
-int cache_read_blob(struct cache *c, struct registry *r, const char *repo, const char *digest,
-	int64_t expected_size, size_t max, char **data, size_t *len)
-{
-	int fd, ret;
-
-	if (expected_size > (int64_t)max)
-		return -EFBIG;
-	fd = cache_open_blob(c, r, repo, digest, expected_size);
-	if (fd < 0)
-		return fd;
-	ret = read_fd(fd, max, data, len);
-	close(fd);
-	return ret;
-}
-
 int cache_get(struct cache *c, const char *digest, size_t max, char **data, size_t *len)
 {
 	char path[PATH_MAX];
@@ -268,7 +906,7 @@ int cache_get(struct cache *c, const char *digest, size_t max, char **data, size
 
 	if (!digest_supported(digest))
 		return -ENOENT;
-	blob_path(c, digest, path, sizeof(path));
+	manifest_path(c, digest, path, sizeof(path));
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -280,37 +918,25 @@ int cache_get(struct cache *c, const char *digest, size_t max, char **data, size
 int cache_put(struct cache *c, const char *digest, const void *data, size_t len)
 {
 	char tmp[PATH_MAX], final[PATH_MAX];
-	const char *p = data;
 	int fd, ret = 0;
 
 	if (!digest_supported(digest))
 		return -EINVAL;
-	blob_path(c, digest, final, sizeof(final));
+	manifest_path(c, digest, final, sizeof(final));
 	if (access(final, F_OK) == 0)
 		return 0;
 	snprintf(tmp, sizeof(tmp), "%s/tmp/%s.XXXXXX", c->dir, digest_hex(digest));
 	fd = mkstemp(tmp);
 	if (fd < 0)
 		return -errno;
-	while (len) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			goto out;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	if (fdatasync(fd) || rename(tmp, final))
+	ret = pwrite_all(fd, data, len, 0);
+	if (!ret && (fdatasync(fd) || rename(tmp, final)))
 		ret = -errno;
-out:
 	close(fd);
 	if (ret) {
 		unlink(tmp);
 		log_err("cache: storing %s: %s", digest, strerror(-ret));
+		return ret;
 	}
-	return ret;
+	return 0;
 }

@@ -1,43 +1,79 @@
 /*
- * The content-addressed blob store: <dir>/blobs/sha256/<hex> holds complete,
- * verified blobs (manifests too); <dir>/tmp/ holds downloads in progress.
- * Directories are 0700 and files 0600.
+ * The content-addressed blob store.
+ *
+ *   <dir>/blobs/sha256/<hex>     complete, verified blobs, evicted least recently used first
+ *   <dir>/manifests/sha256/<hex> manifests fetched by digest or verified against one: for good
+ *   <dir>/partial/<hex>          a blob being fetched: a sparse file ...
+ *   <dir>/partial/<hex>.map      ... and one byte per chunk, 1 once fetched
+ *   <dir>/tmp/                   small blobs being written whole
+ *
+ * Blobs are fetched lazily in chunks with HTTP ranges by a pool of worker
+ * threads; a sequential reader gets a growing read-ahead window. A blob is
+ * hashed as its chunks arrive in order and becomes complete only once its
+ * sha256 matches. Directories are 0700 and files 0600.
  */
 #ifndef OCIFS_CACHE_H
 #define OCIFS_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
+struct blob;
 struct cache;
 struct registry;
 
-/* Create (mkdir -p) and open the store at dir. 0 or -errno with a log line. */
-int cache_new(const char *dir, struct cache **out);
+#define CACHE_CHUNK_DEFAULT (1024 * 1024)
+
+struct cache_options {
+	const char *dir;
+	uint64_t max_bytes; /* bound on complete blobs; 0 for none */
+	size_t chunk_size; /* power of two; 0 for CACHE_CHUNK_DEFAULT */
+	bool verify_strict; /* withhold every byte until the blob verified */
+};
+
+/* Create (mkdir -p) and open the store. 0 or -errno with a log line. */
+int cache_new(const struct cache_options *o, struct cache **out);
+/* Start the fetch workers: after any fork (daemonizing), as threads do not survive it. */
+int cache_start(struct cache *c);
+/* Stop the workers, dropping queued fetches; call before the registries go away. */
+void cache_stop(struct cache *c);
 void cache_free(struct cache *c);
 
 /*
- * Open the complete blob digest for reading, fetching it whole from repo on r
- * first when it is not in the store, and verifying it against digest before
- * it becomes visible. Any number of concurrent callers for one digest cause
- * one download. expected_size (-1 when unknown) is checked too. Returns an
- * fd the caller closes, or -errno: -EIO on a digest mismatch (the download is
- * discarded), -ENOENT when the registry does not have it.
+ * The blob digest of size bytes, fetched from repo on r as needed: every
+ * opener of one digest shares one struct blob, so one chunk downloads once.
+ * r and repo are borrowed for as long as the blob is open. Returns 0, or
+ * -EIO for a digest this build cannot verify. Release with cache_blob_close().
  */
-int cache_open_blob(struct cache *c, struct registry *r, const char *repo, const char *digest,
-	int64_t expected_size);
+int cache_blob_open(struct cache *c, struct registry *r, const char *repo, const char *digest,
+	int64_t size, struct blob **out);
+void cache_blob_close(struct blob *b);
+int64_t cache_blob_size(const struct blob *b);
+/* Whether b is complete and verified (and so are any of its pages the kernel holds). */
+bool cache_blob_verified(struct blob *b);
+
+/* One reader's position, for telling sequential reads from random ones. */
+struct blob_reader {
+	off_t next;
+	size_t window; /* chunks of read-ahead */
+	size_t ahead_end; /* read-ahead is scheduled up to this chunk (exclusive) */
+};
 
 /*
- * Read a whole small blob (a manifest, a config) into memory: from the store,
- * else as cache_open_blob(). *data is malloc'd and NUL-terminated. 0 or -errno.
+ * Make bytes [off, off + len) of b readable, fetching (and reading ahead)
+ * as needed, and waiting for the whole blob to verify when the range touches
+ * its last chunk (or always with verify_strict). Returns an fd to read those
+ * bytes from at their offset, borrowed until cache_blob_close(), or -errno:
+ * -EIO when the blob failed verification or a fetch failed.
  */
-int cache_read_blob(struct cache *c, struct registry *r, const char *repo, const char *digest,
-	int64_t expected_size, size_t max, char **data, size_t *len);
+int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t len);
 
-/* Store bytes already verified to hash to digest (a manifest fetched by digest). */
+/* Store a manifest already verified to hash to digest. */
 int cache_put(struct cache *c, const char *digest, const void *data, size_t len);
 
-/* Read a stored blob without any network; -ENOENT when absent. */
+/* Read a stored manifest without any network; -ENOENT when absent. */
 int cache_get(struct cache *c, const char *digest, size_t max, char **data, size_t *len);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "fs.h"
 #include "tree.h"
 
@@ -14,9 +15,10 @@ struct dir_handle {
 	size_t n;
 };
 
-/* A file handle: an fd on the verified cache file, or bytes of the tree. */
+/* A file handle: a blob of the cache and this reader's position, or bytes of the tree. */
 struct open_file {
-	int fd;
+	struct blob *blob;
+	struct blob_reader rd; /* protected by the blob's lock */
 	const char *data;
 	size_t len;
 };
@@ -50,6 +52,8 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+	/* Larger kernel read-ahead: fewer, bigger reads reach the daemon. */
+	conn->max_readahead = 4 * 1024 * 1024;
 }
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -176,15 +180,19 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ret = tree_open(t, ino_node(t, ino), &fh->fd, &fh->data, &fh->len);
+	ret = tree_open(t, ino_node(t, ino), &fh->blob, &fh->data, &fh->len);
 	if (ret) {
 		free(fh);
 		fuse_reply_err(req, -ret);
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)fh;
-	/* An inode's bytes never change: a digest pins them. */
-	fi->keep_cache = 1;
+	/*
+	 * An inode's bytes never change (a digest pins them), but pages the kernel
+	 * kept from a read before the blob verified may be wrong: keep them only
+	 * once it has.
+	 */
+	fi->keep_cache = !fh->blob || cache_blob_verified(fh->blob);
 	fuse_reply_open(req, fi);
 }
 
@@ -193,8 +201,10 @@ static void fs_read(
 {
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+	int64_t bsize;
+	int fd;
 
-	if (fh->fd < 0) {
+	if (!fh->blob) {
 		if ((size_t)off >= fh->len)
 			size = 0;
 		else if (size > fh->len - (size_t)off)
@@ -202,8 +212,21 @@ static void fs_read(
 		fuse_reply_buf(req, fh->data + (size > 0 ? off : 0), size);
 		return;
 	}
+	bsize = cache_blob_size(fh->blob);
+	if (off >= bsize) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if ((int64_t)size > bsize - off)
+		size = (size_t)(bsize - off);
+	fd = cache_blob_prepare(fh->blob, &fh->rd, off, size);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	bv.buf[0].size = size;
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-	bv.buf[0].fd = fh->fd;
+	bv.buf[0].fd = fd;
 	bv.buf[0].pos = off;
 	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
@@ -212,8 +235,8 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 
-	if (fh->fd >= 0)
-		close(fh->fd);
+	if (fh->blob)
+		cache_blob_close(fh->blob);
 	free(fh);
 	fuse_reply_err(req, 0);
 }

@@ -34,6 +34,7 @@ struct http {
 struct transfer {
 	const struct http_request *req;
 	struct http_response *resp;
+	int64_t pos; /* offset in the resource of the next body byte */
 	int err; /* set by callbacks to abort with a specific errno */
 };
 
@@ -216,40 +217,47 @@ static void handle_put(struct http *h, struct http_handle *e)
 	pthread_mutex_unlock(&h->lock);
 }
 
-static int write_all(int fd, const char *p, size_t n)
+/* The part of a body piece that falls inside the requested range. */
+static size_t clip_to_range(struct transfer *t, const char **p, size_t n)
 {
-	while (n) {
-		ssize_t w = write(fd, p, n);
+	const struct http_request *req = t->req;
+	int64_t start = t->pos, end = t->pos + (int64_t)n;
+	int64_t lo = req->range_start, hi = req->range_start + req->range_len;
 
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += w;
-		n -= (size_t)w;
+	t->pos = end;
+	if (req->range_len <= 0 || t->resp->status == 206)
+		return n;
+	/* A 200 answer to a ranged request: the whole resource, from byte 0. */
+	if (end <= lo || start >= hi)
+		return 0;
+	if (start < lo) {
+		*p += lo - start;
+		start = lo;
 	}
-	return 0;
+	return (size_t)((end < hi ? end : hi) - start);
 }
 
 static size_t on_body(char *p, size_t size, size_t nmemb, void *arg)
 {
 	struct transfer *t = arg;
-	size_t n = size * nmemb;
+	size_t n = size * nmemb, keep;
+	const char *q = p;
 	int ret;
 
-	t->resp->body_bytes += (int64_t)n;
-	/* Bodies of error answers are small; keep them in memory for the log. */
-	if (t->req->out_fd >= 0 && t->resp->status >= 200 && t->resp->status < 300) {
-		ret = write_all(t->req->out_fd, p, n);
+	if (t->req->sink && t->resp->status >= 200 && t->resp->status < 300) {
+		keep = clip_to_range(t, &q, n);
+		if (!keep)
+			return n;
+		t->resp->body_bytes += (int64_t)keep;
+		ret = t->req->sink(t->req->sink_arg, q, keep);
 		if (ret) {
 			t->err = ret;
 			return 0;
 		}
-		if (t->req->on_data)
-			t->req->on_data(t->req->on_data_arg, p, n);
 		return n;
 	}
+	/* Bodies of error answers are small; keep them in memory for the log. */
+	t->resp->body_bytes += (int64_t)n;
 	if (t->req->max_body && t->resp->body.len + n > t->req->max_body) {
 		t->err = -EFBIG;
 		return 0;
@@ -349,8 +357,9 @@ static char *resolve_url(const char *base, const char *rel)
 
 int http_do(struct http *h, const struct http_request *req, struct http_response *resp)
 {
-	struct transfer t = { req, resp, 0 };
+	struct transfer t = { req, resp, 0, 0 };
 	struct curl_slist *hdrs = NULL, *tmp;
+	char range[64];
 	struct http_handle *e;
 	const char *method = req->method ? req->method : "GET";
 	char *eff = NULL;
@@ -369,6 +378,11 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 			goto out_put;
 		}
 		hdrs = tmp;
+	}
+	if (req->range_len > 0) {
+		snprintf(range, sizeof(range), "%lld-%lld", (long long)req->range_start,
+			(long long)(req->range_start + req->range_len - 1));
+		curl_easy_setopt(e->curl, CURLOPT_RANGE, range);
 	}
 	curl_easy_setopt(e->curl, CURLOPT_SHARE, h->share);
 	curl_easy_setopt(e->curl, CURLOPT_URL, req->url);
@@ -410,6 +424,14 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		goto out_put;
 	}
 	curl_easy_getinfo(e->curl, CURLINFO_RESPONSE_CODE, &resp->status);
+	/* A short body is a failed transfer, not a short blob. */
+	if (req->sink && req->range_len > 0 && resp->status >= 200 && resp->status < 300 &&
+		resp->body_bytes != req->range_len) {
+		log_debug("%s: %lld of %lld bytes", req->url, (long long)resp->body_bytes,
+			(long long)req->range_len);
+		ret = -ECONNRESET;
+		goto out_put;
+	}
 	curl_easy_getinfo(e->curl, CURLINFO_EFFECTIVE_URL, &eff);
 	resp->effective_url = strdup(eff ? eff : req->url);
 	if (resp->link_next) {

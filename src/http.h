@@ -25,15 +25,24 @@ struct http_request {
 	const char *url;
 	const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
 	size_t max_body; /* fail with -EFBIG past this many body bytes; 0: no limit */
-	int out_fd; /* >= 0: write the body to this fd instead of to body */
-	/* called for each chunk written to out_fd, e.g. to hash it; may be NULL */
-	void (*on_data)(void *arg, const void *p, size_t n);
-	void *on_data_arg;
+	/*
+	 * Bytes [range_start, range_start + range_len) only, when range_len > 0.
+	 * A server that ignores Range and answers 200 is handled here: the bytes
+	 * outside the range are dropped, so the sink sees the range either way.
+	 */
+	int64_t range_start;
+	int64_t range_len;
+	/*
+	 * Where the body of a success answer goes, in order, instead of
+	 * resp->body; returns 0 or -errno to abort the transfer with that error.
+	 */
+	int (*sink)(void *arg, const void *p, size_t n);
+	void *sink_arg;
 };
 
 struct http_response {
 	long status;
-	struct buf body; /* unless out_fd was given */
+	struct buf body; /* unless a sink was given (error bodies always land here) */
 	char *content_type; /* or NULL */
 	char *docker_digest; /* Docker-Content-Digest, or NULL */
 	char *www_authenticate; /* or NULL */

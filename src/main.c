@@ -25,6 +25,9 @@ struct options {
 	char *cache_dir;
 	char *platform;
 	char *ca_file;
+	char *cache_size;
+	char *chunk_size;
+	char *verify;
 	unsigned uid;
 	unsigned gid;
 	int uid_set;
@@ -50,6 +53,9 @@ static const struct fuse_opt option_spec[] = {
 	OPT("cache_dir=%s", cache_dir),
 	OPT("platform=%s", platform),
 	OPT("ca_file=%s", ca_file),
+	OPT("cache_size=%s", cache_size),
+	OPT("chunk_size=%s", chunk_size),
+	OPT("verify=%s", verify),
 	OPT("tag_ttl=%u", tag_ttl),
 	OPT("list_ttl=%u", list_ttl),
 	OPT("page_size=%u", page_size),
@@ -85,6 +91,11 @@ static void usage(const char *prog)
 	       "                             /var/cache/ocifs for root)\n"
 	       "    -o platform=OS/ARCH[/VARIANT]  index child to show (default: this host's)\n"
 	       "    -o uid=N,gid=N           owner of every file (default: the mounting user)\n"
+	       "    -o cache_size=SIZE       bound on cached blobs, LRU evicted (K/M/G; default "
+	       "none)\n"
+	       "    -o chunk_size=SIZE       bytes per ranged fetch (power of two, 64K..64M; 1M)\n"
+	       "    -o verify=strict         withhold every byte of a blob until it verified\n"
+	       "                             (default verify=end: only its last bytes)\n"
 	       "    -o tag_ttl=SECS          how long a tag's resolution is trusted (default 30)\n"
 	       "    -o list_ttl=SECS         how long a listing is trusted (default 30)\n"
 	       "    -o page_size=N           entries asked per page of a listing (default 1000)\n"
@@ -133,6 +144,41 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	}
 }
 
+/* "123", "64K", "1M", "2G" (powers of 1024) into bytes; 0 or -EINVAL. */
+static int parse_size(const char *s, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || *s == '-')
+		return -EINVAL;
+	switch (*end) {
+	case 'g':
+	case 'G':
+		v <<= 10;
+		/* fall through */
+	case 'm':
+	case 'M':
+		v <<= 10;
+		/* fall through */
+	case 'k':
+	case 'K':
+		v <<= 10;
+		end++;
+		break;
+	default:
+		break;
+	}
+	if (*end == 'i' || *end == 'B' || *end == 'b')
+		end += *end == 'i' && (end[1] == 'B' || end[1] == 'b') ? 2 : 1;
+	if (*end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
 static char *default_cache_dir(void)
 {
 	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
@@ -156,6 +202,8 @@ int main(int argc, char *argv[])
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config lc = { 0 };
 	struct http_options ho = { 0 };
+	struct cache_options co = { 0 };
+	uint64_t chunk = 0;
 	struct tree_options to = { 0 };
 	struct fuse_session *se = NULL;
 	struct ref source = { 0 };
@@ -216,6 +264,21 @@ int main(int argc, char *argv[])
 			PACKAGE_NAME);
 		goto out_ref;
 	}
+	if (o.cache_size && parse_size(o.cache_size, &co.max_bytes)) {
+		fprintf(stderr, "%s: invalid cache_size \"%s\"\n", PACKAGE_NAME, o.cache_size);
+		goto out_platform;
+	}
+	if (o.chunk_size && (parse_size(o.chunk_size, &chunk) || chunk < 65536 ||
+				    chunk > 64 * 1024 * 1024 || (chunk & (chunk - 1)))) {
+		fprintf(stderr, "%s: invalid chunk_size \"%s\": a power of two, 64K to 64M\n",
+			PACKAGE_NAME, o.chunk_size);
+		goto out_platform;
+	}
+	if (o.verify && strcmp(o.verify, "strict") != 0 && strcmp(o.verify, "end") != 0) {
+		fprintf(stderr, "%s: invalid verify \"%s\": strict or end\n", PACKAGE_NAME,
+			o.verify);
+		goto out_platform;
+	}
 	if (!o.cache_dir)
 		o.cache_dir = default_cache_dir();
 	if (!o.cache_dir) {
@@ -239,7 +302,10 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "%s: cannot start the HTTP client\n", PACKAGE_NAME);
 		goto out_platform;
 	}
-	if (cache_new(o.cache_dir, &cache))
+	co.dir = o.cache_dir;
+	co.chunk_size = (size_t)chunk;
+	co.verify_strict = o.verify && strcmp(o.verify, "strict") == 0;
+	if (cache_new(&co, &cache))
 		goto out_http;
 	if (tree_new(&source, &to, http, cache, &tree))
 		goto out_cache;
@@ -262,6 +328,8 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	if (!cl.foreground)
 		log_init(true, cl.debug);
+	if (cache_start(cache))
+		goto out_unmount;
 
 	lc.clone_fd = cl.clone_fd;
 	/* libfuse leaves it "unset" (UINT_MAX) unless -o max_idle_threads= is given */
@@ -276,6 +344,8 @@ out_signals:
 out_session:
 	fuse_session_destroy(se);
 out_tree:
+	/* The fetch workers use the tree's registries: stop them first. */
+	cache_stop(cache);
 	tree_free(tree);
 out_cache:
 	cache_free(cache);
@@ -294,5 +364,8 @@ out_args:
 	free(o.cache_dir);
 	free(o.platform);
 	free(o.ca_file);
+	free(o.cache_size);
+	free(o.chunk_size);
+	free(o.verify);
 	return ret;
 }

@@ -104,7 +104,7 @@ static const char *registry_scheme(struct registry *r)
 
 static int ping_scheme(struct registry *r, const char *scheme)
 {
-	struct http_request req = { .out_fd = -1, .max_body = 64 * 1024 };
+	struct http_request req = { .max_body = 64 * 1024 };
 	struct http_response resp;
 	char url[512];
 	int ret;
@@ -156,7 +156,7 @@ int registry_ping(struct registry *r)
 static int fetch_list(
 	struct registry *r, const char *what, char *url, const char *key, struct strlist *out)
 {
-	struct http_request req = { .out_fd = -1, .max_body = LIST_PAGE_MAX };
+	struct http_request req = { .max_body = LIST_PAGE_MAX };
 	struct http_response resp;
 	unsigned pages = 0;
 	int ret = 0;
@@ -306,7 +306,6 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
 {
 	struct http_request req = {
 		.headers = manifest_accept,
-		.out_fd = -1,
 		.max_body = MANIFEST_MAX_SIZE,
 	};
 	struct http_response resp;
@@ -351,13 +350,14 @@ out:
 	return ret;
 }
 
-int registry_get_blob(struct registry *r, const char *repo, const char *digest, int fd,
-	void (*on_data)(void *arg, const void *p, size_t n), void *arg)
+int registry_get_blob(struct registry *r, const char *repo, const char *digest, int64_t off,
+	int64_t len, int (*sink)(void *arg, const void *p, size_t n), void *arg)
 {
 	struct http_request req = {
-		.out_fd = fd,
-		.on_data = on_data,
-		.on_data_arg = arg,
+		.sink = sink,
+		.sink_arg = arg,
+		.range_start = off,
+		.range_len = len,
 		.max_body = 64 * 1024,
 	};
 	struct http_response resp;
@@ -365,7 +365,8 @@ int registry_get_blob(struct registry *r, const char *repo, const char *digest, 
 
 	ret = api_do(r, &req, &resp, "%s/blobs/%s", repo, digest);
 	if (ret && ret != -ENOENT)
-		log_err("%s/%s@%s: blob: %s", r->host, repo, digest, strerror(-ret));
+		log_err("%s/%s@%s: blob bytes %lld+%lld: %s", r->host, repo, digest, (long long)off,
+			(long long)len, strerror(-ret));
 	http_response_release(&resp);
 	return ret;
 }

@@ -58,10 +58,11 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
 	size_t *len, char **content_type, char **digest);
 
 /*
- * GET a blob into fd (from its current offset), calling on_data with each
- * chunk. Returns 0, -ENOENT, or -errno. The caller verifies the digest.
+ * GET bytes [off, off + len) of a blob (the whole blob when len is 0), handing
+ * them in order to sink. Returns 0, -ENOENT, or -errno (a short answer is
+ * -ECONNRESET). The caller verifies the digest.
  */
-int registry_get_blob(struct registry *r, const char *repo, const char *digest, int fd,
-	void (*on_data)(void *arg, const void *p, size_t n), void *arg);
+int registry_get_blob(struct registry *r, const char *repo, const char *digest, int64_t off,
+	int64_t len, int (*sink)(void *arg, const void *p, size_t n), void *arg);
 
 #endif

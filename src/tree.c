@@ -1406,13 +1406,13 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 	return 0;
 }
 
-int tree_open(struct tree *t, struct node *n, int *fd, const char **data, size_t *len)
+int tree_open(struct tree *t, struct node *n, struct blob **blob, const char **data, size_t *len)
 {
 	char *body = NULL;
 	size_t blen;
 	int ret;
 
-	*fd = -1;
+	*blob = NULL;
 	*data = NULL;
 	*len = 0;
 	switch (n->kind) {
@@ -1426,17 +1426,24 @@ int tree_open(struct tree *t, struct node *n, int *fd, const char **data, size_t
 		return -EISDIR;
 	}
 	if (n->is_manifest) {
-		/* Manifests come through the manifests endpoint, verified by digest. */
+		/* An index's child: through the manifests endpoint, verified, then kept here. */
 		ret = fetch_manifest_digest(t, n->site, n->repo, n->digest, &body, &blen);
-		free(body);
 		if (ret)
 			return ret == -ENOENT || ret == -ENOMEM ? ret : -EIO;
+		pthread_mutex_lock(&t->lock);
+		if (!n->data) {
+			n->data = body;
+			n->data_len = blen;
+			body = NULL;
+		}
+		pthread_mutex_unlock(&t->lock);
+		free(body);
+		*data = n->data;
+		*len = n->data_len;
+		return 0;
 	}
-	ret = cache_open_blob(t->cache, n->site->reg, n->repo, n->digest, n->size);
-	if (ret < 0)
-		return ret == -ENOENT || ret == -ENOMEM ? ret : -EIO;
-	*fd = ret;
-	return 0;
+	ret = cache_blob_open(t->cache, n->site->reg, n->repo, n->digest, n->size, blob);
+	return ret == 0 || ret == -ENOMEM ? ret : -EIO;
 }
 
 ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size)

@@ -18,6 +18,7 @@
 #include "manifest.h"
 #include "ref.h"
 
+struct blob;
 struct cache;
 struct http;
 struct node;
@@ -70,11 +71,12 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 void tree_dirents_free(struct tree_dirent *ents, size_t n);
 
 /*
- * Open a regular file for reading. For a blob-backed file *fd is an fd on the
- * complete, verified cache file (the caller closes it) and *data NULL; for an
- * in-memory file *fd is -1 and *data and *len borrow bytes that live as long as n.
+ * Open a regular file for reading. For a blob-backed file *blob is the cache's
+ * blob (the caller closes it with cache_blob_close()) and *data NULL; for an
+ * in-memory file *blob is NULL and *data and *len borrow bytes that live as
+ * long as n.
  */
-int tree_open(struct tree *t, struct node *n, int *fd, const char **data, size_t *len);
+int tree_open(struct tree *t, struct node *n, struct blob **blob, const char **data, size_t *len);
 
 /*
  * Extended attributes. tree_getxattr copies the value into buf (size 0: only

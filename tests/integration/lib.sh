@@ -749,3 +749,115 @@ umount_ocifs() {
 	check_log_clean "no sanitizer report in the log of $lbl" "$log"
 	unset "_LIB_MOUNT_PID[$mnt]"
 }
+
+# ---------------------------------------------------------------- access log
+# With REG_ACCESSLOG=1 the registry appends one combined-log line per request
+# to $REG_ROOT/registry.log, written when the request ends (completed or cut
+# off by the client), for example
+#   127.0.0.1 - - [22/Nov/2026:11:03:51 +0000] "GET /v2/r/blobs/sha256:<hex> HTTP/1.1" 206 100 "" "curl/7.88.1"
+# where the number after the status is the bytes of body the registry wrote.
+# Registry restarts append to the same file.
+
+# reg_log_mark: the current end of the access log (a byte offset), for
+# counting only what comes after it.
+reg_log_mark() { stat -c %s -- "$REG_ROOT/registry.log" 2>/dev/null || echo 0; }
+
+_reg_log_stable() {
+	local s i
+	s=$(reg_log_mark)
+	for ((i = 0; i < 5; i++)); do
+		sleep 0.1
+		[ "$(reg_log_mark)" = "$s" ] || return 1
+	done
+}
+
+# reg_log_quiet [SECS]: wait (up to SECS, default 10) until the access log
+# has not grown for half a second, so that requests still running (read-ahead,
+# transfers cut off by a killed client) have been logged.
+reg_log_quiet() { wait_until "${1:-10}" _reg_log_stable; }
+
+# _served_lines HEX [MARK]: the access log lines (after MARK) of GETs of the
+# blob sha256:HEX, whatever the repository.
+_served_lines() {
+	local hex=${1#sha256:} mark=${2:-0}
+	tail -c +"$((mark + 1))" -- "$REG_ROOT/registry.log" 2>/dev/null |
+		grep -E "\"GET /v2/[^ ]*/blobs/sha256:$hex(\\?[^ ]*)? HTTP/[0-9.]+\" [0-9]{3} [0-9-]+ "
+}
+
+# served_bytes HEX [MARK]: bytes of body the registry wrote for GETs of blob
+# HEX (after MARK from reg_log_mark).
+served_bytes() {
+	_served_lines "$@" |
+		sed -E 's/.*HTTP\/[0-9.]+" [0-9]{3} ([0-9-]+) .*/\1/' |
+		awk '$1 != "-" { s += $1 } END { printf "%d\n", s }'
+}
+
+# served_requests HEX [MARK]: how many GETs of blob HEX the registry answered
+# (after MARK).
+served_requests() { _served_lines "$@" | wc -l; }
+
+# served_ranges HEX [MARK]: the status and byte count of each GET of blob HEX
+# (after MARK), one "STATUS BYTES" a line, for diagnostics.
+served_ranges() {
+	_served_lines "$@" | sed -E 's/.*HTTP\/[0-9.]+" ([0-9]{3}) ([0-9-]+) .*/\1 \2/'
+}
+
+# ---------------------------------------------------------------- cache dir
+
+# cache_map_ones MAP: how many chunks a partial blob's map records as
+# fetched (bytes equal to 1); 0 when the map does not exist.
+cache_map_ones() {
+	[ -f "$1" ] || { echo 0; return 0; }
+	tr -cd '\001' <"$1" | wc -c
+}
+
+# cache_blobs_bytes CACHEDIR: total size of the complete blobs in
+# CACHEDIR/blobs/sha256.
+cache_blobs_bytes() {
+	find "$1/blobs/sha256" -maxdepth 1 -type f -printf '%s\n' 2>/dev/null |
+		awk '{ s += $1 } END { printf "%d\n", s }'
+}
+
+# kill9_ocifs MNT: SIGKILL the daemon behind MNT (a crash), reap it and
+# detach the dead mount with `fusermount3 -u -z`. The mount point can be
+# mounted again afterwards.
+kill9_ocifs() {
+	local mnt=$1 pid i
+	pid=${_LIB_MOUNT_PID[$mnt]:-}
+	if [ -n "$pid" ]; then
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		unset "_LIB_MOUNT_PID[$mnt]"
+	fi
+	fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+	for ((i = 0; i < 50; i++)); do
+		mountpoint -q "$mnt" || return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# push_blob_stream REPO FILE: push_blob for big files (curl --data-binary
+# holds the file in memory and gives up past 1 GiB): the PUT streams FILE.
+# A blob the registry already has is not uploaded again (so push_artifact*
+# can follow, finding it there). Prints its digest.
+push_blob_stream() {
+	local repo=$1 file=$2 dg loc code sep
+	dg=$(digest_of "$file") || return 1
+	if curl -fsS -o /dev/null -I "http://$REG/v2/$repo/blobs/$dg" 2>/dev/null; then
+		echo "$dg"
+		return 0
+	fi
+	loc=$(curl -fsS -X POST -D - -o /dev/null "http://$REG/v2/$repo/blobs/uploads/" |
+		tr -d '\r' | sed -n 's/^[Ll]ocation: *//p')
+	[ -n "$loc" ] || { echo "push_blob_stream: no upload location for $repo" >&2; return 1; }
+	case $loc in /*) loc=http://$REG$loc ;; esac
+	case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
+	code=$(curl -sS -o "$TESTDIR/.push.out" -w '%{http_code}' -T "$file" \
+		-H 'Content-Type: application/octet-stream' "$loc${sep}digest=$dg")
+	if [ "$code" != 201 ]; then
+		echo "push_blob_stream: PUT $repo $dg: HTTP $code $(head -c 300 "$TESTDIR/.push.out")" >&2
+		return 1
+	fi
+	echo "$dg"
+}
