@@ -56,7 +56,7 @@ struct blob {
 	int error; /* verification failed: every read fails; protected by lock */
 	unsigned fail_gen; /* bumped when a fetch fails; protected by lock */
 	int fetch_error; /* that fetch's error; protected by lock */
-	size_t hashed; /* chunks fed to hash, in order; protected by lock */
+	int64_t hashed; /* bytes fed to hash, in order; never rewritten; protected by lock */
 	bool hashing; /* a thread is feeding hash; protected by lock */
 	struct digest_ctx *hash; /* used by the hashing thread only */
 };
@@ -287,14 +287,31 @@ static void blob_finish(struct blob *b)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Where the run of present chunks from byte `from` ends, in bytes. Caller holds b->lock. */
+static int64_t present_end(const struct blob *b, int64_t from)
+{
+	size_t i = (size_t)(from / (int64_t)b->c->chunk);
+	int64_t end;
+
+	while (i < b->nchunks && b->state[i] == CH_PRESENT)
+		i++;
+	end = (int64_t)i * (int64_t)b->c->chunk;
+	if (end > b->size)
+		end = b->size;
+	return end > from ? end : from;
+}
+
 /*
- * Feed the chunks that arrived in order since the last call to the hash, and
- * finish the blob when the last one is in. One thread hashes at a time; one
- * that finds another at it leaves, the other sees its chunks before it stops.
+ * Feed what arrived in order since the hash frontier to the hash, reading it
+ * back, and finish the blob when the last byte is in. One thread hashes at a
+ * time; one that finds another at it leaves, the other sees its chunks
+ * before it stops. (Fetches feed the hash directly when they write at the
+ * frontier: see fetch_sink.)
  */
 static void blob_advance_hash(struct blob *b)
 {
 	char *buf = NULL;
+	int64_t off, end;
 	bool done = false;
 
 	pthread_mutex_lock(&b->lock);
@@ -303,17 +320,9 @@ static void blob_advance_hash(struct blob *b)
 		return;
 	}
 	b->hashing = true;
-	while (b->hashed < b->nchunks && b->state[b->hashed] == CH_PRESENT) {
-		size_t first = b->hashed, n = 0;
-		off_t off, end;
-
-		while (first + n < b->nchunks && b->state[first + n] == CH_PRESENT)
-			n++;
+	while ((end = present_end(b, b->hashed)) > b->hashed) {
+		off = b->hashed;
 		pthread_mutex_unlock(&b->lock);
-		off = (off_t)(first * b->c->chunk);
-		end = (off_t)((first + n) * b->c->chunk);
-		if (end > b->size)
-			end = b->size;
 		if (!buf)
 			buf = malloc(HASH_BUF);
 		while (buf && off < end) {
@@ -327,6 +336,7 @@ static void blob_advance_hash(struct blob *b)
 			off += r;
 		}
 		pthread_mutex_lock(&b->lock);
+		b->hashed = off;
 		if (off < end) {
 			/* Cannot read back what was written: this blob cannot verify. */
 			log_err("cache: reading back %s failed", b->digest);
@@ -334,9 +344,8 @@ static void blob_advance_hash(struct blob *b)
 			pthread_cond_broadcast(&b->cond);
 			break;
 		}
-		b->hashed = first + n;
 	}
-	done = !b->error && b->hashed == b->nchunks;
+	done = !b->error && b->hashed == b->size;
 	b->hashing = false;
 	pthread_mutex_unlock(&b->lock);
 	free(buf);
@@ -373,10 +382,33 @@ static int fetch_sink(void *arg, const void *p, size_t n)
 {
 	struct fetch *f = arg;
 	struct blob *b = f->b;
-	size_t chunk = b->c->chunk, done;
+	size_t chunk = b->c->chunk, done, skip = 0;
+	bool inline_hash;
 	int ret;
 
-	ret = pwrite_all(b->fd, p, n, f->pos);
+	pthread_mutex_lock(&b->lock);
+	/*
+	 * Bytes below the hash frontier were hashed as they were first written:
+	 * a refetch (after a failed one) must not replace them with others.
+	 */
+	if (b->hashed > f->pos)
+		skip = b->hashed - f->pos < (int64_t)n ? (size_t)(b->hashed - f->pos) : n;
+	/* At the frontier, hash now rather than read it back later. */
+	inline_hash = !b->hashing && !b->complete && !b->error && b->hashed == f->pos + (off_t)skip;
+	if (inline_hash)
+		b->hashing = true;
+	pthread_mutex_unlock(&b->lock);
+
+	ret = pwrite_all(b->fd, (const char *)p + skip, n - skip, f->pos + (off_t)skip);
+	if (!ret && inline_hash)
+		digest_ctx_update(b->hash, (const char *)p + skip, n - skip);
+	if (inline_hash) {
+		pthread_mutex_lock(&b->lock);
+		if (!ret)
+			b->hashed += (int64_t)(n - skip);
+		b->hashing = false;
+		pthread_mutex_unlock(&b->lock);
+	}
 	if (ret) {
 		log_err("cache: writing %s: %s", b->digest, strerror(-ret));
 		return ret;
