@@ -209,7 +209,8 @@ static void cache_evict(struct cache *c)
 		n++;
 	}
 	closedir(d);
-	qsort(v, n, sizeof(*v), victim_cmp);
+	if (n)
+		qsort(v, n, sizeof(*v), victim_cmp);
 	for (i = 0; i < n && total > c->max_bytes; i++) {
 		if (blob_is_open(c, v[i].name))
 			continue;

@@ -66,6 +66,50 @@ out_hash() {
 # partial_gone CACHEDIR HEX: no partial file nor map left for the blob.
 partial_gone() { [ ! -e "$1/partial/$2" ] && [ ! -e "$1/partial/$2.map" ]; }
 
+# ---------------------------------------------------------------- 0. options
+# mount_refused ARGS...: ocifs with these options exits non-zero without
+# mounting (bounded wait; unmounted and killed if it did mount).
+mount_refused() {
+	local m=$TESTDIR/refused pid i rc
+	mkdir -p "$m"
+	"$OCIFS" -f -o "cache_dir=$TESTDIR/cache-refused" "$@" "$REG" "$m" >"$TESTDIR/.refused" 2>&1 </dev/null &
+	pid=$!
+	_LIB_DAEMON_PIDS+=("$pid")
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		mountpoint -q "$m" && break
+		sleep 0.1
+	done
+	if mountpoint -q "$m"; then
+		fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m"
+		wait "$pid" 2>/dev/null
+		echo "mounted"
+		return 1
+	fi
+	kill -0 "$pid" 2>/dev/null && { kill "$pid"; wait "$pid" 2>/dev/null; echo "still running"; return 1; }
+	wait "$pid"
+	rc=$?
+	[ "$rc" != 0 ]
+}
+for o in chunk_size=3M chunk_size=32K chunk_size=128M chunk_size=1G chunk_size=lots \
+	cache_size=lots verify=maybe; do
+	check "-o $o is refused (exit non-zero, nothing mounted)" mount_refused -o "ro,$o"
+done
+C0=$TESTDIR/cache0
+M0=$TESTDIR/m0
+if OCIFS_CACHE=$C0 mount_ocifs "$REG" "$M0" -o ro,chunk_size=64K; then
+	h=${HEX[rand]}
+	dd if="$M0/cache/rand/v1/rand.bin" of="$W/rand.got0" bs=4096 skip=$((10 * MiB / 4096)) count=1 \
+		status=none 2>/dev/null
+	check_same "chunk_size=64K: a 4 KiB read gives the right bytes" \
+		<(dd if="$W/rand.bin" bs=4096 skip=$((10 * MiB / 4096)) count=1 status=none) "$W/rand.got0"
+	check_eq "chunk_size=64K: the map of the 64 MiB blob has 1024 chunks" 1024 \
+		"$(stat -c %s "$C0/partial/$h.map" 2>&1)"
+	check_eq "chunk_size=64K: a 3 MiB file reads right" "${SUM[good]}" \
+		"$(out_hash cat "$M0/cache/bad/v1/good.bin")"
+	umount_ocifs "$M0"
+fi
+
 # ---------------------------------------------------------------- 1. random read
 C1=$TESTDIR/cache1
 M1=$TESTDIR/m1
