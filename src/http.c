@@ -293,16 +293,21 @@ static void keep_header(char **slot, char *value)
 	*slot = value;
 }
 
-/* The target of a Link header's rel="next" entry: "<url>; rel=\"next\"". */
-static char *link_next_target(const char *v)
+char *http_link_next(const char *v)
 {
-	const char *lt, *gt;
+	const char *lt, *gt, *params, *stop;
 
-	for (lt = strchr(v, '<'); lt; lt = strchr(gt, '<')) {
+	for (lt = strchr(v, '<'); lt; lt = stop && *stop ? stop : NULL) {
 		gt = strchr(lt, '>');
 		if (!gt)
 			return NULL;
-		if (strstr(gt, "rel=\"next\"") || strstr(gt, "rel=next"))
+		/* This entry's parameters run to the next entry's '<'. */
+		params = gt + 1;
+		stop = strchr(params, '<');
+		if (!stop)
+			stop = params + strlen(params);
+		if (memmem(params, (size_t)(stop - params), "rel=\"next\"", 10) ||
+			memmem(params, (size_t)(stop - params), "rel=next", 8))
 			return strndup(lt + 1, (size_t)(gt - lt - 1));
 	}
 	return NULL;
@@ -331,14 +336,13 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 	keep_header(&r->www_authenticate, header_value(p, n, "WWW-Authenticate"));
 	v = header_value(p, n, "Link");
 	if (v) {
-		keep_header(&r->link_next, link_next_target(v));
+		keep_header(&r->link_next, http_link_next(v));
 		free(v);
 	}
 	return n;
 }
 
-/* Resolve a possibly relative Link target against the URL that answered. */
-static char *resolve_url(const char *base, const char *rel)
+char *http_resolve_url(const char *base, const char *rel)
 {
 	CURLU *u = curl_url();
 	char *out = NULL, *tmp = NULL;
@@ -438,7 +442,7 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	curl_easy_getinfo(e->curl, CURLINFO_EFFECTIVE_URL, &eff);
 	resp->effective_url = strdup(eff ? eff : req->url);
 	if (resp->link_next) {
-		char *abs = resolve_url(resp->effective_url, resp->link_next);
+		char *abs = http_resolve_url(resp->effective_url, resp->link_next);
 
 		free(resp->link_next);
 		resp->link_next = abs;

@@ -69,6 +69,15 @@ int curl_code_to_errno(int code);
 /* The errno for an HTTP status that is not success (one table, here only). */
 int http_status_to_errno(long status);
 
+/*
+ * The target of the rel="next" entry of a Link header value
+ * ("<url>; rel=\"next\"", among other entries), malloc'd, or NULL.
+ */
+char *http_link_next(const char *value);
+
+/* rel resolved against base (RFC 3986), malloc'd, or NULL. */
+char *http_resolve_url(const char *base, const char *rel);
+
 /* Whether a transport error means "not TLS on the other end" (for the plain HTTP fallback). */
 bool http_error_is_tls(int err);
 
