@@ -641,6 +641,8 @@ static void blob_unref_locked(struct cache *c, struct blob *b)
 {
 	struct blob **p;
 
+	bool was_complete;
+
 	assert(b->refs > 0);
 	if (--b->refs)
 		return;
@@ -649,7 +651,11 @@ static void blob_unref_locked(struct cache *c, struct blob *b)
 			*p = b->next;
 			break;
 		}
+	was_complete = b->complete && !b->error;
 	blob_free(b);
+	/* Open blobs are spared by eviction: one that closes may now have to go. */
+	if (was_complete && c->max_bytes && c->complete_bytes > c->max_bytes)
+		cache_evict(c);
 }
 
 void cache_blob_close(struct blob *b)

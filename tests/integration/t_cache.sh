@@ -38,22 +38,26 @@ push_artifact cache/bad v1 "$W" bad-cat.bin bad-strict.bin bad-lazy.bin good.bin
 	bail "seed cache/bad:v1"
 DLRU=$(push_artifact cache/lru v1 "$W" a.bin b.bin c.bin d.bin) || bail "seed cache/lru:v1"
 
-declare -A HEX SUM
+# HEX[name]: the sha256 of name.bin, its digest and what reading it must give
+declare -A HEX
 for f in "$W"/*.bin; do
 	n=$(basename "$f" .bin)
 	HEX[$n]=$(sha256_hex "$f")
-	SUM[$n]=${HEX[$n]}
 done
 
-# Tamper with the stored bytes of the corrupt ones: one byte in the middle.
+# Tamper with the stored bytes of the corrupt ones: one byte in the middle
+# (of the third chunk) inverted.
 for n in bad-cat bad-strict bad-lazy; do
 	p=$(blob_path "${HEX[$n]}")
-	printf 'X' | dd of="$p" bs=1 seek=$((2 * MiB + 1000)) conv=notrunc status=none
+	off=$((2 * MiB + 1000))
+	b=$(od -An -tu1 -j "$off" -N1 "$p" | tr -d ' ')
+	# shellcheck disable=SC2059
+	printf "\\$(printf %03o $((b ^ 255)))" | dd of="$p" bs=1 seek="$off" conv=notrunc status=none
+	check_fail "registry serves altered bytes for $n.bin" \
+		bash -c "curl -fsS 'http://$REG/v2/cache/bad/blobs/sha256:${HEX[$n]}' | cmp -s - '$W/$n.bin'"
 done
-check_fail "registry serves altered bytes for bad-cat.bin" \
-	bash -c "curl -fsS 'http://$REG/v2/cache/bad/blobs/sha256:${HEX[bad-cat]}' | cmp -s - '$W/bad-cat.bin'"
 
-# out_hash CMD...: the sha256 of what CMD writes (empty when it fails).
+# out_hash CMD...: the sha256 of what CMD writes, or "failed: " and its stderr.
 out_hash() {
 	local h
 	if h=$("$@" 2>"$TESTDIR/.err" | sha256sum | cut -d' ' -f1); then
@@ -62,6 +66,9 @@ out_hash() {
 		echo "failed: $(head -c 300 "$TESTDIR/.err")"
 	fi
 }
+
+# map_has MAP N: the map records at least N chunks as fetched.
+map_has() { [ "$(cache_map_ones "$1")" -ge "$2" ]; }
 
 # partial_gone CACHEDIR HEX: no partial file nor map left for the blob.
 partial_gone() { [ ! -e "$1/partial/$2" ] && [ ! -e "$1/partial/$2.map" ]; }
@@ -105,7 +112,7 @@ if OCIFS_CACHE=$C0 mount_ocifs "$REG" "$M0" -o ro,chunk_size=64K; then
 		<(dd if="$W/rand.bin" bs=4096 skip=$((10 * MiB / 4096)) count=1 status=none) "$W/rand.got0"
 	check_eq "chunk_size=64K: the map of the 64 MiB blob has 1024 chunks" 1024 \
 		"$(stat -c %s "$C0/partial/$h.map" 2>&1)"
-	check_eq "chunk_size=64K: a 3 MiB file reads right" "${SUM[good]}" \
+	check_eq "chunk_size=64K: a 3 MiB file reads right" "${HEX[good]}" \
 		"$(out_hash cat "$M0/cache/bad/v1/good.bin")"
 	umount_ocifs "$M0"
 fi
@@ -122,7 +129,7 @@ if OCIFS_CACHE=$C1 mount_ocifs "$REG" "$M1" -o ro,chunk_size=1M; then
 	check_eq "random 4 KiB read in the middle of a 64 MiB file succeeds" "" "$(cat "$W/rand.err")"
 	dd if="$W/rand.bin" of="$W/rand.want" bs=4096 skip=$((off / 4096)) count=1 status=none
 	check_same "random 4 KiB read gives the right bytes" "$W/rand.want" "$W/rand.got"
-	reg_log_quiet
+	reg_log_quiet 10
 	served=$(served_bytes "$h" "$mark")
 	if [ "$served" -gt 0 ] && [ "$served" -lt $((8 * MiB)) ]; then
 		ok "random read: registry served $served bytes of the 64 MiB blob (< 8 MiB)"
@@ -149,6 +156,8 @@ if OCIFS_CACHE=$C1 mount_ocifs "$REG" "$M1" -o ro,chunk_size=1M; then
 		not_ok "random read: partial/<hex> is sparse" "$alloc bytes on disk"
 	fi
 	check_fail "random read: the blob is not complete in blobs/" test -e "$C1/blobs/sha256/$h"
+	check_eq "random read: partial/ is 0700, the partial file and its map 0600" "700 600 600" \
+		"$(stat -c %a "$C1/partial" "$C1/partial/$h" "$map" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
 	umount_ocifs "$M1"
 fi
 
@@ -161,7 +170,7 @@ if OCIFS_CACHE=$C2 mount_ocifs "$REG" "$M2" -o ro,chunk_size=1M; then
 	F=$M2/cache/resume/v1/resume.bin
 	dd if="$F" bs=1M count=16 iflag=fullblock status=none 2>"$W/resume.err" >"$W/resume.head"
 	check_same "first 16 MiB read right" <(head -c $((16 * MiB)) "$W/resume.bin") "$W/resume.head"
-	wait_until 5 test "$(cache_map_ones "$map")" -ge 16
+	wait_until 5 map_has "$map" 16
 	n=$(cache_map_ones "$map")
 	check "the map records at least the 16 chunks read ($n)" test "$n" -ge 16
 	check "kill -9 the daemon mid-read and detach its mount" kill9_ocifs "$M2"
@@ -169,12 +178,12 @@ if OCIFS_CACHE=$C2 mount_ocifs "$REG" "$M2" -o ro,chunk_size=1M; then
 	check "partial/<hex> and its map survive the crash" test -f "$C2/partial/$h" -a -f "$map"
 	check "the crash left chunks to fetch ($fetched of $RESUME_CHUNKS fetched)" \
 		test "$fetched" -lt "$RESUME_CHUNKS"
-	reg_log_quiet
+	reg_log_quiet 10
 	mark=$(reg_log_mark)
 	if OCIFS_CACHE=$C2 mount_ocifs "$REG" "$M2" -o ro,chunk_size=1M; then
-		check_eq "after remount, cat of the whole file has the right sha256" "${SUM[resume]}" \
+		check_eq "after remount, cat of the whole file has the right sha256" "${HEX[resume]}" \
 			"$(out_hash cat "$F")"
-		reg_log_quiet
+		reg_log_quiet 10
 		served=$(served_bytes "$h" "$mark")
 		limit=$(((RESUME_CHUNKS - fetched + 1) * CHUNK))
 		if [ "$served" -le "$limit" ]; then
@@ -220,14 +229,14 @@ if OCIFS_CACHE=$C3 mount_ocifs "$REG" "$M3" -o ro,chunk_size=1M; then
 	for p in "${pids[@]}"; do wait "$p"; done
 	good=0
 	for i in "${!paths[@]}"; do
-		if [ "$(cat "$W/flight.$i")" = "${SUM[flight]}" ]; then
+		if [ "$(cat "$W/flight.$i")" = "${HEX[flight]}" ]; then
 			good=$((good + 1))
 		else
 			diag "reader $i ($(_lbl "${paths[$i]}")): $(cat "$W/flight.$i" "$W/flight.$i.err")"
 		fi
 	done
-	check_eq "8 concurrent readers through 5 kinds of path all read the right bytes" 8 "$good"
-	reg_log_quiet
+	check_eq "8 concurrent cold readers through 6 kinds of path all read the right bytes" 8 "$good"
+	reg_log_quiet 10
 	served=$(served_bytes "$h" "$mark")
 	limit=$((64 * MiB * 11 / 10))
 	if [ "$served" -le "$limit" ] && [ "$served" -ge $((64 * MiB)) ]; then
@@ -236,7 +245,7 @@ if OCIFS_CACHE=$C3 mount_ocifs "$REG" "$M3" -o ro,chunk_size=1M; then
 		not_ok "single flight: registry served $served bytes for the 64 MiB blob (want 64 MiB..1.1x)" \
 			"in $(served_requests "$h" "$mark") requests"
 	fi
-	check_eq "single flight: one copy of the blob in the cache, complete" "$h" \
+	check_eq "single flight: the blob is complete and right in the cache" "$h" \
 		"$(sha256_hex "$C3/blobs/sha256/$h" 2>/dev/null)"
 	umount_ocifs "$M3"
 fi
@@ -265,7 +274,7 @@ if OCIFS_CACHE=$C4 mount_ocifs "$REG" "$M4" -o ro,chunk_size=1M; then
 	check_fail "that blob is not in blobs/" test -e "$C4/blobs/sha256/$h"
 	wait_until 5 partial_gone "$C4" "$h"
 	check "that blob left nothing in partial/" partial_gone "$C4" "$h"
-	check_eq "a good multi-chunk file in the same artifact reads" "${SUM[good]}" \
+	check_eq "a good multi-chunk file in the same artifact reads" "${HEX[good]}" \
 		"$(out_hash cat "$A4/good.bin")"
 	umount_ocifs "$M4"
 fi
@@ -289,8 +298,9 @@ fi
 # ---------------------------------------------------------------- 5. cache_size
 C6=$TESTDIR/cache6
 M6=$TESTDIR/m6
-LIMIT=$((40 * MiB))
-under_limit() { [ "$(cache_blobs_bytes "$C6")" -le "$LIMIT" ]; }
+# blobs_within CACHEDIR BYTES: its complete blobs add up to BYTES at most.
+blobs_within() { [ "$(cache_blobs_bytes "$1")" -le "$2" ]; }
+under_limit() { blobs_within "$C6" $((40 * MiB)); }
 have() { [ -f "$C6/blobs/sha256/${HEX[$1]}" ]; }
 # present_set: which of a b c d are complete in the cache, e.g. "b c"
 present_set() {
@@ -301,7 +311,7 @@ present_set() {
 if OCIFS_CACHE=$C6 mount_ocifs "$REG" "$M6" -o ro,chunk_size=1M,cache_size=40M; then
 	A6=$M6/cache/lru/v1
 	for n in a b c d; do
-		check_eq "cache_size=40M: $n.bin (16 MiB) reads right" "${SUM[$n]}" "$(out_hash cat "$A6/$n.bin")"
+		check_eq "cache_size=40M: $n.bin (16 MiB) reads right" "${HEX[$n]}" "$(out_hash cat "$A6/$n.bin")"
 		wait_until 5 under_limit
 		check "cache_size=40M: complete blobs <= 40 MiB after reading $n.bin ($(cache_blobs_bytes "$C6") bytes)" \
 			under_limit
@@ -309,9 +319,9 @@ if OCIFS_CACHE=$C6 mount_ocifs "$REG" "$M6" -o ro,chunk_size=1M,cache_size=40M; 
 	check_eq "cache_size=40M: the two least recently read (a, b) were evicted" "c d" "$(present_set)"
 	# a fresh path to a (no page cache of the kernel in the way)
 	mark=$(reg_log_mark)
-	check_eq "an evicted blob reads right again" "${SUM[a]}" \
+	check_eq "an evicted blob reads right again" "${HEX[a]}" \
 		"$(out_hash cat "$M6/cache/lru/$DLRU/.oci/blobs/sha256/${HEX[a]}")"
-	reg_log_quiet
+	reg_log_quiet 10
 	served=$(served_bytes "${HEX[a]}" "$mark")
 	check "the evicted blob was fetched again ($served bytes served)" test "$served" -ge $((16 * MiB))
 	wait_until 5 under_limit
@@ -325,9 +335,9 @@ if OCIFS_CACHE=$C6 mount_ocifs "$REG" "$M6" -o ro,chunk_size=1M,cache_size=40M; 
 		# through a path not read before: the kernel's page cache of
 		# $A6/$n.bin would answer without the daemon
 		mark=$(reg_log_mark)
-		check_eq "with d.bin held open, $n.bin reads right" "${SUM[$n]}" \
+		check_eq "with d.bin held open, $n.bin reads right" "${HEX[$n]}" \
 			"$(out_hash cat "$M6/cache/lru/$DLRU/$n.bin")"
-		reg_log_quiet
+		reg_log_quiet 10
 		check "with d.bin held open, $n.bin was fetched again" \
 			test "$(served_bytes "${HEX[$n]}" "$mark")" -ge $((16 * MiB))
 		wait_until 5 under_limit
@@ -347,9 +357,9 @@ if OCIFS_CACHE=$C6 mount_ocifs "$REG" "$M6" -o ro,chunk_size=1M,cache_size=40M; 
 		have "$n" || continue
 		read_down=$((read_down + 1))
 		# a path not read before: the daemon serves it, not the page cache
-		check_eq "registry down: complete cached $n.bin reads through .oci/blobs" "${SUM[$n]}" \
+		check_eq "registry down: complete cached $n.bin reads through .oci/blobs" "${HEX[$n]}" \
 			"$(out_hash cat "$M6/cache/lru/$DLRU/.oci/blobs/sha256/${HEX[$n]}")"
-		check_eq "registry down: and by tag (last resolution)" "${SUM[$n]}" \
+		check_eq "registry down: and by tag (last resolution)" "${HEX[$n]}" \
 			"$(out_hash cat "$A6/$n.bin")"
 	done
 	# manifests fetched by digest are cached for good, whatever cache_size
@@ -358,6 +368,20 @@ if OCIFS_CACHE=$C6 mount_ocifs "$REG" "$M6" -o ro,chunk_size=1M,cache_size=40M; 
 	check "registry down: there were complete blobs to read ($read_down)" test "$read_down" -ge 2
 	check "daemon alive with the registry down" daemon_alive "$M6"
 	umount_ocifs "$M6"
+	registry_restart || bail "restart the registry"
+fi
+
+# A blob bigger than the whole bound: kept while its reader has it open,
+# gone once nothing holds it.
+C7=$TESTDIR/cache7
+M7=$TESTDIR/m7
+if OCIFS_CACHE=$C7 mount_ocifs "$REG" "$M7" -o ro,chunk_size=1M,cache_size=10M; then
+	check_eq "cache_size=10M: a 16 MiB file reads right" "${HEX[a]}" \
+		"$(out_hash cat "$M7/cache/lru/v1/a.bin")"
+	wait_until 5 blobs_within "$C7" $((10 * MiB))
+	check "cache_size=10M: once closed, complete blobs <= 10 MiB ($(cache_blobs_bytes "$C7") bytes)" \
+		blobs_within "$C7" $((10 * MiB))
+	umount_ocifs "$M7"
 fi
 
 finish
