@@ -30,6 +30,8 @@
 /* Read-ahead window of a sequential reader: first size and bound, in chunks. */
 #define WINDOW_FIRST 4
 #define WINDOW_BYTES_MAX (64 * 1024 * 1024)
+/* Larger "blobs" are a lie of their descriptor: their chunk map alone would be gigabytes. */
+#define BLOB_SIZE_MAX ((int64_t)4 << 40)
 /* How far from the last read's end a read still counts as sequential. */
 #define SEQ_SLACK (8 * 1024 * 1024)
 /* Bytes hashed per read-back of fetched chunks. */
@@ -721,8 +723,13 @@ int cache_blob_open(struct cache *c, struct registry *r, const char *repo, const
 	struct blob *b;
 	int ret;
 
-	if (!digest_supported(digest) || size < 0) {
+	if (!digest_supported(digest)) {
 		log_err("%s/%s@%s: digest algorithm not supported", registry_host(r), repo, digest);
+		return -EIO;
+	}
+	if (size < 0 || size > BLOB_SIZE_MAX) {
+		log_err("%s/%s@%s: size %lld refused", registry_host(r), repo, digest,
+			(long long)size);
 		return -EIO;
 	}
 	pthread_mutex_lock(&c->lock);

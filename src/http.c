@@ -391,7 +391,7 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	curl_easy_setopt(e->curl, CURLOPT_SHARE, h->share);
 	/* Bulk bodies in fewer, larger pieces: fewer callbacks per byte. */
 	if (req->sink)
-		curl_easy_setopt(e->curl, CURLOPT_BUFFERSIZE, 512L * 1024);
+		curl_easy_setopt(e->curl, CURLOPT_BUFFERSIZE, 128L * 1024);
 	curl_easy_setopt(e->curl, CURLOPT_URL, req->url);
 	curl_easy_setopt(e->curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e->curl, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);

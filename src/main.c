@@ -333,7 +333,7 @@ int main(int argc, char *argv[])
 
 	lc.clone_fd = cl.clone_fd;
 	/* libfuse leaves it "unset" (UINT_MAX) unless -o max_idle_threads= is given */
-	lc.max_idle_threads = cl.max_idle_threads <= 100000 ? cl.max_idle_threads : 10;
+	lc.max_idle_threads = cl.max_idle_threads <= 100000 ? cl.max_idle_threads : 4;
 	ret = cl.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lc);
 	ret = ret ? 1 : 0;
 

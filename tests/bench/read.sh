@@ -109,6 +109,9 @@ say "# setup took $(awk -v a="$t_setup" -v b="$(now)" 'BEGIN { printf "%.1f", b 
 M=$TESTDIR/mnt
 C=$TESTDIR/c
 F=$M/bench/big/v1/big.bin
+# Setup left a gigabyte or more of dirty pages: let them reach the disk first,
+# or whichever peer writes (ocifs's cache) pays for the writeback of setup.
+sync
 
 # ---------------------------------------------------------------- 1. cold sequential vs curl
 say "## cold sequential read of $SIZE_MB MiB"

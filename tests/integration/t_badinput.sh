@@ -160,6 +160,27 @@ cp "$W/victim.orig" "$V1"
 check_eq "once the registry is fixed, victim.bin reads right" "$(sha256_hex "$W/victim.bin")" \
 	"$(timeout 120 cat "$T/victim.bin" | sha256sum | cut -d' ' -f1)"
 
+# ---- a descriptor that lies about its size by petabytes
+printf 'tiny' >"$W/tiny.txt"
+DT=$(push_blob bad/huge "$W/tiny.txt") || bail "push tiny blob"
+printf '{}' >"$W/empty.json"
+DE=$(push_blob bad/huge "$W/empty.json") || bail "push empty config"
+jq -n --arg dt "$DT" --arg de "$DE" '{schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json",
+	config: {mediaType: "application/vnd.oci.empty.v1+json", digest: $de, size: 2},
+	layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar", digest: $dt, size: 1125899906842624,
+		annotations: {"org.opencontainers.image.title": "huge.bin"}}]}' >"$W/huge.json"
+if push_manifest bad/huge v1 "$W/huge.json" >/dev/null; then
+	check_eq "petabyte descriptor: size shown as the descriptor says" 1125899906842624 \
+		"$(stat -c %s "$M/bad/huge/v1/huge.bin" 2>&1)"
+	check_err "petabyte descriptor: reading fails with EIO" "Input/output error" \
+		timeout 60 head -c 10 "$M/bad/huge/v1/huge.bin"
+	check "petabyte descriptor: the log says the size was refused" \
+		wait_until 5 grep -q "size 1125899906842624 refused" "$OCIFS_LOG"
+	check "daemon alive after a petabyte descriptor" daemon_alive "$M"
+else
+	not_ok "the registry took no manifest with a petabyte layer size"
+fi
+
 # ---- the registry goes away
 S=$M/stop/art
 check_same "cached.bin reads (by tag)" "$W/cached.bin" "$S/v1/cached.bin"
