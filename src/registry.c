@@ -269,7 +269,9 @@ static int api_do(struct registry *r, struct http_request *req, struct http_resp
 	return ret;
 }
 
-int registry_catalog(struct registry *r, struct strlist *out)
+/* Every entry of the paginated list `key` at the API path, after a ping. */
+static int list_all(struct registry *r, const char *what, const char *key, const char *path,
+	struct strlist *out)
 {
 	char *url;
 	int ret;
@@ -278,27 +280,24 @@ int registry_catalog(struct registry *r, struct strlist *out)
 	ret = registry_ping(r);
 	if (ret)
 		return ret;
-	url = api_url(r, "_catalog?n=%u", r->opts.page_size);
+	url = api_url(r, "%s?n=%u", path, r->opts.page_size);
 	if (!url)
 		return -ENOMEM;
-	return fetch_list(r, "catalog", url, "repositories", out);
+	return fetch_list(r, what, url, key, out);
+}
+
+int registry_catalog(struct registry *r, struct strlist *out)
+{
+	return list_all(r, "catalog", "repositories", "_catalog", out);
 }
 
 int registry_tags(struct registry *r, const char *repo, struct strlist *out)
 {
-	char what[512];
-	char *url;
-	int ret;
+	char what[512], path[512];
 
-	memset(out, 0, sizeof(*out));
-	ret = registry_ping(r);
-	if (ret)
-		return ret;
-	url = api_url(r, "%s/tags/list?n=%u", repo, r->opts.page_size);
-	if (!url)
-		return -ENOMEM;
 	snprintf(what, sizeof(what), "%s: tags", repo);
-	return fetch_list(r, what, url, "tags", out);
+	snprintf(path, sizeof(path), "%s/tags/list", repo);
+	return list_all(r, what, "tags", path, out);
 }
 
 int registry_get_manifest(struct registry *r, const char *repo, const char *reference, char **body,

@@ -122,29 +122,31 @@ tm bash -c "curl -s '$URL' | sha256sum >/dev/null"
 t_curlsha=$T
 say "curl | sha256sum             ${t_curlsha} s  $(mibs "$SIZE" "$t_curlsha") MiB/s"
 
-bmount "$C" "$M" -o ro
-stat "$F" >/dev/null
-DPID=$OCIFS_PID
-tm cat "$F" >/dev/null
+# cold_read LABEL: mount with an empty cache, time one cat of F into T (a
+# new mount each time), keep the daemon's peak RSS in hwm.
+hwm=0
+cold_read() {
+	local h
+	bmount "$C" "$M" -o ro
+	stat "$F" >/dev/null
+	DPID=$OCIFS_PID
+	tm cat "$F" >/dev/null
+	[ "$TRC" = 0 ] || say "# $1 failed: $TRC"
+	say "$(printf '%-28s' "$1") ${T} s  $(mibs "$SIZE" "$T") MiB/s"
+	h=$(rss_kb "$DPID" VmHWM)
+	[ -n "$h" ] && [ "$h" -gt "$hwm" ] && hwm=$h
+	return 0
+}
+cold_read "ocifs cold cat"
 t_cold=$T
-[ "$TRC" = 0 ] || say "# cold cat failed: $TRC"
-say "ocifs cold cat               ${t_cold} s  $(mibs "$SIZE" "$t_cold") MiB/s"
-hwm=$(rss_kb "$DPID" VmHWM)
 setr cold_vs_curl "$(ratio "$t_curl" "$t_cold")"
 setr cold_vs_curl_sha256 "$(ratio "$t_curlsha" "$t_cold")"
 # A registry just started serves its first burst of parallel ranges slowly
 # (seen: 4.3 s, then 1.9 s for the same read): a second cold read, from an
 # empty cache through a new mount, shows the steady state. Both are printed.
 bumount "$M"
-bmount "$C" "$M" -o ro
-stat "$F" >/dev/null
-DPID=$OCIFS_PID
-tm cat "$F" >/dev/null
+cold_read "ocifs cold cat, second run"
 t_cold2=$T
-[ "$TRC" = 0 ] || say "# second cold cat failed: $TRC"
-say "ocifs cold cat, second run   ${t_cold2} s  $(mibs "$SIZE" "$t_cold2") MiB/s"
-hwm2=$(rss_kb "$DPID" VmHWM)
-[ -n "$hwm2" ] && [ -n "$hwm" ] && [ "$hwm2" -gt "$hwm" ] && hwm=$hwm2
 setr cold2_vs_curl "$(ratio "$t_curl" "$t_cold2")"
 setr cold2_vs_curl_sha256 "$(ratio "$t_curlsha" "$t_cold2")"
 
