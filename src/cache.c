@@ -611,7 +611,8 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 		if (absent) {
 			/* A fetch this read waited on failed: report it; the next read retries. */
 			if (b->fail_gen != gen) {
-				ret = -EIO;
+				/* Refused access is worth telling apart; the rest is EIO. */
+				ret = b->fetch_error == -EACCES ? -EACCES : -EIO;
 				break;
 			}
 			schedule(b, lo, hi, true);

@@ -415,9 +415,13 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	}
 	if (h->ca_file)
 		curl_easy_setopt(e->curl, CURLOPT_CAINFO, h->ca_file);
+	if (req->post_body) {
+		curl_easy_setopt(e->curl, CURLOPT_POSTFIELDSIZE, (long)req->post_len);
+		curl_easy_setopt(e->curl, CURLOPT_POSTFIELDS, req->post_body);
+	}
 	if (strcmp(method, "HEAD") == 0)
 		curl_easy_setopt(e->curl, CURLOPT_NOBODY, 1L);
-	else if (strcmp(method, "GET") != 0)
+	else if (strcmp(method, "GET") != 0 && !req->post_body)
 		curl_easy_setopt(e->curl, CURLOPT_CUSTOMREQUEST, method);
 
 	cc = curl_easy_perform(e->curl);

@@ -21,7 +21,9 @@ struct http_options {
 };
 
 struct http_request {
-	const char *method; /* "GET" (default when NULL), "HEAD" */
+	const char *method; /* "GET" (default when NULL), "HEAD", "POST" */
+	const char *post_body; /* the body of a POST, or NULL */
+	size_t post_len;
 	const char *url;
 	const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
 	size_t max_body; /* fail with -EFBIG past this many body bytes; 0: no limit */

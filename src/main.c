@@ -28,6 +28,7 @@ struct options {
 	char *cache_size;
 	char *chunk_size;
 	char *verify;
+	char *auth_file;
 	unsigned uid;
 	unsigned gid;
 	int uid_set;
@@ -56,6 +57,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("cache_size=%s", cache_size),
 	OPT("chunk_size=%s", chunk_size),
 	OPT("verify=%s", verify),
+	OPT("auth_file=%s", auth_file),
 	OPT("tag_ttl=%u", tag_ttl),
 	OPT("list_ttl=%u", list_ttl),
 	OPT("page_size=%u", page_size),
@@ -103,6 +105,8 @@ static void usage(const char *prog)
 	       "    -o plain_http            talk plain HTTP to the registry\n"
 	       "    -o insecure              do not verify TLS certificates\n"
 	       "    -o ca_file=FILE          extra CA certificates (PEM)\n"
+	       "    -o auth_file=FILE        credentials (docker config.json / auth.json format),\n"
+	       "                             tried before the usual files\n"
 	       "\n",
 		prog);
 	printf("FUSE options:\n");
@@ -297,6 +301,7 @@ int main(int argc, char *argv[])
 	to.list_ttl = o.list_ttl;
 	to.page_size = o.page_size;
 	to.plain_http = o.plain_http;
+	to.auth_file = o.auth_file;
 
 	if (http_new(&ho, &http)) {
 		fprintf(stderr, "%s: cannot start the HTTP client\n", PACKAGE_NAME);
@@ -367,5 +372,6 @@ out_args:
 	free(o.cache_size);
 	free(o.chunk_size);
 	free(o.verify);
+	free(o.auth_file);
 	return ret;
 }

@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include <json-c/json.h>
+#include <openssl/crypto.h>
 
+#include "auth.h"
 #include "buf.h"
 #include "digest.h"
 #include "log.h"
@@ -19,12 +21,26 @@
 /* Lists are JSON of a few bytes per entry; this bounds a hostile answer. */
 #define LIST_PAGE_MAX (16 * 1024 * 1024)
 
+/* A bearer token for one scope. */
+struct token {
+	struct token *next;
+	char *scope;
+	char *value;
+	time_t expires;
+};
+
 struct registry {
 	struct http *http;
 	char *host;
 	struct registry_options opts;
 	pthread_mutex_t lock;
 	const char *scheme; /* "https" or "http" once pinged; protected by lock */
+	/* Authentication. protected by lock */
+	bool creds_looked_up;
+	bool have_creds;
+	struct credentials creds;
+	struct challenge challenge; /* the last one; scheme NULL before any */
+	struct token *tokens;
 };
 
 static const char *const manifest_accept[] = {
@@ -80,8 +96,19 @@ int registry_new(
 
 void registry_free(struct registry *r)
 {
+	struct token *t, *next;
+
 	if (!r)
 		return;
+	for (t = r->tokens; t; t = next) {
+		next = t->next;
+		OPENSSL_cleanse(t->value, strlen(t->value));
+		free(t->scope);
+		free(t->value);
+		free(t);
+	}
+	credentials_release(&r->creds);
+	challenge_release(&r->challenge);
 	pthread_mutex_destroy(&r->lock);
 	free(r->host);
 	free(r);
@@ -102,6 +129,8 @@ static const char *registry_scheme(struct registry *r)
 	return s;
 }
 
+static void note_challenge(struct registry *r, const char *value);
+
 static int ping_scheme(struct registry *r, const char *scheme)
 {
 	struct http_request req = { .max_body = 64 * 1024 };
@@ -114,6 +143,11 @@ static int ping_scheme(struct registry *r, const char *scheme)
 	ret = http_do(r->http, &req, &resp);
 	if (ret == 0 && resp.status != 200 && resp.status != 401)
 		ret = resp.status == 404 ? -EPROTONOSUPPORT : http_status_to_errno(resp.status);
+	if (ret == 0 && resp.status == 401) {
+		pthread_mutex_lock(&r->lock);
+		note_challenge(r, resp.www_authenticate);
+		pthread_mutex_unlock(&r->lock);
+	}
 	http_response_release(&resp);
 	return ret;
 }
@@ -152,9 +186,195 @@ int registry_ping(struct registry *r)
 	return 0;
 }
 
+/* ---- authentication ---- */
+
+/* Remember a challenge; credentials are looked up on the first one. Caller holds r->lock. */
+static void note_challenge(struct registry *r, const char *value)
+{
+	struct challenge ch;
+
+	if (!value || auth_parse_challenge(value, &ch))
+		return;
+	challenge_release(&r->challenge);
+	r->challenge = ch;
+	if (!r->creds_looked_up) {
+		r->creds_looked_up = true;
+		r->have_creds = auth_find_credentials(r->opts.auth_file, r->host, &r->creds) == 0;
+		if (!r->have_creds)
+			log_debug("%s: no credentials found: anonymous", r->host);
+	}
+}
+
+/* Caller holds r->lock. */
+static struct token **token_slot(struct registry *r, const char *scope)
+{
+	struct token **t;
+
+	for (t = &r->tokens; *t; t = &(*t)->next)
+		if (strcmp((*t)->scope, scope) == 0)
+			return t;
+	return t;
+}
+
+static void token_forget(struct registry *r, const char *scope)
+{
+	struct token **slot, *t;
+
+	pthread_mutex_lock(&r->lock);
+	slot = token_slot(r, scope);
+	t = *slot;
+	if (t) {
+		*slot = t->next;
+		OPENSSL_cleanse(t->value, strlen(t->value));
+		free(t->scope);
+		free(t->value);
+		free(t);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/*
+ * The Authorization header line for a request in scope, fetching a bearer
+ * token when the registry asked for one and none is cached. *line is
+ * malloc'd, or NULL for none. 0 or -errno.
+ */
+static int auth_line(struct registry *r, const char *scope, char **line)
+{
+	struct challenge ch = { NULL, NULL, NULL, NULL };
+	struct credentials cred = { NULL, NULL, NULL };
+	struct token *t;
+	char *value = NULL, *tok = NULL;
+	time_t expires = 0;
+	int ret = 0;
+
+	*line = NULL;
+	pthread_mutex_lock(&r->lock);
+	if (!r->challenge.scheme) {
+		pthread_mutex_unlock(&r->lock);
+		return 0;
+	}
+	if (strcmp(r->challenge.scheme, "basic") == 0) {
+		value = r->have_creds ? auth_basic_header(&r->creds) : NULL;
+		pthread_mutex_unlock(&r->lock);
+		goto out;
+	}
+	if (strcmp(r->challenge.scheme, "bearer") != 0) {
+		pthread_mutex_unlock(&r->lock);
+		return 0;
+	}
+	t = *token_slot(r, scope);
+	if (t && t->expires > time(NULL)) {
+		if (asprintf(&value, "Bearer %s", t->value) < 0)
+			value = NULL;
+		pthread_mutex_unlock(&r->lock);
+		goto out;
+	}
+	/* Copies, so that the token request runs without the lock. */
+	ch.realm = r->challenge.realm ? strdup(r->challenge.realm) : NULL;
+	ch.service = r->challenge.service ? strdup(r->challenge.service) : NULL;
+	if (r->have_creds) {
+		cred.username = r->creds.username ? strdup(r->creds.username) : NULL;
+		cred.password = r->creds.password ? strdup(r->creds.password) : NULL;
+		cred.identity_token =
+			r->creds.identity_token ? strdup(r->creds.identity_token) : NULL;
+	}
+	pthread_mutex_unlock(&r->lock);
+
+	ret = auth_fetch_token(r->http, &ch, scope, r->have_creds ? &cred : NULL, &tok, &expires);
+	if (ret == 0) {
+		struct token *nt = calloc(1, sizeof(*nt));
+
+		if (asprintf(&value, "Bearer %s", tok) < 0)
+			value = NULL;
+		pthread_mutex_lock(&r->lock);
+		t = *token_slot(r, scope);
+		if (t) {
+			/* A racing request got one too: keep the newer. */
+			OPENSSL_cleanse(t->value, strlen(t->value));
+			free(t->value);
+			t->value = tok;
+			t->expires = expires;
+			tok = NULL;
+			free(nt);
+		} else if (nt && (nt->scope = strdup(scope))) {
+			nt->value = tok;
+			nt->expires = expires;
+			nt->next = r->tokens;
+			r->tokens = nt;
+			tok = NULL;
+		} else {
+			free(nt);
+		}
+		pthread_mutex_unlock(&r->lock);
+	}
+	if (tok)
+		OPENSSL_cleanse(tok, strlen(tok));
+	free(tok);
+	credentials_release(&cred);
+	challenge_release(&ch);
+out:
+	if (value) {
+		if (asprintf(line, "Authorization: %s", value) < 0)
+			*line = NULL;
+		OPENSSL_cleanse(value, strlen(value));
+		free(value);
+		if (!*line)
+			return -ENOMEM;
+	}
+	return ret;
+}
+
+/*
+ * Perform req (url set) with the credentials the registry asks for: on a 401
+ * the challenge is taken in and the request made once more, never more.
+ * scope is the token scope the request needs. resp is the caller's to
+ * release. Returns what http_do returns.
+ */
+static int registry_do(
+	struct registry *r, struct http_request *req, struct http_response *resp, const char *scope)
+{
+	const char *const *orig = req->headers;
+	const char *hdrs[8];
+	char *line = NULL;
+	int attempt, ret = 0;
+	size_t n;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		ret = auth_line(r, scope, &line);
+		if (ret && ret != -EACCES)
+			break;
+		for (n = 0; orig && orig[n] && n < 6; n++)
+			hdrs[n] = orig[n];
+		if (line)
+			hdrs[n++] = line;
+		hdrs[n] = NULL;
+		req->headers = hdrs;
+		ret = http_do(r->http, req, resp);
+		req->headers = orig;
+		if (line)
+			OPENSSL_cleanse(line, strlen(line));
+		free(line);
+		line = NULL;
+		if (ret || resp->status != 401 || attempt == 1 || !resp->www_authenticate)
+			break;
+		/* Take in the challenge (a new scheme, realm or scope) and try once more. */
+		pthread_mutex_lock(&r->lock);
+		note_challenge(r, resp->www_authenticate);
+		pthread_mutex_unlock(&r->lock);
+		token_forget(r, scope);
+		http_response_release(resp);
+	}
+	return ret;
+}
+
+static void repo_scope(char *out, size_t n, const char *repo)
+{
+	snprintf(out, n, "repository:%s:pull", repo);
+}
+
 /* Collect the string array `key` from every page of a paginated list. */
-static int fetch_list(
-	struct registry *r, const char *what, char *url, const char *key, struct strlist *out)
+static int fetch_list(struct registry *r, const char *what, char *url, const char *key,
+	const char *scope, struct strlist *out)
 {
 	struct http_request req = { .max_body = LIST_PAGE_MAX };
 	struct http_response resp;
@@ -166,7 +386,7 @@ static int fetch_list(
 		size_t i, n;
 
 		req.url = url;
-		ret = http_do(r->http, &req, &resp);
+		ret = registry_do(r, &req, &resp, scope);
 		if (ret == 0)
 			ret = http_status_to_errno(resp.status);
 		if (ret) {
@@ -240,10 +460,10 @@ static char *api_url(struct registry *r, const char *fmt_path, ...)
  * non-success status to an errno. resp is the caller's to release in every case.
  */
 static int api_do(struct registry *r, struct http_request *req, struct http_response *resp,
-	const char *fmt_path, ...) __attribute__((format(printf, 4, 5)));
+	const char *scope, const char *fmt_path, ...) __attribute__((format(printf, 5, 6)));
 
 static int api_do(struct registry *r, struct http_request *req, struct http_response *resp,
-	const char *fmt_path, ...)
+	const char *scope, const char *fmt_path, ...)
 {
 	char path[1024];
 	char *url;
@@ -261,7 +481,7 @@ static int api_do(struct registry *r, struct http_request *req, struct http_resp
 	if (!url)
 		return -ENOMEM;
 	req->url = url;
-	ret = http_do(r->http, req, resp);
+	ret = registry_do(r, req, resp, scope);
 	req->url = NULL;
 	free(url);
 	if (ret == 0)
@@ -271,7 +491,7 @@ static int api_do(struct registry *r, struct http_request *req, struct http_resp
 
 /* Every entry of the paginated list `key` at the API path, after a ping. */
 static int list_all(struct registry *r, const char *what, const char *key, const char *path,
-	struct strlist *out)
+	const char *scope, struct strlist *out)
 {
 	char *url;
 	int ret;
@@ -283,21 +503,22 @@ static int list_all(struct registry *r, const char *what, const char *key, const
 	url = api_url(r, "%s?n=%u", path, r->opts.page_size);
 	if (!url)
 		return -ENOMEM;
-	return fetch_list(r, what, url, key, out);
+	return fetch_list(r, what, url, key, scope, out);
 }
 
 int registry_catalog(struct registry *r, struct strlist *out)
 {
-	return list_all(r, "catalog", "repositories", "_catalog", out);
+	return list_all(r, "catalog", "repositories", "_catalog", "registry:catalog:*", out);
 }
 
 int registry_tags(struct registry *r, const char *repo, struct strlist *out)
 {
-	char what[512], path[512];
+	char what[512], path[512], scope[512];
 
 	snprintf(what, sizeof(what), "%s: tags", repo);
 	snprintf(path, sizeof(path), "%s/tags/list", repo);
-	return list_all(r, what, "tags", path, out);
+	repo_scope(scope, sizeof(scope), repo);
+	return list_all(r, what, "tags", path, scope, out);
 }
 
 int registry_get_manifest(struct registry *r, const char *repo, const char *reference, char **body,
@@ -308,11 +529,12 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
 		.max_body = MANIFEST_MAX_SIZE,
 	};
 	struct http_response resp;
-	char got[DIGEST_STR_LEN + 1];
+	char got[DIGEST_STR_LEN + 1], scope[512];
 	const char *sep = ref_valid_digest(reference) ? "@" : ":";
 	int ret;
 
-	ret = api_do(r, &req, &resp, "%s/manifests/%s", repo, reference);
+	repo_scope(scope, sizeof(scope), repo);
+	ret = api_do(r, &req, &resp, scope, "%s/manifests/%s", repo, reference);
 	if (ret) {
 		if (ret == -EFBIG)
 			log_err("%s/%s%s%s: manifest larger than %d bytes, refused", r->host, repo,
@@ -360,9 +582,11 @@ int registry_get_blob(struct registry *r, const char *repo, const char *digest, 
 		.max_body = 64 * 1024,
 	};
 	struct http_response resp;
+	char scope[512];
 	int ret;
 
-	ret = api_do(r, &req, &resp, "%s/blobs/%s", repo, digest);
+	repo_scope(scope, sizeof(scope), repo);
+	ret = api_do(r, &req, &resp, scope, "%s/blobs/%s", repo, digest);
 	if (ret && ret != -ENOENT)
 		log_err("%s/%s@%s: blob bytes %lld+%lld: %s", r->host, repo, digest, (long long)off,
 			(long long)len, strerror(-ret));

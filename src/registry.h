@@ -15,6 +15,7 @@ struct registry;
 struct registry_options {
 	bool plain_http; /* never try TLS */
 	unsigned page_size; /* n= for _catalog and tags/list */
+	const char *auth_file; /* credentials file tried first, or NULL; borrowed */
 };
 
 /* A NULL-terminated list of malloc'd strings. */

@@ -256,7 +256,7 @@ static bool parse_created(const char *s, time_t *out)
 
 static int site_get(struct tree *t, const char *host, struct site **out)
 {
-	struct registry_options ro = { t->opts.plain_http, t->opts.page_size };
+	struct registry_options ro = { t->opts.plain_http, t->opts.page_size, t->opts.auth_file };
 	const char *canon = ref_canonical_host(host);
 	struct site *s;
 	int ret;
@@ -1115,7 +1115,7 @@ static int artifact_load(struct tree *t, struct node *n)
 			n->resolved_at = time(NULL);
 			pthread_mutex_unlock(&t->lock);
 			ret = 0;
-		} else if (ret != -ENOENT && ret != -ENOMEM) {
+		} else if (ret != -ENOENT && ret != -ENOMEM && ret != -EACCES) {
 			ret = -EIO;
 		}
 		goto out_unlock;

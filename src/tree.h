@@ -33,6 +33,7 @@ struct tree_options {
 	unsigned list_ttl; /* seconds a listing is trusted */
 	unsigned page_size; /* n= of list requests */
 	bool plain_http;
+	const char *auth_file; /* borrowed */
 };
 
 /*

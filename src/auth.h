@@ -1,0 +1,63 @@
+/*
+ * Registry authentication: WWW-Authenticate challenges, credentials from the
+ * files and helpers docker, podman and oras use, and bearer tokens cached
+ * per scope. Nothing here ever logs a secret.
+ */
+#ifndef OCIFS_AUTH_H
+#define OCIFS_AUTH_H
+
+#include <stdbool.h>
+#include <time.h>
+
+struct http;
+
+struct credentials {
+	char *username;
+	char *password;
+	char *identity_token; /* an OAuth2 refresh token ("identitytoken") */
+};
+
+void credentials_release(struct credentials *c);
+
+struct challenge {
+	char *scheme; /* "basic" or "bearer", lowercased */
+	char *realm;
+	char *service;
+	char *scope;
+};
+
+/* Parse a WWW-Authenticate value. 0, or -EINVAL when it has no scheme. Release with challenge_release(). */
+int auth_parse_challenge(const char *value, struct challenge *out);
+void challenge_release(struct challenge *c);
+
+/*
+ * Credentials for host from one credentials file's JSON text (docker
+ * config.json or containers auth.json): credHelpers[host], then credsStore,
+ * then auths (keys as "host", "https://host/", "http://host/v1/"...; Docker
+ * Hub's "https://index.docker.io/v1/" for registry-1.docker.io). A helper is
+ * run as docker-credential-NAME get. 0 with *out filled, -ENOENT when the file
+ * has nothing for host, -EBADMSG when it is not valid.
+ */
+int auth_credentials_from_json(const char *json, const char *host, struct credentials *out);
+
+/*
+ * Credentials for host, first hit wins: auth_file (when not NULL),
+ * $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+ * ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json,
+ * ~/.docker/config.json. 0 or -ENOENT.
+ */
+int auth_find_credentials(const char *auth_file, const char *host, struct credentials *out);
+
+/* "Basic base64(user:pass)" for an Authorization header, malloc'd, or NULL. */
+char *auth_basic_header(const struct credentials *c);
+
+/*
+ * Get a bearer token for scope from a Bearer challenge's realm: GET with
+ * Basic credentials (or anonymous), or the OAuth2 POST with an identity
+ * token. *token is malloc'd; *expires is when to stop using it. 0, -EACCES
+ * when the token server refuses, or -errno.
+ */
+int auth_fetch_token(struct http *h, const struct challenge *ch, const char *scope,
+	const struct credentials *cred, char **token, time_t *expires);
+
+#endif
