@@ -141,6 +141,9 @@ static int ping_scheme(struct registry *r, const char *scheme)
 	snprintf(url, sizeof(url), "%s://%s/v2/", scheme, r->host);
 	req.url = url;
 	ret = http_do(r->http, &req, &resp);
+	/* A transport EACCES is TLS refusing the peer: say that, not "permission". */
+	if (ret == -EACCES)
+		ret = -EKEYREJECTED;
 	if (ret == 0 && resp.status != 200 && resp.status != 401)
 		ret = resp.status == 404 ? -EPROTONOSUPPORT : http_status_to_errno(resp.status);
 	if (ret == 0 && resp.status == 401) {
@@ -175,9 +178,12 @@ int registry_ping(struct registry *r)
 	if (ret) {
 		if (ret == -EPROTONOSUPPORT)
 			log_err("%s: not an OCI registry (no /v2/ endpoint)", r->host);
+		else if (ret == -EKEYREJECTED)
+			log_err("%s: TLS certificate not trusted (see -o ca_file= and -o insecure)",
+				r->host);
 		else
 			log_err("%s: cannot reach registry: %s", r->host, strerror(-ret));
-		return ret;
+		return ret == -EKEYREJECTED ? -EACCES : ret;
 	}
 	pthread_mutex_lock(&r->lock);
 	r->scheme = scheme;

@@ -559,6 +559,19 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 		}
 		/* Not (yet) listed: a tag pushed since the listing, or no tag at all. */
 		ret = ns_lookup_artifact(t, dir, name, dir->repo, name, out);
+		/*
+		 * A token registry refuses what it will not say exists: without a
+		 * catalog, a refused tag may be a child repository one can read.
+		 */
+		if (ret == -EACCES && !have_catalog && repo && ref_valid_repo(repo)) {
+			struct strlist tags = { NULL, 0 };
+
+			if (registry_tags(dir->site->reg, repo, &tags) == 0) {
+				strlist_release(&tags);
+				goto make_ns;
+			}
+			goto out;
+		}
 		if (ret != -ENOENT)
 			goto out;
 	}

@@ -23,6 +23,9 @@
 #   seeding    push_artifact, push_artifact_titled, push_index,
 #              push_platform_index, image_build, push_image
 #   mounts     mount_ocifs, umount_ocifs, daemon_alive
+#   auth       registry_start_htpasswd, registry_start_token, reg_token,
+#              with_reg_token, token_requests, auth_add_*, cred_helper_*,
+#              check_no_secrets (see the "auth and TLS" section)
 
 set -u
 set -o pipefail
@@ -428,11 +431,11 @@ blob_path() {
 
 # ---------------------------------------------------------------- registry API
 
-# reg_curl PATH [CURL ARGS...]: GET http://$REG/v2/PATH, body on stdout.
+# reg_curl PATH [CURL ARGS...]: GET $REG_SCHEME://$REG/v2/PATH (http by default), body on stdout.
 reg_curl() {
 	local p=$1
 	shift
-	curl -fsS "$@" "http://$REG/v2/$p"
+	_rcurl -fsS "$@" "${REG_SCHEME:-http}://$REG/v2/$p"
 }
 
 # manifest_get REPO REF: the manifest's bytes as the registry serves them.
@@ -442,13 +445,13 @@ manifest_get() {
 
 # manifest_digest REPO REF: its Docker-Content-Digest.
 manifest_digest() {
-	curl -fsS -I -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/$1/manifests/$2" |
+	_rcurl -fsS -I -H "Accept: $MANIFEST_ACCEPT" "${REG_SCHEME:-http}://$REG/v2/$1/manifests/$2" |
 		tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *//p'
 }
 
 # manifest_mediatype REPO REF: the Content-Type the registry serves it with.
 manifest_mediatype() {
-	curl -fsS -I -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/$1/manifests/$2" |
+	_rcurl -fsS -I -H "Accept: $MANIFEST_ACCEPT" "${REG_SCHEME:-http}://$REG/v2/$1/manifests/$2" |
 		tr -d "\r" | sed -n "s/^[Cc]ontent-[Tt]ype: *//p"
 }
 
@@ -462,19 +465,19 @@ blob_get() {
 push_blob() {
 	local repo=$1 file=$2 dg loc code sep
 	dg=$(digest_of "$file") || return 1
-	if curl -fsS -o /dev/null -I "http://$REG/v2/$repo/blobs/$dg" 2>/dev/null; then
+	if _rcurl -fsS -o /dev/null -I "${REG_SCHEME:-http}://$REG/v2/$repo/blobs/$dg" 2>/dev/null; then
 		echo "$dg"
 		return 0
 	fi
-	loc=$(curl -fsS -X POST -D - -o /dev/null "http://$REG/v2/$repo/blobs/uploads/" |
+	loc=$(_rcurl -fsS -X POST -D - -o /dev/null "${REG_SCHEME:-http}://$REG/v2/$repo/blobs/uploads/" |
 		tr -d '\r' | sed -n 's/^[Ll]ocation: *//p')
 	if [ -z "$loc" ]; then
 		echo "push_blob: no upload location for $repo" >&2
 		return 1
 	fi
-	case $loc in /*) loc=http://$REG$loc ;; esac
+	case $loc in /*) loc=${REG_SCHEME:-http}://$REG$loc ;; esac
 	case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
-	code=$(curl -sS -o "$TESTDIR/.push.out" -w '%{http_code}' -X PUT \
+	code=$(_rcurl -sS -o "$TESTDIR/.push.out" -w '%{http_code}' -X PUT \
 		-H 'Content-Type: application/octet-stream' --data-binary "@$file" \
 		"$loc${sep}digest=$dg")
 	if [ "$code" != 201 ]; then
@@ -490,9 +493,9 @@ push_manifest() {
 	local repo=$1 ref=$2 file=$3 mt=${4:-} code dg want
 	[ -n "$mt" ] || mt=$(jq -r '.mediaType // empty' "$file" 2>/dev/null)
 	[ -n "$mt" ] || mt=$MT_OCI_MANIFEST
-	code=$(curl -sS -X PUT -H "Content-Type: $mt" --data-binary "@$file" \
+	code=$(_rcurl -sS -X PUT -H "Content-Type: $mt" --data-binary "@$file" \
 		-D "$TESTDIR/.push.hdr" -o "$TESTDIR/.push.out" -w '%{http_code}' \
-		"http://$REG/v2/$repo/manifests/$ref")
+		"${REG_SCHEME:-http}://$REG/v2/$repo/manifests/$ref")
 	if [ "$code" != 201 ]; then
 		echo "push_manifest: PUT $repo:$ref: HTTP $code $(head -c 300 "$TESTDIR/.push.out")" >&2
 		return 1
@@ -844,20 +847,481 @@ kill9_ocifs() {
 push_blob_stream() {
 	local repo=$1 file=$2 dg loc code sep
 	dg=$(digest_of "$file") || return 1
-	if curl -fsS -o /dev/null -I "http://$REG/v2/$repo/blobs/$dg" 2>/dev/null; then
+	if _rcurl -fsS -o /dev/null -I "${REG_SCHEME:-http}://$REG/v2/$repo/blobs/$dg" 2>/dev/null; then
 		echo "$dg"
 		return 0
 	fi
-	loc=$(curl -fsS -X POST -D - -o /dev/null "http://$REG/v2/$repo/blobs/uploads/" |
+	loc=$(_rcurl -fsS -X POST -D - -o /dev/null "${REG_SCHEME:-http}://$REG/v2/$repo/blobs/uploads/" |
 		tr -d '\r' | sed -n 's/^[Ll]ocation: *//p')
 	[ -n "$loc" ] || { echo "push_blob_stream: no upload location for $repo" >&2; return 1; }
-	case $loc in /*) loc=http://$REG$loc ;; esac
+	case $loc in /*) loc=${REG_SCHEME:-http}://$REG$loc ;; esac
 	case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
-	code=$(curl -sS -o "$TESTDIR/.push.out" -w '%{http_code}' -T "$file" \
+	code=$(_rcurl -sS -o "$TESTDIR/.push.out" -w '%{http_code}' -T "$file" \
 		-H 'Content-Type: application/octet-stream' "$loc${sep}digest=$dg")
 	if [ "$code" != 201 ]; then
 		echo "push_blob_stream: PUT $repo $dg: HTTP $code $(head -c 300 "$TESTDIR/.push.out")" >&2
 		return 1
 	fi
 	echo "$dg"
+}
+
+# ---------------------------------------------------------------- auth and TLS
+# Registries that want credentials, a token server, credential files.
+#
+# The seeding helpers (reg_curl, manifest_*, blob_get, push_*) talk to
+# $REG_SCHEME://$REG (default http) with curl plus the options in the array
+# REG_CURL_OPTS (credentials, --cacert). registry_start_htpasswd and
+# registry_start_token set both; after them, a plain registry_start needs
+# reg_auth_clear first.
+#
+#   registry_start_htpasswd USER PASS [NAME]   Basic auth (htpasswd, bcrypt)
+#   registry_start_token USER PASS [NAME]      Bearer tokens from a token server
+#   REG_TLS=1 before either: HTTPS with a certificate for 127.0.0.1 signed by a
+#     throwaway CA, whose certificate is $REG_CA (give ocifs -o ca_file=$REG_CA)
+#   reg_auth_clear                 forget REG_SCHEME/REG_CURL_OPTS/REG_CA
+#   reg_token [USER:PASS|-] SCOPE... a token from the token server (- anonymous)
+#   with_reg_token REPO CMD...     run CMD (push_artifact...) with a push token
+#   token_log_mark, token_requests [MARK] [GREP-REGEX], token_log_since MARK
+#   token_server_rotate_key      invalidate every token handed out so far
+#   auth_b64 USER PASS, auth_add_auth FILE KEY USER PASS,
+#   auth_add_userpass FILE KEY USER PASS, auth_add_helper FILE HOST NAME,
+#   auth_set_store FILE NAME, auth_add_identitytoken FILE KEY TOKEN,
+#   docker_config_write DIR HOST USER PASS,
+#   containers_auth_write FILE HOST USER PASS
+#   cred_helper_install NAME, cred_helper_add NAME HOST USER PASS
+#   check_no_secrets DESC LOG SECRET...
+
+# _rcurl ARGS...: curl with the current registry's options.
+_rcurl() { curl ${REG_CURL_OPTS[@]+"${REG_CURL_OPTS[@]}"} "$@"; }
+
+reg_auth_clear() {
+	REG_SCHEME=http
+	REG_CURL_OPTS=()
+	REG_CA=
+}
+
+# _tls_certs DIR: DIR/ca.pem (a throwaway CA), DIR/server.{pem,key} (for
+# 127.0.0.1 and localhost, signed by it).
+_tls_certs() {
+	local d=$1
+	[ -f "$d/server.pem" ] && return 0
+	mkdir -p "$d"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ocifs test CA" \
+		-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+		-keyout "$d/ca.key" -out "$d/ca.pem" >/dev/null 2>&1 || return 1
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+		-keyout "$d/server.key" -out "$d/server.csr" >/dev/null 2>&1 || return 1
+	printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+		"keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$d/server.ext"
+	openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+		-days 2 -extfile "$d/server.ext" -out "$d/server.pem" >/dev/null 2>&1
+}
+
+# _registry_launch_extra ROOT EXTRA_YAML: like _registry_launch with
+# EXTRA_YAML appended to the configuration (it follows the http: section, so
+# it may start with "  tls:"); ready when /v2/ answers at all (401 included).
+_registry_launch_extra() {
+	local root=$1 extra=$2 port pid i code scheme=http
+	[ "${REG_TLS:-0}" = 1 ] && scheme=https
+	for _ in 1 2 3 4 5 6 7 8; do
+		port=$(free_port) || continue
+		_registry_config "$root" "$port"
+		printf '%s\n' "$extra" >>"$root/config.yml"
+		: >"$root/registry.log"
+		docker-registry serve "$root/config.yml" >>"$root/registry.log" 2>&1 </dev/null &
+		pid=$!
+		_LIB_REG_PIDS+=("$pid")
+		for ((i = 0; i < 200; i++)); do
+			code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 \
+				${REG_CA:+--cacert "$REG_CA"} "$scheme://127.0.0.1:$port/v2/" 2>/dev/null)
+			if [ "$code" = 401 ] || [ "$code" = 200 ]; then
+				REG=127.0.0.1:$port REG_PORT=$port REG_PID=$pid REG_SCHEME=$scheme
+				export REG REG_PORT REG_PID REG_ROOT
+				return 0
+			fi
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		_lib_kill_pid "$pid"
+		grep -qi 'address already in use' "$root/registry.log" || break
+	done
+	diag_file "$root/registry.log"
+	return 1
+}
+
+# _registry_auth_root NAME: a new registry root, TLS files when REG_TLS=1.
+# Prints the TLS yaml (empty without TLS).
+_registry_auth_root() {
+	REG_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ocifs-$1.XXXXXX") || bail "mktemp"
+	_LIB_TMPDIRS+=("$REG_ROOT")
+	reg_auth_clear
+	if [ "${REG_TLS:-0}" = 1 ]; then
+		_tls_certs "$REG_ROOT/tls" || bail "make TLS certificates"
+		REG_CA=$REG_ROOT/tls/ca.pem
+		export REG_CA
+	fi
+}
+
+_registry_tls_yaml() {
+	[ "${REG_TLS:-0}" = 1 ] || return 0
+	printf '  tls:\n    certificate: %s\n    key: %s\n' "$REG_ROOT/tls/server.pem" "$REG_ROOT/tls/server.key"
+}
+
+# registry_start_htpasswd USER PASS [NAME]: a new registry (as registry_start)
+# that wants HTTP Basic credentials USER:PASS (realm "ocifs-test"). With
+# REG_TLS=1 it speaks HTTPS (REG_CA). The seeding helpers send USER:PASS.
+# distribution 2.8 does not insist on TLS for htpasswd.
+registry_start_htpasswd() {
+	local user=$1 pass=$2 name=${3:-htpasswd}
+	_registry_auth_root "$name"
+	htpasswd -Bbn "$user" "$pass" >"$REG_ROOT/htpasswd" 2>/dev/null || bail "htpasswd"
+	_registry_launch_extra "$REG_ROOT" "$(_registry_tls_yaml)
+auth:
+  htpasswd:
+    realm: ocifs-test
+    path: $REG_ROOT/htpasswd" || bail "start docker-registry with htpasswd auth"
+	REG_CURL_OPTS=(-u "$user:$pass")
+	[ -n "$REG_CA" ] && REG_CURL_OPTS+=(--cacert "$REG_CA")
+	return 0
+}
+
+# libtrust_kid CERT: the key id distribution gives the certificate's public
+# key (libtrust: SHA-256 of the DER SubjectPublicKeyInfo, first 240 bits,
+# base32, twelve groups of four separated by ':').
+libtrust_kid() {
+	openssl x509 -in "$1" -noout -pubkey | openssl pkey -pubin -outform DER |
+		openssl dgst -sha256 -binary | head -c 30 | base32 -w0 |
+		sed -E 's/(....)/\1:/g; s/:$//'
+}
+
+# The token server: one request per connection (socat forks it).
+#   GET /token?service=S&scope=T:NAME:ACTIONS[&scope=...]: a JWT (RS256,
+#     header kid = libtrust key id of the signing certificate, which the
+#     registry trusts through rootcertbundle). Basic USER:PASS: every action
+#     asked, on everything; no Authorization: pull of repositories under
+#     public/, nothing else (an empty access list); wrong credentials: 401.
+#   POST /token (OAuth2, form body grant_type=refresh_token&refresh_token=R
+#     or grant_type=password&username=U&password=P, service, scope,
+#     client_id): the same with R = $TOKEN_REFRESH standing for USER:PASS;
+#     a wrong one: 401.
+# Answers {token, access_token, expires_in, issued_at}. Each request appends
+# a line to requests.log, never a secret:
+#   "<epoch> basic=yes|no|bad|other <METHOD> <path> [oauth=GRANT:ok|bad] scope=..."
+_token_server_script() {
+	cat <<'EOF'
+#!/bin/bash
+set -u
+export LC_ALL=C
+dir=${0%/*}
+. "$dir/tokenserver.conf"
+exec 2>>"$dir/tokenserver.err"
+
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+urldecode() { local s=${1//+/ }; printf '%b' "${s//%/\\x}"; }
+respond() { # STATUS REASON BODY [HEADER]
+	printf 'HTTP/1.1 %s %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n%s' \
+		"$1" "$2" "${#3}" "${4:+$4$'\r\n'}" "$3"
+}
+
+IFS=' ' read -r -t 10 method target _ || exit 0
+method=${method%$'\r'} target=${target%$'\r'}
+auth= clen=0
+while IFS= read -r -t 10 line; do
+	line=${line%$'\r'}
+	[ -z "$line" ] && break
+	case ${line,,} in
+	authorization:*) auth=${line#*:} auth=${auth# } ;;
+	content-length:*) clen=${line#*:} clen=${clen// /} ;;
+	esac
+done
+body=
+[[ $clen =~ ^[0-9]+$ ]] && [ "$clen" -gt 0 ] && [ "$clen" -lt 65536 ] &&
+	IFS= read -r -N "$clen" -t 10 body
+path=${target%%\?*}
+query=
+[ "$path" != "$target" ] && query=${target#*\?}
+service= scopes=() user= grant= rtoken= fuser= fpass=
+IFS='&' read -r -a params <<<"$query${body:+&$body}"
+for p in ${params[@]+"${params[@]}"}; do
+	k=${p%%=*} v=$(urldecode "${p#*=}")
+	case $k in
+	service) service=$v ;;
+	scope) for s in $v; do scopes+=("$s"); done ;;
+	grant_type) grant=$v ;;
+	refresh_token) rtoken=$v ;;
+	username) fuser=$v ;;
+	password) fpass=$v ;;
+	esac
+done
+basic=no
+case $auth in
+[Bb]asic\ *)
+	cred=$(printf '%s' "${auth#* }" | base64 -d 2>/dev/null)
+	if [ "$cred" = "$TS_USER:$TS_PASS" ]; then basic=yes user=$TS_USER; else basic=bad; fi ;;
+?*) basic=other ;;
+esac
+oauth=
+if [ "$method" = POST ]; then
+	case $grant in
+	refresh_token) [ -n "$rtoken" ] && [ "$rtoken" = "$TS_REFRESH" ] && oauth=ok user=$TS_USER ;;
+	password) [ "$fuser:$fpass" = "$TS_USER:$TS_PASS" ] && oauth=ok user=$TS_USER ;;
+	esac
+	oauth=" oauth=${grant:-none}:${oauth:-bad}"
+fi
+printf '%s basic=%s %s %s%s%s\n' "$(date +%s.%N)" "$basic" "$method" "$path" "$oauth" \
+	"$(for s in ${scopes[@]+"${scopes[@]}"}; do printf ' scope=%s' "$s"; done)" >>"$TS_LOG"
+
+if [ "$path" != /token ] || { [ "$method" != GET ] && [ "$method" != POST ]; }; then
+	respond 404 "Not Found" '{"errors":[{"code":"UNSUPPORTED","message":"GET or POST /token only"}]}'
+	exit 0
+fi
+if [ "$basic" = bad ] || [ "$basic" = other ] || [[ $oauth == *:bad ]]; then
+	respond 401 Unauthorized '{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}' \
+		'WWW-Authenticate: Basic realm="token"'
+	exit 0
+fi
+access='[]'
+for s in ${scopes[@]+"${scopes[@]}"}; do
+	type=${s%%:*} rest=${s#*:}
+	actions=${rest##*:} name=${rest%:*}
+	[ "$type" = "$s" ] && continue
+	if [ -n "$user" ]; then
+		grant=$actions
+	elif [ "$type" = repository ] && [[ $name == public/* ]] && [[ ,$actions, == *,pull,* ]]; then
+		grant=pull
+	else
+		continue
+	fi
+	access=$(jq -c --arg t "$type" --arg n "$name" --arg a "$grant" \
+		'. + [{type: $t, name: $n, actions: ($a | split(","))}]' <<<"$access")
+done
+now=$(date +%s)
+header=$(jq -cn --arg kid "$TS_KID" '{typ: "JWT", alg: "RS256", kid: $kid}' | tr -d '\n' | b64url)
+claims=$(jq -cn --arg iss "$TS_ISSUER" --arg sub "$user" --arg aud "${service:-$TS_SERVICE}" \
+	--argjson now "$now" --argjson ttl "$TS_TTL" --arg jti "$now.$$.$RANDOM" --argjson access "$access" \
+	'{iss: $iss, sub: $sub, aud: $aud, exp: ($now + $ttl), nbf: ($now - 10), iat: $now,
+	  jti: $jti, access: $access}' | tr -d '\n' | b64url)
+sig=$(printf '%s.%s' "$header" "$claims" | openssl dgst -sha256 -sign "$TS_KEY" -binary | b64url)
+jwt=$header.$claims.$sig
+respond 200 OK "$(jq -cn --arg t "$jwt" --argjson ttl "$TS_TTL" --arg at "$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)" \
+	'{token: $t, access_token: $t, expires_in: $ttl, issued_at: $at}')"
+EOF
+}
+
+# registry_start_token USER PASS [NAME]: a new registry that wants Bearer
+# tokens (service "test-registry", issuer "test-issuer"), and its token
+# server on a port of its own (socat, TOKEN_PORT, realm TOKEN_REALM). Sets
+# TOKEN_DIR, TOKEN_LOG (the request log) and TOKEN_REFRESH (the OAuth2
+# refresh token the server accepts for USER) besides REG*. TOKEN_TTL (default
+# 300) is the tokens' lifetime in seconds. The seeding helpers send no
+# credentials: wrap them with with_reg_token.
+registry_start_token() {
+	local user=$1 pass=$2 name=${3:-token} pid i
+	_registry_auth_root "$name"
+	TOKEN_DIR=$REG_ROOT/tokenserver
+	mkdir -p "$TOKEN_DIR"
+	TOKEN_LOG=$TOKEN_DIR/requests.log
+	TOKEN_REFRESH=refresh-$(openssl rand -hex 16)
+	: >"$TOKEN_LOG"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=test-issuer" \
+		-keyout "$TOKEN_DIR/key.pem" -out "$TOKEN_DIR/cert.pem" >/dev/null 2>&1 || bail "token signing key"
+	{
+		printf 'TS_USER=%q\nTS_PASS=%q\n' "$user" "$pass"
+		printf 'TS_SERVICE=test-registry\nTS_ISSUER=test-issuer\n'
+		printf 'TS_KEY=%q\nTS_LOG=%q\nTS_TTL=%d\n' "$TOKEN_DIR/key.pem" "$TOKEN_LOG" "${TOKEN_TTL:-300}"
+		printf 'TS_KID=%q\n' "$(libtrust_kid "$TOKEN_DIR/cert.pem")"
+		printf 'TS_REFRESH=%q\n' "$TOKEN_REFRESH"
+	} >"$TOKEN_DIR/tokenserver.conf"
+	_token_server_script >"$TOKEN_DIR/tokenserver.sh"
+	chmod +x "$TOKEN_DIR/tokenserver.sh"
+	for i in 1 2 3 4 5 6 7 8; do
+		TOKEN_PORT=$(free_port) || continue
+		socat "TCP-LISTEN:$TOKEN_PORT,bind=127.0.0.1,reuseaddr,fork" \
+			"EXEC:$TOKEN_DIR/tokenserver.sh" 2>>"$TOKEN_DIR/socat.err" </dev/null &
+		pid=$!
+		_LIB_REG_PIDS+=("$pid")
+		if wait_until 5 curl -fsS -o /dev/null --max-time 2 \
+			"http://127.0.0.1:$TOKEN_PORT/token?service=test-registry"; then
+			TOKEN_PID=$pid
+			break
+		fi
+		_lib_kill_pid "$pid"
+		TOKEN_PORT=
+	done
+	[ -n "$TOKEN_PORT" ] || { diag_file "$TOKEN_DIR/socat.err"; bail "start the token server"; }
+	: >"$TOKEN_LOG"
+	TOKEN_REALM=http://127.0.0.1:$TOKEN_PORT/token
+	export TOKEN_DIR TOKEN_LOG TOKEN_PORT TOKEN_REALM TOKEN_PID TOKEN_REFRESH
+	TOKEN_CRED=$user:$pass
+	_registry_launch_extra "$REG_ROOT" "$(_registry_tls_yaml)
+auth:
+  token:
+    realm: $TOKEN_REALM
+    service: test-registry
+    issuer: test-issuer
+    rootcertbundle: $TOKEN_DIR/cert.pem" || bail "start docker-registry with token auth"
+	[ -n "$REG_CA" ] && REG_CURL_OPTS=(--cacert "$REG_CA")
+	return 0
+}
+
+# reg_token CRED SCOPE...: a token for the scopes from the current token
+# server; CRED is USER:PASS, or - for an anonymous request.
+reg_token() {
+	local cred=$1 q=service=test-registry s
+	shift
+	for s in "$@"; do q+="&scope=$s"; done
+	if [ "$cred" = - ]; then
+		curl -fsS "$TOKEN_REALM?$q" | jq -re .token
+	else
+		curl -fsS -u "$cred" "$TOKEN_REALM?$q" | jq -re .token
+	fi
+}
+
+# with_reg_token REPO CMD...: run CMD with REG_CURL_OPTS sending a token
+# for pull and push of REPO (from the credentials of registry_start_token).
+with_reg_token() {
+	local repo=$1 tok
+	shift
+	tok=$(reg_token "$TOKEN_CRED" "repository:$repo:pull,push") || {
+		echo "with_reg_token: no token for $repo" >&2
+		return 1
+	}
+	local REG_CURL_OPTS=(${REG_CA:+--cacert "$REG_CA"} -H "Authorization: Bearer $tok")
+	"$@"
+}
+
+# token_log_mark: the current end of the token server's request log.
+token_log_mark() { stat -c %s -- "$TOKEN_LOG" 2>/dev/null || echo 0; }
+# token_log_since MARK: the request lines logged after MARK.
+token_log_since() { tail -c +"$((${1:-0} + 1))" -- "$TOKEN_LOG" 2>/dev/null; }
+# token_requests [MARK] [REGEX]: how many requests (after MARK) match REGEX
+# (grep -E; every request without one).
+token_requests() { token_log_since "${1:-0}" | grep -cE -- "${2:-.}"; }
+
+# ---- credential files (docker config.json and containers auth.json share
+# the format). Each merges into FILE, creating it when missing.
+
+auth_b64() { printf '%s:%s' "$1" "$2" | base64 -w0; }
+
+_auth_merge() {
+	local file=$1 tmp
+	shift
+	mkdir -p "$(dirname "$file")"
+	[ -s "$file" ] || echo '{}' >"$file"
+	tmp=$file.tmp
+	jq "$@" "$file" >"$tmp" && mv -f -- "$tmp" "$file"
+}
+
+# auth_add_auth FILE KEY USER PASS: auths[KEY].auth = base64(USER:PASS)
+auth_add_auth() { _auth_merge "$1" --arg k "$2" --arg a "$(auth_b64 "$3" "$4")" '.auths[$k] = {auth: $a}'; }
+# auth_add_userpass FILE KEY USER PASS: auths[KEY] = {username, password}
+auth_add_userpass() {
+	_auth_merge "$1" --arg k "$2" --arg u "$3" --arg p "$4" '.auths[$k] = {username: $u, password: $p}'
+}
+# auth_add_helper FILE HOST NAME: credHelpers[HOST] = NAME
+auth_add_helper() { _auth_merge "$1" --arg k "$2" --arg n "$3" '.credHelpers[$k] = $n'; }
+# auth_add_identitytoken FILE KEY TOKEN: an OAuth2 refresh token, as docker
+# login stores one (auth is "<token>:")
+auth_add_identitytoken() {
+	_auth_merge "$1" --arg k "$2" --arg a "$(auth_b64 "<token>" "")" --arg t "$3" \
+		'.auths[$k] = {auth: $a, identitytoken: $t}'
+}
+# auth_set_store FILE NAME: credsStore = NAME
+auth_set_store() { _auth_merge "$1" --arg n "$2" '.credsStore = $n'; }
+# docker_config_write DIR HOST USER PASS: DIR/config.json (for DOCKER_CONFIG)
+docker_config_write() { auth_add_auth "$1/config.json" "$2" "$3" "$4"; }
+# containers_auth_write FILE HOST USER PASS: a containers auth.json
+containers_auth_write() { auth_add_auth "$1" "$2" "$3" "$4"; }
+
+# cred_helper_install NAME: a fake docker-credential-NAME in CRED_HELPER_BIN
+# (put that directory on the daemon's PATH). It answers `get` for the hosts
+# given to cred_helper_add (the server URL read on stdin, with or without
+# scheme and trailing slash); for others it prints "credentials not found in
+# native keychain" and exits 1. Each call appends "ACTION URL" to
+# $CRED_HELPER_BIN/NAME.log.
+cred_helper_install() {
+	local name=$1
+	CRED_HELPER_BIN=$TESTDIR/credbin
+	mkdir -p "$CRED_HELPER_BIN"
+	: >>"$CRED_HELPER_BIN/$name.db"
+	cat >"$CRED_HELPER_BIN/docker-credential-$name" <<EOF
+#!/bin/bash
+db=$CRED_HELPER_BIN/$name.db
+log=$CRED_HELPER_BIN/$name.log
+EOF
+	cat >>"$CRED_HELPER_BIN/docker-credential-$name" <<'EOF'
+action=${1:-}
+url=$(head -c 4096 | tr -d '\r\n')
+printf '%s %s\n' "$action" "$url" >>"$log"
+if [ "$action" != get ]; then
+	echo "unsupported action: $action" >&2
+	exit 1
+fi
+h=${url#*://}
+h=${h%%/*}
+while IFS=$'\t' read -r host user secret; do
+	if [ "$host" = "$h" ]; then
+		jq -cn --arg s "$url" --arg u "$user" --arg p "$secret" \
+			'{ServerURL: $s, Username: $u, Secret: $p}'
+		exit 0
+	fi
+done <"$db"
+echo "credentials not found in native keychain"
+exit 1
+EOF
+	chmod +x "$CRED_HELPER_BIN/docker-credential-$name"
+	export CRED_HELPER_BIN
+}
+
+# cred_helper_add NAME HOST USER PASS
+cred_helper_add() { printf '%s\t%s\t%s\n' "$2" "$3" "$4" >>"$CRED_HELPER_BIN/$1.db"; }
+
+# check_no_secrets DESC LOG SECRET...: none of the SECRETs, no JWT ("eyJ")
+# and no Authorization header value in LOG.
+check_no_secrets() {
+	local desc=$1 log=$2 s found=()
+	shift 2
+	[ -f "$log" ] || { not_ok "$desc" "no log $log"; return 1; }
+	for s in "$@" eyJ; do
+		grep -qF -- "$s" "$log" && found+=("$s")
+	done
+	grep -qiE 'authorization: *(basic|bearer) ' "$log" && found+=("Authorization header")
+	if [ ${#found[@]} = 0 ]; then
+		ok "$desc"
+		return 0
+	fi
+	not_ok "$desc" "found in $(_lbl "$log"): ${found[*]}"
+	grep -m3 -nF -e "${found[0]}" "$log" | cut -c1-200 | sed 's/^/#   /'
+	return 1
+}
+
+# token_server_rotate_key: the token server signs with a new key from now
+# on, and the registry is restarted (same root, same port) trusting only the
+# new key, so every token handed out before is refused with 401 (as after a
+# key rotation or a revocation).
+token_server_rotate_key() {
+	local i
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=test-issuer" \
+		-keyout "$TOKEN_DIR/key2.pem" -out "$TOKEN_DIR/cert2.pem" >/dev/null 2>&1 || return 1
+	registry_stop
+	mv -f -- "$TOKEN_DIR/key2.pem" "$TOKEN_DIR/key.pem"
+	mv -f -- "$TOKEN_DIR/cert2.pem" "$TOKEN_DIR/cert.pem"
+	sed -i "s/^TS_KID=.*/TS_KID=$(libtrust_kid "$TOKEN_DIR/cert.pem")/" "$TOKEN_DIR/tokenserver.conf"
+	for i in 1 2 3 4 5; do
+		docker-registry serve "$REG_ROOT/config.yml" >>"$REG_ROOT/registry.log" 2>&1 </dev/null &
+		REG_PID=$!
+		_LIB_REG_PIDS+=("$REG_PID")
+		if wait_until 20 _reg_answers; then return 0; fi
+		_lib_kill_pid "$REG_PID"
+		sleep 0.5
+	done
+	return 1
+}
+
+# _reg_answers: the current registry answers /v2/ (200 or 401).
+_reg_answers() {
+	local code
+	code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 ${REG_CA:+--cacert "$REG_CA"} \
+		"${REG_SCHEME:-http}://$REG/v2/" 2>/dev/null)
+	[ "$code" = 401 ] || [ "$code" = 200 ]
 }
