@@ -323,6 +323,10 @@ int auth_credentials_from_json(const char *json, const char *host, struct creden
 				ret = creds_from_helper(json_object_get_string(val), host, out);
 		}
 	}
+	/* The store holds the secrets that auths only lists, as docker has it. */
+	if (ret == -ENOENT && json_object_object_get_ex(root, "credsStore", &v) &&
+		json_object_is_type(v, json_type_string))
+		ret = creds_from_helper(json_object_get_string(v), host, out);
 	if (ret == -ENOENT && json_object_object_get_ex(root, "auths", &v) &&
 		json_object_is_type(v, json_type_object)) {
 		json_object_object_foreach(v, key, val)
@@ -335,10 +339,6 @@ int auth_credentials_from_json(const char *json, const char *host, struct creden
 				ret = creds_from_auths_entry(val, out);
 		}
 	}
-	/* The store holds what auths only lists: ask it last. */
-	if (ret == -ENOENT && json_object_object_get_ex(root, "credsStore", &v) &&
-		json_object_is_type(v, json_type_string))
-		ret = creds_from_helper(json_object_get_string(v), host, out);
 	json_object_put(root);
 	return ret;
 }

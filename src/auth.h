@@ -33,7 +33,7 @@ void challenge_release(struct challenge *c);
 /*
  * Credentials for host from one credentials file's JSON text (docker
  * config.json or containers auth.json): credHelpers[host], then credsStore,
- * then auths (keys as "host", "https://host/", "http://host/v1/"...; Docker
+ * then auths (each tried when the one before has nothing for host) (keys as "host", "https://host/", "http://host/v1/"...; Docker
  * Hub's "https://index.docker.io/v1/" for registry-1.docker.io). A helper is
  * run as docker-credential-NAME get. 0 with *out filled, -ENOENT when the file
  * has nothing for host, -EBADMSG when it is not valid.

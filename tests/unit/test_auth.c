@@ -93,6 +93,10 @@ int main(void)
 	check_creds("{\"credHelpers\":{\"reg.example\":\"ocifs-test-no-such-helper\"}}",
 		"reg.example", -ENOENT, NULL, NULL, NULL);
 
+	check_creds("{\"credsStore\":\"ocifs-test-no-such-helper\","
+		    "\"auths\":{\"reg.example\":{\"auth\":\"dXNlcjpwYXNz\"}}}",
+		"reg.example", 0, "user", "pass", NULL);
+
 	c.username = strdup("user");
 	c.password = strdup("pass");
 	h = auth_basic_header(&c);
