@@ -32,6 +32,8 @@
 #define WINDOW_BYTES_MAX (64 * 1024 * 1024)
 /* Larger "blobs" are a lie of their descriptor: their chunk map alone would be gigabytes. */
 #define BLOB_SIZE_MAX ((int64_t)4 << 40)
+/* Times a fetch cut mid-body is resumed from where it stopped. */
+#define RESUMES 5
 /* How far from the last read's end a read still counts as sequential. */
 #define SEQ_SLACK (8 * 1024 * 1024)
 /* Bytes hashed per read-back of fetched chunks. */
@@ -433,12 +435,21 @@ static void run_job(struct cache *c, struct job *j)
 	struct blob *b = j->b;
 	struct fetch f = { b, (off_t)(j->first * c->chunk), j->first, j->first + j->n };
 	int64_t len = (int64_t)(j->n * c->chunk);
+	unsigned tries = 0;
 	size_t i;
 	int ret;
 
 	if (f.pos + len > b->size)
 		len = b->size - f.pos;
 	ret = registry_get_blob(b->reg, b->repo, b->digest, f.pos, len, fetch_sink, &f);
+	/* Cut mid-body: resume where it stopped, a few times. */
+	while (ret && registry_retryable(ret) && f.pos > (off_t)(j->first * c->chunk) &&
+		f.pos < (off_t)(j->first * c->chunk) + len && ++tries <= RESUMES) {
+		int64_t done = f.pos - (off_t)(j->first * c->chunk);
+
+		ret = registry_get_blob(
+			b->reg, b->repo, b->digest, f.pos, len - done, fetch_sink, &f);
+	}
 	if (ret == 0 && f.next_chunk < f.end_chunk)
 		ret = -EIO;
 	if (ret) {

@@ -334,6 +334,12 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 	keep_header(&r->content_type, header_value(p, n, "Content-Type"));
 	keep_header(&r->docker_digest, header_value(p, n, "Docker-Content-Digest"));
 	keep_header(&r->www_authenticate, header_value(p, n, "WWW-Authenticate"));
+	v = header_value(p, n, "Retry-After");
+	if (v) {
+		/* delta-seconds only; an HTTP-date is taken as "soon" */
+		r->retry_after = strtol(v, NULL, 10);
+		free(v);
+	}
 	v = header_value(p, n, "Link");
 	if (v) {
 		keep_header(&r->link_next, http_link_next(v));

@@ -44,6 +44,7 @@ struct http_request {
 
 struct http_response {
 	long status;
+	long retry_after; /* seconds of a Retry-After header, 0 when absent */
 	struct buf body; /* unless a sink was given (error bodies always land here) */
 	char *content_type; /* or NULL */
 	char *docker_digest; /* Docker-Content-Digest, or NULL */

@@ -101,7 +101,7 @@ static void usage(const char *prog)
 	       "    -o tag_ttl=SECS          how long a tag's resolution is trusted (default 30)\n"
 	       "    -o list_ttl=SECS         how long a listing is trusted (default 30)\n"
 	       "    -o page_size=N           entries asked per page of a listing (default 1000)\n"
-	       "    -o timeout=SECS          bound on one registry request (default 300)\n"
+	       "    -o timeout=SECS          how long a failing request is retried, then EIO (30)\n"
 	       "    -o plain_http            talk plain HTTP to the registry\n"
 	       "    -o insecure              do not verify TLS certificates\n"
 	       "    -o ca_file=FILE          extra CA certificates (PEM)\n"
@@ -202,7 +202,7 @@ static char *default_cache_dir(void)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options o = { .tag_ttl = 30, .list_ttl = 30, .timeout = 300 };
+	struct options o = { .tag_ttl = 30, .list_ttl = 30, .timeout = 30 };
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config lc = { 0 };
 	struct http_options ho = { 0 };
@@ -293,7 +293,8 @@ int main(int argc, char *argv[])
 	ho.insecure = o.insecure;
 	ho.ca_file = o.ca_file;
 	ho.connect_timeout = 30;
-	ho.timeout = o.timeout;
+	/* A stalled transfer is caught by curl's low-speed limit; o.timeout bounds retries. */
+	ho.timeout = 0;
 	to.read_only = o.ro;
 	to.uid = o.uid_set ? o.uid : getuid();
 	to.gid = o.gid_set ? o.gid : getgid();
@@ -302,6 +303,7 @@ int main(int argc, char *argv[])
 	to.page_size = o.page_size;
 	to.plain_http = o.plain_http;
 	to.auth_file = o.auth_file;
+	to.retry_secs = o.timeout;
 
 	if (http_new(&ho, &http)) {
 		fprintf(stderr, "%s: cannot start the HTTP client\n", PACKAGE_NAME);

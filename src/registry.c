@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -330,22 +331,75 @@ out:
 	return ret;
 }
 
+bool registry_retryable(int err)
+{
+	switch (err) {
+	case -ECONNREFUSED:
+	case -ECONNRESET:
+	case -ETIMEDOUT:
+	case -EHOSTUNREACH:
+	case -EAGAIN: /* 429 */
+	case -EBUSY: /* 5xx */
+		return true;
+	default:
+		return false;
+	}
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * Sleep before attempt n (1, 2, ...): exponential from 100 ms up to 5 s, with
+ * jitter so that many readers do not come back at once, or what Retry-After
+ * asks. False when that would pass the deadline.
+ */
+static bool backoff(unsigned n, long retry_after, double deadline)
+{
+	double d = 0.1 * (double)(1u << (n < 6 ? n - 1 : 5));
+	struct timespec ts;
+
+	if (d > 5.0)
+		d = 5.0;
+	d *= 0.5 + (double)(rand() % 1000) / 1000.0;
+	if (retry_after > 0)
+		d = (double)(retry_after < 60 ? retry_after : 60);
+	if (now_s() + d > deadline)
+		return false;
+	ts.tv_sec = (time_t)d;
+	ts.tv_nsec = (long)((d - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+	return true;
+}
+
 /*
  * Perform req (url set) with the credentials the registry asks for: on a 401
  * the challenge is taken in and the request made once more, never more.
- * scope is the token scope the request needs. resp is the caller's to
- * release. Returns what http_do returns.
+ * Connection errors, 429 and 5xx are tried again with backoff until
+ * retry_secs have passed (not once a sink has been handed bytes: its caller
+ * resumes). scope is the token scope the request needs. resp is the caller's
+ * to release. Returns what http_do returns; a last 429 or 5xx stays in
+ * resp->status.
  */
 static int registry_do(
 	struct registry *r, struct http_request *req, struct http_response *resp, const char *scope)
 {
 	const char *const *orig = req->headers;
+	double deadline = now_s() + (r->opts.retry_secs ? r->opts.retry_secs : 300);
 	const char *hdrs[8];
 	char *line = NULL;
-	int attempt, ret = 0;
+	bool challenged = false;
+	unsigned attempt = 0;
+	int ret = 0, err;
 	size_t n;
 
-	for (attempt = 0; attempt < 2; attempt++) {
+	for (;;) {
 		ret = auth_line(r, scope, &line);
 		if (ret && ret != -EACCES)
 			break;
@@ -361,13 +415,26 @@ static int registry_do(
 			OPENSSL_cleanse(line, strlen(line));
 		free(line);
 		line = NULL;
-		if (ret || resp->status != 401 || attempt == 1 || !resp->www_authenticate)
+		if (ret == 0 && resp->status == 401 && !challenged && resp->www_authenticate) {
+			/* Take in the challenge (a new scheme, realm or scope) and try once more. */
+			challenged = true;
+			pthread_mutex_lock(&r->lock);
+			note_challenge(r, resp->www_authenticate);
+			pthread_mutex_unlock(&r->lock);
+			token_forget(r, scope);
+			http_response_release(resp);
+			continue;
+		}
+		err = ret ? ret : resp->status == 429 ? -EAGAIN : resp->status >= 500 ? -EBUSY : 0;
+		if (!registry_retryable(err) || (req->sink && resp->body_bytes > 0))
 			break;
-		/* Take in the challenge (a new scheme, realm or scope) and try once more. */
-		pthread_mutex_lock(&r->lock);
-		note_challenge(r, resp->www_authenticate);
-		pthread_mutex_unlock(&r->lock);
-		token_forget(r, scope);
+		if (!backoff(++attempt, resp->retry_after, deadline)) {
+			log_err("%s: giving up after %u attempts: %s", r->host, attempt,
+				ret ? strerror(-ret) : "server busy");
+			break;
+		}
+		if (attempt == 1)
+			log_warn("%s: %s: retrying", r->host, ret ? strerror(-ret) : "server busy");
 		http_response_release(resp);
 	}
 	return ret;

@@ -16,6 +16,7 @@ struct registry_options {
 	bool plain_http; /* never try TLS */
 	unsigned page_size; /* n= for _catalog and tags/list */
 	const char *auth_file; /* credentials file tried first, or NULL; borrowed */
+	unsigned retry_secs; /* how long to keep retrying a failing request; 0: 300 */
 };
 
 /* A NULL-terminated list of malloc'd strings. */
@@ -65,5 +66,11 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
  */
 int registry_get_blob(struct registry *r, const char *repo, const char *digest, int64_t off,
 	int64_t len, int (*sink)(void *arg, const void *p, size_t n), void *arg);
+
+/*
+ * Whether a failure is worth trying again: connection errors and the
+ * statuses 429 and 5xx (as errnos: see registry_do).
+ */
+bool registry_retryable(int err);
 
 #endif

@@ -256,7 +256,8 @@ static bool parse_created(const char *s, time_t *out)
 
 static int site_get(struct tree *t, const char *host, struct site **out)
 {
-	struct registry_options ro = { t->opts.plain_http, t->opts.page_size, t->opts.auth_file };
+	struct registry_options ro = { t->opts.plain_http, t->opts.page_size, t->opts.auth_file,
+		t->opts.retry_secs };
 	const char *canon = ref_canonical_host(host);
 	struct site *s;
 	int ret;

@@ -34,6 +34,7 @@ struct tree_options {
 	unsigned page_size; /* n= of list requests */
 	bool plain_http;
 	const char *auth_file; /* borrowed */
+	unsigned retry_secs;
 };
 
 /*

@@ -87,7 +87,8 @@ push_artifact stop/deep/er/repo v1 "$W" good.txt >/dev/null || bail "seed stop/d
 push_artifact stop/art v2 "$W" good.txt >/dev/null || bail "seed stop/art:v2"
 
 M=$TESTDIR/mnt
-mount_ocifs "$REG" "$M" -o ro || bail "cannot go on without a mount"
+# timeout=3: with the registry stopped below, each failing read gives up after 3 s of retries
+mount_ocifs "$REG" "$M" -o ro,timeout=3 || bail "cannot go on without a mount"
 
 # ---- hostile titles
 A=$M/bad/titles/v1
