@@ -25,6 +25,8 @@ struct http_handle {
 struct http {
 	struct http_options opts;
 	char *ca_file;
+	char *cert_file;
+	char *key_file;
 	CURLSH *share;
 	pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 	pthread_mutex_t lock;
@@ -139,11 +141,10 @@ int http_new(const struct http_options *o, struct http **out)
 	if (!h)
 		return -ENOMEM;
 	h->opts = *o;
-	if (o->ca_file) {
-		h->ca_file = strdup(o->ca_file);
-		if (!h->ca_file)
-			goto out_free;
-	}
+	if ((o->ca_file && !(h->ca_file = strdup(o->ca_file))) ||
+		(o->cert_file && !(h->cert_file = strdup(o->cert_file))) ||
+		(o->key_file && !(h->key_file = strdup(o->key_file))))
+		goto out_free;
 	for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&h->share_locks[i], NULL);
 	pthread_mutex_init(&h->lock, NULL);
@@ -161,6 +162,8 @@ int http_new(const struct http_options *o, struct http **out)
 
 out_free:
 	free(h->ca_file);
+	free(h->cert_file);
+	free(h->key_file);
 	free(h);
 	return -ENOMEM;
 }
@@ -182,6 +185,8 @@ void http_free(struct http *h)
 		pthread_mutex_destroy(&h->share_locks[i]);
 	pthread_mutex_destroy(&h->lock);
 	free(h->ca_file);
+	free(h->cert_file);
+	free(h->key_file);
 	free(h);
 }
 
@@ -421,6 +426,10 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	}
 	if (h->ca_file)
 		curl_easy_setopt(e->curl, CURLOPT_CAINFO, h->ca_file);
+	if (h->cert_file)
+		curl_easy_setopt(e->curl, CURLOPT_SSLCERT, h->cert_file);
+	if (h->key_file)
+		curl_easy_setopt(e->curl, CURLOPT_SSLKEY, h->key_file);
 	if (req->post_body) {
 		curl_easy_setopt(e->curl, CURLOPT_POSTFIELDSIZE, (long)req->post_len);
 		curl_easy_setopt(e->curl, CURLOPT_POSTFIELDS, req->post_body);

@@ -16,6 +16,8 @@ struct http;
 struct http_options {
 	bool insecure; /* do not verify TLS peers */
 	const char *ca_file; /* extra CA bundle, or NULL */
+	const char *cert_file; /* client certificate (PEM) for mutual TLS, or NULL */
+	const char *key_file; /* its private key (PEM), or NULL */
 	long connect_timeout; /* seconds */
 	long timeout; /* seconds for a whole request, 0 for none */
 };

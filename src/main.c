@@ -29,6 +29,8 @@ struct options {
 	char *chunk_size;
 	char *verify;
 	char *auth_file;
+	char *cert_file;
+	char *key_file;
 	unsigned uid;
 	unsigned gid;
 	int uid_set;
@@ -58,6 +60,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("chunk_size=%s", chunk_size),
 	OPT("verify=%s", verify),
 	OPT("auth_file=%s", auth_file),
+	OPT("cert_file=%s", cert_file),
+	OPT("key_file=%s", key_file),
 	OPT("tag_ttl=%u", tag_ttl),
 	OPT("list_ttl=%u", list_ttl),
 	OPT("page_size=%u", page_size),
@@ -105,6 +109,7 @@ static void usage(const char *prog)
 	       "    -o plain_http            talk plain HTTP to the registry\n"
 	       "    -o insecure              do not verify TLS certificates\n"
 	       "    -o ca_file=FILE          extra CA certificates (PEM)\n"
+	       "    -o cert_file=FILE,key_file=FILE  client certificate and key (mutual TLS)\n"
 	       "    -o auth_file=FILE        credentials (docker config.json / auth.json format),\n"
 	       "                             tried before the usual files\n"
 	       "\n",
@@ -292,6 +297,8 @@ int main(int argc, char *argv[])
 
 	ho.insecure = o.insecure;
 	ho.ca_file = o.ca_file;
+	ho.cert_file = o.cert_file;
+	ho.key_file = o.key_file;
 	ho.connect_timeout = 30;
 	/* A stalled transfer is caught by curl's low-speed limit; o.timeout bounds retries. */
 	ho.timeout = 0;
@@ -375,5 +382,7 @@ out_args:
 	free(o.chunk_size);
 	free(o.verify);
 	free(o.auth_file);
+	free(o.cert_file);
+	free(o.key_file);
 	return ret;
 }

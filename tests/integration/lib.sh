@@ -878,6 +878,8 @@ reg_auth_clear() {
 	REG_SCHEME=http
 	REG_CURL_OPTS=()
 	REG_CA=
+	REG_CLIENT_CERT=
+	REG_CLIENT_KEY=
 }
 
 # _tls_certs DIR: DIR/ca.pem (a throwaway CA), DIR/server.{pem,key} (for
@@ -913,7 +915,9 @@ _registry_launch_extra() {
 		_LIB_REG_PIDS+=("$pid")
 		for ((i = 0; i < 200; i++)); do
 			code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 \
-				${REG_CA:+--cacert "$REG_CA"} "$scheme://127.0.0.1:$port/v2/" 2>/dev/null)
+				${REG_CA:+--cacert "$REG_CA"} \
+				${REG_CLIENT_CERT:+--cert "$REG_CLIENT_CERT" --key "$REG_CLIENT_KEY"} \
+				"$scheme://127.0.0.1:$port/v2/" 2>/dev/null)
 			if [ "$code" = 401 ] || [ "$code" = 200 ]; then
 				REG=127.0.0.1:$port REG_PORT=$port REG_PID=$pid REG_SCHEME=$scheme
 				export REG REG_PORT REG_PID REG_ROOT
@@ -1304,4 +1308,25 @@ _reg_answers() {
 	code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 ${REG_CA:+--cacert "$REG_CA"} \
 		"${REG_SCHEME:-http}://$REG/v2/" 2>/dev/null)
 	[ "$code" = 401 ] || [ "$code" = 200 ]
+}
+
+# registry_start_mtls [NAME]: a new registry over TLS that demands a client
+# certificate signed by its CA (REG_CA). Exports REG_CLIENT_CERT and
+# REG_CLIENT_KEY (a certificate it accepts); the seeding helpers present it.
+registry_start_mtls() {
+	local name=${1:-mtls} d
+	REG_TLS=1 _registry_auth_root "$name"
+	d=$REG_ROOT/tls
+	openssl req -newkey rsa:2048 -nodes -subj "/CN=ocifs test client" \
+		-keyout "$d/client.key" -out "$d/client.csr" >/dev/null 2>&1 || bail "client key"
+	printf '%s\n' "basicConstraints=CA:FALSE" "extendedKeyUsage=clientAuth" >"$d/client.ext"
+	openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+		-days 2 -extfile "$d/client.ext" -out "$d/client.pem" >/dev/null 2>&1 || bail "client cert"
+	REG_CLIENT_CERT=$d/client.pem REG_CLIENT_KEY=$d/client.key
+	export REG_CLIENT_CERT REG_CLIENT_KEY
+	REG_TLS=1 _registry_launch_extra "$REG_ROOT" "$(REG_TLS=1 _registry_tls_yaml)
+    clientcas:
+      - $d/ca.pem" || bail "start docker-registry with client certificates"
+	REG_CURL_OPTS=(--cacert "$REG_CA" --cert "$REG_CLIENT_CERT" --key "$REG_CLIENT_KEY")
+	return 0
 }
