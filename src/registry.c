@@ -509,18 +509,11 @@ out:
 	return ret;
 }
 
-static char *api_url(struct registry *r, const char *fmt_path, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static char *api_url(struct registry *r, const char *fmt_path, ...)
+/* The URL of an API path ("_catalog?n=100", "repo/blobs/sha256:..."), malloc'd, or NULL. */
+static char *api_url(struct registry *r, const char *path)
 {
 	struct buf b = BUF_INIT;
-	va_list ap;
-	char path[1024];
 
-	va_start(ap, fmt_path);
-	vsnprintf(path, sizeof(path), fmt_path, ap);
-	va_end(ap);
 	if (buf_printf(&b, "%s://%s/v2/%s", registry_scheme(r), r->host, path)) {
 		buf_release(&b);
 		return NULL;
@@ -550,7 +543,7 @@ static int api_do(struct registry *r, struct http_request *req, struct http_resp
 	va_start(ap, fmt_path);
 	vsnprintf(path, sizeof(path), fmt_path, ap);
 	va_end(ap);
-	url = api_url(r, "%s", path);
+	url = api_url(r, path);
 	if (!url)
 		return -ENOMEM;
 	req->url = url;
@@ -566,6 +559,7 @@ static int api_do(struct registry *r, struct http_request *req, struct http_resp
 static int list_all(struct registry *r, const char *what, const char *key, const char *path,
 	const char *scope, struct strlist *out)
 {
+	char first[1024];
 	char *url;
 	int ret;
 
@@ -573,7 +567,8 @@ static int list_all(struct registry *r, const char *what, const char *key, const
 	ret = registry_ping(r);
 	if (ret)
 		return ret;
-	url = api_url(r, "%s?n=%u", path, r->opts.page_size);
+	snprintf(first, sizeof(first), "%s?n=%u", path, r->opts.page_size);
+	url = api_url(r, first);
 	if (!url)
 		return -ENOMEM;
 	return fetch_list(r, what, url, key, scope, out);

@@ -479,6 +479,16 @@ static int ns_lookup_artifact(struct tree *t, struct node *dir, const char *name
 	return *out ? 0 : -ENOMEM;
 }
 
+/* Whether repo is a repository the registry lets us list: 0, or -errno. */
+static int repo_answers(struct site *s, const char *repo)
+{
+	struct strlist tags = { NULL, 0 };
+	int ret = registry_tags(s->reg, repo, &tags);
+
+	strlist_release(&tags);
+	return ret;
+}
+
 static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
 {
 	const char *at = strchr(name, '@'), *colon = strchr(name, ':');
@@ -565,12 +575,8 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 		 * catalog, a refused tag may be a child repository one can read.
 		 */
 		if (ret == -EACCES && !have_catalog && repo && ref_valid_repo(repo)) {
-			struct strlist tags = { NULL, 0 };
-
-			if (registry_tags(dir->site->reg, repo, &tags) == 0) {
-				strlist_release(&tags);
+			if (repo_answers(dir->site, repo) == 0)
 				goto make_ns;
-			}
 			goto out;
 		}
 		if (ret != -ENOENT)
@@ -582,9 +588,7 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 	}
 	/* Not in the catalog: a repository it does not list, if it has tags. */
 	if (have_catalog) {
-		struct strlist tags = { NULL, 0 };
-		ret = registry_tags(dir->site->reg, repo, &tags);
-		strlist_release(&tags);
+		ret = repo_answers(dir->site, repo);
 		if (ret)
 			goto out;
 	}
@@ -1441,6 +1445,12 @@ int tree_open(struct tree *t, struct node *n, struct blob **blob, const char **d
 	}
 	if (n->is_manifest) {
 		/* An index's child: through the manifests endpoint, verified, then kept here. */
+		pthread_mutex_lock(&t->lock);
+		*data = n->data;
+		*len = n->data_len;
+		pthread_mutex_unlock(&t->lock);
+		if (*data)
+			return 0;
 		ret = fetch_manifest_digest(t, n->site, n->repo, n->digest, &body, &blen);
 		if (ret)
 			return ret == -ENOENT || ret == -ENOMEM ? ret : -EIO;
@@ -1450,10 +1460,10 @@ int tree_open(struct tree *t, struct node *n, struct blob **blob, const char **d
 			n->data_len = blen;
 			body = NULL;
 		}
-		pthread_mutex_unlock(&t->lock);
-		free(body);
 		*data = n->data;
 		*len = n->data_len;
+		pthread_mutex_unlock(&t->lock);
+		free(body);
 		return 0;
 	}
 	ret = cache_blob_open(t->cache, n->site->reg, n->repo, n->digest, n->size, blob);
