@@ -121,26 +121,52 @@ int auth_parse_challenge(const char *value, struct challenge *out)
 	return 0;
 }
 
-/* "https://host/v1/", "http://host", "host/" all name host. */
-static bool key_names_host(const char *key, const char *host)
-{
-	const char *k = key;
-	size_t hl = strlen(host);
-
-	if (strncmp(k, "https://", 8) == 0)
-		k += 8;
-	else if (strncmp(k, "http://", 7) == 0)
-		k += 7;
-	if (strncmp(k, host, hl) != 0)
-		return false;
-	k += hl;
-	return *k == '\0' || *k == '/';
-}
-
 static bool is_docker_hub(const char *host)
 {
 	return strcmp(host, "registry-1.docker.io") == 0 || strcmp(host, "docker.io") == 0 ||
 	       strcmp(host, "index.docker.io") == 0;
+}
+
+/*
+ * How well a credentials key names repo at host: -1 not at all, 0 for the
+ * host alone, else 1 + the length of the namespace it names ("host/ns"
+ * matches "ns" and "ns/..."), so that the most specific key wins. Keys in URL
+ * form ("https://host/v1/", "http://host") name the host alone, as docker
+ * wrote them; Docker Hub answers to all of its names. repo NULL: host keys only.
+ */
+static int key_match(const char *key, const char *host, const char *repo)
+{
+	const char *k = key, *slash;
+	bool url = false;
+	char khost[256];
+	size_t hl, nl;
+
+	if (strncmp(k, "https://", 8) == 0) {
+		k += 8;
+		url = true;
+	} else if (strncmp(k, "http://", 7) == 0) {
+		k += 7;
+		url = true;
+	}
+	slash = strchr(k, '/');
+	hl = slash ? (size_t)(slash - k) : strlen(k);
+	if (hl == 0 || hl >= sizeof(khost))
+		return -1;
+	memcpy(khost, k, hl);
+	khost[hl] = '\0';
+	if (strcmp(khost, host) != 0 && !(is_docker_hub(khost) && is_docker_hub(host)))
+		return -1;
+	if (url || !slash)
+		return 0;
+	k = slash + 1;
+	nl = strlen(k);
+	while (nl > 0 && k[nl - 1] == '/')
+		nl--;
+	if (nl == 0)
+		return 0;
+	if (!repo || strncmp(repo, k, nl) != 0 || (repo[nl] != '\0' && repo[nl] != '/'))
+		return -1;
+	return (int)nl + 1;
 }
 
 static int decode_auth(const char *b64, struct credentials *out)
@@ -303,7 +329,8 @@ out_pipes:
 	return ret;
 }
 
-int auth_credentials_from_json(const char *json, const char *host, struct credentials *out)
+int auth_credentials_from_json(
+	const char *json, const char *host, const char *repo, struct credentials *out)
 {
 	struct json_object *root, *v;
 	int ret = -ENOENT;
@@ -318,7 +345,7 @@ int auth_credentials_from_json(const char *json, const char *host, struct creden
 		json_object_is_type(v, json_type_object)) {
 		json_object_object_foreach(v, key, val)
 		{
-			if (ret == -ENOENT && key_names_host(key, host) &&
+			if (ret == -ENOENT && key_match(key, host, NULL) == 0 &&
 				json_object_is_type(val, json_type_string))
 				ret = creds_from_helper(json_object_get_string(val), host, out);
 		}
@@ -329,15 +356,20 @@ int auth_credentials_from_json(const char *json, const char *host, struct creden
 		ret = creds_from_helper(json_object_get_string(v), host, out);
 	if (ret == -ENOENT && json_object_object_get_ex(root, "auths", &v) &&
 		json_object_is_type(v, json_type_object)) {
+		struct json_object *best = NULL;
+		int best_score = -1;
+
 		json_object_object_foreach(v, key, val)
 		{
-			bool match =
-				key_names_host(key, host) ||
-				(is_docker_hub(host) && key_names_host(key, "index.docker.io"));
+			int score = key_match(key, host, repo);
 
-			if (ret == -ENOENT && match && json_object_is_type(val, json_type_object))
-				ret = creds_from_auths_entry(val, out);
+			if (score > best_score && json_object_is_type(val, json_type_object)) {
+				best = val;
+				best_score = score;
+			}
 		}
+		if (best)
+			ret = creds_from_auths_entry(best, out);
 	}
 	json_object_put(root);
 	return ret;
@@ -364,7 +396,8 @@ static int read_small_file(const char *path, char **out)
 	return *out ? 0 : -ENOMEM;
 }
 
-int auth_find_credentials(const char *auth_file, const char *host, struct credentials *out)
+int auth_find_credentials(
+	const char *auth_file, const char *host, const char *repo, struct credentials *out)
 {
 	const char *env_auth = getenv("REGISTRY_AUTH_FILE"), *xdg = getenv("XDG_RUNTIME_DIR");
 	const char *home = getenv("HOME"), *dcfg = getenv("DOCKER_CONFIG");
@@ -393,13 +426,14 @@ int auth_find_credentials(const char *auth_file, const char *host, struct creden
 				log_warn("credentials file %s: %s", paths[i], strerror(-ret));
 			continue;
 		}
-		ret = auth_credentials_from_json(json, host, out);
+		ret = auth_credentials_from_json(json, host, repo, out);
 		OPENSSL_cleanse(json, strlen(json));
 		free(json);
 		if (ret == -EBADMSG)
 			log_warn("credentials file %s: not valid JSON", paths[i]);
 		if (ret == 0) {
-			log_debug("%s: credentials from %s", host, paths[i]);
+			log_debug("%s%s%s: credentials from %s", host, repo ? "/" : "",
+				repo ? repo : "", paths[i]);
 			return 0;
 		}
 	}

@@ -31,22 +31,27 @@ int auth_parse_challenge(const char *value, struct challenge *out);
 void challenge_release(struct challenge *c);
 
 /*
- * Credentials for host from one credentials file's JSON text (docker
- * config.json or containers auth.json): credHelpers[host], then credsStore,
- * then auths (each tried when the one before has nothing for host) (keys as "host", "https://host/", "http://host/v1/"...; Docker
- * Hub's "https://index.docker.io/v1/" for registry-1.docker.io). A helper is
- * run as docker-credential-NAME get. 0 with *out filled, -ENOENT when the file
- * has nothing for host, -EBADMSG when it is not valid.
+ * Credentials for repo (or the host as a whole when repo is NULL) at host from
+ * one credentials file's JSON text (docker config.json or containers
+ * auth.json): credHelpers[host], then credsStore, then auths (each tried when
+ * the one before has nothing). auths keys are "host", "host/namespace" (the
+ * most specific one naming repo wins), or URL forms ("https://host/",
+ * "http://host/v1/") that name the host alone; Docker Hub's
+ * "https://index.docker.io/v1/" names registry-1.docker.io. A helper is run as
+ * docker-credential-NAME get. 0 with *out filled, -ENOENT when the file has
+ * nothing for host, -EBADMSG when it is not valid.
  */
-int auth_credentials_from_json(const char *json, const char *host, struct credentials *out);
+int auth_credentials_from_json(
+	const char *json, const char *host, const char *repo, struct credentials *out);
 
 /*
- * Credentials for host, first hit wins: auth_file (when not NULL),
- * $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+ * Credentials for repo (or NULL) at host, first hit wins: auth_file (when not
+ * NULL), $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
  * ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json,
  * ~/.docker/config.json. 0 or -ENOENT.
  */
-int auth_find_credentials(const char *auth_file, const char *host, struct credentials *out);
+int auth_find_credentials(
+	const char *auth_file, const char *host, const char *repo, struct credentials *out);
 
 /* "Basic base64(user:pass)" for an Authorization header, malloc'd, or NULL. */
 char *auth_basic_header(const struct credentials *c);

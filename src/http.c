@@ -332,6 +332,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 		free(r->www_authenticate);
 		free(r->link_next);
 		r->content_type = r->docker_digest = r->www_authenticate = r->link_next = NULL;
+		buf_release(&r->warnings);
 		v = memchr(p, ' ', n);
 		r->status = v ? strtol(v + 1, NULL, 10) : 0;
 		return n;
@@ -348,6 +349,13 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 	v = header_value(p, n, "Link");
 	if (v) {
 		keep_header(&r->link_next, http_link_next(v));
+		free(v);
+	}
+	v = header_value(p, n, "Warning");
+	if (v) {
+		/* one line each; a warning that does not fit is dropped, not fatal */
+		if (r->warnings.len < 4096)
+			buf_printf(&r->warnings, "%s\n", v);
 		free(v);
 	}
 	return n;
@@ -477,6 +485,7 @@ out_put:
 void http_response_release(struct http_response *r)
 {
 	buf_release(&r->body);
+	buf_release(&r->warnings);
 	free(r->content_type);
 	free(r->docker_digest);
 	free(r->www_authenticate);

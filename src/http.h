@@ -52,6 +52,7 @@ struct http_response {
 	char *docker_digest; /* Docker-Content-Digest, or NULL */
 	char *www_authenticate; /* or NULL */
 	char *link_next; /* absolute URL of a Link rel="next", or NULL */
+	struct buf warnings; /* the values of Warning headers, a line each */
 	char *effective_url;
 	int64_t body_bytes; /* bytes received */
 };

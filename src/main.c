@@ -17,6 +17,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "ref.h"
+#include "registry.h"
 #include "tree.h"
 
 struct options {
@@ -31,6 +32,7 @@ struct options {
 	char *auth_file;
 	char *cert_file;
 	char *key_file;
+	struct strlist mirrors;
 	unsigned uid;
 	unsigned gid;
 	int uid_set;
@@ -50,7 +52,7 @@ struct options {
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
 /* clang-format on */
 
-enum { KEY_RO, KEY_HELP, KEY_VERSION };
+enum { KEY_RO, KEY_HELP, KEY_VERSION, KEY_MIRROR };
 
 static const struct fuse_opt option_spec[] = {
 	OPT("cache_dir=%s", cache_dir),
@@ -72,6 +74,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("uid=", uid_set),
 	OPT("gid=%u", gid),
 	OPT("gid=", gid_set),
+	FUSE_OPT_KEY("mirror=", KEY_MIRROR),
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
@@ -112,6 +115,9 @@ static void usage(const char *prog)
 	       "    -o cert_file=FILE,key_file=FILE  client certificate and key (mutual TLS)\n"
 	       "    -o auth_file=FILE        credentials (docker config.json / auth.json format),\n"
 	       "                             tried before the usual files\n"
+	       "    -o mirror=URL            pull through this mirror first ([http[s]://]HOST[:PORT]\n"
+	       "                             [/PREFIX]; repeatable, tried in order); for the mounted\n"
+	       "                             registry, or Docker Hub when SOURCE is -\n"
 	       "\n",
 		prog);
 	printf("FUSE options:\n");
@@ -139,6 +145,14 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 		}
 		fprintf(stderr, "%s: unexpected argument \"%s\"\n", PACKAGE_NAME, arg);
 		return -1;
+	case KEY_MIRROR:
+		if (!registry_mirror_valid(arg + 7)) {
+			fprintf(stderr,
+				"%s: invalid mirror \"%s\": expected [http[s]://]HOST[:PORT][/PREFIX]\n",
+				PACKAGE_NAME, arg + 7);
+			return -1;
+		}
+		return strlist_add(&o->mirrors, arg + 7) ? -1 : 0;
 	case KEY_RO:
 		o->ro = 1;
 		return 1; /* the kernel gets it too */
@@ -311,6 +325,8 @@ int main(int argc, char *argv[])
 	to.plain_http = o.plain_http;
 	to.auth_file = o.auth_file;
 	to.retry_secs = o.timeout;
+	to.mirrors = (const char *const *)o.mirrors.v;
+	to.mirror_host = source.host ? source.host : "docker.io";
 
 	if (http_new(&ho, &http)) {
 		fprintf(stderr, "%s: cannot start the HTTP client\n", PACKAGE_NAME);
@@ -384,5 +400,6 @@ out_args:
 	free(o.auth_file);
 	free(o.cert_file);
 	free(o.key_file);
+	strlist_release(&o.mirrors);
 	return ret;
 }

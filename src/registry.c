@@ -30,19 +30,36 @@ struct token {
 	time_t expires;
 };
 
+/* Credentials looked up for one repository (NULL: the host as a whole). */
+struct cred_entry {
+	struct cred_entry *next;
+	char *repo;
+	bool have;
+	struct credentials creds;
+};
+
 struct registry {
 	struct http *http;
 	char *host;
+	char *prefix; /* put before repository names: "" or a mirror's "path/" */
 	struct registry_options opts;
 	pthread_mutex_t lock;
 	const char *scheme; /* "https" or "http" once pinged; protected by lock */
+	bool fixed_scheme; /* a mirror URL said which */
 	/* Authentication. protected by lock */
-	bool creds_looked_up;
-	bool have_creds;
-	struct credentials creds;
+	struct cred_entry *creds;
 	struct challenge challenge; /* the last one; scheme NULL before any */
 	struct token *tokens;
+	/* Mirrors, tried in order before this registry for pulls. */
+	struct registry **mirrors;
+	size_t n_mirrors;
+	bool is_mirror; /* never retried: the next mirror or the upstream is */
+	time_t down_until; /* a mirror that failed is passed over until then; under lock */
+	struct strlist warned; /* Warning texts already logged; under lock */
 };
+
+/* How long a mirror that failed is passed over. */
+#define MIRROR_REST_SECS 30
 
 static const char *const manifest_accept[] = {
 	"Accept: " MT_OCI_MANIFEST ", " MT_OCI_INDEX ", " MT_DOCKER_MANIFEST ", " MT_DOCKER_LIST,
@@ -86,6 +103,12 @@ int registry_new(
 		free(r);
 		return -ENOMEM;
 	}
+	r->prefix = strdup("");
+	if (!r->prefix) {
+		free(r->host);
+		free(r);
+		return -ENOMEM;
+	}
 	r->http = h;
 	r->opts = *o;
 	if (!r->opts.page_size)
@@ -98,9 +121,20 @@ int registry_new(
 void registry_free(struct registry *r)
 {
 	struct token *t, *next;
+	struct cred_entry *c, *cnext;
+	size_t i;
 
 	if (!r)
 		return;
+	for (i = 0; i < r->n_mirrors; i++)
+		registry_free(r->mirrors[i]);
+	free(r->mirrors);
+	for (c = r->creds; c; c = cnext) {
+		cnext = c->next;
+		credentials_release(&c->creds);
+		free(c->repo);
+		free(c);
+	}
 	for (t = r->tokens; t; t = next) {
 		next = t->next;
 		OPENSSL_cleanse(t->value, strlen(t->value));
@@ -108,9 +142,10 @@ void registry_free(struct registry *r)
 		free(t->value);
 		free(t);
 	}
-	credentials_release(&r->creds);
 	challenge_release(&r->challenge);
+	strlist_release(&r->warned);
 	pthread_mutex_destroy(&r->lock);
+	free(r->prefix);
 	free(r->host);
 	free(r);
 }
@@ -163,8 +198,8 @@ int registry_ping(struct registry *r)
 
 	if (scheme)
 		return 0;
-	if (r->opts.plain_http) {
-		scheme = "http";
+	if (r->opts.plain_http || r->fixed_scheme) {
+		scheme = r->opts.plain_http ? "http" : "https";
 		ret = ping_scheme(r, scheme);
 	} else {
 		scheme = "https";
@@ -204,12 +239,48 @@ static void note_challenge(struct registry *r, const char *value)
 		return;
 	challenge_release(&r->challenge);
 	r->challenge = ch;
-	if (!r->creds_looked_up) {
-		r->creds_looked_up = true;
-		r->have_creds = auth_find_credentials(r->opts.auth_file, r->host, &r->creds) == 0;
-		if (!r->have_creds)
-			log_debug("%s: no credentials found: anonymous", r->host);
+}
+
+/*
+ * The credentials for the repository a scope names ("repository:NAME:pull"),
+ * or for the host as a whole, looked up on first use and kept; NULL when there
+ * are none. Caller holds r->lock; the answer lives as long as r.
+ */
+static const struct credentials *creds_for(struct registry *r, const char *scope)
+{
+	const char *name = NULL, *end = NULL;
+	struct cred_entry *c;
+	char *repo = NULL;
+
+	if (strncmp(scope, "repository:", 11) == 0) {
+		name = scope + 11;
+		end = strchr(name, ':');
 	}
+	if (name && end && end > name) {
+		repo = strndup(name, (size_t)(end - name));
+		if (!repo)
+			return NULL;
+	}
+	for (c = r->creds; c; c = c->next)
+		if (repo ? c->repo && strcmp(c->repo, repo) == 0 : !c->repo)
+			break;
+	if (c) {
+		free(repo);
+		return c->have ? &c->creds : NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		free(repo);
+		return NULL;
+	}
+	c->repo = repo;
+	c->have = auth_find_credentials(r->opts.auth_file, r->host, repo, &c->creds) == 0;
+	if (!c->have)
+		log_debug("%s%s%s: no credentials found: anonymous", r->host, repo ? "/" : "",
+			repo ? repo : "");
+	c->next = r->creds;
+	r->creds = c;
+	return c->have ? &c->creds : NULL;
 }
 
 /* Caller holds r->lock. */
@@ -249,6 +320,7 @@ static int auth_line(struct registry *r, const char *scope, char **line)
 {
 	struct challenge ch = { NULL, NULL, NULL, NULL };
 	struct credentials cred = { NULL, NULL, NULL };
+	const struct credentials *have;
 	struct token *t;
 	char *value = NULL, *tok = NULL;
 	time_t expires = 0;
@@ -260,8 +332,9 @@ static int auth_line(struct registry *r, const char *scope, char **line)
 		pthread_mutex_unlock(&r->lock);
 		return 0;
 	}
+	have = creds_for(r, scope);
 	if (strcmp(r->challenge.scheme, "basic") == 0) {
-		value = r->have_creds ? auth_basic_header(&r->creds) : NULL;
+		value = have ? auth_basic_header(have) : NULL;
 		pthread_mutex_unlock(&r->lock);
 		goto out;
 	}
@@ -279,15 +352,14 @@ static int auth_line(struct registry *r, const char *scope, char **line)
 	/* Copies, so that the token request runs without the lock. */
 	ch.realm = r->challenge.realm ? strdup(r->challenge.realm) : NULL;
 	ch.service = r->challenge.service ? strdup(r->challenge.service) : NULL;
-	if (r->have_creds) {
-		cred.username = r->creds.username ? strdup(r->creds.username) : NULL;
-		cred.password = r->creds.password ? strdup(r->creds.password) : NULL;
-		cred.identity_token =
-			r->creds.identity_token ? strdup(r->creds.identity_token) : NULL;
+	if (have) {
+		cred.username = have->username ? strdup(have->username) : NULL;
+		cred.password = have->password ? strdup(have->password) : NULL;
+		cred.identity_token = have->identity_token ? strdup(have->identity_token) : NULL;
 	}
 	pthread_mutex_unlock(&r->lock);
 
-	ret = auth_fetch_token(r->http, &ch, scope, r->have_creds ? &cred : NULL, &tok, &expires);
+	ret = auth_fetch_token(r->http, &ch, scope, have ? &cred : NULL, &tok, &expires);
 	if (ret == 0) {
 		struct token *nt = calloc(1, sizeof(*nt));
 
@@ -343,6 +415,45 @@ bool registry_retryable(int err)
 		return true;
 	default:
 		return false;
+	}
+}
+
+/*
+ * Log each distinct Warning a registry sends once ("299 - \"text\"": the
+ * text, as the distribution spec asks clients to show it).
+ */
+static void log_warnings(struct registry *r, const struct buf *w)
+{
+	const char *line = w->data, *nl;
+
+	for (; line && *line; line = nl + 1) {
+		const char *q1, *q2, *text = line;
+		char msg[512];
+		size_t n, i;
+
+		nl = strchr(line, '\n');
+		if (!nl)
+			break;
+		n = (size_t)(nl - line);
+		q1 = memchr(line, '"', n);
+		q2 = q1 ? memrchr(q1 + 1, '"', (size_t)(nl - q1 - 1)) : NULL;
+		if (q1 && q2) {
+			text = q1 + 1;
+			n = (size_t)(q2 - text);
+		}
+		if (n >= sizeof(msg))
+			n = sizeof(msg) - 1;
+		memcpy(msg, text, n);
+		msg[n] = '\0';
+		pthread_mutex_lock(&r->lock);
+		for (i = 0; i < r->warned.n && strcmp(r->warned.v[i], msg) != 0; i++)
+			;
+		if (i < r->warned.n || r->warned.n >= 64 || strlist_add(&r->warned, msg)) {
+			pthread_mutex_unlock(&r->lock);
+			continue;
+		}
+		pthread_mutex_unlock(&r->lock);
+		log_warn("%s: the registry warns: %s", r->host, msg);
 	}
 }
 
@@ -411,6 +522,8 @@ static int registry_do(
 		req->headers = hdrs;
 		ret = http_do(r->http, req, resp);
 		req->headers = orig;
+		if (resp->warnings.len)
+			log_warnings(r, &resp->warnings);
 		if (line)
 			OPENSSL_cleanse(line, strlen(line));
 		free(line);
@@ -426,7 +539,7 @@ static int registry_do(
 			continue;
 		}
 		err = ret ? ret : resp->status == 429 ? -EAGAIN : resp->status >= 500 ? -EBUSY : 0;
-		if (!registry_retryable(err) || (req->sink && resp->body_bytes > 0))
+		if (!registry_retryable(err) || (req->sink && resp->body_bytes > 0) || r->is_mirror)
 			break;
 		if (!backoff(++attempt, resp->retry_after, deadline)) {
 			log_err("%s: giving up after %u attempts: %s", r->host, attempt,
@@ -440,9 +553,9 @@ static int registry_do(
 	return ret;
 }
 
-static void repo_scope(char *out, size_t n, const char *repo)
+static void repo_scope(const struct registry *r, char *out, size_t n, const char *repo)
 {
-	snprintf(out, n, "repository:%s:pull", repo);
+	snprintf(out, n, "repository:%s%s:pull", r->prefix, repo);
 }
 
 /* Collect the string array `key` from every page of a paginated list. */
@@ -509,12 +622,15 @@ out:
 	return ret;
 }
 
-/* The URL of an API path ("_catalog?n=100", "repo/blobs/sha256:..."), malloc'd, or NULL. */
+/*
+ * The URL of an API path ("_catalog?n=100", "repo/blobs/sha256:..."; a
+ * mirror's path prefix goes first), malloc'd, or NULL.
+ */
 static char *api_url(struct registry *r, const char *path)
 {
 	struct buf b = BUF_INIT;
 
-	if (buf_printf(&b, "%s://%s/v2/%s", registry_scheme(r), r->host, path)) {
+	if (buf_printf(&b, "%s://%s/v2/%s%s", registry_scheme(r), r->host, r->prefix, path)) {
 		buf_release(&b);
 		return NULL;
 	}
@@ -585,11 +701,11 @@ int registry_tags(struct registry *r, const char *repo, struct strlist *out)
 
 	snprintf(what, sizeof(what), "%s: tags", repo);
 	snprintf(path, sizeof(path), "%s/tags/list", repo);
-	repo_scope(scope, sizeof(scope), repo);
+	repo_scope(r, scope, sizeof(scope), repo);
 	return list_all(r, what, "tags", path, scope, out);
 }
 
-int registry_get_manifest(struct registry *r, const char *repo, const char *reference, char **body,
+static int get_manifest_at(struct registry *r, const char *repo, const char *reference, char **body,
 	size_t *len, char **content_type, char **digest)
 {
 	struct http_request req = {
@@ -601,7 +717,7 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
 	const char *sep = ref_valid_digest(reference) ? "@" : ":";
 	int ret;
 
-	repo_scope(scope, sizeof(scope), repo);
+	repo_scope(r, scope, sizeof(scope), repo);
 	ret = api_do(r, &req, &resp, scope, "%s/manifests/%s", repo, reference);
 	if (ret) {
 		if (ret == -EFBIG)
@@ -639,7 +755,7 @@ out:
 	return ret;
 }
 
-int registry_get_blob(struct registry *r, const char *repo, const char *digest, int64_t off,
+static int get_blob_at(struct registry *r, const char *repo, const char *digest, int64_t off,
 	int64_t len, int (*sink)(void *arg, const void *p, size_t n), void *arg)
 {
 	struct http_request req = {
@@ -653,11 +769,186 @@ int registry_get_blob(struct registry *r, const char *repo, const char *digest, 
 	char scope[512];
 	int ret;
 
-	repo_scope(scope, sizeof(scope), repo);
+	repo_scope(r, scope, sizeof(scope), repo);
 	ret = api_do(r, &req, &resp, scope, "%s/blobs/%s", repo, digest);
 	if (ret && ret != -ENOENT)
 		log_err("%s/%s@%s: blob bytes %lld+%lld: %s", r->host, repo, digest, (long long)off,
 			(long long)len, strerror(-ret));
 	http_response_release(&resp);
 	return ret;
+}
+
+/* ---- mirrors ---- */
+
+/*
+ * Split a mirror URL: host (of size 256), *scheme ("https", "http", or NULL
+ * when the URL names none) and the path prefix after "/v2/" (into prefix,
+ * ending in '/', or left empty). 0, -EINVAL or -ENOMEM.
+ */
+static int parse_mirror(const char *url, char *host, const char **scheme, struct buf *prefix)
+{
+	const char *p = url, *slash;
+	size_t hl;
+
+	*scheme = NULL;
+	if (strncmp(p, "https://", 8) == 0) {
+		p += 8;
+		*scheme = "https";
+	} else if (strncmp(p, "http://", 7) == 0) {
+		p += 7;
+		*scheme = "http";
+	}
+	slash = strchr(p, '/');
+	hl = slash ? (size_t)(slash - p) : strlen(p);
+	if (hl == 0 || hl >= 256 || strpbrk(p, "?#@ "))
+		return -EINVAL;
+	memcpy(host, p, hl);
+	host[hl] = '\0';
+	if (!ref_valid_host(host))
+		return -EINVAL;
+	/* "/v2/" is where every registry API lives: a prefix is what follows it */
+	p = slash ? slash : "";
+	while (*p == '/')
+		p++;
+	if (strncmp(p, "v2", 2) == 0 && (p[2] == '/' || p[2] == '\0'))
+		p += 2;
+	while (*p == '/')
+		p++;
+	if (*p && (buf_printf(prefix, "%s", p) ||
+			  (prefix->data[prefix->len - 1] != '/' && buf_printf(prefix, "/"))))
+		return -ENOMEM;
+	return 0;
+}
+
+bool registry_mirror_valid(const char *url)
+{
+	struct buf prefix = BUF_INIT;
+	const char *scheme;
+	char host[256];
+	int ret = parse_mirror(url, host, &scheme, &prefix);
+
+	buf_release(&prefix);
+	return ret != -EINVAL;
+}
+
+int registry_add_mirror(struct registry *r, const char *url)
+{
+	struct buf prefix = BUF_INIT;
+	struct registry *m, **v;
+	const char *scheme;
+	char host[256];
+	int ret;
+
+	ret = parse_mirror(url, host, &scheme, &prefix);
+	if (!ret)
+		ret = registry_new(r->http, host, &r->opts, &m);
+	if (ret) {
+		buf_release(&prefix);
+		return ret;
+	}
+	if (scheme) {
+		m->opts.plain_http = strcmp(scheme, "http") == 0;
+		m->fixed_scheme = true;
+	}
+	m->is_mirror = true;
+	if (prefix.data) {
+		free(m->prefix);
+		m->prefix = buf_take(&prefix);
+	}
+	v = realloc(r->mirrors, (r->n_mirrors + 1) * sizeof(*v));
+	if (!v || !m->prefix) {
+		registry_free(m);
+		return -ENOMEM;
+	}
+	r->mirrors = v;
+	v[r->n_mirrors++] = m;
+	log_debug("%s: mirror %s/v2/%s", r->host, url, m->prefix);
+	return 0;
+}
+
+/* Whether mirror m is worth asking now; a mirror that failed rests a while. */
+static bool mirror_usable(struct registry *m)
+{
+	bool ok;
+
+	pthread_mutex_lock(&m->lock);
+	ok = m->down_until <= time(NULL);
+	pthread_mutex_unlock(&m->lock);
+	return ok;
+}
+
+/*
+ * After mirror m failed with err: the next one (or the upstream) is asked. A
+ * mirror without the content (404) is not at fault; one that is unreachable
+ * or failing rests, with one log line.
+ */
+static void mirror_failed(struct registry *m, const char *what, int err)
+{
+	if (err == -ENOENT) {
+		log_debug("%s: %s: not on this mirror", m->host, what);
+		return;
+	}
+	pthread_mutex_lock(&m->lock);
+	m->down_until = time(NULL) + MIRROR_REST_SECS;
+	pthread_mutex_unlock(&m->lock);
+	log_warn("mirror %s: %s: %s; passing it over for %d s", m->host, what, strerror(-err),
+		MIRROR_REST_SECS);
+}
+
+int registry_get_manifest(struct registry *r, const char *repo, const char *reference, char **body,
+	size_t *len, char **content_type, char **digest)
+{
+	size_t i;
+	int ret;
+
+	for (i = 0; i < r->n_mirrors; i++) {
+		if (!mirror_usable(r->mirrors[i]))
+			continue;
+		ret = get_manifest_at(r->mirrors[i], repo, reference, body, len, content_type, digest);
+		if (ret == 0)
+			return 0;
+		mirror_failed(r->mirrors[i], "manifest", ret);
+	}
+	return get_manifest_at(r, repo, reference, body, len, content_type, digest);
+}
+
+/* Counts what a mirror handed on, so that the next source starts after it. */
+struct counting_sink {
+	int (*sink)(void *arg, const void *p, size_t n);
+	void *arg;
+	int64_t passed;
+	bool refused; /* the sink said stop: no other source will do better */
+};
+
+static int count_sink(void *arg, const void *p, size_t n)
+{
+	struct counting_sink *c = arg;
+	int ret = c->sink(c->arg, p, n);
+
+	if (ret == 0)
+		c->passed += (int64_t)n;
+	else
+		c->refused = true;
+	return ret;
+}
+
+int registry_get_blob(struct registry *r, const char *repo, const char *digest, int64_t off,
+	int64_t len, int (*sink)(void *arg, const void *p, size_t n), void *arg)
+{
+	struct counting_sink c = { sink, arg, 0, false };
+	size_t i;
+	int ret;
+
+	for (i = 0; i < r->n_mirrors; i++) {
+		if (!mirror_usable(r->mirrors[i]))
+			continue;
+		ret = get_blob_at(r->mirrors[i], repo, digest, off + c.passed,
+			len ? len - c.passed : 0, count_sink, &c);
+		if (ret == 0)
+			return 0;
+		if (c.refused)
+			return ret;
+		mirror_failed(r->mirrors[i], "blob", ret);
+	}
+	return get_blob_at(r, repo, digest, off + c.passed, len ? len - c.passed : 0, sink, arg);
 }

@@ -37,6 +37,17 @@ void registry_free(struct registry *r);
 const char *registry_host(const struct registry *r);
 
 /*
+ * Add a mirror that pulls (manifests and blobs) try, in the order added,
+ * before r itself: "[http[s]://]host[:port][/prefix]", where the prefix goes
+ * before repository names. A mirror is never retried: on a failure (not on a
+ * 404) it is passed over for a while and the next one, or r, answers. Not
+ * thread-safe: call before r is used. 0, -EINVAL or -ENOMEM.
+ */
+int registry_add_mirror(struct registry *r, const char *url);
+/* Whether url is a mirror URL registry_add_mirror takes. */
+bool registry_mirror_valid(const char *url);
+
+/*
  * GET /v2/: finds the scheme (HTTPS, or plain HTTP for loopback hosts that do
  * not speak TLS, or with plain_http) and checks the host is a registry.
  * Returns 0, or -errno with a log line. Thread-safe; later calls are cheap.
@@ -50,7 +61,7 @@ int registry_catalog(struct registry *r, struct strlist *out);
 int registry_tags(struct registry *r, const char *repo, struct strlist *out);
 
 /*
- * GET a manifest by tag or digest. The body is checked: at most
+ * GET a manifest by tag or digest (through the mirrors first). The body is checked: at most
  * MANIFEST_MAX_SIZE (-EFBIG), its sha256 equal to reference when that is a
  * digest and to Docker-Content-Digest when present (-EBADMSG). On success
  * *body (malloc'd, NUL-terminated), *len, *content_type (malloc'd or NULL) and
@@ -61,7 +72,8 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
 
 /*
  * GET bytes [off, off + len) of a blob (the whole blob when len is 0), handing
- * them in order to sink. Returns 0, -ENOENT, or -errno (a short answer is
+ * them in order to sink (through the mirrors first; a mirror that fails part
+ * way is taken over where it stopped). Returns 0, -ENOENT, or -errno (a short answer is
  * -ECONNRESET). The caller verifies the digest.
  */
 int registry_get_blob(struct registry *r, const char *repo, const char *digest, int64_t off,

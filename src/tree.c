@@ -275,6 +275,15 @@ static int site_get(struct tree *t, const char *host, struct site **out)
 	if (!s)
 		return -ENOMEM;
 	ret = registry_new(t->http, canon, &ro, &s->reg);
+	if (ret == 0 && t->opts.mirrors && t->opts.mirror_host &&
+		strcmp(canon, ref_canonical_host(t->opts.mirror_host)) == 0) {
+		const char *const *m;
+
+		for (m = t->opts.mirrors; *m && ret == 0; m++)
+			ret = registry_add_mirror(s->reg, *m);
+		if (ret)
+			registry_free(s->reg);
+	}
 	if (ret) {
 		free(s);
 		return ret;

@@ -35,6 +35,9 @@ struct tree_options {
 	bool plain_http;
 	const char *auth_file; /* borrowed */
 	unsigned retry_secs;
+	/* Mirror URLs (NULL-terminated, borrowed, or NULL) for pulls from mirror_host. */
+	const char *const *mirrors;
+	const char *mirror_host;
 };
 
 /*

@@ -1330,3 +1330,25 @@ registry_start_mtls() {
 	REG_CURL_OPTS=(--cacert "$REG_CA" --cert "$REG_CLIENT_CERT" --key "$REG_CLIENT_KEY")
 	return 0
 }
+
+# ---------------------------------------------------------------- mirrors
+
+# registry_start_mirror REMOTEURL [NAME]: a second registry in pull-through
+# proxy mode (proxy: remoteurl:) in front of REMOTEURL, logging every request
+# (MIRROR_ROOT/registry.log). Sets MIRROR (127.0.0.1:PORT), MIRROR_ROOT,
+# MIRROR_PID; REG and the other REG_* variables still name the registry that
+# was current before.
+registry_start_mirror() {
+	local remote=$1 name=${2:-mirror}
+	local s_reg=${REG:-} s_port=${REG_PORT:-} s_pid=${REG_PID:-} s_root=${REG_ROOT:-}
+	REG_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ocifs-$name.XXXXXX") || bail "mktemp"
+	_LIB_TMPDIRS+=("$REG_ROOT")
+	REG_ACCESSLOG=1 _registry_launch_extra "$REG_ROOT" "proxy:
+  remoteurl: $remote" || bail "start docker-registry as a pull-through mirror of $remote"
+	MIRROR=$REG MIRROR_ROOT=$REG_ROOT MIRROR_PID=$REG_PID MIRROR_PORT=$REG_PORT
+	REG=$s_reg REG_PORT=$s_port REG_PID=$s_pid REG_ROOT=$s_root
+	export MIRROR MIRROR_ROOT MIRROR_PID REG REG_PORT REG_PID REG_ROOT
+}
+
+# mirror_requests REGEX: how many requests in the mirror's access log match.
+mirror_requests() { grep -cE -- "$1" "$MIRROR_ROOT/registry.log"; }

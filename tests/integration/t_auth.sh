@@ -211,6 +211,30 @@ fi
 check_mount_fails "wrong password: artifact SOURCE does not mount (one line, non-zero)" \
 	"$HREG/sec/files:v1" -o "$TLS,auth_file=$F_BAD"
 
+# namespaced auths keys: the most specific key naming the repository wins
+F_NS=$TESTDIR/auth-ns.json
+auth_add_auth "$F_NS" "$HREG" "$HUSER" "wrong-for-the-host"
+auth_add_auth "$F_NS" "$HREG/sec/files" "$HUSER" "$HPASS"
+auth_add_auth "$F_NS" "$HREG/sec/files/deeper" "$HUSER" "wrong-for-deeper"
+if amount "$HREG" -d -o "$TLS,auth_file=$F_NS"; then
+	check_same "key host/sec/files: sec/files/v1/hello.txt reads" "$S/hello.txt" \
+		"$M/sec/files/v1/hello.txt"
+	check_err "key host (wrong password) for sec/other: EACCES" "Permission denied" \
+		cat "$M/sec/other/v1/other.txt"
+	check "the log names the key's repository" grep -q "$HREG/sec/files: credentials from" "$OCIFS_LOG"
+	umount_ocifs "$M"
+	check_no_secrets "namespaced keys, -d: no password in the log" "$OCIFS_LOG" "$HPASS"
+fi
+F_NS2=$TESTDIR/auth-ns2.json
+auth_add_auth "$F_NS2" "https://$HREG/" "$HUSER" "wrong-for-the-host"
+auth_add_auth "$F_NS2" "$HREG/sec" "$HUSER" "$HPASS"
+auth_add_auth "$F_NS2" "$HREG/se" "$HUSER" "wrong-for-a-prefix-that-is-no-namespace"
+if amount "$HREG" -o "$TLS,auth_file=$F_NS2"; then
+	check_same "key host/sec: sec/files reads" "$S/hello.txt" "$M/sec/files/v1/hello.txt"
+	check_eq "key host/sec: sec/other reads" "other" "$(cat "$M/sec/other/v1/other.txt" 2>&1)"
+	umount_ocifs "$M"
+fi
+
 # no credentials at all
 if amount "$HREG" -o "$TLS"; then
 	check_err "no credentials: ls of a repository is EACCES" "Permission denied" ls "$M/sec/files"

@@ -13,11 +13,11 @@ static bool eq(const char *a, const char *b)
 	return a && b && strcmp(a, b) == 0;
 }
 
-static void check_creds(const char *json, const char *host, int want_ret, const char *user,
-	const char *pass, const char *idtok)
+static void check_repo_creds(const char *json, const char *host, const char *repo, int want_ret,
+	const char *user, const char *pass, const char *idtok)
 {
 	struct credentials c;
-	int ret = auth_credentials_from_json(json, host, &c);
+	int ret = auth_credentials_from_json(json, host, repo, &c);
 
 	CHECK(ret == want_ret, "%s in %s: returns %d (got %d)", host, json, want_ret, ret);
 	if (ret == 0) {
@@ -28,6 +28,12 @@ static void check_creds(const char *json, const char *host, int want_ret, const 
 			host);
 	}
 	credentials_release(&c);
+}
+
+static void check_creds(const char *json, const char *host, int want_ret, const char *user,
+	const char *pass, const char *idtok)
+{
+	check_repo_creds(json, host, NULL, want_ret, user, pass, idtok);
 }
 
 int main(void)
@@ -96,6 +102,25 @@ int main(void)
 	check_creds("{\"credsStore\":\"ocifs-test-no-such-helper\","
 		    "\"auths\":{\"reg.example\":{\"auth\":\"dXNlcjpwYXNz\"}}}",
 		"reg.example", 0, "user", "pass", NULL);
+
+	/* Namespaced auths keys: the most specific one naming the repository wins. */
+	static const char ns_json[] =
+		"{\"auths\":{\"reg.example\":{\"auth\":\"dXNlcjpwYXNz\"},"
+		"\"reg.example/team\":{\"username\":\"team\",\"password\":\"t\"},"
+		"\"reg.example/team/app/\":{\"username\":\"app\",\"password\":\"a\"},"
+		"\"https://other.example/team\":{\"username\":\"url\",\"password\":\"u\"}}}";
+	check_repo_creds(ns_json, "reg.example", "team/app", 0, "app", "a", NULL);
+	check_repo_creds(ns_json, "reg.example", "team/app/sub", 0, "app", "a", NULL);
+	check_repo_creds(ns_json, "reg.example", "team/application", 0, "team", "t", NULL);
+	check_repo_creds(ns_json, "reg.example", "team", 0, "team", "t", NULL);
+	check_repo_creds(ns_json, "reg.example", "teamwork/x", 0, "user", "pass", NULL);
+	check_repo_creds(ns_json, "reg.example", NULL, 0, "user", "pass", NULL);
+	/* a URL-form key names its host alone, whatever path follows */
+	check_repo_creds(ns_json, "other.example", "elsewhere/x", 0, "url", "u", NULL);
+	check_repo_creds("{\"auths\":{\"reg.example/team\":{\"auth\":\"dXNlcjpwYXNz\"}}}",
+		"reg.example", "other/x", -ENOENT, NULL, NULL, NULL);
+	check_repo_creds("{\"auths\":{\"docker.io/library\":{\"auth\":\"dXNlcjpwYXNz\"}}}",
+		"registry-1.docker.io", "library/alpine", 0, "user", "pass", NULL);
 
 	c.username = strdup("user");
 	c.password = strdup("pass");
