@@ -561,8 +561,13 @@ int auth_fetch_token(struct http *h, const struct challenge *ch, const char *sco
 	if (ret == 0)
 		ret = http_status_to_errno(resp.status);
 	if (ret) {
-		log_err("token from %s (scope %s): %s", ch->realm, scope ? scope : "-",
-			strerror(-ret));
+		/* A refusal is told once by the registry client, as the registry's 401. */
+		if (ret == -EACCES)
+			log_debug("token from %s (scope %s): %s", ch->realm, scope ? scope : "-",
+				strerror(-ret));
+		else
+			log_err("token from %s (scope %s): %s", ch->realm, scope ? scope : "-",
+				strerror(-ret));
 		goto out_resp;
 	}
 	root = json_tokener_parse(resp.body.data ? resp.body.data : "");

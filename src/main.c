@@ -115,9 +115,9 @@ static void usage(const char *prog)
 	       "    -o cert_file=FILE,key_file=FILE  client certificate and key (mutual TLS)\n"
 	       "    -o auth_file=FILE        credentials (docker config.json / auth.json format),\n"
 	       "                             tried before the usual files\n"
-	       "    -o mirror=URL            pull through this mirror first ([http[s]://]HOST[:PORT]\n"
-	       "                             [/PREFIX]; repeatable, tried in order); for the mounted\n"
-	       "                             registry, or Docker Hub when SOURCE is -\n"
+	       "    -o mirror=URL            pull through a mirror first (repeatable, in order):\n"
+	       "                             [http[s]://]HOST[:PORT][/PREFIX]; it serves the\n"
+	       "                             mounted registry, or Docker Hub when SOURCE is -\n"
 	       "\n",
 		prog);
 	printf("FUSE options:\n");
@@ -148,7 +148,8 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_MIRROR:
 		if (!registry_mirror_valid(arg + 7)) {
 			fprintf(stderr,
-				"%s: invalid mirror \"%s\": expected [http[s]://]HOST[:PORT][/PREFIX]\n",
+				"%s: invalid mirror \"%s\": expected "
+				"[http[s]://]HOST[:PORT][/PREFIX]\n",
 				PACKAGE_NAME, arg + 7);
 			return -1;
 		}

@@ -35,6 +35,7 @@ struct cred_entry {
 	struct cred_entry *next;
 	char *repo;
 	bool have;
+	bool told; /* the registry's refusal has been logged */
 	struct credentials creds;
 };
 
@@ -246,7 +247,7 @@ static void note_challenge(struct registry *r, const char *value)
  * or for the host as a whole, looked up on first use and kept; NULL when there
  * are none. Caller holds r->lock; the answer lives as long as r.
  */
-static const struct credentials *creds_for(struct registry *r, const char *scope)
+static struct cred_entry *cred_entry_for(struct registry *r, const char *scope)
 {
 	const char *name = NULL, *end = NULL;
 	struct cred_entry *c;
@@ -266,7 +267,7 @@ static const struct credentials *creds_for(struct registry *r, const char *scope
 			break;
 	if (c) {
 		free(repo);
-		return c->have ? &c->creds : NULL;
+		return c;
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c) {
@@ -280,7 +281,71 @@ static const struct credentials *creds_for(struct registry *r, const char *scope
 			repo ? repo : "");
 	c->next = r->creds;
 	r->creds = c;
-	return c->have ? &c->creds : NULL;
+	return c;
+}
+
+static const struct credentials *creds_for(struct registry *r, const char *scope)
+{
+	struct cred_entry *c = cred_entry_for(r, scope);
+
+	return c && c->have ? &c->creds : NULL;
+}
+
+/*
+ * One log line, the first time, when the registry refuses the credentials
+ * found for a scope (or wants some and there are none); the errors of each
+ * request refused after that are debug lines.
+ */
+static bool str_same(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Whether a refusal of c's credentials has been told already, as those of another name. */
+static bool refusal_told(struct registry *r, const struct cred_entry *c)
+{
+	const struct cred_entry *e;
+
+	for (e = r->creds; e; e = e->next)
+		if (e != c && e->told && e->have == c->have &&
+			(!c->have || (str_same(e->creds.username, c->creds.username) &&
+					     str_same(e->creds.password, c->creds.password) &&
+					     str_same(e->creds.identity_token,
+						     c->creds.identity_token))))
+			return true;
+	return false;
+}
+
+static void tell_refusal(struct registry *r, const char *scope, long status)
+{
+	struct cred_entry *c;
+	const char *what = NULL;
+	bool have = false;
+	char name[300];
+
+	pthread_mutex_lock(&r->lock);
+	c = cred_entry_for(r, scope);
+	if (c && !c->told && refusal_told(r, c)) {
+		c->told = true;
+	} else if (c && !c->told) {
+		c->told = true;
+		snprintf(name, sizeof(name), "%s%s%s", r->host, c->repo ? "/" : "",
+			c->repo ? c->repo : "");
+		have = c->have;
+		if (status == 403)
+			what = "access denied (403) with the credentials found";
+		else if (c->have)
+			what = "the registry refuses the credentials found (401): check them";
+		else
+			what = "the registry wants credentials (401) and none were found "
+			       "(see -o auth_file=)";
+	}
+	pthread_mutex_unlock(&r->lock);
+	/* Anonymous and refused is how a registry keeps its private names private. */
+	if (what && have)
+		log_err("%s: %s", name, what);
+	else if (what)
+		log_warn("%s: %s", name, what);
 }
 
 /* Caller holds r->lock. */
@@ -538,6 +603,8 @@ static int registry_do(
 			http_response_release(resp);
 			continue;
 		}
+		if (ret == 0 && (resp->status == 401 || resp->status == 403))
+			tell_refusal(r, scope, resp->status);
 		err = ret ? ret : resp->status == 429 ? -EAGAIN : resp->status >= 500 ? -EBUSY : 0;
 		if (!registry_retryable(err) || (req->sink && resp->body_bytes > 0) || r->is_mirror)
 			break;
@@ -576,7 +643,9 @@ static int fetch_list(struct registry *r, const char *what, char *url, const cha
 		if (ret == 0)
 			ret = http_status_to_errno(resp.status);
 		if (ret) {
-			if (ret != -ENOENT)
+			if (ret == -EACCES)
+				log_debug("%s: %s: %s", r->host, what, strerror(-ret));
+			else if (ret != -ENOENT)
 				log_err("%s: %s: %s", r->host, what, strerror(-ret));
 			goto out_resp;
 		}
@@ -723,6 +792,9 @@ static int get_manifest_at(struct registry *r, const char *repo, const char *ref
 		if (ret == -EFBIG)
 			log_err("%s/%s%s%s: manifest larger than %d bytes, refused", r->host, repo,
 				sep, reference, MANIFEST_MAX_SIZE);
+		else if (ret == -EACCES)
+			log_debug("%s/%s%s%s: manifest: %s", r->host, repo, sep, reference,
+				strerror(-ret));
 		else if (ret != -ENOENT)
 			log_err("%s/%s%s%s: manifest: %s", r->host, repo, sep, reference,
 				strerror(-ret));
@@ -771,7 +843,7 @@ static int get_blob_at(struct registry *r, const char *repo, const char *digest,
 
 	repo_scope(r, scope, sizeof(scope), repo);
 	ret = api_do(r, &req, &resp, scope, "%s/blobs/%s", repo, digest);
-	if (ret && ret != -ENOENT)
+	if (ret && ret != -ENOENT && ret != -EACCES)
 		log_err("%s/%s@%s: blob bytes %lld+%lld: %s", r->host, repo, digest, (long long)off,
 			(long long)len, strerror(-ret));
 	http_response_release(&resp);
@@ -904,7 +976,8 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
 	for (i = 0; i < r->n_mirrors; i++) {
 		if (!mirror_usable(r->mirrors[i]))
 			continue;
-		ret = get_manifest_at(r->mirrors[i], repo, reference, body, len, content_type, digest);
+		ret = get_manifest_at(
+			r->mirrors[i], repo, reference, body, len, content_type, digest);
 		if (ret == 0)
 			return 0;
 		mirror_failed(r->mirrors[i], "manifest", ret);

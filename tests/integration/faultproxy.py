@@ -20,7 +20,8 @@
 #
 # Log: one JSON object per line appended to FILE once a request is done:
 #   {"method", "target", "mode", "host", "range", "auth" (bool), "status",
-#    "bytes" (body bytes sent to the client), "rule" (id or null)}
+#    "bytes" (body bytes sent to the client), "rule" (id or null),
+#    "t" (when the request came, seconds since the epoch)}
 #
 # Rules (reverse mode only): FILE holds a JSON array, re-read on every
 # request (replace it atomically with mv; missing/empty = no rules, bad JSON
@@ -126,6 +127,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def dispatch(self):
         self.status, self.sent, self.rule = 0, 0, None
+        self.t0 = time.time()
         scheme = urllib.parse.urlsplit(self.path).scheme.lower()
         if self.command == "CONNECT":
             self.mode = "connect"
@@ -156,7 +158,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                "host": h.get("Host"), "range": h.get("Range"),
                "auth": h.get("Authorization") is not None,
                "status": self.status, "bytes": self.sent,
-               "rule": self.rule.get("id") if self.rule else None}
+               "rule": self.rule.get("id") if self.rule else None,
+               "t": round(self.t0, 3)}
         with LOG_LOCK:
             LOG_FILE.write(json.dumps(rec) + "\n")
             LOG_FILE.flush()

@@ -1352,3 +1352,49 @@ registry_start_mirror() {
 
 # mirror_requests REGEX: how many requests in the mirror's access log match.
 mirror_requests() { grep -cE -- "$1" "$MIRROR_ROOT/registry.log"; }
+
+# ---------------------------------------------------------------- fault proxy
+# tests/integration/faultproxy.py between ocifs and a registry: rules make it
+# answer 503 or 429, cut a body short, corrupt it, add headers or redirect;
+# it is also a forward proxy (http_proxy, CONNECT). See its header.
+
+# faultproxy_start [UPSTREAM_URL [USER:PASS]]: start one on a free port in
+# front of UPSTREAM_URL (default http://$REG). Sets FP (127.0.0.1:PORT),
+# FP_PORT, FP_PID, FP_LOG (one JSON line per request), FP_RULES (empty).
+faultproxy_start() {
+	local up=${1:-http://$REG} auth=${2:-} i
+	command -v python3 >/dev/null 2>&1 || bail "python3 is needed for the fault proxy"
+	FP_PORT=$(free_port) || bail "no free port"
+	FP=127.0.0.1:$FP_PORT
+	FP_LOG=$TESTDIR/faultproxy.$FP_PORT.log
+	FP_RULES=$TESTDIR/faultproxy.$FP_PORT.rules
+	: >"$FP_LOG"
+	echo '[]' >"$FP_RULES"
+	python3 "$srcdir/tests/integration/faultproxy.py" --port "$FP_PORT" --log "$FP_LOG" \
+		--upstream "$up" --rules "$FP_RULES" ${auth:+--upstream-auth "$auth"} \
+		>"$TESTDIR/faultproxy.$FP_PORT.out" 2>&1 </dev/null &
+	FP_PID=$!
+	_LIB_REG_PIDS+=("$FP_PID")
+	for ((i = 0; i < 100; i++)); do
+		grep -q '^listening' "$TESTDIR/faultproxy.$FP_PORT.out" 2>/dev/null && return 0
+		kill -0 "$FP_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	diag_file "$TESTDIR/faultproxy.$FP_PORT.out"
+	bail "start the fault proxy"
+}
+
+# fp_rules JSON: replace the proxy's rules (atomically).
+fp_rules() { printf '%s\n' "$1" >"$FP_RULES.tmp" && mv -f -- "$FP_RULES.tmp" "$FP_RULES"; }
+
+# fp_log_mark: the current end of the proxy's log, for fp_count.
+fp_log_mark() { stat -c %s -- "$FP_LOG"; }
+
+# fp_select JQ_CONDITION [MARK]: the log records (after MARK) for which the
+# jq condition holds, one JSON object a line.
+fp_select() {
+	tail -c +"$((${2:-0} + 1))" -- "$FP_LOG" | jq -c "select($1)"
+}
+
+# fp_count JQ_CONDITION [MARK]: how many log records (after MARK) match.
+fp_count() { fp_select "$@" | wc -l; }

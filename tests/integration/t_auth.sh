@@ -206,6 +206,9 @@ if amount "$HREG" -o "$TLS,auth_file=$F_BAD"; then
 	check_err "wrong password: ls of a repository is EACCES" "Permission denied" ls "$M/sec/files"
 	check_err "wrong password: cat of a file is EACCES" "Permission denied" cat "$M/sec/files/v1/hello.txt"
 	check "wrong password: the daemon still serves its root" daemon_alive "$M"
+	check_eq "wrong password: one error line in the log" 1 "$(grep -c 'error:' "$OCIFS_LOG")"
+	check "wrong password: and it says so" \
+		grep -q "$HREG: the registry refuses the credentials found (401): check them" "$OCIFS_LOG"
 	umount_ocifs "$M"
 fi
 check_mount_fails "wrong password: artifact SOURCE does not mount (one line, non-zero)" \
@@ -366,6 +369,9 @@ auth_add_auth "$F_TBAD" "$TREG" "$TUSER" "not-the-password"
 if amount "$TREG" -o "ro,auth_file=$F_TBAD"; then
 	check_err "token registry, wrong password: cat of a private file is EACCES" "Permission denied" \
 		cat "$M/private/secret/v1/secret.txt"
+	check_err "token registry, wrong password: and ls of it" "Permission denied" ls "$M/private/secret"
+	check_eq "token registry, wrong password: one error line in the log" 1 \
+		"$(grep -c 'error:' "$OCIFS_LOG")"
 	umount_ocifs "$M"
 fi
 

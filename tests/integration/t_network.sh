@@ -1,0 +1,132 @@
+#!/bin/bash
+# The network between ocifs and the registry, through a fault-injecting
+# proxy: 503 and 429 answers are tried again (Retry-After honoured), a body
+# cut short resumes where it stopped, Warning headers are logged once, a
+# redirect to another host never carries Authorization, and proxies come
+# from the environment (http_proxy, HTTPS_PROXY, NO_PROXY).
+T_TIMEOUT=${T_TIMEOUT:-300}
+. "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
+require_env python3 openssl
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy NO_PROXY no_proxy
+
+registry_start net
+NET_REG=$REG
+W=$TESTDIR/w
+mkdir -p "$W"
+printf 'hello through the proxy\n' >"$W/hello.txt"
+make_random_file "$W/mid.bin" $((3 * 1024 * 1024)) net-mid
+make_random_file "$W/big.bin" $((6 * 1024 * 1024 + 5)) net-big
+make_random_file "$W/env.bin" $((1024 * 1024)) net-env
+push_artifact net/art v1 "$W" hello.txt mid.bin big.bin >/dev/null || bail "seed net/art:v1"
+push_artifact net/art v2 "$W" hello.txt >/dev/null || bail "seed net/art:v2"
+push_artifact net/env v1 "$W" env.bin >/dev/null || bail "seed net/env:v1"
+MID_HEX=$(sha256_hex "$W/mid.bin")
+BIG_HEX=$(sha256_hex "$W/big.bin")
+faultproxy_start "http://$NET_REG"
+M=$TESTDIR/mnt
+A=$M/net/art/v1
+
+# ---- 503, then 200
+fp_rules '[{"id":"m503","match":"/manifests/v1$","method":"GET","status":503,"times":2}]'
+mount_ocifs "$FP" "$M" -o ro || bail "mount through the proxy"
+check_eq "hello.txt reads after two 503 answers" "hello through the proxy" "$(cat "$A/hello.txt" 2>&1)"
+check_eq "the proxy answered 503 twice" 2 "$(fp_count '.rule == "m503"')"
+check "and then the manifest came" \
+	test "$(fp_count '(.target | test("/manifests/v1$")) and .status == 200')" -ge 1
+check "the daemon logged that it was retrying" grep -q "retrying" "$OCIFS_LOG"
+
+# ---- 429 with Retry-After: 2
+fp_rules "[{\"id\":\"b429\",\"match\":\"/blobs/sha256:$MID_HEX\",\"method\":\"GET\",\"status\":429,
+	\"headers\":{\"Retry-After\":\"2\"},\"times\":1}]"
+check_same "mid.bin reads after a 429" "$W/mid.bin" "$A/mid.bin"
+r429=$(fp_select '.rule == "b429"')
+check "the proxy answered 429 once" test -n "$r429"
+t429=$(jq -r .t <<<"$r429")
+rng=$(jq -r .range <<<"$r429")
+tnext=$(fp_select ".range == \"$rng\" and (.target | contains(\"$MID_HEX\")) and .status == 206" | jq -s 'map(.t) | min')
+check "the same range was asked again ($rng)" test "$tnext" != null
+check "no sooner than Retry-After said (429 at $t429, again at $tnext)" \
+	awk -v a="$t429" -v b="$tnext" 'BEGIN { exit !(b - a >= 1.9) }'
+
+# ---- a body cut short resumes where it stopped
+fp_rules "[{\"id\":\"cut\",\"match\":\"/blobs/sha256:$BIG_HEX\",\"method\":\"GET\",\"cut_after\":1000000,\"times\":1}]"
+check_same "big.bin reads though one of its transfers is cut" "$W/big.bin" "$A/big.bin"
+rcut=$(fp_select '.rule == "cut"')
+check "one transfer was cut after 1000000 bytes" test "$(jq -r .bytes <<<"$rcut")" = 1000000
+cut_range=$(jq -r .range <<<"$rcut")
+cut_start=$(sed -E 's/bytes=([0-9]+)-.*/\1/' <<<"$cut_range")
+cut_end=$(sed -E 's/bytes=[0-9]+-([0-9]*)/\1/' <<<"$cut_range")
+want="bytes=$((cut_start + 1000000))-$cut_end"
+check_eq "the resumed request starts where the cut one stopped ($cut_range)" 1 \
+	"$(fp_count ".range == \"$want\" and (.target | contains(\"$BIG_HEX\")) and .status == 206")"
+check_eq "no byte of big.bin came twice" "$(stat -c %s "$W/big.bin")" \
+	"$(fp_select "(.target | contains(\"$BIG_HEX\")) and .method == \"GET\"" | jq -s 'map(.bytes) | add')"
+umount_ocifs "$M"
+
+# ---- Warning headers: logged, once each
+fp_rules '[{"id":"warn","match":"/manifests/","add_headers":{"Warning":"299 - \"net/art is deprecated: use net/new\""}}]'
+mark=$(fp_log_mark)
+OCIFS_CACHE=$TESTDIR/cache.warn mount_ocifs "$FP" "$M" -o ro,tag_ttl=0 || bail "mount for warnings"
+for i in 1 2 3; do
+	cat "$M/net/art/v2/hello.txt" >/dev/null
+	cat "$M/net/art/v1/.oci/digest" >/dev/null
+done
+check "the proxy added the Warning to several answers" test "$(fp_count '.rule == "warn"' "$mark")" -ge 2
+check_eq "the daemon logged it once" 1 \
+	"$(grep -c 'the registry warns: net/art is deprecated: use net/new' "$OCIFS_LOG")"
+umount_ocifs "$M"
+
+# ---- proxies from the environment
+mark=$(fp_log_mark)
+if http_proxy=http://$FP OCIFS_CACHE=$TESTDIR/cache.env mount_ocifs "$NET_REG" "$M" -o ro; then
+	check_same "http_proxy: env.bin reads" "$W/env.bin" "$M/net/env/v1/env.bin"
+	check "the requests went through the proxy" \
+		test "$(fp_count ".mode == \"forward\" and (.target | startswith(\"http://$NET_REG/v2/net/env/\"))" "$mark")" -ge 2
+	umount_ocifs "$M"
+fi
+mark=$(fp_log_mark)
+if NO_PROXY=127.0.0.1 http_proxy=http://$FP OCIFS_CACHE=$TESTDIR/cache.noproxy \
+	mount_ocifs "$NET_REG" "$M" -o ro; then
+	check_same "NO_PROXY: env.bin reads" "$W/env.bin" "$M/net/env/v1/env.bin"
+	check_eq "NO_PROXY=127.0.0.1: nothing went through the proxy" 0 "$(fp_count 'true' "$mark")"
+	umount_ocifs "$M"
+fi
+
+# ---- a redirect to another host never carries Authorization
+HUSER=carol HPASS='R3direct-s3cret'
+REG_TLS=1 registry_start_htpasswd "$HUSER" "$HPASS" netauth
+TLS_REG=$REG
+mkdir -p "$TESTDIR/s"
+make_random_file "$TESTDIR/s/sec.bin" $((2 * 1024 * 1024)) net-sec
+push_artifact sec/art v1 "$TESTDIR/s" sec.bin >/dev/null || bail "seed sec/art:v1"
+
+mark=$(fp_log_mark)
+F_AUTH=$TESTDIR/auth.json
+auth_add_auth "$F_AUTH" "$TLS_REG" "$HUSER" "$HPASS"
+if HTTPS_PROXY=http://$FP OCIFS_CACHE=$TESTDIR/cache.https mount_ocifs "$TLS_REG" "$M" \
+	-o "ro,ca_file=$REG_CA,auth_file=$F_AUTH"; then
+	check_same "HTTPS_PROXY: sec.bin reads over TLS" "$TESTDIR/s/sec.bin" "$M/sec/art/v1/sec.bin"
+	umount_ocifs "$M"
+	# a tunnel is logged when it closes
+	tunnelled() { [ "$(fp_count ".mode == \"connect\" and .target == \"$TLS_REG\"" "$mark")" -ge 1 ]; }
+	check "through a CONNECT tunnel to the registry" wait_until 10 tunnelled
+fi
+
+registry_start_htpasswd "$HUSER" "$HPASS" netredir
+faultproxy_start "http://$REG" "$HUSER:$HPASS"
+push_artifact sec/art v1 "$TESTDIR/s" sec.bin >/dev/null || bail "seed sec/art:v1 (plain)"
+fp_rules "[{\"id\":\"redir\",\"match\":\"/blobs/\",\"method\":\"GET\",\"redirect\":\"http://localhost:$FP_PORT/elsewhere\"}]"
+F_AUTH2=$TESTDIR/auth2.json
+auth_add_auth "$F_AUTH2" "$FP" "$HUSER" "$HPASS"
+if OCIFS_CACHE=$TESTDIR/cache.redir mount_ocifs "$FP" "$M" -d -o "ro,auth_file=$F_AUTH2"; then
+	check_same "a blob redirected to another host reads" "$TESTDIR/s/sec.bin" "$M/sec/art/v1/sec.bin"
+	check "blob requests were redirected, carrying Authorization to the registry" \
+		test "$(fp_count '.rule == "redir" and .auth')" -ge 1
+	check "the other host (localhost) was asked" \
+		test "$(fp_count '.mode == "elsewhere" and (.host | startswith("localhost:"))')" -ge 1
+	check_eq "never with Authorization" 0 "$(fp_count '.mode == "elsewhere" and .auth')"
+	umount_ocifs "$M"
+	check_no_secrets "redirects, -d: no password or Authorization in the log" "$OCIFS_LOG" \
+		"$HPASS" "$(auth_b64 "$HUSER" "$HPASS")"
+fi
+finish
