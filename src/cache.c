@@ -828,8 +828,8 @@ out_unlock:
 
 int cache_new(const struct cache_options *o, struct cache **out)
 {
-	static const char *const subdirs[] = { "blobs/sha256", "manifests/sha256", "partial",
-		"tmp" };
+	static const char *const subdirs[] = { "blobs/sha256", "manifests/sha256", "partial", "tmp",
+		"staging" };
 	char path[PATH_MAX];
 	struct cache *c;
 	size_t i;
@@ -997,4 +997,31 @@ int cache_put(struct cache *c, const char *digest, const void *data, size_t len)
 		return ret;
 	}
 	return 0;
+}
+
+const char *cache_dir(const struct cache *c)
+{
+	return c->dir;
+}
+
+int cache_adopt(struct cache *c, const char *digest, const char *path, char *out, size_t n)
+{
+	struct stat st;
+	int ret = 0;
+
+	if (!digest_supported(digest))
+		return -EINVAL;
+	blob_path(c, digest, out, n);
+	if (access(out, F_OK) == 0) {
+		unlink(path);
+		return 0;
+	}
+	if (stat(path, &st))
+		return -errno;
+	if (rename(path, out))
+		return -errno;
+	pthread_mutex_lock(&c->lock);
+	account_complete(c, st.st_size);
+	pthread_mutex_unlock(&c->lock);
+	return ret;
 }

@@ -6,6 +6,7 @@
  *   <dir>/partial/<hex>          a blob being fetched: a sparse file ...
  *   <dir>/partial/<hex>.map      ... and one byte per chunk, 1 once fetched
  *   <dir>/tmp/                   small blobs being written whole
+ *   <dir>/staging/<id>/          files written into the mount, not yet pushed (push.c)
  *
  * Blobs are fetched lazily in chunks with HTTP ranges by a pool of worker
  * threads; a sequential reader gets a growing read-ahead window. A blob is
@@ -75,5 +76,15 @@ int cache_put(struct cache *c, const char *digest, const void *data, size_t len)
 
 /* Read a stored manifest without any network; -ENOENT when absent. */
 int cache_get(struct cache *c, const char *digest, size_t max, char **data, size_t *len);
+
+/* The cache's directory (borrowed). */
+const char *cache_dir(const struct cache *c);
+
+/*
+ * Take the file at path, whose bytes hash to digest (the caller made sure),
+ * as a complete blob: renamed into blobs/ (or dropped when one is there
+ * already). Its new path goes into out (n bytes). 0 or -errno.
+ */
+int cache_adopt(struct cache *c, const char *digest, const char *path, char *out, size_t n);
 
 #endif

@@ -44,6 +44,21 @@ static void format_sha256(const unsigned char *md, char *out)
 	out[DIGEST_STR_LEN] = '\0';
 }
 
+struct digest_ctx *digest_ctx_dup(const struct digest_ctx *c)
+{
+	struct digest_ctx *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return NULL;
+	d->md = EVP_MD_CTX_new();
+	if (!d->md || EVP_MD_CTX_copy_ex(d->md, c->md) != 1) {
+		EVP_MD_CTX_free(d->md);
+		free(d);
+		return NULL;
+	}
+	return d;
+}
+
 void digest_ctx_final(struct digest_ctx *c, char *out)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];

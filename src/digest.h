@@ -12,6 +12,8 @@ struct digest_ctx;
 /* A new running hash; NULL when out of memory. Free with digest_ctx_free(). */
 struct digest_ctx *digest_ctx_new(void);
 void digest_ctx_update(struct digest_ctx *c, const void *p, size_t n);
+/* A copy of c's state (to finish one and go on with the other), or NULL. */
+struct digest_ctx *digest_ctx_dup(const struct digest_ctx *c);
 /* Write "sha256:<hex>" and a NUL into out (DIGEST_STR_LEN + 1 bytes). */
 void digest_ctx_final(struct digest_ctx *c, char *out);
 void digest_ctx_free(struct digest_ctx *c);

@@ -7,6 +7,7 @@
 
 #include "cache.h"
 #include "fs.h"
+#include "push.h"
 #include "tree.h"
 
 /* A directory handle: the listing snapshot taken at opendir. */
@@ -15,12 +16,18 @@ struct dir_handle {
 	size_t n;
 };
 
-/* A file handle: a blob of the cache and this reader's position, or bytes of the tree. */
+/*
+ * A file handle: a blob of the cache and this reader's position, bytes of
+ * the tree, or a staged file (fd) for files written into the mount.
+ */
 struct open_file {
 	struct blob *blob;
 	struct blob_reader rd; /* protected by the blob's lock */
 	const char *data;
 	size_t len;
+	int fd; /* a staged file's bytes, or -1 */
+	struct node *node;
+	bool writer;
 };
 
 static struct tree *req_tree(fuse_req_t req)
@@ -165,22 +172,33 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	fuse_reply_err(req, 0);
 }
 
+static bool wants_write(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct tree *t = req_tree(req);
+	struct node *n = ino_node(t, ino);
 	struct open_file *fh;
 	int ret;
 
-	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, EROFS);
-		return;
-	}
 	fh = calloc(1, sizeof(*fh));
 	if (!fh) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ret = tree_open(t, ino_node(t, ino), &fh->blob, &fh->data, &fh->len);
+	fh->fd = -1;
+	fh->node = n;
+	if (wants_write(fi->flags)) {
+		ret = push_open(t, n, (fi->flags & O_TRUNC) != 0, &fh->fd);
+		fh->writer = ret == 0;
+	} else if (tree_is_staged(n)) {
+		ret = push_open_read(t, n, &fh->fd);
+	} else {
+		ret = tree_open(t, n, &fh->blob, &fh->data, &fh->len);
+	}
 	if (ret) {
 		free(fh);
 		fuse_reply_err(req, -ret);
@@ -190,10 +208,44 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/*
 	 * An inode's bytes never change (a digest pins them), but pages the kernel
 	 * kept from a read before the blob verified may be wrong: keep them only
-	 * once it has.
+	 * once it has. A staged file's bytes change as it is written.
 	 */
-	fi->keep_cache = !fh->blob || cache_blob_verified(fh->blob);
+	fi->keep_cache = fh->fd < 0 && (!fh->blob || cache_blob_verified(fh->blob));
 	fuse_reply_open(req, fi);
+}
+
+static void fs_create(
+	fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	struct tree *t = req_tree(req);
+	struct fuse_entry_param e;
+	struct open_file *fh = calloc(1, sizeof(*fh));
+	struct node *n;
+	int ret;
+
+	if (!fh) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fh->fd = -1;
+	ret = push_create(t, ino_node(t, parent), name, (fi->flags & O_EXCL) != 0, &n, &fh->fd);
+	memset(&e, 0, sizeof(e));
+	if (!ret)
+		ret = fill_stat(t, n, &e.attr);
+	if (ret) {
+		if (fh->fd >= 0)
+			close(fh->fd);
+		free(fh);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fh->node = n;
+	fh->writer = true;
+	e.ino = node_ino(t, n);
+	e.generation = 1;
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	fi->keep_cache = 0;
+	fuse_reply_create(req, &e, fi);
 }
 
 static void fs_read(
@@ -204,6 +256,13 @@ static void fs_read(
 	int64_t bsize;
 	int fd;
 
+	if (fh->fd >= 0) {
+		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+		bv.buf[0].fd = fh->fd;
+		bv.buf[0].pos = off;
+		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+		return;
+	}
 	if (!fh->blob) {
 		if ((size_t)off >= fh->len)
 			size = 0;
@@ -231,12 +290,46 @@ static void fs_read(
 	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
 
+static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+	struct fuse_file_info *fi)
+{
+	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
+	ssize_t ret;
+
+	if (!fh->writer) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	ret = push_write(req_tree(req), fh->node, fh->fd, buf, size, off);
+	if (ret < 0)
+		fuse_reply_err(req, (int)-ret);
+	else
+		fuse_reply_write(req, (size_t)ret);
+}
+
+/* Every close(2): a file written into the mount is uploaded now, and close says how that went. */
+static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
+
+	fuse_reply_err(req, fh->writer ? -push_flush(req_tree(req), fh->node) : 0);
+}
+
+static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	fs_flush(req, ino, fi);
+}
+
 static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 
 	if (fh->blob)
 		cache_blob_close(fh->blob);
+	if (fh->fd >= 0)
+		close(fh->fd);
+	if (fh->writer)
+		push_release(req_tree(req), fh->node);
 	free(fh);
 	fuse_reply_err(req, 0);
 }
@@ -291,59 +384,127 @@ static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
-/* Until pushing lands, every change is refused as on a read-only mount. */
+/* Reply with the entry of a node a change made. */
+static void reply_new_entry(fuse_req_t req, struct tree *t, struct node *n, int ret)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	if (!ret)
+		ret = fill_stat(t, n, &e.attr);
+	if (ret) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	e.ino = node_ino(t, n);
+	e.generation = 1;
+	fuse_reply_entry(req, &e);
+}
+
 static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-	fuse_reply_err(req, EROFS);
+	struct tree *t = req_tree(req);
+	struct node *n = NULL;
+
+	reply_new_entry(req, t, n, push_mkdir(t, ino_node(t, parent), name, &n));
 }
 
 static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
-	fuse_reply_err(req, EROFS);
-}
+	struct tree *t = req_tree(req);
+	struct node *n = NULL;
+	int fd = -1, ret;
 
-static void fs_create(
-	fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
-{
-	fuse_reply_err(req, EROFS);
+	/* Only regular files can be pushed. */
+	if (!S_ISREG(mode)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	ret = push_create(t, ino_node(t, parent), name, true, &n, &fd);
+	if (!ret) {
+		close(fd);
+		push_release(t, n);
+	}
+	reply_new_entry(req, t, n, ret);
 }
 
 static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	struct tree *t = req_tree(req);
+
+	fuse_reply_err(req, -push_unlink(t, ino_node(t, parent), name));
+}
+
+static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct tree *t = req_tree(req);
+
+	fuse_reply_err(req, -push_rmdir(t, ino_node(t, parent), name));
 }
 
 static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 	const char *newname, unsigned int flags)
 {
-	fuse_reply_err(req, EROFS);
+	struct tree *t = req_tree(req);
+
+	fuse_reply_err(req,
+		-push_rename(t, ino_node(t, parent), name, ino_node(t, newparent), newname, flags));
 }
 
+static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct tree *t = req_tree(req);
+
+	fuse_reply_err(req, -push_fsyncdir(t, ino_node(t, ino)));
+}
+
+/* Artifacts hold regular files and directories only. */
 static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	fuse_reply_err(req, tree_read_only(req_tree(req)) ? EROFS : EPERM);
 }
 
 static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-	fuse_reply_err(req, EROFS);
+	fuse_reply_err(req, tree_read_only(req_tree(req)) ? EROFS : EPERM);
 }
 
 static void fs_setattr(
 	fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, EROFS);
+	struct tree *t = req_tree(req);
+	struct node *n = ino_node(t, ino);
+	struct stat st;
+	int ret = 0;
+
+	if (tree_read_only(t)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE)
+		ret = push_truncate(t, n, attr->st_size);
+	/* Modes, owners and times are not part of an artifact: accepted, not kept. */
+	if (!ret)
+		ret = fill_stat(t, n, &st);
+	if (ret)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, tree_timeout(t, n));
 }
 
 static void fs_setxattr(
 	fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
 {
-	fuse_reply_err(req, EROFS);
+	struct tree *t = req_tree(req);
+
+	fuse_reply_err(req, -push_setxattr(t, ino_node(t, ino), name, value, size));
 }
 
 static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	fuse_reply_err(req, EROFS);
+	struct tree *t = req_tree(req);
+
+	fuse_reply_err(req, -push_removexattr(t, ino_node(t, ino), name));
 }
 
 const struct fuse_lowlevel_ops fs_ops = {
@@ -355,6 +516,9 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.releasedir = fs_releasedir,
 	.open = fs_open,
 	.read = fs_read,
+	.write = fs_write,
+	.flush = fs_flush,
+	.fsync = fs_fsync,
 	.release = fs_release,
 	.getxattr = fs_getxattr,
 	.listxattr = fs_listxattr,
@@ -363,7 +527,8 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.mknod = fs_mknod,
 	.create = fs_create,
 	.unlink = fs_unlink,
-	.rmdir = fs_unlink,
+	.rmdir = fs_rmdir,
+	.fsyncdir = fs_fsyncdir,
 	.rename = fs_rename,
 	.symlink = fs_symlink,
 	.link = fs_link,

@@ -38,7 +38,42 @@ struct transfer {
 	struct http_response *resp;
 	int64_t pos; /* offset in the resource of the next body byte */
 	int err; /* set by callbacks to abort with a specific errno */
+	int64_t sent; /* bytes of an upload body handed to curl */
 };
+
+/* An upload body, read from the file as curl asks for it. */
+static size_t on_upload(char *p, size_t size, size_t nmemb, void *arg)
+{
+	struct transfer *t = arg;
+	int64_t left = t->req->upload_len - t->sent;
+	size_t n = size * nmemb;
+	ssize_t got;
+
+	if (left <= 0)
+		return 0;
+	if ((int64_t)n > left)
+		n = (size_t)left;
+	do
+		got = pread(t->req->upload_fd, p, n, t->req->upload_off + t->sent);
+	while (got < 0 && errno == EINTR);
+	if (got <= 0) {
+		t->err = got < 0 ? -errno : -EIO;
+		return CURL_READFUNC_ABORT;
+	}
+	t->sent += got;
+	return (size_t)got;
+}
+
+/* curl rewinds an upload to send it again (after a 401 or a redirect). */
+static int on_seek(void *arg, curl_off_t off, int origin)
+{
+	struct transfer *t = arg;
+
+	if (origin != SEEK_SET || off < 0 || off > t->req->upload_len)
+		return CURL_SEEKFUNC_CANTSEEK;
+	t->sent = off;
+	return CURL_SEEKFUNC_OK;
+}
 
 int curl_code_to_errno(int code)
 {
@@ -331,7 +366,9 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 		free(r->docker_digest);
 		free(r->www_authenticate);
 		free(r->link_next);
+		free(r->location);
 		r->content_type = r->docker_digest = r->www_authenticate = r->link_next = NULL;
+		r->location = NULL;
 		buf_release(&r->warnings);
 		v = memchr(p, ' ', n);
 		r->status = v ? strtol(v + 1, NULL, 10) : 0;
@@ -340,6 +377,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 	keep_header(&r->content_type, header_value(p, n, "Content-Type"));
 	keep_header(&r->docker_digest, header_value(p, n, "Docker-Content-Digest"));
 	keep_header(&r->www_authenticate, header_value(p, n, "WWW-Authenticate"));
+	keep_header(&r->location, header_value(p, n, "Location"));
 	v = header_value(p, n, "Retry-After");
 	if (v) {
 		/* delta-seconds only; an HTTP-date is taken as "soon" */
@@ -380,7 +418,7 @@ char *http_resolve_url(const char *base, const char *rel)
 
 int http_do(struct http *h, const struct http_request *req, struct http_response *resp)
 {
-	struct transfer t = { req, resp, 0, 0 };
+	struct transfer t = { req, resp, 0, 0, 0 };
 	struct curl_slist *hdrs = NULL, *tmp;
 	char range[64];
 	struct http_handle *e;
@@ -438,13 +476,21 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		curl_easy_setopt(e->curl, CURLOPT_SSLCERT, h->cert_file);
 	if (h->key_file)
 		curl_easy_setopt(e->curl, CURLOPT_SSLKEY, h->key_file);
-	if (req->post_body) {
-		curl_easy_setopt(e->curl, CURLOPT_POSTFIELDSIZE, (long)req->post_len);
+	if (req->upload) {
+		curl_easy_setopt(e->curl, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(e->curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)req->upload_len);
+		curl_easy_setopt(e->curl, CURLOPT_READFUNCTION, on_upload);
+		curl_easy_setopt(e->curl, CURLOPT_READDATA, &t);
+		curl_easy_setopt(e->curl, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(e->curl, CURLOPT_SEEKDATA, &t);
+	} else if (req->post_body) {
+		curl_easy_setopt(e->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->post_len);
 		curl_easy_setopt(e->curl, CURLOPT_POSTFIELDS, req->post_body);
 	}
 	if (strcmp(method, "HEAD") == 0)
 		curl_easy_setopt(e->curl, CURLOPT_NOBODY, 1L);
-	else if (strcmp(method, "GET") != 0 && !req->post_body)
+	else if (strcmp(method, "GET") != 0 && !(strcmp(method, "POST") == 0 && req->post_body) &&
+		 !(strcmp(method, "PUT") == 0 && req->upload))
 		curl_easy_setopt(e->curl, CURLOPT_CUSTOMREQUEST, method);
 
 	cc = curl_easy_perform(e->curl);
@@ -474,6 +520,12 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		free(resp->link_next);
 		resp->link_next = abs;
 	}
+	if (resp->location) {
+		char *abs = http_resolve_url(resp->effective_url, resp->location);
+
+		free(resp->location);
+		resp->location = abs;
+	}
 	log_debug("%s %s: %ld", method, req->url, resp->status);
 
 out_put:
@@ -490,6 +542,7 @@ void http_response_release(struct http_response *r)
 	free(r->docker_digest);
 	free(r->www_authenticate);
 	free(r->link_next);
+	free(r->location);
 	free(r->effective_url);
 	memset(r, 0, sizeof(*r));
 }

@@ -23,9 +23,14 @@ struct http_options {
 };
 
 struct http_request {
-	const char *method; /* "GET" (default when NULL), "HEAD", "POST" */
-	const char *post_body; /* the body of a POST, or NULL */
+	const char *method; /* "GET" (default when NULL), "HEAD", "POST", "PUT", "PATCH", "DELETE" */
+	const char *post_body; /* the body of a POST, PUT or PATCH from memory, or NULL */
 	size_t post_len;
+	/* Or the body from a file: upload_len bytes of upload_fd from upload_off (pread). */
+	bool upload;
+	int upload_fd;
+	int64_t upload_off;
+	int64_t upload_len;
 	const char *url;
 	const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
 	size_t max_body; /* fail with -EFBIG past this many body bytes; 0: no limit */
@@ -52,6 +57,7 @@ struct http_response {
 	char *docker_digest; /* Docker-Content-Digest, or NULL */
 	char *www_authenticate; /* or NULL */
 	char *link_next; /* absolute URL of a Link rel="next", or NULL */
+	char *location; /* absolute URL of a Location header (an upload session), or NULL */
 	struct buf warnings; /* the values of Warning headers, a line each */
 	char *effective_url;
 	int64_t body_bytes; /* bytes received */

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "log.h"
 #include "manifest.h"
+#include "push.h"
 #include "ref.h"
 #include "registry.h"
 #include "tree.h"
@@ -32,6 +33,7 @@ struct options {
 	char *auth_file;
 	char *cert_file;
 	char *key_file;
+	char *artifact_type;
 	struct strlist mirrors;
 	unsigned uid;
 	unsigned gid;
@@ -41,6 +43,7 @@ struct options {
 	unsigned list_ttl;
 	unsigned page_size;
 	unsigned timeout;
+	unsigned push_delay;
 	int ro;
 	int plain_http;
 	int insecure;
@@ -68,6 +71,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("list_ttl=%u", list_ttl),
 	OPT("page_size=%u", page_size),
 	OPT("timeout=%u", timeout),
+	OPT("push_delay=%u", push_delay),
+	OPT("artifact_type=%s", artifact_type),
 	OPT("plain_http", plain_http),
 	OPT("insecure", insecure),
 	OPT("uid=%u", uid),
@@ -115,6 +120,9 @@ static void usage(const char *prog)
 	       "    -o cert_file=FILE,key_file=FILE  client certificate and key (mutual TLS)\n"
 	       "    -o auth_file=FILE        credentials (docker config.json / auth.json format),\n"
 	       "                             tried before the usual files\n"
+	       "    -o push_delay=SECS       rest of a tag directory before its push (default 1)\n"
+	       "    -o artifact_type=TYPE    artifactType of new tags\n"
+	       "                             (default application/vnd.unknown.artifact.v1)\n"
 	       "    -o mirror=URL            pull through a mirror first (repeatable, in order):\n"
 	       "                             [http[s]://]HOST[:PORT][/PREFIX]; it serves the\n"
 	       "                             mounted registry, or Docker Hub when SOURCE is -\n"
@@ -222,7 +230,7 @@ static char *default_cache_dir(void)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options o = { .tag_ttl = 30, .list_ttl = 30, .timeout = 30 };
+	struct options o = { .tag_ttl = 30, .list_ttl = 30, .timeout = 30, .push_delay = 1 };
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config lc = { 0 };
 	struct http_options ho = { 0 };
@@ -327,6 +335,8 @@ int main(int argc, char *argv[])
 	to.auth_file = o.auth_file;
 	to.retry_secs = o.timeout;
 	to.mirrors = (const char *const *)o.mirrors.v;
+	to.push_delay = o.push_delay;
+	to.artifact_type = o.artifact_type;
 	to.mirror_host = source.host ? source.host : "docker.io";
 
 	if (http_new(&ho, &http)) {
@@ -359,7 +369,7 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	if (!cl.foreground)
 		log_init(true, cl.debug);
-	if (cache_start(cache))
+	if (cache_start(cache) || push_start(tree))
 		goto out_unmount;
 
 	lc.clone_fd = cl.clone_fd;
@@ -375,6 +385,8 @@ out_signals:
 out_session:
 	fuse_session_destroy(se);
 out_tree:
+	/* Pending pushes complete before the daemon exits. */
+	push_stop(tree);
 	/* The fetch workers use the tree's registries: stop them first. */
 	cache_stop(cache);
 	tree_free(tree);
@@ -401,6 +413,7 @@ out_args:
 	free(o.auth_file);
 	free(o.cert_file);
 	free(o.key_file);
+	free(o.artifact_type);
 	strlist_release(&o.mirrors);
 	return ret;
 }

@@ -15,6 +15,10 @@
 #define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
 #define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
 #define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define MT_EMPTY "application/vnd.oci.empty.v1+json"
+#define MT_LAYER_TAR "application/vnd.oci.image.layer.v1.tar"
+/* The empty JSON object "{}", the config of artifacts that have none. */
+#define EMPTY_DIGEST "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
 
 #define ANN_TITLE "org.opencontainers.image.title"
 #define ANN_CREATED "org.opencontainers.image.created"

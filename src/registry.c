@@ -1025,3 +1025,193 @@ int registry_get_blob(struct registry *r, const char *repo, const char *digest, 
 	}
 	return get_blob_at(r, repo, digest, off + c.passed, len ? len - c.passed : 0, sink, arg);
 }
+
+/* ---- push ---- */
+
+/* Blobs up to this size go up in one PUT; larger ones in PATCH chunks of it. */
+#define UPLOAD_CHUNK (32 * 1024 * 1024)
+
+static void push_scope(
+	const struct registry *r, char *out, size_t n, const char *repo, const char *from)
+{
+	if (from)
+		snprintf(out, n, "repository:%s:pull,push repository:%s:pull", repo, from);
+	else
+		snprintf(out, n, "repository:%s:pull,push", repo);
+}
+
+int registry_blob_exists(struct registry *r, const char *repo, const char *digest)
+{
+	struct http_request req = { .method = "HEAD" };
+	struct http_response resp;
+	char scope[600];
+	int ret;
+
+	push_scope(r, scope, sizeof(scope), repo, NULL);
+	ret = api_do(r, &req, &resp, scope, "%s/blobs/%s", repo, digest);
+	http_response_release(&resp);
+	return ret;
+}
+
+/* The upload URL with the digest query parameter added, malloc'd, or NULL. */
+static char *upload_url_with_digest(const char *location, const char *digest)
+{
+	struct buf b = BUF_INIT;
+
+	if (buf_printf(&b, "%s%cdigest=%s", location, strchr(location, '?') ? '&' : '?', digest)) {
+		buf_release(&b);
+		return NULL;
+	}
+	return buf_take(&b);
+}
+
+/* One request on an upload session's URL; its next URL replaces *location. */
+static int upload_step(
+	struct registry *r, struct http_request *req, const char *scope, char **location, long want)
+{
+	struct http_response resp;
+	int ret = registry_do(r, req, &resp, scope);
+
+	if (ret == 0 && resp.status != want)
+		ret = resp.status >= 200 && resp.status < 300 ? -EPROTO
+							      : http_status_to_errno(resp.status);
+	if (ret == 0 && resp.location) {
+		free(*location);
+		*location = resp.location;
+		resp.location = NULL;
+	}
+	if (ret)
+		log_debug("%s: upload %s %s: %ld", r->host, req->method, req->url, resp.status);
+	http_response_release(&resp);
+	return ret;
+}
+
+int registry_push_blob(struct registry *r, const char *repo, const char *digest, int fd,
+	int64_t size, const char *from_repo)
+{
+	static const char *const octets[] = {
+		"Content-Type: application/octet-stream",
+		"Expect:",
+		NULL,
+	};
+	struct http_request req = { .method = "POST", .post_body = "", .max_body = 64 * 1024 };
+	struct http_response resp;
+	char scope[600], range[96];
+	const char *hdrs[4] = { octets[0], octets[1], NULL, NULL };
+	char *location = NULL, *url = NULL;
+	int64_t off = 0;
+	int ret;
+
+	ret = registry_blob_exists(r, repo, digest);
+	if (ret == 0) {
+		log_debug("%s/%s@%s: already there", r->host, repo, digest);
+		return 0;
+	}
+	if (ret != -ENOENT)
+		goto fail;
+	push_scope(r, scope, sizeof(scope), repo, from_repo);
+	if (from_repo && strcmp(from_repo, repo) != 0)
+		ret = api_do(r, &req, &resp, scope, "%s/blobs/uploads/?mount=%s&from=%s", repo,
+			digest, from_repo);
+	else
+		ret = api_do(r, &req, &resp, scope, "%s/blobs/uploads/", repo);
+	if (ret == 0 && resp.status == 201) {
+		/* mounted from the other repository: nothing to send */
+		http_response_release(&resp);
+		return 0;
+	}
+	if (ret == 0 && (resp.status != 202 || !resp.location))
+		ret = -EPROTO;
+	if (ret) {
+		http_response_release(&resp);
+		goto fail;
+	}
+	location = resp.location;
+	resp.location = NULL;
+	http_response_release(&resp);
+
+	/* Large blobs: PATCH chunk by chunk; the last bytes go with the closing PUT. */
+	while (size - off > UPLOAD_CHUNK) {
+		struct http_request p = {
+			.method = "PATCH",
+			.upload = true,
+			.upload_fd = fd,
+			.upload_off = off,
+			.upload_len = UPLOAD_CHUNK,
+			.max_body = 64 * 1024,
+		};
+
+		snprintf(range, sizeof(range), "Content-Range: %lld-%lld", (long long)off,
+			(long long)(off + UPLOAD_CHUNK - 1));
+		hdrs[2] = range;
+		p.headers = hdrs;
+		p.url = location;
+		ret = upload_step(r, &p, scope, &location, 202);
+		if (ret)
+			goto fail;
+		off += UPLOAD_CHUNK;
+	}
+	url = upload_url_with_digest(location, digest);
+	if (!url) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	{
+		struct http_request p = {
+			.method = "PUT",
+			.upload = true,
+			.upload_fd = fd,
+			.upload_off = off,
+			.upload_len = size - off,
+			.headers = octets,
+			.max_body = 64 * 1024,
+		};
+
+		p.url = url;
+		ret = upload_step(r, &p, scope, &location, 201);
+	}
+fail:
+	if (ret)
+		log_err("%s/%s@%s: upload: %s", r->host, repo, digest, strerror(-ret));
+	free(url);
+	free(location);
+	return ret;
+}
+
+int registry_put_manifest(struct registry *r, const char *repo, const char *ref,
+	const char *media_type, const char *body, size_t len)
+{
+	char ct[200], scope[600];
+	const char *hdrs[] = { ct, "Expect:", NULL };
+	struct http_request req = {
+		.method = "PUT",
+		.post_body = body,
+		.post_len = len,
+		.headers = hdrs,
+		.max_body = 64 * 1024,
+	};
+	struct http_response resp;
+	int ret;
+
+	snprintf(ct, sizeof(ct), "Content-Type: %s", media_type);
+	push_scope(r, scope, sizeof(scope), repo, NULL);
+	ret = api_do(r, &req, &resp, scope, "%s/manifests/%s", repo, ref);
+	if (ret)
+		log_err("%s/%s%s%s: manifest push: %s", r->host, repo,
+			ref_valid_digest(ref) ? "@" : ":", ref, strerror(-ret));
+	http_response_release(&resp);
+	return ret;
+}
+
+int registry_delete_manifest(struct registry *r, const char *repo, const char *ref)
+{
+	struct http_request req = { .method = "DELETE", .max_body = 64 * 1024 };
+	struct http_response resp;
+	char scope[600];
+	int ret;
+
+	snprintf(scope, sizeof(scope), "repository:%s:delete", repo);
+	ret = api_do(r, &req, &resp, scope, "%s/manifests/%s", repo, ref);
+	http_response_release(&resp);
+	return ret;
+}

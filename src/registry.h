@@ -79,6 +79,26 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
 int registry_get_blob(struct registry *r, const char *repo, const char *digest, int64_t off,
 	int64_t len, int (*sink)(void *arg, const void *p, size_t n), void *arg);
 
+/* HEAD a blob (with push scope): 0 when repo has it, -ENOENT, or -errno. */
+int registry_blob_exists(struct registry *r, const char *repo, const char *digest);
+
+/*
+ * Upload size bytes of fd as blob digest into repo, asking for pull,push:
+ * nothing when repo has it already, a cross-repository mount from from_repo
+ * (or NULL) where the registry allows one, else POST then one PUT, or PATCH
+ * chunks then the PUT for large blobs. Never through a mirror. 0 or -errno
+ * with a log line.
+ */
+int registry_push_blob(struct registry *r, const char *repo, const char *digest, int fd,
+	int64_t size, const char *from_repo);
+
+/* PUT a manifest under ref (a tag or its digest). 0 or -errno with a log line. */
+int registry_put_manifest(struct registry *r, const char *repo, const char *ref,
+	const char *media_type, const char *body, size_t len);
+
+/* DELETE a manifest by reference (tag or digest). 0, -ENOENT, -EOPNOTSUPP, or -errno. */
+int registry_delete_manifest(struct registry *r, const char *repo, const char *ref);
+
 /*
  * Whether a failure is worth trying again: connection errors and the
  * statuses 429 and 5xx (as errnos: see registry_do).

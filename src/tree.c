@@ -12,97 +12,19 @@
 #include "cache.h"
 #include "digest.h"
 #include "log.h"
+#include "push.h"
 #include "registry.h"
 #include "tree.h"
+#include "tree-int.h"
 
 /* Kernel cache time for what a digest pins down: it never changes. */
 #define IMMUTABLE_TIMEOUT 86400.0
 /* Titles and platforms nest; a bound keeps a hostile manifest from nesting forever. */
 #define MAX_DEPTH 64
 
-enum node_kind {
-	NODE_HOSTS, /* "-" root: one child per registry host looked up */
-	NODE_NS, /* a registry's root ("" path), a namespace or a repository */
-	NODE_ARTIFACT, /* a tag or digest directory */
-	NODE_DIR, /* a fixed directory inside an artifact: title prefixes, .oci, ... */
-	NODE_BLOB, /* a file whose bytes are a blob (or a manifest) of the registry */
-	NODE_DATA, /* a file whose bytes are in memory */
-};
-
-/* One registry host and what is cached about it. */
-struct site {
-	struct site *next;
-	struct registry *reg;
-	bool docker_hub; /* one-component names get "library/" */
-	pthread_mutex_t lock; /* serialises catalog fetches */
-	struct strlist catalog; /* protected by lock */
-	time_t catalog_at; /* protected by lock; 0: never fetched */
-	int catalog_err; /* protected by lock */
-};
-
-struct xattr {
-	char *name;
-	char *value;
-};
-
-struct node {
-	struct node *all_next; /* every node of the tree, for tree_free() */
-	struct node *parent;
-	char *name;
-	enum node_kind kind;
-	bool hidden; /* not listed (.oci) */
-	bool immutable; /* inside a digest-addressed artifact */
-	struct site *site;
-	char *repo; /* NS: path inside the registry ("" at its root); else the repository */
-
-	/* Directories. protected by t->lock */
-	struct node **children;
-	size_t n_children;
-	size_t cap_children;
-
-	/* Loading (NS listings, ARTIFACT manifests) happens under load_lock, never t->lock. */
-	pthread_mutex_t load_lock;
-
-	/* NS: tags of repo. protected by load_lock */
-	struct strlist tags;
-	time_t tags_at;
-	int tags_err;
-
-	/* ARTIFACT */
-	char *ref; /* the tag or digest looked up */
-	bool by_digest; /* ref is a digest */
-	bool loaded; /* protected by t->lock */
-	bool offline_logged;
-	time_t resolved_at; /* protected by t->lock */
-
-	/* ARTIFACT (manifest digest), BLOB (blob digest). protected by t->lock for ARTIFACT */
-	char *digest;
-	time_t mtime; /* protected by t->lock */
-
-	/* BLOB and DATA */
-	int64_t size;
-	bool is_manifest; /* BLOB fetched through the manifests endpoint */
-	char *data;
-	size_t data_len;
-
-	struct xattr *xattrs; /* protected by t->lock */
-	size_t n_xattrs;
-};
-
-struct tree {
-	struct tree_options opts;
-	struct http *http;
-	struct cache *cache;
-	struct node *root;
-	time_t start;
-	pthread_mutex_t lock;
-	struct node *all; /* protected by lock */
-	struct site *sites; /* protected by lock */
-};
-
 /* ---- nodes ---- */
 
-static struct node *node_new(
+struct node *tree_node_new(
 	struct tree *t, struct node *parent, const char *name, enum node_kind kind)
 {
 	struct node *n = calloc(1, sizeof(*n));
@@ -130,7 +52,7 @@ static struct node *node_new(
 	return n;
 }
 
-static void xattrs_free(struct xattr *x, size_t n)
+void tree_xattrs_free(struct xattr *x, size_t n)
 {
 	size_t i;
 
@@ -143,6 +65,7 @@ static void xattrs_free(struct xattr *x, size_t n)
 
 static void node_free(struct node *n)
 {
+	push_node_release(n);
 	pthread_mutex_destroy(&n->load_lock);
 	free(n->name);
 	free(n->repo);
@@ -151,17 +74,27 @@ static void node_free(struct node *n)
 	free(n->ref);
 	free(n->digest);
 	free(n->data);
-	xattrs_free(n->xattrs, n->n_xattrs);
+	tree_xattrs_free(n->xattrs, n->n_xattrs);
 	free(n);
+}
+
+bool tree_read_only(const struct tree *t)
+{
+	return t->opts.read_only;
+}
+
+bool tree_is_staged(const struct node *n)
+{
+	return n->kind == NODE_STAGED;
 }
 
 bool tree_is_dir(const struct node *n)
 {
-	return n->kind != NODE_BLOB && n->kind != NODE_DATA;
+	return n->kind != NODE_BLOB && n->kind != NODE_DATA && n->kind != NODE_STAGED;
 }
 
 /* The child called name, or NULL. Caller holds t->lock (or owns dir privately). */
-static struct node *child_find(struct node *dir, const char *name)
+struct node *tree_child_find(struct node *dir, const char *name)
 {
 	size_t i;
 
@@ -172,7 +105,7 @@ static struct node *child_find(struct node *dir, const char *name)
 }
 
 /* Caller holds t->lock (or owns dir privately). */
-static int child_add(struct node *dir, struct node *c)
+int tree_child_add(struct node *dir, struct node *c)
 {
 	if (dir->n_children == dir->cap_children) {
 		size_t cap = dir->cap_children ? 2 * dir->cap_children : 8;
@@ -187,7 +120,7 @@ static int child_add(struct node *dir, struct node *c)
 	return 0;
 }
 
-static int xattr_add(struct xattr **x, size_t *n, const char *name, const char *value)
+int tree_xattr_add(struct xattr **x, size_t *n, const char *name, const char *value)
 {
 	struct xattr *v = realloc(*x, (*n + 1) * sizeof(*v));
 
@@ -216,7 +149,7 @@ static int xattrs_add_annotations(
 		if (snprintf(name, sizeof(name), "user.oci.annotation.%s", a[i].key) >=
 			(int)sizeof(name))
 			continue;
-		ret = xattr_add(x, n, name, a[i].value);
+		ret = tree_xattr_add(x, n, name, a[i].value);
 		if (ret)
 			return ret;
 	}
@@ -254,7 +187,7 @@ static bool parse_created(const char *s, time_t *out)
 
 /* ---- sites ---- */
 
-static int site_get(struct tree *t, const char *host, struct site **out)
+int tree_site_get(struct tree *t, const char *host, struct site **out)
 {
 	struct registry_options ro = { t->opts.plain_http, t->opts.page_size, t->opts.auth_file,
 		t->opts.retry_secs };
@@ -371,7 +304,7 @@ static bool catalog_has_prefix(const struct strlist *cat, const char *path, cons
 
 /* ---- namespaces ---- */
 
-static char *join_path(const char *path, const char *name)
+char *tree_join_path(const char *path, const char *name)
 {
 	struct buf b = BUF_INIT;
 
@@ -383,7 +316,7 @@ static char *join_path(const char *path, const char *name)
 }
 
 /* The tags of an NS node's repository, fetched or reused within list_ttl. Caller holds load_lock. */
-static int ns_tags(struct tree *t, struct node *ns)
+int tree_ns_tags(struct tree *t, struct node *ns)
 {
 	int ret;
 
@@ -403,7 +336,7 @@ static int ns_tags(struct tree *t, struct node *ns)
 	return ret;
 }
 
-static bool strlist_has(const struct strlist *l, const char *s)
+bool tree_strlist_has(const struct strlist *l, const char *s)
 {
 	size_t i;
 
@@ -417,23 +350,23 @@ static bool strlist_has(const struct strlist *l, const char *s)
  * The existing child of dir called name, or a new one made by make() and
  * added, so that racing lookups agree on one node.
  */
-static struct node *child_get_or_add(struct tree *t, struct node *dir, struct node *fresh)
+struct node *tree_child_get_or_add(struct tree *t, struct node *dir, struct node *fresh)
 {
 	struct node *c;
 
 	pthread_mutex_lock(&t->lock);
-	c = child_find(dir, fresh->name);
-	if (!c && child_add(dir, fresh) == 0)
+	c = tree_child_find(dir, fresh->name);
+	if (!c && tree_child_add(dir, fresh) == 0)
 		c = fresh;
 	pthread_mutex_unlock(&t->lock);
 	/* A losing fresh node stays on t->all and is freed with the tree. */
 	return c;
 }
 
-static struct node *ns_new(
+struct node *tree_ns_new(
 	struct tree *t, struct node *parent, const char *name, struct site *site, const char *path)
 {
-	struct node *n = node_new(t, parent, name, NODE_NS);
+	struct node *n = tree_node_new(t, parent, name, NODE_NS);
 	struct buf b = BUF_INIT;
 
 	if (!n)
@@ -449,10 +382,10 @@ static struct node *ns_new(
 	return n->repo ? n : NULL;
 }
 
-static struct node *artifact_new(struct tree *t, struct node *parent, const char *name,
+struct node *tree_artifact_new(struct tree *t, struct node *parent, const char *name,
 	struct site *site, const char *repo, const char *ref)
 {
-	struct node *n = node_new(t, parent, name, NODE_ARTIFACT);
+	struct node *n = tree_node_new(t, parent, name, NODE_ARTIFACT);
 
 	if (!n)
 		return NULL;
@@ -474,17 +407,17 @@ static int ns_lookup_artifact(struct tree *t, struct node *dir, const char *name
 	int ret;
 
 	pthread_mutex_lock(&t->lock);
-	n = child_find(dir, name);
+	n = tree_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
 	if (!n) {
-		n = artifact_new(t, dir, name, dir->site, repo, ref);
+		n = tree_artifact_new(t, dir, name, dir->site, repo, ref);
 		if (!n)
 			return -ENOMEM;
 	}
 	ret = artifact_load(t, n);
 	if (ret)
 		return ret;
-	*out = child_get_or_add(t, dir, n);
+	*out = tree_child_get_or_add(t, dir, n);
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -503,7 +436,7 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 	const char *at = strchr(name, '@'), *colon = strchr(name, ':');
 	char *repo = NULL, *leaf = NULL;
 	struct node *n;
-	bool in_catalog = false, have_catalog = false;
+	bool in_catalog = false, have_catalog = false, guessed = false, dir_is_repo = false;
 	int ret, cat_ret;
 
 	if (name[0] == '.')
@@ -523,9 +456,19 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 			ret = -ENOENT;
 			goto out;
 		}
-		repo = join_path(dir->repo, leaf);
+		repo = tree_join_path(dir->repo, leaf);
 		if (!repo) {
 			ret = -ENOMEM;
+			goto out;
+		}
+		/* leaf:tag made here (mkdir) and not pushed yet */
+		pthread_mutex_lock(&t->lock);
+		n = tree_child_find(dir, leaf);
+		n = n && !at ? tree_child_find(n, colon + 1) : NULL;
+		pthread_mutex_unlock(&t->lock);
+		if (n && (n->local || n->draft)) {
+			*out = n;
+			ret = 0;
 			goto out;
 		}
 		ret = ref_valid_repo(repo) ? ns_lookup_artifact(t, dir, name, repo, sep + 1, out)
@@ -534,16 +477,16 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 	}
 
 	pthread_mutex_lock(&t->lock);
-	n = child_find(dir, name);
+	n = tree_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
-	if (n && n->kind == NODE_NS) {
+	if (n && (n->kind == NODE_NS || n->local || n->draft)) {
 		*out = n;
 		return 0;
 	}
 
 	/* A child repository (or namespace) wins over a tag of the same name. */
 	if (ref_valid_component(name)) {
-		repo = join_path(dir->repo, name);
+		repo = tree_join_path(dir->repo, name);
 		if (!repo)
 			return -ENOMEM;
 		cat_ret = ref_valid_repo(repo) ? site_catalog_lock(t, dir->site) : -ENOENT;
@@ -568,12 +511,13 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 		bool listed;
 
 		pthread_mutex_lock(&dir->load_lock);
-		ret = ns_tags(t, dir);
-		listed = ret == 0 && strlist_has(&dir->tags, name);
+		ret = tree_ns_tags(t, dir);
+		dir_is_repo = ret == 0;
+		listed = ret == 0 && tree_strlist_has(&dir->tags, name);
 		pthread_mutex_unlock(&dir->load_lock);
 		if (listed) {
-			n = artifact_new(t, dir, name, dir->site, dir->repo, name);
-			*out = n ? child_get_or_add(t, dir, n) : NULL;
+			n = tree_artifact_new(t, dir, name, dir->site, dir->repo, name);
+			*out = n ? tree_child_get_or_add(t, dir, n) : NULL;
 			ret = *out ? 0 : -ENOMEM;
 			goto out;
 		}
@@ -595,16 +539,23 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 		ret = -ENOENT;
 		goto out;
 	}
-	/* Not in the catalog: a repository it does not list, if it has tags. */
-	if (have_catalog) {
+	/*
+	 * Not in the catalog: a repository it does not list, if it has tags. Below
+	 * a repository nothing is guessed either: a name there is a tag, or one to
+	 * be made (mkdir), unless it answers as a repository.
+	 */
+	if (have_catalog || dir_is_repo) {
 		ret = repo_answers(dir->site, repo);
 		if (ret)
 			goto out;
 	}
 	/* Without a catalog any valid name may be a namespace: show it (empty if so). */
+	guessed = !have_catalog;
 make_ns:
-	n = ns_new(t, dir, name, dir->site, repo);
-	*out = n ? child_get_or_add(t, dir, n) : NULL;
+	n = tree_ns_new(t, dir, name, dir->site, repo);
+	if (n)
+		n->guessed = guessed;
+	*out = n ? tree_child_get_or_add(t, dir, n) : NULL;
 	ret = *out ? 0 : -ENOMEM;
 out:
 	free(repo);
@@ -638,7 +589,7 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 				ret = -ENOMEM;
 				break;
 			}
-			if (!strlist_has(&names, comp))
+			if (!tree_strlist_has(&names, comp))
 				ret = strlist_add(&names, comp);
 			free(comp);
 		}
@@ -651,12 +602,12 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 	ncomp = names.n;
 	if (*dir->repo) {
 		pthread_mutex_lock(&dir->load_lock);
-		ret = ns_tags(t, dir);
+		ret = tree_ns_tags(t, dir);
 		for (i = 0; ret == 0 && i < dir->tags.n; i++) {
 			const char *tag = dir->tags.v[i];
 
 			/* A tag shadowed by a child repository stays reachable as leaf:tag. */
-			if (!ref_valid_tag(tag) || strlist_has(&names, tag))
+			if (!ref_valid_tag(tag) || tree_strlist_has(&names, tag))
 				continue;
 			ret = strlist_add(&names, tag);
 		}
@@ -675,14 +626,14 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 		struct node *n;
 
 		if (i < ncomp) {
-			char *path = join_path(dir->repo, names.v[i]);
+			char *path = tree_join_path(dir->repo, names.v[i]);
 
-			n = path ? ns_new(t, dir, names.v[i], dir->site, path) : NULL;
+			n = path ? tree_ns_new(t, dir, names.v[i], dir->site, path) : NULL;
 			free(path);
 		} else {
-			n = artifact_new(t, dir, names.v[i], dir->site, dir->repo, names.v[i]);
+			n = tree_artifact_new(t, dir, names.v[i], dir->site, dir->repo, names.v[i]);
 		}
-		n = n ? child_get_or_add(t, dir, n) : NULL;
+		n = n ? tree_child_get_or_add(t, dir, n) : NULL;
 		if (!n) {
 			ret = -ENOMEM;
 			break;
@@ -693,6 +644,31 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 		v[j].type = S_IFDIR;
 		j++;
 	}
+	/* Repositories and tags made here, not in the registry yet. */
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; !ret && i < dir->n_children; i++) {
+		struct node *c = dir->children[i];
+		struct tree_dirent *nv;
+		size_t k;
+
+		if (!c->local)
+			continue;
+		for (k = 0; k < j && strcmp(v[k].name, c->name) != 0; k++)
+			;
+		if (k < j)
+			continue;
+		nv = realloc(v, (j + 2) * sizeof(*v));
+		if (!nv || !(nv[j].name = strdup(c->name))) {
+			v = nv ? nv : v;
+			ret = -ENOMEM;
+			break;
+		}
+		v = nv;
+		v[j].node = c;
+		v[j].type = S_IFDIR;
+		j++;
+	}
+	pthread_mutex_unlock(&t->lock);
 	if (ret) {
 		tree_dirents_free(v, j);
 		goto out;
@@ -717,20 +693,20 @@ static int hosts_lookup(struct tree *t, struct node *dir, const char *name, stru
 	if (!ref_valid_host(name) || !ref_looks_like_host(name))
 		return -ENOENT;
 	pthread_mutex_lock(&t->lock);
-	n = child_find(dir, name);
+	n = tree_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
 	if (n) {
 		*out = n;
 		return 0;
 	}
-	ret = site_get(t, name, &s);
+	ret = tree_site_get(t, name, &s);
 	if (ret)
 		return ret;
 	ret = registry_ping(s->reg);
 	if (ret)
 		return ret == -EHOSTUNREACH ? -ENOENT : ret;
-	n = ns_new(t, dir, name, s, "");
-	*out = n ? child_get_or_add(t, dir, n) : NULL;
+	n = tree_ns_new(t, dir, name, s, "");
+	*out = n ? tree_child_get_or_add(t, dir, n) : NULL;
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -765,14 +741,14 @@ struct build {
 static struct node *build_node(
 	struct build *b, struct node *parent, const char *name, enum node_kind kind)
 {
-	struct node *n = node_new(b->t, parent, name, kind);
+	struct node *n = tree_node_new(b->t, parent, name, kind);
 
 	if (!n)
 		return NULL;
 	n->immutable = b->art->by_digest;
 	if (!n->repo)
 		n->repo = strdup(b->repo);
-	if (!n->repo || child_add(parent, n)) {
+	if (!n->repo || tree_child_add(parent, n)) {
 		return NULL;
 	}
 	return n;
@@ -787,9 +763,9 @@ static int set_blob(struct node *n, const struct descriptor *d, time_t mtime)
 		return -ENOMEM;
 	n->size = d->size;
 	n->mtime = mtime;
-	ret = xattr_add(&n->xattrs, &n->n_xattrs, "user.oci.digest", d->digest);
+	ret = tree_xattr_add(&n->xattrs, &n->n_xattrs, "user.oci.digest", d->digest);
 	if (!ret)
-		ret = xattr_add(&n->xattrs, &n->n_xattrs, "user.oci.mediaType", d->media_type);
+		ret = tree_xattr_add(&n->xattrs, &n->n_xattrs, "user.oci.mediaType", d->media_type);
 	if (!ret)
 		ret = xattrs_add_annotations(
 			&n->xattrs, &n->n_xattrs, d->annotations, d->n_annotations);
@@ -851,7 +827,7 @@ static int build_title(struct build *b, struct node *root, const struct descript
 		slash = strchr(comp, '/');
 		if (slash)
 			*slash = '\0';
-		n = child_find(dir, comp);
+		n = tree_child_find(dir, comp);
 		if (!slash) {
 			if (n)
 				goto clash;
@@ -916,7 +892,7 @@ static int build_platforms(struct build *b, struct node *oci, const struct manif
 		}
 		dir = plat;
 		for (k = 0; k + 1 < np; k++) {
-			n = child_find(dir, parts[k]);
+			n = tree_child_find(dir, parts[k]);
 			if (n && n->kind != NODE_DIR)
 				break;
 			if (!n)
@@ -926,10 +902,10 @@ static int build_platforms(struct build *b, struct node *oci, const struct manif
 			dir = n;
 		}
 		/* A second entry for the same platform (or arm beside arm/v7): first wins. */
-		if (k + 1 < np || child_find(dir, parts[np - 1]))
+		if (k + 1 < np || tree_child_find(dir, parts[np - 1]))
 			continue;
-		n = node_new(b->t, dir, parts[np - 1], NODE_ARTIFACT);
-		if (!n || child_add(dir, n))
+		n = tree_node_new(b->t, dir, parts[np - 1], NODE_ARTIFACT);
+		if (!n || tree_child_add(dir, n))
 			return -ENOMEM;
 		n->by_digest = true;
 		n->immutable = true;
@@ -947,7 +923,7 @@ static int build_blob_entry(
 	const char *hex = digest_hex(d->digest);
 	struct node *n;
 
-	if (!digest_supported(d->digest) || child_find(sha, hex))
+	if (!digest_supported(d->digest) || tree_child_find(sha, hex))
 		return 0;
 	n = build_node(b, sha, hex, NODE_BLOB);
 	if (!n)
@@ -1019,12 +995,13 @@ static int build_xattrs(struct node *scratch, const struct manifest *m, const ch
 	const char *at = manifest_artifact_type(m);
 	int ret;
 
-	ret = xattr_add(&scratch->xattrs, &scratch->n_xattrs, "user.oci.digest", digest);
+	ret = tree_xattr_add(&scratch->xattrs, &scratch->n_xattrs, "user.oci.digest", digest);
 	if (!ret && m->media_type)
-		ret = xattr_add(
+		ret = tree_xattr_add(
 			&scratch->xattrs, &scratch->n_xattrs, "user.oci.mediaType", m->media_type);
 	if (!ret && at)
-		ret = xattr_add(&scratch->xattrs, &scratch->n_xattrs, "user.oci.artifactType", at);
+		ret = tree_xattr_add(
+			&scratch->xattrs, &scratch->n_xattrs, "user.oci.artifactType", at);
 	if (!ret)
 		ret = xattrs_add_annotations(
 			&scratch->xattrs, &scratch->n_xattrs, m->annotations, m->n_annotations);
@@ -1093,27 +1070,73 @@ out:
 }
 
 /*
+ * Show the manifest body (hashing to digest) in art: its children are built
+ * aside, then swapped in under t->lock. Caller holds art->load_lock. 0 or -errno.
+ */
+int tree_artifact_install(
+	struct tree *t, struct node *n, const char *digest, const char *body, size_t len)
+{
+	struct node scratch;
+	char *dcopy = strdup(digest);
+	int ret;
+
+	if (!dcopy)
+		return -ENOMEM;
+	memset(&scratch, 0, sizeof(scratch));
+	scratch.site = n->site;
+	scratch.immutable = n->immutable;
+	ret = artifact_build(t, n, &scratch, digest, body, len);
+	if (ret) {
+		/* Children already added to scratch are on t->all: freed with the tree. */
+		free(scratch.children);
+		tree_xattrs_free(scratch.xattrs, scratch.n_xattrs);
+		free(dcopy);
+		return ret;
+	}
+	pthread_mutex_lock(&t->lock);
+	/* Old children stay valid for the kernel (on t->all); they are just unlinked. */
+	free(n->children);
+	n->children = scratch.children;
+	n->n_children = scratch.n_children;
+	n->cap_children = scratch.cap_children;
+	for (size_t i = 0; i < n->n_children; i++)
+		n->children[i]->parent = n;
+	tree_xattrs_free(n->xattrs, n->n_xattrs);
+	n->xattrs = scratch.xattrs;
+	n->n_xattrs = scratch.n_xattrs;
+	n->mtime = scratch.mtime;
+	free(n->digest);
+	n->digest = dcopy;
+	n->loaded = true;
+	n->resolved_at = time(NULL);
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+}
+
+/*
  * Make sure art shows a current manifest: loaded once for a digest, again
  * after tag_ttl for a tag. With the registry unreachable a tag keeps its last
  * resolution. 0, -ENOENT when the registry does not know it, -EIO...
  */
 static int artifact_load(struct tree *t, struct node *n)
 {
-	struct node scratch;
 	char *body = NULL, *ct = NULL, *digest = NULL;
 	size_t len = 0;
 	bool fresh, same;
 	int ret = 0;
 
 	pthread_mutex_lock(&t->lock);
-	fresh = n->loaded && (n->by_digest || !expired(n->resolved_at, t->opts.tag_ttl));
+	/* Staged changes (or a tag made here) are what the directory shows until pushed. */
+	fresh = (n->loaded && (n->by_digest || !expired(n->resolved_at, t->opts.tag_ttl))) ||
+		n->draft || n->local;
 	pthread_mutex_unlock(&t->lock);
 	if (fresh)
 		return 0;
 
 	pthread_mutex_lock(&n->load_lock);
 	pthread_mutex_lock(&t->lock);
-	fresh = n->loaded && (n->by_digest || !expired(n->resolved_at, t->opts.tag_ttl));
+	fresh = (n->loaded && (n->by_digest || !expired(n->resolved_at, t->opts.tag_ttl))) ||
+		n->draft || n->local;
 	pthread_mutex_unlock(&t->lock);
 	if (fresh)
 		goto out_unlock;
@@ -1157,34 +1180,7 @@ static int artifact_load(struct tree *t, struct node *n)
 	if (same)
 		goto out_unlock;
 
-	memset(&scratch, 0, sizeof(scratch));
-	scratch.site = n->site;
-	scratch.immutable = n->immutable;
-	ret = artifact_build(t, n, &scratch, digest, body, len);
-	if (ret) {
-		/* Children already added to scratch are on t->all: freed with the tree. */
-		free(scratch.children);
-		xattrs_free(scratch.xattrs, scratch.n_xattrs);
-		goto out_unlock;
-	}
-	pthread_mutex_lock(&t->lock);
-	/* Old children stay valid for the kernel (on t->all); they are just unlinked. */
-	free(n->children);
-	n->children = scratch.children;
-	n->n_children = scratch.n_children;
-	n->cap_children = scratch.cap_children;
-	for (size_t i = 0; i < n->n_children; i++)
-		n->children[i]->parent = n;
-	xattrs_free(n->xattrs, n->n_xattrs);
-	n->xattrs = scratch.xattrs;
-	n->n_xattrs = scratch.n_xattrs;
-	n->mtime = scratch.mtime;
-	free(n->digest);
-	n->digest = digest;
-	digest = NULL;
-	n->loaded = true;
-	n->resolved_at = time(NULL);
-	pthread_mutex_unlock(&t->lock);
+	ret = tree_artifact_install(t, n, digest, body, len);
 
 out_unlock:
 	pthread_mutex_unlock(&n->load_lock);
@@ -1211,20 +1207,20 @@ int tree_new(const struct ref *source, const struct tree_options *o, struct http
 	t->start = time(NULL);
 	pthread_mutex_init(&t->lock, NULL);
 	if (!source->host) {
-		t->root = node_new(t, NULL, "", NODE_HOSTS);
+		t->root = tree_node_new(t, NULL, "", NODE_HOSTS);
 	} else {
-		ret = site_get(t, source->host, &s);
+		ret = tree_site_get(t, source->host, &s);
 		if (ret)
 			goto out_free;
 		ret = -ENOMEM;
 		if (!source->repo) {
-			t->root = ns_new(t, NULL, "", s, "");
+			t->root = tree_ns_new(t, NULL, "", s, "");
 		} else if (!source->tag && !source->digest) {
-			t->root = ns_new(t, NULL, "", s, source->repo);
+			t->root = tree_ns_new(t, NULL, "", s, source->repo);
 		} else {
 			const char *refname = source->digest ? source->digest : source->tag;
 
-			t->root = artifact_new(t, NULL, "", s, source->repo, refname);
+			t->root = tree_artifact_new(t, NULL, "", s, source->repo, refname);
 		}
 	}
 	if (!t->root)
@@ -1325,7 +1321,7 @@ int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node 
 		return -ENOTDIR;
 	}
 	pthread_mutex_lock(&t->lock);
-	n = child_find(dir, name);
+	n = tree_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
 	if (!n)
 		return -ENOENT;
@@ -1370,6 +1366,13 @@ int tree_getattr(struct tree *t, struct node *n, struct stat *st)
 
 double tree_timeout(struct tree *t, struct node *n)
 {
+	bool changing;
+
+	pthread_mutex_lock(&t->lock);
+	changing = n->local || n->draft || n->kind == NODE_STAGED;
+	pthread_mutex_unlock(&t->lock);
+	if (changing)
+		return 0;
 	if (n->immutable)
 		return IMMUTABLE_TIMEOUT;
 	if (n->kind == NODE_NS || n->kind == NODE_HOSTS)

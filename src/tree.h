@@ -38,6 +38,8 @@ struct tree_options {
 	/* Mirror URLs (NULL-terminated, borrowed, or NULL) for pulls from mirror_host. */
 	const char *const *mirrors;
 	const char *mirror_host;
+	unsigned push_delay; /* seconds a tag directory rests before its push */
+	const char *artifact_type; /* of new tags; NULL: application/vnd.unknown.artifact.v1 */
 };
 
 /*
@@ -90,6 +92,12 @@ int tree_open(struct tree *t, struct node *n, struct blob **blob, const char **d
  */
 ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size);
 ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size);
+
+/* Whether the mount is read-only (-o ro). */
+bool tree_read_only(const struct tree *t);
+
+/* Whether n is a regular file staged for a push (push.h opens it). */
+bool tree_is_staged(const struct node *n);
 
 /* Whether n is a directory. */
 bool tree_is_dir(const struct node *n);

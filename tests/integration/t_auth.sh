@@ -350,6 +350,32 @@ if amount "$TREG" -d -o "ro,auth_file=$F_TOK"; then
 fi
 check "the token server never logged a password" bash -c "! grep -qF -- '$TPASS' '$TOKEN_LOG'"
 
+# pushing: the token server grants push to the user, pull only to anonymous
+printf 'pushed with a token\n' >"$TESTDIR/pushed.txt"
+if amount "$TREG" -o "timeout=3"; then
+	mkdir "$M/public/hello/anon" 2>/dev/null
+	check_err "anonymous push: the upload at close is refused (EACCES)" "Permission denied" \
+		cp "$TESTDIR/pushed.txt" "$M/public/hello/anon/pushed.txt"
+	umount_ocifs "$M"
+	check_eq "anonymous push: no tag appeared" 404 "$(with_reg_token public/hello \
+		_rcurl -s -o /dev/null -w '%{http_code}' -H "Accept: $MT_OCI_MANIFEST" \
+		"$REG_SCHEME://$TREG/v2/public/hello/manifests/anon")"
+fi
+mark=$(token_log_mark)
+if amount "$TREG" -d -o "auth_file=$F_TOK"; then
+	mkdir "$M/public/hello/v2" &&
+		cp "$TESTDIR/pushed.txt" "$M/public/hello/v2/pushed.txt" && sync "$M/public/hello/v2"
+	check_eq "credentials: cp and sync into a new tag succeed" 0 "$?"
+	check "credentials: the push asked for pull,push" \
+		grep -q 'scope=repository:public/hello:pull,push' <(token_log_since "$mark")
+	umount_ocifs "$M"
+	check_eq "credentials: the registry has the pushed file under the new tag" \
+		"$(sha256_hex "$TESTDIR/pushed.txt")" \
+		"$(with_reg_token public/hello manifest_get public/hello v2 | jq -r '.layers[0].digest' | cut -d: -f2)"
+	check_no_secrets "token push, -d: no password, token or Authorization in the log" "$OCIFS_LOG" \
+		"$TPASS" "$(auth_b64 "$TUSER" "$TPASS")"
+fi
+
 # an OAuth2 refresh token (identitytoken) instead of a password
 F_ID=$TESTDIR/auth-identity.json
 auth_add_identitytoken "$F_ID" "$TREG" "$TOKEN_REFRESH"

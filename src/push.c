@@ -1,0 +1,1840 @@
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <openssl/rand.h>
+
+#include "buf.h"
+#include "cache.h"
+#include "digest.h"
+#include "log.h"
+#include "manifest.h"
+#include "push.h"
+#include "ref.h"
+#include "registry.h"
+#include "tree-int.h"
+
+#define XATTR_ANN "user.oci.annotation."
+/* How long a draft whose push failed waits before the pusher tries again. */
+#define RETRY_SECS 5.0
+
+/* A file written into the mount. */
+struct staged {
+	char *path; /* its bytes: in the draft's directory, or the cache's blob once pushed */
+	pthread_mutex_t lock; /* the hashing fields */
+	struct digest_ctx *hash; /* over [0, hashed) while writes come in order */
+	int64_t hashed; /* -1: written out of order, hash the file again */
+	bool changed; /* protected by t->lock: written since its blob was uploaded */
+	unsigned writers; /* protected by t->lock */
+};
+
+/* Changes to one tag, not yet pushed. Fields protected by t->lock. */
+struct draft {
+	char *dir; /* <cache>/staging/<id> */
+	struct json_object *base; /* the manifest it started from, or NULL for a new tag */
+	bool type_set; /* user.oci.artifactType was set on the directory */
+	unsigned gen; /* changes made */
+	unsigned pushed_gen; /* changes pushed */
+	double changed_at; /* monotonic seconds */
+	double retry_at; /* after a failed push */
+	unsigned writers; /* files of it open for writing */
+	unsigned next_file;
+	pthread_mutex_t save_lock; /* one draft.json written at a time */
+};
+
+struct push {
+	pthread_t thread;
+	bool started;
+	bool stop; /* protected by t->lock */
+	pthread_cond_t cond; /* with t->lock: a draft changed, or stop */
+	pthread_mutex_t push_lock; /* one push at a time */
+	struct node **drafts; /* artifacts with a draft; protected by t->lock */
+	size_t n_drafts;
+};
+
+static double mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void staged_free(struct staged *s)
+{
+	if (!s)
+		return;
+	digest_ctx_free(s->hash);
+	pthread_mutex_destroy(&s->lock);
+	free(s->path);
+	free(s);
+}
+
+static void draft_free(struct draft *d)
+{
+	if (!d)
+		return;
+	json_object_put(d->base);
+	pthread_mutex_destroy(&d->save_lock);
+	free(d->dir);
+	free(d);
+}
+
+void push_node_release(struct node *n)
+{
+	staged_free(n->staged);
+	draft_free(n->draft);
+	n->staged = NULL;
+	n->draft = NULL;
+}
+
+/* ---- where a change goes ---- */
+
+static bool is_index_type(const char *mt)
+{
+	return mt && (strcmp(mt, MT_OCI_INDEX) == 0 || strcmp(mt, MT_DOCKER_LIST) == 0);
+}
+
+static const char *xattr_get(const struct node *n, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < n->n_xattrs; i++)
+		if (strcmp(n->xattrs[i].name, name) == 0)
+			return n->xattrs[i].value;
+	return NULL;
+}
+
+/*
+ * The tag directory that n is in (or is), when a change there may be
+ * staged: -EROFS on a read-only mount, in a digest directory, under .oci/ or
+ * in an index; -EPERM outside any tag. Caller holds t->lock.
+ */
+static int art_of(struct tree *t, struct node *n, struct node **art)
+{
+	if (t->opts.read_only)
+		return -EROFS;
+	for (; n && n->kind != NODE_ARTIFACT; n = n->parent)
+		if (n->hidden || n->kind == NODE_NS || n->kind == NODE_HOSTS)
+			return n->hidden ? -EROFS : -EPERM;
+	if (!n)
+		return -EPERM;
+	if (n->immutable || n->by_digest)
+		return -EROFS;
+	if (n->parent && n->parent->kind != NODE_NS)
+		return -EROFS; /* an index's platform child */
+	if (is_index_type(xattr_get(n, "user.oci.mediaType"))) {
+		log_warn("%s:%s: an index cannot be changed file by file", n->repo, n->ref);
+		return -EROFS;
+	}
+	*art = n;
+	return 0;
+}
+
+/* The title of n: its path below art. */
+static int title_of(
+	const struct node *art, const struct node *n, const char *leaf, char *out, size_t size)
+{
+	const struct node *parts[64];
+	size_t np = 0, o = 0;
+
+	for (; n && n != art; n = n->parent) {
+		if (np == 64)
+			return -ENAMETOOLONG;
+		parts[np++] = n;
+	}
+	out[0] = '\0';
+	while (np > 0) {
+		int w = snprintf(out + o, size - o, "%s/", parts[--np]->name);
+
+		if (w < 0 || (size_t)w >= size - o)
+			return -ENAMETOOLONG;
+		o += (size_t)w;
+	}
+	if (leaf) {
+		if ((size_t)snprintf(out + o, size - o, "%s", leaf) >= size - o)
+			return -ENAMETOOLONG;
+	} else if (o > 0) {
+		out[o - 1] = '\0';
+	}
+	return 0;
+}
+
+static int mkdir_random(const char *parent, char *out, size_t n)
+{
+	unsigned char r[8];
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		if (RAND_bytes(r, sizeof(r)) != 1)
+			return -EIO;
+		if ((size_t)snprintf(out, n, "%s/%02x%02x%02x%02x%02x%02x%02x%02x", parent, r[0],
+			    r[1], r[2], r[3], r[4], r[5], r[6], r[7]) >= n)
+			return -ENAMETOOLONG;
+		if (mkdir(out, 0700) == 0)
+			return 0;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
+static void remove_tree(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char p[PATH_MAX];
+
+	if (d) {
+		while ((e = readdir(d)))
+			if (e->d_name[0] != '.') {
+				snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+				unlink(p);
+			}
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
+/* Give art a draft (of its current manifest) unless it has one. 0 or -errno. */
+static int draft_begin(struct tree *t, struct node *art)
+{
+	struct draft *d;
+	char dir[PATH_MAX], base[PATH_MAX], *body = NULL;
+	size_t len;
+	int ret;
+
+	pthread_mutex_lock(&art->load_lock);
+	pthread_mutex_lock(&t->lock);
+	d = art->draft;
+	pthread_mutex_unlock(&t->lock);
+	if (d) {
+		pthread_mutex_unlock(&art->load_lock);
+		return 0;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_init(&d->save_lock, NULL);
+	snprintf(base, sizeof(base), "%s/staging", cache_dir(t->cache));
+	ret = mkdir_random(base, dir, sizeof(dir));
+	if (ret) {
+		log_err("staging directory in %s: %s", base, strerror(-ret));
+		goto out;
+	}
+	d->dir = strdup(dir);
+	if (!d->dir) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (art->digest && !art->local) {
+		ret = cache_get(t->cache, art->digest, MANIFEST_MAX_SIZE, &body, &len);
+		if (ret == 0)
+			d->base = json_tokener_parse(body);
+		free(body);
+		if (!d->base) {
+			log_err("%s:%s: the manifest to change is not at hand", art->repo,
+				art->ref);
+			ret = -EIO;
+			goto out;
+		}
+	}
+	pthread_mutex_lock(&t->lock);
+	{
+		struct push *p = t->push;
+		struct node **v = realloc(p->drafts, (p->n_drafts + 1) * sizeof(*v));
+
+		if (!v) {
+			pthread_mutex_unlock(&t->lock);
+			ret = -ENOMEM;
+			goto out;
+		}
+		p->drafts = v;
+		v[p->n_drafts++] = art;
+	}
+	d->changed_at = mono();
+	art->draft = d;
+	d = NULL;
+	pthread_mutex_unlock(&t->lock);
+	ret = 0;
+out:
+	if (d && d->dir)
+		rmdir(d->dir);
+	draft_free(d);
+	pthread_mutex_unlock(&art->load_lock);
+	return ret;
+}
+
+/* ---- the draft on disk ---- */
+
+static struct json_object *json_str(const char *s)
+{
+	return json_object_new_string(s ? s : "");
+}
+
+/* Layer annotations from a node's user.oci.annotation.* xattrs, the title first. */
+static struct json_object *layer_annotations(const struct node *n, const char *title)
+{
+	struct json_object *a = json_object_new_object();
+	size_t i;
+
+	json_object_object_add(a, ANN_TITLE, json_str(title));
+	for (i = 0; i < n->n_xattrs; i++) {
+		const char *k = n->xattrs[i].name;
+
+		if (strncmp(k, XATTR_ANN, strlen(XATTR_ANN)) != 0)
+			continue;
+		k += strlen(XATTR_ANN);
+		if (strcmp(k, ANN_TITLE) != 0)
+			json_object_object_add(a, k, json_str(n->xattrs[i].value));
+	}
+	return a;
+}
+
+/* Append a layer per file below dir (titles "prefix/name"). Caller holds t->lock. */
+static int collect_layers(
+	struct node *art, struct node *dir, struct json_object *layers, struct json_object *staged)
+{
+	char title[4096];
+	size_t i;
+	int ret = 0;
+
+	for (i = 0; i < dir->n_children && !ret; i++) {
+		struct node *c = dir->children[i];
+		struct json_object *l;
+		const char *mt;
+
+		if (c->hidden)
+			continue;
+		if (c->kind == NODE_DIR) {
+			ret = collect_layers(art, c, layers, staged);
+			continue;
+		}
+		if (c->kind != NODE_BLOB && c->kind != NODE_STAGED)
+			continue;
+		ret = title_of(art, c, NULL, title, sizeof(title));
+		if (ret)
+			break;
+		mt = xattr_get(c, "user.oci.mediaType");
+		l = json_object_new_object();
+		json_object_object_add(l, "mediaType", json_str(mt ? mt : MT_LAYER_TAR));
+		json_object_object_add(l, "digest", json_str(c->digest));
+		json_object_object_add(l, "size", json_object_new_int64(c->size > 0 ? c->size : 0));
+		json_object_object_add(l, "annotations", layer_annotations(c, title));
+		if (c->kind == NODE_STAGED) {
+			struct json_object *s = json_object_new_object();
+			const char *base = strrchr(c->staged->path, '/');
+
+			json_object_object_add(s, "layer",
+				json_object_new_int((int)json_object_array_length(layers)));
+			json_object_object_add(s, "file", json_str(base ? base + 1 : ""));
+			json_object_array_add(staged, s);
+		}
+		json_object_array_add(layers, l);
+	}
+	return ret;
+}
+
+/* What the draft of art would push, as oras push makes it. Caller holds t->lock. */
+static struct json_object *draft_manifest(
+	struct tree *t, struct node *art, struct json_object *staged)
+{
+	struct draft *d = art->draft;
+	struct json_object *m = json_object_new_object(), *v, *layers, *ann;
+	const char *at = xattr_get(art, "user.oci.artifactType");
+	size_t i, n;
+
+	json_object_object_add(m, "schemaVersion", json_object_new_int(2));
+	json_object_object_add(m, "mediaType", json_str(MT_OCI_MANIFEST));
+	if (d->base && !d->type_set) {
+		if (json_object_object_get_ex(d->base, "artifactType", &v))
+			json_object_object_add(m, "artifactType", json_object_get(v));
+	} else {
+		json_object_object_add(m, "artifactType",
+			json_str(at			 ? at
+				 : t->opts.artifact_type ? t->opts.artifact_type
+							 : "application/vnd.unknown.artifact.v1"));
+	}
+	if (d->base && json_object_object_get_ex(d->base, "config", &v)) {
+		json_object_object_add(m, "config", json_object_get(v));
+	} else {
+		v = json_object_new_object();
+		json_object_object_add(v, "mediaType", json_str(MT_EMPTY));
+		json_object_object_add(v, "digest", json_str(EMPTY_DIGEST));
+		json_object_object_add(v, "size", json_object_new_int(2));
+		json_object_object_add(v, "data", json_str("e30="));
+		json_object_object_add(m, "config", v);
+	}
+	layers = json_object_new_array();
+	/* Layers without a title (an image's) are not files here: they stay as they were. */
+	if (d->base && json_object_object_get_ex(d->base, "layers", &v) &&
+		json_object_is_type(v, json_type_array)) {
+		n = json_object_array_length(v);
+		for (i = 0; i < n; i++) {
+			struct json_object *l = json_object_array_get_idx(v, i), *a, *title;
+
+			if (!(json_object_object_get_ex(l, "annotations", &a) &&
+				    json_object_object_get_ex(a, ANN_TITLE, &title)))
+				json_object_array_add(layers, json_object_get(l));
+		}
+	}
+	if (collect_layers(art, art, layers, staged)) {
+		json_object_put(layers);
+		json_object_put(m);
+		return NULL;
+	}
+	json_object_object_add(m, "layers", layers);
+	if (d->base && json_object_object_get_ex(d->base, "subject", &v))
+		json_object_object_add(m, "subject", json_object_get(v));
+	ann = json_object_new_object();
+	for (i = 0; i < art->n_xattrs; i++) {
+		const char *k = art->xattrs[i].name;
+
+		if (strncmp(k, XATTR_ANN, strlen(XATTR_ANN)) == 0)
+			json_object_object_add(
+				ann, k + strlen(XATTR_ANN), json_str(art->xattrs[i].value));
+	}
+	json_object_object_add(m, "annotations", ann);
+	return m;
+}
+
+/* Write art's draft.json: what a later daemon needs to push it. 0 or -errno. */
+static int draft_save(struct tree *t, struct node *art)
+{
+	struct json_object *root, *staged = json_object_new_array(), *m;
+	char path[PATH_MAX], tmp[PATH_MAX];
+	struct draft *d;
+	const char *s;
+	int fd, ret = 0;
+
+	pthread_mutex_lock(&t->lock);
+	d = art->draft;
+	if (!d) {
+		pthread_mutex_unlock(&t->lock);
+		json_object_put(staged);
+		return 0;
+	}
+	pthread_mutex_lock(&d->save_lock);
+	m = draft_manifest(t, art, staged);
+	pthread_mutex_unlock(&t->lock);
+	if (!m) {
+		json_object_put(staged);
+		ret = -ENAMETOOLONG;
+		goto out;
+	}
+	root = json_object_new_object();
+	json_object_object_add(root, "host", json_str(registry_host(art->site->reg)));
+	json_object_object_add(root, "repo", json_str(art->repo));
+	json_object_object_add(root, "tag", json_str(art->ref));
+	json_object_object_add(root, "manifest", m);
+	json_object_object_add(root, "staged", staged);
+	s = json_object_to_json_string_ext(
+		root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	snprintf(path, sizeof(path), "%s/draft.json", d->dir);
+	snprintf(tmp, sizeof(tmp), "%s/draft.json.tmp", d->dir);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0 || write(fd, s, strlen(s)) != (ssize_t)strlen(s) || fsync(fd) ||
+		rename(tmp, path))
+		ret = -errno;
+	if (fd >= 0)
+		close(fd);
+	json_object_put(root);
+	if (ret)
+		log_err("%s: %s", path, strerror(-ret));
+out:
+	pthread_mutex_unlock(&d->save_lock);
+	return ret;
+}
+
+/* A change to art's draft: saved, and the pusher told. */
+static int draft_touch(struct tree *t, struct node *art)
+{
+	pthread_mutex_lock(&t->lock);
+	if (art->draft) {
+		art->draft->gen++;
+		art->draft->changed_at = mono();
+	}
+	art->mtime = time(NULL);
+	pthread_cond_signal(&t->push->cond);
+	pthread_mutex_unlock(&t->lock);
+	return draft_save(t, art);
+}
+
+/* ---- pushing a draft.json ---- */
+
+static int hash_fd(int fd, char *out, int64_t *size)
+{
+	struct digest_ctx *c = digest_ctx_new();
+	char buf[128 * 1024];
+	int64_t total = 0;
+	ssize_t n;
+
+	if (!c)
+		return -ENOMEM;
+	while ((n = pread(fd, buf, sizeof(buf), total)) > 0) {
+		digest_ctx_update(c, buf, (size_t)n);
+		total += n;
+	}
+	if (n < 0) {
+		digest_ctx_free(c);
+		return -errno;
+	}
+	digest_ctx_final(c, out);
+	digest_ctx_free(c);
+	*size = total;
+	return 0;
+}
+
+/*
+ * Another repository of the same registry this tree has seen holding blob
+ * digest (a file read through the mount), to mount it from rather than upload
+ * it again; malloc'd, or NULL.
+ */
+static char *blob_source(struct tree *t, struct registry *r, const char *repo, const char *digest)
+{
+	struct node *n;
+	char *from = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	for (n = t->all; n && !from; n = n->all_next)
+		if (n->kind == NODE_BLOB && !n->is_manifest && n->digest && n->site &&
+			n->site->reg == r && n->repo && strcmp(n->repo, repo) != 0 &&
+			strcmp(n->digest, digest) == 0)
+			from = strdup(n->repo);
+	pthread_mutex_unlock(&t->lock);
+	return from;
+}
+
+/* Upload a blob of size bytes from fd into repo, mounting it from a repository that has it. */
+static int upload(struct tree *t, struct registry *r, const char *repo, const char *digest, int fd,
+	int64_t size)
+{
+	char *from = blob_source(t, r, repo, digest);
+	int ret = registry_push_blob(r, repo, digest, fd, size, from);
+
+	free(from);
+	return ret;
+}
+
+/* The empty config ("{}") into repo, unless it is there. */
+static int push_empty_config(struct registry *r, const char *repo)
+{
+	int fd, ret;
+
+	if (registry_blob_exists(r, repo, EMPTY_DIGEST) == 0)
+		return 0;
+	fd = memfd_create("ocifs-empty", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ret = write(fd, "{}", 2) == 2 ? 0 : -EIO;
+	if (!ret)
+		ret = registry_push_blob(r, repo, EMPTY_DIGEST, fd, 2, NULL);
+	close(fd);
+	return ret;
+}
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+		       ? json_object_get_string(v)
+		       : NULL;
+}
+
+/*
+ * Push what dir/draft.json describes: every staged file's blob (hashed if
+ * its digest is not known yet), the empty config, then the manifest under
+ * the tag. On success *root is the draft (its layer digests filled in),
+ * *body the manifest pushed and digest its digest. 0 or -errno.
+ */
+static int push_draft_dir(struct tree *t, const char *dir, struct json_object **root_out,
+	char **body_out, char *digest, char *label, size_t label_size)
+{
+	struct json_object *root, *m, *staged, *layers, *ann, *cfg;
+	char path[PATH_MAX], created[32], *text = NULL;
+	const char *host, *repo, *tag, *s;
+	struct site *site;
+	size_t i, n, len;
+	struct tm tm;
+	time_t now;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/draft.json", dir);
+	root = json_object_from_file(path);
+	host = root ? jstr(root, "host") : NULL;
+	repo = root ? jstr(root, "repo") : NULL;
+	tag = root ? jstr(root, "tag") : NULL;
+	snprintf(label, label_size, "%s/%s:%s", host ? host : "?", repo ? repo : "?",
+		tag ? tag : "?");
+	if (!host || !repo || !tag || !ref_valid_repo(repo) || !ref_valid_tag(tag) ||
+		!json_object_object_get_ex(root, "manifest", &m) ||
+		!json_object_object_get_ex(m, "layers", &layers) ||
+		!json_object_object_get_ex(root, "staged", &staged)) {
+		log_err("%s: not a draft ocifs can read", path);
+		json_object_put(root);
+		return -EBADMSG;
+	}
+	ret = tree_site_get(t, host, &site);
+	if (ret)
+		goto out;
+	n = json_object_array_length(staged);
+	for (i = 0; i < n && !ret; i++) {
+		struct json_object *e = json_object_array_get_idx(staged, i), *l, *li;
+		const char *file = jstr(e, "file");
+		char got[DIGEST_STR_LEN + 1];
+		int64_t size;
+		int fd;
+
+		if (!file || strchr(file, '/') || !json_object_object_get_ex(e, "layer", &li) ||
+			!(l = json_object_array_get_idx(layers, (size_t)json_object_get_int(li)))) {
+			ret = -EBADMSG;
+			break;
+		}
+		snprintf(path, sizeof(path), "%s/%s", dir, file);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			ret = -errno;
+			log_err("%s: staged file %s: %s", label, path, strerror(errno));
+			break;
+		}
+		ret = hash_fd(fd, got, &size);
+		if (!ret) {
+			json_object_object_add(l, "digest", json_object_new_string(got));
+			json_object_object_add(l, "size", json_object_new_int64(size));
+			ret = upload(t, site->reg, repo, got, fd, size);
+		}
+		close(fd);
+	}
+	if (!ret && json_object_object_get_ex(m, "config", &cfg) && (s = jstr(cfg, "digest")) &&
+		strcmp(s, EMPTY_DIGEST) == 0)
+		ret = push_empty_config(site->reg, repo);
+	if (ret)
+		goto out;
+	now = time(NULL);
+	gmtime_r(&now, &tm);
+	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (!json_object_object_get_ex(m, "annotations", &ann)) {
+		ann = json_object_new_object();
+		json_object_object_add(m, "annotations", ann);
+	}
+	json_object_object_add(ann, ANN_CREATED, json_object_new_string(created));
+	s = json_object_to_json_string_ext(
+		m, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	len = strlen(s);
+	text = strdup(s);
+	if (!text) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = registry_put_manifest(site->reg, repo, tag, MT_OCI_MANIFEST, text, len);
+	if (ret)
+		goto out;
+	digest_buffer(text, len, digest);
+	cache_put(t->cache, digest, text, len);
+	log_info("%s: pushed %s", label, digest);
+	*root_out = root;
+	*body_out = text;
+	return 0;
+out:
+	free(text);
+	json_object_put(root);
+	return ret;
+}
+
+/* ---- after a push ---- */
+
+/* Staged files of the subtree below n become blobs of the cache; their nodes follow them. */
+static void adopt_staged(struct tree *t, struct node *n, struct json_object *root)
+{
+	struct json_object *staged, *m, *layers;
+	size_t i, k, ns;
+
+	if (!json_object_object_get_ex(root, "staged", &staged) ||
+		!json_object_object_get_ex(root, "manifest", &m) ||
+		!json_object_object_get_ex(m, "layers", &layers))
+		return;
+	ns = json_object_array_length(staged);
+	for (i = 0; i < n->n_children; i++) {
+		struct node *c = n->children[i];
+		const char *base;
+
+		if (c->kind == NODE_DIR && !c->hidden)
+			adopt_staged(t, c, root);
+		if (c->kind != NODE_STAGED || !c->staged)
+			continue;
+		base = strrchr(c->staged->path, '/');
+		for (k = 0; base && k < ns; k++) {
+			struct json_object *e = json_object_array_get_idx(staged, k), *li, *l;
+			const char *file = jstr(e, "file"), *dg;
+			char to[PATH_MAX], *p;
+
+			if (!file || strcmp(file, base + 1) != 0 ||
+				!json_object_object_get_ex(e, "layer", &li))
+				continue;
+			l = json_object_array_get_idx(layers, (size_t)json_object_get_int(li));
+			dg = l ? jstr(l, "digest") : NULL;
+			if (dg && cache_adopt(t->cache, dg, c->staged->path, to, sizeof(to)) == 0 &&
+				(p = strdup(to))) {
+				free(c->staged->path);
+				c->staged->path = p;
+			}
+			break;
+		}
+	}
+}
+
+/* Take art's draft off the pusher's list. Caller holds t->lock. */
+static void drafts_remove(struct tree *t, struct node *art)
+{
+	struct push *p = t->push;
+	size_t i;
+
+	for (i = 0; i < p->n_drafts; i++)
+		if (p->drafts[i] == art) {
+			p->drafts[i] = p->drafts[--p->n_drafts];
+			break;
+		}
+}
+
+/* art is in the registry now: so are the new repositories above it. Caller holds t->lock. */
+static void mark_pushed(struct node *art)
+{
+	struct node *n;
+
+	art->local = false;
+	for (n = art->parent; n && n->kind == NODE_NS; n = n->parent) {
+		n->tags_at = 0; /* list again: the tag is there */
+		n->local = false;
+		n->new_repo = false;
+	}
+}
+
+/*
+ * Push art's draft (force: whatever push_delay and open files say). 0,
+ * or the push's error (logged, the draft kept for another try).
+ */
+static int draft_push(struct tree *t, struct node *art, bool force)
+{
+	struct json_object *root = NULL;
+	char digest[DIGEST_STR_LEN + 1], label[600], dir[PATH_MAX];
+	struct draft *d;
+	unsigned gen;
+	char *body = NULL;
+	int ret;
+
+	pthread_mutex_lock(&t->push->push_lock);
+	pthread_mutex_lock(&t->lock);
+	d = art->draft;
+	if (!d || (d->gen == d->pushed_gen && !force)) {
+		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->push->push_lock);
+		return 0;
+	}
+	gen = d->gen;
+	snprintf(dir, sizeof(dir), "%s", d->dir);
+	pthread_mutex_unlock(&t->lock);
+
+	ret = draft_save(t, art);
+	if (!ret)
+		ret = push_draft_dir(t, dir, &root, &body, digest, label, sizeof(label));
+	if (ret) {
+		log_err("%s: push failed: %s; the staged files stay in %s", label, strerror(-ret),
+			dir);
+		pthread_mutex_lock(&t->lock);
+		if (art->draft)
+			art->draft->retry_at = mono() + RETRY_SECS;
+		pthread_mutex_unlock(&t->lock);
+		goto out;
+	}
+	pthread_mutex_lock(&art->load_lock);
+	pthread_mutex_lock(&t->lock);
+	d = art->draft;
+	if (d && d->gen != gen) {
+		/* Changed while it was pushing: the next push takes the rest. */
+		d->pushed_gen = gen;
+		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&art->load_lock);
+		goto out;
+	}
+	adopt_staged(t, art, root);
+	art->draft = NULL;
+	drafts_remove(t, art);
+	mark_pushed(art);
+	pthread_mutex_unlock(&t->lock);
+	ret = tree_artifact_install(t, art, digest, body, strlen(body));
+	pthread_mutex_unlock(&art->load_lock);
+	if (d)
+		remove_tree(d->dir);
+	draft_free(d);
+out:
+	json_object_put(root);
+	free(body);
+	pthread_mutex_unlock(&t->push->push_lock);
+	return ret;
+}
+
+/* Whether the draft of art holds any file (an emptied one waits for sync DIR). */
+static bool has_files(const struct node *n)
+{
+	size_t i;
+
+	for (i = 0; i < n->n_children; i++) {
+		const struct node *c = n->children[i];
+
+		if (c->hidden)
+			continue;
+		if (c->kind == NODE_BLOB || c->kind == NODE_STAGED ||
+			(c->kind == NODE_DIR && has_files(c)))
+			return true;
+	}
+	return false;
+}
+
+/* Drafts left in the staging area by an earlier daemon: push them, or say why not. */
+static void recover(struct tree *t)
+{
+	char base[PATH_MAX], dir[PATH_MAX], path[PATH_MAX], label[600];
+	char digest[DIGEST_STR_LEN + 1];
+	struct dirent *e;
+	DIR *d;
+
+	snprintf(base, sizeof(base), "%s/staging", cache_dir(t->cache));
+	d = opendir(base);
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		struct json_object *root = NULL;
+		char *body = NULL;
+		int ret;
+
+		if (e->d_name[0] == '.')
+			continue;
+		if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", base, e->d_name) >= sizeof(dir) ||
+			(size_t)snprintf(path, sizeof(path), "%s/draft.json", dir) >= sizeof(path))
+			continue;
+		if (access(path, F_OK) != 0) {
+			/* made, then nothing written: nothing to push */
+			remove_tree(dir);
+			continue;
+		}
+		{
+			struct json_object *j = json_object_from_file(path);
+			const char *host = j ? jstr(j, "host") : NULL;
+			bool ours =
+				host && (t->root->kind == NODE_HOSTS ||
+						strcmp(ref_canonical_host(host),
+							registry_host(t->root->site->reg)) == 0);
+
+			json_object_put(j);
+			if (!ours)
+				continue; /* another mount's: left for it */
+		}
+		ret = push_draft_dir(t, dir, &root, &body, digest, label, sizeof(label));
+		if (ret == 0) {
+			log_info("%s: pushed what an earlier run had staged", label);
+			remove_tree(dir);
+		} else {
+			log_err("%s: staged by an earlier run, push failed: %s; kept in %s", label,
+				strerror(-ret), dir);
+		}
+		json_object_put(root);
+		free(body);
+	}
+	closedir(d);
+}
+
+static void *pusher(void *arg)
+{
+	struct tree *t = arg;
+	struct push *p = t->push;
+
+	recover(t);
+	pthread_mutex_lock(&t->lock);
+	while (!p->stop) {
+		double now = mono();
+		struct node *pick = NULL;
+		struct timespec ts;
+		size_t i;
+
+		for (i = 0; i < p->n_drafts && !pick; i++) {
+			struct node *a = p->drafts[i];
+			struct draft *d = a->draft;
+
+			if (d && d->gen != d->pushed_gen && d->writers == 0 &&
+				now - d->changed_at >= (double)t->opts.push_delay &&
+				now >= d->retry_at && has_files(a))
+				pick = a;
+		}
+		if (pick) {
+			pthread_mutex_unlock(&t->lock);
+			draft_push(t, pick, false);
+			pthread_mutex_lock(&t->lock);
+			continue;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&p->cond, &t->lock, &ts);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+int push_start(struct tree *t)
+{
+	struct push *p = calloc(1, sizeof(*p));
+	int ret;
+
+	if (!p)
+		return -ENOMEM;
+	pthread_cond_init(&p->cond, NULL);
+	pthread_mutex_init(&p->push_lock, NULL);
+	t->push = p;
+	if (t->opts.read_only)
+		return 0;
+	ret = pthread_create(&p->thread, NULL, pusher, t);
+	if (ret) {
+		log_err("cannot start the pusher: %s", strerror(ret));
+		return -ret;
+	}
+	p->started = true;
+	return 0;
+}
+
+void push_stop(struct tree *t)
+{
+	struct push *p = t->push;
+	struct node **v;
+	size_t i, n;
+
+	if (!p)
+		return;
+	if (p->started) {
+		pthread_mutex_lock(&t->lock);
+		p->stop = true;
+		pthread_cond_signal(&p->cond);
+		pthread_mutex_unlock(&t->lock);
+		pthread_join(p->thread, NULL);
+		p->started = false;
+	}
+	/* Every settled change goes up before the daemon exits. */
+	pthread_mutex_lock(&t->lock);
+	n = p->n_drafts;
+	v = n ? malloc(n * sizeof(*v)) : NULL;
+	if (v)
+		memcpy(v, p->drafts, n * sizeof(*v));
+	pthread_mutex_unlock(&t->lock);
+	for (i = 0; v && i < n; i++) {
+		bool want;
+
+		pthread_mutex_lock(&t->lock);
+		want = v[i]->draft && v[i]->draft->gen != v[i]->draft->pushed_gen &&
+		       has_files(v[i]);
+		pthread_mutex_unlock(&t->lock);
+		if (want)
+			draft_push(t, v[i], true);
+	}
+	free(v);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->push_lock);
+	free(p->drafts);
+	free(p);
+	t->push = NULL;
+}
+
+/* ---- operations ---- */
+
+/* Unlink c from dir's children (c stays valid: nodes live until unmount). Caller holds t->lock. */
+static void child_remove(struct node *dir, struct node *c)
+{
+	size_t i;
+
+	for (i = 0; i < dir->n_children; i++)
+		if (dir->children[i] == c) {
+			memmove(&dir->children[i], &dir->children[i + 1],
+				(dir->n_children - i - 1) * sizeof(dir->children[0]));
+			dir->n_children--;
+			return;
+		}
+}
+
+/* Set (or replace) an xattr of n. Caller holds t->lock. */
+static int xattr_set(struct node *n, const char *name, const char *value)
+{
+	size_t i;
+	char *v;
+
+	for (i = 0; i < n->n_xattrs; i++)
+		if (strcmp(n->xattrs[i].name, name) == 0) {
+			v = strdup(value);
+			if (!v)
+				return -ENOMEM;
+			free(n->xattrs[i].value);
+			n->xattrs[i].value = v;
+			return 0;
+		}
+	return tree_xattr_add(&n->xattrs, &n->n_xattrs, name, value);
+}
+
+/* What a reader of a failed upload or push is told. */
+static int push_errno(int err)
+{
+	switch (err) {
+	case 0:
+	case -EACCES:
+	case -ENOSPC:
+	case -ENOMEM:
+	case -EROFS:
+	case -ENOENT:
+	case -EBUSY:
+		return err;
+	default:
+		return -EIO;
+	}
+}
+
+/* A new staged file in art's draft, open for writing in *fd. Caller holds no lock. */
+static int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd)
+{
+	struct staged *s = calloc(1, sizeof(*s));
+	char path[PATH_MAX];
+	unsigned k;
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_lock(&t->lock);
+	k = art->draft ? art->draft->next_file++ : 0;
+	snprintf(path, sizeof(path), "%s/f%u", art->draft ? art->draft->dir : "/nonexistent", k);
+	pthread_mutex_unlock(&t->lock);
+	s->path = strdup(path);
+	s->hash = digest_ctx_new();
+	if (!s->path || !s->hash) {
+		staged_free(s);
+		return -ENOMEM;
+	}
+	*fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (*fd < 0) {
+		int err = -errno;
+
+		log_err("staging %s: %s", path, strerror(errno));
+		staged_free(s);
+		return err;
+	}
+	*out = s;
+	return 0;
+}
+
+/* A tag called tag in the repository ns, new: -EEXIST when the registry has it. */
+static int make_tag(struct tree *t, struct node *ns, const char *tag, struct node **out)
+{
+	struct node *n;
+	int ret;
+
+	if (!ref_valid_tag(tag))
+		return -EINVAL;
+	ret = tree_lookup(t, ns, tag, &n);
+	if (ret == 0 && !(n->kind == NODE_NS && n->guessed && !n->local))
+		return -EEXIST;
+	if (ret && ret != -ENOENT)
+		return ret;
+	if (ret == 0) {
+		/* a name only guessed to be a namespace: the tag takes its place */
+		pthread_mutex_lock(&t->lock);
+		child_remove(ns, n);
+		pthread_mutex_unlock(&t->lock);
+	}
+	n = tree_artifact_new(t, ns, tag, ns->site, ns->repo, tag);
+	if (!n)
+		return -ENOMEM;
+	pthread_mutex_lock(&t->lock);
+	n->local = true;
+	n->loaded = true;
+	n->mtime = time(NULL);
+	pthread_mutex_unlock(&t->lock);
+	if (tree_child_get_or_add(t, ns, n) != n)
+		return -EEXIST;
+	ret = draft_begin(t, n);
+	if (ret)
+		return ret;
+	*out = n;
+	return 0;
+}
+
+/* Whether mkdir in the NS dir makes a tag (dir is a repository) rather than a repository. */
+static bool ns_is_repo(struct tree *t, struct node *dir)
+{
+	bool repo;
+
+	pthread_mutex_lock(&t->lock);
+	/* a name shown without a catalog to confirm it is taken as a repository to be */
+	repo = dir->new_repo || dir->guessed;
+	pthread_mutex_unlock(&t->lock);
+	if (repo || !*dir->repo)
+		return repo;
+	pthread_mutex_lock(&dir->load_lock);
+	/* tags/list answers for a repository, even one with no tag left */
+	repo = tree_ns_tags(t, dir) == 0;
+	pthread_mutex_unlock(&dir->load_lock);
+	return repo;
+}
+
+/* A new repository name in dir (made here, pushed with its first tag). */
+static int make_repo(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	struct node *n;
+	char *repo;
+	int ret;
+
+	if (!ref_valid_component(name))
+		return -EINVAL;
+	ret = tree_lookup(t, dir, name, &n);
+	if (ret == 0 && n->kind == NODE_NS && n->guessed && !n->local) {
+		/* shown only because nothing says otherwise: now it is a repository to be */
+		pthread_mutex_lock(&t->lock);
+		n->local = true;
+		n->new_repo = true;
+		n->guessed = false;
+		pthread_mutex_unlock(&t->lock);
+		*out = n;
+		return 0;
+	}
+	if (ret == 0) {
+		*out = n;
+		return -EEXIST;
+	}
+	repo = tree_join_path(dir->repo, name);
+	if (!repo)
+		return -ENOMEM;
+	n = ref_valid_repo(repo) ? tree_ns_new(t, dir, name, dir->site, repo) : NULL;
+	ret = ref_valid_repo(repo) ? (n ? 0 : -ENOMEM) : -EINVAL;
+	free(repo);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&t->lock);
+	n->local = true;
+	n->new_repo = true;
+	n->mtime = time(NULL);
+	pthread_mutex_unlock(&t->lock);
+	*out = tree_child_get_or_add(t, dir, n);
+	return *out ? 0 : -ENOMEM;
+}
+
+int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	struct node *art, *n;
+	const char *colon;
+	int ret;
+
+	if (t->opts.read_only)
+		return -EROFS;
+	if (dir->kind == NODE_HOSTS)
+		return -EPERM;
+	if (dir->kind == NODE_NS) {
+		colon = strchr(name, ':');
+		if (colon) {
+			char *leaf = strndup(name, (size_t)(colon - name));
+			struct node *ns;
+
+			if (!leaf)
+				return -ENOMEM;
+			ret = make_repo(t, dir, leaf, &ns);
+			free(leaf);
+			if (ret == -EEXIST && ns->kind == NODE_NS)
+				ret = 0;
+			else if (ret == -EEXIST)
+				ret = -ENOTDIR;
+			return ret ? ret : make_tag(t, ns, colon + 1, out);
+		}
+		if (ns_is_repo(t, dir))
+			return make_tag(t, dir, name, out);
+		return make_repo(t, dir, name, out);
+	}
+	pthread_mutex_lock(&t->lock);
+	ret = art_of(t, dir, &art);
+	pthread_mutex_unlock(&t->lock);
+	if (ret)
+		return ret;
+	if (dir == art && strcmp(name, ".oci") == 0)
+		return -EINVAL;
+	ret = draft_begin(t, art);
+	if (ret)
+		return ret;
+	n = tree_node_new(t, dir, name, NODE_DIR);
+	if (!n || !(n->repo = strdup(art->repo)))
+		return -ENOMEM;
+	pthread_mutex_lock(&t->lock);
+	n->local = true;
+	n->mtime = time(NULL);
+	if (tree_child_find(dir, name))
+		ret = -EEXIST;
+	else
+		ret = tree_child_add(dir, n);
+	pthread_mutex_unlock(&t->lock);
+	if (!ret)
+		*out = n;
+	return ret;
+}
+
+/* Open a writer of staged node n: counted in it and its draft. Caller holds t->lock. */
+static void writer_add(struct node *art, struct node *n)
+{
+	n->staged->writers++;
+	if (art->draft)
+		art->draft->writers++;
+}
+
+int push_create(
+	struct tree *t, struct node *dir, const char *name, bool excl, struct node **out, int *fd)
+{
+	char title[4096];
+	struct node *art, *n, *old;
+	struct staged *s = NULL;
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	ret = art_of(t, dir, &art);
+	if (!ret)
+		ret = title_of(art, dir, name, title, sizeof(title));
+	old = ret ? NULL : tree_child_find(dir, name);
+	pthread_mutex_unlock(&t->lock);
+	if (ret)
+		return ret;
+	if ((dir == art && strcmp(name, ".oci") == 0) || manifest_title_check(title))
+		return -EINVAL;
+	if (old) {
+		if (excl)
+			return -EEXIST;
+		if (tree_is_dir(old))
+			return -EISDIR;
+		*out = old;
+		return push_open(t, old, true, fd);
+	}
+	ret = draft_begin(t, art);
+	if (!ret)
+		ret = staged_new(t, art, &s, fd);
+	if (ret)
+		return ret;
+	n = tree_node_new(t, dir, name, NODE_STAGED);
+	if (!n || !(n->repo = strdup(art->repo))) {
+		ret = -ENOMEM;
+		goto fail;
+	}
+	pthread_mutex_lock(&t->lock);
+	if (tree_child_find(dir, name)) {
+		pthread_mutex_unlock(&t->lock);
+		ret = -EEXIST;
+		goto fail;
+	}
+	ret = tree_child_add(dir, n);
+	if (!ret) {
+		n->site = art->site;
+		n->local = true;
+		n->size = 0;
+		n->mtime = time(NULL);
+		n->staged = s;
+		s->changed = true;
+		writer_add(art, n);
+		s = NULL;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (ret)
+		goto fail;
+	*out = n;
+	return draft_touch(t, art);
+fail:
+	if (s) {
+		unlink(s->path);
+		staged_free(s);
+	}
+	close(*fd);
+	return ret;
+}
+
+/* Copy the registry's bytes of blob node n into fd, hashing them into s. */
+static int copy_up(struct tree *t, struct node *n, struct staged *s, int fd)
+{
+	struct blob_reader rd = { 0, 0, 0 };
+	struct blob *b;
+	char buf[128 * 1024];
+	int64_t off = 0;
+	int ret, rfd;
+
+	if (n->size <= 0)
+		return 0;
+	ret = cache_blob_open(t->cache, n->site->reg, n->repo, n->digest, n->size, &b);
+	if (ret)
+		return ret;
+	rfd = cache_blob_prepare(b, &rd, 0, (size_t)n->size);
+	ret = rfd < 0 ? rfd : 0;
+	while (!ret && off < n->size) {
+		ssize_t got = pread(rfd, buf, sizeof(buf), off);
+
+		if (got <= 0 || pwrite(fd, buf, (size_t)got, off) != got) {
+			ret = -EIO;
+			break;
+		}
+		digest_ctx_update(s->hash, buf, (size_t)got);
+		off += got;
+	}
+	cache_blob_close(b);
+	s->hashed = off;
+	return ret;
+}
+
+int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
+{
+	struct node *art;
+	struct staged *s = NULL;
+	enum node_kind kind;
+	char *path = NULL;
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	ret = n->parent ? art_of(t, n->parent, &art) : -EPERM;
+	kind = n->kind;
+	if (!ret && kind == NODE_STAGED)
+		path = strdup(n->staged->path);
+	pthread_mutex_unlock(&t->lock);
+	if (ret)
+		return ret;
+	if (kind != NODE_STAGED && kind != NODE_BLOB)
+		return kind == NODE_DATA ? -EROFS : -EISDIR;
+	ret = draft_begin(t, art);
+	if (ret) {
+		free(path);
+		return ret;
+	}
+	if (kind == NODE_STAGED) {
+		*fd = path ? open(path, O_RDWR | O_CLOEXEC) : -1;
+		ret = *fd < 0 ? (path ? -errno : -ENOMEM) : 0;
+		free(path);
+		if (ret)
+			return ret;
+		if (trunc && ftruncate(*fd, 0)) {
+			ret = -errno;
+			close(*fd);
+			return ret;
+		}
+		pthread_mutex_lock(&t->lock);
+		if (trunc) {
+			pthread_mutex_lock(&n->staged->lock);
+			digest_ctx_free(n->staged->hash);
+			n->staged->hash = digest_ctx_new();
+			n->staged->hashed = n->staged->hash ? 0 : -1;
+			pthread_mutex_unlock(&n->staged->lock);
+			n->size = 0;
+			n->staged->changed = true;
+		}
+		writer_add(art, n);
+		pthread_mutex_unlock(&t->lock);
+		return trunc ? draft_touch(t, art) : 0;
+	}
+	/* A file of the registry: its bytes (unless truncated) become a staged file. */
+	ret = staged_new(t, art, &s, fd);
+	if (!ret && !trunc)
+		ret = copy_up(t, n, s, *fd);
+	if (ret) {
+		if (s) {
+			close(*fd);
+			unlink(s->path);
+			staged_free(s);
+		}
+		return ret;
+	}
+	pthread_mutex_lock(&t->lock);
+	if (n->kind != NODE_BLOB) {
+		/* another writer got there first: use its file */
+		pthread_mutex_unlock(&t->lock);
+		close(*fd);
+		unlink(s->path);
+		staged_free(s);
+		return push_open(t, n, trunc, fd);
+	}
+	n->kind = NODE_STAGED;
+	n->staged = s;
+	n->local = true;
+	if (trunc) {
+		n->size = 0;
+		s->changed = true;
+	}
+	writer_add(art, n);
+	pthread_mutex_unlock(&t->lock);
+	return draft_touch(t, art);
+}
+
+int push_open_read(struct tree *t, struct node *n, int *fd)
+{
+	char *path;
+
+	pthread_mutex_lock(&t->lock);
+	path = n->staged ? strdup(n->staged->path) : NULL;
+	pthread_mutex_unlock(&t->lock);
+	if (!path)
+		return -ENOMEM;
+	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	free(path);
+	return *fd < 0 ? -errno : 0;
+}
+
+ssize_t push_write(struct tree *t, struct node *n, int fd, const char *buf, size_t len, off_t off)
+{
+	struct staged *s = n->staged;
+	ssize_t w = pwrite(fd, buf, len, off);
+
+	if (w < 0)
+		return -errno;
+	pthread_mutex_lock(&s->lock);
+	if (s->hashed >= 0 && off == s->hashed) {
+		digest_ctx_update(s->hash, buf, (size_t)w);
+		s->hashed += w;
+	} else {
+		s->hashed = -1;
+	}
+	pthread_mutex_unlock(&s->lock);
+	pthread_mutex_lock(&t->lock);
+	if (off + w > n->size)
+		n->size = off + w;
+	s->changed = true;
+	n->mtime = time(NULL);
+	pthread_mutex_unlock(&t->lock);
+	return w;
+}
+
+int push_flush(struct tree *t, struct node *n)
+{
+	char digest[DIGEST_STR_LEN + 1], *path, *dg;
+	struct node *art;
+	struct staged *s;
+	int64_t size;
+	int fd, ret;
+
+	pthread_mutex_lock(&t->lock);
+	if (n->kind != NODE_STAGED || !n->staged->changed || !n->parent ||
+		art_of(t, n->parent, &art)) {
+		pthread_mutex_unlock(&t->lock);
+		return 0;
+	}
+	s = n->staged;
+	size = n->size;
+	path = strdup(s->path);
+	pthread_mutex_unlock(&t->lock);
+	if (!path)
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	free(path);
+	if (fd < 0)
+		return -errno;
+	pthread_mutex_lock(&s->lock);
+	if (s->hashed == size) {
+		struct digest_ctx *c = digest_ctx_dup(s->hash);
+
+		ret = c ? 0 : -ENOMEM;
+		if (c) {
+			digest_ctx_final(c, digest);
+			digest_ctx_free(c);
+		}
+	} else {
+		ret = hash_fd(fd, digest, &size);
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (!ret)
+		ret = upload(t, n->site->reg, art->repo, digest, fd, size);
+	close(fd);
+	if (ret)
+		return push_errno(ret);
+	dg = strdup(digest);
+	pthread_mutex_lock(&t->lock);
+	if (dg && n->size == size) {
+		free(n->digest);
+		n->digest = dg;
+		dg = NULL;
+		s->changed = false;
+	}
+	pthread_mutex_unlock(&t->lock);
+	free(dg);
+	return draft_touch(t, art);
+}
+
+void push_release(struct tree *t, struct node *n)
+{
+	struct node *art;
+
+	pthread_mutex_lock(&t->lock);
+	if (n->staged && n->staged->writers > 0)
+		n->staged->writers--;
+	for (art = n->parent; art && art->kind != NODE_ARTIFACT; art = art->parent)
+		;
+	if (art && art->draft) {
+		if (art->draft->writers > 0)
+			art->draft->writers--;
+		art->draft->changed_at = mono();
+		pthread_cond_signal(&t->push->cond);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+int push_truncate(struct tree *t, struct node *n, off_t size)
+{
+	struct node *art;
+	char *path;
+	int fd, ret;
+
+	if (n->kind == NODE_BLOB) {
+		ret = push_open(t, n, size == 0, &fd);
+		if (ret)
+			return ret;
+		ret = ftruncate(fd, size) ? -errno : 0;
+		close(fd);
+		push_release(t, n);
+		if (ret)
+			return ret;
+	}
+	pthread_mutex_lock(&t->lock);
+	ret = n->kind != NODE_STAGED ? -EISDIR : art_of(t, n->parent, &art);
+	path = ret ? NULL : strdup(n->staged->path);
+	pthread_mutex_unlock(&t->lock);
+	if (ret)
+		return ret;
+	if (!path)
+		return -ENOMEM;
+	ret = truncate(path, size) ? -errno : 0;
+	free(path);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&n->staged->lock);
+	if (n->staged->hashed > size)
+		n->staged->hashed = -1;
+	pthread_mutex_unlock(&n->staged->lock);
+	pthread_mutex_lock(&t->lock);
+	n->size = size;
+	n->staged->changed = true;
+	n->mtime = time(NULL);
+	pthread_mutex_unlock(&t->lock);
+	return draft_touch(t, art);
+}
+
+int push_unlink(struct tree *t, struct node *dir, const char *name)
+{
+	struct node *art, *c;
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	ret = art_of(t, dir, &art);
+	c = ret ? NULL : tree_child_find(dir, name);
+	pthread_mutex_unlock(&t->lock);
+	if (ret)
+		return ret;
+	if (!c)
+		return -ENOENT;
+	if (tree_is_dir(c))
+		return -EISDIR;
+	ret = draft_begin(t, art);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&t->lock);
+	child_remove(dir, c);
+	if (c->kind == NODE_STAGED && c->staged->path)
+		unlink(c->staged->path); /* open descriptors keep the bytes */
+	pthread_mutex_unlock(&t->lock);
+	return draft_touch(t, art);
+}
+
+/* Drop art's draft and its staging directory. Caller holds t->lock. */
+static void draft_discard(struct tree *t, struct node *art)
+{
+	if (!art->draft)
+		return;
+	remove_tree(art->draft->dir);
+	drafts_remove(t, art);
+	draft_free(art->draft);
+	art->draft = NULL;
+}
+
+/*
+ * Delete the tag art from the registry: by tag where the registry allows it,
+ * else by digest when no other tag names the same manifest, else -EBUSY.
+ */
+static int delete_tag(struct tree *t, struct node *art)
+{
+	struct registry *r = art->site->reg;
+	struct strlist tags = { NULL, 0 };
+	char *body = NULL, *ct = NULL, *digest = NULL, label[600];
+	size_t len, i;
+	int ret;
+
+	snprintf(label, sizeof(label), "%s/%s:%s", registry_host(r), art->repo, art->ref);
+	ret = registry_delete_manifest(r, art->repo, art->ref);
+	if (ret == 0 || ret == -ENOENT || ret == -EACCES)
+		goto out;
+	/* A registry that deletes manifests by digest only (distribution 2). */
+	ret = registry_get_manifest(r, art->repo, art->ref, &body, &len, &ct, &digest);
+	if (!ret)
+		ret = registry_tags(r, art->repo, &tags);
+	for (i = 0; !ret && i < tags.n; i++) {
+		char *b2 = NULL, *c2 = NULL, *d2 = NULL;
+		size_t l2;
+
+		if (strcmp(tags.v[i], art->ref) == 0)
+			continue;
+		if (registry_get_manifest(r, art->repo, tags.v[i], &b2, &l2, &c2, &d2) == 0 &&
+			strcmp(d2, digest) == 0) {
+			log_err("%s: tag %s names the same manifest (%s) and this registry deletes "
+				"by digest only: not deleted",
+				label, tags.v[i], digest);
+			ret = -EBUSY;
+		}
+		free(b2);
+		free(c2);
+		free(d2);
+	}
+	if (!ret)
+		ret = registry_delete_manifest(r, art->repo, digest);
+out:
+	if (ret && ret != -EBUSY)
+		log_err("%s: delete: %s", label, strerror(-ret));
+	else if (!ret)
+		log_info("%s: deleted", label);
+	strlist_release(&tags);
+	free(body);
+	free(ct);
+	free(digest);
+	return ret;
+}
+
+int push_rmdir(struct tree *t, struct node *dir, const char *name)
+{
+	struct node *c, *art;
+	bool local;
+	int ret;
+
+	if (t->opts.read_only)
+		return -EROFS;
+	if (dir->kind == NODE_NS || dir->kind == NODE_HOSTS) {
+		ret = tree_lookup(t, dir, name, &c);
+		if (ret)
+			return ret;
+	} else {
+		pthread_mutex_lock(&t->lock);
+		ret = art_of(t, dir, &art);
+		c = ret ? NULL : tree_child_find(dir, name);
+		pthread_mutex_unlock(&t->lock);
+		if (ret)
+			return ret;
+		if (!c)
+			return -ENOENT;
+	}
+	switch (c->kind) {
+	case NODE_DIR:
+		pthread_mutex_lock(&t->lock);
+		ret = c->n_children ? -ENOTEMPTY : 0;
+		if (!ret)
+			child_remove(dir, c);
+		pthread_mutex_unlock(&t->lock);
+		return ret;
+	case NODE_ARTIFACT:
+		if (c->by_digest || dir->kind != NODE_NS)
+			return -EROFS;
+		pthread_mutex_lock(&t->lock);
+		local = c->local;
+		pthread_mutex_unlock(&t->lock);
+		ret = local ? 0 : delete_tag(t, c);
+		if (ret)
+			return push_errno(ret);
+		pthread_mutex_lock(&t->lock);
+		draft_discard(t, c);
+		child_remove(dir, c);
+		dir->tags_at = 0;
+		pthread_mutex_unlock(&t->lock);
+		return 0;
+	case NODE_NS:
+		pthread_mutex_lock(&t->lock);
+		ret = c->n_children ? -ENOTEMPTY : c->local ? 0 : -EPERM;
+		if (!ret)
+			child_remove(dir, c);
+		pthread_mutex_unlock(&t->lock);
+		return ret;
+	default:
+		return -ENOTDIR;
+	}
+}
+
+int push_rename(struct tree *t, struct node *dir, const char *name, struct node *newdir,
+	const char *newname, unsigned flags)
+{
+	struct node *a1, *a2, *c, *target, *p;
+	char title[4096];
+	int ret;
+
+	if (flags & ~1u) /* RENAME_NOREPLACE only */
+		return -EINVAL;
+	pthread_mutex_lock(&t->lock);
+	ret = art_of(t, dir, &a1);
+	if (!ret)
+		ret = art_of(t, newdir, &a2);
+	c = ret ? NULL : tree_child_find(dir, name);
+	if (!ret && (!c))
+		ret = -ENOENT;
+	if (!ret && a1 != a2)
+		ret = -EXDEV; /* mv copies, then removes */
+	if (!ret)
+		ret = title_of(a2, newdir, newname, title, sizeof(title));
+	pthread_mutex_unlock(&t->lock);
+	if (ret)
+		return ret;
+	if ((newdir == a2 && strcmp(newname, ".oci") == 0) || manifest_title_check(title))
+		return -EINVAL;
+	ret = draft_begin(t, a1);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&t->lock);
+	for (p = newdir; p && p != a2; p = p->parent)
+		if (p == c)
+			ret = -EINVAL; /* into itself */
+	target = ret ? NULL : tree_child_find(newdir, newname);
+	if (target == c)
+		goto out;
+	if (target) {
+		if (flags & 1u)
+			ret = -EEXIST;
+		else if (tree_is_dir(target) && !tree_is_dir(c))
+			ret = -EISDIR;
+		else if (!tree_is_dir(target) && tree_is_dir(c))
+			ret = -ENOTDIR;
+		else if (target->n_children)
+			ret = -ENOTEMPTY;
+	}
+	if (!ret) {
+		char *nn = strdup(newname);
+
+		if (!nn) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		if (target) {
+			child_remove(newdir, target);
+			if (target->kind == NODE_STAGED && target->staged->path)
+				unlink(target->staged->path);
+		}
+		child_remove(dir, c);
+		free(c->name);
+		c->name = nn;
+		c->parent = newdir;
+		ret = tree_child_add(newdir, c);
+	}
+out:
+	pthread_mutex_unlock(&t->lock);
+	return ret ? ret : draft_touch(t, a1);
+}
+
+int push_fsyncdir(struct tree *t, struct node *dir)
+{
+	struct node *art;
+	bool drafted;
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	ret = art_of(t, dir, &art);
+	drafted = !ret && art->draft;
+	pthread_mutex_unlock(&t->lock);
+	if (!drafted)
+		return 0;
+	return push_errno(draft_push(t, art, true));
+}
+
+/* Which xattrs a change may set: annotations, and types where they belong. */
+static int xattr_settable(const struct node *n, const struct node *art, const char *name)
+{
+	if (strncmp(name, XATTR_ANN, strlen(XATTR_ANN)) == 0 && name[strlen(XATTR_ANN)])
+		return 0;
+	if (strcmp(name, "user.oci.artifactType") == 0)
+		return n == art ? 0 : -ENOTSUP;
+	if (strcmp(name, "user.oci.mediaType") == 0)
+		return n != art && !tree_is_dir(n) ? 0 : -ENOTSUP;
+	return -ENOTSUP;
+}
+
+int push_setxattr(struct tree *t, struct node *n, const char *name, const char *value, size_t len)
+{
+	struct node *art;
+	char *v;
+	int ret;
+
+	if (t->opts.read_only)
+		return -EROFS;
+	/* cp -a of files from one tag to another brings their digests along: moot. */
+	if (strcmp(name, "user.oci.digest") == 0)
+		return 0;
+	pthread_mutex_lock(&t->lock);
+	ret = art_of(t, n, &art);
+	if (!ret)
+		ret = xattr_settable(n, art, name);
+	pthread_mutex_unlock(&t->lock);
+	if (ret)
+		return ret;
+	if (memchr(value, '\0', len))
+		return -EINVAL;
+	ret = draft_begin(t, art);
+	if (ret)
+		return ret;
+	v = strndup(value, len);
+	if (!v)
+		return -ENOMEM;
+	pthread_mutex_lock(&t->lock);
+	ret = xattr_set(n, name, v);
+	if (!ret && n == art && strcmp(name, "user.oci.artifactType") == 0 && art->draft)
+		art->draft->type_set = true;
+	pthread_mutex_unlock(&t->lock);
+	free(v);
+	return ret ? ret : draft_touch(t, art);
+}
+
+int push_removexattr(struct tree *t, struct node *n, const char *name)
+{
+	struct node *art;
+	size_t i;
+	int ret;
+
+	if (t->opts.read_only)
+		return -EROFS;
+	pthread_mutex_lock(&t->lock);
+	ret = art_of(t, n, &art);
+	if (!ret)
+		ret = xattr_settable(n, art, name);
+	pthread_mutex_unlock(&t->lock);
+	if (ret)
+		return ret;
+	ret = draft_begin(t, art);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&t->lock);
+	ret = -ENODATA;
+	for (i = 0; i < n->n_xattrs; i++)
+		if (strcmp(n->xattrs[i].name, name) == 0) {
+			free(n->xattrs[i].name);
+			free(n->xattrs[i].value);
+			n->xattrs[i] = n->xattrs[--n->n_xattrs];
+			ret = 0;
+			break;
+		}
+	pthread_mutex_unlock(&t->lock);
+	return ret ? ret : draft_touch(t, art);
+}

@@ -1,0 +1,90 @@
+/*
+ * Writing into the mount: files created, written, renamed and removed in a
+ * tag directory are staged in the cache directory (staging/<id>/) as a
+ * draft of a new manifest; each file's blob is hashed as it is written and
+ * uploaded when it is closed; the manifest, what `oras push` makes, is
+ * pushed when the directory is synced, after push_delay seconds with no file
+ * of it open, or at unmount. A draft is kept on disk (draft.json) so that a
+ * crash loses nothing: the next mount pushes it.
+ *
+ * Every function takes nodes of the tree (tree.h) and returns 0 or -errno;
+ * -EROFS for a read-only mount, digest directories, .oci/ and indexes.
+ */
+#ifndef OCIFS_PUSH_H
+#define OCIFS_PUSH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct node;
+struct tree;
+
+/*
+ * mkdir name in dir: a new tag in a repository (or in a repository made by
+ * mkdir), a new repository elsewhere, "repo:tag" for both at once, or a
+ * subdirectory inside a tag. *out is the new node.
+ */
+int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node **out);
+
+/*
+ * Create (or, when it exists, open truncated unless excl) the file name in
+ * dir for writing. *out is its node, *fd a descriptor of its staged bytes
+ * (the caller closes it and calls push_release).
+ */
+int push_create(
+	struct tree *t, struct node *dir, const char *name, bool excl, struct node **out, int *fd);
+
+/*
+ * Open n for writing (truncated when trunc): a file of the registry is
+ * copied into the staging area first. *fd as for push_create.
+ */
+int push_open(struct tree *t, struct node *n, bool trunc, int *fd);
+
+/* An open for reading of a staged file: a descriptor of its bytes. */
+int push_open_read(struct tree *t, struct node *n, int *fd);
+
+/* Write through fd (from push_create/push_open) at off, hashing as it goes. Bytes or -errno. */
+ssize_t push_write(struct tree *t, struct node *n, int fd, const char *buf, size_t len, off_t off);
+
+/* A close of n: upload its blob when it changed since the last upload; that upload's error. */
+int push_flush(struct tree *t, struct node *n);
+
+/* The last close of a descriptor opened for writing. */
+void push_release(struct tree *t, struct node *n);
+
+/* truncate(2) of a file. */
+int push_truncate(struct tree *t, struct node *n, off_t size);
+
+int push_unlink(struct tree *t, struct node *dir, const char *name);
+
+/* rmdir: a subdirectory of a tag, a tag (deleting it from the registry), or a new repository. */
+int push_rmdir(struct tree *t, struct node *dir, const char *name);
+
+/* rename within one tag directory; across tags -EXDEV. flags: RENAME_NOREPLACE. */
+int push_rename(struct tree *t, struct node *dir, const char *name, struct node *newdir,
+	const char *newname, unsigned flags);
+
+/* fsync of a directory (sync DIR): push its tag's draft now and return the push's error. */
+int push_fsyncdir(struct tree *t, struct node *dir);
+
+/*
+ * user.oci.annotation.<key> on a tag directory (the manifest's) or a file
+ * (its layer's), user.oci.artifactType on a tag directory.
+ */
+int push_setxattr(struct tree *t, struct node *n, const char *name, const char *value, size_t len);
+int push_removexattr(struct tree *t, struct node *n, const char *name);
+
+/*
+ * Start pushing: drafts left by an earlier daemon are pushed (or reported),
+ * then the pusher waits for drafts to settle. After daemonizing. 0 or -errno.
+ */
+int push_start(struct tree *t);
+
+/* Push every pending draft (whatever push_delay says), then stop the pusher. */
+void push_stop(struct tree *t);
+
+/* Free what push.c hangs on a node (draft, staged file). */
+void push_node_release(struct node *n);
+
+#endif

@@ -1,0 +1,137 @@
+/*
+ * The tree's insides, shared by tree.c (reading) and push.c (staging and
+ * pushing); nothing outside these two includes it.
+ */
+#ifndef OCIFS_TREE_INT_H
+#define OCIFS_TREE_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "registry.h"
+#include "tree.h"
+
+struct draft;
+struct push;
+struct staged;
+
+enum node_kind {
+	NODE_HOSTS, /* "-" root: one child per registry host looked up */
+	NODE_NS, /* a registry's root ("" path), a namespace or a repository */
+	NODE_ARTIFACT, /* a tag or digest directory */
+	NODE_DIR, /* a fixed directory inside an artifact: title prefixes, .oci, ... */
+	NODE_BLOB, /* a file whose bytes are a blob (or a manifest) of the registry */
+	NODE_DATA, /* a file whose bytes are in memory */
+	NODE_STAGED, /* a file written into the mount, its bytes in the staging area (push.c) */
+};
+
+/* One registry host and what is cached about it. */
+struct site {
+	struct site *next;
+	struct registry *reg;
+	bool docker_hub; /* one-component names get "library/" */
+	pthread_mutex_t lock; /* serialises catalog fetches */
+	struct strlist catalog; /* protected by lock */
+	time_t catalog_at; /* protected by lock; 0: never fetched */
+	int catalog_err; /* protected by lock */
+};
+
+struct xattr {
+	char *name;
+	char *value;
+};
+
+struct node {
+	struct node *all_next; /* every node of the tree, for tree_free() */
+	struct node *parent;
+	char *name;
+	enum node_kind kind;
+	bool hidden; /* not listed (.oci) */
+	bool immutable; /* inside a digest-addressed artifact */
+	struct site *site;
+	char *repo; /* NS: path inside the registry ("" at its root); else the repository */
+
+	/* Directories. protected by t->lock */
+	struct node **children;
+	size_t n_children;
+	size_t cap_children;
+
+	/* Loading (NS listings, ARTIFACT manifests) happens under load_lock, never t->lock. */
+	pthread_mutex_t load_lock;
+
+	/* NS: tags of repo. protected by load_lock */
+	struct strlist tags;
+	time_t tags_at;
+	int tags_err;
+
+	/* ARTIFACT */
+	char *ref; /* the tag or digest looked up */
+	bool by_digest; /* ref is a digest */
+	bool loaded; /* protected by t->lock */
+	bool offline_logged;
+	time_t resolved_at; /* protected by t->lock */
+
+	/* ARTIFACT (manifest digest), BLOB (blob digest). protected by t->lock for ARTIFACT */
+	char *digest;
+	time_t mtime; /* protected by t->lock */
+
+	/* BLOB and DATA */
+	int64_t size;
+	bool is_manifest; /* BLOB fetched through the manifests endpoint */
+	char *data;
+	size_t data_len;
+
+	struct xattr *xattrs; /* protected by t->lock */
+	size_t n_xattrs;
+
+	/* Writing (push.c). protected by t->lock */
+	bool local; /* made by mkdir or create here: not (yet) in the registry */
+	bool new_repo; /* NS made by mkdir: a repository to be, where mkdir makes tags */
+	bool guessed; /* NS shown without a catalog to say it exists: mkdir may make it */
+	struct draft *draft; /* ARTIFACT: changes staged and not yet pushed, or NULL */
+	struct staged *staged; /* STAGED: its file */
+};
+
+struct tree {
+	struct tree_options opts;
+	struct http *http;
+	struct cache *cache;
+	struct node *root;
+	time_t start;
+	pthread_mutex_t lock;
+	struct node *all; /* protected by lock */
+	struct site *sites; /* protected by lock */
+	struct push *push; /* push.c's state */
+};
+
+/* The site of host (canonical or not), made on first use. 0 or -errno. */
+int tree_site_get(struct tree *t, const char *host, struct site **out);
+struct node *tree_node_new(
+	struct tree *t, struct node *parent, const char *name, enum node_kind kind);
+void tree_xattrs_free(struct xattr *x, size_t n);
+/* The child called name, or NULL. Caller holds t->lock (or owns dir privately). */
+struct node *tree_child_find(struct node *dir, const char *name);
+/* Caller holds t->lock (or owns dir privately). 0 or -ENOMEM. */
+int tree_child_add(struct node *dir, struct node *c);
+/* The existing child of dir called fresh->name, or fresh once added; NULL on ENOMEM. */
+struct node *tree_child_get_or_add(struct tree *t, struct node *dir, struct node *fresh);
+int tree_xattr_add(struct xattr **x, size_t *n, const char *name, const char *value);
+struct node *tree_ns_new(
+	struct tree *t, struct node *parent, const char *name, struct site *site, const char *path);
+struct node *tree_artifact_new(struct tree *t, struct node *parent, const char *name,
+	struct site *site, const char *repo, const char *ref);
+/* The tags of an NS node's repository, within list_ttl. Caller holds ns->load_lock. */
+int tree_ns_tags(struct tree *t, struct node *ns);
+/* "path/name" (or "name" at the root), malloc'd, or NULL. */
+char *tree_join_path(const char *path, const char *name);
+bool tree_strlist_has(const struct strlist *l, const char *s);
+/*
+ * Show the manifest body (hashing to digest) in art, replacing its children.
+ * Caller holds art->load_lock. 0 or -errno.
+ */
+int tree_artifact_install(
+	struct tree *t, struct node *art, const char *digest, const char *body, size_t len);
+
+#endif
