@@ -61,6 +61,8 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 	/* Larger kernel read-ahead: fewer, bigger reads reach the daemon. */
 	conn->max_readahead = 4 * 1024 * 1024;
+	/* And bigger writes: fewer requests per byte copied in. */
+	conn->max_write = 1024 * 1024;
 }
 
 static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

@@ -55,6 +55,7 @@ struct draft {
 };
 
 struct push {
+	struct strlist leftover; /* staging directories found at start: an earlier run's */
 	pthread_t thread;
 	bool started;
 	bool stop; /* protected by t->lock */
@@ -342,6 +343,9 @@ static int collect_layers(
 			json_object_object_add(s, "layer",
 				json_object_new_int((int)json_object_array_length(layers)));
 			json_object_object_add(s, "file", json_str(base ? base + 1 : ""));
+			/* its blob went up when it was closed, and it has not changed since */
+			if (!c->staged->changed && c->digest)
+				json_object_object_add(s, "uploaded", json_object_new_boolean(1));
 			json_object_array_add(staged, s);
 		}
 		json_object_array_add(layers, l);
@@ -447,8 +451,8 @@ static int draft_save(struct tree *t, struct node *art)
 	snprintf(path, sizeof(path), "%s/draft.json", d->dir);
 	snprintf(tmp, sizeof(tmp), "%s/draft.json.tmp", d->dir);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || write(fd, s, strlen(s)) != (ssize_t)strlen(s) || fsync(fd) ||
-		rename(tmp, path))
+	/* rename makes it atomic; the staged files are not synced either */
+	if (fd < 0 || write(fd, s, strlen(s)) != (ssize_t)strlen(s) || rename(tmp, path))
 		ret = -errno;
 	if (fd >= 0)
 		close(fd);
@@ -594,7 +598,7 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 		goto out;
 	n = json_object_array_length(staged);
 	for (i = 0; i < n && !ret; i++) {
-		struct json_object *e = json_object_array_get_idx(staged, i), *l, *li;
+		struct json_object *e = json_object_array_get_idx(staged, i), *l, *li, *up;
 		const char *file = jstr(e, "file");
 		char got[DIGEST_STR_LEN + 1];
 		int64_t size;
@@ -605,6 +609,9 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 			ret = -EBADMSG;
 			break;
 		}
+		if (json_object_object_get_ex(e, "uploaded", &up) && json_object_get_boolean(up) &&
+			(s = jstr(l, "digest")) && digest_supported(s))
+			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, file);
 		fd = open(path, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
@@ -810,21 +817,16 @@ static void recover(struct tree *t)
 {
 	char base[PATH_MAX], dir[PATH_MAX], path[PATH_MAX], label[600];
 	char digest[DIGEST_STR_LEN + 1];
-	struct dirent *e;
-	DIR *d;
+	struct strlist *l = &t->push->leftover;
+	size_t i;
 
 	snprintf(base, sizeof(base), "%s/staging", cache_dir(t->cache));
-	d = opendir(base);
-	if (!d)
-		return;
-	while ((e = readdir(d))) {
+	for (i = 0; i < l->n; i++) {
 		struct json_object *root = NULL;
 		char *body = NULL;
 		int ret;
 
-		if (e->d_name[0] == '.')
-			continue;
-		if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", base, e->d_name) >= sizeof(dir) ||
+		if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", base, l->v[i]) >= sizeof(dir) ||
 			(size_t)snprintf(path, sizeof(path), "%s/draft.json", dir) >= sizeof(path))
 			continue;
 		if (access(path, F_OK) != 0) {
@@ -855,7 +857,26 @@ static void recover(struct tree *t)
 		json_object_put(root);
 		free(body);
 	}
+	strlist_release(l);
+}
+
+/* The staging directories there are before this run makes any. */
+static int list_leftovers(struct tree *t)
+{
+	char base[PATH_MAX];
+	struct dirent *e;
+	int ret = 0;
+	DIR *d;
+
+	snprintf(base, sizeof(base), "%s/staging", cache_dir(t->cache));
+	d = opendir(base);
+	if (!d)
+		return 0;
+	while (!ret && (e = readdir(d)))
+		if (e->d_name[0] != '.')
+			ret = strlist_add(&t->push->leftover, e->d_name);
 	closedir(d);
+	return ret;
 }
 
 static void *pusher(void *arg)
@@ -910,6 +931,9 @@ int push_start(struct tree *t)
 	t->push = p;
 	if (t->opts.read_only)
 		return 0;
+	ret = list_leftovers(t);
+	if (ret)
+		return ret;
 	ret = pthread_create(&p->thread, NULL, pusher, t);
 	if (ret) {
 		log_err("cannot start the pusher: %s", strerror(ret));
@@ -955,6 +979,7 @@ void push_stop(struct tree *t)
 	free(v);
 	pthread_cond_destroy(&p->cond);
 	pthread_mutex_destroy(&p->push_lock);
+	strlist_release(&p->leftover);
 	free(p->drafts);
 	free(p);
 	t->push = NULL;
@@ -1428,7 +1453,11 @@ int push_flush(struct tree *t, struct node *n)
 	int fd, ret;
 
 	pthread_mutex_lock(&t->lock);
-	if (n->kind != NODE_STAGED || !n->staged->changed || !n->parent ||
+	/*
+	 * An empty file waits for the push: a shell's "> file" closes the
+	 * truncated file once before writing through a copy of its descriptor.
+	 */
+	if (n->kind != NODE_STAGED || !n->staged->changed || n->size == 0 || !n->parent ||
 		art_of(t, n->parent, &art)) {
 		pthread_mutex_unlock(&t->lock);
 		return 0;

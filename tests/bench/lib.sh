@@ -1,0 +1,64 @@
+# shellcheck shell=bash
+# Shared by the benchmarks in tests/bench/: timing, ratios, quiet mounts and
+# the summary block. Source it after tests/integration/lib.sh.
+
+LOG=$TESTDIR/bench.log
+declare -A R=()   # summary: name -> value
+RORDER=()
+
+say() { printf '%s\n' "$*"; }
+# setr NAME VALUE: a line of the summary block
+setr() {
+	[ -n "${R[$1]+x}" ] || RORDER+=("$1")
+	R[$1]=$2
+}
+now() { echo "${EPOCHREALTIME/,/.}"; }
+# tm CMD...: run CMD (its stdout to /dev/null unless redirected inside),
+# set T (seconds, float) and TRC (its status).
+tm() {
+	local t0 t1
+	t0=$(now)
+	"$@"
+	TRC=$?
+	t1=$(now)
+	T=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+}
+# ratio A B: A/B with 2 decimals (n/a when either is missing or B is 0)
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN {
+		if (a == "" || b == "" || a == "n/a" || b == "n/a" || b + 0 == 0) print "n/a";
+		else printf "%.3g\n", a / b }'
+}
+mibs() { awk -v s="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.1f", s / 1048576 / t; else print "inf" }'; }
+ms() { awk -v t="$1" 'BEGIN { printf "%.1f", t * 1000 }'; }
+drop_caches() { sync && { echo 1 >/proc/sys/vm/drop_caches; } 2>/dev/null; }
+rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+# bmount CACHEDIR MNT [ARGS]: mount quietly (lines to the log), bail on failure.
+bmount() {
+	local c=$1 m=$2
+	shift 2
+	rm -rf "$c"
+	OCIFS_CACHE=$c mount_ocifs "$REG" "$m" "$@" >>"$LOG" 2>&1 || {
+		cat "$LOG" >&2
+		diag_file "$OCIFS_LOG"
+		bail "mount ocifs"
+	}
+}
+bumount() {
+	umount_ocifs "$1" >>"$LOG" 2>&1
+	grep -q '^not ok' "$LOG" && { grep '^not ok' "$LOG" | sed 's/^/# /'; : >"$LOG"; }
+	return 0
+}
+
+# bench_summary: print the summary block and exit 0 (a benchmark reports, it does not fail).
+bench_summary() {
+	local k
+	say ""
+	say "# summary (throughput ratios ocifs/peer: >1 means ocifs faster)"
+	for k in "${RORDER[@]}"; do
+		printf '%s %s\n' "$k" "${R[$k]}"
+	done
+	T_FAILED=0
+	exit 0
+}
