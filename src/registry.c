@@ -425,6 +425,9 @@ static int auth_line(struct registry *r, const char *scope, char **line)
 	pthread_mutex_unlock(&r->lock);
 
 	ret = auth_fetch_token(r->http, &ch, scope, have ? &cred : NULL, &tok, &expires);
+	/* Credentials refused: an anonymous token still reads what is public. */
+	if (ret == -EACCES && have)
+		ret = auth_fetch_token(r->http, &ch, scope, NULL, &tok, &expires);
 	if (ret == 0) {
 		struct token *nt = calloc(1, sizeof(*nt));
 

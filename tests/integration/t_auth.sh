@@ -396,9 +396,15 @@ if amount "$TREG" -o "ro,auth_file=$F_TBAD"; then
 	check_err "token registry, wrong password: cat of a private file is EACCES" "Permission denied" \
 		cat "$M/private/secret/v1/secret.txt"
 	check_err "token registry, wrong password: and ls of it" "Permission denied" ls "$M/private/secret"
+	check_same "token registry, wrong password: public content still reads (anonymously)" \
+		"$P/f1.txt" "$M/public/hello/v1/f1.txt"
 	check_eq "token registry, wrong password: one error line in the log" 1 \
 		"$(grep -c 'error:' "$OCIFS_LOG")"
 	umount_ocifs "$M"
 fi
 
+# every cache the auth tests used (blobs, manifests, staged pushes): no secret in any file
+check "no password, token or Authorization in any cache directory" bash -c \
+	"! grep -rqlF -e '$HPASS' -e '$TPASS' -e '$(auth_b64 "$HUSER" "$HPASS")' -e 'eyJ0eXAiOiJKV1Qi' \
+		'$TESTDIR'/cache.* '$CACHE'"
 finish

@@ -84,6 +84,18 @@ check "the mirror was asked under its prefix" \
 	test "$(grep -c "\"GET /v2/pfx/lib/art/blobs/sha256:$A_HEX " "$EMPTY_ROOT/registry.log")" -ge 1
 umount_ocifs "$M"
 
+# ---- pushes go to the registry itself, never to a mirror
+registry_start_mirror "http://$UPSTREAM" mirror3
+mirror_mark=$(stat -c %s "$MIRROR_ROOT/registry.log")
+mount_ocifs "$UPSTREAM" "$M" -o "mirror=http://$MIRROR" || bail "mount read-write with a mirror"
+mkdir "$M/lib/art/pushed" && cp "$W/hello.txt" "$M/lib/art/pushed/" && sync "$M/lib/art/pushed"
+check_eq "a push through a mount with a mirror succeeds" 0 "$?"
+umount_ocifs "$M"
+check_eq "the upstream has the pushed tag" "$(sha256_hex "$W/hello.txt")" \
+	"$(manifest_get lib/art pushed | jq -r '.layers[0].digest' | cut -d: -f2)"
+check_eq "the mirror saw no upload or manifest PUT" 0 \
+	"$(tail -c +"$((mirror_mark + 1))" "$MIRROR_ROOT/registry.log" | grep -cE '"(POST|PUT|PATCH) ')"
+
 # ---- a mirror URL that is not one
 out=$("$OCIFS" -f -o "ro,cache_dir=$TESTDIR/c3,mirror=ftp://x y" "$UPSTREAM" "$M" 2>&1)
 rc=$?
