@@ -200,6 +200,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		ret = push_open_read(t, n, &fh->fd);
 	} else {
 		ret = tree_open(t, n, &fh->blob, &fh->data, &fh->len);
+		if (!ret && fh->blob)
+			push_note_reader(t, 1);
 	}
 	if (ret) {
 		free(fh);
@@ -326,8 +328,10 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 
-	if (fh->blob)
+	if (fh->blob) {
 		cache_blob_close(fh->blob);
+		push_note_reader(req_tree(req), -1);
+	}
 	if (fh->fd >= 0)
 		close(fh->fd);
 	if (fh->writer)

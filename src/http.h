@@ -23,7 +23,8 @@ struct http_options {
 };
 
 struct http_request {
-	const char *method; /* "GET" (default when NULL), "HEAD", "POST", "PUT", "PATCH", "DELETE" */
+	const char
+		*method; /* "GET" (default when NULL), "HEAD", "POST", "PUT", "PATCH", "DELETE" */
 	const char *post_body; /* the body of a POST, PUT or PATCH from memory, or NULL */
 	size_t post_len;
 	/* Or the body from a file: upload_len bytes of upload_fd from upload_off (pread). */

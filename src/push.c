@@ -38,6 +38,19 @@ struct staged {
 	int64_t hashed; /* -1: written out of order, hash the file again */
 	bool changed; /* protected by t->lock: written since its blob was uploaded */
 	unsigned writers; /* protected by t->lock */
+	pthread_mutex_t flush_lock; /* one upload at a time */
+
+	/*
+	 * An upload that runs while a sequential writer writes: whole chunks go up
+	 * as they are written, the rest and the digest at close. Under lock.
+	 */
+	char *up_location; /* the session, or NULL */
+	int64_t up_sent; /* bytes sent in it */
+	bool up_off; /* not for this file (yet): out of order, or a copy of a read blob */
+	bool up_busy; /* a thread is sending */
+	pthread_cond_t up_cond; /* up_busy went false */
+	struct registry *up_reg;
+	char *up_repo;
 };
 
 /* Changes to one tag, not yet pushed. Fields protected by t->lock. */
@@ -55,6 +68,7 @@ struct draft {
 };
 
 struct push {
+	int readers; /* files of the registry open for reading (atomic) */
 	struct strlist leftover; /* staging directories found at start: an earlier run's */
 	pthread_t thread;
 	bool started;
@@ -77,7 +91,15 @@ static void staged_free(struct staged *s)
 {
 	if (!s)
 		return;
+	pthread_mutex_lock(&s->lock);
+	while (s->up_busy)
+		pthread_cond_wait(&s->up_cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
 	digest_ctx_free(s->hash);
+	free(s->up_location);
+	free(s->up_repo);
+	pthread_cond_destroy(&s->up_cond);
+	pthread_mutex_destroy(&s->flush_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s->path);
 	free(s);
@@ -464,8 +486,8 @@ out:
 	return ret;
 }
 
-/* A change to art's draft: saved, and the pusher told. */
-static int draft_touch(struct tree *t, struct node *art)
+/* A change to art's draft: counted, and the pusher told. */
+static void draft_bump(struct tree *t, struct node *art)
 {
 	pthread_mutex_lock(&t->lock);
 	if (art->draft) {
@@ -475,6 +497,12 @@ static int draft_touch(struct tree *t, struct node *art)
 	art->mtime = time(NULL);
 	pthread_cond_signal(&t->push->cond);
 	pthread_mutex_unlock(&t->lock);
+}
+
+/* A change that a crash must not lose: counted, and the draft saved. */
+static int draft_touch(struct tree *t, struct node *art)
+{
+	draft_bump(t, art);
 	return draft_save(t, art);
 }
 
@@ -1046,13 +1074,17 @@ static int staged_new(struct tree *t, struct node *art, struct staged **out, int
 	if (!s)
 		return -ENOMEM;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->flush_lock, NULL);
+	pthread_cond_init(&s->up_cond, NULL);
+	s->up_reg = art->site->reg;
+	s->up_repo = strdup(art->repo);
 	pthread_mutex_lock(&t->lock);
 	k = art->draft ? art->draft->next_file++ : 0;
 	snprintf(path, sizeof(path), "%s/f%u", art->draft ? art->draft->dir : "/nonexistent", k);
 	pthread_mutex_unlock(&t->lock);
 	s->path = strdup(path);
 	s->hash = digest_ctx_new();
-	if (!s->path || !s->hash) {
+	if (!s->path || !s->hash || !s->up_repo) {
 		staged_free(s);
 		return -ENOMEM;
 	}
@@ -1284,7 +1316,9 @@ int push_create(
 	if (ret)
 		goto fail;
 	*out = n;
-	return draft_touch(t, art);
+	/* saved once it is closed: a file still being written is no use to a later run */
+	draft_bump(t, art);
+	return 0;
 fail:
 	if (s) {
 		unlink(s->path);
@@ -1365,6 +1399,7 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 			digest_ctx_free(n->staged->hash);
 			n->staged->hash = digest_ctx_new();
 			n->staged->hashed = n->staged->hash ? 0 : -1;
+			n->staged->up_off = true; /* what went up is not the file any more */
 			pthread_mutex_unlock(&n->staged->lock);
 			n->size = 0;
 			n->staged->changed = true;
@@ -1420,6 +1455,98 @@ int push_open_read(struct tree *t, struct node *n, int *fd)
 	return *fd < 0 ? -errno : 0;
 }
 
+void push_note_reader(struct tree *t, int delta)
+{
+	if (t->push)
+		__atomic_add_fetch(&t->push->readers, delta, __ATOMIC_RELAXED);
+}
+
+struct stream_job {
+	struct staged *s;
+	int fd;
+};
+
+/* Send whole chunks of a file being written, in order, while there are some. */
+static void *stream_run(void *arg)
+{
+	struct stream_job *j = arg;
+	struct staged *s = j->s;
+	char *loc = NULL;
+	int ret = 0;
+
+	for (;;) {
+		int64_t off;
+
+		pthread_mutex_lock(&s->lock);
+		if (ret)
+			s->up_off = true;
+		if (s->up_off || s->hashed < 0 || s->hashed - s->up_sent < REGISTRY_UPLOAD_CHUNK) {
+			s->up_busy = false;
+			pthread_cond_broadcast(&s->up_cond);
+			pthread_mutex_unlock(&s->lock);
+			break;
+		}
+		off = s->up_sent;
+		loc = s->up_location;
+		s->up_location = NULL;
+		pthread_mutex_unlock(&s->lock);
+
+		if (!loc)
+			ret = registry_upload_start(s->up_reg, s->up_repo, NULL, NULL, &loc);
+		if (!ret && loc)
+			ret = registry_upload_patch(
+				s->up_reg, s->up_repo, &loc, j->fd, off, REGISTRY_UPLOAD_CHUNK);
+		pthread_mutex_lock(&s->lock);
+		s->up_location = loc;
+		if (!ret)
+			s->up_sent = off + REGISTRY_UPLOAD_CHUNK;
+		pthread_mutex_unlock(&s->lock);
+	}
+	close(j->fd);
+	free(j);
+	return NULL;
+}
+
+/*
+ * After a write: start sending whole chunks when a sequential writer has
+ * one ready. Not while a file of the registry is open for reading, which is
+ * most likely a copy (cp -r of a tag) whose blob the registry already has.
+ * Caller holds s->lock.
+ */
+static void stream_kick(struct tree *t, struct staged *s)
+{
+	struct stream_job *j;
+	pthread_attr_t attr;
+	pthread_t th;
+
+	if (s->up_off || s->up_busy || s->hashed < 0 ||
+		s->hashed - s->up_sent < REGISTRY_UPLOAD_CHUNK)
+		return;
+	if (!s->up_location && s->up_sent == 0 &&
+		__atomic_load_n(&t->push->readers, __ATOMIC_RELAXED) > 0) {
+		s->up_off = true;
+		return;
+	}
+	j = malloc(sizeof(*j));
+	if (!j)
+		return;
+	j->s = s;
+	j->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+	if (j->fd < 0) {
+		free(j);
+		return;
+	}
+	s->up_busy = true;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&th, &attr, stream_run, j)) {
+		s->up_busy = false;
+		close(j->fd);
+		free(j);
+	}
+	pthread_attr_destroy(&attr);
+}
+
 ssize_t push_write(struct tree *t, struct node *n, int fd, const char *buf, size_t len, off_t off)
 {
 	struct staged *s = n->staged;
@@ -1431,6 +1558,7 @@ ssize_t push_write(struct tree *t, struct node *n, int fd, const char *buf, size
 	if (s->hashed >= 0 && off == s->hashed) {
 		digest_ctx_update(s->hash, buf, (size_t)w);
 		s->hashed += w;
+		stream_kick(t, s);
 	} else {
 		s->hashed = -1;
 	}
@@ -1446,10 +1574,11 @@ ssize_t push_write(struct tree *t, struct node *n, int fd, const char *buf, size
 
 int push_flush(struct tree *t, struct node *n)
 {
-	char digest[DIGEST_STR_LEN + 1], *path, *dg;
+	char digest[DIGEST_STR_LEN + 1], *path, *dg, *loc;
 	struct node *art;
 	struct staged *s;
-	int64_t size;
+	int64_t size, sent;
+	bool whole;
 	int fd, ret;
 
 	pthread_mutex_lock(&t->lock);
@@ -1472,8 +1601,17 @@ int push_flush(struct tree *t, struct node *n)
 	free(path);
 	if (fd < 0)
 		return -errno;
+	pthread_mutex_lock(&s->flush_lock);
 	pthread_mutex_lock(&s->lock);
-	if (s->hashed == size) {
+	while (s->up_busy)
+		pthread_cond_wait(&s->up_cond, &s->lock);
+	loc = s->up_location;
+	sent = s->up_sent;
+	s->up_location = NULL;
+	s->up_sent = 0;
+	s->up_off = false;
+	whole = s->hashed == size;
+	if (whole) {
 		struct digest_ctx *c = digest_ctx_dup(s->hash);
 
 		ret = c ? 0 : -ENOMEM;
@@ -1485,8 +1623,18 @@ int push_flush(struct tree *t, struct node *n)
 		ret = hash_fd(fd, digest, &size);
 	}
 	pthread_mutex_unlock(&s->lock);
-	if (!ret)
-		ret = upload(t, n->site->reg, art->repo, digest, fd, size);
+	if (!ret && loc && whole && sent <= size) {
+		/* most of it went up while it was written: the rest, and the digest */
+		ret = registry_upload_finish(
+			n->site->reg, art->repo, &loc, digest, fd, sent, size - sent);
+	} else {
+		if (loc)
+			registry_upload_cancel(n->site->reg, art->repo, loc);
+		if (!ret)
+			ret = upload(t, n->site->reg, art->repo, digest, fd, size);
+	}
+	free(loc);
+	pthread_mutex_unlock(&s->flush_lock);
 	close(fd);
 	if (ret)
 		return push_errno(ret);
@@ -1552,6 +1700,8 @@ int push_truncate(struct tree *t, struct node *n, off_t size)
 	pthread_mutex_lock(&n->staged->lock);
 	if (n->staged->hashed > size)
 		n->staged->hashed = -1;
+	if (n->staged->up_sent > size)
+		n->staged->up_off = true;
 	pthread_mutex_unlock(&n->staged->lock);
 	pthread_mutex_lock(&t->lock);
 	n->size = size;

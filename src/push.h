@@ -84,6 +84,9 @@ int push_start(struct tree *t);
 /* Push every pending draft (whatever push_delay says), then stop the pusher. */
 void push_stop(struct tree *t);
 
+/* A file of the registry was opened (+1) or closed (-1) for reading. */
+void push_note_reader(struct tree *t, int delta);
+
 /* Free what push.c hangs on a node (draft, staged file). */
 void push_node_release(struct node *n);
 

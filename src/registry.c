@@ -1031,9 +1031,6 @@ int registry_get_blob(struct registry *r, const char *repo, const char *digest, 
 
 /* ---- push ---- */
 
-/* Blobs up to this size go up in one PUT; larger ones in PATCH chunks of it. */
-#define UPLOAD_CHUNK (32 * 1024 * 1024)
-
 static void push_scope(
 	const struct registry *r, char *out, size_t n, const char *repo, const char *from)
 {
@@ -1089,31 +1086,23 @@ static int upload_step(
 	return ret;
 }
 
-int registry_push_blob(struct registry *r, const char *repo, const char *digest, int fd,
-	int64_t size, const char *from_repo)
+static const char *const octets[] = {
+	"Content-Type: application/octet-stream",
+	"Expect:",
+	NULL,
+};
+
+int registry_upload_start(struct registry *r, const char *repo, const char *digest,
+	const char *from_repo, char **location)
 {
-	static const char *const octets[] = {
-		"Content-Type: application/octet-stream",
-		"Expect:",
-		NULL,
-	};
 	struct http_request req = { .method = "POST", .post_body = "", .max_body = 64 * 1024 };
 	struct http_response resp;
-	char scope[600], range[96];
-	const char *hdrs[4] = { octets[0], octets[1], NULL, NULL };
-	char *location = NULL, *url = NULL;
-	int64_t off = 0;
+	char scope[600];
 	int ret;
 
-	ret = registry_blob_exists(r, repo, digest);
-	if (ret == 0) {
-		log_debug("%s/%s@%s: already there", r->host, repo, digest);
-		return 0;
-	}
-	if (ret != -ENOENT)
-		goto fail;
+	*location = NULL;
 	push_scope(r, scope, sizeof(scope), repo, from_repo);
-	if (from_repo && strcmp(from_repo, repo) != 0)
+	if (digest && from_repo && strcmp(from_repo, repo) != 0)
 		ret = api_do(r, &req, &resp, scope, "%s/blobs/uploads/?mount=%s&from=%s", repo,
 			digest, from_repo);
 	else
@@ -1125,58 +1114,106 @@ int registry_push_blob(struct registry *r, const char *repo, const char *digest,
 	}
 	if (ret == 0 && (resp.status != 202 || !resp.location))
 		ret = -EPROTO;
-	if (ret) {
-		http_response_release(&resp);
-		goto fail;
+	if (ret == 0) {
+		*location = resp.location;
+		resp.location = NULL;
+	} else {
+		log_err("%s/%s: upload: %s", r->host, repo, strerror(-ret));
 	}
-	location = resp.location;
-	resp.location = NULL;
 	http_response_release(&resp);
+	return ret;
+}
 
-	/* Large blobs: PATCH chunk by chunk; the last bytes go with the closing PUT. */
-	while (size - off > UPLOAD_CHUNK) {
-		struct http_request p = {
-			.method = "PATCH",
-			.upload = true,
-			.upload_fd = fd,
-			.upload_off = off,
-			.upload_len = UPLOAD_CHUNK,
-			.max_body = 64 * 1024,
-		};
+int registry_upload_patch(
+	struct registry *r, const char *repo, char **location, int fd, int64_t off, int64_t len)
+{
+	char scope[600], range[96];
+	const char *hdrs[] = { octets[0], octets[1], range, NULL };
+	struct http_request p = {
+		.method = "PATCH",
+		.upload = true,
+		.upload_fd = fd,
+		.upload_off = off,
+		.upload_len = len,
+		.headers = hdrs,
+		.max_body = 64 * 1024,
+	};
+	int ret;
 
-		snprintf(range, sizeof(range), "Content-Range: %lld-%lld", (long long)off,
-			(long long)(off + UPLOAD_CHUNK - 1));
-		hdrs[2] = range;
-		p.headers = hdrs;
-		p.url = location;
-		ret = upload_step(r, &p, scope, &location, 202);
-		if (ret)
-			goto fail;
-		off += UPLOAD_CHUNK;
-	}
-	url = upload_url_with_digest(location, digest);
-	if (!url) {
-		ret = -ENOMEM;
-		goto fail;
-	}
-	{
-		struct http_request p = {
-			.method = "PUT",
-			.upload = true,
-			.upload_fd = fd,
-			.upload_off = off,
-			.upload_len = size - off,
-			.headers = octets,
-			.max_body = 64 * 1024,
-		};
+	push_scope(r, scope, sizeof(scope), repo, NULL);
+	snprintf(range, sizeof(range), "Content-Range: %lld-%lld", (long long)off,
+		(long long)(off + len - 1));
+	p.url = *location;
+	ret = upload_step(r, &p, scope, location, 202);
+	if (ret)
+		log_err("%s/%s: upload of bytes %lld+%lld: %s", r->host, repo, (long long)off,
+			(long long)len, strerror(-ret));
+	return ret;
+}
 
-		p.url = url;
-		ret = upload_step(r, &p, scope, &location, 201);
-	}
-fail:
+int registry_upload_finish(struct registry *r, const char *repo, char **location,
+	const char *digest, int fd, int64_t off, int64_t len)
+{
+	struct http_request p = {
+		.method = "PUT",
+		.upload = true,
+		.upload_fd = fd,
+		.upload_off = off,
+		.upload_len = len,
+		.headers = octets,
+		.max_body = 64 * 1024,
+	};
+	char scope[600], *url = upload_url_with_digest(*location, digest);
+	int ret;
+
+	if (!url)
+		return -ENOMEM;
+	push_scope(r, scope, sizeof(scope), repo, NULL);
+	p.url = url;
+	ret = upload_step(r, &p, scope, location, 201);
 	if (ret)
 		log_err("%s/%s@%s: upload: %s", r->host, repo, digest, strerror(-ret));
 	free(url);
+	return ret;
+}
+
+void registry_upload_cancel(struct registry *r, const char *repo, const char *location)
+{
+	struct http_request req = { .method = "DELETE", .max_body = 64 * 1024 };
+	struct http_response resp;
+	char scope[600];
+
+	push_scope(r, scope, sizeof(scope), repo, NULL);
+	req.url = location;
+	if (registry_do(r, &req, &resp, scope) == 0)
+		log_debug("%s/%s: upload cancelled: %ld", r->host, repo, resp.status);
+	http_response_release(&resp);
+}
+
+int registry_push_blob(struct registry *r, const char *repo, const char *digest, int fd,
+	int64_t size, const char *from_repo)
+{
+	char *location = NULL;
+	int64_t off = 0;
+	int ret;
+
+	ret = registry_blob_exists(r, repo, digest);
+	if (ret == 0) {
+		log_debug("%s/%s@%s: already there", r->host, repo, digest);
+		return 0;
+	}
+	if (ret != -ENOENT) {
+		log_err("%s/%s@%s: upload: %s", r->host, repo, digest, strerror(-ret));
+		return ret;
+	}
+	ret = registry_upload_start(r, repo, digest, from_repo, &location);
+	if (ret || !location)
+		return ret;
+	/* Large blobs: PATCH chunk by chunk; the last bytes go with the closing PUT. */
+	for (; !ret && size - off > REGISTRY_UPLOAD_CHUNK; off += REGISTRY_UPLOAD_CHUNK)
+		ret = registry_upload_patch(r, repo, &location, fd, off, REGISTRY_UPLOAD_CHUNK);
+	if (!ret)
+		ret = registry_upload_finish(r, repo, &location, digest, fd, off, size - off);
 	free(location);
 	return ret;
 }

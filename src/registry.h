@@ -92,6 +92,25 @@ int registry_blob_exists(struct registry *r, const char *repo, const char *diges
 int registry_push_blob(struct registry *r, const char *repo, const char *digest, int fd,
 	int64_t size, const char *from_repo);
 
+/* Blobs up to this size go up in one PUT; larger ones in PATCH chunks of it. */
+#define REGISTRY_UPLOAD_CHUNK (32 * 1024 * 1024)
+
+/*
+ * The steps of registry_push_blob, for an upload that starts before its
+ * digest is known. _start: POST (a mount from from_repo when digest and
+ * from_repo are given: then 0 with *location NULL, nothing to send), else
+ * *location (malloc'd) is the session. _patch: bytes [off, off + len) of fd;
+ * *location moves on. _finish: the PUT with the last bytes (len may be 0)
+ * and the digest. _cancel: DELETE of the session. 0 or -errno with a log line.
+ */
+int registry_upload_start(struct registry *r, const char *repo, const char *digest,
+	const char *from_repo, char **location);
+int registry_upload_patch(
+	struct registry *r, const char *repo, char **location, int fd, int64_t off, int64_t len);
+int registry_upload_finish(struct registry *r, const char *repo, char **location,
+	const char *digest, int fd, int64_t off, int64_t len);
+void registry_upload_cancel(struct registry *r, const char *repo, const char *location);
+
 /* PUT a manifest under ref (a tag or its digest). 0 or -errno with a log line. */
 int registry_put_manifest(struct registry *r, const char *repo, const char *ref,
 	const char *media_type, const char *body, size_t len);

@@ -1357,7 +1357,7 @@ int tree_getattr(struct tree *t, struct node *n, struct stat *st)
 		st->st_size = n->size > 0 ? n->size : 0;
 		st->st_blocks = (st->st_size + 511) / 512;
 	}
-	st->st_blksize = 128 * 1024;
+	st->st_blksize = 1024 * 1024; /* cp and cat then move 1 MiB at a time */
 	pthread_mutex_lock(&t->lock);
 	st->st_mtime = st->st_ctime = st->st_atime = n->mtime;
 	pthread_mutex_unlock(&t->lock);
