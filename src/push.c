@@ -1711,28 +1711,42 @@ int push_truncate(struct tree *t, struct node *n, off_t size)
 	return draft_touch(t, art);
 }
 
+/* The child name of dir, inside a tag where changes may be made (*art). 0 or -errno. */
+static int child_in_art(
+	struct tree *t, struct node *dir, const char *name, struct node **art, struct node **c)
+{
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	ret = art_of(t, dir, art);
+	*c = ret ? NULL : tree_child_find(dir, name);
+	pthread_mutex_unlock(&t->lock);
+	return ret ? ret : *c ? 0 : -ENOENT;
+}
+
+/* c leaves dir; a staged file's bytes go (open descriptors keep them). Caller holds t->lock. */
+static void file_remove(struct node *dir, struct node *c)
+{
+	child_remove(dir, c);
+	if (c->kind == NODE_STAGED && c->staged->path)
+		unlink(c->staged->path);
+}
+
 int push_unlink(struct tree *t, struct node *dir, const char *name)
 {
 	struct node *art, *c;
 	int ret;
 
-	pthread_mutex_lock(&t->lock);
-	ret = art_of(t, dir, &art);
-	c = ret ? NULL : tree_child_find(dir, name);
-	pthread_mutex_unlock(&t->lock);
+	ret = child_in_art(t, dir, name, &art, &c);
 	if (ret)
 		return ret;
-	if (!c)
-		return -ENOENT;
 	if (tree_is_dir(c))
 		return -EISDIR;
 	ret = draft_begin(t, art);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&t->lock);
-	child_remove(dir, c);
-	if (c->kind == NODE_STAGED && c->staged->path)
-		unlink(c->staged->path); /* open descriptors keep the bytes */
+	file_remove(dir, c);
 	pthread_mutex_unlock(&t->lock);
 	return draft_touch(t, art);
 }
@@ -1812,14 +1826,9 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 		if (ret)
 			return ret;
 	} else {
-		pthread_mutex_lock(&t->lock);
-		ret = art_of(t, dir, &art);
-		c = ret ? NULL : tree_child_find(dir, name);
-		pthread_mutex_unlock(&t->lock);
+		ret = child_in_art(t, dir, name, &art, &c);
 		if (ret)
 			return ret;
-		if (!c)
-			return -ENOENT;
 	}
 	switch (c->kind) {
 	case NODE_DIR:
@@ -1908,11 +1917,8 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 			ret = -ENOMEM;
 			goto out;
 		}
-		if (target) {
-			child_remove(newdir, target);
-			if (target->kind == NODE_STAGED && target->staged->path)
-				unlink(target->staged->path);
-		}
+		if (target)
+			file_remove(newdir, target);
 		child_remove(dir, c);
 		free(c->name);
 		c->name = nn;
