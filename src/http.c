@@ -367,8 +367,9 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 		free(r->www_authenticate);
 		free(r->link_next);
 		free(r->location);
+		free(r->filters_applied);
 		r->content_type = r->docker_digest = r->www_authenticate = r->link_next = NULL;
-		r->location = NULL;
+		r->location = r->filters_applied = NULL;
 		buf_release(&r->warnings);
 		v = memchr(p, ' ', n);
 		r->status = v ? strtol(v + 1, NULL, 10) : 0;
@@ -378,6 +379,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 	keep_header(&r->docker_digest, header_value(p, n, "Docker-Content-Digest"));
 	keep_header(&r->www_authenticate, header_value(p, n, "WWW-Authenticate"));
 	keep_header(&r->location, header_value(p, n, "Location"));
+	keep_header(&r->filters_applied, header_value(p, n, "OCI-Filters-Applied"));
 	v = header_value(p, n, "Retry-After");
 	if (v) {
 		/* delta-seconds only; an HTTP-date is taken as "soon" */
@@ -397,6 +399,14 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 		free(v);
 	}
 	return n;
+}
+
+char *http_escape(const char *s)
+{
+	char *e = curl_easy_escape(NULL, s, 0), *out = e ? strdup(e) : NULL;
+
+	curl_free(e);
+	return out;
 }
 
 char *http_resolve_url(const char *base, const char *rel)
@@ -543,6 +553,7 @@ void http_response_release(struct http_response *r)
 	free(r->www_authenticate);
 	free(r->link_next);
 	free(r->location);
+	free(r->filters_applied);
 	free(r->effective_url);
 	memset(r, 0, sizeof(*r));
 }

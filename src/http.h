@@ -60,6 +60,7 @@ struct http_response {
 	char *link_next; /* absolute URL of a Link rel="next", or NULL */
 	char *location; /* absolute URL of a Location header (an upload session), or NULL */
 	struct buf warnings; /* the values of Warning headers, a line each */
+	char *filters_applied; /* OCI-Filters-Applied, or NULL */
 	char *effective_url;
 	int64_t body_bytes; /* bytes received */
 };
@@ -87,6 +88,9 @@ int http_status_to_errno(long status);
  * ("<url>; rel=\"next\"", among other entries), malloc'd, or NULL.
  */
 char *http_link_next(const char *value);
+
+/* s percent-encoded for a URL query, malloc'd, or NULL. */
+char *http_escape(const char *s);
 
 /* rel resolved against base (RFC 3986), malloc'd, or NULL. */
 char *http_resolve_url(const char *base, const char *rel);

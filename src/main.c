@@ -47,6 +47,7 @@ struct options {
 	int ro;
 	int plain_http;
 	int insecure;
+	int show_referrer_tags;
 	int show_help;
 	int show_version;
 };
@@ -74,6 +75,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("push_delay=%u", push_delay),
 	OPT("artifact_type=%s", artifact_type),
 	OPT("plain_http", plain_http),
+	OPT("show_referrer_tags", show_referrer_tags),
 	OPT("insecure", insecure),
 	OPT("uid=%u", uid),
 	OPT("uid=", uid_set),
@@ -120,6 +122,7 @@ static void usage(const char *prog)
 	       "    -o cert_file=FILE,key_file=FILE  client certificate and key (mutual TLS)\n"
 	       "    -o auth_file=FILE        credentials (docker config.json / auth.json format),\n"
 	       "                             tried before the usual files\n"
+	       "    -o show_referrer_tags    list sha256-<hex> tags (fallback referrers indexes)\n"
 	       "    -o push_delay=SECS       rest of a tag directory before its push (default 1)\n"
 	       "    -o artifact_type=TYPE    artifactType of new tags\n"
 	       "                             (default application/vnd.unknown.artifact.v1)\n"
@@ -336,6 +339,7 @@ int main(int argc, char *argv[])
 	to.retry_secs = o.timeout;
 	to.mirrors = (const char *const *)o.mirrors.v;
 	to.push_delay = o.push_delay;
+	to.show_referrer_tags = o.show_referrer_tags;
 	to.artifact_type = o.artifact_type;
 	to.mirror_host = source.host ? source.host : "docker.io";
 

@@ -759,3 +759,33 @@ const struct descriptor *manifest_select_platform(
 	}
 	return fallback;
 }
+
+int manifest_referrers_add(
+	struct manifest *acc, struct manifest *page, const char *filter, bool filtered)
+{
+	struct descriptor *v;
+	size_t i, n = 0;
+
+	if (page->kind != MANIFEST_INDEX)
+		return -EBADMSG;
+	v = realloc(acc->manifests, (acc->n_manifests + page->n_manifests + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	acc->manifests = v;
+	for (i = 0; i < page->n_manifests; i++) {
+		struct descriptor *d = &page->manifests[i];
+
+		/* A registry that did not apply the filter says so by not saying it did. */
+		if (filter && !filtered && (!d->artifact_type || strcmp(d->artifact_type, filter)))
+			continue;
+		v[acc->n_manifests++] = *d;
+		memset(d, 0, sizeof(*d));
+		n++;
+	}
+	/* what was not taken stays in page, released with it */
+	for (i = 0; i < page->n_manifests; i++)
+		if (page->manifests[i].digest)
+			descriptor_release(&page->manifests[i]);
+	page->n_manifests = 0;
+	return (int)n;
+}

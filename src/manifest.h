@@ -86,6 +86,16 @@ struct manifest {
 int manifest_parse(const char *body, size_t len, const char *content_type, struct manifest **out);
 void manifest_free(struct manifest *m);
 
+/*
+ * Move the entries of page (a referrers index: one page of the referrers
+ * API, or a fallback sha256-<hex> tag) into acc's manifests, keeping only
+ * those whose artifactType is filter unless the registry filtered already
+ * (OCI-Filters-Applied: artifactType) or filter is NULL. Returns how many
+ * were taken, -EBADMSG when page is not an index, or -ENOMEM.
+ */
+int manifest_referrers_add(
+	struct manifest *acc, struct manifest *page, const char *filter, bool filtered);
+
 /* The value of an annotation, borrowed, or NULL. */
 const char *annotation_get(const struct annotation *a, size_t n, const char *key);
 

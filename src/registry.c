@@ -1255,3 +1255,97 @@ int registry_delete_manifest(struct registry *r, const char *repo, const char *r
 	http_response_release(&resp);
 	return ret;
 }
+
+/* ---- referrers ---- */
+
+static const char *const index_accept[] = { "Accept: " MT_OCI_INDEX, NULL };
+
+int registry_referrers(struct registry *r, const char *repo, const char *digest, const char *filter,
+	struct manifest **out)
+{
+	struct http_request req = { .headers = index_accept, .max_body = MANIFEST_MAX_SIZE };
+	struct http_response resp;
+	struct manifest *acc = calloc(1, sizeof(*acc)), *page = NULL;
+	char scope[600], *url = NULL, tag[80], *esc = NULL;
+	char *body = NULL, *ct = NULL, *got = NULL;
+	unsigned pages = 0;
+	size_t len;
+	int ret;
+
+	if (!acc)
+		return -ENOMEM;
+	acc->kind = MANIFEST_INDEX;
+	acc->media_type = strdup(MT_OCI_INDEX);
+	if (!acc->media_type) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	repo_scope(r, scope, sizeof(scope), repo);
+	if (filter)
+		esc = http_escape(filter);
+	ret = api_do(r, &req, &resp, scope, "%s/referrers/%s%s%s", repo, digest,
+		esc ? "?artifactType=" : "", esc ? esc : "");
+	while (ret == 0) {
+		bool filtered =
+			resp.filters_applied && strstr(resp.filters_applied, "artifactType");
+
+		ret = manifest_parse(
+			resp.body.data ? resp.body.data : "", resp.body.len, NULL, &page);
+		if (ret == 0)
+			ret = manifest_referrers_add(acc, page, filter, filtered);
+		manifest_free(page);
+		page = NULL;
+		if (ret < 0)
+			break;
+		ret = 0;
+		free(url);
+		url = resp.link_next;
+		resp.link_next = NULL;
+		http_response_release(&resp);
+		if (!url)
+			goto done;
+		if (++pages > 10000) {
+			ret = -ELOOP;
+			break;
+		}
+		req.url = url;
+		ret = registry_do(r, &req, &resp, scope);
+		if (ret == 0)
+			ret = http_status_to_errno(resp.status);
+	}
+	http_response_release(&resp);
+	/* A registry without the API answers its unknown route with 404 (or 400, 405). */
+	if (pages > 0 || (ret != -ENOENT && ret != -EOPNOTSUPP && ret != -EINVAL))
+		goto out;
+	/* No referrers API: the fallback tag sha256-<hex> holds an index of them. */
+	snprintf(tag, sizeof(tag), "sha256-%.64s", digest_hex(digest) ? digest_hex(digest) : "");
+	ret = registry_get_manifest(r, repo, tag, &body, &len, &ct, &got);
+	if (ret == -ENOENT) {
+		ret = 0;
+		goto done;
+	}
+	if (ret == 0)
+		ret = manifest_parse(body, len, ct, &page);
+	if (ret == 0)
+		ret = manifest_referrers_add(acc, page, filter, false);
+	manifest_free(page);
+	if (ret >= 0)
+		ret = 0;
+	else
+		log_err("%s/%s:%s: referrers index: %s", r->host, repo, tag, strerror(-ret));
+	if (ret)
+		goto out;
+done:
+	*out = acc;
+	acc = NULL;
+out:
+	if (ret && ret != -ENOENT)
+		log_err("%s/%s@%s: referrers: %s", r->host, repo, digest, strerror(-ret));
+	manifest_free(acc);
+	free(esc);
+	free(url);
+	free(body);
+	free(ct);
+	free(got);
+	return ret;
+}

@@ -119,6 +119,18 @@ int registry_put_manifest(struct registry *r, const char *repo, const char *ref,
 int registry_delete_manifest(struct registry *r, const char *repo, const char *ref);
 
 /*
+ * The referrers of the manifest digest in repo: the referrers API
+ * (following Link pagination; filtered by artifactType when filter is not
+ * NULL, by the registry where it says OCI-Filters-Applied, else here), or,
+ * where the API is missing, the fallback tag sha256-<hex>. *out is an index
+ * (manifest_free) whose manifests are the referrers, empty when there are
+ * none. 0 or -errno with a log line.
+ */
+struct manifest;
+int registry_referrers(struct registry *r, const char *repo, const char *digest, const char *filter,
+	struct manifest **out);
+
+/*
  * Whether a failure is worth trying again: connection errors and the
  * statuses 429 and 5xx (as errnos: see registry_do).
  */

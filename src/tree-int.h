@@ -25,6 +25,7 @@ enum node_kind {
 	NODE_BLOB, /* a file whose bytes are a blob (or a manifest) of the registry */
 	NODE_DATA, /* a file whose bytes are in memory */
 	NODE_STAGED, /* a file written into the mount, its bytes in the staging area (push.c) */
+	NODE_REFERRERS, /* .oci/referrers/ of an artifact (repo, ref: its digest), loaded on use */
 };
 
 /* One registry host and what is cached about it. */

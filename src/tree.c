@@ -563,6 +563,19 @@ out:
 	return ret;
 }
 
+/* "sha256-<64 hex>": a fallback referrers tag, as oras repo tags --exclude-digest-tags sees it. */
+static bool is_referrers_tag(const char *tag)
+{
+	size_t i;
+
+	if (strncmp(tag, "sha256-", 7) != 0 || strlen(tag) != 7 + 64)
+		return false;
+	for (i = 7; tag[i]; i++)
+		if (!((tag[i] >= '0' && tag[i] <= '9') || (tag[i] >= 'a' && tag[i] <= 'f')))
+			return false;
+	return true;
+}
+
 static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count)
 {
 	struct strlist names = { NULL, 0 };
@@ -608,6 +621,9 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 
 			/* A tag shadowed by a child repository stays reachable as leaf:tag. */
 			if (!ref_valid_tag(tag) || tree_strlist_has(&names, tag))
+				continue;
+			/* Fallback referrers indexes are listed under .oci/referrers/ instead. */
+			if (!t->opts.show_referrer_tags && is_referrers_tag(tag))
 				continue;
 			ret = strlist_add(&names, tag);
 		}
@@ -957,6 +973,9 @@ static int build_oci(struct build *b, struct node *art, const struct manifest *m
 		if (ret)
 			return ret;
 	}
+	n = build_node(b, oci, "referrers", NODE_REFERRERS);
+	if (!n || !(n->ref = strdup(digest)))
+		return -ENOMEM;
 	blobs = build_node(b, oci, "blobs", NODE_DIR);
 	sha = blobs ? build_node(b, blobs, "sha256", NODE_DIR) : NULL;
 	if (!sha)
@@ -1190,6 +1209,155 @@ out_unlock:
 	return ret;
 }
 
+/* ---- referrers ---- */
+
+/* Whether an artifactType component can be a directory name. */
+static bool type_component_ok(const char *s, size_t n)
+{
+	size_t i;
+
+	if (n == 0 || n > 255 || (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.'))
+		return false;
+	for (i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f || s[i] == '\\')
+			return false;
+	return true;
+}
+
+/*
+ * The artifact type of referrer d, as oras discover groups it: its
+ * artifactType, else its manifest's (artifactType, else config media type).
+ * malloc'd, or NULL.
+ */
+static char *referrer_type(struct tree *t, struct node *rn, const struct descriptor *d)
+{
+	struct manifest *m = NULL;
+	char *body = NULL, *type = NULL;
+	size_t len;
+
+	if (d->artifact_type)
+		return strdup(d->artifact_type);
+	if (fetch_manifest_digest(t, rn->site, rn->repo, d->digest, &body, &len) == 0 &&
+		manifest_parse(body, len, d->media_type, &m) == 0 && manifest_artifact_type(m))
+		type = strdup(manifest_artifact_type(m));
+	manifest_free(m);
+	free(body);
+	return type;
+}
+
+/* Put referrer d under scratch/<type levels>/<digest>. */
+static int referrers_add(
+	struct tree *t, struct node *rn, struct node *scratch, const struct descriptor *d)
+{
+	struct node *dir = scratch, *n;
+	char *type = referrer_type(t, rn, d), *p, *slash;
+	int ret = 0;
+
+	if (!type || !*type) {
+		log_warn("%s/%s@%s: referrer %s has no artifact type: not shown",
+			registry_host(rn->site->reg), rn->repo, rn->ref, d->digest);
+		free(type);
+		return 0;
+	}
+	for (p = type;; p = slash + 1) {
+		slash = strchr(p, '/');
+		if (!type_component_ok(p, slash ? (size_t)(slash - p) : strlen(p))) {
+			log_warn("%s/%s@%s: referrer %s: artifact type cannot be a path: not shown",
+				registry_host(rn->site->reg), rn->repo, rn->ref, d->digest);
+			goto out;
+		}
+		if (!slash)
+			break;
+	}
+	for (p = type;; p = slash + 1) {
+		slash = strchr(p, '/');
+		if (slash)
+			*slash = '\0';
+		n = tree_child_find(dir, p);
+		if (n && n->kind != NODE_DIR)
+			goto out;
+		if (!n) {
+			n = tree_node_new(t, dir, p, NODE_DIR);
+			if (!n || !(n->repo = strdup(rn->repo)) || tree_child_add(dir, n)) {
+				ret = -ENOMEM;
+				goto out;
+			}
+			/* new referrers of a type may come: no day-long kernel cache */
+			n->immutable = false;
+		}
+		dir = n;
+		if (!slash)
+			break;
+	}
+	if (!tree_child_find(dir, d->digest)) {
+		n = tree_node_new(t, dir, d->digest, NODE_ARTIFACT);
+		if (!n || tree_child_add(dir, n)) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		n->by_digest = true;
+		n->immutable = true;
+		n->repo = strdup(rn->repo);
+		n->ref = strdup(d->digest);
+		if (!n->repo || !n->ref)
+			ret = -ENOMEM;
+	}
+out:
+	free(type);
+	return ret;
+}
+
+/*
+ * Load what refers to rn's artifact: once, then again after tag_ttl (new
+ * referrers come without the subject changing). Caller holds no lock.
+ */
+static int referrers_load(struct tree *t, struct node *rn)
+{
+	struct node scratch;
+	struct manifest *idx = NULL;
+	size_t i;
+	int ret = 0;
+
+	pthread_mutex_lock(&rn->load_lock);
+	pthread_mutex_lock(&t->lock);
+	if (rn->loaded && !expired(rn->resolved_at, t->opts.tag_ttl)) {
+		pthread_mutex_unlock(&t->lock);
+		goto out;
+	}
+	pthread_mutex_unlock(&t->lock);
+	ret = registry_referrers(rn->site->reg, rn->repo, rn->ref, NULL, &idx);
+	if (ret) {
+		/* Offline: keep what was shown. */
+		if (rn->loaded)
+			ret = 0;
+		else
+			ret = ret == -ENOMEM || ret == -EACCES ? ret : -EIO;
+		goto out;
+	}
+	memset(&scratch, 0, sizeof(scratch));
+	scratch.site = rn->site; /* what is made below takes it from its parent */
+	for (i = 0; i < idx->n_manifests && !ret; i++)
+		ret = referrers_add(t, rn, &scratch, &idx->manifests[i]);
+	if (ret) {
+		free(scratch.children);
+		goto out;
+	}
+	pthread_mutex_lock(&t->lock);
+	free(rn->children);
+	rn->children = scratch.children;
+	rn->n_children = scratch.n_children;
+	rn->cap_children = scratch.cap_children;
+	for (i = 0; i < rn->n_children; i++)
+		rn->children[i]->parent = rn;
+	rn->loaded = true;
+	rn->resolved_at = time(NULL);
+	pthread_mutex_unlock(&t->lock);
+out:
+	pthread_mutex_unlock(&rn->load_lock);
+	manifest_free(idx);
+	return ret;
+}
+
 /* ---- the interface ---- */
 
 int tree_new(const struct ref *source, const struct tree_options *o, struct http *http,
@@ -1315,6 +1483,11 @@ int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node 
 		if (ret)
 			return ret;
 		break;
+	case NODE_REFERRERS:
+		ret = referrers_load(t, dir);
+		if (ret)
+			return ret;
+		break;
 	case NODE_DIR:
 		break;
 	default:
@@ -1373,6 +1546,8 @@ double tree_timeout(struct tree *t, struct node *n)
 	pthread_mutex_unlock(&t->lock);
 	if (changing)
 		return 0;
+	if (n->kind == NODE_REFERRERS)
+		return t->opts.tag_ttl; /* new referrers come to an unchanged subject */
 	if (n->immutable)
 		return IMMUTABLE_TIMEOUT;
 	if (n->kind == NODE_NS || n->kind == NODE_HOSTS)
@@ -1400,6 +1575,11 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 		return reader_errno(ns_list(t, dir, ents, count));
 	case NODE_ARTIFACT:
 		ret = artifact_load(t, dir);
+		if (ret)
+			return ret;
+		break;
+	case NODE_REFERRERS:
+		ret = referrers_load(t, dir);
 		if (ret)
 			return ret;
 		break;

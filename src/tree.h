@@ -39,6 +39,7 @@ struct tree_options {
 	const char *const *mirrors;
 	const char *mirror_host;
 	unsigned push_delay; /* seconds a tag directory rests before its push */
+	bool show_referrer_tags; /* list sha256-<hex> fallback referrers tags */
 	const char *artifact_type; /* of new tags; NULL: application/vnd.unknown.artifact.v1 */
 };
 

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/utsname.h>
 
+#include "digest.h"
 #include "manifest.h"
 #include "check.h"
 
@@ -984,8 +985,90 @@ static void test_select_fallbacks(void)
 	manifest_free(m);
 }
 
+/* The digests of an index's entries, joined by spaces ("" when none). */
+static void entry_digests(const struct manifest *m, char *out, size_t n)
+{
+	size_t i, o = 0;
+
+	out[0] = '\0';
+	for (i = 0; i < m->n_manifests && o < n; i++)
+		o += (size_t)snprintf(out + o, n - o, "%s%.12s", i ? " " : "",
+			digest_hex(m->manifests[i].digest));
+}
+
+/*
+ * Collect referrers from recorded answers of the referrers API: two pages
+ * (Link pagination), a filter applied by the registry, and one ignored.
+ */
+static void merge_pages(const char *const *pages, const char *filter, bool filtered, char *out,
+	size_t n, int *taken)
+{
+	struct manifest *acc = calloc(1, sizeof(*acc)), *page;
+	size_t i;
+
+	*taken = 0;
+	out[0] = '\0';
+	if (!acc)
+		return;
+	acc->kind = MANIFEST_INDEX;
+	for (i = 0; pages[i]; i++) {
+		int r = parse_fixture(pages[i], MT_OCI_INDEX, &page);
+
+		CHECK(r == 0, "referrers page %s parses", pages[i]);
+		if (r)
+			continue;
+		r = manifest_referrers_add(acc, page, filter, filtered);
+		if (r > 0)
+			*taken += r;
+		manifest_free(page);
+	}
+	entry_digests(acc, out, n);
+	manifest_free(acc);
+}
+
+static void test_referrers(void)
+{
+	static const char *const two_pages[] = { "referrers-page1.json", "referrers-page2.json",
+		NULL };
+	static const char *const filtered[] = { "referrers-filtered.json", NULL };
+	static const char *const not_index[] = { "oci-image.json", NULL };
+	char got[256];
+	int taken;
+
+	merge_pages(two_pages, NULL, false, got, sizeof(got), &taken);
+	CHECK(strcmp(got, "111111111111 222222222222 333333333333 444444444444") == 0,
+		"two pages of referrers, in order (got %s)", got);
+	CHECK(taken == 4, "all four taken (got %d)", taken);
+
+	/* a registry that ignores ?artifactType= (no OCI-Filters-Applied): filtered here */
+	merge_pages(two_pages, "application/vnd.example.sbom.v1", false, got, sizeof(got), &taken);
+	CHECK(strcmp(got, "111111111111 333333333333") == 0,
+		"filter not applied by the registry: applied here (got %s)", got);
+	CHECK(taken == 2, "two of four taken (got %d)", taken);
+
+	/* one that says it filtered: its answer is taken as it is */
+	merge_pages(filtered, "application/vnd.example.sbom.v1", true, got, sizeof(got), &taken);
+	CHECK(strcmp(got, "111111111111") == 0, "filter applied by the registry (got %s)", got);
+
+	/* an entry without artifactType never matches a filter */
+	merge_pages(two_pages, "", false, got, sizeof(got), &taken);
+	CHECK(taken == 0 && got[0] == '\0', "an empty filter matches nothing (got %s)", got);
+
+	{
+		struct manifest *acc = calloc(1, sizeof(*acc)), *page;
+
+		if (acc && parse_fixture(not_index[0], MT_OCI_MANIFEST, &page) == 0) {
+			CHECK(manifest_referrers_add(acc, page, NULL, false) == -EBADMSG,
+				"an image manifest is not a referrers answer");
+			manifest_free(page);
+		}
+		manifest_free(acc);
+	}
+}
+
 int main(void)
 {
+	test_referrers();
 	test_oci_image();
 	test_oras_artifact();
 	test_subject();

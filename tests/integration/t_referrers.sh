@@ -1,0 +1,146 @@
+#!/bin/bash
+# Referrers under <artifact>/.oci/referrers/<artifactType>/<digest>/: what
+# `oras discover` shows, from the fallback tag schema (the Debian registry has
+# no referrers API; the API path has unit tests). Content pushed by oras
+# itself (its e2e fixtures) and seeded here with curl: annotations, an
+# artifact type only in the config, three levels of nesting, an artifact type
+# that cannot be a path; sha256-<hex> tags hidden from listings.
+T_TIMEOUT=${T_TIMEOUT:-240}
+. "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
+require_env getfattr
+
+FIX=${ORAS_FIXTURES:-$srcdir/../shared/fixtures/oras-e2e}
+[ -f "$FIX/mount_fallback_artifacts.tar.gz" ] || skip_all "oras fixtures not found in $FIX"
+registry_start referrers "$FIX/mount_fallback_artifacts.tar.gz"
+
+FOOBAR=sha256:fd6ed2f36b5465244d5dc86cb4e7df0ab8a9d24adc57825099f522fe009a22bb
+SBOM=sha256:e2c6633a79985906f1ed55c592718c73c41e809fb9818de232a635904a74d48d
+SIG=sha256:0cb8c4da7e9ff2e7eefca33141091b9239218e3125a35e17e8bcd05fa3a5e714
+
+# push_referrer REPO SUBJECT TYPE FILE [CONFIG_MT]: a manifest whose subject
+# is SUBJECT with FILE as its one layer, pushed by digest and added to the
+# fallback index sha256-<hex of SUBJECT> (made when missing), as oras attach
+# does without the referrers API. TYPE "" leaves artifactType out of both
+# (the type is then the config's media type, CONFIG_MT). ANN (JSON) goes
+# into the index entry's annotations. Prints the referrer's digest.
+push_referrer() {
+	local repo=$1 subject=$2 type=$3 file=$4 cmt=${5:-$MT_EMPTY} smt ssize lay cfg mf dg idx tag
+	smt=$(manifest_mediatype "$repo" "$subject") || return 1
+	ssize=$(manifest_get "$repo" "$subject" | wc -c)
+	lay=$(push_blob "$repo" "$file") || return 1
+	cfg=$TESTDIR/.cfg.json
+	printf '{}' >"$cfg"
+	push_blob "$repo" "$cfg" >/dev/null || return 1
+	mf=$TESTDIR/.referrer.json
+	jq -cn --arg at "$type" --arg cmt "$cmt" --arg cd "$EMPTY_DIGEST" --arg ld "$lay" \
+		--argjson ls "$(stat -c %s "$file")" --arg t "$(basename "$file")" \
+		--arg smt "$smt" --arg sd "$subject" --argjson ss "$ssize" --arg mt "$MT_OCI_MANIFEST" \
+		--argjson ann "${ANN:-"{}"}" '
+		{schemaVersion: 2, mediaType: $mt}
+		+ (if $at == "" then {} else {artifactType: $at} end)
+		+ {config: {mediaType: $cmt, digest: $cd, size: 2},
+		   layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar", digest: $ld, size: $ls,
+		             annotations: {"org.opencontainers.image.title": $t}}],
+		   subject: {mediaType: $smt, digest: $sd, size: $ss}}
+		+ (if $ann == {} then {} else {annotations: $ann} end)' >"$mf" || return 1
+	dg=$(push_manifest "$repo" "$(digest_of "$mf")" "$mf") || return 1
+	tag=sha256-${subject#sha256:}
+	idx=$TESTDIR/.index.json
+	manifest_get "$repo" "$tag" >"$idx" 2>/dev/null ||
+		jq -cn --arg mt "$MT_OCI_INDEX" '{schemaVersion: 2, mediaType: $mt, manifests: []}' >"$idx"
+	jq -c --arg d "$dg" --argjson s "$(stat -c %s "$mf")" --arg at "$type" --arg mt "$MT_OCI_MANIFEST" \
+		--argjson ann "${ANN:-"{}"}" '.manifests += [{mediaType: $mt, digest: $d, size: $s}
+		+ (if $at == "" then {} else {artifactType: $at} end)
+		+ (if $ann == {} then {} else {annotations: $ann} end)]' "$idx" >"$idx.new" || return 1
+	push_manifest "$repo" "$tag" "$idx.new" "$MT_OCI_INDEX" >/dev/null || return 1
+	echo "$dg"
+}
+
+# ---- seeded here: an artifact with referrers of every kind
+W=$TESTDIR/w
+mkdir -p "$W"
+printf 'the app\n' >"$W/app.txt"
+printf '{"sbom":1}\n' >"$W/sbom.json"
+printf 'signature of the app\n' >"$W/app.sig"
+printf 'config-typed\n' >"$W/legacy.txt"
+printf 'signature of the sbom\n' >"$W/sbom.sig"
+printf 'attestation of the sbom signature\n' >"$W/att.json"
+printf 'hidden\n' >"$W/evil.txt"
+APP=$(push_artifact r/app v1 "$W" app.txt) || bail "seed r/app:v1"
+R_SBOM=$(ANN='{"org.example.tool":"syft"}' push_referrer r/app "$APP" application/vnd.example.sbom.v1 \
+	"$W/sbom.json") || bail "seed the sbom"
+R_SIG=$(push_referrer r/app "$APP" application/vnd.dev.cosign.artifact.sig.v1+json "$W/app.sig") ||
+	bail "seed the signature"
+R_LEGACY=$(push_referrer r/app "$APP" "" "$W/legacy.txt" application/vnd.example.legacy.config.v1+json) ||
+	bail "seed the config-typed referrer"
+R_SBOMSIG=$(push_referrer r/app "$R_SBOM" application/vnd.example.sig "$W/sbom.sig") ||
+	bail "seed the signature of the sbom"
+R_ATT=$(push_referrer r/app "$R_SBOMSIG" application/vnd.example.attestation "$W/att.json") ||
+	bail "seed the attestation of that signature"
+push_referrer r/app "$APP" "../../etc" "$W/evil.txt" >/dev/null || bail "seed the hostile type"
+check "the registry has the fallback index of r/app:v1" manifest_get r/app "sha256-${APP#sha256:}"
+
+M=$TESTDIR/mnt
+mount_ocifs "$REG" "$M" -o ro || bail "mount"
+
+# ---- what oras pushed: foobar <- sbom <- signature
+F=$M/command/artifacts/foobar/.oci/referrers
+check_ls "foobar's referrers: one type tree" "$F" test
+check_ls "test/ holds the sbom type" "$F/test" sbom.file
+check_ls "the sbom by its digest" "$F/test/sbom.file" "$SBOM"
+check_eq "the sbom's file, as oras pull writes it" "$(blob_get command/artifacts \
+	"$(manifest_get command/artifacts "$SBOM" | jq -r '.layers[0].digest')")" \
+	"$(cat "$F/test/sbom.file/$SBOM/sbom" 2>&1)"
+check_eq "the sbom's .oci/digest" "$SBOM" "$(tr -d '\n' <"$F/test/sbom.file/$SBOM/.oci/digest" 2>&1)"
+N=$F/test/sbom.file/$SBOM/.oci/referrers
+check_ls "a referrer of the referrer: the signature" "$N/test/signature.file" "$SIG"
+check_eq "the signature's file" "mocked signature" "$(cat "$N/test/signature.file/$SIG/signature" 2>&1)"
+check_eq "the signature's subject is the sbom" "$SBOM" \
+	"$(jq -r .subject.digest "$N/test/signature.file/$SIG/.oci/manifest.json" 2>&1)"
+check_eq "and its artifact type, as an xattr" "test/signature.file" \
+	"$(getfattr --absolute-names --only-values -n user.oci.artifactType "$N/test/signature.file/$SIG" 2>&1)"
+check_ls "the signature has no referrers" "$N/test/signature.file/$SIG/.oci/referrers"
+check_ls "the tag listing hides sha256-<hex> tags" "$M/command/artifacts" foobar
+check_eq "yet such a tag can be looked up: the index of foobar's referrers" "$SBOM" \
+	"$(jq -r '.manifests[0].digest' "$M/command/artifacts/sha256-${FOOBAR#sha256:}/.oci/manifest.json" 2>&1)"
+
+# ---- seeded with curl
+A=$M/r/app/v1/.oci/referrers
+check_ls "r/app's referrers: type trees, the / of a type making levels" "$A" application
+check_ls "application/ holds each type's remainder" "$A/application" \
+	vnd.dev.cosign.artifact.sig.v1+json vnd.example.legacy.config.v1+json vnd.example.sbom.v1
+check_ls "the sbom under its type" "$A/application/vnd.example.sbom.v1" "$R_SBOM"
+check_eq "the sbom's bytes" '{"sbom":1}' "$(cat "$A/application/vnd.example.sbom.v1/$R_SBOM/sbom.json" 2>&1)"
+check_ls "artifactType only in the config: grouped by the config media type" \
+	"$A/application/vnd.example.legacy.config.v1+json" "$R_LEGACY"
+check_eq "its bytes" "config-typed" \
+	"$(cat "$A/application/vnd.example.legacy.config.v1+json/$R_LEGACY/legacy.txt" 2>&1)"
+check_ls "the signature" "$A/application/vnd.dev.cosign.artifact.sig.v1+json" "$R_SIG"
+check_fail "a type that cannot be a path is not shown" test -e "$A/.."/etc
+check "and the log says so" grep -q "artifact type cannot be a path: not shown" "$OCIFS_LOG"
+S2=$A/application/vnd.example.sbom.v1/$R_SBOM/.oci/referrers/application/vnd.example.sig/$R_SBOMSIG
+check_eq "second level: the sbom's signature" "signature of the sbom" "$(cat "$S2/sbom.sig" 2>&1)"
+S3=$S2/.oci/referrers/application/vnd.example.attestation/$R_ATT
+check_eq "third level: the attestation of that signature" "attestation of the sbom signature" \
+	"$(cat "$S3/att.json" 2>&1)"
+check_eq "an annotation of the referrer's manifest is an xattr of its directory" "syft" \
+	"$(getfattr --absolute-names --only-values -n user.oci.annotation.org.example.tool \
+		"$A/application/vnd.example.sbom.v1/$R_SBOM" 2>&1)"
+check_ls "r/app lists only its tag" "$M/r/app" v1
+
+# a referrer attached after the listing shows once tag_ttl has passed
+umount_ocifs "$M"
+mount_ocifs "$REG" "$M" -o ro,tag_ttl=1 || bail "mount with tag_ttl=1"
+check_ls "before: one sbom" "$A/application/vnd.example.sbom.v1" "$R_SBOM"
+printf '{"sbom":2}\n' >"$W/sbom2.json"
+R_SBOM2=$(push_referrer r/app "$APP" application/vnd.example.sbom.v1 "$W/sbom2.json") || bail "second sbom"
+sbom_count() { [ "$(ls "$A/application/vnd.example.sbom.v1" 2>/dev/null | wc -l)" = 2 ]; }
+check "after tag_ttl: both sboms" wait_until 10 sbom_count
+check "the new one by its digest" test -d "$A/application/vnd.example.sbom.v1/$R_SBOM2"
+umount_ocifs "$M"
+
+mount_ocifs "$REG" "$M" -o ro,show_referrer_tags || bail "mount with show_referrer_tags"
+check_ls "-o show_referrer_tags lists them" "$M/command/artifacts" foobar \
+	"sha256-${FOOBAR#sha256:}" "sha256-${SBOM#sha256:}"
+umount_ocifs "$M"
+finish
