@@ -368,8 +368,9 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 		free(r->link_next);
 		free(r->location);
 		free(r->filters_applied);
+		free(r->oci_subject);
 		r->content_type = r->docker_digest = r->www_authenticate = r->link_next = NULL;
-		r->location = r->filters_applied = NULL;
+		r->location = r->filters_applied = r->oci_subject = NULL;
 		buf_release(&r->warnings);
 		v = memchr(p, ' ', n);
 		r->status = v ? strtol(v + 1, NULL, 10) : 0;
@@ -380,6 +381,7 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *arg)
 	keep_header(&r->www_authenticate, header_value(p, n, "WWW-Authenticate"));
 	keep_header(&r->location, header_value(p, n, "Location"));
 	keep_header(&r->filters_applied, header_value(p, n, "OCI-Filters-Applied"));
+	keep_header(&r->oci_subject, header_value(p, n, "OCI-Subject"));
 	v = header_value(p, n, "Retry-After");
 	if (v) {
 		/* delta-seconds only; an HTTP-date is taken as "soon" */
@@ -554,6 +556,7 @@ void http_response_release(struct http_response *r)
 	free(r->link_next);
 	free(r->location);
 	free(r->filters_applied);
+	free(r->oci_subject);
 	free(r->effective_url);
 	memset(r, 0, sizeof(*r));
 }

@@ -61,6 +61,7 @@ struct http_response {
 	char *location; /* absolute URL of a Location header (an upload session), or NULL */
 	struct buf warnings; /* the values of Warning headers, a line each */
 	char *filters_applied; /* OCI-Filters-Applied, or NULL */
+	char *oci_subject; /* OCI-Subject (a pushed referrer's subject), or NULL */
 	char *effective_url;
 	int64_t body_bytes; /* bytes received */
 };

@@ -65,6 +65,10 @@ struct draft {
 	unsigned writers; /* files of it open for writing */
 	unsigned next_file;
 	pthread_mutex_t save_lock; /* one draft.json written at a time */
+	/* A referrer being attached (mkdir under .oci/referrers/): pushed by digest. */
+	struct json_object *subject; /* the descriptor of what it refers to, or NULL */
+	char *attach_type; /* its artifactType: the path below referrers/ */
+	struct node *referrers; /* the NODE_REFERRERS it was made in */
 };
 
 struct push {
@@ -78,6 +82,10 @@ struct push {
 	struct node **drafts; /* artifacts with a draft; protected by t->lock */
 	size_t n_drafts;
 };
+
+static void child_remove(struct node *dir, struct node *c);
+static void draft_discard(struct tree *t, struct node *art);
+static int push_errno(int err);
 
 static double mono(void)
 {
@@ -110,6 +118,8 @@ static void draft_free(struct draft *d)
 	if (!d)
 		return;
 	json_object_put(d->base);
+	json_object_put(d->subject);
+	free(d->attach_type);
 	pthread_mutex_destroy(&d->save_lock);
 	free(d->dir);
 	free(d);
@@ -156,8 +166,9 @@ static int art_of(struct tree *t, struct node *n, struct node **art)
 		return -EPERM;
 	if (n->immutable || n->by_digest)
 		return -EROFS;
-	if (n->parent && n->parent->kind != NODE_NS)
-		return -EROFS; /* an index's platform child */
+	/* an index's platform child, or a referrer (but one being attached) */
+	if (n->parent && n->parent->kind != NODE_NS && !(n->draft && n->draft->subject))
+		return -EROFS;
 	if (is_index_type(xattr_get(n, "user.oci.mediaType"))) {
 		log_warn("%s:%s: an index cannot be changed file by file", n->repo, n->ref);
 		return -EROFS;
@@ -386,7 +397,9 @@ static struct json_object *draft_manifest(
 
 	json_object_object_add(m, "schemaVersion", json_object_new_int(2));
 	json_object_object_add(m, "mediaType", json_str(MT_OCI_MANIFEST));
-	if (d->base && !d->type_set) {
+	if (d->attach_type && !d->type_set) {
+		json_object_object_add(m, "artifactType", json_str(d->attach_type));
+	} else if (d->base && !d->type_set) {
 		if (json_object_object_get_ex(d->base, "artifactType", &v))
 			json_object_object_add(m, "artifactType", json_object_get(v));
 	} else {
@@ -424,7 +437,9 @@ static struct json_object *draft_manifest(
 		return NULL;
 	}
 	json_object_object_add(m, "layers", layers);
-	if (d->base && json_object_object_get_ex(d->base, "subject", &v))
+	if (d->subject)
+		json_object_object_add(m, "subject", json_object_get(d->subject));
+	else if (d->base && json_object_object_get_ex(d->base, "subject", &v))
 		json_object_object_add(m, "subject", json_object_get(v));
 	ann = json_object_new_object();
 	for (i = 0; i < art->n_xattrs; i++) {
@@ -465,7 +480,9 @@ static int draft_save(struct tree *t, struct node *art)
 	root = json_object_new_object();
 	json_object_object_add(root, "host", json_str(registry_host(art->site->reg)));
 	json_object_object_add(root, "repo", json_str(art->repo));
-	json_object_object_add(root, "tag", json_str(art->ref));
+	/* a referrer is pushed by digest: no tag */
+	if (!art->draft->subject)
+		json_object_object_add(root, "tag", json_str(art->ref));
 	json_object_object_add(root, "manifest", m);
 	json_object_object_add(root, "staged", staged);
 	s = json_object_to_json_string_ext(
@@ -589,6 +606,68 @@ static const char *jstr(struct json_object *o, const char *key)
 }
 
 /*
+ * Add the manifest digest (m, len bytes; NULL to remove digest instead) to
+ * the fallback referrers index of subject (the tag sha256-<hex>), keeping
+ * every other entry and field of it. 0 or -errno.
+ */
+static int referrers_index_update(struct registry *r, const char *repo, const char *subject,
+	const char *digest, struct json_object *m, size_t len)
+{
+	struct json_object *idx = NULL, *list, *nl, *e, *v;
+	char tag[80], *body = NULL, *ct = NULL, *got = NULL;
+	const char *text;
+	size_t blen, i, n;
+	int ret;
+
+	if (!subject || !digest_hex(subject))
+		return -EBADMSG;
+	snprintf(tag, sizeof(tag), "sha256-%.64s", digest_hex(subject));
+	ret = registry_get_manifest(r, repo, tag, &body, &blen, &ct, &got);
+	if (ret == 0)
+		idx = json_tokener_parse(body);
+	else if (ret == -ENOENT && m)
+		idx = json_tokener_parse("{\"schemaVersion\":2,\"mediaType\":\"" MT_OCI_INDEX
+					 "\",\"manifests\":[]}");
+	else if (ret == -ENOENT)
+		return 0; /* nothing to remove it from */
+	if (!idx || !json_object_object_get_ex(idx, "manifests", &list) ||
+		!json_object_is_type(list, json_type_array)) {
+		log_err("%s/%s:%s: not a referrers index", registry_host(r), repo, tag);
+		ret = ret ? ret : -EBADMSG;
+		goto out;
+	}
+	/* the same entry once: a push again of the same referrer replaces it */
+	nl = json_object_new_array();
+	n = json_object_array_length(list);
+	for (i = 0; i < n; i++) {
+		e = json_object_array_get_idx(list, i);
+		if (!(jstr(e, "digest") && strcmp(jstr(e, "digest"), digest) == 0))
+			json_object_array_add(nl, json_object_get(e));
+	}
+	if (m) {
+		e = json_object_new_object();
+		json_object_object_add(e, "mediaType", json_str(MT_OCI_MANIFEST));
+		json_object_object_add(e, "digest", json_str(digest));
+		json_object_object_add(e, "size", json_object_new_int64((int64_t)len));
+		if (json_object_object_get_ex(m, "artifactType", &v))
+			json_object_object_add(e, "artifactType", json_object_get(v));
+		if (json_object_object_get_ex(m, "annotations", &v))
+			json_object_object_add(e, "annotations", json_object_get(v));
+		json_object_array_add(nl, e);
+	}
+	json_object_object_add(idx, "manifests", nl);
+	text = json_object_to_json_string_ext(
+		idx, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	ret = registry_put_manifest(r, repo, tag, MT_OCI_INDEX, text, strlen(text), NULL);
+out:
+	json_object_put(idx);
+	free(body);
+	free(ct);
+	free(got);
+	return ret;
+}
+
+/*
  * Push what dir/draft.json describes: every staged file's blob (hashed if
  * its digest is not known yet), the empty config, then the manifest under
  * the tag. On success *root is the draft (its layer digests filled in),
@@ -597,13 +676,14 @@ static const char *jstr(struct json_object *o, const char *key)
 static int push_draft_dir(struct tree *t, const char *dir, struct json_object **root_out,
 	char **body_out, char *digest, char *label, size_t label_size)
 {
-	struct json_object *root, *m, *staged, *layers, *ann, *cfg;
+	struct json_object *root, *m, *staged, *layers, *ann, *cfg, *subj = NULL;
 	char path[PATH_MAX], created[32], *text = NULL;
 	const char *host, *repo, *tag, *s;
 	struct site *site;
 	size_t i, n, len;
 	struct tm tm;
 	time_t now;
+	bool kept = false;
 	int ret;
 
 	snprintf(path, sizeof(path), "%s/draft.json", dir);
@@ -612,9 +692,10 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 	repo = root ? jstr(root, "repo") : NULL;
 	tag = root ? jstr(root, "tag") : NULL;
 	snprintf(label, label_size, "%s/%s:%s", host ? host : "?", repo ? repo : "?",
-		tag ? tag : "?");
-	if (!host || !repo || !tag || !ref_valid_repo(repo) || !ref_valid_tag(tag) ||
+		tag ? tag : "(a referrer)");
+	if (!host || !repo || !ref_valid_repo(repo) || (tag && !ref_valid_tag(tag)) ||
 		!json_object_object_get_ex(root, "manifest", &m) ||
+		(!tag && !json_object_object_get_ex(m, "subject", &subj)) ||
 		!json_object_object_get_ex(m, "layers", &layers) ||
 		!json_object_object_get_ex(root, "staged", &staged)) {
 		log_err("%s: not a draft ocifs can read", path);
@@ -676,11 +757,17 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 		ret = -ENOMEM;
 		goto out;
 	}
-	ret = registry_put_manifest(site->reg, repo, tag, MT_OCI_MANIFEST, text, len);
+	digest_buffer(text, len, digest);
+	ret = registry_put_manifest(
+		site->reg, repo, tag ? tag : digest, MT_OCI_MANIFEST, text, len, &kept);
+	/* A registry without the referrers API: the subject's fallback index gets the entry. */
+	if (!ret && subj && !kept)
+		ret = referrers_index_update(site->reg, repo, jstr(subj, "digest"), digest, m, len);
 	if (ret)
 		goto out;
-	digest_buffer(text, len, digest);
 	cache_put(t->cache, digest, text, len);
+	if (!tag)
+		snprintf(label, label_size, "%s/%s@%s", host, repo, digest);
 	log_info("%s: pushed %s", label, digest);
 	*root_out = root;
 	*body_out = text;
@@ -809,10 +896,23 @@ static int draft_push(struct tree *t, struct node *art, bool force)
 	adopt_staged(t, art, root);
 	art->draft = NULL;
 	drafts_remove(t, art);
-	mark_pushed(art);
-	pthread_mutex_unlock(&t->lock);
-	ret = tree_artifact_install(t, art, digest, body, strlen(body));
-	pthread_mutex_unlock(&art->load_lock);
+	if (d && d->subject) {
+		/* It shows under its digest now, with the subject's other referrers. */
+		if (art->parent)
+			child_remove(art->parent, art);
+		if (d->referrers) {
+			d->referrers->loaded = false;
+			d->referrers->local = false;
+		}
+		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&art->load_lock);
+		ret = 0;
+	} else {
+		mark_pushed(art);
+		pthread_mutex_unlock(&t->lock);
+		ret = tree_artifact_install(t, art, digest, body, strlen(body));
+		pthread_mutex_unlock(&art->load_lock);
+	}
 	if (d)
 		remove_tree(d->dir);
 	draft_free(d);
@@ -1195,9 +1295,168 @@ static int make_repo(struct tree *t, struct node *dir, const char *name, struct 
 	return *out ? 0 : -ENOMEM;
 }
 
+/* ---- attaching referrers (.oci/referrers/<type>/<name>/) ---- */
+
+/* The .oci/referrers/ that dir is (or is a type directory below), else NULL. */
+static struct node *referrers_of(struct node *dir)
+{
+	for (; dir && dir->kind == NODE_DIR && !dir->hidden; dir = dir->parent)
+		;
+	return dir && dir->kind == NODE_REFERRERS ? dir : NULL;
+}
+
+/* A type level below referrers/: one more directory of an artifact type. */
+static int referrers_mkdir(
+	struct tree *t, struct node *rn, struct node *dir, const char *name, struct node **out)
+{
+	struct node *n;
+	int ret;
+
+	if (t->opts.read_only)
+		return -EROFS;
+	if (!strcmp(name, ".") || !strcmp(name, "..") || strchr(name, '\\'))
+		return -EINVAL;
+	ret = tree_lookup(t, dir, name, &n);
+	if (ret == 0)
+		return -EEXIST;
+	if (ret != -ENOENT)
+		return ret;
+	n = tree_node_new(t, dir, name, NODE_DIR);
+	if (!n || !(n->repo = strdup(rn->repo)))
+		return -ENOMEM;
+	pthread_mutex_lock(&t->lock);
+	n->local = true;
+	n->immutable = false; /* an attach to a digest directory is no change to it */
+	n->mtime = time(NULL);
+	rn->local = true; /* kept as made until its attaches are pushed */
+	if (tree_child_find(dir, name))
+		ret = -EEXIST;
+	else
+		ret = tree_child_add(dir, n);
+	pthread_mutex_unlock(&t->lock);
+	if (!ret)
+		*out = n;
+	return ret;
+}
+
+/*
+ * The first file written into dir (made by mkdir below referrers/) makes it
+ * a referrer being attached: its artifact type is the path between
+ * referrers/ and it, its subject the artifact that .oci/ belongs to.
+ */
+static int attach_begin(struct tree *t, struct node *rn, struct node *dir)
+{
+	struct node *subj = rn->parent ? rn->parent->parent : NULL, *p;
+	struct json_object *sd;
+	const char *parts[64], *mt;
+	char *body = NULL, type[1024];
+	size_t np = 0, len = 0, o = 0;
+	int ret;
+
+	if (!subj || subj->kind != NODE_ARTIFACT || !rn->ref)
+		return -EROFS;
+	for (p = dir->parent; p && p != rn && np < 64; p = p->parent)
+		parts[np++] = p->name;
+	if (np == 0)
+		return -EINVAL; /* referrers/<name> has no type: make referrers/<type>/<name> */
+	type[0] = '\0';
+	while (np > 0 && o < sizeof(type))
+		o += (size_t)snprintf(
+			type + o, sizeof(type) - o, "%s%s", o ? "/" : "", parts[--np]);
+	if (o >= sizeof(type))
+		return -ENAMETOOLONG;
+	ret = cache_get(t->cache, rn->ref, MANIFEST_MAX_SIZE, &body, &len);
+	free(body);
+	if (ret) {
+		log_err("%s@%s: the manifest to attach to is not at hand", rn->repo, rn->ref);
+		return -EIO;
+	}
+	pthread_mutex_lock(&t->lock);
+	mt = xattr_get(subj, "user.oci.mediaType");
+	sd = json_object_new_object();
+	json_object_object_add(sd, "mediaType", json_str(mt ? mt : MT_OCI_MANIFEST));
+	json_object_object_add(sd, "digest", json_str(rn->ref));
+	json_object_object_add(sd, "size", json_object_new_int64((int64_t)len));
+	if (dir->kind == NODE_DIR) {
+		dir->kind = NODE_ARTIFACT;
+		dir->ref = strdup(dir->name);
+		dir->loaded = true;
+		dir->local = true;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (!dir->ref) {
+		json_object_put(sd);
+		return -ENOMEM;
+	}
+	ret = draft_begin(t, dir);
+	pthread_mutex_lock(&t->lock);
+	if (!ret && dir->draft && !dir->draft->subject) {
+		dir->draft->subject = sd;
+		sd = NULL;
+		dir->draft->attach_type = strdup(type);
+		dir->draft->referrers = rn;
+		if (!dir->draft->attach_type)
+			ret = -ENOMEM;
+	}
+	pthread_mutex_unlock(&t->lock);
+	json_object_put(sd);
+	return ret;
+}
+
+/* rmdir of a referrer: its manifest deleted, and its entry taken out of the fallback index. */
+static int detach(struct tree *t, struct node *rn, struct node *dir, struct node *c)
+{
+	struct registry *r = rn->site->reg;
+	int ret;
+
+	ret = registry_delete_manifest(r, c->repo, c->ref);
+	if (ret && ret != -ENOENT) {
+		log_err("%s/%s@%s: detach: %s", registry_host(r), c->repo, c->ref, strerror(-ret));
+		return push_errno(ret);
+	}
+	ret = referrers_index_update(r, rn->repo, rn->ref, c->ref, NULL, 0);
+	if (ret)
+		return push_errno(ret);
+	log_info("%s/%s@%s: detached from %s", registry_host(r), c->repo, c->ref, rn->ref);
+	pthread_mutex_lock(&t->lock);
+	child_remove(dir, c);
+	rn->loaded = false;
+	pthread_mutex_unlock(&t->lock);
+	return 0;
+}
+
+/* rmdir below referrers/: a referrer (detach), an attach not pushed yet, or a type level. */
+static int referrers_rmdir(struct tree *t, struct node *rn, struct node *dir, const char *name)
+{
+	struct node *c;
+	bool empty;
+	int ret;
+
+	if (t->opts.read_only)
+		return -EROFS;
+	ret = tree_lookup(t, dir, name, &c);
+	if (ret)
+		return ret;
+	if (c->kind == NODE_ARTIFACT && c->by_digest)
+		return detach(t, rn, dir, c);
+	pthread_mutex_lock(&t->lock);
+	empty = c->n_children == 0 || (c->kind == NODE_ARTIFACT && !has_files(c));
+	if (!c->local)
+		ret = -EROFS;
+	else if (!empty)
+		ret = -ENOTEMPTY;
+	else {
+		if (c->kind == NODE_ARTIFACT)
+			draft_discard(t, c);
+		child_remove(dir, c);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ret;
+}
+
 int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node **out)
 {
-	struct node *art, *n;
+	struct node *art, *n, *rn;
 	const char *colon;
 	int ret;
 
@@ -1205,6 +1464,9 @@ int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node *
 		return -EROFS;
 	if (dir->kind == NODE_HOSTS)
 		return -EPERM;
+	rn = referrers_of(dir);
+	if (rn)
+		return referrers_mkdir(t, rn, dir, name, out);
 	if (dir->kind == NODE_NS) {
 		colon = strchr(name, ':');
 		if (colon) {
@@ -1263,10 +1525,18 @@ int push_create(
 	struct tree *t, struct node *dir, const char *name, bool excl, struct node **out, int *fd)
 {
 	char title[4096];
-	struct node *art, *n, *old;
+	struct node *art, *n, *old, *rn;
 	struct staged *s = NULL;
 	int ret;
 
+	rn = referrers_of(dir);
+	if (rn && !t->opts.read_only) {
+		if (!dir->local || dir->kind != NODE_DIR)
+			return -EROFS;
+		ret = attach_begin(t, rn, dir);
+		if (ret)
+			return ret;
+	}
 	pthread_mutex_lock(&t->lock);
 	ret = art_of(t, dir, &art);
 	if (!ret)
@@ -1821,6 +2091,8 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 
 	if (t->opts.read_only)
 		return -EROFS;
+	if (referrers_of(dir))
+		return referrers_rmdir(t, referrers_of(dir), dir, name);
 	if (dir->kind == NODE_NS || dir->kind == NODE_HOSTS) {
 		ret = tree_lookup(t, dir, name, &c);
 		if (ret)

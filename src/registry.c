@@ -1219,7 +1219,7 @@ int registry_push_blob(struct registry *r, const char *repo, const char *digest,
 }
 
 int registry_put_manifest(struct registry *r, const char *repo, const char *ref,
-	const char *media_type, const char *body, size_t len)
+	const char *media_type, const char *body, size_t len, bool *has_subject)
 {
 	char ct[200], scope[600];
 	const char *hdrs[] = { ct, "Expect:", NULL };
@@ -1239,6 +1239,8 @@ int registry_put_manifest(struct registry *r, const char *repo, const char *ref,
 	if (ret)
 		log_err("%s/%s%s%s: manifest push: %s", r->host, repo,
 			ref_valid_digest(ref) ? "@" : ":", ref, strerror(-ret));
+	if (has_subject)
+		*has_subject = ret == 0 && resp.oci_subject;
 	http_response_release(&resp);
 	return ret;
 }

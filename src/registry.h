@@ -111,9 +111,13 @@ int registry_upload_finish(struct registry *r, const char *repo, char **location
 	const char *digest, int fd, int64_t off, int64_t len);
 void registry_upload_cancel(struct registry *r, const char *repo, const char *location);
 
-/* PUT a manifest under ref (a tag or its digest). 0 or -errno with a log line. */
+/*
+ * PUT a manifest under ref (a tag or its digest). *has_subject (may be NULL)
+ * says whether the registry answered OCI-Subject: it keeps the referrers of
+ * the manifest's subject itself. 0 or -errno with a log line.
+ */
 int registry_put_manifest(struct registry *r, const char *repo, const char *ref,
-	const char *media_type, const char *body, size_t len);
+	const char *media_type, const char *body, size_t len, bool *has_subject);
 
 /* DELETE a manifest by reference (tag or digest). 0, -ENOENT, -EOPNOTSUPP, or -errno. */
 int registry_delete_manifest(struct registry *r, const char *repo, const char *ref);

@@ -1320,7 +1320,8 @@ static int referrers_load(struct tree *t, struct node *rn)
 
 	pthread_mutex_lock(&rn->load_lock);
 	pthread_mutex_lock(&t->lock);
-	if (rn->loaded && !expired(rn->resolved_at, t->opts.tag_ttl)) {
+	/* Directories made here (an attach in the making) stay until it is pushed. */
+	if (rn->loaded && (rn->local || !expired(rn->resolved_at, t->opts.tag_ttl))) {
 		pthread_mutex_unlock(&t->lock);
 		goto out;
 	}
@@ -1548,6 +1549,15 @@ double tree_timeout(struct tree *t, struct node *n)
 		return 0;
 	if (n->kind == NODE_REFERRERS)
 		return t->opts.tag_ttl; /* new referrers come to an unchanged subject */
+	if (n->kind == NODE_DIR) {
+		struct node *p;
+
+		/* type levels below referrers/ are made anew at each reload: look again */
+		for (p = n->parent; p && p->kind == NODE_DIR && !p->hidden; p = p->parent)
+			;
+		if (p && p->kind == NODE_REFERRERS)
+			return 0;
+	}
 	if (n->immutable)
 		return IMMUTABLE_TIMEOUT;
 	if (n->kind == NODE_NS || n->kind == NODE_HOSTS)

@@ -7,7 +7,7 @@
 # that cannot be a path; sha256-<hex> tags hidden from listings.
 T_TIMEOUT=${T_TIMEOUT:-240}
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
-require_env getfattr
+require_env getfattr setfattr
 
 FIX=${ORAS_FIXTURES:-$srcdir/../shared/fixtures/oras-e2e}
 [ -f "$FIX/mount_fallback_artifacts.tar.gz" ] || skip_all "oras fixtures not found in $FIX"
@@ -138,6 +138,83 @@ sbom_count() { [ "$(ls "$A/application/vnd.example.sbom.v1" 2>/dev/null | wc -l)
 check "after tag_ttl: both sboms" wait_until 10 sbom_count
 check "the new one by its digest" test -d "$A/application/vnd.example.sbom.v1/$R_SBOM2"
 umount_ocifs "$M"
+
+# ---- attach through the mount, detach
+printf 'the lib\n' >"$W/lib.txt"
+LIB=$(push_artifact r/lib v1 "$W" lib.txt) || bail "seed r/lib:v1"
+mount_ocifs "$REG" "$M" -o push_delay=3600 || bail "mount read-write"
+L=$M/r/lib/v1/.oci/referrers
+printf '{"sbom":"lib"}\n' >"$W/lib-sbom.json"
+mkdir -p "$L/application/vnd.example.sbom.v1/lib-sbom" &&
+	cp "$W/lib-sbom.json" "$L/application/vnd.example.sbom.v1/lib-sbom/" &&
+	setfattr -n user.oci.annotation.org.example.tool -v ocifs "$L/application/vnd.example.sbom.v1/lib-sbom" &&
+	sync "$L/application/vnd.example.sbom.v1/lib-sbom"
+check_eq "attach: mkdir, cp, setfattr and sync succeed" 0 "$?"
+IDX=$(manifest_get r/lib "sha256-${LIB#sha256:}")
+check_eq "the fallback index has one entry" 1 "$(jq '.manifests | length' <<<"$IDX")"
+A1=$(jq -r '.manifests[0].digest' <<<"$IDX")
+check_eq "its artifactType is the path below referrers/" application/vnd.example.sbom.v1 \
+	"$(jq -r '.manifests[0].artifactType' <<<"$IDX")"
+check_eq "it carries the manifest's annotations" ocifs \
+	"$(jq -r '.manifests[0].annotations["org.example.tool"]' <<<"$IDX")"
+MF=$(manifest_get r/lib "$A1")
+check_eq "the referrer's subject is r/lib:v1" "$LIB" "$(jq -r .subject.digest <<<"$MF")"
+check_eq "its subject's size is the manifest's" "$(manifest_get r/lib v1 | wc -c)" "$(jq -r .subject.size <<<"$MF")"
+check_eq "its artifactType" application/vnd.example.sbom.v1 "$(jq -r .artifactType <<<"$MF")"
+check_eq "its one layer is the file, titled" "lib-sbom.json $(digest_of "$W/lib-sbom.json")" \
+	"$(jq -r '.layers[0] | .annotations["org.opencontainers.image.title"] + " " + .digest' <<<"$MF")"
+check_ls "the referrer shows under its digest, not its name" "$L/application/vnd.example.sbom.v1" "$A1"
+check_eq "and reads back" '{"sbom":"lib"}' "$(cat "$L/application/vnd.example.sbom.v1/$A1/lib-sbom.json" 2>&1)"
+
+# three deep: a signature on the sbom, an attestation on the signature
+N1=$L/application/vnd.example.sbom.v1/$A1/.oci/referrers
+printf 'sig\n' >"$W/s1.sig"
+mkdir -p "$N1/sig/s1" && cp "$W/s1.sig" "$N1/sig/s1/" && sync "$N1/sig/s1"
+check_eq "attach to the attached referrer" 0 "$?"
+A2=$(ls "$N1/sig" 2>/dev/null)
+check_eq "its subject is the sbom" "$A1" "$(manifest_get r/lib "$A2" | jq -r .subject.digest)"
+N2=$N1/sig/$A2/.oci/referrers
+printf 'att\n' >"$W/a.json"
+mkdir -p "$N2/att/a1" && cp "$W/a.json" "$N2/att/a1/" && sync "$N2/att/a1"
+check_eq "attach three deep" 0 "$?"
+A3=$(ls "$N2/att" 2>/dev/null)
+check_eq "the third level's subject is the signature" "$A2" "$(manifest_get r/lib "$A3" | jq -r .subject.digest)"
+check_eq "the signature's fallback index lists it" "$A3" \
+	"$(manifest_get r/lib "sha256-${A2#sha256:}" | jq -r '.manifests[0].digest')"
+
+# two attaches at once: both survive in the index
+for k in 1 2; do
+	printf 'concurrent %s\n' "$k" >"$W/c$k.txt"
+	mkdir -p "$L/application/vnd.example.note/c$k"
+done
+( cp "$W/c1.txt" "$L/application/vnd.example.note/c1/" && sync "$L/application/vnd.example.note/c1" ) &
+p1=$!
+( cp "$W/c2.txt" "$L/application/vnd.example.note/c2/" && sync "$L/application/vnd.example.note/c2" ) &
+p2=$!
+wait "$p1"
+r1=$?
+wait "$p2"
+r2=$?
+check_eq "two attaches at once both succeed" "0 0" "$r1 $r2"
+check_eq "the index then has the sbom and both notes" 3 \
+	"$(manifest_get r/lib "sha256-${LIB#sha256:}" | jq '.manifests | length')"
+check_eq "both notes by type" 2 "$(ls "$L/application/vnd.example.note" 2>/dev/null | grep -c '^sha256:')"
+
+# detach
+rmdir "$N1/sig/$A2"
+check_eq "detach: rmdir of the signature succeeds" 0 "$?"
+check_eq "its manifest is gone" 404 "$(curl -s -o /dev/null -w '%{http_code}' -H "Accept: $MANIFEST_ACCEPT" \
+	"http://$REG/v2/r/lib/manifests/$A2")"
+check_eq "and its entry from the sbom's fallback index" 0 \
+	"$(manifest_get r/lib "sha256-${A1#sha256:}" | jq '.manifests | length')"
+check_ls "the sbom has no signature left" "$N1"
+check_eq "the other entries of r/lib:v1's index are kept" 3 \
+	"$(manifest_get r/lib "sha256-${LIB#sha256:}" | jq '.manifests | length')"
+mkdir "$L/notype" 2>/dev/null
+check_err "a file right under referrers/<name> (no type) is refused" "Invalid argument" \
+	cp "$W/c1.txt" "$L/notype/"
+umount_ocifs "$M"
+check "the attaches were logged" grep -q "pushed sha256:" "$OCIFS_LOG"
 
 mount_ocifs "$REG" "$M" -o ro,show_referrer_tags || bail "mount with show_referrer_tags"
 check_ls "-o show_referrer_tags lists them" "$M/command/artifacts" foobar \
