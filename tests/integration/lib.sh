@@ -313,7 +313,8 @@ lib_watchdog "${T_TIMEOUT:-300}"
 free_port() {
 	local p i
 	for ((i = 0; i < 50; i++)); do
-		p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+		# below the ephemeral range (32768-), where outgoing connections take ports
+		p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
 		if [ -n "${REG_PORT_WANT:-}" ] && [ "$i" = 0 ]; then p=$REG_PORT_WANT; fi
 		[ -z "$(ss -ltnH "sport = :$p" 2>/dev/null)" ] || continue
 		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
@@ -1362,25 +1363,30 @@ mirror_requests() { grep -cE -- "$1" "$MIRROR_ROOT/registry.log"; }
 # front of UPSTREAM_URL (default http://$REG). Sets FP (127.0.0.1:PORT),
 # FP_PORT, FP_PID, FP_LOG (one JSON line per request), FP_RULES (empty).
 faultproxy_start() {
-	local up=${1:-http://$REG} auth=${2:-} i
+	local up=${1:-http://$REG} auth=${2:-} i try out
 	command -v python3 >/dev/null 2>&1 || bail "python3 is needed for the fault proxy"
-	FP_PORT=$(free_port) || bail "no free port"
-	FP=127.0.0.1:$FP_PORT
-	FP_LOG=$TESTDIR/faultproxy.$FP_PORT.log
-	FP_RULES=$TESTDIR/faultproxy.$FP_PORT.rules
-	: >"$FP_LOG"
-	echo '[]' >"$FP_RULES"
-	python3 "$srcdir/tests/integration/faultproxy.py" --port "$FP_PORT" --log "$FP_LOG" \
-		--upstream "$up" --rules "$FP_RULES" ${auth:+--upstream-auth "$auth"} \
-		>"$TESTDIR/faultproxy.$FP_PORT.out" 2>&1 </dev/null &
-	FP_PID=$!
-	_LIB_REG_PIDS+=("$FP_PID")
-	for ((i = 0; i < 100; i++)); do
-		grep -q '^listening' "$TESTDIR/faultproxy.$FP_PORT.out" 2>/dev/null && return 0
-		kill -0 "$FP_PID" 2>/dev/null || break
-		sleep 0.1
+	# a free port can be taken before the proxy binds it (the ephemeral range): try others
+	for try in 1 2 3 4 5 6 7 8; do
+		FP_PORT=$(free_port) || bail "no free port"
+		FP=127.0.0.1:$FP_PORT
+		FP_LOG=$TESTDIR/faultproxy.$FP_PORT.log
+		FP_RULES=$TESTDIR/faultproxy.$FP_PORT.rules
+		out=$TESTDIR/faultproxy.$FP_PORT.out
+		: >"$FP_LOG"
+		echo '[]' >"$FP_RULES"
+		python3 "$srcdir/tests/integration/faultproxy.py" --port "$FP_PORT" --log "$FP_LOG" \
+			--upstream "$up" --rules "$FP_RULES" ${auth:+--upstream-auth "$auth"} \
+			>"$out" 2>&1 </dev/null &
+		FP_PID=$!
+		_LIB_REG_PIDS+=("$FP_PID")
+		for ((i = 0; i < 100; i++)); do
+			grep -q '^listening' "$out" 2>/dev/null && return 0
+			kill -0 "$FP_PID" 2>/dev/null || break
+			sleep 0.1
+		done
+		grep -q 'Address already in use' "$out" || break
 	done
-	diag_file "$TESTDIR/faultproxy.$FP_PORT.out"
+	diag_file "$out"
 	bail "start the fault proxy"
 }
 
