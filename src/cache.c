@@ -829,7 +829,7 @@ out_unlock:
 int cache_new(const struct cache_options *o, struct cache **out)
 {
 	static const char *const subdirs[] = { "blobs/sha256", "manifests/sha256", "partial", "tmp",
-		"staging" };
+		"staging", "layers" };
 	char path[PATH_MAX];
 	struct cache *c;
 	size_t i;

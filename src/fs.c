@@ -25,7 +25,9 @@ struct open_file {
 	struct blob_reader rd; /* protected by the blob's lock */
 	const char *data;
 	size_t len;
-	int fd; /* a staged file's bytes, or -1 */
+	int fd; /* a staged file's bytes, or an image file's layer, or -1 */
+	int64_t base; /* where the file's bytes start in fd */
+	int64_t size; /* how many there are, or -1: all of fd */
 	struct node *node;
 	bool writer;
 };
@@ -192,8 +194,13 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fh->fd = -1;
+	fh->size = -1;
 	fh->node = n;
-	if (wants_write(fi->flags)) {
+	if (tree_is_image_file(n)) {
+		ret = wants_write(fi->flags)
+			      ? -EROFS
+			      : tree_open_image_file(t, n, &fh->fd, &fh->base, &fh->size);
+	} else if (wants_write(fi->flags)) {
 		ret = push_open(t, n, (fi->flags & O_TRUNC) != 0, &fh->fd);
 		fh->writer = ret == 0;
 	} else if (tree_is_staged(n)) {
@@ -214,7 +221,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * kept from a read before the blob verified may be wrong: keep them only
 	 * once it has. A staged file's bytes change as it is written.
 	 */
-	fi->keep_cache = fh->fd < 0 && (!fh->blob || cache_blob_verified(fh->blob));
+	fi->keep_cache =
+		(fh->fd < 0 || fh->size >= 0) && (!fh->blob || cache_blob_verified(fh->blob));
 	fuse_reply_open(req, fi);
 }
 
@@ -261,9 +269,19 @@ static void fs_read(
 	int fd;
 
 	if (fh->fd >= 0) {
+		if (fh->size >= 0) {
+			/* a file inside a layer's tar: its bytes only */
+			if (off >= fh->size) {
+				fuse_reply_buf(req, NULL, 0);
+				return;
+			}
+			if ((int64_t)size > fh->size - off)
+				size = (size_t)(fh->size - off);
+			bv.buf[0].size = size;
+		}
 		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		bv.buf[0].fd = fh->fd;
-		bv.buf[0].pos = off;
+		bv.buf[0].pos = fh->base + off;
 		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 		return;
 	}
@@ -464,6 +482,18 @@ static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 	fuse_reply_err(req, -push_fsyncdir(t, ino_node(t, ino)));
 }
 
+static void fs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct tree *t = req_tree(req);
+	const char *target;
+	int ret = tree_readlink(t, ino_node(t, ino), &target);
+
+	if (ret)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_readlink(req, target);
+}
+
 /* Artifacts hold regular files and directories only. */
 static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
@@ -517,6 +547,7 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.init = fs_init,
 	.lookup = fs_lookup,
 	.getattr = fs_getattr,
+	.readlink = fs_readlink,
 	.opendir = fs_opendir,
 	.readdir = fs_readdir,
 	.releasedir = fs_releasedir,

@@ -169,6 +169,10 @@ static int art_of(struct tree *t, struct node *n, struct node **art)
 	/* an index's platform child, or a referrer (but one being attached) */
 	if (n->parent && n->parent->kind != NODE_NS && !(n->draft && n->draft->subject))
 		return -EROFS;
+	if (n->rootfs_digest) {
+		log_warn("%s:%s: an image's root filesystem cannot be changed", n->repo, n->ref);
+		return -EROFS;
+	}
 	if (is_index_type(xattr_get(n, "user.oci.mediaType"))) {
 		log_warn("%s:%s: an index cannot be changed file by file", n->repo, n->ref);
 		return -EROFS;

@@ -26,6 +26,9 @@ enum node_kind {
 	NODE_DATA, /* a file whose bytes are in memory */
 	NODE_STAGED, /* a file written into the mount, its bytes in the staging area (push.c) */
 	NODE_REFERRERS, /* .oci/referrers/ of an artifact (repo, ref: its digest), loaded on use */
+	NODE_RFILE, /* a regular file of an image's root filesystem: bytes in a layer's tar */
+	NODE_RLINK, /* a symbolic link of an image's root filesystem (target in data) */
+	NODE_RSPECIAL, /* a device node or FIFO of an image's root filesystem */
 };
 
 /* One registry host and what is cached about it. */
@@ -41,7 +44,8 @@ struct site {
 
 struct xattr {
 	char *name;
-	char *value;
+	char *value; /* NUL-terminated; len bytes of it when len is not 0 (binary values) */
+	size_t len;
 };
 
 struct node {
@@ -93,6 +97,18 @@ struct node {
 	bool guessed; /* NS shown without a catalog to say it exists: mkdir may make it */
 	struct draft *draft; /* ARTIFACT: changes staged and not yet pushed, or NULL */
 	struct staged *staged; /* STAGED: its file */
+
+	/* Root filesystems of images (rootfs.c). protected by t->lock */
+	bool rootfs_pending; /* ARTIFACT: its root filesystem is built on the first look inside */
+	char *rootfs_digest; /* ARTIFACT: the image manifest whose layers make it, or NULL */
+	bool has_mode; /* mode, owner, rdev from a tar header (rootfs nodes) */
+	mode_t mode; /* type bits and permissions */
+	uid_t uid;
+	gid_t gid;
+	dev_t rdev;
+	struct layer *layer; /* RFILE: the layer holding its bytes (owned by the tree) */
+	int64_t data_off; /* RFILE: where in that layer's tar */
+	unsigned layer_no; /* the layer (from 1, lowest first) that made it */
 };
 
 struct tree {
@@ -105,6 +121,8 @@ struct tree {
 	struct node *all; /* protected by lock */
 	struct site *sites; /* protected by lock */
 	struct push *push; /* push.c's state */
+	struct layer **layers; /* every layer opened, for reuse across images; protected by lock */
+	size_t n_layers;
 };
 
 /* The site of host (canonical or not), made on first use. 0 or -errno. */
@@ -134,5 +152,10 @@ bool tree_strlist_has(const struct strlist *l, const char *s);
  */
 int tree_artifact_install(
 	struct tree *t, struct node *art, const char *digest, const char *body, size_t len);
+
+/* rootfs.c: build art's root filesystem when it is pending. 0 or -errno. */
+int rootfs_ensure(struct tree *t, struct node *art);
+/* rootfs.c: free the layers the tree opened. */
+void rootfs_release(struct tree *t);
 
 #endif

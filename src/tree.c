@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "buf.h"
 #include "cache.h"
 #include "digest.h"
+#include "layer.h"
 #include "log.h"
 #include "push.h"
 #include "registry.h"
@@ -74,8 +76,34 @@ static void node_free(struct node *n)
 	free(n->ref);
 	free(n->digest);
 	free(n->data);
+	free(n->rootfs_digest);
 	tree_xattrs_free(n->xattrs, n->n_xattrs);
 	free(n);
+}
+
+bool tree_is_image_file(const struct node *n)
+{
+	return n->kind == NODE_RFILE;
+}
+
+int tree_open_image_file(struct tree *t, struct node *n, int *fd, int64_t *base, int64_t *size)
+{
+	if (n->kind != NODE_RFILE || !n->layer)
+		return -EINVAL;
+	*fd = fcntl(n->layer->fd, F_DUPFD_CLOEXEC, 0);
+	if (*fd < 0)
+		return -errno;
+	*base = n->data_off;
+	*size = n->size;
+	return 0;
+}
+
+int tree_readlink(struct tree *t, struct node *n, const char **target)
+{
+	if (n->kind != NODE_RLINK || !n->data)
+		return -EINVAL;
+	*target = n->data;
+	return 0;
 }
 
 bool tree_read_only(const struct tree *t)
@@ -90,7 +118,8 @@ bool tree_is_staged(const struct node *n)
 
 bool tree_is_dir(const struct node *n)
 {
-	return n->kind != NODE_BLOB && n->kind != NODE_DATA && n->kind != NODE_STAGED;
+	return n->kind != NODE_BLOB && n->kind != NODE_DATA && n->kind != NODE_STAGED &&
+	       n->kind != NODE_RFILE && n->kind != NODE_RLINK && n->kind != NODE_RSPECIAL;
 }
 
 /* The child called name, or NULL. Caller holds t->lock (or owns dir privately). */
@@ -129,6 +158,7 @@ int tree_xattr_add(struct xattr **x, size_t *n, const char *name, const char *va
 	*x = v;
 	v[*n].name = strdup(name);
 	v[*n].value = strdup(value);
+	v[*n].len = 0;
 	if (!v[*n].name || !v[*n].value) {
 		free(v[*n].name);
 		free(v[*n].value);
@@ -1027,6 +1057,23 @@ static int build_xattrs(struct node *scratch, const struct manifest *m, const ch
 	return ret;
 }
 
+/* Whether m is a container image: layers without titles that this build unpacks. */
+static bool is_image(const struct manifest *m)
+{
+	size_t i;
+
+	if (m->kind != MANIFEST_IMAGE || m->n_layers == 0)
+		return false;
+	for (i = 0; i < m->n_layers; i++) {
+		const struct descriptor *d = &m->layers[i];
+
+		if (annotation_get(d->annotations, d->n_annotations, ANN_TITLE) ||
+			!layer_media_type_ok(d->media_type))
+			return false;
+	}
+	return true;
+}
+
 /*
  * Build the children of art from a manifest body into scratch (a private
  * node standing in for art), so that art changes in one step under t->lock.
@@ -1079,6 +1126,17 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 	ret = build_files(&b, scratch, child ? child : m, mtime);
 	if (!ret)
 		ret = build_oci(&b, scratch, m, digest, body, len);
+	/* An image: its root filesystem, built on the first look inside. */
+	if (!ret && is_image(child ? child : m)) {
+		scratch->rootfs_digest = strdup(
+			child ? manifest_select_platform(m, &t->opts.platform)->digest : digest);
+		scratch->rootfs_pending = scratch->rootfs_digest != NULL;
+		/* as an unpacker makes the root, until the archive says otherwise */
+		scratch->has_mode = true;
+		scratch->mode = S_IFDIR | 0755;
+		scratch->uid = 0;
+		scratch->gid = 0;
+	}
 out:
 	if (ret == -ENOMEM)
 		log_err("%s: out of memory", label);
@@ -1108,6 +1166,7 @@ int tree_artifact_install(
 	if (ret) {
 		/* Children already added to scratch are on t->all: freed with the tree. */
 		free(scratch.children);
+		free(scratch.rootfs_digest);
 		tree_xattrs_free(scratch.xattrs, scratch.n_xattrs);
 		free(dcopy);
 		return ret;
@@ -1124,6 +1183,13 @@ int tree_artifact_install(
 	n->xattrs = scratch.xattrs;
 	n->n_xattrs = scratch.n_xattrs;
 	n->mtime = scratch.mtime;
+	free(n->rootfs_digest);
+	n->rootfs_digest = scratch.rootfs_digest;
+	n->rootfs_pending = scratch.rootfs_pending;
+	n->has_mode = scratch.has_mode;
+	n->mode = scratch.mode;
+	n->uid = scratch.uid;
+	n->gid = scratch.gid;
 	free(n->digest);
 	n->digest = dcopy;
 	n->loaded = true;
@@ -1413,6 +1479,7 @@ void tree_free(struct tree *t)
 		next = n->all_next;
 		node_free(n);
 	}
+	rootfs_release(t);
 	for (s = t->sites; s; s = snext) {
 		snext = s->next;
 		strlist_release(&s->catalog);
@@ -1481,6 +1548,8 @@ int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node 
 		return reader_errno(ns_lookup(t, dir, name, out));
 	case NODE_ARTIFACT:
 		ret = artifact_load(t, dir);
+		if (!ret && name[0] != '.')
+			ret = rootfs_ensure(t, dir);
 		if (ret)
 			return ret;
 		break;
@@ -1522,7 +1591,18 @@ int tree_getattr(struct tree *t, struct node *n, struct stat *st)
 	st->st_ino = (ino_t)(uintptr_t)n;
 	st->st_uid = t->opts.uid;
 	st->st_gid = t->opts.gid;
-	if (dir) {
+	if (n->has_mode) {
+		/* as the image's tar says */
+		st->st_mode = n->mode;
+		st->st_uid = n->uid;
+		st->st_gid = n->gid;
+		st->st_rdev = n->rdev;
+		st->st_nlink = dir ? 2 : 1;
+		st->st_size = n->kind == NODE_RFILE		 ? n->size
+			      : n->kind == NODE_RLINK && n->data ? (off_t)strlen(n->data)
+								 : 0;
+		st->st_blocks = (st->st_size + 511) / 512;
+	} else if (dir) {
 		st->st_mode = S_IFDIR | (t->opts.read_only ? 0555 : 0755);
 		st->st_nlink = 2;
 	} else {
@@ -1585,6 +1665,8 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 		return reader_errno(ns_list(t, dir, ents, count));
 	case NODE_ARTIFACT:
 		ret = artifact_load(t, dir);
+		if (!ret)
+			ret = rootfs_ensure(t, dir);
 		if (ret)
 			return ret;
 		break;
@@ -1617,7 +1699,7 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 			return -ENOMEM;
 		}
 		v[j].node = c;
-		v[j].type = tree_is_dir(c) ? S_IFDIR : S_IFREG;
+		v[j].type = c->has_mode ? c->mode & S_IFMT : tree_is_dir(c) ? S_IFDIR : S_IFREG;
 		j++;
 	}
 	pthread_mutex_unlock(&t->lock);
@@ -1687,7 +1769,7 @@ ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *bu
 
 		if (strcmp(n->xattrs[i].name, name) != 0)
 			continue;
-		vl = strlen(n->xattrs[i].value);
+		vl = n->xattrs[i].len ? n->xattrs[i].len : strlen(n->xattrs[i].value);
 		if (size && vl > size)
 			ret = -ERANGE;
 		else {

@@ -94,6 +94,16 @@ int tree_open(struct tree *t, struct node *n, struct blob **blob, const char **d
 ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size);
 ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size);
 
+/*
+ * A file of an image's root filesystem (tree_is_image_file): *fd (the
+ * caller's to close) holds its size bytes at offset base.
+ */
+bool tree_is_image_file(const struct node *n);
+int tree_open_image_file(struct tree *t, struct node *n, int *fd, int64_t *base, int64_t *size);
+
+/* The target of a symbolic link (borrowed, lives as long as n), or -EINVAL. */
+int tree_readlink(struct tree *t, struct node *n, const char **target);
+
 /* Whether the mount is read-only (-o ro). */
 bool tree_read_only(const struct tree *t);
 

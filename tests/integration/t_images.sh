@@ -1,6 +1,6 @@
 #!/bin/bash
 # Container images (umoci + skopeo, OCI and Docker schema 2) and indexes:
-# untitled layers are not listed, .oci/ holds the manifest, config and
+# an image shows its root filesystem, .oci/ holds the manifest, config and
 # blobs; an index shows the child of the mount's platform, and every child
 # under .oci/platforms/.
 T_TIMEOUT=${T_TIMEOUT:-300}
@@ -53,7 +53,9 @@ mount_ocifs "$REG" "$M" -o ro || bail "cannot go on without a mount"
 # image_checks LABEL DIR REPO REF DIGEST MEDIATYPE
 image_checks() {
 	local l=$1 d=$2 repo=$3 ref=$4 dg=$5 mt=$6 cfg b
-	check_ls "$l: no file listed for untitled layers" "$d"
+	check_ls "$l: the root filesystem of its two layers" "$d" etc usr
+	check_same "$l: a file of the first layer" "$TESTDIR/l1/etc/hello.conf" "$d/etc/hello.conf"
+	check_same "$l: a file of the second layer" "$TESTDIR/l2/usr/bin/tool" "$d/usr/bin/tool"
 	manifest_get "$repo" "$ref" >"$TESTDIR/$l.manifest"
 	check_same "$l: .oci/manifest.json is the registry's bytes" "$TESTDIR/$l.manifest" "$d/.oci/manifest.json"
 	check_eq "$l: .oci/digest" "$dg" "$(cat "$d/.oci/digest" 2>&1)"

@@ -1,0 +1,177 @@
+#!/bin/bash
+# Container images as their root filesystems: layers applied in order,
+# whiteouts and opaque directories honoured, links, modes, owners, times,
+# device nodes and FIFOs as the tar headers say; gzip, zstd and uncompressed
+# layers. Checked against `umoci unpack` of the same image, and by running
+# busybox from the mount with chroot. Hostile layers: entries escaping the
+# root are left out with a log line; a corrupt layer gives EIO.
+T_TIMEOUT=${T_TIMEOUT:-300}
+. "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
+require_env skopeo umoci chroot python3 setfattr
+[ -x /bin/busybox ] || skip_all "busybox-static not installed"
+
+registry_start rootfs
+
+# ---- an image of two layers, made with umoci
+L=$TESTDIR/layout
+B=$TESTDIR/bundle
+R=$B/rootfs
+umoci init --layout "$L" && umoci new --image "$L:v1" &&
+	umoci config --image "$L:v1" --os linux --architecture amd64 --config.cmd /bin/sh ||
+	bail "umoci new"
+umoci unpack --image "$L:v1" "$B" >/dev/null || bail "umoci unpack"
+mkdir -p "$R/bin" "$R/etc" "$R/data/old" "$R/gone" "$R/dev"
+cp /bin/busybox "$R/bin/busybox"
+ln -s busybox "$R/bin/sh"
+ln -s /bin/busybox "$R/bin/cat"
+ln -s ../../../../../etc/shadow "$R/bin/escape"
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$R/etc/passwd"
+echo old >"$R/data/old/a.txt"
+echo bye >"$R/gone/x.txt"
+echo keep >"$R/data/keep.txt"
+echo lower >"$R/etc/replaced"
+umoci repack --refresh-bundle --image "$L:v1" "$B" >/dev/null || bail "umoci repack (layer 1)"
+# layer 2: a whiteout, an opaque directory, a hard link, a FIFO, a device, owners, modes
+rm -rf "$R/gone" "$R/data/keep.txt"
+rm -rf "$R/data/old" && mkdir "$R/data/old" && echo new >"$R/data/old/b.txt"
+echo hello >"$R/etc/hello"
+chown 1234:5678 "$R/etc/hello"
+chmod 4750 "$R/etc/hello"
+ln "$R/etc/hello" "$R/etc/hello.hard"
+mkfifo "$R/etc/fifo"
+mknod "$R/dev/null" c 1 3
+echo upper >"$R/etc/replaced"
+setfattr -n user.origin -v ocifs-test "$R/etc/passwd" 2>/dev/null
+touch -d '2021-06-01 12:00:00' "$R/etc/passwd"
+umoci repack --image "$L:v1" "$B" >/dev/null || bail "umoci repack (layer 2)"
+# zstd first: skopeo would reuse the gzip layers it pushed before (its blob-info cache)
+skopeo copy -q --dest-tls-verify=false --dest-compress --dest-compress-format zstd \
+	"oci:$L:v1" "docker://$REG/img/bb:zstd" || bail "push (zstd)"
+skopeo copy -q --dest-tls-verify=false --dest-compress --dest-compress-format gzip \
+	"oci:$L:v1" "docker://$REG/img/bb:gzip" || bail "push (gzip)"
+check_eq "the registry holds gzip layers" "application/vnd.oci.image.layer.v1.tar+gzip" \
+	"$(manifest_get img/bb gzip | jq -r '.layers[0].mediaType')"
+check_eq "two of them" 2 "$(manifest_get img/bb gzip | jq '.layers | length')"
+# uncompressed: the same layers gunzipped (this skopeo keeps them compressed)
+push_uncompressed() {
+	local mf=$TESTDIR/.plain.json layers='[]' d u i n
+	manifest_get img/bb gzip >"$mf" || return 1
+	n=$(jq '.layers | length' "$mf")
+	for ((i = 0; i < n; i++)); do
+		d=$(jq -r ".layers[$i].digest" "$mf")
+		blob_get img/bb "$d" | gzip -dc >"$TESTDIR/.layer$i.tar" || return 1
+		u=$(push_blob img/bb "$TESTDIR/.layer$i.tar") || return 1
+		layers=$(jq -c --arg d "$u" --argjson s "$(stat -c %s "$TESTDIR/.layer$i.tar")" \
+			'. + [{mediaType: "application/vnd.oci.image.layer.v1.tar", digest: $d, size: $s}]' \
+			<<<"$layers")
+	done
+	jq -c --argjson l "$layers" '.layers = $l' "$mf" >"$mf.new" &&
+		push_manifest img/bb plain "$mf.new" >/dev/null
+}
+push_uncompressed || bail "push (uncompressed)"
+check_eq "the registry holds zstd layers" "application/vnd.oci.image.layer.v1.tar+zstd" \
+	"$(manifest_get img/bb zstd | jq -r '.layers[0].mediaType')"
+check_eq "and uncompressed ones" "application/vnd.oci.image.layer.v1.tar" \
+	"$(manifest_get img/bb plain | jq -r '.layers[0].mediaType')"
+U=$TESTDIR/unpacked
+umoci unpack --image "$L:v1" "$U" >/dev/null || bail "umoci unpack (reference)"
+
+# listing: path, mode, owner, type, link target, size of files, mtime
+meta() {
+	(cd "$1" && find . -path ./.oci -prune -o -printf '%p %m %U %G %y %l %s %TY-%Tm-%Td_%TH:%TM:%TS\n' |
+		sed -E 's/ ([0-9-]+_[0-9:]+)\.[0-9]+$/ \1/; s/^(\S+ [0-9]+ [0-9]+ [0-9]+ d  )[0-9]+ /\1- /;
+			s/^(\. .*) [0-9-]+_[0-9:]+$/\1 (unpacked)/' | sort)
+}
+meta "$U/rootfs" >"$TESTDIR/want.meta"
+
+M=$TESTDIR/mnt
+mount_ocifs "$REG" "$M" -o ro || bail "mount"
+for c in gzip zstd plain; do
+	I=$M/img/bb/$c
+	check "$c: chroot into the image runs busybox" chroot "$I" /bin/busybox true
+	check_eq "$c: and a shell there reads its files" "hello" "$(chroot "$I" /bin/sh -c 'cat /etc/hello' 2>&1)"
+	meta "$I" >"$TESTDIR/$c.meta"
+	check "$c: paths, modes, owners, types, link targets, sizes and times as umoci unpacks them" \
+		diff -u "$TESTDIR/want.meta" "$TESTDIR/$c.meta"
+	check "$c: every file's bytes as umoci unpacks them" \
+		diff -r --no-dereference -x .oci -x fifo -x null "$U/rootfs" "$I"
+done
+I=$M/img/bb/gzip
+check_fail "a whiteout removes a lower layer's file" test -e "$I/data/keep.txt"
+check_fail "and a whole directory" test -e "$I/gone"
+check_ls "an opaque directory hides what lower layers put there" "$I/data/old" b.txt
+check_ls "whiteout files are not shown" "$I/data" old
+check_eq "a file of both layers reads the upper one" "upper" "$(cat "$I/etc/replaced")"
+check_eq "a hard link reads its target's bytes" "hello" "$(cat "$I/etc/hello.hard")"
+check_eq "a FIFO is a FIFO" "fifo" "$(stat -c %F "$I/etc/fifo" | tr -d ' ')"
+check_eq "a device node keeps its numbers" "character special file 1,3" \
+	"$(stat -c '%F %t,%T' "$I/dev/null")"
+check_eq "a symlink escaping the root is shown as it is, not followed by ocifs" \
+	"../../../../../etc/shadow" "$(readlink "$I/bin/escape")"
+check_eq "set-id bits and owners" "4750 1234:5678" "$(stat -c '%a %u:%g' "$I/etc/hello")"
+if getfattr -n user.origin "$U/rootfs/etc/passwd" >/dev/null 2>&1; then
+	check_eq "xattrs from the tar headers" "ocifs-test" \
+		"$(getfattr --absolute-names --only-values -n user.origin "$I/etc/passwd" 2>&1)"
+fi
+check_eq "the image's .oci/ is still there" "$(manifest_digest img/bb gzip)" \
+	"$(tr -d '\n' <"$I/.oci/digest")"
+check_err "the image is read-only" "Read-only file system" touch "$I/etc/new"
+umount_ocifs "$M"
+check "the layers were decompressed once into the cache" \
+	test "$(ls "$CACHE/layers" | grep -c '\.tar$')" -ge 2
+
+# ---- hostile layers, made by hand
+H=$TESTDIR/hostile
+mkdir -p "$H"
+python3 - "$H" <<'PY'
+import io, sys, tarfile, gzip
+d = sys.argv[1]
+def add(t, name, data=b"x", typ=tarfile.REGTYPE, link=""):
+    i = tarfile.TarInfo(name)
+    i.type = typ
+    i.linkname = link
+    i.size = len(data) if typ == tarfile.REGTYPE else 0
+    t.addfile(i, io.BytesIO(data) if typ == tarfile.REGTYPE else None)
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+    add(t, "ok.txt", b"fine\n")
+    add(t, "../evil.txt", b"evil\n")
+    add(t, "a/../../evil2.txt", b"evil\n")
+    add(t, "/abs.txt", b"absolute\n")
+    add(t, "hard", typ=tarfile.LNKTYPE, link="../../etc/passwd")
+    add(t, "long/" + "d" * 120 + "/file.txt", b"long name\n")
+raw = buf.getvalue()
+open(d + "/hostile.tar.gz", "wb").write(gzip.compress(raw))
+open(d + "/truncated.tar.gz", "wb").write(gzip.compress(raw)[:-40])
+PY
+# push_layer_image REPO TAG LAYER.tar.gz: a one-layer image of it
+push_layer_image() {
+	local repo=$1 tag=$2 layer=$3 ld cfg cd mf
+	ld=$(push_blob "$repo" "$layer") || return 1
+	cfg=$TESTDIR/.cfg.json
+	jq -cn --arg d "sha256:$(gzip -dc "$layer" 2>/dev/null | sha256sum | cut -d' ' -f1)" \
+		'{architecture: "amd64", os: "linux", rootfs: {type: "layers", diff_ids: [$d]}, config: {}}' >"$cfg"
+	cd=$(push_blob "$repo" "$cfg") || return 1
+	mf=$TESTDIR/.img.json
+	jq -cn --arg ld "$ld" --argjson ls "$(stat -c %s "$layer")" --arg cd "$cd" \
+		--argjson cs "$(stat -c %s "$cfg")" --arg mt "$MT_OCI_MANIFEST" \
+		'{schemaVersion: 2, mediaType: $mt,
+		  config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $cd, size: $cs},
+		  layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $ld, size: $ls}]}' >"$mf"
+	push_manifest "$repo" "$tag" "$mf" >/dev/null
+}
+push_layer_image img/hostile v1 "$H/hostile.tar.gz" || bail "push the hostile image"
+push_layer_image img/hostile truncated "$H/truncated.tar.gz" || bail "push the truncated image"
+mount_ocifs "$REG" "$M" -o ro || bail "mount (hostile)"
+I=$M/img/hostile/v1
+check_eq "a safe entry of a hostile layer reads" "fine" "$(cat "$I/ok.txt" 2>&1)"
+check_ls "entries escaping the root are left out" "$I" long ok.txt
+check_fail "nothing outside the tree appeared" test -e "$M/img/hostile/evil.txt"
+check "the log names them" grep -q 'escapes the root: left out' "$OCIFS_LOG"
+check "and the hard link to nothing in the image" grep -q 'hard link "hard" to nothing' "$OCIFS_LOG"
+check_eq "a long (PAX) name reads" "long name" "$(cat "$I/long/$(printf 'd%.0s' $(seq 120))/file.txt" 2>&1)"
+check_err "a truncated gzip layer: EIO" "Input/output error" ls "$M/img/hostile/truncated"
+check "with a log line" grep -q 'gzip: truncated' "$OCIFS_LOG"
+check "the daemon is alive" daemon_alive "$M"
+umount_ocifs "$M"
+finish
