@@ -83,7 +83,6 @@ struct push {
 	size_t n_drafts;
 };
 
-static void child_remove(struct node *dir, struct node *c);
 static void draft_discard(struct tree *t, struct node *art);
 static int push_errno(int err);
 
@@ -903,7 +902,7 @@ static int draft_push(struct tree *t, struct node *art, bool force)
 	if (d && d->subject) {
 		/* It shows under its digest now, with the subject's other referrers. */
 		if (art->parent)
-			child_remove(art->parent, art);
+			tree_child_remove(art->parent, art);
 		if (d->referrers) {
 			d->referrers->loaded = false;
 			d->referrers->local = false;
@@ -1119,20 +1118,6 @@ void push_stop(struct tree *t)
 
 /* ---- operations ---- */
 
-/* Unlink c from dir's children (c stays valid: nodes live until unmount). Caller holds t->lock. */
-static void child_remove(struct node *dir, struct node *c)
-{
-	size_t i;
-
-	for (i = 0; i < dir->n_children; i++)
-		if (dir->children[i] == c) {
-			memmove(&dir->children[i], &dir->children[i + 1],
-				(dir->n_children - i - 1) * sizeof(dir->children[0]));
-			dir->n_children--;
-			return;
-		}
-}
-
 /* Set (or replace) an xattr of n. Caller holds t->lock. */
 static int xattr_set(struct node *n, const char *name, const char *value)
 {
@@ -1220,7 +1205,7 @@ static int make_tag(struct tree *t, struct node *ns, const char *tag, struct nod
 	if (ret == 0) {
 		/* a name only guessed to be a namespace: the tag takes its place */
 		pthread_mutex_lock(&t->lock);
-		child_remove(ns, n);
+		tree_child_remove(ns, n);
 		pthread_mutex_unlock(&t->lock);
 	}
 	n = tree_artifact_new(t, ns, tag, ns->site, ns->repo, tag);
@@ -1299,6 +1284,21 @@ static int make_repo(struct tree *t, struct node *dir, const char *name, struct 
 	return *out ? 0 : -ENOMEM;
 }
 
+/* A directory made here (n, new) joins dir, unless the name is taken meanwhile. */
+static int add_local(struct tree *t, struct node *dir, struct node *n, struct node **out)
+{
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	n->local = true;
+	n->mtime = time(NULL);
+	ret = tree_child_find(dir, n->name) ? -EEXIST : tree_child_add(dir, n);
+	pthread_mutex_unlock(&t->lock);
+	if (!ret)
+		*out = n;
+	return ret;
+}
+
 /* ---- attaching referrers (.oci/referrers/<type>/<name>/) ---- */
 
 /* The .oci/referrers/ that dir is (or is a type directory below), else NULL. */
@@ -1329,18 +1329,10 @@ static int referrers_mkdir(
 	if (!n || !(n->repo = strdup(rn->repo)))
 		return -ENOMEM;
 	pthread_mutex_lock(&t->lock);
-	n->local = true;
 	n->immutable = false; /* an attach to a digest directory is no change to it */
-	n->mtime = time(NULL);
 	rn->local = true; /* kept as made until its attaches are pushed */
-	if (tree_child_find(dir, name))
-		ret = -EEXIST;
-	else
-		ret = tree_child_add(dir, n);
 	pthread_mutex_unlock(&t->lock);
-	if (!ret)
-		*out = n;
-	return ret;
+	return add_local(t, dir, n, out);
 }
 
 /*
@@ -1423,7 +1415,7 @@ static int detach(struct tree *t, struct node *rn, struct node *dir, struct node
 		return push_errno(ret);
 	log_info("%s/%s@%s: detached from %s", registry_host(r), c->repo, c->ref, rn->ref);
 	pthread_mutex_lock(&t->lock);
-	child_remove(dir, c);
+	tree_child_remove(dir, c);
 	rn->loaded = false;
 	pthread_mutex_unlock(&t->lock);
 	return 0;
@@ -1452,7 +1444,7 @@ static int referrers_rmdir(struct tree *t, struct node *rn, struct node *dir, co
 	else {
 		if (c->kind == NODE_ARTIFACT)
 			draft_discard(t, c);
-		child_remove(dir, c);
+		tree_child_remove(dir, c);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return ret;
@@ -1504,17 +1496,7 @@ int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node *
 	n = tree_node_new(t, dir, name, NODE_DIR);
 	if (!n || !(n->repo = strdup(art->repo)))
 		return -ENOMEM;
-	pthread_mutex_lock(&t->lock);
-	n->local = true;
-	n->mtime = time(NULL);
-	if (tree_child_find(dir, name))
-		ret = -EEXIST;
-	else
-		ret = tree_child_add(dir, n);
-	pthread_mutex_unlock(&t->lock);
-	if (!ret)
-		*out = n;
-	return ret;
+	return add_local(t, dir, n, out);
 }
 
 /* Open a writer of staged node n: counted in it and its draft. Caller holds t->lock. */
@@ -2001,7 +1983,7 @@ static int child_in_art(
 /* c leaves dir; a staged file's bytes go (open descriptors keep them). Caller holds t->lock. */
 static void file_remove(struct node *dir, struct node *c)
 {
-	child_remove(dir, c);
+	tree_child_remove(dir, c);
 	if (c->kind == NODE_STAGED && c->staged->path)
 		unlink(c->staged->path);
 }
@@ -2111,7 +2093,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 		pthread_mutex_lock(&t->lock);
 		ret = c->n_children ? -ENOTEMPTY : 0;
 		if (!ret)
-			child_remove(dir, c);
+			tree_child_remove(dir, c);
 		pthread_mutex_unlock(&t->lock);
 		return ret;
 	case NODE_ARTIFACT:
@@ -2125,7 +2107,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 			return push_errno(ret);
 		pthread_mutex_lock(&t->lock);
 		draft_discard(t, c);
-		child_remove(dir, c);
+		tree_child_remove(dir, c);
 		dir->tags_at = 0;
 		pthread_mutex_unlock(&t->lock);
 		return 0;
@@ -2133,7 +2115,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 		pthread_mutex_lock(&t->lock);
 		ret = c->n_children ? -ENOTEMPTY : c->local ? 0 : -EPERM;
 		if (!ret)
-			child_remove(dir, c);
+			tree_child_remove(dir, c);
 		pthread_mutex_unlock(&t->lock);
 		return ret;
 	default:
@@ -2195,7 +2177,7 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 		}
 		if (target)
 			file_remove(newdir, target);
-		child_remove(dir, c);
+		tree_child_remove(dir, c);
 		free(c->name);
 		c->name = nn;
 		c->parent = newdir;
@@ -2233,6 +2215,19 @@ static int xattr_settable(const struct node *n, const struct node *art, const ch
 	return -ENOTSUP;
 }
 
+/* Before an xattr of n changes: its tag (*art), with a draft. 0 or -errno. */
+static int xattr_change(struct tree *t, struct node *n, const char *name, struct node **art)
+{
+	int ret;
+
+	pthread_mutex_lock(&t->lock);
+	ret = art_of(t, n, art);
+	if (!ret)
+		ret = xattr_settable(n, *art, name);
+	pthread_mutex_unlock(&t->lock);
+	return ret ? ret : draft_begin(t, *art);
+}
+
 int push_setxattr(struct tree *t, struct node *n, const char *name, const char *value, size_t len)
 {
 	struct node *art;
@@ -2244,16 +2239,9 @@ int push_setxattr(struct tree *t, struct node *n, const char *name, const char *
 	/* cp -a of files from one tag to another brings their digests along: moot. */
 	if (strcmp(name, "user.oci.digest") == 0)
 		return 0;
-	pthread_mutex_lock(&t->lock);
-	ret = art_of(t, n, &art);
-	if (!ret)
-		ret = xattr_settable(n, art, name);
-	pthread_mutex_unlock(&t->lock);
-	if (ret)
-		return ret;
 	if (memchr(value, '\0', len))
 		return -EINVAL;
-	ret = draft_begin(t, art);
+	ret = xattr_change(t, n, name, &art);
 	if (ret)
 		return ret;
 	v = strndup(value, len);
@@ -2276,14 +2264,7 @@ int push_removexattr(struct tree *t, struct node *n, const char *name)
 
 	if (t->opts.read_only)
 		return -EROFS;
-	pthread_mutex_lock(&t->lock);
-	ret = art_of(t, n, &art);
-	if (!ret)
-		ret = xattr_settable(n, art, name);
-	pthread_mutex_unlock(&t->lock);
-	if (ret)
-		return ret;
-	ret = draft_begin(t, art);
+	ret = xattr_change(t, n, name, &art);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&t->lock);

@@ -68,20 +68,6 @@ void rootfs_release(struct tree *t)
 	t->n_layers = 0;
 }
 
-/* Unlink c from dir (it stays valid: nodes live until unmount). */
-static void unlink_child(struct node *dir, struct node *c)
-{
-	size_t i;
-
-	for (i = 0; i < dir->n_children; i++)
-		if (dir->children[i] == c) {
-			memmove(&dir->children[i], &dir->children[i + 1],
-				(dir->n_children - i - 1) * sizeof(dir->children[0]));
-			dir->n_children--;
-			return;
-		}
-}
-
 static struct node *rnode_new(struct tree *t, struct node *dir, const char *name,
 	enum node_kind kind, mode_t type, unsigned layer_no)
 {
@@ -114,7 +100,7 @@ static struct node *dir_at(struct tree *t, struct node *root, char *path, unsign
 		n = tree_child_find(dir, comp);
 		if (n && n->kind != NODE_DIR) {
 			/* a file of a lower layer where this one has a directory */
-			unlink_child(dir, n);
+			tree_child_remove(dir, n);
 			n = NULL;
 		}
 		if (!n)
@@ -219,7 +205,7 @@ static int apply(struct tree *t, struct node *root, struct layer *l, const struc
 		/* what lower layers put in this directory is gone */
 		for (i = 0; i < dir->n_children;) {
 			if (dir->children[i]->layer_no < no && !dir->children[i]->hidden)
-				unlink_child(dir, dir->children[i]);
+				tree_child_remove(dir, dir->children[i]);
 			else
 				i++;
 		}
@@ -228,7 +214,7 @@ static int apply(struct tree *t, struct node *root, struct layer *l, const struc
 	if (strncmp(base, WH_PREFIX, strlen(WH_PREFIX)) == 0) {
 		old = tree_child_find(dir, base + strlen(WH_PREFIX));
 		if (old && old->layer_no < no)
-			unlink_child(dir, old);
+			tree_child_remove(dir, old);
 		return 0;
 	}
 	old = tree_child_find(dir, base);
@@ -236,7 +222,7 @@ static int apply(struct tree *t, struct node *root, struct layer *l, const struc
 		n = old; /* a directory again: its attributes change, its contents stay */
 	} else {
 		if (old)
-			unlink_child(dir, old);
+			tree_child_remove(dir, old);
 		switch (e->type) {
 		case '5':
 			n = rnode_new(t, dir, base, NODE_DIR, S_IFDIR, no);

@@ -134,6 +134,8 @@ void tree_xattrs_free(struct xattr *x, size_t n);
 struct node *tree_child_find(struct node *dir, const char *name);
 /* Caller holds t->lock (or owns dir privately). 0 or -ENOMEM. */
 int tree_child_add(struct node *dir, struct node *c);
+/* Unlink c from dir's children (c stays valid: nodes live until unmount). Same locking. */
+void tree_child_remove(struct node *dir, struct node *c);
 /* The existing child of dir called fresh->name, or fresh once added; NULL on ENOMEM. */
 struct node *tree_child_get_or_add(struct tree *t, struct node *dir, struct node *fresh);
 int tree_xattr_add(struct xattr **x, size_t *n, const char *name, const char *value);

@@ -133,6 +133,19 @@ struct node *tree_child_find(struct node *dir, const char *name)
 	return NULL;
 }
 
+void tree_child_remove(struct node *dir, struct node *c)
+{
+	size_t i;
+
+	for (i = 0; i < dir->n_children; i++)
+		if (dir->children[i] == c) {
+			memmove(&dir->children[i], &dir->children[i + 1],
+				(dir->n_children - i - 1) * sizeof(dir->children[0]));
+			dir->n_children--;
+			return;
+		}
+}
+
 /* Caller holds t->lock (or owns dir privately). */
 int tree_child_add(struct node *dir, struct node *c)
 {
@@ -1147,6 +1160,22 @@ out:
 }
 
 /*
+ * n's children become those built in scratch. The old ones stay valid for the
+ * kernel (on t->all); they are just unlinked. Caller holds t->lock.
+ */
+static void children_take(struct node *n, struct node *scratch)
+{
+	size_t i;
+
+	free(n->children);
+	n->children = scratch->children;
+	n->n_children = scratch->n_children;
+	n->cap_children = scratch->cap_children;
+	for (i = 0; i < n->n_children; i++)
+		n->children[i]->parent = n;
+}
+
+/*
  * Show the manifest body (hashing to digest) in art: its children are built
  * aside, then swapped in under t->lock. Caller holds art->load_lock. 0 or -errno.
  */
@@ -1172,13 +1201,7 @@ int tree_artifact_install(
 		return ret;
 	}
 	pthread_mutex_lock(&t->lock);
-	/* Old children stay valid for the kernel (on t->all); they are just unlinked. */
-	free(n->children);
-	n->children = scratch.children;
-	n->n_children = scratch.n_children;
-	n->cap_children = scratch.cap_children;
-	for (size_t i = 0; i < n->n_children; i++)
-		n->children[i]->parent = n;
+	children_take(n, &scratch);
 	tree_xattrs_free(n->xattrs, n->n_xattrs);
 	n->xattrs = scratch.xattrs;
 	n->n_xattrs = scratch.n_xattrs;
@@ -1410,12 +1433,7 @@ static int referrers_load(struct tree *t, struct node *rn)
 		goto out;
 	}
 	pthread_mutex_lock(&t->lock);
-	free(rn->children);
-	rn->children = scratch.children;
-	rn->n_children = scratch.n_children;
-	rn->cap_children = scratch.cap_children;
-	for (i = 0; i < rn->n_children; i++)
-		rn->children[i]->parent = rn;
+	children_take(rn, &scratch);
 	rn->loaded = true;
 	rn->resolved_at = time(NULL);
 	pthread_mutex_unlock(&t->lock);
@@ -1534,6 +1552,17 @@ static int reader_errno(int err)
 	}
 }
 
+/* What an artifact or referrers directory shows, loaded (an image's root filesystem too when rootfs). */
+static int dir_load(struct tree *t, struct node *dir, bool rootfs)
+{
+	int ret;
+
+	if (dir->kind == NODE_REFERRERS)
+		return referrers_load(t, dir);
+	ret = artifact_load(t, dir);
+	return !ret && rootfs ? rootfs_ensure(t, dir) : ret;
+}
+
 int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
 {
 	struct node *n;
@@ -1547,14 +1576,9 @@ int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node 
 	case NODE_NS:
 		return reader_errno(ns_lookup(t, dir, name, out));
 	case NODE_ARTIFACT:
-		ret = artifact_load(t, dir);
-		if (!ret && name[0] != '.')
-			ret = rootfs_ensure(t, dir);
-		if (ret)
-			return ret;
-		break;
 	case NODE_REFERRERS:
-		ret = referrers_load(t, dir);
+		/* .oci needs no root filesystem */
+		ret = dir_load(t, dir, name[0] != '.');
 		if (ret)
 			return ret;
 		break;
@@ -1664,14 +1688,8 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 	case NODE_NS:
 		return reader_errno(ns_list(t, dir, ents, count));
 	case NODE_ARTIFACT:
-		ret = artifact_load(t, dir);
-		if (!ret)
-			ret = rootfs_ensure(t, dir);
-		if (ret)
-			return ret;
-		break;
 	case NODE_REFERRERS:
-		ret = referrers_load(t, dir);
+		ret = dir_load(t, dir, true);
 		if (ret)
 			return ret;
 		break;
