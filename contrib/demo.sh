@@ -75,7 +75,7 @@ if command -v umoci >/dev/null && command -v skopeo >/dev/null; then
 fi
 
 echo "== mounting $REG at $MNT"
-if ! "$OCIFS" -o ro "$REG" "$MNT"; then
+if ! "$OCIFS" "$REG" "$MNT"; then
 	kill "$REG_PID" 2>/dev/null
 	die "ocifs failed to mount $REG at $MNT"
 fi
@@ -115,13 +115,18 @@ Try:
 EOF
 if [ "$IMAGE" = yes ]; then
 	cat <<EOF
-  ls $MNT/demo/image/latest/.oci/blobs/sha256   # a container image's blobs
+  ls -l $MNT/demo/image/latest                  # a container image's root filesystem
+  ls $MNT/demo/image/latest/.oci/blobs/sha256   # its blobs
   jq . $MNT/demo/image/latest/.oci/config.json
 EOF
 fi
 cat <<EOF
 
-Push more with the usual clients, e.g.
+Push by writing (what oras push makes; sync pushes at once):
+  mkdir $MNT/demo/hello/v3 && echo new >$MNT/demo/hello/v3/new.txt && sync $MNT/demo/hello/v3
+  mkdir -p $MNT/demo/hello/v3/.oci/referrers/application/vnd.example.note/n1
+  echo note >$MNT/demo/hello/v3/.oci/referrers/application/vnd.example.note/n1/note.txt
+or with the usual clients, e.g.
   skopeo copy --dest-tls-verify=false oci:LAYOUT:TAG docker://$REG/REPO:TAG
 
 Stop:
