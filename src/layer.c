@@ -598,8 +598,8 @@ int layer_open(struct cache *c, struct registry *r, const char *repo, const char
 		ret = -errno;
 		goto fail;
 	}
-	ret = layer_tar_index(
-		l->fd, codec == CODEC_NONE ? size : st.st_size, label, &l->entries, &l->n);
+	l->tar_size = codec == CODEC_NONE ? size : st.st_size;
+	ret = layer_tar_index(l->fd, l->tar_size, label, &l->entries, &l->n);
 	if (ret)
 		goto fail;
 	*out = l;
@@ -609,4 +609,26 @@ fail:
 		cache_blob_close(b);
 	layer_free(l);
 	return ret == -ENOMEM ? ret : -EIO;
+}
+
+int layer_content_digest(struct layer *l, char *out)
+{
+	struct digest_ctx *c = digest_ctx_new();
+	char *buf = malloc(IO_BUF);
+	int64_t off = 0;
+	int ret = c && buf ? 0 : -ENOMEM;
+
+	while (!ret && off < l->tar_size) {
+		size_t want = l->tar_size - off < IO_BUF ? (size_t)(l->tar_size - off) : IO_BUF;
+
+		ret = read_at(l->fd, buf, want, off);
+		if (!ret)
+			digest_ctx_update(c, buf, want);
+		off += (int64_t)want;
+	}
+	if (!ret)
+		digest_ctx_final(c, out);
+	digest_ctx_free(c);
+	free(buf);
+	return ret;
 }

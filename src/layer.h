@@ -43,6 +43,7 @@ struct layer {
 	char *digest; /* of the layer blob */
 	int fd; /* the uncompressed tar (or the blob itself when uncompressed) */
 	struct blob *blob; /* held open when fd is the cache's blob, else NULL */
+	int64_t tar_size; /* bytes of the tar in fd */
 	struct layer_entry *entries;
 	size_t n;
 };
@@ -77,5 +78,8 @@ bool layer_media_type_ok(const char *media_type);
 int layer_open(struct cache *c, struct registry *r, const char *repo, const char *digest,
 	const char *media_type, int64_t size, struct layer **out);
 void layer_free(struct layer *l);
+
+/* The sha256 of the layer's uncompressed tar ("sha256:..." into out, DIGEST_STR_LEN + 1). 0 or -errno. */
+int layer_content_digest(struct layer *l, char *out);
 
 #endif

@@ -23,6 +23,7 @@
 #define ANN_TITLE "org.opencontainers.image.title"
 #define ANN_CREATED "org.opencontainers.image.created"
 #define ANN_UNPACK "io.deis.oras.content.unpack"
+#define ANN_CONTENT_DIGEST "io.deis.oras.content.digest"
 
 enum manifest_kind { MANIFEST_IMAGE, MANIFEST_INDEX };
 

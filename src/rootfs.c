@@ -14,6 +14,7 @@
 #include <sys/sysmacros.h>
 
 #include "cache.h"
+#include "digest.h"
 #include "layer.h"
 #include "log.h"
 #include "manifest.h"
@@ -24,8 +25,8 @@
 #define WH_OPAQUE ".wh..wh..opq"
 
 /* The layer digest, opened once for the whole tree (images share base layers). */
-static int tree_layer(
-	struct tree *t, struct node *art, const struct descriptor *d, struct layer **out)
+static int tree_layer(struct tree *t, struct site *site, const char *repo,
+	const struct descriptor *d, struct layer **out)
 {
 	struct layer *l, **v;
 	size_t i;
@@ -39,8 +40,7 @@ static int tree_layer(
 			return 0;
 		}
 	pthread_mutex_unlock(&t->lock);
-	ret = layer_open(
-		t->cache, art->site->reg, art->repo, d->digest, d->media_type, d->size, &l);
+	ret = layer_open(t->cache, site->reg, repo, d->digest, d->media_type, d->size, &l);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&t->lock);
@@ -163,16 +163,55 @@ static int set_xattrs(struct node *n, const struct layer_entry *e)
 	return 0;
 }
 
+/* path ("name" or "name/rest") becomes "" or "rest"; -EINVAL when it is not under name. */
+static int strip_prefix(char *path, const char *name)
+{
+	size_t n = strlen(name);
+	const char *rest;
+
+	if (strncmp(path, name, n) != 0 || (path[n] != '\0' && path[n] != '/'))
+		return -EINVAL;
+	rest = path + n + (path[n] ? 1 : 0);
+	memmove(path, rest, strlen(rest) + 1);
+	return 0;
+}
+
+/* Whether the symlink target, from the directory of path (below name/), stays below name/. */
+static bool link_stays(const char *path, const char *target)
+{
+	int depth = 0;
+	const char *p;
+
+	if (target[0] == '/')
+		return false;
+	for (p = path; (p = strchr(p, '/')); p++)
+		depth++;
+	for (p = target; *p;) {
+		size_t n = strcspn(p, "/");
+
+		if (n == 2 && p[0] == '.' && p[1] == '.')
+			depth--;
+		else if (n && !(n == 1 && p[0] == '.'))
+			depth++;
+		if (depth < 0)
+			return false;
+		p += n;
+		while (*p == '/')
+			p++;
+	}
+	return true;
+}
+
 /* Apply one entry of layer number no (from 1) to the private tree below root. */
 static int apply(struct tree *t, struct node *root, struct layer *l, const struct layer_entry *e,
-	unsigned no, const char *label)
+	unsigned no, const char *label, const char *strip)
 {
 	char path[PATH_MAX], lpath[PATH_MAX], *base;
 	struct node *dir, *old, *n, *target;
 	mode_t type;
 	size_t i;
 
-	if (layer_path_clean(e->path, path, sizeof(path))) {
+	if (layer_path_clean(e->path, path, sizeof(path)) || (strip && strip_prefix(path, strip))) {
 		log_warn("%s: layer %u: entry \"%.200s\" escapes the root: left out", label, no,
 			e->path);
 		return 0;
@@ -237,6 +276,7 @@ static int apply(struct tree *t, struct node *root, struct layer *l, const struc
 			break;
 		case '1':
 			if (!e->link || layer_path_clean(e->link, lpath, sizeof(lpath)) ||
+				(strip && strip_prefix(lpath, strip)) ||
 				!(target = node_at(root, lpath)) || target->kind != NODE_RFILE) {
 				log_warn("%s: layer %u: hard link \"%.200s\" to nothing in the "
 					 "image: "
@@ -318,7 +358,7 @@ int rootfs_ensure(struct tree *t, struct node *art)
 		goto out;
 	}
 	for (i = 0; i < m->n_layers && !ret; i++)
-		ret = tree_layer(t, art, &m->layers[i], &ls[i]);
+		ret = tree_layer(t, art->site, art->repo, &m->layers[i], &ls[i]);
 	if (ret) {
 		log_err("%s: layer %zu of the image cannot be read", label, i);
 		ret = ret == -ENOMEM ? ret : -EIO;
@@ -330,7 +370,8 @@ int rootfs_ensure(struct tree *t, struct node *art)
 	scratch.repo = art->repo;
 	for (i = 0; i < m->n_layers && !ret; i++)
 		for (k = 0; k < ls[i]->n && !ret; k++)
-			ret = apply(t, &scratch, ls[i], &ls[i]->entries[k], (unsigned)i + 1, label);
+			ret = apply(t, &scratch, ls[i], &ls[i]->entries[k], (unsigned)i + 1, label,
+				NULL);
 	pthread_mutex_lock(&t->lock);
 	for (i = 0; !ret && i < scratch.n_children; i++) {
 		scratch.children[i]->parent = art;
@@ -355,5 +396,91 @@ out:
 	manifest_free(m);
 	free(ls);
 	free(body);
+	return ret;
+}
+
+int rootfs_unpack(struct tree *t, struct node *dir)
+{
+	struct descriptor d = { 0 };
+	struct node scratch, *art;
+	struct layer *l;
+	char label[600], got[DIGEST_STR_LEN + 1], path[PATH_MAX];
+	bool pending;
+	size_t i;
+	int ret = 0;
+
+	pthread_mutex_lock(&t->lock);
+	pending = dir->rootfs_pending;
+	pthread_mutex_unlock(&t->lock);
+	if (!pending)
+		return 0;
+	for (art = dir->parent; art && art->kind != NODE_ARTIFACT; art = art->parent)
+		;
+	if (!art)
+		return -EIO;
+	pthread_mutex_lock(&dir->load_lock);
+	if (!dir->rootfs_pending)
+		goto out;
+	snprintf(label, sizeof(label), "%s/%s: packed directory %s", registry_host(art->site->reg),
+		art->repo, dir->name);
+	d.media_type = dir->ref;
+	d.digest = dir->rootfs_digest;
+	d.size = dir->size;
+	ret = tree_layer(t, art->site, art->repo, &d, &l);
+	if (ret) {
+		ret = ret == -ENOMEM ? ret : -EIO;
+		goto out;
+	}
+	/* what oras checks before it unpacks */
+	if (dir->data && *dir->data) {
+		ret = layer_content_digest(l, got);
+		if (!ret && strcmp(got, dir->data) != 0) {
+			log_err("%s: its tar hashes to %s, not the %s annotated", label, got,
+				dir->data);
+			ret = -EIO;
+			goto out;
+		}
+	}
+	for (i = 0; !ret && i < l->n; i++) {
+		const struct layer_entry *e = &l->entries[i];
+		char lp[PATH_MAX];
+
+		if (layer_path_clean(e->path, path, sizeof(path)) ||
+			strip_prefix(path, dir->name) ||
+			(e->type == '2' && (!e->link || !link_stays(path, e->link))) ||
+			(e->type == '1' && (!e->link || layer_path_clean(e->link, lp, sizeof(lp)) ||
+						   strip_prefix(lp, dir->name)))) {
+			log_err("%s: entry \"%.200s\" is not inside %s/ (oras pull refuses it)",
+				label, e->path, dir->name);
+			ret = -EIO;
+		}
+	}
+	if (ret)
+		goto out;
+	memset(&scratch, 0, sizeof(scratch));
+	scratch.site = art->site;
+	scratch.repo = art->repo;
+	for (i = 0; !ret && i < l->n; i++)
+		ret = apply(t, &scratch, l, &l->entries[i], 1, label, dir->name);
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; !ret && i < scratch.n_children; i++) {
+		scratch.children[i]->parent = dir;
+		ret = tree_child_add(dir, scratch.children[i]);
+	}
+	if (!ret) {
+		if (scratch.has_mode) {
+			dir->has_mode = true;
+			dir->mode = scratch.mode;
+			dir->uid = scratch.uid;
+			dir->gid = scratch.gid;
+			dir->mtime = scratch.mtime;
+		}
+		dir->rootfs_pending = false;
+	}
+	pthread_mutex_unlock(&t->lock);
+	free(scratch.children);
+	tree_xattrs_free(scratch.xattrs, scratch.n_xattrs);
+out:
+	pthread_mutex_unlock(&dir->load_lock);
 	return ret;
 }

@@ -100,7 +100,8 @@ struct node {
 
 	/* Root filesystems of images (rootfs.c). protected by t->lock */
 	bool rootfs_pending; /* ARTIFACT: its root filesystem is built on the first look inside */
-	char *rootfs_digest; /* ARTIFACT: the image manifest whose layers make it, or NULL */
+	char *rootfs_digest; /* ARTIFACT: the image manifest whose layers make it, or NULL;
+	                        DIR: the packed layer it shows (see rootfs_unpack) */
 	bool has_mode; /* mode, owner, rdev from a tar header (rootfs nodes) */
 	mode_t mode; /* type bits and permissions */
 	uid_t uid;
@@ -157,6 +158,13 @@ int tree_artifact_install(
 
 /* rootfs.c: build art's root filesystem when it is pending. 0 or -errno. */
 int rootfs_ensure(struct tree *t, struct node *art);
+/*
+ * rootfs.c: show the directory oras packed into the layer of dir (a NODE_DIR
+ * with rootfs_pending: rootfs_digest the layer, ref its media type, size its
+ * size, data the io.deis.oras.content.digest to check). 0 when there is
+ * nothing to do or it is done, -EIO when the layer is refused, -errno.
+ */
+int rootfs_unpack(struct tree *t, struct node *dir);
 /* rootfs.c: free the layers the tree opened. */
 void rootfs_release(struct tree *t);
 

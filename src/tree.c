@@ -868,6 +868,9 @@ static void escape_for_log(const char *s, char *out, size_t n)
 static int build_title(struct build *b, struct node *root, const struct descriptor *d,
 	const char *title, time_t mtime)
 {
+	const char *un = annotation_get(d->annotations, d->n_annotations, ANN_UNPACK);
+	const char *content = annotation_get(d->annotations, d->n_annotations, ANN_CONTENT_DIGEST);
+	bool unpack = un && strcmp(un, "true") == 0 && layer_media_type_ok(d->media_type);
 	char esc[600];
 	char *copy, *comp, *slash;
 	struct node *dir = root, *n;
@@ -887,6 +890,21 @@ static int build_title(struct build *b, struct node *root, const struct descript
 		if (slash)
 			*slash = '\0';
 		n = tree_child_find(dir, comp);
+		if (!slash && unpack) {
+			/* a directory oras packed: its tree, on the first look inside */
+			if (n)
+				goto clash;
+			n = build_node(b, dir, comp, NODE_DIR);
+			if (!n || set_blob(n, d, mtime) || !(n->ref = strdup(d->media_type)) ||
+				!(n->rootfs_digest = strdup(d->digest)) ||
+				!(n->data = strdup(content ? content : ""))) {
+				ret = -ENOMEM;
+				break;
+			}
+			n->size = d->size;
+			n->rootfs_pending = true;
+			break;
+		}
 		if (!slash) {
 			if (n)
 				goto clash;
@@ -1559,6 +1577,8 @@ static int dir_load(struct tree *t, struct node *dir, bool rootfs)
 
 	if (dir->kind == NODE_REFERRERS)
 		return referrers_load(t, dir);
+	if (dir->kind == NODE_DIR)
+		return rootfs_unpack(t, dir);
 	ret = artifact_load(t, dir);
 	return !ret && rootfs ? rootfs_ensure(t, dir) : ret;
 }
@@ -1577,12 +1597,11 @@ int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node 
 		return reader_errno(ns_lookup(t, dir, name, out));
 	case NODE_ARTIFACT:
 	case NODE_REFERRERS:
+	case NODE_DIR:
 		/* .oci needs no root filesystem */
 		ret = dir_load(t, dir, name[0] != '.');
 		if (ret)
 			return ret;
-		break;
-	case NODE_DIR:
 		break;
 	default:
 		return -ENOTDIR;
@@ -1689,12 +1708,12 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 		return reader_errno(ns_list(t, dir, ents, count));
 	case NODE_ARTIFACT:
 	case NODE_REFERRERS:
+	case NODE_DIR:
 		ret = dir_load(t, dir, true);
 		if (ret)
 			return ret;
 		break;
 	case NODE_HOSTS:
-	case NODE_DIR:
 		break;
 	default:
 		return -ENOTDIR;

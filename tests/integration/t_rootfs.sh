@@ -174,4 +174,73 @@ check_err "a truncated gzip layer: EIO" "Input/output error" ls "$M/img/hostile/
 check "with a log line" grep -q 'gzip: truncated' "$OCIFS_LOG"
 check "the daemon is alive" daemon_alive "$M"
 umount_ocifs "$M"
+
+# ---- directories packed by oras (io.deis.oras.content.unpack)
+P=$TESTDIR/packed
+mkdir -p "$P"
+python3 - "$P" <<'PY'
+import io, sys, tarfile, gzip, hashlib
+d = sys.argv[1]
+def tar(entries):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, kind, val in entries:
+            i = tarfile.TarInfo(name)
+            i.mode = 0o755 if kind == "dir" else 0o644
+            if kind == "dir":
+                i.type = tarfile.DIRTYPE
+                t.addfile(i)
+            elif kind == "link":
+                i.type = tarfile.SYMTYPE
+                i.linkname = val
+                t.addfile(i)
+            else:
+                i.size = len(val)
+                t.addfile(i, io.BytesIO(val))
+    return buf.getvalue()
+good = [("site", "dir", None), ("site/index.html", "file", b"<h1>hi</h1>\n"),
+        ("site/css", "dir", None), ("site/css/a.css", "file", b"body{}\n"),
+        ("site/home", "link", "index.html")]
+for name, entries in [("good", good),
+                      ("outside", good + [("other/x.txt", "file", b"x")]),
+                      ("escape", good + [("site/evil", "link", "../../etc/passwd")])]:
+    raw = tar(entries)
+    open(f"{d}/{name}.tar.gz", "wb").write(gzip.compress(raw))
+    open(f"{d}/{name}.digest", "w").write("sha256:" + hashlib.sha256(raw).hexdigest())
+PY
+# push_packed REPO TAG NAME [CONTENT_DIGEST]: one layer, title "site", as oras push of a directory
+push_packed() {
+	local repo=$1 tag=$2 f=$P/$3.tar.gz cd=${4:-$(cat "$P/$3.digest")} ld mf
+	ld=$(push_blob "$repo" "$f") || return 1
+	printf '{}' >"$TESTDIR/.empty"
+	push_blob "$repo" "$TESTDIR/.empty" >/dev/null || return 1
+	mf=$TESTDIR/.packed.json
+	jq -cn --arg ld "$ld" --argjson ls "$(stat -c %s "$f")" --arg cd "$cd" --arg mt "$MT_OCI_MANIFEST" \
+		--arg ed "$EMPTY_DIGEST" '{schemaVersion: 2, mediaType: $mt,
+		  artifactType: "application/vnd.unknown.artifact.v1",
+		  config: {mediaType: "application/vnd.oci.empty.v1+json", digest: $ed, size: 2},
+		  layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $ld, size: $ls,
+		            annotations: {"org.opencontainers.image.title": "site",
+		                          "io.deis.oras.content.digest": $cd,
+		                          "io.deis.oras.content.unpack": "true"}}]}' >"$mf"
+	push_manifest "$repo" "$tag" "$mf" >/dev/null
+}
+push_packed web/packed good good || bail "push a packed directory"
+push_packed web/packed outside outside || bail "push a packed directory with an entry outside"
+push_packed web/packed escape escape || bail "push a packed directory with an escaping link"
+push_packed web/packed baddigest good "sha256:$(printf '%064d' 0)" || bail "push a packed directory, wrong digest"
+mount_ocifs "$REG" "$M" -o ro || bail "mount (packed)"
+D=$M/web/packed
+check_ls "a packed directory shows as its tree" "$D/good/site" css home index.html
+check_eq "its files read" "<h1>hi</h1>" "$(cat "$D/good/site/index.html" 2>&1)"
+check_eq "in subdirectories too" "body{}" "$(cat "$D/good/site/css/a.css" 2>&1)"
+check_eq "its links stay links" "index.html" "$(readlink "$D/good/site/home")"
+check_err "an entry outside site/: refused as oras refuses it (EIO)" "Input/output error" \
+	ls "$D/outside/site"
+check_err "a link escaping site/: refused" "Input/output error" ls "$D/escape/site"
+check_err "content that does not hash to io.deis.oras.content.digest: refused" \
+	"Input/output error" ls "$D/baddigest/site"
+check "the log says why" grep -q 'not the sha256:0000' "$OCIFS_LOG"
+check "the daemon is alive" daemon_alive "$M"
+umount_ocifs "$M"
 finish
