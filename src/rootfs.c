@@ -320,6 +320,17 @@ static int apply(struct tree *t, struct node *root, struct layer *l, const struc
 	return set_xattrs(n, e);
 }
 
+/* Whether n's tree is still to be built. */
+static bool pending(struct tree *t, struct node *n)
+{
+	bool p;
+
+	pthread_mutex_lock(&t->lock);
+	p = n->rootfs_pending;
+	pthread_mutex_unlock(&t->lock);
+	return p;
+}
+
 int rootfs_ensure(struct tree *t, struct node *art)
 {
 	struct manifest *m = NULL;
@@ -327,19 +338,12 @@ int rootfs_ensure(struct tree *t, struct node *art)
 	struct layer **ls = NULL;
 	char *body = NULL, label[600];
 	size_t len, i, k;
-	bool pending;
 	int ret = 0;
 
-	pthread_mutex_lock(&t->lock);
-	pending = art->rootfs_pending;
-	pthread_mutex_unlock(&t->lock);
-	if (!pending)
+	if (!pending(t, art))
 		return 0;
 	pthread_mutex_lock(&art->load_lock);
-	pthread_mutex_lock(&t->lock);
-	pending = art->rootfs_pending;
-	pthread_mutex_unlock(&t->lock);
-	if (!pending)
+	if (!pending(t, art))
 		goto out;
 	snprintf(label, sizeof(label), "%s/%s@%s", registry_host(art->site->reg), art->repo,
 		art->rootfs_digest);
@@ -405,21 +409,17 @@ int rootfs_unpack(struct tree *t, struct node *dir)
 	struct node scratch, *art;
 	struct layer *l;
 	char label[600], got[DIGEST_STR_LEN + 1], path[PATH_MAX];
-	bool pending;
 	size_t i;
 	int ret = 0;
 
-	pthread_mutex_lock(&t->lock);
-	pending = dir->rootfs_pending;
-	pthread_mutex_unlock(&t->lock);
-	if (!pending)
+	if (!pending(t, dir))
 		return 0;
 	for (art = dir->parent; art && art->kind != NODE_ARTIFACT; art = art->parent)
 		;
 	if (!art)
 		return -EIO;
 	pthread_mutex_lock(&dir->load_lock);
-	if (!dir->rootfs_pending)
+	if (!pending(t, dir))
 		goto out;
 	snprintf(label, sizeof(label), "%s/%s: packed directory %s", registry_host(art->site->reg),
 		art->repo, dir->name);
