@@ -1,11 +1,16 @@
 #include "config.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
 #include "digest.h"
+
+/* Bytes read at a time by digest_fd. */
+#define DIGEST_FD_BUF (256 * 1024)
 
 struct digest_ctx {
 	EVP_MD_CTX *md;
@@ -101,4 +106,39 @@ const char *digest_hex(const char *d)
 	const char *c = strchr(d, ':');
 
 	return c ? c + 1 : NULL;
+}
+
+int digest_fd(int fd, int64_t len, char *out, int64_t *hashed)
+{
+	struct digest_ctx *c = digest_ctx_new();
+	char *buf = malloc(DIGEST_FD_BUF);
+	int64_t total = 0;
+	int ret = c && buf ? 0 : -ENOMEM;
+
+	while (!ret && (len < 0 || total < len)) {
+		size_t want = len < 0 || len - total > DIGEST_FD_BUF ? DIGEST_FD_BUF
+								     : (size_t)(len - total);
+		ssize_t n = pread(fd, buf, want, total);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			ret = -errno;
+		else if (n == 0 && len >= 0)
+			ret = -EIO; /* shorter than said */
+		else if (n == 0)
+			break;
+		else {
+			digest_ctx_update(c, buf, (size_t)n);
+			total += n;
+		}
+	}
+	if (!ret) {
+		digest_ctx_final(c, out);
+		if (hashed)
+			*hashed = total;
+	}
+	digest_ctx_free(c);
+	free(buf);
+	return ret;
 }

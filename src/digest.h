@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define DIGEST_STR_LEN (7 + 64) /* "sha256:" + 64 hex */
 
@@ -20,6 +21,13 @@ void digest_ctx_free(struct digest_ctx *c);
 
 /* "sha256:<hex>" of a buffer into out (DIGEST_STR_LEN + 1 bytes). */
 void digest_buffer(const void *p, size_t n, char *out);
+
+/*
+ * "sha256:<hex>" of the first len bytes of fd (all of it, to its end, when
+ * len < 0) into out; *hashed (may be NULL) is how many there were. 0,
+ * -EIO when fd holds fewer than len, -ENOMEM or -errno.
+ */
+int digest_fd(int fd, int64_t len, char *out, int64_t *hashed);
 
 /* Whether d is an algorithm this build can verify ("sha256:"). */
 bool digest_supported(const char *d);

@@ -610,25 +610,3 @@ fail:
 	layer_free(l);
 	return ret == -ENOMEM ? ret : -EIO;
 }
-
-int layer_content_digest(struct layer *l, char *out)
-{
-	struct digest_ctx *c = digest_ctx_new();
-	char *buf = malloc(IO_BUF);
-	int64_t off = 0;
-	int ret = c && buf ? 0 : -ENOMEM;
-
-	while (!ret && off < l->tar_size) {
-		size_t want = l->tar_size - off < IO_BUF ? (size_t)(l->tar_size - off) : IO_BUF;
-
-		ret = read_at(l->fd, buf, want, off);
-		if (!ret)
-			digest_ctx_update(c, buf, want);
-		off += (int64_t)want;
-	}
-	if (!ret)
-		digest_ctx_final(c, out);
-	digest_ctx_free(c);
-	free(buf);
-	return ret;
-}

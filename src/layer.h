@@ -79,7 +79,4 @@ int layer_open(struct cache *c, struct registry *r, const char *repo, const char
 	const char *media_type, int64_t size, struct layer **out);
 void layer_free(struct layer *l);
 
-/* The sha256 of the layer's uncompressed tar ("sha256:..." into out, DIGEST_STR_LEN + 1). 0 or -errno. */
-int layer_content_digest(struct layer *l, char *out);
-
 #endif

@@ -423,6 +423,14 @@ static int media_kind(const char *s, size_t n, const char **canonical, enum mani
 	return -EPROTONOSUPPORT;
 }
 
+bool manifest_type_is_index(const char *mt)
+{
+	enum manifest_kind kind;
+	const char *canonical;
+
+	return mt && media_kind(mt, strlen(mt), &canonical, &kind) == 0 && kind == MANIFEST_INDEX;
+}
+
 static bool is_docker_v1(const char *s, size_t n)
 {
 	return (n == strlen(MT_DOCKER_V1) && !strncasecmp(s, MT_DOCKER_V1, n)) ||

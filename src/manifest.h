@@ -97,6 +97,9 @@ void manifest_free(struct manifest *m);
 int manifest_referrers_add(
 	struct manifest *acc, struct manifest *page, const char *filter, bool filtered);
 
+/* Whether mt names an index (OCI image index, Docker manifest list). */
+bool manifest_type_is_index(const char *mt);
+
 /* The value of an annotation, borrowed, or NULL. */
 const char *annotation_get(const struct annotation *a, size_t n, const char *key);
 

@@ -134,11 +134,6 @@ void push_node_release(struct node *n)
 
 /* ---- where a change goes ---- */
 
-static bool is_index_type(const char *mt)
-{
-	return mt && (strcmp(mt, MT_OCI_INDEX) == 0 || strcmp(mt, MT_DOCKER_LIST) == 0);
-}
-
 static const char *xattr_get(const struct node *n, const char *name)
 {
 	size_t i;
@@ -172,7 +167,7 @@ static int art_of(struct tree *t, struct node *n, struct node **art)
 		log_warn("%s:%s: an image's root filesystem cannot be changed", n->repo, n->ref);
 		return -EROFS;
 	}
-	if (is_index_type(xattr_get(n, "user.oci.mediaType"))) {
+	if (manifest_type_is_index(xattr_get(n, "user.oci.mediaType"))) {
 		log_warn("%s:%s: an index cannot be changed file by file", n->repo, n->ref);
 		return -EROFS;
 	}
@@ -528,29 +523,6 @@ static int draft_touch(struct tree *t, struct node *art)
 
 /* ---- pushing a draft.json ---- */
 
-static int hash_fd(int fd, char *out, int64_t *size)
-{
-	struct digest_ctx *c = digest_ctx_new();
-	char buf[128 * 1024];
-	int64_t total = 0;
-	ssize_t n;
-
-	if (!c)
-		return -ENOMEM;
-	while ((n = pread(fd, buf, sizeof(buf), total)) > 0) {
-		digest_ctx_update(c, buf, (size_t)n);
-		total += n;
-	}
-	if (n < 0) {
-		digest_ctx_free(c);
-		return -errno;
-	}
-	digest_ctx_final(c, out);
-	digest_ctx_free(c);
-	*size = total;
-	return 0;
-}
-
 /*
  * Another repository of the same registry this tree has seen holding blob
  * digest (a file read through the mount), to mount it from rather than upload
@@ -731,7 +703,7 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 			log_err("%s: staged file %s: %s", label, path, strerror(errno));
 			break;
 		}
-		ret = hash_fd(fd, got, &size);
+		ret = digest_fd(fd, -1, got, &size);
 		if (!ret) {
 			json_object_object_add(l, "digest", json_object_new_string(got));
 			json_object_object_add(l, "size", json_object_new_int64(size));
@@ -1876,7 +1848,7 @@ int push_flush(struct tree *t, struct node *n)
 			digest_ctx_free(c);
 		}
 	} else {
-		ret = hash_fd(fd, digest, &size);
+		ret = digest_fd(fd, -1, digest, &size);
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (!ret && loc && whole && sent <= size) {

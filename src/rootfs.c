@@ -433,7 +433,7 @@ int rootfs_unpack(struct tree *t, struct node *dir)
 	}
 	/* what oras checks before it unpacks */
 	if (dir->data && *dir->data) {
-		ret = layer_content_digest(l, got);
+		ret = digest_fd(l->fd, l->tar_size, got, NULL);
 		if (!ret && strcmp(got, dir->data) != 0) {
 			log_err("%s: its tar hashes to %s, not the %s annotated", label, got,
 				dir->data);

@@ -1,7 +1,11 @@
 /* sha256 digests against known vectors, streaming and one-shot. */
 #include "config.h"
 
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "digest.h"
@@ -41,5 +45,26 @@ int main(void)
 		"trailing byte refused");
 	CHECK(digest_hex(foo) == foo + 7, "hex part located");
 	CHECK(digest_hex("nocolon") == NULL, "no hex part without a colon");
+
+	/* a file: all of it, a prefix of it, more than it holds */
+	{
+		char path[] = "/tmp/ocifs-test-digest.XXXXXX";
+		int fd = mkstemp(path);
+		int64_t n = -1;
+
+		CHECK(fd >= 0 && write(fd, "foobar", 6) == 6, "temporary file written");
+		unlink(path);
+		CHECK(digest_fd(fd, 3, out, &n) == 0 && strcmp(out, foo) == 0 && n == 3,
+			"sha256 of the first 3 bytes of a file");
+		digest_buffer("foobar", 6, out);
+		{
+			char all[DIGEST_STR_LEN + 1];
+
+			CHECK(digest_fd(fd, -1, all, &n) == 0 && strcmp(all, out) == 0 && n == 6,
+				"sha256 of a whole file, to its end");
+		}
+		CHECK(digest_fd(fd, 7, out, NULL) == -EIO, "a file shorter than said: EIO");
+		close(fd);
+	}
 	return check_done();
 }
