@@ -25,11 +25,10 @@ struct open_file {
 	struct blob_reader rd; /* protected by the blob's lock */
 	const char *data;
 	size_t len;
-	int fd; /* a staged file's bytes, or an image file's layer, or -1 */
-	int64_t base; /* where the file's bytes start in fd */
-	int64_t size; /* how many there are, or -1: all of fd */
+	int fd; /* a staged file's bytes, or -1 */
 	struct node *node;
 	bool writer;
+	bool image; /* a file of an image's root filesystem: read through its layer */
 };
 
 static struct tree *req_tree(fuse_req_t req)
@@ -194,12 +193,10 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fh->fd = -1;
-	fh->size = -1;
 	fh->node = n;
 	if (tree_is_image_file(n)) {
-		ret = wants_write(fi->flags)
-			      ? -EROFS
-			      : tree_open_image_file(t, n, &fh->fd, &fh->base, &fh->size);
+		ret = wants_write(fi->flags) ? -EROFS : 0;
+		fh->image = true;
 	} else if (wants_write(fi->flags)) {
 		ret = push_open(t, n, (fi->flags & O_TRUNC) != 0, &fh->fd);
 		fh->writer = ret == 0;
@@ -221,8 +218,8 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * kept from a read before the blob verified may be wrong: keep them only
 	 * once it has. A staged file's bytes change as it is written.
 	 */
-	fi->keep_cache =
-		(fh->fd < 0 || fh->size >= 0) && (!fh->blob || cache_blob_verified(fh->blob));
+	fi->keep_cache = fh->image ? tree_image_file_verified(n)
+				   : fh->fd < 0 && (!fh->blob || cache_blob_verified(fh->blob));
 	fuse_reply_open(req, fi);
 }
 
@@ -268,20 +265,21 @@ static void fs_read(
 	int64_t bsize;
 	int fd;
 
+	if (fh->image) {
+		char *buf = malloc(size);
+		ssize_t r = buf ? tree_read_image_file(fh->node, buf, size, off) : -ENOMEM;
+
+		if (r < 0)
+			fuse_reply_err(req, (int)-r);
+		else
+			fuse_reply_buf(req, buf, (size_t)r);
+		free(buf);
+		return;
+	}
 	if (fh->fd >= 0) {
-		if (fh->size >= 0) {
-			/* a file inside a layer's tar: its bytes only */
-			if (off >= fh->size) {
-				fuse_reply_buf(req, NULL, 0);
-				return;
-			}
-			if ((int64_t)size > fh->size - off)
-				size = (size_t)(fh->size - off);
-			bv.buf[0].size = size;
-		}
 		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		bv.buf[0].fd = fh->fd;
-		bv.buf[0].pos = fh->base + off;
+		bv.buf[0].pos = off;
 		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 		return;
 	}

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,9 @@
 /* GNU long names and PAX headers bigger than this are not names: a damaged archive. */
 #define META_MAX (1024 * 1024)
 #define IO_BUF (256 * 1024)
+#define WINDOW 32768
+/* Decompressors kept per layer, each where its last read stopped. */
+#define CURSORS 4
 
 /* ---- tar ---- */
 
@@ -85,12 +89,23 @@ static char *field_str(const char *f, size_t n)
 	return strndup(f, strnlen(f, n));
 }
 
-static int read_at(int fd, void *p, size_t n, int64_t off)
+/* A file of known size as a layer_read_fn. */
+struct file_src {
+	int fd;
+	int64_t size;
+};
+
+static int file_read(void *ctx, void *p, size_t n, int64_t off)
 {
+	struct file_src *f = ctx;
 	size_t done = 0;
 
+	if (off >= f->size)
+		return -ENODATA;
+	if ((int64_t)n > f->size - off)
+		return -EBADMSG;
 	while (done < n) {
-		ssize_t r = pread(fd, (char *)p + done, n - done, off + (int64_t)done);
+		ssize_t r = pread(f->fd, (char *)p + done, n - done, off + (int64_t)done);
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -202,6 +217,14 @@ void layer_entries_free(struct layer_entry *e, size_t n)
 
 int layer_tar_index(int fd, int64_t size, const char *label, struct layer_entry **out, size_t *n)
 {
+	struct file_src f = { fd, size };
+
+	return layer_tar_index_read(file_read, &f, size, label, out, n);
+}
+
+int layer_tar_index_read(layer_read_fn rd, void *ctx, int64_t size, const char *label,
+	struct layer_entry **out, size_t *n)
+{
 	struct layer_entry *v = NULL;
 	size_t nv = 0, cap = 0;
 	struct pending p;
@@ -211,12 +234,18 @@ int layer_tar_index(int fd, int64_t size, const char *label, struct layer_entry 
 
 	memset(&p, 0, sizeof(p));
 	p.size = p.uid = p.gid = p.mtime = -1;
-	while (off + BLOCK <= size) {
+	for (;;) {
 		struct layer_entry *e;
 		int64_t dsize;
 		char type;
 
-		ret = read_at(fd, h, BLOCK, off);
+		ret = rd(ctx, h, BLOCK, off);
+		if (ret == -ENODATA) {
+			ret = 0; /* the end, without the zero blocks */
+			break;
+		}
+		if (ret == -EBADMSG)
+			log_err("%s: tar header at %lld: truncated", label, (long long)off);
 		if (ret)
 			break;
 		if (all_zero(h))
@@ -249,7 +278,9 @@ int layer_tar_index(int fd, int64_t size, const char *label, struct layer_entry 
 				ret = -ENOMEM;
 				break;
 			}
-			ret = read_at(fd, d, (size_t)dsize, off);
+			ret = dsize ? rd(ctx, d, (size_t)dsize, off) : 0;
+			if (ret == -ENODATA)
+				ret = -EBADMSG;
 			d[dsize] = '\0';
 			if (!ret && type == 'x')
 				ret = pax_parse(d, (size_t)dsize, &p);
@@ -373,7 +404,73 @@ int layer_path_clean(const char *path, char *out, size_t size)
 	return 0;
 }
 
-/* ---- decompression ---- */
+/* ---- the layer ---- */
+
+enum codec { CODEC_NONE, CODEC_GZIP, CODEC_ZSTD };
+
+/* Where a decompressor can start: the start of the blob, or a point recorded while indexing. */
+struct layer_cp {
+	int64_t out; /* tar offset */
+	int64_t in; /* blob offset of the next compressed byte */
+	unsigned bits; /* gzip: low bits of the byte before in still to inflate */
+	unsigned wlen;
+	unsigned char *window; /* gzip: the wlen bytes of output before out */
+};
+
+/* A cleaned path and its entry, for lookups. */
+struct layer_name {
+	char *path;
+	size_t entry;
+};
+
+/* A decompressor somewhere in the tar. */
+struct stream {
+	struct layer *l;
+	struct blob_reader rd;
+	z_stream z;
+	bool z_init;
+	bool raw; /* gzip: raw deflate, restarted at a checkpoint */
+	bool member_end; /* gzip: a member just ended: the blob may end here */
+	unsigned skip; /* gzip: trailer bytes to skip before the next member */
+	ZSTD_DCtx *zd;
+	size_t zret; /* zstd: 0 at a frame's end */
+	unsigned char *ib;
+	size_t ib_pos, ib_len;
+	int64_t in_off; /* blob offset of ib[ib_len] */
+	unsigned char *ob;
+	size_t ob_pos, ob_len;
+	int64_t out_base; /* tar offset of ob[0] */
+	bool eof;
+	/* cursors: protected by l->lock */
+	bool busy;
+	bool valid;
+	uint64_t used; /* when last used, for replacing the oldest */
+	/* indexing: checkpoints recorded, the tar hashed */
+	bool record;
+	struct layer_cp *cps;
+	size_t n_cps;
+	struct digest_ctx *hash;
+	const char *label;
+};
+
+struct layer {
+	char *digest;
+	enum codec codec;
+	struct blob *blob; /* compressed bytes; NULL for an index decoded alone */
+	int64_t blob_size;
+	int64_t tar_size;
+	char tar_digest[DIGEST_STR_LEN + 1];
+	struct layer_entry *entries;
+	size_t n;
+	struct layer_cp *cps; /* sorted by out; cps[0] is the start */
+	size_t n_cps;
+	struct layer_name *names; /* sorted by path, one per path */
+	size_t n_names;
+	char label[600];
+	pthread_mutex_t lock;
+	struct stream *cursors[CURSORS]; /* protected by lock */
+	uint64_t clock; /* protected by lock */
+};
 
 bool layer_media_type_ok(const char *mt)
 {
@@ -396,8 +493,6 @@ bool layer_media_type_ok(const char *mt)
 	return false;
 }
 
-enum codec { CODEC_NONE, CODEC_GZIP, CODEC_ZSTD };
-
 static enum codec codec_of(const char *mt)
 {
 	size_t n = strlen(mt);
@@ -411,202 +506,1006 @@ static enum codec codec_of(const char *mt)
 	return CODEC_NONE;
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
+/* ---- streams ---- */
 
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		p = (const char *)p + w;
-		n -= (size_t)w;
+static void stream_free(struct stream *s)
+{
+	if (!s)
+		return;
+	if (s->z_init)
+		inflateEnd(&s->z);
+	ZSTD_freeDCtx(s->zd);
+	free(s->ib);
+	free(s->ob);
+	free(s);
+}
+
+static struct stream *stream_new(struct layer *l)
+{
+	struct stream *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	s->l = l;
+	s->label = l->label;
+	s->ib = malloc(IO_BUF);
+	s->ob = malloc(IO_BUF);
+	if (!s->ib || !s->ob) {
+		stream_free(s);
+		return NULL;
 	}
+	return s;
+}
+
+/* Start s at checkpoint cp: output from cp->out on. 0 or -errno. */
+static int stream_seek(struct stream *s, const struct layer_cp *cp)
+{
+	struct layer *l = s->l;
+	int zr;
+
+	s->ib_pos = s->ib_len = 0;
+	s->ob_pos = s->ob_len = 0;
+	s->in_off = cp->in;
+	s->out_base = cp->out;
+	s->eof = false;
+	s->skip = 0;
+	s->member_end = false;
+	s->valid = false;
+	if (l->codec == CODEC_GZIP) {
+		s->raw = cp->in > 0;
+		if (s->z_init)
+			zr = inflateReset2(&s->z, s->raw ? -15 : 15 + 32);
+		else
+			zr = inflateInit2(&s->z, s->raw ? -15 : 15 + 32);
+		if (zr != Z_OK)
+			return -ENOMEM;
+		s->z_init = true;
+		if (s->raw && cp->bits) {
+			unsigned char b;
+			int fd;
+
+			if (!l->blob)
+				return -EIO;
+			fd = cache_blob_prepare(l->blob, &s->rd, cp->in - 1, 1);
+			if (fd < 0)
+				return fd;
+			if (pread(fd, &b, 1, cp->in - 1) != 1)
+				return -EIO;
+			inflatePrime(&s->z, (int)cp->bits, b >> (8 - cp->bits));
+		}
+		if (s->raw && inflateSetDictionary(&s->z, cp->window, cp->wlen) != Z_OK)
+			return -EIO;
+	} else if (l->codec == CODEC_ZSTD) {
+		if (!s->zd && !(s->zd = ZSTD_createDCtx()))
+			return -ENOMEM;
+		ZSTD_DCtx_reset(s->zd, ZSTD_reset_session_only);
+		/* at a frame boundary the blob may end; at its start it may not */
+		s->zret = cp->in > 0 ? 0 : 1;
+	}
+	s->valid = true;
 	return 0;
 }
 
-static int gunzip(int in, int64_t size, int out, const char *label)
+/* Buffer more compressed input: 1 when there is some, 0 at the blob's end, or -errno. */
+static int stream_input(struct stream *s)
 {
-	unsigned char *ib = malloc(IO_BUF), *ob = malloc(IO_BUF);
-	z_stream z;
-	int64_t off = 0;
-	int zr = Z_OK, ret = 0;
+	struct layer *l = s->l;
+	size_t want;
+	ssize_t r;
+	int fd;
 
-	memset(&z, 0, sizeof(z));
-	if (!ib || !ob || inflateInit2(&z, 15 + 32) != Z_OK) {
-		free(ib);
-		free(ob);
-		return -ENOMEM;
+	if (s->ib_pos < s->ib_len)
+		return 1;
+	if (s->in_off >= l->blob_size)
+		return 0;
+	if (!l->blob)
+		return -EIO;
+	want = l->blob_size - s->in_off < IO_BUF ? (size_t)(l->blob_size - s->in_off) : IO_BUF;
+	fd = cache_blob_prepare(l->blob, &s->rd, s->in_off, want);
+	if (fd < 0)
+		return fd;
+	s->ib_pos = s->ib_len = 0;
+	while (s->ib_len < want) {
+		r = pread(fd, s->ib + s->ib_len, want - s->ib_len, s->in_off + (int64_t)s->ib_len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : -EIO;
+		s->ib_len += (size_t)r;
 	}
-	while (!ret && off < size) {
-		size_t want = size - off < IO_BUF ? (size_t)(size - off) : IO_BUF;
+	s->in_off += (int64_t)want;
+	return 1;
+}
 
-		ret = read_at(in, ib, want, off);
-		if (ret)
-			break;
-		off += (int64_t)want;
-		z.next_in = ib;
-		z.avail_in = (uInt)want;
-		while (!ret && z.avail_in > 0) {
-			z.next_out = ob;
-			z.avail_out = IO_BUF;
-			zr = inflate(&z, Z_NO_FLUSH);
-			if (zr != Z_OK && zr != Z_STREAM_END) {
-				log_err("%s: gzip: %s", label, z.msg ? z.msg : "corrupt data");
-				ret = -EIO;
-				break;
+/* Blob offset of the next compressed byte to decompress. */
+static int64_t stream_in_pos(const struct stream *s)
+{
+	return s->in_off - (int64_t)(s->ib_len - s->ib_pos);
+}
+
+static int stream_checkpoint(struct stream *s, unsigned bits, bool window)
+{
+	int64_t out = s->out_base + (int64_t)s->ob_len;
+	struct layer_cp *v, *cp;
+
+	if (out - s->cps[s->n_cps - 1].out < LAYER_SPAN)
+		return 0;
+	v = realloc(s->cps, (s->n_cps + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	s->cps = v;
+	cp = &v[s->n_cps];
+	memset(cp, 0, sizeof(*cp));
+	cp->out = out;
+	cp->in = stream_in_pos(s);
+	cp->bits = bits;
+	if (window) {
+		uInt wlen = WINDOW;
+
+		cp->window = malloc(WINDOW);
+		if (!cp->window || inflateGetDictionary(&s->z, cp->window, &wlen) != Z_OK) {
+			free(cp->window);
+			return -ENOMEM;
+		}
+		cp->wlen = wlen;
+	}
+	s->n_cps++;
+	return 0;
+}
+
+/* One step of gzip: more and the bytes buffered in s->ib. 0 or -errno. */
+static int gzip_step(struct stream *s, bool more)
+{
+	size_t before = s->ib_pos;
+	int zr;
+
+	if (!more) {
+		if (s->member_end) {
+			s->eof = true;
+			return 0;
+		}
+		log_err("%s: gzip: truncated", s->label);
+		return -EIO;
+	}
+	if (s->skip) {
+		size_t n = s->ib_len - s->ib_pos < s->skip ? s->ib_len - s->ib_pos : s->skip;
+
+		s->ib_pos += n;
+		s->skip -= (unsigned)n;
+		if (!s->skip) {
+			/* a member's trailer passed: the next member starts with its header */
+			s->raw = false;
+			s->member_end = true;
+			if (inflateReset2(&s->z, 15 + 32) != Z_OK)
+				return -EIO;
+		}
+		return 0;
+	}
+	s->z.next_in = s->ib + s->ib_pos;
+	s->z.avail_in = (uInt)(s->ib_len - s->ib_pos);
+	s->z.next_out = s->ob + s->ob_len;
+	s->z.avail_out = (uInt)(IO_BUF - s->ob_len);
+	zr = inflate(&s->z, s->record ? Z_BLOCK : Z_NO_FLUSH);
+	s->ib_pos = s->ib_len - s->z.avail_in;
+	s->ob_len = IO_BUF - s->z.avail_out;
+	if (s->ib_pos > before)
+		s->member_end = false;
+	if (zr == Z_STREAM_END) {
+		if (s->raw) {
+			s->skip = 8;
+		} else {
+			s->member_end = true;
+			inflateReset(&s->z);
+		}
+		return 0;
+	}
+	if (zr != Z_OK) {
+		log_err("%s: gzip: %s", s->label, s->z.msg ? s->z.msg : "corrupt data");
+		return -EIO;
+	}
+	/* a block boundary, not after the member's last block: a place to start again */
+	if (s->record && (s->z.data_type & 128) && !(s->z.data_type & 64))
+		return stream_checkpoint(s, (unsigned)s->z.data_type & 7, true);
+	return 0;
+}
+
+static int zstd_step(struct stream *s, bool more)
+{
+	ZSTD_inBuffer zin;
+	ZSTD_outBuffer zout;
+
+	if (!more) {
+		if (s->zret == 0) {
+			s->eof = true;
+			return 0;
+		}
+		log_err("%s: zstd: truncated", s->label);
+		return -EIO;
+	}
+	zin.src = s->ib;
+	zin.size = s->ib_len;
+	zin.pos = s->ib_pos;
+	zout.dst = s->ob;
+	zout.size = IO_BUF;
+	zout.pos = s->ob_len;
+	s->zret = ZSTD_decompressStream(s->zd, &zout, &zin);
+	if (ZSTD_isError(s->zret)) {
+		log_err("%s: zstd: %s", s->label, ZSTD_getErrorName(s->zret));
+		return -EIO;
+	}
+	s->ib_pos = zin.pos;
+	s->ob_len = zout.pos;
+	/* a frame's end: decompression can start again at the next one */
+	if (s->record && s->zret == 0)
+		return stream_checkpoint(s, 0, false);
+	return 0;
+}
+
+/* Refill s->ob with the next output (s->eof at the tar's end). 0 or -errno. */
+static int stream_fill(struct stream *s)
+{
+	int ret = 0, more;
+
+	s->out_base += (int64_t)s->ob_len;
+	s->ob_pos = s->ob_len = 0;
+	while (!ret && s->ob_len == 0 && !s->eof) {
+		more = stream_input(s);
+		if (more < 0)
+			return more;
+		switch (s->l->codec) {
+		case CODEC_NONE:
+			if (!more) {
+				s->eof = true;
+			} else {
+				s->ob_len = s->ib_len - s->ib_pos;
+				memcpy(s->ob, s->ib + s->ib_pos, s->ob_len);
+				s->ib_pos = s->ib_len;
 			}
-			ret = write_all(out, ob, IO_BUF - z.avail_out);
-			/* concatenated gzip members, as pigz and some tools write */
-			if (!ret && zr == Z_STREAM_END && z.avail_in > 0)
-				inflateReset(&z);
+			break;
+		case CODEC_GZIP:
+			ret = gzip_step(s, more);
+			break;
+		case CODEC_ZSTD:
+			ret = zstd_step(s, more);
+			break;
 		}
 	}
-	if (!ret && zr != Z_STREAM_END) {
-		log_err("%s: gzip: truncated", label);
-		ret = -EIO;
-	}
-	inflateEnd(&z);
-	free(ib);
-	free(ob);
+	if (!ret && s->hash && s->ob_len)
+		digest_ctx_update(s->hash, s->ob, s->ob_len);
 	return ret;
 }
 
-static int unzstd(int in, int64_t size, int out, const char *label)
+static int64_t stream_pos(const struct stream *s)
 {
-	ZSTD_DCtx *d = ZSTD_createDCtx();
-	size_t ibn = ZSTD_DStreamInSize(), obn = ZSTD_DStreamOutSize(), zr = 1;
-	unsigned char *ib = malloc(ibn), *ob = malloc(obn);
-	int64_t off = 0;
-	int ret = 0;
-
-	if (!d || !ib || !ob) {
-		ZSTD_freeDCtx(d);
-		free(ib);
-		free(ob);
-		return -ENOMEM;
-	}
-	while (!ret && off < size) {
-		size_t want = size - off < (int64_t)ibn ? (size_t)(size - off) : ibn;
-		ZSTD_inBuffer zin = { ib, want, 0 };
-
-		ret = read_at(in, ib, want, off);
-		if (ret)
-			break;
-		off += (int64_t)want;
-		while (!ret && zin.pos < zin.size) {
-			ZSTD_outBuffer zout = { ob, obn, 0 };
-
-			zr = ZSTD_decompressStream(d, &zout, &zin);
-			if (ZSTD_isError(zr)) {
-				log_err("%s: zstd: %s", label, ZSTD_getErrorName(zr));
-				ret = -EIO;
-				break;
-			}
-			ret = write_all(out, ob, zout.pos);
-		}
-	}
-	if (!ret && zr != 0) {
-		log_err("%s: zstd: truncated", label);
-		ret = -EIO;
-	}
-	ZSTD_freeDCtx(d);
-	free(ib);
-	free(ob);
-	return ret;
+	return s->out_base + (int64_t)s->ob_pos;
 }
 
-void layer_free(struct layer *l)
+/* Up to n bytes at off (not before stream_pos()) into p (NULL: skipped). Bytes or -errno. */
+static ssize_t stream_read(struct stream *s, void *p, size_t n, int64_t off)
 {
-	if (!l)
+	size_t done = 0;
+	int ret;
+
+	while (done < n || stream_pos(s) < off) {
+		int64_t pos = stream_pos(s);
+		size_t avail = s->ob_len - s->ob_pos, k;
+
+		if (!avail) {
+			if (s->eof)
+				break;
+			ret = stream_fill(s);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if (pos < off) {
+			k = off - pos < (int64_t)avail ? (size_t)(off - pos) : avail;
+		} else {
+			k = n - done < avail ? n - done : avail;
+			if (p)
+				memcpy((char *)p + done, s->ob + s->ob_pos, k);
+			done += k;
+		}
+		s->ob_pos += k;
+	}
+	return (ssize_t)done;
+}
+
+/* The tar reader over a stream: a layer_read_fn. */
+static int stream_tar_read(void *ctx, void *p, size_t n, int64_t off)
+{
+	ssize_t r = stream_read(ctx, p, n, off);
+
+	if (r < 0)
+		return (int)r;
+	if (r == 0 && n > 0)
+		return -ENODATA;
+	return (size_t)r < n ? -EBADMSG : 0;
+}
+
+/* ---- lookups ---- */
+
+static int name_cmp(const void *a, const void *b)
+{
+	const struct layer_name *x = a, *y = b;
+	int c = strcmp(x->path, y->path);
+
+	if (c)
+		return c;
+	return x->entry < y->entry ? -1 : x->entry > y->entry;
+}
+
+/* The sorted table of cleaned paths, the last entry of each path kept. */
+static int names_build(struct layer *l)
+{
+	char path[PATH_MAX];
+	size_t i, k;
+
+	l->names = calloc(l->n + 1, sizeof(*l->names));
+	if (!l->names)
+		return -ENOMEM;
+	for (i = 0; i < l->n; i++) {
+		if (layer_path_clean(l->entries[i].path, path, sizeof(path))) {
+			log_warn("%s: entry \"%.200s\" escapes the root: left out", l->label,
+				l->entries[i].path);
+			continue;
+		}
+		l->names[l->n_names].path = strdup(path);
+		if (!l->names[l->n_names].path)
+			return -ENOMEM;
+		l->names[l->n_names++].entry = i;
+	}
+	qsort(l->names, l->n_names, sizeof(*l->names), name_cmp);
+	for (i = k = 0; i < l->n_names; i++) {
+		if (i + 1 < l->n_names && strcmp(l->names[i].path, l->names[i + 1].path) == 0) {
+			free(l->names[i].path);
+			continue;
+		}
+		l->names[k++] = l->names[i];
+	}
+	l->n_names = k;
+	return 0;
+}
+
+/* The first name not below key. */
+static size_t lower_bound(const struct layer *l, const char *key)
+{
+	size_t lo = 0, hi = l->n_names;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (strcmp(l->names[mid].path, key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+const struct layer_entry *layer_find(const struct layer *l, const char *path)
+{
+	size_t i = lower_bound(l, path);
+
+	if (i < l->n_names && strcmp(l->names[i].path, path) == 0)
+		return &l->entries[l->names[i].entry];
+	return NULL;
+}
+
+/* "path/" (or "" for the root) into out; false when too long. */
+static bool dir_prefix(const char *path, char *out, size_t size)
+{
+	return snprintf(out, size, "%s%s", path, *path ? "/" : "") < (int)size;
+}
+
+bool layer_has_below(const struct layer *l, const char *path)
+{
+	char pre[PATH_MAX];
+	size_t i, n;
+
+	if (!dir_prefix(path, pre, sizeof(pre)))
+		return false;
+	n = strlen(pre);
+	i = lower_bound(l, pre);
+	/* the root's own entry ("") is not below it */
+	if (i < l->n_names && !*l->names[i].path)
+		i++;
+	return i < l->n_names && strncmp(l->names[i].path, pre, n) == 0;
+}
+
+void layer_list(const struct layer *l, const char *path,
+	void (*fn)(void *arg, const char *name, const struct layer_entry *e), void *arg)
+{
+	char pre[PATH_MAX], name[NAME_MAX + 1];
+	size_t i, n;
+
+	if (!dir_prefix(path, pre, sizeof(pre)))
 		return;
-	if (l->blob)
-		cache_blob_close(l->blob);
-	else if (l->fd >= 0)
-		close(l->fd);
-	layer_entries_free(l->entries, l->n);
-	free(l->digest);
-	free(l);
+	n = strlen(pre);
+	for (i = lower_bound(l, pre); i < l->n_names; i++) {
+		const char *rest = l->names[i].path + n, *slash;
+		size_t len;
+
+		if (strncmp(l->names[i].path, pre, n) != 0)
+			break;
+		if (!*rest)
+			continue;
+		slash = strchr(rest, '/');
+		len = slash ? (size_t)(slash - rest) : strlen(rest);
+		if (len > NAME_MAX)
+			continue;
+		memcpy(name, rest, len);
+		name[len] = '\0';
+		fn(arg, name, slash ? NULL : &l->entries[l->names[i].entry]);
+	}
 }
 
-int layer_open(struct cache *c, struct registry *r, const char *repo, const char *digest,
-	const char *media_type, int64_t size, struct layer **out)
+const char *layer_digest(const struct layer *l)
 {
-	struct blob_reader rd = { 0, 0, 0 };
+	return l->digest;
+}
+
+const char *layer_tar_digest(const struct layer *l)
+{
+	return l->tar_digest;
+}
+
+const struct layer_entry *layer_entries(const struct layer *l, size_t *n)
+{
+	*n = l->n;
+	return l->entries;
+}
+
+size_t layer_checkpoints(const struct layer *l)
+{
+	return l->n_cps;
+}
+
+/* ---- the index file ---- */
+
+#define IDX_MAGIC "OCIFSLX1"
+#define IDX_NULL 0xffffffffu
+/* The fewest bytes an entry takes in the file: bounds counts before allocating. */
+#define IDX_ENTRY_MIN 57
+
+static int put32(struct buf *b, uint32_t v)
+{
+	return buf_add(b, &v, sizeof(v));
+}
+
+static int put64(struct buf *b, int64_t v)
+{
+	return buf_add(b, &v, sizeof(v));
+}
+
+static int putstr(struct buf *b, const char *s, size_t len)
+{
+	if (!s)
+		return put32(b, IDX_NULL);
+	return put32(b, (uint32_t)len) || buf_add(b, s, len) ? -ENOMEM : 0;
+}
+
+int layer_index_encode(const struct layer *l, struct buf *b)
+{
+	char td[DIGEST_STR_LEN + 1] = { 0 };
+	size_t i, k;
+	int ret;
+
+	memcpy(td, l->tar_digest, sizeof(td));
+	ret = buf_add(b, IDX_MAGIC, 8) || put32(b, l->codec) || put32(b, 0) ||
+	      put64(b, l->blob_size) || put64(b, l->tar_size) || buf_add(b, td, sizeof(td)) ||
+	      put32(b, (uint32_t)l->n_cps);
+	for (i = 0; !ret && i < l->n_cps; i++)
+		ret = put64(b, l->cps[i].out) || put64(b, l->cps[i].in) ||
+		      put32(b, l->cps[i].bits) || put32(b, l->cps[i].wlen) ||
+		      buf_add(b, l->cps[i].window, l->cps[i].wlen);
+	ret = ret || put32(b, (uint32_t)l->n);
+	for (i = 0; !ret && i < l->n; i++) {
+		const struct layer_entry *e = &l->entries[i];
+		unsigned char type = (unsigned char)e->type;
+
+		ret = buf_add(b, &type, 1) || put32(b, e->mode) || put32(b, e->uid) ||
+		      put32(b, e->gid) || put64(b, e->mtime) || put64(b, e->size) ||
+		      put64(b, e->offset) || put32(b, e->devmajor) || put32(b, e->devminor) ||
+		      putstr(b, e->path, strlen(e->path)) ||
+		      putstr(b, e->link, e->link ? strlen(e->link) : 0) ||
+		      put32(b, (uint32_t)e->n_xattrs);
+		for (k = 0; !ret && k < e->n_xattrs; k++)
+			ret = putstr(b, e->xattrs[k].name, strlen(e->xattrs[k].name)) ||
+			      putstr(b, e->xattrs[k].value, e->xattrs[k].len);
+	}
+	if (!ret)
+		ret = put32(b, (uint32_t)crc32(0, (const Bytef *)b->data, (uInt)b->len));
+	return ret ? -ENOMEM : 0;
+}
+
+/* A reader over the index's bytes; any read past the end sets bad. */
+struct idx_rd {
+	const unsigned char *p;
+	size_t n, pos;
+	bool bad;
+};
+
+static const void *take(struct idx_rd *r, size_t n)
+{
+	const void *v = r->p + r->pos;
+
+	if (r->bad || n > r->n - r->pos) {
+		r->bad = true;
+		return NULL;
+	}
+	r->pos += n;
+	return v;
+}
+
+static uint32_t get32(struct idx_rd *r)
+{
+	const void *p = take(r, 4);
+	uint32_t v = 0;
+
+	if (p)
+		memcpy(&v, p, 4);
+	return v;
+}
+
+static int64_t get64(struct idx_rd *r)
+{
+	const void *p = take(r, 8);
+	int64_t v = 0;
+
+	if (p)
+		memcpy(&v, p, 8);
+	return v;
+}
+
+/* A string of the file, malloc'd; NULL for none (*null set) or on damage (r->bad set). */
+static char *getstr(struct idx_rd *r, size_t *len, bool *null)
+{
+	uint32_t n = get32(r);
+	const char *p;
+	char *s;
+
+	*null = n == IDX_NULL;
+	if (r->bad || *null)
+		return NULL;
+	p = take(r, n);
+	if (!p)
+		return NULL;
+	s = malloc((size_t)n + 1);
+	if (!s) {
+		r->bad = true;
+		return NULL;
+	}
+	memcpy(s, p, n);
+	s[n] = '\0';
+	if (len)
+		*len = n;
+	return s;
+}
+
+static struct layer *layer_alloc(const char *digest)
+{
 	struct layer *l = calloc(1, sizeof(*l));
-	char path[PATH_MAX], tmp[PATH_MAX], label[600];
-	enum codec codec = codec_of(media_type);
-	struct blob *b = NULL;
-	struct stat st;
-	int bfd = -1, tfd, ret;
 
 	if (!l)
-		return -ENOMEM;
-	l->fd = -1;
+		return NULL;
 	l->digest = strdup(digest);
 	if (!l->digest) {
 		free(l);
+		return NULL;
+	}
+	pthread_mutex_init(&l->lock, NULL);
+	snprintf(l->label, sizeof(l->label), "%s", digest);
+	return l;
+}
+
+static int decode_entries(struct idx_rd *r, struct layer *l)
+{
+	uint32_t n = get32(r), i, k;
+	bool null;
+
+	if (r->bad || n > (r->n - r->pos) / IDX_ENTRY_MIN)
+		return -EBADMSG;
+	l->entries = calloc((size_t)n + 1, sizeof(*l->entries));
+	if (!l->entries)
 		return -ENOMEM;
-	}
-	snprintf(label, sizeof(label), "%s@%s", repo, digest);
-	snprintf(path, sizeof(path), "%s/layers/%s.tar", cache_dir(c), digest_hex(digest));
-	if (codec != CODEC_NONE)
-		l->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (l->fd < 0) {
-		ret = cache_blob_open(c, r, repo, digest, size, &b);
-		if (ret)
-			goto fail;
-		/* the whole blob, verified (its last chunk waits for that) */
-		bfd = size > 0 ? cache_blob_prepare(b, &rd, 0, (size_t)size) : -EIO;
-		if (bfd < 0) {
-			ret = bfd;
-			goto fail;
+	for (i = 0; i < n && !r->bad; i++) {
+		struct layer_entry *e = &l->entries[i];
+		const unsigned char *type = take(r, 1);
+		uint32_t nx;
+		size_t plen = 0;
+
+		l->n++;
+		e->type = type ? (char)*type : '0';
+		e->mode = get32(r) & 07777;
+		e->uid = get32(r);
+		e->gid = get32(r);
+		e->mtime = (time_t)get64(r);
+		e->size = get64(r);
+		e->offset = get64(r);
+		e->devmajor = get32(r);
+		e->devminor = get32(r);
+		e->path = getstr(r, &plen, &null);
+		if (!e->path || strlen(e->path) != plen)
+			r->bad = true;
+		e->link = getstr(r, NULL, &null);
+		if (!e->link && !null)
+			r->bad = true;
+		nx = get32(r);
+		if (r->bad || nx > (r->n - r->pos) / 8 || e->size < 0 || e->offset < 0 ||
+			e->offset > l->tar_size || e->size > l->tar_size - e->offset) {
+			r->bad = true;
+			break;
 		}
-		if (codec == CODEC_NONE) {
-			l->fd = bfd;
-			l->blob = b;
-			b = NULL;
-		} else {
-			snprintf(tmp, sizeof(tmp), "%s/layers/.%s.XXXXXX", cache_dir(c),
-				digest_hex(digest));
-			tfd = mkstemp(tmp);
-			if (tfd < 0) {
-				ret = -errno;
-				log_err("%s: %s", tmp, strerror(errno));
-				goto fail;
-			}
-			ret = codec == CODEC_GZIP ? gunzip(bfd, size, tfd, label)
-						  : unzstd(bfd, size, tfd, label);
-			if (!ret && rename(tmp, path))
-				ret = -errno;
-			close(tfd);
-			if (ret) {
-				unlink(tmp);
-				goto fail;
-			}
-			cache_blob_close(b);
-			b = NULL;
-			l->fd = open(path, O_RDONLY | O_CLOEXEC);
-			if (l->fd < 0) {
-				ret = -errno;
-				goto fail;
-			}
+		e->xattrs = calloc((size_t)nx + 1, sizeof(*e->xattrs));
+		if (!e->xattrs)
+			return -ENOMEM;
+		for (k = 0; k < nx && !r->bad; k++) {
+			e->n_xattrs++;
+			e->xattrs[k].name = getstr(r, NULL, &null);
+			e->xattrs[k].value = getstr(r, &e->xattrs[k].len, &null);
+			if (!e->xattrs[k].name || !e->xattrs[k].value)
+				r->bad = true;
 		}
 	}
-	if (fstat(l->fd, &st)) {
-		ret = -errno;
+	return r->bad ? -EBADMSG : 0;
+}
+
+int layer_index_decode(const void *p, size_t n, const char *digest, struct layer **out)
+{
+	struct idx_rd r = { p, n, 0, false };
+	struct layer *l;
+	uint32_t ncp, codec, i;
+	const char *td;
+	int ret;
+
+	if (n < 12 || memcmp(p, IDX_MAGIC, 8) != 0)
+		return -EBADMSG;
+	r.n = n - 4;
+	if (get32(&(struct idx_rd){ p, n, n - 4, false }) !=
+		(uint32_t)crc32(0, (const Bytef *)p, (uInt)(n - 4)))
+		return -EBADMSG;
+	l = layer_alloc(digest);
+	if (!l)
+		return -ENOMEM;
+	take(&r, 8);
+	codec = get32(&r);
+	get32(&r);
+	l->blob_size = get64(&r);
+	l->tar_size = get64(&r);
+	td = take(&r, DIGEST_STR_LEN + 1);
+	ncp = get32(&r);
+	ret = -EBADMSG;
+	if (r.bad || codec > CODEC_ZSTD || l->blob_size <= 0 || l->tar_size < 0 || ncp < 1 ||
+		ncp > (r.n - r.pos) / 24 || td[DIGEST_STR_LEN] != '\0' ||
+		(*td && !(strncmp(td, "sha256:", 7) == 0 && strlen(td) == DIGEST_STR_LEN)))
 		goto fail;
+	l->codec = (enum codec)codec;
+	memcpy(l->tar_digest, td, sizeof(l->tar_digest));
+	ret = -ENOMEM;
+	l->cps = calloc(ncp, sizeof(*l->cps));
+	if (!l->cps)
+		goto fail;
+	ret = -EBADMSG;
+	for (i = 0; i < ncp; i++) {
+		struct layer_cp *cp = &l->cps[i];
+		const void *w;
+
+		cp->out = get64(&r);
+		cp->in = get64(&r);
+		cp->bits = get32(&r);
+		cp->wlen = get32(&r);
+		if (r.bad || cp->bits > 7 || cp->wlen > WINDOW || cp->out < 0 ||
+			cp->out > l->tar_size || cp->in > l->blob_size || (i == 0 && cp->in) ||
+			(i == 0 && cp->out) || (i > 0 && (cp->out <= l->cps[i - 1].out ||
+							   cp->in <= l->cps[i - 1].in)) ||
+			(cp->bits && cp->in < 1))
+			goto fail;
+		l->n_cps++;
+		w = take(&r, cp->wlen);
+		if (!w)
+			goto fail;
+		if (cp->wlen) {
+			cp->window = malloc(cp->wlen);
+			if (!cp->window) {
+				ret = -ENOMEM;
+				goto fail;
+			}
+			memcpy(cp->window, w, cp->wlen);
+		}
 	}
-	l->tar_size = codec == CODEC_NONE ? size : st.st_size;
-	ret = layer_tar_index(l->fd, l->tar_size, label, &l->entries, &l->n);
+	ret = decode_entries(&r, l);
+	if (!ret && r.pos != r.n)
+		ret = -EBADMSG;
+	if (!ret)
+		ret = names_build(l);
 	if (ret)
 		goto fail;
 	*out = l;
 	return 0;
 fail:
-	if (b)
-		cache_blob_close(b);
+	layer_free(l);
+	return ret;
+}
+
+/* ---- opening ---- */
+
+void layer_free(struct layer *l)
+{
+	size_t i;
+
+	if (!l)
+		return;
+	for (i = 0; i < CURSORS; i++)
+		stream_free(l->cursors[i]);
+	if (l->blob)
+		cache_blob_close(l->blob);
+	layer_entries_free(l->entries, l->n);
+	for (i = 0; i < l->n_cps; i++)
+		free(l->cps[i].window);
+	free(l->cps);
+	for (i = 0; i < l->n_names; i++)
+		free(l->names[i].path);
+	free(l->names);
+	pthread_mutex_destroy(&l->lock);
+	free(l->digest);
+	free(l);
+}
+
+/* The index of <cache>/layers/<hex>.idx, when it is there, whole, and of this blob. */
+static int index_load(const char *path, const char *digest, int64_t size, struct layer **out)
+{
+	struct file_src f;
+	struct stat st;
+	char *p;
+	int fd, ret;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) || st.st_size > 1024L * 1024 * 1024) {
+		close(fd);
+		return -EBADMSG;
+	}
+	p = malloc((size_t)st.st_size + 1);
+	if (!p) {
+		close(fd);
+		return -ENOMEM;
+	}
+	f.fd = fd;
+	f.size = st.st_size;
+	ret = st.st_size ? file_read(&f, p, (size_t)st.st_size, 0) : -EBADMSG;
+	close(fd);
+	if (!ret)
+		ret = layer_index_decode(p, (size_t)st.st_size, digest, out);
+	free(p);
+	if (!ret && (*out)->blob_size != size) {
+		layer_free(*out);
+		ret = -EBADMSG;
+	}
+	return ret;
+}
+
+static int index_store(const struct layer *l, const char *dir, const char *path)
+{
+	struct buf b = BUF_INIT;
+	char tmp[PATH_MAX];
+	int fd, ret;
+
+	ret = layer_index_encode(l, &b);
+	if (ret)
+		return ret;
+	if (snprintf(tmp, sizeof(tmp), "%s/.idx.XXXXXX", dir) >= (int)sizeof(tmp))
+		fd = -1, errno = ENAMETOOLONG;
+	else
+		fd = mkstemp(tmp);
+	if (fd < 0) {
+		ret = -errno;
+	} else {
+		size_t done = 0;
+
+		while (!ret && done < b.len) {
+			ssize_t w = write(fd, b.data + done, b.len - done);
+
+			if (w < 0 && errno != EINTR)
+				ret = -errno;
+			else if (w > 0)
+				done += (size_t)w;
+		}
+		if (close(fd) && !ret)
+			ret = -errno;
+		if (!ret && rename(tmp, path))
+			ret = -errno;
+		if (ret)
+			unlink(tmp);
+	}
+	if (ret)
+		log_warn("%s: index not kept in the cache: %s", l->label, strerror(-ret));
+	buf_release(&b);
+	return ret;
+}
+
+/* One pass over the blob: entries, checkpoints, sizes, and the tar's digest when asked. */
+static int index_build(struct layer *l, bool tar_digest)
+{
+	struct stream *s = stream_new(l);
+	struct layer_cp start = { 0, 0, 0, 0, NULL };
+	int ret;
+
+	if (!s)
+		return -ENOMEM;
+	s->record = true;
+	s->cps = calloc(1, sizeof(*s->cps));
+	s->n_cps = s->cps ? 1 : 0;
+	if (tar_digest)
+		s->hash = digest_ctx_new();
+	ret = !s->cps || (tar_digest && !s->hash) ? -ENOMEM : stream_seek(s, &start);
+	if (!ret)
+		ret = layer_tar_index_read(stream_tar_read, s, INT64_MAX, l->label, &l->entries,
+			&l->n);
+	/* the rest (the zero blocks, padding): the tar's size, and the stream proved whole */
+	while (!ret && !s->eof)
+		ret = stream_fill(s);
+	if (!ret) {
+		size_t i;
+
+		l->tar_size = s->out_base + (int64_t)s->ob_len;
+		for (i = 0; i < l->n; i++)
+			if (l->entries[i].offset + l->entries[i].size > l->tar_size) {
+				log_err("%s: tar entry \"%.200s\": size past the end", l->label,
+					l->entries[i].path);
+				ret = -EBADMSG;
+				break;
+			}
+	}
+	if (!ret && s->hash)
+		digest_ctx_final(s->hash, l->tar_digest);
+	l->cps = s->cps;
+	l->n_cps = s->n_cps;
+	s->cps = NULL;
+	digest_ctx_free(s->hash);
+	stream_free(s);
+	return ret;
+}
+
+int layer_open(struct cache *c, struct registry *r, const char *repo, const char *digest,
+	const char *media_type, int64_t size, bool tar_digest, struct layer **out)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	struct layer *l = NULL;
+	int ret;
+
+	if (snprintf(dir, sizeof(dir), "%s/layers", cache_dir(c)) >= (int)sizeof(dir) - 80 ||
+		snprintf(path, sizeof(path), "%s/%s.idx", dir, digest_hex(digest)) >=
+			(int)sizeof(path))
+		return -ENAMETOOLONG;
+	ret = index_load(path, digest, size, &l);
+	if (ret == -ENOMEM)
+		return ret;
+	if (!ret && tar_digest && !*l->tar_digest) {
+		layer_free(l); /* made without the tar's digest: again, with it */
+		l = NULL;
+	}
+	if (ret && ret != -ENOENT)
+		log_warn("%s@%s: index in the cache unusable: made again", repo, digest);
+	if (!l) {
+		l = layer_alloc(digest);
+		if (!l)
+			return -ENOMEM;
+		l->codec = codec_of(media_type);
+		l->blob_size = size;
+	}
+	snprintf(l->label, sizeof(l->label), "%s@%s", repo, digest);
+	ret = size > 0 ? cache_blob_open(c, r, repo, digest, size, &l->blob) : -EIO;
+	if (ret)
+		goto fail;
+	if (!l->cps) {
+		ret = index_build(l, tar_digest);
+		if (!ret)
+			ret = names_build(l);
+		if (ret)
+			goto fail;
+		index_store(l, dir, path);
+	}
+	*out = l;
+	return 0;
+fail:
 	layer_free(l);
 	return ret == -ENOMEM ? ret : -EIO;
+}
+
+/* ---- reading ---- */
+
+/* The last checkpoint at or before off. */
+static const struct layer_cp *cp_before(const struct layer *l, int64_t off)
+{
+	size_t lo = 0, hi = l->n_cps;
+
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (l->cps[mid].out <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return &l->cps[lo];
+}
+
+/*
+ * A cursor for a read at off, marked busy: one already between the nearest
+ * checkpoint and off, or the least recently used one started at the
+ * checkpoint. NULL when all are busy (the caller makes a stream of its own).
+ * Caller holds l->lock.
+ */
+static struct stream *cursor_take(struct layer *l, int64_t off, const struct layer_cp *cp)
+{
+	struct stream *best = NULL, *old = NULL;
+	size_t i;
+
+	for (i = 0; i < CURSORS && l->cursors[i]; i++) {
+		struct stream *s = l->cursors[i];
+
+		if (s->busy)
+			continue;
+		if (s->valid && stream_pos(s) <= off && stream_pos(s) >= cp->out &&
+			(!best || stream_pos(s) > stream_pos(best)))
+			best = s;
+		if (!old || s->used < old->used)
+			old = s;
+	}
+	if (!best && i < CURSORS)
+		old = l->cursors[i] = stream_new(l);
+	if (!best && old) {
+		best = old;
+		best->valid = false;
+	}
+	if (best)
+		best->busy = true;
+	return best;
+}
+
+ssize_t layer_read(struct layer *l, void *p, size_t n, int64_t off)
+{
+	struct layer_cp here = { off, off, 0, 0, NULL };
+	const struct layer_cp *cp;
+	struct stream *s, *own = NULL;
+	ssize_t r;
+
+	if (off < 0)
+		return -EINVAL;
+	if (off >= l->tar_size || !n)
+		return 0;
+	if ((int64_t)n > l->tar_size - off)
+		n = (size_t)(l->tar_size - off);
+	if (!l->blob)
+		return -EIO;
+	/* an uncompressed layer starts anywhere */
+	cp = l->codec == CODEC_NONE ? &here : cp_before(l, off);
+	pthread_mutex_lock(&l->lock);
+	s = cursor_take(l, off, cp);
+	pthread_mutex_unlock(&l->lock);
+	if (!s)
+		s = own = stream_new(l);
+	if (!s)
+		return -ENOMEM;
+	r = s->valid ? 0 : stream_seek(s, cp);
+	if (!r)
+		r = stream_read(s, p, n, off);
+	if (r < 0)
+		s->valid = false;
+	if (own) {
+		stream_free(own);
+		return r;
+	}
+	pthread_mutex_lock(&l->lock);
+	s->busy = false;
+	s->used = ++l->clock;
+	pthread_mutex_unlock(&l->lock);
+	return r;
+}
+
+bool layer_verified(struct layer *l)
+{
+	return l->blob && cache_blob_verified(l->blob);
 }

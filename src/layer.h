@@ -1,8 +1,14 @@
 /*
- * Layers of container images as tar archives: a layer blob (uncompressed,
- * gzip or zstd) is decompressed once, in one streaming pass, into the cache
- * (<cache>/layers/<hex>.tar) and its entries indexed; a file of the layer
- * then reads with pread() at its offset.
+ * Layers of container images as tar archives, read in place.
+ *
+ * One streaming pass over a layer blob (uncompressed, gzip or zstd) as it
+ * downloads indexes it: every tar entry with its metadata and data offset,
+ * and decompressor checkpoints every LAYER_SPAN bytes of output (gzip: the
+ * deflate state and its 32 KiB window at a block boundary; zstd: a frame
+ * boundary). The index is kept beside the cache as
+ * <cache>/layers/<hex>.idx; afterwards a file of the layer reads by
+ * decompressing from the nearest checkpoint before it, its compressed bytes
+ * fetched lazily through the cache.
  */
 #ifndef OCIFS_LAYER_H
 #define OCIFS_LAYER_H
@@ -13,9 +19,13 @@
 #include <sys/types.h>
 #include <time.h>
 
-struct blob;
+struct buf;
 struct cache;
+struct layer;
 struct registry;
+
+/* Decompressed bytes between two checkpoints (at most, for gzip; at least, for zstd frames). */
+#define LAYER_SPAN (4 * 1024 * 1024)
 
 struct layer_xattr {
 	char *name;
@@ -39,22 +49,24 @@ struct layer_entry {
 	size_t n_xattrs;
 };
 
-struct layer {
-	char *digest; /* of the layer blob */
-	int fd; /* the uncompressed tar (or the blob itself when uncompressed) */
-	struct blob *blob; /* held open when fd is the cache's blob, else NULL */
-	int64_t tar_size; /* bytes of the tar in fd */
-	struct layer_entry *entries;
-	size_t n;
-};
+/*
+ * The tar reader of layer_tar_index(): n bytes at off into p, offsets never
+ * going back. 0, -ENODATA when off is the end (nothing there), -EBADMSG
+ * when the archive ends within the n bytes, or -errno.
+ */
+typedef int (*layer_read_fn)(void *ctx, void *p, size_t n, int64_t off);
 
 /*
- * Index the tar archive of size bytes in fd: every entry with its metadata
- * and data offset, GNU long names and PAX headers applied. 0, -EBADMSG for a
- * damaged archive (a bad checksum, a size past the end, an oversized
- * header) with a log line naming label, or -ENOMEM. Free with
+ * Index a tar archive read sequentially through rd: every entry with its
+ * metadata and data offset, GNU long names and PAX headers applied. limit
+ * bounds the archive's size (INT64_MAX when unknown). 0, -EBADMSG for a
+ * damaged archive (a bad checksum, a size past limit, an oversized header)
+ * with a log line naming label, -ENOMEM, or what rd returned. Free with
  * layer_entries_free().
  */
+int layer_tar_index_read(layer_read_fn rd, void *ctx, int64_t limit, const char *label,
+	struct layer_entry **out, size_t *n);
+/* The same over the size bytes of the file fd. */
 int layer_tar_index(int fd, int64_t size, const char *label, struct layer_entry **out, size_t *n);
 void layer_entries_free(struct layer_entry *e, size_t n);
 
@@ -70,13 +82,58 @@ int layer_path_clean(const char *path, char *out, size_t size);
 bool layer_media_type_ok(const char *media_type);
 
 /*
- * The layer blob digest (media_type, size bytes) of repo on r, fetched
- * through the cache, decompressed and indexed. 0 or -errno (-EIO for a
- * blob that does not verify or does not decompress, with a log line).
- * Thread-safe; free with layer_free().
+ * The layer blob digest (media_type, size bytes) of repo on r: its index
+ * from the cache, or built in one pass over the blob (fetched through the
+ * cache) and stored there. With tar_digest, the pass also hashes the tar
+ * (layer_tar_digest()). 0 or -errno (-EIO for a blob that does not verify
+ * or does not decompress, with a log line). r and repo are borrowed for the
+ * layer's life. Thread-safe; free with layer_free().
  */
 int layer_open(struct cache *c, struct registry *r, const char *repo, const char *digest,
-	const char *media_type, int64_t size, struct layer **out);
+	const char *media_type, int64_t size, bool tar_digest, struct layer **out);
 void layer_free(struct layer *l);
+
+/* The layer blob's digest (borrowed). */
+const char *layer_digest(const struct layer *l);
+/* "sha256:<hex>" of the uncompressed tar when layer_open() was asked for it, else "". */
+const char *layer_tar_digest(const struct layer *l);
+/* Every entry, in archive order (borrowed). */
+const struct layer_entry *layer_entries(const struct layer *l, size_t *n);
+/* How many decompressor checkpoints the index holds (the start counts as one). */
+size_t layer_checkpoints(const struct layer *l);
+
+/*
+ * The last entry whose cleaned path (layer_path_clean()) is path, or NULL.
+ * Entries whose names escape the root are never found.
+ */
+const struct layer_entry *layer_find(const struct layer *l, const char *path);
+/* Whether some entry lies below the directory path ("" for the root). */
+bool layer_has_below(const struct layer *l, const char *path);
+/*
+ * Call fn for each name directly below the directory path ("" for the
+ * root): with the entry of that name, or with NULL when only entries below
+ * it show it is a directory. A name may come more than once.
+ */
+void layer_list(const struct layer *l, const char *path,
+	void (*fn)(void *arg, const char *name, const struct layer_entry *e), void *arg);
+
+/*
+ * Up to n bytes of the tar at off into p, decompressing from the nearest
+ * checkpoint (or from where an earlier read stopped). Bytes read, fewer at
+ * the tar's end, or -errno (-EIO for data that does not decompress).
+ * Thread-safe.
+ */
+ssize_t layer_read(struct layer *l, void *p, size_t n, int64_t off);
+/* Whether every compressed byte layer_read() uses has been verified against the digest. */
+bool layer_verified(struct layer *l);
+
+/*
+ * The index of l as stored in the cache, appended to out; and back.
+ * layer_index_decode() checks everything it reads (a damaged or foreign
+ * file is -EBADMSG, never a crash); the layer it makes has no blob to read
+ * from (layer_read() gives -EIO) until layer_open() makes it. 0 or -errno.
+ */
+int layer_index_encode(const struct layer *l, struct buf *out);
+int layer_index_decode(const void *p, size_t n, const char *digest, struct layer **out);
 
 #endif

@@ -1,7 +1,10 @@
 /*
- * The root filesystem of a container image: its layers' tar entries applied
- * in order, whiteouts (.wh.<name>) and opaque directories (.wh..wh..opq)
- * honoured and hidden, as umoci and containerd unpack them.
+ * The root filesystem of a container image, merged lazily: a name is looked
+ * up in the layers newest first, and a layer is indexed (layer.c) only when
+ * a lookup gets down to it. Whiteouts (.wh.<name>) and opaque directories
+ * (.wh..wh..opq) hide what lower layers hold, as umoci and containerd
+ * unpack them, and are hidden themselves. Directories packed by oras show
+ * the same way, from their one layer.
  */
 #include "config.h"
 
@@ -23,10 +26,34 @@
 
 #define WH_PREFIX ".wh."
 #define WH_OPAQUE ".wh..wh..opq"
+/* Hard links followed to a file, at most. */
+#define LINK_DEPTH 8
+
+struct rootfs_layer {
+	char *digest;
+	char *media_type;
+	int64_t size;
+	struct layer *l; /* NULL until a lookup needs it (borrowed from t->layers) */
+};
+
+struct rootfs {
+	struct rootfs *next; /* t->rootfs, every one made, freed with the tree */
+	struct site *site;
+	char *repo;
+	char label[600];
+	struct rootfs_layer *layers; /* lowest first */
+	size_t n;
+	char *strip; /* a packed directory: its title, the tar's paths below it; else NULL */
+	char *want; /* a packed directory: io.deis.oras.content.digest, or NULL */
+	int err; /* a packed directory refused: -EIO for good */
+	size_t root_from; /* layers[root_from - 1] gave the root its attributes; 0: none */
+	struct node *root;
+	pthread_mutex_t lock; /* serialises lookups and listings, layer loads included */
+};
 
 /* The layer digest, opened once for the whole tree (images share base layers). */
-static int tree_layer(struct tree *t, struct site *site, const char *repo,
-	const struct descriptor *d, struct layer **out)
+static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d, bool tar_digest,
+	struct layer **out)
 {
 	struct layer *l, **v;
 	size_t i;
@@ -34,13 +61,15 @@ static int tree_layer(struct tree *t, struct site *site, const char *repo,
 
 	pthread_mutex_lock(&t->lock);
 	for (i = 0; i < t->n_layers; i++)
-		if (strcmp(t->layers[i]->digest, d->digest) == 0) {
+		if (strcmp(layer_digest(t->layers[i]), d->digest) == 0 &&
+			(!tar_digest || *layer_tar_digest(t->layers[i]))) {
 			*out = t->layers[i];
 			pthread_mutex_unlock(&t->lock);
 			return 0;
 		}
 	pthread_mutex_unlock(&t->lock);
-	ret = layer_open(t->cache, site->reg, repo, d->digest, d->media_type, d->size, &l);
+	ret = layer_open(t->cache, rf->site->reg, rf->repo, d->digest, d->media_type, d->size,
+		tar_digest, &l);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&t->lock);
@@ -57,10 +86,32 @@ static int tree_layer(struct tree *t, struct site *site, const char *repo,
 	return 0;
 }
 
+static void rootfs_free(struct rootfs *rf)
+{
+	size_t i;
+
+	for (i = 0; i < rf->n; i++) {
+		free(rf->layers[i].digest);
+		free(rf->layers[i].media_type);
+	}
+	free(rf->layers);
+	free(rf->repo);
+	free(rf->strip);
+	free(rf->want);
+	pthread_mutex_destroy(&rf->lock);
+	free(rf);
+}
+
 void rootfs_release(struct tree *t)
 {
 	size_t i;
 
+	while (t->rootfs) {
+		struct rootfs *rf = t->rootfs;
+
+		t->rootfs = rf->next;
+		rootfs_free(rf);
+	}
 	for (i = 0; i < t->n_layers; i++)
 		layer_free(t->layers[i]);
 	free(t->layers);
@@ -68,81 +119,163 @@ void rootfs_release(struct tree *t)
 	t->n_layers = 0;
 }
 
-static struct node *rnode_new(struct tree *t, struct node *dir, const char *name,
-	enum node_kind kind, mode_t type, unsigned layer_no)
+static int rootfs_layer_add(struct rootfs *rf, const char *digest, const char *mt, int64_t size)
 {
-	struct node *n = tree_node_new(t, dir, name, kind);
+	struct rootfs_layer *v = realloc(rf->layers, (rf->n + 1) * sizeof(*v));
 
-	if (!n)
-		return NULL;
-	n->repo = strdup(dir->repo ? dir->repo : "");
-	if (!n->repo || tree_child_add(dir, n))
-		return NULL;
-	n->has_mode = true;
-	n->mode = type | 0755;
-	n->immutable = true;
-	n->layer_no = layer_no;
-	return n;
+	if (!v)
+		return -ENOMEM;
+	rf->layers = v;
+	v[rf->n].digest = strdup(digest);
+	v[rf->n].media_type = strdup(mt);
+	v[rf->n].size = size;
+	v[rf->n].l = NULL;
+	if (!v[rf->n].digest || !v[rf->n].media_type) {
+		free(v[rf->n].digest);
+		free(v[rf->n].media_type);
+		return -ENOMEM;
+	}
+	rf->n++;
+	return 0;
 }
 
-/* The directory at path (made, as 0755 root, where missing), or NULL. */
-static struct node *dir_at(struct tree *t, struct node *root, char *path, unsigned layer_no)
+/* Layer i, indexed on first use. Caller holds rf->lock. */
+static int layer_at(struct tree *t, struct rootfs *rf, size_t i, struct layer **out)
 {
-	struct node *dir = root, *n;
-	char *comp, *slash;
+	int ret;
 
-	if (!*path)
-		return root;
-	for (comp = path;; comp = slash + 1) {
-		slash = strchr(comp, '/');
-		if (slash)
-			*slash = '\0';
-		n = tree_child_find(dir, comp);
-		if (n && n->kind != NODE_DIR) {
-			/* a file of a lower layer where this one has a directory */
-			tree_child_remove(dir, n);
-			n = NULL;
+	if (!rf->layers[i].l) {
+		ret = tree_layer(t, rf, &rf->layers[i], rf->want && *rf->want, &rf->layers[i].l);
+		if (ret) {
+			log_err("%s: layer %zu (%s) cannot be read", rf->label, i + 1,
+				rf->layers[i].digest);
+			return ret == -ENOMEM ? ret : -EIO;
 		}
-		if (!n)
-			n = rnode_new(t, dir, comp, NODE_DIR, S_IFDIR, layer_no);
+	}
+	*out = rf->layers[i].l;
+	return 0;
+}
+
+/* The tar path of path (relative to what rf shows) into out: false when too long. */
+static bool tar_path(const struct rootfs *rf, const char *path, char *out, size_t size)
+{
+	int n;
+
+	if (!rf->strip)
+		n = snprintf(out, size, "%s", path);
+	else
+		n = snprintf(out, size, "%s%s%s", rf->strip, *path ? "/" : "", path);
+	return n >= 0 && (size_t)n < size;
+}
+
+/* "dir/name" (or "name" when dir is "") into out: false when too long. */
+static bool join(const char *dir, const char *name, char *out, size_t size)
+{
+	int n = snprintf(out, size, "%s%s%s", dir, *dir ? "/" : "", name);
+
+	return n >= 0 && (size_t)n < size;
+}
+
+/* Whether layer l holds the whiteout of the tar path p ("dir/.wh.name"). */
+static bool whiteout_of(const struct layer *l, const char *p)
+{
+	char wh[PATH_MAX];
+	const char *base = strrchr(p, '/');
+
+	if (base)
+		snprintf(wh, sizeof(wh), "%.*s/" WH_PREFIX "%s", (int)(base - p), p, base + 1);
+	else
+		snprintf(wh, sizeof(wh), WH_PREFIX "%s", p);
+	return layer_find(l, wh) != NULL;
+}
+
+/*
+ * Whether layer l hides the directory at tar path p and all below it from
+ * lower layers and from itself: p or one of its parents is a non-directory
+ * there, or whited out with nothing of the layer below it.
+ */
+static bool layer_hides(const struct rootfs *rf, const struct layer *l, const char *p)
+{
+	char a[PATH_MAX], *slash;
+	const struct layer_entry *e;
+
+	if (rf->strip)
+		return false; /* a packed directory has one layer */
+	snprintf(a, sizeof(a), "%s", p);
+	while (*a) {
+		e = layer_find(l, a);
+		if (e && e->type != '5')
+			return true;
+		if (!e && whiteout_of(l, a) && !layer_has_below(l, a))
+			return true;
+		slash = strrchr(a, '/');
 		if (slash)
-			*slash = '/';
-		if (!n)
-			return NULL;
-		dir = n;
-		if (!slash)
-			return dir;
+			*slash = '\0';
+		else
+			*a = '\0';
+	}
+	return false;
+}
+
+/*
+ * Whether layer l hides from lower layers what they hold in the directory at
+ * tar path p: p or one of its parents is opaque there, or whited out and
+ * made again in the same layer (a whiteout hides lower layers only).
+ */
+static bool layer_opaque(const struct rootfs *rf, const struct layer *l, const char *p)
+{
+	char a[PATH_MAX], o[PATH_MAX], *slash;
+
+	if (rf->strip)
+		return false;
+	snprintf(a, sizeof(a), "%s", p);
+	for (;;) {
+		if (join(a, WH_OPAQUE, o, sizeof(o)) && layer_find(l, o))
+			return true;
+		if (!*a)
+			return false;
+		if (whiteout_of(l, a))
+			return true;
+		slash = strrchr(a, '/');
+		if (slash)
+			*slash = '\0';
+		else
+			*a = '\0';
 	}
 }
 
-/* The node at a cleaned path, or NULL. */
-static struct node *node_at(struct node *root, const char *path)
+/*
+ * Call fn for each layer, from layer top down, that shows what lies in the
+ * directory at tar path p: down to one that hides it or makes it opaque.
+ * Stops early where fn returns non-zero, and returns that. Caller holds rf->lock.
+ */
+static int scan(struct tree *t, struct rootfs *rf, const char *p, size_t top,
+	int (*fn)(void *arg, size_t i, const struct layer *l), void *arg)
 {
-	char buf[PATH_MAX], *comp, *slash;
-	struct node *n = root;
+	size_t i;
+	int ret;
 
-	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
-		return NULL;
-	if (!*buf)
-		return root;
-	for (comp = buf; n; comp = slash + 1) {
-		slash = strchr(comp, '/');
-		if (slash)
-			*slash = '\0';
-		n = tree_child_find(n, comp);
-		if (!slash)
-			break;
+	for (i = top + 1; i-- > 0;) {
+		struct layer *l;
+
+		ret = layer_at(t, rf, i, &l);
+		if (ret)
+			return ret;
+		if (layer_hides(rf, l, p))
+			return 0;
+		ret = fn(arg, i, l);
+		if (ret)
+			return ret;
+		if (layer_opaque(rf, l, p))
+			return 0;
 	}
-	return n;
+	return 0;
 }
 
 static int set_xattrs(struct node *n, const struct layer_entry *e)
 {
 	size_t i;
 
-	tree_xattrs_free(n->xattrs, n->n_xattrs);
-	n->xattrs = NULL;
-	n->n_xattrs = 0;
 	for (i = 0; i < e->n_xattrs; i++) {
 		struct xattr *v = realloc(n->xattrs, (n->n_xattrs + 1) * sizeof(*v));
 
@@ -163,324 +296,539 @@ static int set_xattrs(struct node *n, const struct layer_entry *e)
 	return 0;
 }
 
-/* path ("name" or "name/rest") becomes "" or "rest"; -EINVAL when it is not under name. */
-static int strip_prefix(char *path, const char *name)
+static void set_attrs(struct node *n, const struct layer_entry *e)
 {
-	size_t n = strlen(name);
-	const char *rest;
-
-	if (strncmp(path, name, n) != 0 || (path[n] != '\0' && path[n] != '/'))
-		return -EINVAL;
-	rest = path + n + (path[n] ? 1 : 0);
-	memmove(path, rest, strlen(rest) + 1);
-	return 0;
-}
-
-/* Whether the symlink target, from the directory of path (below name/), stays below name/. */
-static bool link_stays(const char *path, const char *target)
-{
-	int depth = 0;
-	const char *p;
-
-	if (target[0] == '/')
-		return false;
-	for (p = path; (p = strchr(p, '/')); p++)
-		depth++;
-	for (p = target; *p;) {
-		size_t n = strcspn(p, "/");
-
-		if (n == 2 && p[0] == '.' && p[1] == '.')
-			depth--;
-		else if (n && !(n == 1 && p[0] == '.'))
-			depth++;
-		if (depth < 0)
-			return false;
-		p += n;
-		while (*p == '/')
-			p++;
-	}
-	return true;
-}
-
-/* Apply one entry of layer number no (from 1) to the private tree below root. */
-static int apply(struct tree *t, struct node *root, struct layer *l, const struct layer_entry *e,
-	unsigned no, const char *label, const char *strip)
-{
-	char path[PATH_MAX], lpath[PATH_MAX], *base;
-	struct node *dir, *old, *n, *target;
-	mode_t type;
-	size_t i;
-
-	if (layer_path_clean(e->path, path, sizeof(path)) || (strip && strip_prefix(path, strip))) {
-		log_warn("%s: layer %u: entry \"%.200s\" escapes the root: left out", label, no,
-			e->path);
-		return 0;
-	}
-	if (!*path) {
-		/* the root itself: its attributes become the image directory's */
-		root->has_mode = true;
-		root->mode = S_IFDIR | e->mode;
-		root->uid = e->uid;
-		root->gid = e->gid;
-		root->mtime = e->mtime;
-		return 0;
-	}
-	base = strrchr(path, '/');
-	if (base) {
-		*base++ = '\0';
-		dir = dir_at(t, root, path, no);
-	} else {
-		base = path;
-		dir = root;
-	}
-	if (!dir)
-		return -ENOMEM;
-	if (dir == root && strcmp(base, ".oci") == 0) {
-		log_warn("%s: layer %u: /.oci is where ocifs shows the manifest: left out", label,
-			no);
-		return 0;
-	}
-	if (strcmp(base, WH_OPAQUE) == 0) {
-		/* what lower layers put in this directory is gone */
-		for (i = 0; i < dir->n_children;) {
-			if (dir->children[i]->layer_no < no && !dir->children[i]->hidden)
-				tree_child_remove(dir, dir->children[i]);
-			else
-				i++;
-		}
-		return 0;
-	}
-	if (strncmp(base, WH_PREFIX, strlen(WH_PREFIX)) == 0) {
-		old = tree_child_find(dir, base + strlen(WH_PREFIX));
-		if (old && old->layer_no < no)
-			tree_child_remove(dir, old);
-		return 0;
-	}
-	old = tree_child_find(dir, base);
-	if (e->type == '5' && old && old->kind == NODE_DIR) {
-		n = old; /* a directory again: its attributes change, its contents stay */
-	} else {
-		if (old)
-			tree_child_remove(dir, old);
-		switch (e->type) {
-		case '5':
-			n = rnode_new(t, dir, base, NODE_DIR, S_IFDIR, no);
-			break;
-		case '0':
-			n = rnode_new(t, dir, base, NODE_RFILE, S_IFREG, no);
-			if (n) {
-				n->layer = l;
-				n->data_off = e->offset;
-				n->size = e->size;
-			}
-			break;
-		case '1':
-			if (!e->link || layer_path_clean(e->link, lpath, sizeof(lpath)) ||
-				(strip && strip_prefix(lpath, strip)) ||
-				!(target = node_at(root, lpath)) || target->kind != NODE_RFILE) {
-				log_warn("%s: layer %u: hard link \"%.200s\" to nothing in the "
-					 "image: "
-					 "left out",
-					label, no, e->path);
-				return 0;
-			}
-			n = rnode_new(t, dir, base, NODE_RFILE, S_IFREG, no);
-			if (n) {
-				n->layer = target->layer;
-				n->data_off = target->data_off;
-				n->size = target->size;
-			}
-			break;
-		case '2':
-			n = rnode_new(t, dir, base, NODE_RLINK, S_IFLNK, no);
-			if (n && !(n->data = strdup(e->link ? e->link : "")))
-				n = NULL;
-			break;
-		case '3':
-		case '4':
-		case '6':
-			type = e->type == '3' ? S_IFCHR : e->type == '4' ? S_IFBLK : S_IFIFO;
-			n = rnode_new(t, dir, base, NODE_RSPECIAL, type, no);
-			if (n)
-				n->rdev = makedev(e->devmajor, e->devminor);
-			break;
-		default:
-			log_warn("%s: layer %u: entry \"%.200s\" of tar type '%c': left out", label,
-				no, e->path, e->type);
-			return 0;
-		}
-		if (!n)
-			return -ENOMEM;
-	}
+	n->has_mode = true;
 	n->mode = (n->mode & S_IFMT) | e->mode;
 	n->uid = e->uid;
 	n->gid = e->gid;
 	n->mtime = e->mtime;
-	n->layer_no = no;
-	return set_xattrs(n, e);
 }
 
-/* Whether n's tree is still to be built. */
-static bool pending(struct tree *t, struct node *n)
+/* The root's attributes from layer i's entry for it, when no higher layer gave them. */
+static void root_attrs(struct tree *t, struct rootfs *rf, size_t i, const struct layer *l)
 {
-	bool p;
+	char p[PATH_MAX];
+	const struct layer_entry *e;
 
+	if (rf->root_from > i || !tar_path(rf, "", p, sizeof(p)) || !(e = layer_find(l, p)) ||
+		e->type != '5')
+		return;
+	/* its xattrs stay the manifest's (user.oci.*) */
+	rf->root_from = i + 1;
 	pthread_mutex_lock(&t->lock);
-	p = n->rootfs_pending;
+	set_attrs(rf->root, e);
 	pthread_mutex_unlock(&t->lock);
-	return p;
 }
 
-int rootfs_ensure(struct tree *t, struct node *art)
+/* A hard link's file: the entry its target names, in layer i or below. */
+static int link_resolve(struct tree *t, struct rootfs *rf, size_t i, const struct layer_entry *e,
+	struct layer **lout, const struct layer_entry **out)
+{
+	char clean[PATH_MAX];
+	int depth, ret;
+
+	for (depth = 0; depth < LINK_DEPTH; depth++) {
+		const struct layer_entry *target = NULL;
+		struct layer *l = NULL;
+		size_t j;
+
+		/* the target names a path of the archive, not of what rf shows */
+		if (!e->link || layer_path_clean(e->link, clean, sizeof(clean)))
+			return -ENOENT;
+		for (j = i + 1; !target && j-- > 0;) {
+			ret = layer_at(t, rf, j, &l);
+			if (ret)
+				return ret;
+			target = layer_find(l, clean);
+		}
+		if (!target)
+			return -ENOENT;
+		if (target->type == '0') {
+			*lout = l;
+			*out = target;
+			return 0;
+		}
+		if (target->type != '1')
+			return -ENOENT;
+		e = target;
+		i = j;
+	}
+	return -ENOENT;
+}
+
+/* What lookups and listings learn of one name below a directory. */
+struct found {
+	const char *tpath; /* the name's tar path */
+	size_t layer; /* where it was found */
+	const struct layer_entry *e; /* its entry, or NULL: a directory shown by what is below */
+	bool gone; /* a whiteout said it is not there */
+};
+
+/* scan() step for the attributes of a directory known only from entries below it. */
+static int dir_entry_step(void *arg, size_t i, const struct layer *l)
+{
+	struct found *f = arg;
+	const struct layer_entry *e = layer_find(l, f->tpath);
+
+	if (e && e->type == '5') {
+		f->e = e;
+		f->layer = i;
+		return 1;
+	}
+	return 0;
+}
+
+/* The node for name in dir, from what was found, added to dir. 0, -ENOENT (left out) or -errno. */
+static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const char *name,
+	struct found *f, struct node **out)
+{
+	const struct layer_entry *e = f->e, *fe;
+	struct layer *l, *fl;
+	struct node *n;
+	enum node_kind kind;
+	mode_t type;
+	char path[PATH_MAX];
+	int ret;
+
+	if (dir == rf->root && !rf->strip && strcmp(name, ".oci") == 0) {
+		log_warn("%s: /.oci is where ocifs shows the manifest: left out", rf->label);
+		return -ENOENT;
+	}
+	if (!join(dir == rf->root ? "" : dir->data, name, path, sizeof(path)))
+		return -ENAMETOOLONG;
+	ret = layer_at(t, rf, f->layer, &l);
+	if (ret)
+		return ret;
+	if (!e) {
+		/* a directory without an entry of its own here: a lower layer may have one */
+		ret = scan(t, rf, f->tpath, f->layer, dir_entry_step, f);
+		if (ret < 0)
+			return ret;
+		e = f->e;
+	}
+	switch (e ? e->type : '5') {
+	case '5':
+		kind = NODE_DIR;
+		type = S_IFDIR;
+		break;
+	case '0':
+	case '1':
+		kind = NODE_RFILE;
+		type = S_IFREG;
+		break;
+	case '2':
+		kind = NODE_RLINK;
+		type = S_IFLNK;
+		break;
+	case '3':
+		kind = NODE_RSPECIAL;
+		type = S_IFCHR;
+		break;
+	case '4':
+		kind = NODE_RSPECIAL;
+		type = S_IFBLK;
+		break;
+	case '6':
+		kind = NODE_RSPECIAL;
+		type = S_IFIFO;
+		break;
+	default:
+		log_warn("%s: entry \"%.200s\" of tar type '%c': left out", rf->label, f->tpath,
+			e->type);
+		return -ENOENT;
+	}
+	fl = l;
+	fe = e;
+	if (e && e->type == '1') {
+		ret = link_resolve(t, rf, f->layer, e, &fl, &fe);
+		if (ret == -ENOENT)
+			log_warn("%s: hard link \"%.200s\" to nothing in the image: left out",
+				rf->label, f->tpath);
+		if (ret)
+			return ret;
+	}
+	n = tree_node_new(t, dir, name, kind);
+	if (!n)
+		return -ENOMEM;
+	n->repo = strdup(rf->repo);
+	if (!n->repo)
+		return -ENOMEM;
+	n->immutable = true;
+	n->has_mode = true;
+	n->mode = type | 0755;
+	n->uid = n->gid = 0;
+	n->layer_no = (unsigned)f->layer + 1;
+	if (e) {
+		set_attrs(n, e);
+		if (set_xattrs(n, e))
+			return -ENOMEM;
+	}
+	switch (kind) {
+	case NODE_DIR:
+		n->rootfs = rf;
+		n->rootfs_pending = true;
+		if (!(n->data = strdup(path)))
+			return -ENOMEM;
+		break;
+	case NODE_RFILE:
+		n->layer = fl;
+		n->data_off = fe->offset;
+		n->size = fe->size;
+		break;
+	case NODE_RLINK:
+		if (!(n->data = strdup(e->link ? e->link : "")))
+			return -ENOMEM;
+		break;
+	default:
+		n->rdev = makedev(e->devmajor, e->devminor);
+		break;
+	}
+	pthread_mutex_lock(&t->lock);
+	ret = tree_child_add(dir, n);
+	pthread_mutex_unlock(&t->lock);
+	if (ret)
+		return ret;
+	*out = n;
+	return 0;
+}
+
+/* scan() step of a lookup: the name in f->tpath, there, whited out, or not in this layer. */
+static int lookup_step(void *arg, size_t i, const struct layer *l)
+{
+	struct found *f = arg;
+	const struct layer_entry *e = layer_find(l, f->tpath);
+
+	f->layer = i;
+	if (e || layer_has_below(l, f->tpath)) {
+		f->e = e;
+		return 1;
+	}
+	if (whiteout_of(l, f->tpath)) {
+		f->gone = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* A packed directory's layer, checked as oras pull checks it, once. Caller holds rf->lock. */
+static int packed_check(struct tree *t, struct rootfs *rf)
+{
+	const struct layer_entry *v;
+	struct layer *l;
+	char path[PATH_MAX], lp[PATH_MAX];
+	size_t i, n;
+	int ret;
+
+	if (!rf->strip || rf->err || rf->layers[0].l)
+		return rf->err;
+	ret = layer_at(t, rf, 0, &l);
+	if (ret)
+		return rf->err = ret == -ENOMEM ? ret : -EIO;
+	if (rf->want && *rf->want && strcmp(layer_tar_digest(l), rf->want) != 0) {
+		log_err("%s: its tar hashes to %s, not the %s annotated", rf->label,
+			layer_tar_digest(l), rf->want);
+		return rf->err = -EIO;
+	}
+	v = layer_entries(l, &n);
+	for (i = 0; i < n; i++) {
+		const struct layer_entry *e = &v[i];
+		bool in = !layer_path_clean(e->path, path, sizeof(path)) &&
+			  (strcmp(path, rf->strip) == 0 ||
+				  (strncmp(path, rf->strip, strlen(rf->strip)) == 0 &&
+					  path[strlen(rf->strip)] == '/'));
+		bool link_ok = true;
+
+		if (in && e->type == '2') {
+			/* the target, from the entry's directory, must stay below the title */
+			int depth = 0;
+			const char *p;
+
+			for (p = path; (p = strchr(p, '/')); p++)
+				depth++;
+			link_ok = e->link && e->link[0] != '/';
+			for (p = e->link; link_ok && *p;) {
+				size_t k = strcspn(p, "/");
+
+				if (k == 2 && p[0] == '.' && p[1] == '.')
+					depth--;
+				else if (k && !(k == 1 && p[0] == '.'))
+					depth++;
+				link_ok = depth >= 1;
+				p += k;
+				while (*p == '/')
+					p++;
+			}
+		}
+		if (in && e->type == '1')
+			link_ok = e->link && !layer_path_clean(e->link, lp, sizeof(lp)) &&
+				  strncmp(lp, rf->strip, strlen(rf->strip)) == 0 &&
+				  lp[strlen(rf->strip)] == '/';
+		if (!in || !link_ok) {
+			log_err("%s: entry \"%.200s\" is not inside %s/ (oras pull refuses it)",
+				rf->label, e->path, rf->strip);
+			return rf->err = -EIO;
+		}
+	}
+	return 0;
+}
+
+/* The rootfs dir shows, made on the first look inside an image or packed directory. */
+static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 {
 	struct manifest *m = NULL;
-	struct node scratch;
-	struct layer **ls = NULL;
-	char *body = NULL, label[600];
-	size_t len, i, k;
+	struct rootfs *rf;
+	struct node *art;
+	char *body = NULL;
+	size_t len, i;
 	int ret = 0;
 
-	if (!pending(t, art))
+	pthread_mutex_lock(&t->lock);
+	rf = dir->rootfs;
+	pthread_mutex_unlock(&t->lock);
+	if (rf) {
+		*out = rf;
 		return 0;
-	pthread_mutex_lock(&art->load_lock);
-	if (!pending(t, art))
-		goto out;
-	snprintf(label, sizeof(label), "%s/%s@%s", registry_host(art->site->reg), art->repo,
-		art->rootfs_digest);
-	ret = cache_get(t->cache, art->rootfs_digest, MANIFEST_MAX_SIZE, &body, &len);
-	if (!ret)
-		ret = manifest_parse(body, len, NULL, &m);
-	if (ret) {
-		log_err("%s: image manifest not at hand", label);
+	}
+	pthread_mutex_lock(&dir->load_lock);
+	if (dir->rootfs)
+		goto done;
+	for (art = dir; art && art->kind != NODE_ARTIFACT; art = art->parent)
+		;
+	if (!art || !dir->rootfs_digest) {
 		ret = -EIO;
 		goto out;
 	}
-	/* every layer first (the network), then the tree in one go under its lock */
-	ls = calloc(m->n_layers + 1, sizeof(*ls));
-	if (!ls) {
+	rf = calloc(1, sizeof(*rf));
+	if (!rf || !(rf->repo = strdup(art->repo))) {
+		free(rf);
 		ret = -ENOMEM;
 		goto out;
 	}
-	for (i = 0; i < m->n_layers && !ret; i++)
-		ret = tree_layer(t, art->site, art->repo, &m->layers[i], &ls[i]);
+	pthread_mutex_init(&rf->lock, NULL);
+	rf->site = art->site;
+	rf->root = dir;
+	if (dir->kind == NODE_DIR) {
+		/* a packed directory: one layer, its media type in ref, its digest check in data */
+		snprintf(rf->label, sizeof(rf->label), "%s/%s: packed directory %s",
+			registry_host(art->site->reg), art->repo, dir->name);
+		ret = rootfs_layer_add(rf, dir->rootfs_digest, dir->ref, dir->size);
+		if (!ret && (!(rf->strip = strdup(dir->name)) ||
+				    !(rf->want = strdup(dir->data ? dir->data : ""))))
+			ret = -ENOMEM;
+	} else {
+		snprintf(rf->label, sizeof(rf->label), "%s/%s@%s", registry_host(art->site->reg),
+			art->repo, dir->rootfs_digest);
+		ret = cache_get(t->cache, dir->rootfs_digest, MANIFEST_MAX_SIZE, &body, &len);
+		if (!ret)
+			ret = manifest_parse(body, len, NULL, &m);
+		if (ret) {
+			log_err("%s: image manifest not at hand", rf->label);
+			ret = -EIO;
+		}
+		for (i = 0; !ret && i < m->n_layers; i++)
+			ret = rootfs_layer_add(rf, m->layers[i].digest, m->layers[i].media_type,
+				m->layers[i].size);
+	}
 	if (ret) {
-		log_err("%s: layer %zu of the image cannot be read", label, i);
-		ret = ret == -ENOMEM ? ret : -EIO;
+		rootfs_free(rf);
 		goto out;
 	}
-	/* built aside (scratch is this thread's alone), then shown in one step */
-	memset(&scratch, 0, sizeof(scratch));
-	scratch.site = art->site;
-	scratch.repo = art->repo;
-	for (i = 0; i < m->n_layers && !ret; i++)
-		for (k = 0; k < ls[i]->n && !ret; k++)
-			ret = apply(t, &scratch, ls[i], &ls[i]->entries[k], (unsigned)i + 1, label,
-				NULL);
 	pthread_mutex_lock(&t->lock);
-	for (i = 0; !ret && i < scratch.n_children; i++) {
-		scratch.children[i]->parent = art;
-		ret = tree_child_add(art, scratch.children[i]);
-	}
-	if (!ret) {
-		/* the root as the archive says, else as an unpacker makes it: 0755 root */
-		art->has_mode = true;
-		art->mode = scratch.has_mode ? scratch.mode : S_IFDIR | 0755;
-		art->uid = scratch.has_mode ? scratch.uid : 0;
-		art->gid = scratch.has_mode ? scratch.gid : 0;
-		if (scratch.has_mode)
-			art->mtime = scratch.mtime;
-	}
-	if (!ret)
-		art->rootfs_pending = false;
+	rf->next = t->rootfs;
+	t->rootfs = rf;
+	dir->rootfs = rf;
 	pthread_mutex_unlock(&t->lock);
-	free(scratch.children);
-	tree_xattrs_free(scratch.xattrs, scratch.n_xattrs);
+done:
+	*out = dir->rootfs;
 out:
-	pthread_mutex_unlock(&art->load_lock);
+	pthread_mutex_unlock(&dir->load_lock);
 	manifest_free(m);
-	free(ls);
 	free(body);
 	return ret;
 }
 
-int rootfs_unpack(struct tree *t, struct node *dir)
+/* The tar path of dir (of rf) into out. */
+static bool dir_tar_path(const struct rootfs *rf, const struct node *dir, char *out, size_t size)
 {
-	struct descriptor d = { 0 };
-	struct node scratch, *art;
-	struct layer *l;
-	char label[600], got[DIGEST_STR_LEN + 1], path[PATH_MAX];
-	size_t i;
-	int ret = 0;
+	return tar_path(rf, dir == rf->root ? "" : dir->data, out, size);
+}
 
-	if (!pending(t, dir))
-		return 0;
-	for (art = dir->parent; art && art->kind != NODE_ARTIFACT; art = art->parent)
-		;
-	if (!art)
-		return -EIO;
-	pthread_mutex_lock(&dir->load_lock);
-	if (!pending(t, dir))
-		goto out;
-	snprintf(label, sizeof(label), "%s/%s: packed directory %s", registry_host(art->site->reg),
-		art->repo, dir->name);
-	d.media_type = dir->ref;
-	d.digest = dir->rootfs_digest;
-	d.size = dir->size;
-	ret = tree_layer(t, art->site, art->repo, &d, &l);
-	if (ret) {
-		ret = ret == -ENOMEM ? ret : -EIO;
-		goto out;
-	}
-	/* what oras checks before it unpacks */
-	if (dir->data && *dir->data) {
-		ret = digest_fd(l->fd, l->tar_size, got, NULL);
-		if (!ret && strcmp(got, dir->data) != 0) {
-			log_err("%s: its tar hashes to %s, not the %s annotated", label, got,
-				dir->data);
-			ret = -EIO;
-			goto out;
-		}
-	}
-	for (i = 0; !ret && i < l->n; i++) {
-		const struct layer_entry *e = &l->entries[i];
-		char lp[PATH_MAX];
+int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	struct found f = { NULL, 0, NULL, false };
+	struct rootfs *rf;
+	struct node *n;
+	char dp[PATH_MAX], p[PATH_MAX];
+	int ret;
 
-		if (layer_path_clean(e->path, path, sizeof(path)) ||
-			strip_prefix(path, dir->name) ||
-			(e->type == '2' && (!e->link || !link_stays(path, e->link))) ||
-			(e->type == '1' && (!e->link || layer_path_clean(e->link, lp, sizeof(lp)) ||
-						   strip_prefix(lp, dir->name)))) {
-			log_err("%s: entry \"%.200s\" is not inside %s/ (oras pull refuses it)",
-				label, e->path, dir->name);
-			ret = -EIO;
-		}
-	}
+	ret = rootfs_get(t, dir, &rf);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&rf->lock);
+	ret = packed_check(t, rf);
 	if (ret)
 		goto out;
-	memset(&scratch, 0, sizeof(scratch));
-	scratch.site = art->site;
-	scratch.repo = art->repo;
-	for (i = 0; !ret && i < l->n; i++)
-		ret = apply(t, &scratch, l, &l->entries[i], 1, label, dir->name);
 	pthread_mutex_lock(&t->lock);
-	for (i = 0; !ret && i < scratch.n_children; i++) {
-		scratch.children[i]->parent = dir;
-		ret = tree_child_add(dir, scratch.children[i]);
+	n = tree_child_find(dir, name);
+	pthread_mutex_unlock(&t->lock);
+	if (n || !dir->rootfs_pending) {
+		ret = n ? 0 : -ENOENT;
+		goto out;
+	}
+	if (strncmp(name, WH_PREFIX, strlen(WH_PREFIX)) == 0 && !rf->strip) {
+		ret = -ENOENT;
+		goto out;
+	}
+	if (!dir_tar_path(rf, dir, dp, sizeof(dp)) || !join(dp, name, p, sizeof(p))) {
+		ret = -ENAMETOOLONG;
+		goto out;
+	}
+	f.tpath = p;
+	ret = scan(t, rf, dp, rf->n - 1, lookup_step, &f);
+	if (ret < 0)
+		goto out;
+	if (rf->layers[rf->n - 1].l)
+		root_attrs(t, rf, rf->n - 1, rf->layers[rf->n - 1].l);
+	if (!ret || f.gone) {
+		ret = -ENOENT;
+		goto out;
+	}
+	ret = node_make(t, rf, dir, name, &f, &n);
+out:
+	pthread_mutex_unlock(&rf->lock);
+	if (!ret)
+		*out = n;
+	return ret;
+}
+
+/* What a listing has decided so far. */
+struct listing {
+	struct found *v;
+	char **names;
+	size_t n;
+	size_t layer;
+	int err;
+	bool packed;
+};
+
+static void list_name(void *arg, const char *name, const struct layer_entry *e)
+{
+	struct listing *ls = arg;
+	bool wh = !ls->packed && strncmp(name, WH_PREFIX, strlen(WH_PREFIX)) == 0;
+	const char *key = wh ? name + strlen(WH_PREFIX) : name;
+	size_t i;
+
+	if (ls->err || (!ls->packed && strcmp(name, WH_OPAQUE) == 0) || !*key)
+		return;
+	for (i = 0; i < ls->n; i++)
+		if (strcmp(ls->names[i], key) == 0)
+			break;
+	if (i < ls->n) {
+		struct found *f = &ls->v[i];
+
+		/* decided by a higher layer; in this one an entry beats its own whiteout */
+		if (f->layer != ls->layer || wh)
+			return;
+		if (f->gone || (!f->e && e)) {
+			f->gone = false;
+			f->e = e;
+		}
+		return;
+	}
+	{
+		struct found *v = realloc(ls->v, (ls->n + 1) * sizeof(*v));
+		char **nv = realloc(ls->names, (ls->n + 1) * sizeof(*nv));
+
+		if (v)
+			ls->v = v;
+		if (nv)
+			ls->names = nv;
+		if (!v || !nv || !(ls->names[ls->n] = strdup(key))) {
+			ls->err = -ENOMEM;
+			return;
+		}
+		ls->v[ls->n].tpath = NULL;
+		ls->v[ls->n].layer = ls->layer;
+		ls->v[ls->n].e = wh ? NULL : e;
+		ls->v[ls->n].gone = wh;
+		ls->n++;
+	}
+}
+
+struct list_arg {
+	struct listing *ls;
+	const char *dp;
+};
+
+static int list_step(void *arg, size_t i, const struct layer *l)
+{
+	struct list_arg *a = arg;
+
+	a->ls->layer = i;
+	layer_list(l, a->dp, list_name, a->ls);
+	return a->ls->err;
+}
+
+int rootfs_list(struct tree *t, struct node *dir)
+{
+	struct listing ls = { NULL, NULL, 0, 0, 0, false };
+	struct list_arg a = { &ls, NULL };
+	struct rootfs *rf;
+	char dp[PATH_MAX], p[PATH_MAX];
+	size_t i;
+	int ret;
+
+	ret = rootfs_get(t, dir, &rf);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&rf->lock);
+	ret = packed_check(t, rf);
+	if (ret || !dir->rootfs_pending)
+		goto out;
+	if (!dir_tar_path(rf, dir, dp, sizeof(dp))) {
+		ret = -ENAMETOOLONG;
+		goto out;
+	}
+	ls.packed = rf->strip != NULL;
+	a.dp = dp;
+	ret = scan(t, rf, dp, rf->n - 1, list_step, &a);
+	for (i = 0; !ret && i < rf->n; i++)
+		if (rf->layers[i].l)
+			root_attrs(t, rf, i, rf->layers[i].l);
+	for (i = 0; !ret && i < ls.n; i++) {
+		struct node *n;
+
+		if (ls.v[i].gone)
+			continue;
+		pthread_mutex_lock(&t->lock);
+		n = tree_child_find(dir, ls.names[i]);
+		pthread_mutex_unlock(&t->lock);
+		if (n)
+			continue;
+		if (!join(dp, ls.names[i], p, sizeof(p)))
+			continue;
+		ls.v[i].tpath = p;
+		ret = node_make(t, rf, dir, ls.names[i], &ls.v[i], &n);
+		if (ret == -ENOENT || ret == -ENAMETOOLONG)
+			ret = 0;
 	}
 	if (!ret) {
-		if (scratch.has_mode) {
-			dir->has_mode = true;
-			dir->mode = scratch.mode;
-			dir->uid = scratch.uid;
-			dir->gid = scratch.gid;
-			dir->mtime = scratch.mtime;
-		}
+		pthread_mutex_lock(&t->lock);
 		dir->rootfs_pending = false;
+		pthread_mutex_unlock(&t->lock);
 	}
-	pthread_mutex_unlock(&t->lock);
-	free(scratch.children);
-	tree_xattrs_free(scratch.xattrs, scratch.n_xattrs);
 out:
-	pthread_mutex_unlock(&dir->load_lock);
+	pthread_mutex_unlock(&rf->lock);
+	for (i = 0; i < ls.n; i++)
+		free(ls.names[i]);
+	free(ls.names);
+	free(ls.v);
 	return ret;
+}
+
+bool rootfs_is(const struct node *dir)
+{
+	return (dir->kind == NODE_ARTIFACT || dir->kind == NODE_DIR) &&
+	       (dir->rootfs || dir->rootfs_digest);
 }

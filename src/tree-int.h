@@ -99,9 +99,10 @@ struct node {
 	struct staged *staged; /* STAGED: its file */
 
 	/* Root filesystems of images (rootfs.c). protected by t->lock */
-	bool rootfs_pending; /* ARTIFACT: its root filesystem is built on the first look inside */
+	struct rootfs *rootfs; /* what the directory shows, once looked into; shared below it */
+	bool rootfs_pending; /* a directory of rootfs: children still to list (some may be there) */
 	char *rootfs_digest; /* ARTIFACT: the image manifest whose layers make it, or NULL;
-	                        DIR: the packed layer it shows (see rootfs_unpack) */
+	                        DIR: the packed layer it shows (see rootfs_lookup) */
 	bool has_mode; /* mode, owner, rdev from a tar header (rootfs nodes) */
 	mode_t mode; /* type bits and permissions */
 	uid_t uid;
@@ -110,6 +111,7 @@ struct node {
 	struct layer *layer; /* RFILE: the layer holding its bytes (owned by the tree) */
 	int64_t data_off; /* RFILE: where in that layer's tar */
 	unsigned layer_no; /* the layer (from 1, lowest first) that made it */
+	/* DIR of a rootfs (data): its path below what the rootfs shows */
 };
 
 struct tree {
@@ -124,6 +126,7 @@ struct tree {
 	struct push *push; /* push.c's state */
 	struct layer **layers; /* every layer opened, for reuse across images; protected by lock */
 	size_t n_layers;
+	struct rootfs *rootfs; /* every rootfs made (rootfs.c); protected by lock */
 };
 
 /* The site of host (canonical or not), made on first use. 0 or -errno. */
@@ -156,15 +159,20 @@ bool tree_strlist_has(const struct strlist *l, const char *s);
 int tree_artifact_install(
 	struct tree *t, struct node *art, const char *digest, const char *body, size_t len);
 
-/* rootfs.c: build art's root filesystem when it is pending. 0 or -errno. */
-int rootfs_ensure(struct tree *t, struct node *art);
 /*
- * rootfs.c: show the directory oras packed into the layer of dir (a NODE_DIR
- * with rootfs_pending: rootfs_digest the layer, ref its media type, size its
- * size, data the io.deis.oras.content.digest to check). 0 when there is
- * nothing to do or it is done, -EIO when the layer is refused, -errno.
+ * rootfs.c: whether dir shows a root filesystem (an image's artifact
+ * directory, a directory of one, or a directory oras packed).
  */
-int rootfs_unpack(struct tree *t, struct node *dir);
+bool rootfs_is(const struct node *dir);
+/*
+ * rootfs.c: the child name of dir (rootfs_is()), looked up in its layers
+ * newest first, indexing a layer only when the lookup gets down to it. 0,
+ * -ENOENT, -EIO when a layer cannot be read or a packed directory is
+ * refused, or -errno.
+ */
+int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
+/* rootfs.c: every child of dir (rootfs_is()) made, from every layer that shows it. 0 or -errno. */
+int rootfs_list(struct tree *t, struct node *dir);
 /* rootfs.c: free the layers the tree opened. */
 void rootfs_release(struct tree *t);
 

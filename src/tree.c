@@ -86,16 +86,20 @@ bool tree_is_image_file(const struct node *n)
 	return n->kind == NODE_RFILE;
 }
 
-int tree_open_image_file(struct tree *t, struct node *n, int *fd, int64_t *base, int64_t *size)
+ssize_t tree_read_image_file(struct node *n, void *buf, size_t size, off_t off)
 {
 	if (n->kind != NODE_RFILE || !n->layer)
 		return -EINVAL;
-	*fd = fcntl(n->layer->fd, F_DUPFD_CLOEXEC, 0);
-	if (*fd < 0)
-		return -errno;
-	*base = n->data_off;
-	*size = n->size;
-	return 0;
+	if (off >= n->size)
+		return 0;
+	if ((int64_t)size > n->size - off)
+		size = (size_t)(n->size - off);
+	return layer_read(n->layer, buf, size, n->data_off + off);
+}
+
+bool tree_image_file_verified(struct node *n)
+{
+	return n->kind == NODE_RFILE && n->layer && layer_verified(n->layer);
 }
 
 int tree_readlink(struct tree *t, struct node *n, const char **target)
@@ -1227,6 +1231,7 @@ int tree_artifact_install(
 	free(n->rootfs_digest);
 	n->rootfs_digest = scratch.rootfs_digest;
 	n->rootfs_pending = scratch.rootfs_pending;
+	n->rootfs = NULL; /* made anew on the next look inside (the old one goes with the tree) */
 	n->has_mode = scratch.has_mode;
 	n->mode = scratch.mode;
 	n->uid = scratch.uid;
@@ -1570,17 +1575,14 @@ static int reader_errno(int err)
 	}
 }
 
-/* What an artifact or referrers directory shows, loaded (an image's root filesystem too when rootfs). */
-static int dir_load(struct tree *t, struct node *dir, bool rootfs)
+/* What an artifact or referrers directory shows, loaded (a rootfs's own directories need nothing). */
+static int dir_load(struct tree *t, struct node *dir)
 {
-	int ret;
-
 	if (dir->kind == NODE_REFERRERS)
 		return referrers_load(t, dir);
 	if (dir->kind == NODE_DIR)
-		return rootfs_unpack(t, dir);
-	ret = artifact_load(t, dir);
-	return !ret && rootfs ? rootfs_ensure(t, dir) : ret;
+		return 0;
+	return artifact_load(t, dir);
 }
 
 int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
@@ -1598,10 +1600,12 @@ int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node 
 	case NODE_ARTIFACT:
 	case NODE_REFERRERS:
 	case NODE_DIR:
-		/* .oci needs no root filesystem */
-		ret = dir_load(t, dir, name[0] != '.');
+		ret = dir_load(t, dir);
 		if (ret)
 			return ret;
+		/* .oci needs no root filesystem */
+		if (rootfs_is(dir) && !(dir->kind == NODE_ARTIFACT && strcmp(name, ".oci") == 0))
+			return rootfs_lookup(t, dir, name, out);
 		break;
 	default:
 		return -ENOTDIR;
@@ -1709,7 +1713,9 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 	case NODE_ARTIFACT:
 	case NODE_REFERRERS:
 	case NODE_DIR:
-		ret = dir_load(t, dir, true);
+		ret = dir_load(t, dir);
+		if (!ret && rootfs_is(dir))
+			ret = rootfs_list(t, dir);
 		if (ret)
 			return ret;
 		break;

@@ -95,11 +95,14 @@ ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *bu
 ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size);
 
 /*
- * A file of an image's root filesystem (tree_is_image_file): *fd (the
- * caller's to close) holds its size bytes at offset base.
+ * A file of an image's root filesystem (tree_is_image_file): up to size
+ * bytes at off into buf, decompressed from its layer. Bytes read (fewer at
+ * its end) or -errno. Thread-safe.
  */
 bool tree_is_image_file(const struct node *n);
-int tree_open_image_file(struct tree *t, struct node *n, int *fd, int64_t *base, int64_t *size);
+ssize_t tree_read_image_file(struct node *n, void *buf, size_t size, off_t off);
+/* Whether those bytes came from a layer blob verified against its digest. */
+bool tree_image_file_verified(struct node *n);
 
 /* The target of a symbolic link (borrowed, lives as long as n), or -EINVAL. */
 int tree_readlink(struct tree *t, struct node *n, const char **target);

@@ -10,7 +10,7 @@ T_TIMEOUT=${T_TIMEOUT:-300}
 require_env skopeo umoci chroot python3 setfattr
 [ -x /bin/busybox ] || skip_all "busybox-static not installed"
 
-registry_start rootfs
+REG_ACCESSLOG=1 registry_start rootfs
 
 # ---- an image of two layers, made with umoci
 L=$TESTDIR/layout
@@ -117,8 +117,59 @@ check_eq "the image's .oci/ is still there" "$(manifest_digest img/bb gzip)" \
 	"$(tr -d '\n' <"$I/.oci/digest")"
 check_err "the image is read-only" "Read-only file system" touch "$I/etc/new"
 umount_ocifs "$M"
-check "the layers were decompressed once into the cache" \
-	test "$(ls "$CACHE/layers" | grep -c '\.tar$')" -ge 2
+check_eq "the layers are indexed in the cache, not decompressed there" "0 6" \
+	"$(find "$CACHE/layers" -name '*.tar' | wc -l) $(find "$CACHE/layers" -name '*.idx' | wc -l)"
+
+# ---- looked up newest layer first; big layers read from checkpoints
+L3=$TESTDIR/layout3
+mkdir -p "$TESTDIR/l1/big" "$TESTDIR/l2/mid" "$TESTDIR/l3/app"
+# 16 symbols at random: compresses about 2:1, and 12 MiB of tar spans several checkpoints
+python3 - "$TESTDIR/l1/big" <<'PY'
+import random, sys
+r = random.Random(5)
+for name in ("a.bin", "b.bin"):
+    with open(f"{sys.argv[1]}/{name}", "wb") as f:
+        f.write(bytes(r.choice(b"abcdefghijklmnop") for _ in range(6 * 1024 * 1024)))
+PY
+echo mid >"$TESTDIR/l2/mid/x.txt"
+echo app >"$TESTDIR/l3/app/main.txt"
+image_build "$L3" v1 linux/amd64 "$TESTDIR/l1" "$TESTDIR/l2" "$TESTDIR/l3" || bail "image of 3 layers"
+push_image "$L3" v1 img/lazy gzip >/dev/null || bail "push (3 layers, gzip)"
+skopeo copy -q --dest-tls-verify=false --dest-compress --dest-compress-format zstd \
+	"oci:$L3:v1" "docker://$REG/img/lazy:zstd" || bail "push (3 layers, zstd)"
+layer_hex() { manifest_get img/lazy gzip | jq -r ".layers[$1].digest" | sed 's/^sha256://'; }
+base=$(layer_hex 0) mid=$(layer_hex 1) top=$(layer_hex 2)
+rm -rf "$CACHE"
+mount_ocifs "$REG" "$M" -o ro || bail "mount (lazy)"
+I=$M/img/lazy/gzip
+mark=$(reg_log_mark)
+check_eq "a file of the newest layer reads" "app" "$(cat "$I/app/main.txt" 2>&1)"
+reg_log_quiet
+check_eq "without fetching the two layers below it" "0 0" \
+	"$(served_requests "$base" "$mark") $(served_requests "$mid" "$mark")"
+check "while the newest layer was fetched" test "$(served_requests "$top" "$mark")" -ge 1
+check_ls "listing the root brings in every layer" "$I" app big mid
+check_same "a file 6 MiB into a gzip layer reads whole" "$TESTDIR/l1/big/b.bin" "$I/big/b.bin"
+check_eq "and its last MiB on its own" \
+	"$(tail -c 1048576 "$TESTDIR/l1/big/b.bin" | sha256sum)" \
+	"$(dd if="$I/big/b.bin" bs=1M skip=5 count=1 status=none | sha256sum)"
+check_same "zstd: the same file" "$TESTDIR/l1/big/b.bin" "$M/img/lazy/zstd/big/b.bin"
+idx=$(stat -c %s "$CACHE/layers/$base.idx")
+check "the base layer's index is small: $idx bytes for 12 MiB of tar" test "$idx" -lt 400000
+umount_ocifs "$M"
+# the blob gone from the cache, its index kept: a read fetches from the nearest checkpoint only
+rm -f "$CACHE/blobs/sha256/$base"
+mount_ocifs "$REG" "$M" -o ro || bail "mount (index kept)"
+mark=$(reg_log_mark)
+check_eq "with the index kept, the last MiB of the first file reads again" \
+	"$(tail -c 1048576 "$TESTDIR/l1/big/a.bin" | sha256sum)" \
+	"$(dd if="$M/img/lazy/gzip/big/a.bin" bs=1M skip=5 count=1 status=none | sha256sum)"
+reg_log_quiet
+got=$(served_bytes "$base" "$mark")
+size=$(manifest_get img/lazy gzip | jq '.layers[0].size')
+check "fetching $got of the layer's $size bytes (from a checkpoint, not the start)" \
+	test "$got" -gt 0 -a "$got" -lt "$((size * 3 / 4))"
+umount_ocifs "$M"
 
 # ---- hostile layers, made by hand
 H=$TESTDIR/hostile

@@ -7,19 +7,38 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <zlib.h>
+#include <zstd.h>
+
+#include "buf.h"
+#include "cache.h"
+#include "digest.h"
 #include "layer.h"
 #include "check.h"
 
-static unsigned char tarbuf[64 * 512];
-static size_t tarlen;
+static unsigned char *tarbuf;
+static size_t tarlen, tarcap;
+
+/* Room for n more bytes (and the two zero blocks that end an archive). */
+static void room(size_t n)
+{
+	if (tarlen + n + 1024 <= tarcap)
+		return;
+	tarcap = (tarlen + n + 1024) * 2;
+	tarbuf = realloc(tarbuf, tarcap);
+	if (!tarbuf)
+		abort();
+}
 
 /* Append a header block: name, type, size, and (optional) ustar prefix. */
 static unsigned char *header(const char *name, char type, size_t size, const char *prefix)
 {
-	unsigned char *h = tarbuf + tarlen;
+	unsigned char *h;
 	unsigned sum = 0;
 	size_t i;
 
+	room(512);
+	h = tarbuf + tarlen;
 	memset(h, 0, 512);
 	snprintf((char *)h, 100, "%s", name);
 	snprintf((char *)h + 100, 8, "%07o", 0644);
@@ -42,6 +61,7 @@ static unsigned char *header(const char *name, char type, size_t size, const cha
 
 static void data(const char *d, size_t n)
 {
+	room(n + 512);
 	memset(tarbuf + tarlen, 0, (n + 511) / 512 * 512);
 	memcpy(tarbuf + tarlen, d, n);
 	tarlen += (n + 511) / 512 * 512;
@@ -56,6 +76,7 @@ static int index_it(struct layer_entry **e, size_t *n)
 	if (fd < 0)
 		return -errno;
 	unlink(path);
+	room(0);
 	memset(tarbuf + tarlen, 0, 1024);
 	if (write(fd, tarbuf, tarlen + 1024) != (ssize_t)(tarlen + 1024)) {
 		close(fd);
@@ -73,6 +94,250 @@ static void check_clean(const char *in, int want, const char *out)
 
 	CHECK(ret == want && (ret || strcmp(buf, out) == 0),
 		"clean \"%s\": %d \"%s\" (got %d \"%s\")", in, want, out, ret, ret ? "" : buf);
+}
+
+/* ---- random access into compressed layers ---- */
+
+#define FILE_SIZE (5 * 1024 * 1024)
+#define N_FILES 3
+
+/* gzip of p in members members (concatenated), malloc'd. */
+static unsigned char *gz(const unsigned char *p, size_t n, int members, size_t *out)
+{
+	size_t cap = compressBound((uLong)n) + 1024 * (size_t)members, len = 0, i;
+	unsigned char *o = malloc(cap);
+
+	for (i = 0; o && i < (size_t)members; i++) {
+		size_t from = n * i / (size_t)members, to = n * (i + 1) / (size_t)members;
+		z_stream z;
+
+		memset(&z, 0, sizeof(z));
+		if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+			abort();
+		z.next_in = (Bytef *)p + from;
+		z.avail_in = (uInt)(to - from);
+		z.next_out = o + len;
+		z.avail_out = (uInt)(cap - len);
+		if (deflate(&z, Z_FINISH) != Z_STREAM_END)
+			abort();
+		len = cap - z.avail_out;
+		deflateEnd(&z);
+	}
+	*out = len;
+	return o;
+}
+
+/* zstd of p in frames frames, malloc'd. */
+static unsigned char *zst(const unsigned char *p, size_t n, int frames, size_t *out)
+{
+	size_t cap = ZSTD_compressBound(n) + 1024 * (size_t)frames, len = 0, i;
+	unsigned char *o = malloc(cap);
+
+	for (i = 0; o && i < (size_t)frames; i++) {
+		size_t from = n * i / (size_t)frames, to = n * (i + 1) / (size_t)frames;
+		size_t r = ZSTD_compress(o + len, cap - len, p + from, to - from, 3);
+
+		if (ZSTD_isError(r))
+			abort();
+		len += r;
+	}
+	*out = len;
+	return o;
+}
+
+static uint32_t lcg(uint32_t *s)
+{
+	*s = *s * 1664525u + 1013904223u;
+	return *s;
+}
+
+static void index_damage(const struct layer *l, const char *what);
+
+/* The layer blob (media type mt) put in the cache, indexed, and read at random. */
+static void random_access(struct cache *c, const char *what, const char *mt,
+	const unsigned char *blob, size_t blen, size_t min_cps)
+{
+	char path[] = "/tmp/ocifs-test-blob.XXXXXX", d[DIGEST_STR_LEN + 1], stored[4096];
+	char want[DIGEST_STR_LEN + 1], idx[4200];
+	unsigned char *got = malloc(300 * 1024);
+	struct layer *l = NULL;
+	const struct layer_entry *e;
+	uint32_t seed = 7;
+	size_t n, i, bad = 0;
+	int fd = mkstemp(path), pass, ret;
+
+	if (fd < 0 || !got || write(fd, blob, blen) != (ssize_t)blen)
+		abort();
+	close(fd);
+	digest_buffer(blob, blen, d);
+	digest_buffer(tarbuf, tarlen, want);
+	if (cache_adopt(c, d, path, stored, sizeof(stored)))
+		abort();
+	for (pass = 0; pass < 3; pass++) {
+		const char *how = pass == 0 ? "indexed" : pass == 1 ? "from its index" : "index damaged";
+
+		if (pass == 2) {
+			/* one byte of the stored index flipped: made again, not trusted */
+			FILE *f;
+
+			snprintf(idx, sizeof(idx), "%s/layers/%s.idx", cache_dir(c), digest_hex(d));
+			f = fopen(idx, "r+");
+			if (!f || fseek(f, 100, SEEK_SET) || fputc(0x5a ^ 0xff, f) == EOF)
+				abort();
+			fclose(f);
+		}
+		ret = layer_open(c, NULL, "test", d, mt, (int64_t)blen, true, &l);
+		CHECK(ret == 0, "%s, %s: opened (%d)", what, how, ret);
+		if (ret)
+			break;
+		e = layer_entries(l, &n);
+		CHECK(n == N_FILES && e[N_FILES - 1].size == FILE_SIZE,
+			"%s, %s: %d entries, sizes from the headers", what, how, N_FILES);
+		CHECK(strcmp(layer_tar_digest(l), want) == 0, "%s, %s: the tar's digest", what, how);
+		CHECK(layer_checkpoints(l) >= min_cps, "%s, %s: %zu checkpoints (at least %zu)",
+			what, how, layer_checkpoints(l), min_cps);
+		CHECK(layer_find(l, "f1") == &e[1] && !layer_find(l, "f") && layer_has_below(l, "") &&
+				!layer_has_below(l, "f1"),
+			"%s, %s: lookups by path", what, how);
+		/* forwards, backwards, across checkpoints, the very end */
+		for (i = 0; i < 60; i++) {
+			int64_t off = (int64_t)(lcg(&seed) % tarlen);
+			size_t len = lcg(&seed) % (300 * 1024);
+			ssize_t r = layer_read(l, got, len, off);
+			size_t exp = (size_t)off + len > tarlen ? tarlen - (size_t)off : len;
+
+			if (r != (ssize_t)exp || memcmp(got, tarbuf + off, exp) != 0)
+				bad++;
+		}
+		for (i = 0; i < 20; i++) {
+			/* a file read through in order, as cat does */
+			int64_t off = e[2].offset + (int64_t)i * 128 * 1024;
+
+			if (layer_read(l, got, 128 * 1024, off) != 128 * 1024 ||
+				memcmp(got, tarbuf + off, 128 * 1024) != 0)
+				bad++;
+		}
+		CHECK(bad == 0, "%s, %s: 80 reads give the tar's bytes (%zu wrong)", what, how, bad);
+		CHECK(layer_read(l, got, 10, (int64_t)tarlen) == 0,
+			"%s, %s: nothing past the end", what, how);
+		if (pass == 0)
+			index_damage(l, what);
+		layer_free(l);
+	}
+	free(got);
+}
+
+static void random_access_all(void)
+{
+	char dir[] = "/tmp/ocifs-test-cache.XXXXXX";
+	struct cache_options o = { 0 };
+	struct cache *c = NULL;
+	unsigned char *blob;
+	uint32_t seed = 1;
+	size_t blen, i, k;
+	char name[8];
+
+	tarlen = 0;
+	for (i = 0; i < N_FILES; i++) {
+		snprintf(name, sizeof(name), "f%zu", i);
+		header(name, '0', FILE_SIZE, NULL);
+		room(FILE_SIZE + 512);
+		/* 16 symbols: compresses about 2:1, unlike a repeating pattern */
+		for (k = 0; k < FILE_SIZE; k++)
+			tarbuf[tarlen + k] = (unsigned char)"abcdefghijklmnop"[lcg(&seed) >> 28];
+		tarlen += FILE_SIZE;
+	}
+	room(0);
+	memset(tarbuf + tarlen, 0, 1024);
+	tarlen += 1024;
+	if (!mkdtemp(dir))
+		abort();
+	o.dir = dir;
+	if (cache_new(&o, &c))
+		abort();
+	blob = gz(tarbuf, tarlen, 1, &blen);
+	random_access(c, "gzip", "application/vnd.oci.image.layer.v1.tar+gzip", blob, blen,
+		tarlen / LAYER_SPAN);
+	free(blob);
+	blob = gz(tarbuf, tarlen, 3, &blen);
+	random_access(c, "gzip of 3 members", "application/vnd.oci.image.layer.v1.tar+gzip", blob,
+		blen, tarlen / LAYER_SPAN);
+	free(blob);
+	blob = zst(tarbuf, tarlen, 6, &blen);
+	random_access(c, "zstd of 6 frames", "application/vnd.oci.image.layer.v1.tar+zstd", blob,
+		blen, 3);
+	free(blob);
+	random_access(c, "uncompressed", "application/vnd.oci.image.layer.v1.tar", tarbuf, tarlen,
+		1);
+	cache_free(c);
+	{
+		char cmd[200];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+		if (system(cmd))
+			abort();
+	}
+}
+
+/*
+ * The index of l damaged: cut short, and bytes changed (the checksum made
+ * right again, so that the checks behind it are reached). Each decode is
+ * EBADMSG or a layer, never a crash (the sanitizer build watches).
+ */
+static void index_damage(const struct layer *l, const char *what)
+{
+	struct buf b = BUF_INIT;
+	unsigned char *p;
+	size_t i, k, refused = 0, tried = 0, wrong = 0;
+
+	if (layer_index_encode(l, &b))
+		abort();
+	p = malloc(b.len);
+	for (i = 0; p && i < b.len; i += i < 4096 ? 1 : 997) {
+		struct layer *d = NULL;
+		int ret = layer_index_decode(b.data, i, "sha256:x", &d);
+
+		tried++;
+		refused += ret == -EBADMSG;
+		wrong += ret != -EBADMSG;
+		layer_free(d);
+	}
+	CHECK(wrong == 0, "%s: its index cut short at %zu places: EBADMSG each time (%zu not)", what,
+		tried, wrong);
+	tried = wrong = 0;
+	for (i = 8; p && i + 4 < b.len; i += i < 4096 ? 1 : 997) {
+		static const unsigned char flip[] = { 0xff, 0x01, 0x80 };
+
+		for (k = 0; k < sizeof(flip); k++) {
+			struct layer *d = NULL;
+			uint32_t crc;
+			int ret;
+
+			memcpy(p, b.data, b.len);
+			p[i] ^= flip[k];
+			crc = (uint32_t)crc32(0, p, (uInt)(b.len - 4));
+			memcpy(p + b.len - 4, &crc, 4);
+			ret = layer_index_decode(p, b.len, "sha256:x", &d);
+			tried++;
+			refused += ret == -EBADMSG;
+			wrong += ret != 0 && ret != -EBADMSG;
+			layer_free(d);
+		}
+	}
+	CHECK(wrong == 0, "%s: its index with %zu bytes changed: a layer or EBADMSG (%zu refused)",
+		what, tried, refused);
+	{
+		struct layer *d = NULL;
+		int ret;
+
+		memcpy(p, b.data, b.len);
+		p[b.len / 2] ^= 0x10;
+		ret = layer_index_decode(p, b.len, "sha256:x", &d);
+		CHECK(ret == -EBADMSG, "%s: a changed byte without its checksum: EBADMSG", what);
+		layer_free(d);
+	}
+	free(p);
+	buf_release(&b);
 }
 
 int main(void)
@@ -183,5 +448,6 @@ int main(void)
 			layer_media_type_ok("application/vnd.docker.image.rootfs.diff.tar.gzip") &&
 			!layer_media_type_ok("application/vnd.oci.image.layer.v1.tar+bzip2"),
 		"layer media types");
+	random_access_all();
 	return check_done();
 }
