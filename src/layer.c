@@ -20,7 +20,7 @@
 #include "log.h"
 
 #define BLOCK 512
-/* GNU long names and PAX headers bigger than this are not names: a damaged archive. */
+/* GNU long names and PAX headers bigger than this are not read: their entry is left out. */
 #define META_MAX (1024 * 1024)
 #define IO_BUF (256 * 1024)
 #define WINDOW 32768
@@ -147,14 +147,19 @@ static int pax_parse(const char *d, size_t n, struct pending *p)
 	size_t pos = 0;
 
 	while (pos < n) {
-		char *end;
-		unsigned long len = strtoul(d + pos, &end, 10);
 		const char *key, *eq, *val;
-		size_t vlen;
+		size_t len = 0, digits = 0, vlen;
 
-		if (end == d + pos || *end != ' ' || len == 0 || len > n - pos)
+		/* the record's length, in decimal digits only, counts the digits themselves */
+		while (pos + digits < n && d[pos + digits] >= '0' && d[pos + digits] <= '9' &&
+			len < n) {
+			len = len * 10 + (size_t)(d[pos + digits] - '0');
+			digits++;
+		}
+		if (!digits || pos + digits >= n || d[pos + digits] != ' ' || len > n - pos ||
+			len < digits + 3)
 			return -EBADMSG;
-		key = end + 1;
+		key = d + pos + digits + 1;
 		eq = memchr(key, '=', (size_t)(d + pos + len - key));
 		if (!eq || d[pos + len - 1] != '\n')
 			return -EBADMSG;
@@ -230,6 +235,7 @@ int layer_tar_index_read(layer_read_fn rd, void *ctx, int64_t size, const char *
 	struct pending p;
 	unsigned char h[BLOCK];
 	int64_t off = 0;
+	bool skip_next = false; /* an oversized header described the next entry */
 	int ret = 0;
 
 	memset(&p, 0, sizeof(p));
@@ -269,9 +275,12 @@ int layer_tar_index_read(layer_read_fn rd, void *ctx, int64_t size, const char *
 			char *d;
 
 			if (dsize > META_MAX) {
-				log_err("%s: tar header at %lld: oversized", label, (long long)off);
-				ret = -EBADMSG;
-				break;
+				log_warn("%s: tar header at %lld: %lld bytes of names or records: "
+					 "its entry left out",
+					label, (long long)off, (long long)dsize);
+				skip_next = true;
+				off += (dsize + BLOCK - 1) / BLOCK * BLOCK;
+				continue;
 			}
 			d = malloc((size_t)dsize + 1);
 			if (!d) {
@@ -299,6 +308,13 @@ int layer_tar_index_read(layer_read_fn rd, void *ctx, int64_t size, const char *
 						(long long)off);
 				break;
 			}
+			off += (dsize + BLOCK - 1) / BLOCK * BLOCK;
+			continue;
+		}
+		if (skip_next) {
+			/* its name is in what was not read: not shown under another */
+			skip_next = false;
+			pending_release(&p);
 			off += (dsize + BLOCK - 1) / BLOCK * BLOCK;
 			continue;
 		}

@@ -191,6 +191,11 @@ with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
     add(t, "/abs.txt", b"absolute\n")
     add(t, "hard", typ=tarfile.LNKTYPE, link="../../etc/passwd")
     add(t, "long/" + "d" * 120 + "/file.txt", b"long name\n")
+    i = tarfile.TarInfo("huge-header.txt")
+    i.size = 4
+    i.pax_headers = {"comment": "x" * (2 * 1024 * 1024)}
+    t.addfile(i, io.BytesIO(b"big\n"))
+    add(t, "after.txt", b"after\n")
 raw = buf.getvalue()
 open(d + "/hostile.tar.gz", "wb").write(gzip.compress(raw))
 open(d + "/truncated.tar.gz", "wb").write(gzip.compress(raw)[:-40])
@@ -216,10 +221,13 @@ push_layer_image img/hostile truncated "$H/truncated.tar.gz" || bail "push the t
 mount_ocifs "$REG" "$M" -o ro || bail "mount (hostile)"
 I=$M/img/hostile/v1
 check_eq "a safe entry of a hostile layer reads" "fine" "$(cat "$I/ok.txt" 2>&1)"
-check_ls "entries escaping the root are left out" "$I" long ok.txt
+check_ls "entries escaping the root are left out" "$I" after.txt long ok.txt
 check_fail "nothing outside the tree appeared" test -e "$M/img/hostile/evil.txt"
 check "the log names them" grep -q 'escapes the root: left out' "$OCIFS_LOG"
 check "and the hard link to nothing in the image" grep -q 'hard link "hard" to nothing' "$OCIFS_LOG"
+check "an entry behind a 2 MiB PAX header is left out, with a log line" \
+	grep -q 'bytes of names or records: its entry left out' "$OCIFS_LOG"
+check_eq "and the entry after it reads" "after" "$(cat "$I/after.txt" 2>&1)"
 check_eq "a long (PAX) name reads" "long name" "$(cat "$I/long/$(printf 'd%.0s' $(seq 120))/file.txt" 2>&1)"
 check_err "a truncated gzip layer: EIO" "Input/output error" ls "$M/img/hostile/truncated"
 check "with a log line" grep -q 'gzip: truncated' "$OCIFS_LOG"

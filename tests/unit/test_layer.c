@@ -432,7 +432,7 @@ int main(void)
 		ret == 0 && n ? (long long)e[0].size : -1LL);
 	layer_entries_free(e, n);
 
-	/* damage: a bad checksum, a size past the end, an oversized PAX header */
+	/* damage: a bad checksum, a size past the end, malformed PAX records */
 	tarlen = 0;
 	header("bad", '0', 0, NULL)[148] = '7';
 	CHECK(index_it(&e, &n) == -EBADMSG, "a bad checksum: EBADMSG");
@@ -443,6 +443,26 @@ int main(void)
 	header("PaxHeader", 'x', 5, NULL);
 	data("zzzzz", 5);
 	CHECK(index_it(&e, &n) == -EBADMSG, "malformed PAX records: EBADMSG");
+
+	/* a PAX header too big to be names: its entry left out, the rest indexed */
+	tarlen = 0;
+	{
+		size_t big = 2 * 1024 * 1024;
+		char *junk = malloc(big);
+
+		memset(junk, 'x', big);
+		header("PaxHeader", 'x', big, NULL);
+		data(junk, big);
+		free(junk);
+	}
+	header("victim", '0', 3, NULL);
+	data("vvv", 3);
+	header("next", '0', 3, NULL);
+	data("nnn", 3);
+	ret = index_it(&e, &n);
+	CHECK(ret == 0 && n == 1 && strcmp(e[0].path, "next") == 0,
+		"an oversized PAX header: the entry it describes left out, the next one kept");
+	layer_entries_free(e, n);
 
 	CHECK(layer_media_type_ok("application/vnd.oci.image.layer.v1.tar+zstd") &&
 			layer_media_type_ok("application/vnd.docker.image.rootfs.diff.tar.gzip") &&
