@@ -7,7 +7,7 @@
  *   <dir>/partial/<hex>.map      ... and one byte per chunk, 1 once fetched
  *   <dir>/tmp/                   small blobs being written whole
  *   <dir>/staging/<id>/          files written into the mount, not yet pushed (push.c)
- *   <dir>/layers/<hex>.tar       compressed image layers, decompressed (layer.c)
+ *   <dir>/layers/<hex>.idx       indexes of image layers: entries, checkpoints (layer.c)
  *
  * Blobs are fetched lazily in chunks with HTTP ranges by a pool of worker
  * threads; a sequential reader gets a growing read-ahead window. A blob is
