@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include <dirent.h>
+#include <json-c/json.h>
+
 #include "digest.h"
 #include "log.h"
 #include "registry.h"
@@ -87,6 +90,10 @@ struct cache {
 	pthread_t workers[WORKERS];
 	size_t n_workers;
 	uint64_t complete_bytes; /* estimate; eviction rescans; protected by lock */
+	/* For .ocifs/stats.json (atomic) */
+	uint64_t st_fetched; /* bytes received from registries */
+	uint64_t st_hits; /* reads whose bytes were all in the cache */
+	uint64_t st_misses; /* reads that waited for a fetch */
 };
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -404,6 +411,7 @@ static int fetch_sink(void *arg, const void *p, size_t n)
 		b->hashing = true;
 	pthread_mutex_unlock(&b->lock);
 
+	__atomic_add_fetch(&b->c->st_fetched, (uint64_t)n, __ATOMIC_RELAXED);
 	ret = pwrite_all(b->fd, (const char *)p + skip, n - skip, f->pos + (off_t)skip);
 	if (!ret && inline_hash)
 		digest_ctx_update(b->hash, (const char *)p + skip, n - skip);
@@ -548,7 +556,7 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 {
 	struct cache *c = b->c;
 	size_t first, last, lo, hi, window_max = WINDOW_BYTES_MAX / c->chunk;
-	bool need_all, seq;
+	bool need_all, seq, waited = false;
 	unsigned gen;
 	off_t slack;
 	int ret = 0;
@@ -566,6 +574,8 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 	if (b->complete || b->error) {
 		ret = b->error ? b->error : b->fd;
 		pthread_mutex_unlock(&b->lock);
+		if (ret >= 0)
+			__atomic_add_fetch(&c->st_hits, 1, __ATOMIC_RELAXED);
 		return ret;
 	}
 	/*
@@ -628,9 +638,12 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 			}
 			schedule(b, lo, hi, true);
 		}
+		waited = true;
 		pthread_cond_wait(&b->cond, &b->lock);
 	}
 	pthread_mutex_unlock(&b->lock);
+	if (ret >= 0)
+		__atomic_add_fetch(waited ? &c->st_misses : &c->st_hits, 1, __ATOMIC_RELAXED);
 	return ret;
 }
 
@@ -1024,4 +1037,125 @@ int cache_adopt(struct cache *c, const char *digest, const char *path, char *out
 	account_complete(c, st.st_size);
 	pthread_mutex_unlock(&c->lock);
 	return ret;
+}
+
+/* ---- status ---- */
+
+/* Bytes in dir's files: their size, or (sparse) what they take on disk. */
+static uint64_t dir_bytes(const char *dir, bool allocated)
+{
+	uint64_t total = 0;
+	struct dirent *de;
+	struct stat st;
+	DIR *d = opendir(dir);
+
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.' || fstatat(dirfd(d), de->d_name, &st, 0) ||
+			!S_ISREG(st.st_mode))
+			continue;
+		total += allocated ? (uint64_t)st.st_blocks * 512 : (uint64_t)st.st_size;
+	}
+	if (d)
+		closedir(d);
+	return total;
+}
+
+/* How much of b is in the cache, in percent. Caller holds b->lock. */
+static int blob_percent(const struct blob *b)
+{
+	size_t i, have = 0;
+
+	if (b->complete)
+		return 100;
+	for (i = 0; i < b->nchunks; i++)
+		have += b->state[i] == CH_PRESENT;
+	/* 100 means verified: a blob with every chunk but not yet hashed is 99 */
+	return have == b->nchunks ? 99 : (int)(have * 100 / b->nchunks);
+}
+
+int cache_stats_json(struct cache *c, struct json_object *o)
+{
+	struct json_object *flight = json_object_new_array();
+	char path[PATH_MAX];
+	uint64_t complete, partial;
+	struct blob *b;
+
+	if (!flight)
+		return -ENOMEM;
+	snprintf(path, sizeof(path), "%s/blobs/sha256", c->dir);
+	complete = dir_bytes(path, false);
+	snprintf(path, sizeof(path), "%s/partial", c->dir);
+	partial = dir_bytes(path, true);
+	pthread_mutex_lock(&c->lock);
+	for (b = c->blobs; b; b = b->next) {
+		struct json_object *e;
+		int pct;
+
+		pthread_mutex_lock(&b->lock);
+		pct = blob_percent(b);
+		pthread_mutex_unlock(&b->lock);
+		if (pct == 100)
+			continue;
+		e = json_object_new_object();
+		if (!e)
+			break;
+		json_object_object_add(e, "digest", json_object_new_string(b->digest));
+		json_object_object_add(e, "size", json_object_new_int64(b->size));
+		json_object_object_add(e, "fetched_percent", json_object_new_int(pct));
+		json_object_array_add(flight, e);
+	}
+	pthread_mutex_unlock(&c->lock);
+#define U64(v) json_object_new_int64((int64_t)(v))
+	json_object_object_add(o, "bytes_fetched",
+		U64(__atomic_load_n(&c->st_fetched, __ATOMIC_RELAXED)));
+	json_object_object_add(o, "cache_hits", U64(__atomic_load_n(&c->st_hits, __ATOMIC_RELAXED)));
+	json_object_object_add(o, "cache_misses",
+		U64(__atomic_load_n(&c->st_misses, __ATOMIC_RELAXED)));
+	json_object_object_add(o, "cache_dir", json_object_new_string(c->dir));
+	json_object_object_add(o, "cache_bytes", U64(complete + partial));
+	json_object_object_add(o, "cache_complete_bytes", U64(complete));
+	json_object_object_add(o, "cache_limit_bytes", U64(c->max_bytes));
+#undef U64
+	json_object_object_add(o, "blobs_in_flight", flight);
+	return 0;
+}
+
+int cache_cached_percent(struct cache *c, const char *digest, int64_t size)
+{
+	char path[PATH_MAX];
+	struct blob *b;
+	size_t nchunks, ones = 0, i;
+	unsigned char *map;
+	int fd, pct = -1;
+	ssize_t r;
+
+	blob_path(c, digest, path, sizeof(path));
+	if (access(path, F_OK) == 0)
+		return 100;
+	pthread_mutex_lock(&c->lock);
+	for (b = c->blobs; b; b = b->next)
+		if (strcmp(b->digest, digest) == 0) {
+			pthread_mutex_lock(&b->lock);
+			pct = blob_percent(b);
+			pthread_mutex_unlock(&b->lock);
+			break;
+		}
+	pthread_mutex_unlock(&c->lock);
+	if (pct >= 0)
+		return pct;
+	/* not open: what an earlier fetch left in its chunk map */
+	if (size <= 0)
+		return 0;
+	nchunks = (size_t)((size + (int64_t)c->chunk - 1) / (int64_t)c->chunk);
+	partial_path(c, digest, ".map", path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	map = malloc(nchunks);
+	r = map ? pread(fd, map, nchunks, 0) : -1;
+	for (i = 0; r > 0 && i < (size_t)r; i++)
+		ones += map[i] == 1;
+	close(fd);
+	free(map);
+	return ones == nchunks ? 99 : (int)(ones * 100 / nchunks);
 }

@@ -78,6 +78,19 @@ int cache_put(struct cache *c, const char *digest, const void *data, size_t len)
 /* Read a stored manifest without any network; -ENOENT when absent. */
 int cache_get(struct cache *c, const char *digest, size_t max, char **data, size_t *len);
 
+struct json_object;
+/*
+ * Add the cache's figures to o for .ocifs/stats.json: bytes fetched, hits
+ * and misses of reads, bytes on disk, and each open blob not yet complete
+ * with the percent of it fetched. 0 or -ENOMEM.
+ */
+int cache_stats_json(struct cache *c, struct json_object *o);
+/*
+ * How much of the blob digest (size bytes) the cache holds, in percent:
+ * 100 only once verified. Thread-safe.
+ */
+int cache_cached_percent(struct cache *c, const char *digest, int64_t size);
+
 /* The cache's directory (borrowed). */
 const char *cache_dir(const struct cache *c);
 

@@ -29,6 +29,7 @@ struct open_file {
 	struct node *node;
 	bool writer;
 	bool image; /* a file of an image's root filesystem: read through its layer */
+	char *owned; /* data made for this open (.ocifs/stats.json), freed at release */
 };
 
 static struct tree *req_tree(fuse_req_t req)
@@ -197,6 +198,11 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (tree_is_image_file(n)) {
 		ret = wants_write(fi->flags) ? -EROFS : 0;
 		fh->image = true;
+	} else if (tree_is_status(n)) {
+		/* made now, as /proc files are: its size is what reads find */
+		ret = wants_write(fi->flags) ? -EACCES : tree_status_json(t, &fh->owned, &fh->len);
+		fh->data = fh->owned;
+		fi->direct_io = 1;
 	} else if (wants_write(fi->flags)) {
 		ret = push_open(t, n, (fi->flags & O_TRUNC) != 0, &fh->fd);
 		fh->writer = ret == 0;
@@ -269,10 +275,12 @@ static void fs_read(
 		char *buf = malloc(size);
 		ssize_t r = buf ? tree_read_image_file(fh->node, buf, size, off) : -ENOMEM;
 
-		if (r < 0)
+		if (r < 0) {
 			fuse_reply_err(req, (int)-r);
-		else
+		} else {
+			tree_note_served(req_tree(req), (size_t)r);
 			fuse_reply_buf(req, buf, (size_t)r);
+		}
 		free(buf);
 		return;
 	}
@@ -288,6 +296,8 @@ static void fs_read(
 			size = 0;
 		else if (size > fh->len - (size_t)off)
 			size = fh->len - (size_t)off;
+		if (!fh->owned) /* the status file's own reads are not what it reports */
+			tree_note_served(req_tree(req), size);
 		fuse_reply_buf(req, fh->data + (size > 0 ? off : 0), size);
 		return;
 	}
@@ -307,6 +317,7 @@ static void fs_read(
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 	bv.buf[0].fd = fd;
 	bv.buf[0].pos = off;
+	tree_note_served(req_tree(req), size);
 	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
 
@@ -352,6 +363,7 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		close(fh->fd);
 	if (fh->writer)
 		push_release(req_tree(req), fh->node);
+	free(fh->owned);
 	free(fh);
 	fuse_reply_err(req, 0);
 }

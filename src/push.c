@@ -69,6 +69,7 @@ struct draft {
 	struct json_object *subject; /* the descriptor of what it refers to, or NULL */
 	char *attach_type; /* its artifactType: the path below referrers/ */
 	struct node *referrers; /* the NODE_REFERRERS it was made in */
+	int last_err; /* of the last push tried, 0 when none failed */
 };
 
 struct push {
@@ -81,6 +82,8 @@ struct push {
 	pthread_mutex_t push_lock; /* one push at a time */
 	struct node **drafts; /* artifacts with a draft; protected by t->lock */
 	size_t n_drafts;
+	uint64_t pushed; /* pushes done; protected by t->lock */
+	uint64_t failures; /* pushes tried that failed; protected by t->lock */
 };
 
 static void draft_discard(struct tree *t, struct node *art);
@@ -853,8 +856,11 @@ static int draft_push(struct tree *t, struct node *art, bool force)
 		log_err("%s: push failed: %s; the staged files stay in %s", label, strerror(-ret),
 			dir);
 		pthread_mutex_lock(&t->lock);
-		if (art->draft)
+		if (art->draft) {
 			art->draft->retry_at = mono() + RETRY_SECS;
+			art->draft->last_err = ret;
+		}
+		t->push->failures++;
 		pthread_mutex_unlock(&t->lock);
 		goto out;
 	}
@@ -871,6 +877,7 @@ static int draft_push(struct tree *t, struct node *art, bool force)
 	adopt_staged(t, art, root);
 	art->draft = NULL;
 	drafts_remove(t, art);
+	t->push->pushed++;
 	if (d && d->subject) {
 		/* It shows under its digest now, with the subject's other referrers. */
 		if (art->parent)
@@ -2251,4 +2258,49 @@ int push_removexattr(struct tree *t, struct node *n, const char *name)
 		}
 	pthread_mutex_unlock(&t->lock);
 	return ret ? ret : draft_touch(t, art);
+}
+
+int push_stats_json(struct tree *t, struct json_object *o)
+{
+	struct json_object *list = json_object_new_array();
+	unsigned pending = 0, failed = 0;
+	size_t i;
+
+	if (!list)
+		return -ENOMEM;
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; t->push && i < t->push->n_drafts; i++) {
+		struct node *art = t->push->drafts[i];
+		struct draft *d = art->draft;
+		struct json_object *e;
+		char tag[600];
+
+		if (!d)
+			continue;
+		snprintf(tag, sizeof(tag), "%s/%s%s%s", registry_host(art->site->reg), art->repo,
+			art->by_digest ? "@" : ":", art->ref ? art->ref : art->name);
+		e = json_object_new_object();
+		if (!e)
+			break;
+		json_object_object_add(e, "tag", json_object_new_string(tag));
+		json_object_object_add(e, "state",
+			json_object_new_string(d->last_err ? "failed" : "pending"));
+		if (d->last_err)
+			json_object_object_add(e, "last_error",
+				json_object_new_string(strerror(-d->last_err)));
+		json_object_array_add(list, e);
+		if (d->last_err)
+			failed++;
+		else
+			pending++;
+	}
+	json_object_object_add(o, "pushes_pending", json_object_new_int((int)pending));
+	json_object_object_add(o, "pushes_failed", json_object_new_int((int)failed));
+	json_object_object_add(o, "pushes_done",
+		json_object_new_int64((int64_t)(t->push ? t->push->pushed : 0)));
+	json_object_object_add(o, "push_failures",
+		json_object_new_int64((int64_t)(t->push ? t->push->failures : 0)));
+	pthread_mutex_unlock(&t->lock);
+	json_object_object_add(o, "drafts", list);
+	return 0;
 }

@@ -90,4 +90,12 @@ void push_note_reader(struct tree *t, int delta);
 /* Free what push.c hangs on a node (draft, staged file). */
 void push_node_release(struct node *n);
 
+struct json_object;
+/*
+ * Add the push figures to o for .ocifs/stats.json: pushes pending and
+ * failed now (each tag with its state and last error), done and failed in
+ * all. 0 or -ENOMEM.
+ */
+int push_stats_json(struct tree *t, struct json_object *o);
+
 #endif

@@ -29,6 +29,7 @@ enum node_kind {
 	NODE_RFILE, /* a regular file of an image's root filesystem: bytes in a layer's tar */
 	NODE_RLINK, /* a symbolic link of an image's root filesystem (target in data) */
 	NODE_RSPECIAL, /* a device node or FIFO of an image's root filesystem */
+	NODE_STATUS, /* .ocifs/stats.json: made anew at each open */
 };
 
 /* One registry host and what is cached about it. */
@@ -127,6 +128,8 @@ struct tree {
 	struct layer **layers; /* every layer opened, for reuse across images; protected by lock */
 	size_t n_layers;
 	struct rootfs *rootfs; /* every rootfs made (rootfs.c); protected by lock */
+	struct node *status; /* .ocifs/ at the root: looked up, never listed */
+	uint64_t served; /* bytes read() returned (atomic) */
 };
 
 /* The site of host (canonical or not), made on first use. 0 or -errno. */

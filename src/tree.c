@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <json-c/json.h>
+
 #include "buf.h"
 #include "cache.h"
 #include "digest.h"
@@ -123,7 +125,8 @@ bool tree_is_staged(const struct node *n)
 bool tree_is_dir(const struct node *n)
 {
 	return n->kind != NODE_BLOB && n->kind != NODE_DATA && n->kind != NODE_STAGED &&
-	       n->kind != NODE_RFILE && n->kind != NODE_RLINK && n->kind != NODE_RSPECIAL;
+	       n->kind != NODE_RFILE && n->kind != NODE_RLINK && n->kind != NODE_RSPECIAL &&
+	       n->kind != NODE_STATUS;
 }
 
 /* The child called name, or NULL. Caller holds t->lock (or owns dir privately). */
@@ -1501,6 +1504,16 @@ int tree_new(const struct ref *source, const struct tree_options *o, struct http
 	}
 	if (!t->root)
 		goto out_free;
+	t->status = tree_node_new(t, t->root, ".ocifs", NODE_DIR);
+	if (!t->status)
+		goto out_free;
+	t->status->hidden = true;
+	{
+		struct node *st = tree_node_new(t, t->status, "stats.json", NODE_STATUS);
+
+		if (!st || tree_child_add(t->status, st))
+			goto out_free;
+	}
 	*out = t;
 	return 0;
 
@@ -1592,6 +1605,10 @@ int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node 
 
 	if (strlen(name) > 255)
 		return -ENAMETOOLONG;
+	if (dir == t->root && strcmp(name, ".ocifs") == 0) {
+		*out = t->status;
+		return 0;
+	}
 	switch (dir->kind) {
 	case NODE_HOSTS:
 		return reader_errno(hosts_lookup(t, dir, name, out));
@@ -1672,7 +1689,7 @@ double tree_timeout(struct tree *t, struct node *n)
 	pthread_mutex_lock(&t->lock);
 	changing = n->local || n->draft || n->kind == NODE_STAGED;
 	pthread_mutex_unlock(&t->lock);
-	if (changing)
+	if (changing || n->kind == NODE_STATUS)
 		return 0;
 	if (n->kind == NODE_REFERRERS)
 		return t->opts.tag_ttl; /* new referrers come to an unchanged subject */
@@ -1797,6 +1814,9 @@ int tree_open(struct tree *t, struct node *n, struct blob **blob, const char **d
 	return ret == 0 || ret == -ENOMEM ? ret : -EIO;
 }
 
+/* The xattr that blob files have besides their manifest's: how much is in the cache. */
+#define XATTR_CACHED "user.ocifs.cached"
+
 ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size)
 {
 	ssize_t ret = -ENODATA;
@@ -1806,6 +1826,17 @@ ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *bu
 	err = node_ensure_loaded(t, n);
 	if (err)
 		return err;
+	if (n->kind == NODE_BLOB && !n->is_manifest && strcmp(name, XATTR_CACHED) == 0) {
+		char v[8];
+		int len = snprintf(v, sizeof(v), "%d", cache_cached_percent(t->cache, n->digest,
+							       n->size));
+
+		if (size && (size_t)len > size)
+			return -ERANGE;
+		if (size)
+			memcpy(buf, v, (size_t)len);
+		return len;
+	}
 	pthread_mutex_lock(&t->lock);
 	for (i = 0; i < n->n_xattrs; i++) {
 		size_t vl;
@@ -1834,9 +1865,13 @@ ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size)
 	err = node_ensure_loaded(t, n);
 	if (err)
 		return err;
+	bool cached = n->kind == NODE_BLOB && !n->is_manifest;
+
 	pthread_mutex_lock(&t->lock);
 	for (i = 0; i < n->n_xattrs; i++)
 		total += strlen(n->xattrs[i].name) + 1;
+	if (cached)
+		total += sizeof(XATTR_CACHED);
 	if (size && total > size) {
 		pthread_mutex_unlock(&t->lock);
 		return -ERANGE;
@@ -1850,7 +1885,43 @@ ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size)
 			memcpy(p, n->xattrs[i].name, l);
 			p += l;
 		}
+		if (cached)
+			memcpy(p, XATTR_CACHED, sizeof(XATTR_CACHED));
 	}
 	pthread_mutex_unlock(&t->lock);
 	return (ssize_t)total;
+}
+
+bool tree_is_status(const struct node *n)
+{
+	return n->kind == NODE_STATUS;
+}
+
+void tree_note_served(struct tree *t, size_t n)
+{
+	__atomic_add_fetch(&t->served, (uint64_t)n, __ATOMIC_RELAXED);
+}
+
+int tree_status_json(struct tree *t, char **out, size_t *len)
+{
+	struct json_object *o = json_object_new_object();
+	const char *s;
+	int ret;
+
+	if (!o)
+		return -ENOMEM;
+	json_object_object_add(o, "bytes_served",
+		json_object_new_int64((int64_t)__atomic_load_n(&t->served, __ATOMIC_RELAXED)));
+	ret = cache_stats_json(t->cache, o);
+	if (!ret)
+		ret = push_stats_json(t, o);
+	s = ret ? NULL : json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+	*out = s ? malloc(strlen(s) + 2) : NULL;
+	if (*out) {
+		*len = (size_t)sprintf(*out, "%s\n", s);
+	} else if (!ret) {
+		ret = -ENOMEM;
+	}
+	json_object_put(o);
+	return ret;
 }

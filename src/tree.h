@@ -104,6 +104,15 @@ ssize_t tree_read_image_file(struct node *n, void *buf, size_t size, off_t off);
 /* Whether those bytes came from a layer blob verified against its digest. */
 bool tree_image_file_verified(struct node *n);
 
+/*
+ * .ocifs/stats.json (tree_is_status()): what the daemon has done so far, as
+ * JSON, made now into *out (the caller's to free). 0 or -ENOMEM.
+ */
+bool tree_is_status(const struct node *n);
+int tree_status_json(struct tree *t, char **out, size_t *len);
+/* Count n bytes handed to a reader, for stats.json. Thread-safe. */
+void tree_note_served(struct tree *t, size_t n);
+
 /* The target of a symbolic link (borrowed, lives as long as n), or -EINVAL. */
 int tree_readlink(struct tree *t, struct node *n, const char **target);
 
