@@ -39,6 +39,8 @@
 #define RESUMES 5
 /* How far from the last read's end a read still counts as sequential. */
 #define SEQ_SLACK (8 * 1024 * 1024)
+/* Seconds after which a temporary file nobody renamed is a crash's leftover. */
+#define TEMP_AGE 600
 /* Bytes hashed per read-back of fetched chunks. */
 #define HASH_BUF (256 * 1024)
 
@@ -839,6 +841,31 @@ out_unlock:
 
 /* ---- the store ---- */
 
+/*
+ * Temporary files a killed daemon left in dir (those starting with prefix):
+ * gone. Only old ones, as another daemon may share the cache and be writing.
+ */
+static void sweep_temporaries(const char *dir, const char *prefix)
+{
+	time_t now = time(NULL);
+	struct dirent *de;
+	struct stat st;
+	DIR *d = opendir(dir);
+
+	while (d && (de = readdir(d))) {
+		if (strncmp(de->d_name, prefix, strlen(prefix)) != 0 || !strcmp(de->d_name, ".") ||
+			!strcmp(de->d_name, "..") ||
+			fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) ||
+			!S_ISREG(st.st_mode) || now - st.st_mtime < TEMP_AGE)
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			log_info("cache: removed %s/%s, left by a daemon that stopped mid-write", dir,
+				de->d_name);
+	}
+	if (d)
+		closedir(d);
+}
+
 int cache_new(const struct cache_options *o, struct cache **out)
 {
 	static const char *const subdirs[] = { "blobs/sha256", "manifests/sha256", "partial", "tmp",
@@ -856,6 +883,10 @@ int cache_new(const struct cache_options *o, struct cache **out)
 			return ret;
 		}
 	}
+	snprintf(path, sizeof(path), "%s/tmp", o->dir);
+	sweep_temporaries(path, "");
+	snprintf(path, sizeof(path), "%s/layers", o->dir);
+	sweep_temporaries(path, ".");
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;

@@ -583,3 +583,23 @@ const struct fuse_lowlevel_ops fs_ops = {
 	.setxattr = fs_setxattr,
 	.removexattr = fs_removexattr,
 };
+
+struct forget {
+	struct fuse_session *se;
+	struct tree *t;
+};
+
+static void inval_entry(void *arg, struct node *parent, const char *name)
+{
+	struct forget *f = arg;
+
+	/* -ENOENT: the kernel did not have it; nothing to do */
+	fuse_lowlevel_notify_inval_entry(f->se, node_ino(f->t, parent), name, strlen(name));
+}
+
+void fs_forget_tags(struct fuse_session *se, struct tree *t)
+{
+	struct forget f = { se, t };
+
+	tree_forget_tags(t, inval_entry, &f);
+}

@@ -9,4 +9,11 @@ struct tree;
 /* The operations table; the session's userdata must be the struct tree. */
 extern const struct fuse_lowlevel_ops fs_ops;
 
+/*
+ * Forget tag resolutions and listings, in the daemon and in the kernel's
+ * caches (SIGHUP): the next look at a tag asks the registry. Not from a
+ * request handler.
+ */
+void fs_forget_tags(struct fuse_session *se, struct tree *t);
+
 #endif

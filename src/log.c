@@ -17,6 +17,14 @@ void log_init(bool to_syslog, bool debug)
 		openlog("ocifs", LOG_PID, LOG_DAEMON);
 }
 
+void log_reopen(void)
+{
+	if (use_syslog) {
+		closelog();
+		openlog("ocifs", LOG_PID, LOG_DAEMON);
+	}
+}
+
 void log_msg(enum log_level lvl, const char *fmt, ...)
 {
 	static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };

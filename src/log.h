@@ -9,6 +9,9 @@ enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 /* Set where messages go and how verbose they are; call before threads start. */
 void log_init(bool to_syslog, bool debug);
 
+/* Reconnect to syslog (after it restarted, say); nothing for stderr. */
+void log_reopen(void);
+
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define log_err(...) log_msg(LOG_LVL_ERR, __VA_ARGS__)

@@ -1,7 +1,10 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,6 +217,39 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* SIGHUP: a byte down this pipe to hup_main (a 0 byte: stop). */
+static int hup_pipe[2] = { -1, -1 };
+
+struct hup {
+	struct fuse_session *se;
+	struct tree *t;
+};
+
+static void on_hup(int sig)
+{
+	char c = 1;
+	int saved = errno;
+
+	(void)sig;
+	if (write(hup_pipe[1], &c, 1) < 0) {
+		/* the pipe is full: a forget is pending already */
+	}
+	errno = saved;
+}
+
+static void *hup_main(void *arg)
+{
+	struct hup *h = arg;
+	char c;
+
+	while (read(hup_pipe[0], &c, 1) == 1 && c) {
+		log_reopen();
+		log_info("SIGHUP: tag resolutions and listings forgotten, log reopened");
+		fs_forget_tags(h->se, h->t);
+	}
+	return NULL;
+}
+
 static char *default_cache_dir(void)
 {
 	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
@@ -245,6 +281,9 @@ int main(int argc, char *argv[])
 	struct cache *cache = NULL;
 	struct http *http = NULL;
 	struct tree *tree = NULL;
+	struct hup hup = { NULL, NULL };
+	pthread_t hup_thread;
+	bool hup_started = false;
 	char fsname[PATH_MAX];
 	struct stat st;
 	int ret = 1;
@@ -367,6 +406,18 @@ int main(int argc, char *argv[])
 		goto out_tree;
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
+	/* libfuse makes SIGHUP end the session: here it forgets tags and reopens the log */
+	if (pipe2(hup_pipe, O_CLOEXEC) == 0) {
+		struct sigaction sa;
+
+		/* the handler must never block: a full pipe has a forget pending anyway */
+		fcntl(hup_pipe[1], F_SETFL, O_NONBLOCK);
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_hup;
+		sa.sa_flags = SA_RESTART;
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGHUP, &sa, NULL);
+	}
 	if (fuse_session_mount(se, o.mountpoint) != 0)
 		goto out_signals;
 	if (fuse_daemonize(cl.foreground) != 0)
@@ -375,14 +426,25 @@ int main(int argc, char *argv[])
 		log_init(true, cl.debug);
 	if (cache_start(cache) || push_start(tree))
 		goto out_unmount;
+	hup.se = se;
+	hup.t = tree;
+	hup_started = hup_pipe[0] >= 0 && pthread_create(&hup_thread, NULL, hup_main, &hup) == 0;
 
 	lc.clone_fd = cl.clone_fd;
 	/* libfuse leaves it "unset" (UINT_MAX) unless -o max_idle_threads= is given */
 	lc.max_idle_threads = cl.max_idle_threads <= 100000 ? cl.max_idle_threads : 4;
 	ret = cl.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lc);
-	ret = ret ? 1 : 0;
+	/* a signal number (SIGTERM, SIGINT) is how it was asked to stop: not a failure */
+	ret = ret < 0 ? 1 : 0;
 
 out_unmount:
+	if (hup_started) {
+		char stop = 0;
+
+		signal(SIGHUP, SIG_IGN);
+		if (write(hup_pipe[1], &stop, 1) == 1)
+			pthread_join(hup_thread, NULL);
+	}
 	fuse_session_unmount(se);
 out_signals:
 	fuse_remove_signal_handlers(se);

@@ -1925,3 +1925,38 @@ int tree_status_json(struct tree *t, char **out, size_t *len)
 	json_object_put(o);
 	return ret;
 }
+
+void tree_forget_tags(struct tree *t, void (*inval)(void *arg, struct node *parent, const char *name),
+	void *arg)
+{
+	struct node *n, **v = NULL;
+	size_t cnt = 0, cap = 0, i;
+	struct site *s;
+
+	pthread_mutex_lock(&t->lock);
+	for (n = t->all; n; n = n->all_next) {
+		if (n->kind == NODE_NS)
+			n->tags_at = 0;
+		if (n->kind != NODE_ARTIFACT || n->by_digest)
+			continue;
+		n->resolved_at = 0;
+		if (!n->parent)
+			continue;
+		if (cnt == cap) {
+			struct node **nv = realloc(v, (cap ? 2 * cap : 64) * sizeof(*nv));
+
+			if (!nv)
+				continue;
+			v = nv;
+			cap = cap ? 2 * cap : 64;
+		}
+		v[cnt++] = n;
+	}
+	for (s = t->sites; s; s = s->next)
+		s->catalog_at = 0;
+	pthread_mutex_unlock(&t->lock);
+	/* nodes live until unmount: their names stay valid outside the lock */
+	for (i = 0; inval && i < cnt; i++)
+		inval(arg, v[i]->parent, v[i]->name);
+	free(v);
+}

@@ -113,6 +113,14 @@ int tree_status_json(struct tree *t, char **out, size_t *len);
 /* Count n bytes handed to a reader, for stats.json. Thread-safe. */
 void tree_note_served(struct tree *t, size_t n);
 
+/*
+ * Forget every tag resolution and listing (SIGHUP): the next look at a tag
+ * asks the registry again. inval (may be NULL) is called for each tag
+ * directory the kernel may have cached, outside any lock.
+ */
+void tree_forget_tags(struct tree *t, void (*inval)(void *arg, struct node *parent, const char *name),
+	void *arg);
+
 /* The target of a symbolic link (borrowed, lives as long as n), or -EINVAL. */
 int tree_readlink(struct tree *t, struct node *n, const char **target);
 

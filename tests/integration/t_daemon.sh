@@ -1,0 +1,98 @@
+#!/bin/bash
+# The daemon's life, as an operator sees it: without -f it returns only once
+# the mount is ready, and non-zero (nothing mounted) when mounting fails;
+# SIGHUP forgets tag resolutions; SIGTERM and SIGINT push what is pending,
+# then unmount and exit 0; a crash leaves no temporary file behind for long.
+T_TIMEOUT=${T_TIMEOUT:-240}
+. "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
+require_env pgrep mountpoint
+
+registry_start daemon
+W=$TESTDIR/w
+mkdir -p "$W"
+echo one >"$W/a.txt"
+push_artifact d/app v1 "$W" a.txt >/dev/null || bail "seed d/app:v1"
+
+M=$TESTDIR/mnt
+mkdir -p "$M"
+# daemon_pid MNT: the detached daemon serving MNT
+daemon_pid() { pgrep -f -- "ocifs .* $1( |\$)" | head -n 1; }
+detached_umount() {
+	local pid
+	pid=$(daemon_pid "$1")
+	fusermount3 -u "$1" 2>/dev/null
+	[ -n "$pid" ] && wait_until 30 no_pid "$pid"
+}
+no_pid() { ! kill -0 "$1" 2>/dev/null; }
+
+# ---- detaching
+"$OCIFS" "$REG" "$M" -o "cache_dir=$CACHE,tag_ttl=3600" 2>"$TESTDIR/detach.err"
+rc=$?
+# no waiting here: the command returned, so the mount is up
+check_eq "without -f: exit 0 once mounted" "0 yes" \
+	"$rc $(mountpoint -q "$M" && echo yes || echo no)"
+check_eq "and it serves at once" "one" "$(cat "$M/d/app/v1/a.txt" 2>&1)"
+PID=$(daemon_pid "$M")
+check "a daemon runs detached (its own session)" \
+	test -n "$PID" -a "$(ps -o sid= -p "${PID:-1}" | tr -d ' ')" = "${PID:-x}"
+check_eq "and said nothing on the terminal" "" "$(cat "$TESTDIR/detach.err")"
+
+# ---- SIGHUP: tag resolutions forgotten
+echo two >"$W/a.txt"
+push_artifact d/app v1 "$W" a.txt >/dev/null || bail "move d/app:v1"
+check_eq "tag_ttl=3600: the moved tag still reads as before" "one" "$(cat "$M/d/app/v1/a.txt" 2>&1)"
+kill -HUP "$PID"
+# the forget runs in the daemon's own time: wait for it to show
+reads_two() { [ "$(cat "$M/d/app/v1/a.txt" 2>&1)" = two ]; }
+check "after SIGHUP the tag is asked again and reads the new file" wait_until 10 reads_two
+check "the daemon lives on after SIGHUP" kill -0 "$PID"
+detached_umount "$M"
+check_fail "fusermount3 -u ends the detached daemon" kill -0 "$PID"
+
+# ---- failing to mount, detached
+port=$(free_port)
+"$OCIFS" "127.0.0.1:$port" "$M" -o "cache_dir=$CACHE" 2>"$TESTDIR/fail.err"
+rc=$?
+check "a registry nobody listens on: non-zero exit ($rc)" test "$rc" -ne 0
+check_fail "and nothing mounted" mountpoint -q "$M"
+check "the reason on stderr" grep -q "127.0.0.1:$port" "$TESTDIR/fail.err"
+check_fail "no daemon left" test -n "$(daemon_pid "$M")"
+"$OCIFS" "$REG" "$M" -o "cache_dir=$CACHE,no_such_option=1" 2>"$TESTDIR/opt.err"
+rc=$?
+check "an unknown option: non-zero exit ($rc), nothing mounted" \
+	test "$rc" -ne 0 -a "$(mountpoint -q "$M" && echo y)" != y
+check "named in the error" grep -q "no_such_option" "$TESTDIR/opt.err"
+
+# ---- SIGTERM and SIGINT: pending pushes go first
+mount_ocifs "$REG" "$M" -o push_delay=3600 || bail "mount for SIGTERM"
+pid=$OCIFS_PID
+mkdir "$M/d/app/sigterm" && echo "by TERM" >"$M/d/app/sigterm/f.txt"
+check_fail "push_delay=3600: the new tag is not pushed yet" manifest_get d/app sigterm
+kill -TERM "$pid"
+check "SIGTERM: the daemon exits" wait_until 60 no_pid "$pid"
+wait "$pid" 2>/dev/null
+check_eq "with status 0" 0 "$?"
+check "having pushed the tag first" manifest_get d/app sigterm
+check_fail "and unmounted" mountpoint -q "$M"
+unset "_LIB_MOUNT_PID[$M]"
+check_eq "what it pushed reads back" "by TERM" \
+	"$(blob_get d/app "$(manifest_get d/app sigterm | jq -r '.layers[0].digest')")"
+# SIGINT, to a detached daemon (a background job of a script has SIGINT ignored)
+"$OCIFS" "$REG" "$M" -o "cache_dir=$CACHE,push_delay=3600" || bail "mount for SIGINT"
+pid=$(daemon_pid "$M")
+mkdir "$M/d/app/sigint" && echo "by INT" >"$M/d/app/sigint/f.txt"
+kill -INT "$pid"
+check "SIGINT: the daemon exits" wait_until 60 no_pid "$pid"
+check "having pushed the tag first" manifest_get d/app sigint
+check_fail "and unmounted" mountpoint -q "$M"
+
+# ---- a crash's temporary files
+mkdir -p "$CACHE/tmp"
+touch -d '2 hours ago' "$CACHE/tmp/0123.XXXXXX" "$CACHE/layers/.idx.ABCDEF"
+touch "$CACHE/tmp/fresh.XXXXXX"
+mount_ocifs "$REG" "$M" -o ro || bail "mount after a crash"
+check_fail "an old temporary file of a killed daemon is removed at the next start" \
+	test -e "$CACHE/tmp/0123.XXXXXX" -o -e "$CACHE/layers/.idx.ABCDEF"
+check "a fresh one (a live daemon's, maybe) is left alone" test -e "$CACHE/tmp/fresh.XXXXXX"
+umount_ocifs "$M"
+finish
