@@ -11,7 +11,8 @@ pkgs="build-essential autoconf automake libtool pkg-config
 	libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev libjson-c-dev
 	zlib1g-dev libzstd-dev
 	docker-registry skopeo umoci curl ca-certificates attr jq
-	apache2-utils openssl procps psmisc socat python3 busybox-static"
+	apache2-utils openssl procps psmisc socat python3 busybox-static
+	systemd python3-yaml file"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
