@@ -507,7 +507,11 @@ static void fs_readlink(fuse_req_t req, fuse_ino_t ino)
 /* Artifacts hold regular files and directories only. */
 static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, tree_read_only(req_tree(req)) ? EROFS : EPERM);
+	struct tree *t = req_tree(req);
+	struct node *n = NULL;
+
+	/* in a repository: tag name to what link names (oras tag) */
+	reply_new_entry(req, t, n, push_symlink(t, ino_node(t, parent), name, link, &n));
 }
 
 static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)

@@ -2304,3 +2304,76 @@ int push_stats_json(struct tree *t, struct json_object *o)
 	json_object_object_add(o, "drafts", list);
 	return 0;
 }
+
+int push_symlink(struct tree *t, struct node *dir, const char *name, const char *target,
+	struct node **out)
+{
+	char *digest = NULL, *mt = NULL, *body = NULL;
+	struct node *src, *n, *old;
+	struct stat st;
+	size_t len = 0;
+	int ret;
+
+	if (t->opts.read_only)
+		return -EROFS;
+	if (dir->kind != NODE_NS || !ns_is_repo(t, dir))
+		return -EPERM; /* files of an artifact are pushed, not linked */
+	if (!ref_valid_tag(name) || strchr(target, '/'))
+		return -EINVAL; /* a tag of this repository, to a tag or digest of it */
+	ret = tree_lookup(t, dir, target, &src);
+	if (!ret && src->kind != NODE_ARTIFACT)
+		ret = -EINVAL;
+	if (!ret)
+		ret = tree_getattr(t, src, &st); /* its manifest, resolved now */
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&t->lock);
+	if (src->draft || src->local)
+		ret = -EBUSY; /* not pushed yet: nothing to tag */
+	else if (!src->digest || !(digest = strdup(src->digest)) ||
+		 !(mt = strdup(xattr_get(src, "user.oci.mediaType") ? xattr_get(src, "user.oci.mediaType")
+								    : MT_OCI_MANIFEST)))
+		ret = -ENOMEM;
+	pthread_mutex_unlock(&t->lock);
+	if (!ret)
+		ret = cache_get(t->cache, digest, MANIFEST_MAX_SIZE, &body, &len);
+	if (!ret)
+		ret = registry_put_manifest(dir->site->reg, dir->repo, name, mt, body, len, NULL);
+	if (ret) {
+		log_err("%s/%s: tagging %s as %s failed: %s", registry_host(dir->site->reg),
+			dir->repo, target, name, strerror(-ret));
+		ret = push_errno(ret);
+		goto out;
+	}
+	log_info("%s/%s: %s tagged %s (%s)", registry_host(dir->site->reg), dir->repo, target, name,
+		digest);
+	/* the listing and any stale node of that name ask the registry again */
+	pthread_mutex_lock(&dir->load_lock);
+	dir->tags_at = 0;
+	pthread_mutex_unlock(&dir->load_lock);
+	pthread_mutex_lock(&t->lock);
+	old = tree_child_find(dir, name);
+	if (old && old->kind == NODE_ARTIFACT)
+		old->resolved_at = 0;
+	pthread_mutex_unlock(&t->lock);
+	/*
+	 * symlink(2) must answer with a link: a passing one, never cached
+	 * (local), after which the name looks up as the tag's directory.
+	 */
+	n = tree_node_new(t, dir, name, NODE_RLINK);
+	if (!n || !(n->data = strdup(target)) || !(n->repo = strdup(dir->repo))) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	n->local = true;
+	n->has_mode = true;
+	n->mode = S_IFLNK | 0777;
+	n->uid = t->opts.uid;
+	n->gid = t->opts.gid;
+	*out = n;
+out:
+	free(digest);
+	free(mt);
+	free(body);
+	return ret;
+}

@@ -69,6 +69,16 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 int push_fsyncdir(struct tree *t, struct node *dir);
 
 /*
+ * ln -s TARGET NAME in a repository directory: tag NAME to the manifest that
+ * TARGET (a tag or digest of the repository) resolves to, as oras tag does.
+ * *out is a passing link node for the reply. 0, -EPERM outside a
+ * repository, -EINVAL for a bad name or target, -EBUSY for an unpushed
+ * target, -EROFS, or the registry's error.
+ */
+int push_symlink(struct tree *t, struct node *dir, const char *name, const char *target,
+	struct node **out);
+
+/*
  * user.oci.annotation.<key> on a tag directory (the manifest's) or a file
  * (its layer's), user.oci.artifactType on a tag directory.
  */
