@@ -654,6 +654,25 @@ static bool dir_tar_path(const struct rootfs *rf, const struct node *dir, char *
 	return tar_path(rf, dir == rf->root ? "" : dir->data, out, size);
 }
 
+/* The rootfs of dir, made and checked, with its lock held on success (0). */
+static int rootfs_enter(struct tree *t, struct node *dir, struct rootfs **out)
+{
+	struct rootfs *rf;
+	int ret;
+
+	ret = rootfs_get(t, dir, &rf);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&rf->lock);
+	ret = packed_check(t, rf);
+	if (ret) {
+		pthread_mutex_unlock(&rf->lock);
+		return ret;
+	}
+	*out = rf;
+	return 0;
+}
+
 int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
 {
 	struct found f = { NULL, 0, NULL, false };
@@ -662,13 +681,9 @@ int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct nod
 	char dp[PATH_MAX], p[PATH_MAX];
 	int ret;
 
-	ret = rootfs_get(t, dir, &rf);
+	ret = rootfs_enter(t, dir, &rf);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&rf->lock);
-	ret = packed_check(t, rf);
-	if (ret)
-		goto out;
 	pthread_mutex_lock(&t->lock);
 	n = tree_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
@@ -779,12 +794,10 @@ int rootfs_list(struct tree *t, struct node *dir)
 	size_t i;
 	int ret;
 
-	ret = rootfs_get(t, dir, &rf);
+	ret = rootfs_enter(t, dir, &rf);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&rf->lock);
-	ret = packed_check(t, rf);
-	if (ret || !dir->rootfs_pending)
+	if (!dir->rootfs_pending)
 		goto out;
 	if (!dir_tar_path(rf, dir, dp, sizeof(dp))) {
 		ret = -ENAMETOOLONG;
