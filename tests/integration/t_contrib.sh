@@ -71,6 +71,16 @@ while read -r src dir type opts rest; do
 done < <(grep -v '^#' "$C/fstab.example" | grep -v '^$')
 check_eq "fstab.example has three lines, each tried" 3 "$n"
 
+# ---- every option of --help is in the manual page and the README
+missing=""
+own_options() { "$OCIFS" --help 2>&1 | sed -n '/^ocifs options:/,/^FUSE options:/p' | grep -oE -- '-o [a-z_]+'; }
+for o in $(own_options | cut -c4- | sort -u); do
+	grep -q -- "$o" "$srcdir/man/ocifs.1" || missing="$missing man:$o"
+	grep -q -- "$o" "$srcdir/README.md" || missing="$missing README:$o"
+done
+check_eq "every -o option of --help is documented in man/ocifs.1 and README.md" "" "$missing"
+check "and there are options to check" test "$(own_options | wc -l)" -ge 20
+
 # ---- Kubernetes
 k8s=$(python3 - "$C/kubernetes" <<'PY'
 import sys, yaml
