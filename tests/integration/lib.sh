@@ -743,6 +743,12 @@ umount_ocifs() {
 	done
 	if kill -0 "$pid" 2>/dev/null; then
 		not_ok "daemon of $lbl exits after unmount" "still running after 15 s"
+		# where each of its threads waits, and what it logged last
+		for t in /proc/"$pid"/task/*; do
+			echo "#   thread $(basename "$t") $(cat "$t/comm" 2>/dev/null):" \
+				"wchan $(cat "$t/wchan" 2>/dev/null), syscall $(cut -d' ' -f1 "$t/syscall" 2>/dev/null)"
+		done
+		[ -n "$log" ] && tail -n 20 "$log" | sed 's/^/#   log: /'
 		_lib_kill_pid "$pid"
 		wait "$pid" 2>/dev/null
 	else

@@ -86,6 +86,32 @@ check "SIGINT: the daemon exits" wait_until 60 no_pid "$pid"
 check "having pushed the tag first" manifest_get d/app sigint
 check_fail "and unmounted" mountpoint -q "$M"
 
+# ---- detached, it logs to syslog: a /dev/log of the test's own, in a
+# private mount namespace (a tmpfs over /dev there; the host's is untouched)
+SL=$TESTDIR/syslog
+cat >"$TESTDIR/syslog.sh" <<EOF
+mount -t tmpfs -o mode=755 tmpfs /dev || exit 1
+mknod -m 666 /dev/fuse c 10 229 && mknod -m 666 /dev/null c 1 3 &&
+	mknod -m 666 /dev/zero c 1 5 && mknod -m 666 /dev/urandom c 1 9 || exit 1
+socat -u UNIX-RECV:/dev/log,mode=666 OPEN:$SL,creat,append &
+sp=\$!
+for i in \$(seq 100); do [ -S /dev/log ] && break; sleep 0.1; done
+"$OCIFS" "$REG" "$M" -o "cache_dir=$CACHE" || exit 2
+cat "$M/d/app/v1/a.txt" >"$TESTDIR/syslog.read"
+pid=\$(pgrep -f -- "ocifs .* $M" | head -n 1)
+echo "\$pid" >"$TESTDIR/syslog.pid"
+kill -HUP "\$pid"
+for i in \$(seq 100); do grep -q SIGHUP "$SL" 2>/dev/null && break; sleep 0.1; done
+fusermount3 -u "$M"
+for i in \$(seq 100); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.1; done
+kill \$sp
+EOF
+unshare -m --propagation private bash "$TESTDIR/syslog.sh" 2>"$TESTDIR/syslog.err"
+check_eq "detached in a namespace with a /dev/log: mounted and read" "two" \
+	"$(cat "$TESTDIR/syslog.read" 2>&1)" || diag_file "$TESTDIR/syslog.err"
+check "its log lines go to syslog, tagged ocifs[pid]" \
+	grep -q "ocifs\[$(cat "$TESTDIR/syslog.pid" 2>/dev/null)\]: SIGHUP" "$SL"
+
 # ---- a crash's temporary files
 mkdir -p "$CACHE/tmp"
 touch -d '2 hours ago' "$CACHE/tmp/0123.XXXXXX" "$CACHE/layers/.idx.ABCDEF"
