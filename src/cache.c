@@ -859,8 +859,8 @@ static void sweep_temporaries(const char *dir, const char *prefix)
 			!S_ISREG(st.st_mode) || now - st.st_mtime < TEMP_AGE)
 			continue;
 		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
-			log_info("cache: removed %s/%s, left by a daemon that stopped mid-write", dir,
-				de->d_name);
+			log_info("cache: removed %s/%s, left by a daemon that stopped mid-write",
+				dir, de->d_name);
 	}
 	if (d)
 		closedir(d);
@@ -1137,11 +1137,12 @@ int cache_stats_json(struct cache *c, struct json_object *o)
 	}
 	pthread_mutex_unlock(&c->lock);
 #define U64(v) json_object_new_int64((int64_t)(v))
-	json_object_object_add(o, "bytes_fetched",
-		U64(__atomic_load_n(&c->st_fetched, __ATOMIC_RELAXED)));
-	json_object_object_add(o, "cache_hits", U64(__atomic_load_n(&c->st_hits, __ATOMIC_RELAXED)));
-	json_object_object_add(o, "cache_misses",
-		U64(__atomic_load_n(&c->st_misses, __ATOMIC_RELAXED)));
+	json_object_object_add(
+		o, "bytes_fetched", U64(__atomic_load_n(&c->st_fetched, __ATOMIC_RELAXED)));
+	json_object_object_add(
+		o, "cache_hits", U64(__atomic_load_n(&c->st_hits, __ATOMIC_RELAXED)));
+	json_object_object_add(
+		o, "cache_misses", U64(__atomic_load_n(&c->st_misses, __ATOMIC_RELAXED)));
 	json_object_object_add(o, "cache_dir", json_object_new_string(c->dir));
 	json_object_object_add(o, "cache_bytes", U64(complete + partial));
 	json_object_object_add(o, "cache_complete_bytes", U64(complete));

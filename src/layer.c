@@ -1213,8 +1213,8 @@ int layer_index_decode(const void *p, size_t n, const char *digest, struct layer
 		cp->wlen = get32(&r);
 		if (r.bad || cp->bits > 7 || cp->wlen > WINDOW || cp->out < 0 ||
 			cp->out > l->tar_size || cp->in > l->blob_size || (i == 0 && cp->in) ||
-			(i == 0 && cp->out) || (i > 0 && (cp->out <= l->cps[i - 1].out ||
-							   cp->in <= l->cps[i - 1].in)) ||
+			(i == 0 && cp->out) ||
+			(i > 0 && (cp->out <= l->cps[i - 1].out || cp->in <= l->cps[i - 1].in)) ||
 			(cp->bits && cp->in < 1))
 			goto fail;
 		l->n_cps++;
@@ -1357,8 +1357,8 @@ static int index_build(struct layer *l, bool tar_digest)
 		s->hash = digest_ctx_new();
 	ret = !s->cps || (tar_digest && !s->hash) ? -ENOMEM : stream_seek(s, &start);
 	if (!ret)
-		ret = layer_tar_index_read(stream_tar_read, s, INT64_MAX, l->label, &l->entries,
-			&l->n);
+		ret = layer_tar_index_read(
+			stream_tar_read, s, INT64_MAX, l->label, &l->entries, &l->n);
 	/* the rest (the zero blocks, padding): the tar's size, and the stream proved whole */
 	while (!ret && !s->eof)
 		ret = stream_fill(s);

@@ -2283,11 +2283,11 @@ int push_stats_json(struct tree *t, struct json_object *o)
 		if (!e)
 			break;
 		json_object_object_add(e, "tag", json_object_new_string(tag));
-		json_object_object_add(e, "state",
-			json_object_new_string(d->last_err ? "failed" : "pending"));
+		json_object_object_add(
+			e, "state", json_object_new_string(d->last_err ? "failed" : "pending"));
 		if (d->last_err)
-			json_object_object_add(e, "last_error",
-				json_object_new_string(strerror(-d->last_err)));
+			json_object_object_add(
+				e, "last_error", json_object_new_string(strerror(-d->last_err)));
 		json_object_array_add(list, e);
 		if (d->last_err)
 			failed++;
@@ -2296,8 +2296,8 @@ int push_stats_json(struct tree *t, struct json_object *o)
 	}
 	json_object_object_add(o, "pushes_pending", json_object_new_int((int)pending));
 	json_object_object_add(o, "pushes_failed", json_object_new_int((int)failed));
-	json_object_object_add(o, "pushes_done",
-		json_object_new_int64((int64_t)(t->push ? t->push->pushed : 0)));
+	json_object_object_add(
+		o, "pushes_done", json_object_new_int64((int64_t)(t->push ? t->push->pushed : 0)));
 	json_object_object_add(o, "push_failures",
 		json_object_new_int64((int64_t)(t->push ? t->push->failures : 0)));
 	pthread_mutex_unlock(&t->lock);
@@ -2305,8 +2305,8 @@ int push_stats_json(struct tree *t, struct json_object *o)
 	return 0;
 }
 
-int push_symlink(struct tree *t, struct node *dir, const char *name, const char *target,
-	struct node **out)
+int push_symlink(
+	struct tree *t, struct node *dir, const char *name, const char *target, struct node **out)
 {
 	char *digest = NULL, *mt = NULL, *body = NULL;
 	struct node *src, *n, *old;
@@ -2331,8 +2331,9 @@ int push_symlink(struct tree *t, struct node *dir, const char *name, const char 
 	if (src->draft || src->local)
 		ret = -EBUSY; /* not pushed yet: nothing to tag */
 	else if (!src->digest || !(digest = strdup(src->digest)) ||
-		 !(mt = strdup(xattr_get(src, "user.oci.mediaType") ? xattr_get(src, "user.oci.mediaType")
-								    : MT_OCI_MANIFEST)))
+		 !(mt = strdup(xattr_get(src, "user.oci.mediaType")
+				       ? xattr_get(src, "user.oci.mediaType")
+				       : MT_OCI_MANIFEST)))
 		ret = -ENOMEM;
 	pthread_mutex_unlock(&t->lock);
 	if (!ret)

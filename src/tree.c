@@ -1828,8 +1828,8 @@ ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *bu
 		return err;
 	if (n->kind == NODE_BLOB && !n->is_manifest && strcmp(name, XATTR_CACHED) == 0) {
 		char v[8];
-		int len = snprintf(v, sizeof(v), "%d", cache_cached_percent(t->cache, n->digest,
-							       n->size));
+		int len = snprintf(
+			v, sizeof(v), "%d", cache_cached_percent(t->cache, n->digest, n->size));
 
 		if (size && (size_t)len > size)
 			return -ERANGE;
@@ -1915,7 +1915,9 @@ int tree_status_json(struct tree *t, char **out, size_t *len)
 	ret = cache_stats_json(t->cache, o);
 	if (!ret)
 		ret = push_stats_json(t, o);
-	s = ret ? NULL : json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+	s = ret ? NULL
+		: json_object_to_json_string_ext(
+			  o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
 	*out = s ? malloc(strlen(s) + 2) : NULL;
 	if (*out) {
 		*len = (size_t)sprintf(*out, "%s\n", s);
@@ -1926,8 +1928,8 @@ int tree_status_json(struct tree *t, char **out, size_t *len)
 	return ret;
 }
 
-void tree_forget_tags(struct tree *t, void (*inval)(void *arg, struct node *parent, const char *name),
-	void *arg)
+void tree_forget_tags(
+	struct tree *t, void (*inval)(void *arg, struct node *parent, const char *name), void *arg)
 {
 	struct node *n, **v = NULL;
 	size_t cnt = 0, cap = 0, i;

@@ -106,7 +106,8 @@ int main(int argc, char **argv)
 
 			memcpy(m, orig, n);
 			for (k = 0; k < changes && len > 1; k++) {
-				size_t at = 1 + next() % (len - 1); /* byte 0 says what the input is */
+				size_t at =
+					1 + next() % (len - 1); /* byte 0 says what the input is */
 
 				switch (next() % 4) {
 				case 0:

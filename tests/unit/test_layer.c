@@ -174,7 +174,9 @@ static void random_access(struct cache *c, const char *what, const char *mt,
 	if (cache_adopt(c, d, path, stored, sizeof(stored)))
 		abort();
 	for (pass = 0; pass < 3; pass++) {
-		const char *how = pass == 0 ? "indexed" : pass == 1 ? "from its index" : "index damaged";
+		const char *how = pass == 0   ? "indexed"
+				  : pass == 1 ? "from its index"
+					      : "index damaged";
 
 		if (pass == 2) {
 			/* one byte of the stored index flipped: made again, not trusted */
@@ -193,11 +195,12 @@ static void random_access(struct cache *c, const char *what, const char *mt,
 		e = layer_entries(l, &n);
 		CHECK(n == N_FILES && e[N_FILES - 1].size == FILE_SIZE,
 			"%s, %s: %d entries, sizes from the headers", what, how, N_FILES);
-		CHECK(strcmp(layer_tar_digest(l), want) == 0, "%s, %s: the tar's digest", what, how);
+		CHECK(strcmp(layer_tar_digest(l), want) == 0, "%s, %s: the tar's digest", what,
+			how);
 		CHECK(layer_checkpoints(l) >= min_cps, "%s, %s: %zu checkpoints (at least %zu)",
 			what, how, layer_checkpoints(l), min_cps);
-		CHECK(layer_find(l, "f1") == &e[1] && !layer_find(l, "f") && layer_has_below(l, "") &&
-				!layer_has_below(l, "f1"),
+		CHECK(layer_find(l, "f1") == &e[1] && !layer_find(l, "f") &&
+				layer_has_below(l, "") && !layer_has_below(l, "f1"),
 			"%s, %s: lookups by path", what, how);
 		/* forwards, backwards, across checkpoints, the very end */
 		for (i = 0; i < 60; i++) {
@@ -217,9 +220,10 @@ static void random_access(struct cache *c, const char *what, const char *mt,
 				memcmp(got, tarbuf + off, 128 * 1024) != 0)
 				bad++;
 		}
-		CHECK(bad == 0, "%s, %s: 80 reads give the tar's bytes (%zu wrong)", what, how, bad);
-		CHECK(layer_read(l, got, 10, (int64_t)tarlen) == 0,
-			"%s, %s: nothing past the end", what, how);
+		CHECK(bad == 0, "%s, %s: 80 reads give the tar's bytes (%zu wrong)", what, how,
+			bad);
+		CHECK(layer_read(l, got, 10, (int64_t)tarlen) == 0, "%s, %s: nothing past the end",
+			what, how);
 		if (pass == 0)
 			index_damage(l, what);
 		layer_free(l);
@@ -267,8 +271,8 @@ static void random_access_all(void)
 	random_access(c, "zstd of 6 frames", "application/vnd.oci.image.layer.v1.tar+zstd", blob,
 		blen, 3);
 	free(blob);
-	random_access(c, "uncompressed", "application/vnd.oci.image.layer.v1.tar", tarbuf, tarlen,
-		1);
+	random_access(
+		c, "uncompressed", "application/vnd.oci.image.layer.v1.tar", tarbuf, tarlen, 1);
 	cache_free(c);
 	{
 		char cmd[200];
@@ -302,8 +306,8 @@ static void index_damage(const struct layer *l, const char *what)
 		wrong += ret != -EBADMSG;
 		layer_free(d);
 	}
-	CHECK(wrong == 0, "%s: its index cut short at %zu places: EBADMSG each time (%zu not)", what,
-		tried, wrong);
+	CHECK(wrong == 0, "%s: its index cut short at %zu places: EBADMSG each time (%zu not)",
+		what, tried, wrong);
 	tried = wrong = 0;
 	for (i = 8; p && i + 4 < b.len; i += i < 4096 ? 1 : 997) {
 		static const unsigned char flip[] = { 0xff, 0x01, 0x80 };
