@@ -26,6 +26,22 @@ done
 check "the service waits for the mount (Type=forking) and reloads with SIGHUP" \
 	grep -q '^ExecReload=/bin/kill -HUP $MAINPID' "$C/systemd/ocifs@.service"
 
+# ---- fstab.example as systemd reads it: its generator makes the units,
+# x-systemd.automount an automount unit (what systemd, as PID 1, would run)
+GEN=$TESTDIR/generated
+mkdir -p "$GEN"
+gen=/lib/systemd/system-generators/systemd-fstab-generator
+SYSTEMD_FSTAB=$C/fstab.example "$gen" "$GEN" "$GEN" "$GEN" 2>"$TESTDIR/gen.err"
+check_eq "systemd-fstab-generator reads fstab.example" 0 "$?" || diag_file "$TESTDIR/gen.err"
+check "x-systemd.automount,x-systemd.idle-timeout=600 make an automount unit, idle 10 min" \
+	grep -qx 'TimeoutIdleSec=10min' "$GEN/mnt-registry.automount"
+check "started with the remote file systems" test -e "$GEN/remote-fs.target.requires/mnt-registry.automount"
+check "its mount unit is of type fuse.ocifs, with the line's options" \
+	sh -c "grep -qx 'Type=fuse.ocifs' '$GEN/mnt-registry.mount' &&
+		grep -q '^Options=ro,allow_other,_netdev' '$GEN/mnt-registry.mount'"
+out=$(cd "$GEN" && systemd-analyze verify ./mnt-registry.mount ./mnt-registry.automount 2>&1)
+check "systemd-analyze verify of the generated units: no complaint${out:+: $out}" test -z "$out"
+
 # ---- fstab.example
 registry_start contrib
 W=$TESTDIR/w
