@@ -97,6 +97,8 @@ int auth_parse_challenge(const char *value, struct challenge *out)
 
 		while (*p == ' ' || *p == '\t' || *p == ',')
 			p++;
+		if (!*p)
+			break; /* trailing separators: stepping on would pass the end */
 		n = strcspn(p, "= \t,");
 		if (!n || p[n] != '=') {
 			p += n ? n : 1;

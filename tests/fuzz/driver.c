@@ -6,7 +6,7 @@
  *
  *   driver [-n MUTATIONS] [FILE...]
  *
- * Without files: every file of $srcdir/tests/fuzz/corpus.
+ * Without files: every file of $srcdir/tests/fuzz/corpus/<this program's name>.
  */
 #include "config.h"
 
@@ -45,8 +45,8 @@ static unsigned char *slurp(const char *path, size_t *n)
 	return p;
 }
 
-/* The corpus files: the arguments, or $srcdir/tests/fuzz/corpus/<all>, malloc'd. */
-static char **corpus(int argc, char **argv, size_t *n)
+/* The corpus files: the arguments, or $srcdir/tests/fuzz/corpus/<prog>/<all>, malloc'd. */
+static char **corpus(const char *prog, int argc, char **argv, size_t *n)
 {
 	const char *src = getenv("srcdir");
 	char **v = calloc((size_t)argc + 256, sizeof(*v)), dir[4096];
@@ -59,7 +59,7 @@ static char **corpus(int argc, char **argv, size_t *n)
 		v[(*n)++] = strdup(argv[i]);
 	if (!v || *n)
 		return v;
-	snprintf(dir, sizeof(dir), "%s/tests/fuzz/corpus", src ? src : ".");
+	snprintf(dir, sizeof(dir), "%s/tests/fuzz/corpus/%s", src ? src : ".", prog);
 	d = opendir(dir);
 	while (d && (de = readdir(d)) && *n < 255) {
 		if (de->d_name[0] == '.')
@@ -75,16 +75,20 @@ static char **corpus(int argc, char **argv, size_t *n)
 
 int main(int argc, char **argv)
 {
+	const char *prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
 	long mutations = 2000;
 	size_t runs = 0, nfiles, i;
 	char **files;
 
+	/* libtool's wrapper runs the program as lt-<name> */
+	if (strncmp(prog, "lt-", 3) == 0)
+		prog += 3;
 	if (argc > 2 && strcmp(argv[1], "-n") == 0) {
 		mutations = atol(argv[2]);
 		argc -= 2;
 		argv += 2;
 	}
-	files = corpus(argc - 1, argv + 1, &nfiles);
+	files = corpus(prog, argc - 1, argv + 1, &nfiles);
 	if (!files || !nfiles) {
 		printf("not ok - no fuzz corpus (set srcdir, or name files)\n");
 		return 1;
@@ -133,6 +137,7 @@ int main(int argc, char **argv)
 		free(files[i]);
 	}
 	free(files);
-	printf("ok - %zu inputs run through the fuzz target, none crashed it\n", runs);
+	printf("ok - %s: %zu inputs (%zu seeds, %ld mutations each) run, none crashed it\n", prog,
+		runs, nfiles, mutations);
 	return 0;
 }

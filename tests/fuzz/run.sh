@@ -1,9 +1,11 @@
 #!/bin/bash
-# Fuzz the layer code (tar, stored index, gzip and zstd layers) with
-# libFuzzer: builds tests/fuzz/fuzz_layer.c and the library's sources with
-# clang -fsanitize=fuzzer,address,undefined, then runs from the corpus.
+# Fuzz with libFuzzer: builds a target of tests/fuzz/ (fuzz_layer: tar,
+# stored index, gzip and zstd layers; fuzz_parsers: references, manifests,
+# WWW-Authenticate, Link, credential files, platforms) and the library's
+# sources with clang -fsanitize=fuzzer,address,undefined, then runs it from
+# its corpus (tests/fuzz/corpus/TARGET).
 #
-#   bash tests/fuzz/run.sh [BUILDDIR] [SECONDS]
+#   bash tests/fuzz/run.sh [BUILDDIR] [SECONDS] [TARGET]
 #
 # BUILDDIR is a configured build directory (for config.h; default .),
 # SECONDS how long to fuzz (default 60). New inputs that add coverage go to
@@ -12,6 +14,7 @@ set -eu
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-.}" && pwd)
 secs=${2:-60}
+target=${3:-fuzz_layer}
 [ -f "$build/config.h" ] || { echo "no config.h in $build: configure first" >&2; exit 2; }
 command -v clang >/dev/null || apt-get install -y clang >/dev/null
 out=$(mktemp -d /tmp/ocifs-fuzz.XXXXXX)
@@ -21,8 +24,8 @@ libsrc=$(ls "$src"/src/*.c | grep -v '/main\.c$')
 # shellcheck disable=SC2086
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-DFUSE_USE_VERSION=35 -D_FILE_OFFSET_BITS=64 -pthread -I"$build" -I"$src/src" \
-	"$src/tests/fuzz/fuzz_layer.c" $libsrc $flags -o "$out/fuzz_layer"
+	"$src/tests/fuzz/$target.c" $libsrc $flags -o "$out/$target"
 mkdir -p "$out/corpus"
-cp "$src"/tests/fuzz/corpus/* "$out/corpus/"
-"$out/fuzz_layer" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \
+cp "$src/tests/fuzz/corpus/$target"/* "$out/corpus/"
+"$out/$target" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \
 	"$out/corpus" 2>&1 | grep -v '^ocifs: ' | grep -v "^  " | tail -n 40

@@ -53,6 +53,16 @@ int main(void)
 	CHECK(eq(ch.scope, "repository:library/alpine:pull"), "scope");
 	challenge_release(&ch);
 
+	{
+		/* found by fuzz_parsers: separators at the very end were stepped over */
+		char *v = malloc(32);
+
+		snprintf(v, 32, "Bearer realm=\"r\", ,");
+		CHECK(auth_parse_challenge(v, &ch) == 0 && eq(ch.realm, "r"),
+			"trailing separators end the parse at the string's end");
+		challenge_release(&ch);
+		free(v);
+	}
 	CHECK(auth_parse_challenge("Basic realm=\"Registry Realm\"", &ch) == 0 &&
 			eq(ch.scheme, "basic") && eq(ch.realm, "Registry Realm") && !ch.service,
 		"Basic challenge with a spaced realm");

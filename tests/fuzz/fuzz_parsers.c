@@ -1,0 +1,99 @@
+/*
+ * Fuzz target for the parsers of what registries and users hand ocifs: the
+ * first byte of an input says which one gets the rest.
+ *   0  a SOURCE reference (ref_parse_source)
+ *   1  a manifest or index body (manifest_parse), its titles checked
+ *   2  a WWW-Authenticate value (auth_parse_challenge)
+ *   3  a Link header value (http_link_next)
+ *   4  a credentials file, docker config.json or auth.json
+ *      (auth_credentials_from_json; no credential helper can run: PATH is empty)
+ *   5  a platform (platform_parse)
+ * Built with libFuzzer by tests/fuzz/run.sh; tests/fuzz/driver.c runs it
+ * over tests/fuzz/corpus/fuzz_parsers and mutations of it in `make check`.
+ */
+#include "config.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "http.h"
+#include "manifest.h"
+#include "ref.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const char *const types[] = { NULL, "application/vnd.oci.image.manifest.v1+json",
+		"application/vnd.oci.image.index.v1+json",
+		"application/vnd.docker.distribution.manifest.v2+json" };
+	static int init;
+	char *s;
+
+	if (!init) {
+		setenv("PATH", "/nonexistent-ocifs-fuzz", 1);
+		init = 1;
+	}
+	if (size < 1)
+		return 0;
+	s = malloc(size);
+	if (!s)
+		return 0;
+	memcpy(s, data + 1, size - 1);
+	s[size - 1] = '\0'; /* the text parsers take C strings */
+	switch (data[0] % 6) {
+	case 0: {
+		struct ref r;
+
+		if (ref_parse_source(s, &r) == 0)
+			ref_release(&r);
+		break;
+	}
+	case 1: {
+		struct manifest *m = NULL;
+		size_t i, k;
+
+		if (manifest_parse(s, size - 1, types[(size - 1) % 4], &m) == 0) {
+			for (i = 0; i < m->n_layers; i++)
+				for (k = 0; k < m->layers[i].n_annotations; k++)
+					manifest_title_check(m->layers[i].annotations[k].value);
+			manifest_free(m);
+		}
+		break;
+	}
+	case 2: {
+		struct challenge c;
+
+		memset(&c, 0, sizeof(c));
+		if (auth_parse_challenge(s, &c) == 0)
+			challenge_release(&c);
+		break;
+	}
+	case 3:
+		free(http_link_next(s));
+		break;
+	case 4: {
+		struct credentials c;
+
+		memset(&c, 0, sizeof(c));
+		if (auth_credentials_from_json(s, "registry.example.com", "team/app", &c) == 0)
+			credentials_release(&c);
+		memset(&c, 0, sizeof(c));
+		if (auth_credentials_from_json(s, "registry-1.docker.io", NULL, &c) == 0)
+			credentials_release(&c);
+		break;
+	}
+	default: {
+		struct platform p;
+
+		memset(&p, 0, sizeof(p));
+		if (platform_parse(s, &p) == 0)
+			platform_release(&p);
+		break;
+	}
+	}
+	free(s);
+	return 0;
+}
