@@ -37,7 +37,14 @@
 #   "add_headers": {}   forward, adding these response headers
 #   "redirect": "BASE"  answer 307, Location: BASE + path+query
 #   "corrupt": true     forward, first body byte xor 0xff
+#   "flip_at": N        forward, body byte N xor 0xff
+#   "reset_after": N    forward, send headers + N body bytes, then reset (RST)
+#   "length": N         forward, declaring Content-Length: N whatever the body
+#                       is; the connection closes after the body
+#   "drip": BYTES       forward, BYTES of body a tenth of a second
 #   "delay": SECONDS    sleep, then forward normally
+# "redirect" to the proxy's own address loops; "status": 401 with a
+# WWW-Authenticate header and no "times" loops challenges.
 # Example: [{"id":"busy","match":"/blobs/","status":503,"times":2},
 #           {"id":"cut","match":"/blobs/","method":"GET","cut_after":1000}]
 
@@ -50,6 +57,7 @@ import re
 import select
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -254,21 +262,33 @@ class Handler(http.server.BaseHTTPRequestHandler):
         no_body = (self.command == "HEAD" or resp.status in (204, 304)
                    or resp.status < 200)
         length = resp.getheader("Content-Length")
-        chunked_out = not no_body and (length is None or resp.chunked)
+        if rule.get("length") is not None and not no_body:
+            length = str(rule["length"])
+        chunked_out = not no_body and rule.get("length") is None and (
+            length is None or resp.chunked)
         if chunked_out:
             self.send_header("Transfer-Encoding", "chunked")
         elif length is not None:
             self.send_header("Content-Length", length)
         self.end_headers()
         cut = rule.get("cut_after")
+        reset = rule.get("reset_after")
+        if reset is not None:
+            cut = reset
         flip = bool(rule.get("corrupt"))
+        flip_at = rule.get("flip_at")
+        drip = rule.get("drip")
+        lie = rule.get("length") is not None and not no_body
         while not no_body:
-            data = resp.read(CHUNK)
+            data = resp.read(drip or CHUNK)
             if not data:
                 break
             if flip:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
                 flip = False
+            if flip_at is not None and self.sent <= flip_at < self.sent + len(data):
+                i = flip_at - self.sent
+                data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
             if cut is not None:
                 data = data[:max(cut - self.sent, 0)]
             if data:
@@ -277,7 +297,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.sent += len(data)
             if cut is not None and self.sent >= cut:
                 break
-        if cut is not None:
+            if drip:
+                self.wfile.flush()
+                time.sleep(0.1)
+        if reset is not None:
+            # an abortive close: the client sees ECONNRESET, not an end
+            self.close_connection = True
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+        elif cut is not None or lie:
             self.close_connection = True
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
