@@ -922,6 +922,22 @@ static bool has_files(const struct node *n)
 	return false;
 }
 
+/* Bytes of the regular files directly in dir. */
+static int64_t dir_file_bytes(const char *dir)
+{
+	int64_t total = 0;
+	struct dirent *e;
+	struct stat st;
+	DIR *d = opendir(dir);
+
+	while (d && (e = readdir(d)))
+		if (!fstatat(dirfd(d), e->d_name, &st, 0) && S_ISREG(st.st_mode))
+			total += st.st_size;
+	if (d)
+		closedir(d);
+	return total;
+}
+
 /* Drafts left in the staging area by an earlier daemon: push them, or say why not. */
 static void recover(struct tree *t)
 {
@@ -940,7 +956,16 @@ static void recover(struct tree *t)
 			(size_t)snprintf(path, sizeof(path), "%s/draft.json", dir) >= sizeof(path))
 			continue;
 		if (access(path, F_OK) != 0) {
-			/* made, then nothing written: nothing to push */
+			/*
+			 * No file of it was ever closed: nothing complete to push. A
+			 * file being written when the daemon stopped is dropped, said.
+			 */
+			int64_t bytes = dir_file_bytes(dir);
+
+			if (bytes > 0)
+				log_warn("staging %s: %lld bytes of files an earlier run was still "
+					 "writing when it stopped (never closed): dropped",
+					l->v[i], (long long)bytes);
 			remove_tree(dir);
 			continue;
 		}
