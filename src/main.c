@@ -217,6 +217,32 @@ static int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+/* Whether the FUSE mount options left in args hold name ("-o a,name,b" or "-oname"). */
+static bool fuse_opt_has(const struct fuse_args *args, const char *name)
+{
+	size_t n = strlen(name);
+	int i;
+
+	for (i = 1; i < args->argc; i++) {
+		const char *o = args->argv[i];
+
+		if (strcmp(o, "-o") == 0 && i + 1 < args->argc)
+			o = args->argv[++i];
+		else if (strncmp(o, "-o", 2) == 0)
+			o += 2;
+		else
+			continue;
+		while (*o) {
+			size_t k = strcspn(o, ",");
+
+			if (k == n && strncmp(o, name, n) == 0)
+				return true;
+			o += k + (o[k] == ',');
+		}
+	}
+	return false;
+}
+
 /* SIGHUP: a byte down this pipe to hup_main (a 0 byte: stop). */
 static int hup_pipe[2] = { -1, -1 };
 
@@ -326,6 +352,10 @@ int main(int argc, char *argv[])
 		goto out_ref;
 	}
 	log_init(false, cl.debug);
+	if (fuse_opt_has(&args, "allow_other") && !fuse_opt_has(&args, "default_permissions"))
+		log_warn("allow_other without default_permissions: every user of this machine "
+			 "reaches what the mount shows, with the mounting user's rights; add "
+			 "default_permissions to have the kernel check modes and owners");
 
 	if (o.platform) {
 		if (platform_parse(o.platform, &to.platform)) {

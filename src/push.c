@@ -2008,7 +2008,14 @@ int push_unlink(struct tree *t, struct node *dir, const char *name)
 	pthread_mutex_lock(&t->lock);
 	file_remove(dir, c);
 	pthread_mutex_unlock(&t->lock);
-	return draft_touch(t, art);
+	ret = draft_touch(t, art);
+	if (ret == -ENOSPC) {
+		/* the file is gone, and its space with it: its record is written at the push */
+		log_warn("%s:%s: %s removed; the staging record waits for disk space", art->repo,
+			art->ref, name);
+		ret = 0;
+	}
+	return ret;
 }
 
 /* Drop art's draft and its staging directory. Caller holds t->lock. */
