@@ -448,6 +448,15 @@ int main(void)
 	data("zzzzz", 5);
 	CHECK(index_it(&e, &n) == -EBADMSG, "malformed PAX records: EBADMSG");
 
+	/* found by fuzz_layer: a record shorter than its own length field ("1 a=b")
+	 * had its key start past its end, and the search for '=' ran off */
+	tarlen = 0;
+	header("PaxHeader", 'x', 6, NULL);
+	data("1 a=b\n", 6);
+	header("after", '0', 1, NULL);
+	data("a", 1);
+	CHECK(index_it(&e, &n) == -EBADMSG, "a PAX record shorter than its length field: EBADMSG");
+
 	/* a PAX header too big to be names: its entry left out, the rest indexed */
 	tarlen = 0;
 	{
