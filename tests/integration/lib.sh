@@ -828,6 +828,26 @@ cache_blobs_bytes() {
 		awk '{ s += $1 } END { printf "%d\n", s }'
 }
 
+# cache_verifies CACHEDIR: every complete blob in CACHEDIR/blobs/sha256
+# hashes to its name (what a crash or a fault must never break).
+cache_verifies() {
+	local f
+	for f in "$1"/blobs/sha256/*; do
+		[ -e "$f" ] || continue
+		[ "$(sha256sum <"$f" | cut -d' ' -f1)" = "$(basename "$f")" ] || return 1
+	done
+}
+
+# tag_whole REPO TAG: the tag's manifest exists and every blob it names
+# (config and layers) is in the registry.
+tag_whole() {
+	local mf d
+	mf=$(manifest_get "$1" "$2") || return 1
+	for d in $(jq -r '.config.digest, .layers[].digest' <<<"$mf"); do
+		reg_curl "$1/blobs/$d" -I -o /dev/null || return 1
+	done
+}
+
 # kill9_ocifs MNT: SIGKILL the daemon behind MNT (a crash), reap it and
 # detach the dead mount with `fusermount3 -u -z`. The mount point can be
 # mounted again afterwards.

@@ -23,16 +23,6 @@ faultproxy_start "http://$REG"
 M=$TESTDIR/mnt
 TIMEOUT=4
 
-# every complete blob of cache dir $1 hashes to its name
-cache_verifies() {
-	local f bad=0
-	for f in "$1"/blobs/sha256/*; do
-		[ -e "$f" ] || continue
-		[ "$(sha256sum <"$f" | cut -d' ' -f1)" = "$(basename "$f")" ] || bad=$((bad + 1))
-	done
-	[ "$bad" = 0 ]
-}
-
 # read_fault NAME RULE_JSON: a fresh mount through the proxy with RULE on the
 # big blob's GETs; the file must read right or fail with EIO, in bounded time
 read_fault() {
@@ -80,14 +70,6 @@ read_fault redirect-loop "{\"id\":\"x\",$B,\"redirect\":\"http://$FP\"}"
 read_fault 401-loop "{\"id\":\"a\",$B,\"status\":401,\"headers\":{\"WWW-Authenticate\":\"Basic realm=\\\"x\\\"\"}}"
 
 # ---- pushes through faults: the tag lands whole, or keeps its old manifest
-# tag_whole REPO TAG: every blob its manifest names is in the registry
-tag_whole() {
-	local mf d
-	mf=$(manifest_get "$1" "$2") || return 1
-	for d in $(jq -r '.config.digest, .layers[].digest' <<<"$mf"); do
-		reg_curl "$1/blobs/$d" -I -o /dev/null || return 1
-	done
-}
 push_fault() {
 	local name=$1 rule=$2 tag=$3 c=$TESTDIR/cache.p.$1 before outcome rc
 	before=$(manifest_digest f/app "$tag" 2>/dev/null)
