@@ -1072,8 +1072,7 @@ int cache_adopt(struct cache *c, const char *digest, const char *path, char *out
 
 /* ---- status ---- */
 
-/* Bytes in dir's files: their size, or (sparse) what they take on disk. */
-static uint64_t dir_bytes(const char *dir, bool allocated)
+uint64_t cache_files_bytes(const char *dir, bool allocated)
 {
 	uint64_t total = 0;
 	struct dirent *de;
@@ -1114,9 +1113,9 @@ int cache_stats_json(struct cache *c, struct json_object *o)
 	if (!flight)
 		return -ENOMEM;
 	snprintf(path, sizeof(path), "%s/blobs/sha256", c->dir);
-	complete = dir_bytes(path, false);
+	complete = cache_files_bytes(path, false);
 	snprintf(path, sizeof(path), "%s/partial", c->dir);
-	partial = dir_bytes(path, true);
+	partial = cache_files_bytes(path, true);
 	pthread_mutex_lock(&c->lock);
 	for (b = c->blobs; b; b = b->next) {
 		struct json_object *e;

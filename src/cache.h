@@ -91,6 +91,12 @@ int cache_stats_json(struct cache *c, struct json_object *o);
  */
 int cache_cached_percent(struct cache *c, const char *digest, int64_t size);
 
+/*
+ * Bytes in the regular files directly in dir (dot files aside): their sizes,
+ * or with allocated what they take on disk (partial blobs are sparse).
+ */
+uint64_t cache_files_bytes(const char *dir, bool allocated);
+
 /* The cache's directory (borrowed). */
 const char *cache_dir(const struct cache *c);
 

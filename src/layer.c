@@ -1312,12 +1312,10 @@ static int index_store(const struct layer *l, const char *dir, const char *path)
 	if (ret)
 		return ret;
 	if (snprintf(tmp, sizeof(tmp), "%s/.idx.XXXXXX", dir) >= (int)sizeof(tmp))
-		fd = -1, errno = ENAMETOOLONG;
-	else
-		fd = mkstemp(tmp);
-	if (fd < 0) {
+		ret = -ENAMETOOLONG;
+	else if ((fd = mkstemp(tmp)) < 0)
 		ret = -errno;
-	} else {
+	else {
 		size_t done = 0;
 
 		while (!ret && done < b.len) {

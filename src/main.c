@@ -48,6 +48,8 @@ struct options {
 	unsigned timeout;
 	unsigned push_delay;
 	int ro;
+	int allow_other; /* FUSE options, seen here to warn about allow_other alone */
+	int default_permissions;
 	int plain_http;
 	int insecure;
 	int show_referrer_tags;
@@ -59,7 +61,7 @@ struct options {
 #define OPT(t, p) { t, offsetof(struct options, p), 1 }
 /* clang-format on */
 
-enum { KEY_RO, KEY_HELP, KEY_VERSION, KEY_MIRROR };
+enum { KEY_RO, KEY_HELP, KEY_VERSION, KEY_MIRROR, KEY_ALLOW_OTHER, KEY_DEFAULT_PERMISSIONS };
 
 static const struct fuse_opt option_spec[] = {
 	OPT("cache_dir=%s", cache_dir),
@@ -86,6 +88,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("gid=", gid_set),
 	FUSE_OPT_KEY("mirror=", KEY_MIRROR),
 	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+	FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
 	FUSE_OPT_KEY("-h", KEY_HELP),
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -171,6 +175,12 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_RO:
 		o->ro = 1;
 		return 1; /* the kernel gets it too */
+	case KEY_ALLOW_OTHER:
+		o->allow_other = 1;
+		return 1; /* for libfuse */
+	case KEY_DEFAULT_PERMISSIONS:
+		o->default_permissions = 1;
+		return 1;
 	case KEY_HELP:
 		o->show_help = 1;
 		return 0;
@@ -215,32 +225,6 @@ static int parse_size(const char *s, uint64_t *out)
 		return -EINVAL;
 	*out = v;
 	return 0;
-}
-
-/* Whether the FUSE mount options left in args hold name ("-o a,name,b" or "-oname"). */
-static bool fuse_opt_has(const struct fuse_args *args, const char *name)
-{
-	size_t n = strlen(name);
-	int i;
-
-	for (i = 1; i < args->argc; i++) {
-		const char *o = args->argv[i];
-
-		if (strcmp(o, "-o") == 0 && i + 1 < args->argc)
-			o = args->argv[++i];
-		else if (strncmp(o, "-o", 2) == 0)
-			o += 2;
-		else
-			continue;
-		while (*o) {
-			size_t k = strcspn(o, ",");
-
-			if (k == n && strncmp(o, name, n) == 0)
-				return true;
-			o += k + (o[k] == ',');
-		}
-	}
-	return false;
 }
 
 /* SIGHUP: a byte down this pipe to hup_main (a 0 byte: stop). */
@@ -352,7 +336,7 @@ int main(int argc, char *argv[])
 		goto out_ref;
 	}
 	log_init(false, cl.debug);
-	if (fuse_opt_has(&args, "allow_other") && !fuse_opt_has(&args, "default_permissions"))
+	if (o.allow_other && !o.default_permissions)
 		log_warn("allow_other without default_permissions: every user of this machine "
 			 "reaches what the mount shows, with the mounting user's rights; add "
 			 "default_permissions to have the kernel check modes and owners");

@@ -922,22 +922,6 @@ static bool has_files(const struct node *n)
 	return false;
 }
 
-/* Bytes of the regular files directly in dir. */
-static int64_t dir_file_bytes(const char *dir)
-{
-	int64_t total = 0;
-	struct dirent *e;
-	struct stat st;
-	DIR *d = opendir(dir);
-
-	while (d && (e = readdir(d)))
-		if (!fstatat(dirfd(d), e->d_name, &st, 0) && S_ISREG(st.st_mode))
-			total += st.st_size;
-	if (d)
-		closedir(d);
-	return total;
-}
-
 /* Drafts left in the staging area by an earlier daemon: push them, or say why not. */
 static void recover(struct tree *t)
 {
@@ -960,12 +944,12 @@ static void recover(struct tree *t)
 			 * No file of it was ever closed: nothing complete to push. A
 			 * file being written when the daemon stopped is dropped, said.
 			 */
-			int64_t bytes = dir_file_bytes(dir);
+			uint64_t bytes = cache_files_bytes(dir, false);
 
 			if (bytes > 0)
-				log_warn("staging %s: %lld bytes of files an earlier run was still "
+				log_warn("staging %s: %llu bytes of files an earlier run was still "
 					 "writing when it stopped (never closed): dropped",
-					l->v[i], (long long)bytes);
+					l->v[i], (unsigned long long)bytes);
 			remove_tree(dir);
 			continue;
 		}
@@ -2341,6 +2325,7 @@ int push_symlink(
 	struct tree *t, struct node *dir, const char *name, const char *target, struct node **out)
 {
 	char *digest = NULL, *mt = NULL, *body = NULL;
+	const char *type;
 	struct node *src, *n, *old;
 	struct stat st;
 	size_t len = 0;
@@ -2363,9 +2348,8 @@ int push_symlink(
 	if (src->draft || src->local)
 		ret = -EBUSY; /* not pushed yet: nothing to tag */
 	else if (!src->digest || !(digest = strdup(src->digest)) ||
-		 !(mt = strdup(xattr_get(src, "user.oci.mediaType")
-				       ? xattr_get(src, "user.oci.mediaType")
-				       : MT_OCI_MANIFEST)))
+		 !(mt = strdup(
+			   (type = xattr_get(src, "user.oci.mediaType")) ? type : MT_OCI_MANIFEST)))
 		ret = -ENOMEM;
 	pthread_mutex_unlock(&t->lock);
 	if (!ret)

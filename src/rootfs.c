@@ -511,6 +511,43 @@ static int lookup_step(void *arg, size_t i, const struct layer *l)
 	return 0;
 }
 
+/* Whether the cleaned path is dir/... (or dir itself, with self). */
+static bool below(const char *path, const char *dir, bool self)
+{
+	size_t n = strlen(dir);
+
+	return strncmp(path, dir, n) == 0 && (path[n] == '/' || (self && !path[n]));
+}
+
+/*
+ * Whether the symlink target, followed from the directory of the cleaned
+ * path (title/...), stays below the title: never above depth 1.
+ */
+static bool link_stays(const char *path, const char *target)
+{
+	const char *p;
+	int depth = 0;
+
+	if (target[0] == '/')
+		return false;
+	for (p = path; (p = strchr(p, '/')); p++)
+		depth++;
+	for (p = target; *p;) {
+		size_t k = strcspn(p, "/");
+
+		if (k == 2 && p[0] == '.' && p[1] == '.')
+			depth--;
+		else if (k && !(k == 1 && p[0] == '.'))
+			depth++;
+		if (depth < 1)
+			return false;
+		p += k;
+		while (*p == '/')
+			p++;
+	}
+	return true;
+}
+
 /* A packed directory's layer, checked as oras pull checks it, once. Caller holds rf->lock. */
 static int packed_check(struct tree *t, struct rootfs *rf)
 {
@@ -534,36 +571,14 @@ static int packed_check(struct tree *t, struct rootfs *rf)
 	for (i = 0; i < n; i++) {
 		const struct layer_entry *e = &v[i];
 		bool in = !layer_path_clean(e->path, path, sizeof(path)) &&
-			  (strcmp(path, rf->strip) == 0 ||
-				  (strncmp(path, rf->strip, strlen(rf->strip)) == 0 &&
-					  path[strlen(rf->strip)] == '/'));
+			  below(path, rf->strip, true);
 		bool link_ok = true;
 
-		if (in && e->type == '2') {
-			/* the target, from the entry's directory, must stay below the title */
-			int depth = 0;
-			const char *p;
-
-			for (p = path; (p = strchr(p, '/')); p++)
-				depth++;
-			link_ok = e->link && e->link[0] != '/';
-			for (p = e->link; link_ok && *p;) {
-				size_t k = strcspn(p, "/");
-
-				if (k == 2 && p[0] == '.' && p[1] == '.')
-					depth--;
-				else if (k && !(k == 1 && p[0] == '.'))
-					depth++;
-				link_ok = depth >= 1;
-				p += k;
-				while (*p == '/')
-					p++;
-			}
-		}
+		if (in && e->type == '2')
+			link_ok = e->link && link_stays(path, e->link);
 		if (in && e->type == '1')
 			link_ok = e->link && !layer_path_clean(e->link, lp, sizeof(lp)) &&
-				  strncmp(lp, rf->strip, strlen(rf->strip)) == 0 &&
-				  lp[strlen(rf->strip)] == '/';
+				  below(lp, rf->strip, false);
 		if (!in || !link_ok) {
 			log_err("%s: entry \"%.200s\" is not inside %s/ (oras pull refuses it)",
 				rf->label, e->path, rf->strip);
