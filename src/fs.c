@@ -55,6 +55,18 @@ static int fill_stat(struct tree *t, struct node *n, struct stat *st)
 	return ret;
 }
 
+/* Hand n to the kernel as an entry: one more lookup of it, given back if the reply fails. */
+static void reply_entry(
+	fuse_req_t req, struct tree *t, struct node *n, struct fuse_entry_param *e, double timeout)
+{
+	e->ino = node_ino(t, n);
+	e->generation = tree_generation(n);
+	e->attr_timeout = e->entry_timeout = timeout;
+	tree_entry_given(t, n);
+	if (fuse_reply_entry(req, e) != 0)
+		tree_forget(t, n, 1);
+}
+
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	/* Everything is immutable under its inode; let the kernel cache pages. */
@@ -67,7 +79,7 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_write = 1024 * 1024;
 }
 
-static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct tree *t = req_tree(req);
 	struct fuse_entry_param e;
@@ -88,13 +100,10 @@ static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	e.ino = node_ino(t, n);
-	e.generation = 1;
-	e.attr_timeout = e.entry_timeout = tree_timeout(t, n);
-	fuse_reply_entry(req, &e);
+	reply_entry(req, t, n, &e, tree_timeout(t, n));
 }
 
-static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void do_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct tree *t = req_tree(req);
 	struct node *n = ino_node(t, ino);
@@ -108,7 +117,7 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, tree_timeout(t, n));
 }
 
-static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void do_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct tree *t = req_tree(req);
 	struct dir_handle *dh = calloc(1, sizeof(*dh));
@@ -129,10 +138,9 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_open(req, fi);
 }
 
-static void fs_readdir(
+static void do_readdir(
 	fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	struct tree *t = req_tree(req);
 	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
 	char *buf = malloc(size);
 	size_t used = 0;
@@ -156,7 +164,7 @@ static void fs_readdir(
 		} else {
 			name = dh->ents[i - 2].name;
 			st.st_mode = dh->ents[i - 2].type;
-			st.st_ino = node_ino(t, dh->ents[i - 2].node);
+			st.st_ino = dh->ents[i - 2].ino;
 		}
 		len = fuse_add_direntry(req, buf + used, size - used, name, &st, i + 1);
 		if (len > size - used)
@@ -167,7 +175,7 @@ static void fs_readdir(
 	free(buf);
 }
 
-static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void do_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
 
@@ -181,7 +189,7 @@ static bool wants_write(int flags)
 	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 }
 
-static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct tree *t = req_tree(req);
 	struct node *n = ino_node(t, ino);
@@ -226,10 +234,11 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 */
 	fi->keep_cache = fh->image ? tree_image_file_verified(n)
 				   : fh->fd < 0 && (!fh->blob || cache_blob_verified(fh->blob));
+	tree_handle_open(t, n);
 	fuse_reply_open(req, fi);
 }
 
-static void fs_create(
+static void do_create(
 	fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
 	struct tree *t = req_tree(req);
@@ -257,13 +266,22 @@ static void fs_create(
 	fh->node = n;
 	fh->writer = true;
 	e.ino = node_ino(t, n);
-	e.generation = 1;
+	e.generation = tree_generation(n);
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	fi->keep_cache = 0;
-	fuse_reply_create(req, &e, fi);
+	tree_entry_given(t, n);
+	tree_handle_open(t, n);
+	if (fuse_reply_create(req, &e, fi) != 0) {
+		/* the kernel has neither the entry nor the handle: close it here */
+		close(fh->fd);
+		push_release(t, n);
+		tree_handle_close(t, n);
+		tree_forget(t, n, 1);
+		free(fh);
+	}
 }
 
-static void fs_read(
+static void do_read(
 	fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
@@ -321,7 +339,7 @@ static void fs_read(
 	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 }
 
-static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 	struct fuse_file_info *fi)
 {
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
@@ -339,19 +357,19 @@ static void fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 }
 
 /* Every close(2): a file written into the mount is uploaded now, and close says how that went. */
-static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void do_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 
 	fuse_reply_err(req, fh->writer ? -push_flush(req_tree(req), fh->node) : 0);
 }
 
-static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+static void do_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	fs_flush(req, ino, fi);
+	do_flush(req, ino, fi);
 }
 
-static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void do_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 
@@ -363,6 +381,7 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		close(fh->fd);
 	if (fh->writer)
 		push_release(req_tree(req), fh->node);
+	tree_handle_close(req_tree(req), fh->node);
 	free(fh->owned);
 	free(fh);
 	fuse_reply_err(req, 0);
@@ -378,7 +397,7 @@ static void reply_xattr(fuse_req_t req, size_t size, ssize_t ret, const char *bu
 		fuse_reply_buf(req, buf, (size_t)ret);
 }
 
-static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+static void do_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct tree *t = req_tree(req);
 	char *buf = size ? malloc(size) : NULL;
@@ -393,7 +412,7 @@ static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 	free(buf);
 }
 
-static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+static void do_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct tree *t = req_tree(req);
 	char *buf = size ? malloc(size) : NULL;
@@ -408,7 +427,7 @@ static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	free(buf);
 }
 
-static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
+static void do_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct statvfs sv;
 
@@ -430,12 +449,10 @@ static void reply_new_entry(fuse_req_t req, struct tree *t, struct node *n, int 
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	e.ino = node_ino(t, n);
-	e.generation = 1;
-	fuse_reply_entry(req, &e);
+	reply_entry(req, t, n, &e, 0);
 }
 
-static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+static void do_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct tree *t = req_tree(req);
 	struct node *n = NULL;
@@ -443,7 +460,7 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	reply_new_entry(req, t, n, push_mkdir(t, ino_node(t, parent), name, &n));
 }
 
-static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct tree *t = req_tree(req);
 	struct node *n = NULL;
@@ -462,21 +479,21 @@ static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	reply_new_entry(req, t, n, ret);
 }
 
-static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void do_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct tree *t = req_tree(req);
 
 	fuse_reply_err(req, -push_unlink(t, ino_node(t, parent), name));
 }
 
-static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void do_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct tree *t = req_tree(req);
 
 	fuse_reply_err(req, -push_rmdir(t, ino_node(t, parent), name));
 }
 
-static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+static void do_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 	const char *newname, unsigned int flags)
 {
 	struct tree *t = req_tree(req);
@@ -485,14 +502,14 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 		-push_rename(t, ino_node(t, parent), name, ino_node(t, newparent), newname, flags));
 }
 
-static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+static void do_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct tree *t = req_tree(req);
 
 	fuse_reply_err(req, -push_fsyncdir(t, ino_node(t, ino)));
 }
 
-static void fs_readlink(fuse_req_t req, fuse_ino_t ino)
+static void do_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct tree *t = req_tree(req);
 	const char *target;
@@ -505,7 +522,7 @@ static void fs_readlink(fuse_req_t req, fuse_ino_t ino)
 }
 
 /* Artifacts hold regular files and directories only. */
-static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+static void do_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
 	struct tree *t = req_tree(req);
 	struct node *n = NULL;
@@ -514,12 +531,12 @@ static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	reply_new_entry(req, t, n, push_symlink(t, ino_node(t, parent), name, link, &n));
 }
 
-static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+static void do_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
 	fuse_reply_err(req, tree_read_only(req_tree(req)) ? EROFS : EPERM);
 }
 
-static void fs_setattr(
+static void do_setattr(
 	fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
 {
 	struct tree *t = req_tree(req);
@@ -542,7 +559,7 @@ static void fs_setattr(
 		fuse_reply_attr(req, &st, tree_timeout(t, n));
 }
 
-static void fs_setxattr(
+static void do_setxattr(
 	fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
 {
 	struct tree *t = req_tree(req);
@@ -550,16 +567,104 @@ static void fs_setxattr(
 	fuse_reply_err(req, -push_setxattr(t, ino_node(t, ino), name, value, size));
 }
 
-static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+static void do_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct tree *t = req_tree(req);
 
 	fuse_reply_err(req, -push_removexattr(t, ino_node(t, ino), name));
 }
 
+static void do_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct tree *t = req_tree(req);
+
+	tree_forget(t, ino_node(t, ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void do_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	struct tree *t = req_tree(req);
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		tree_forget(t, ino_node(t, forgets[i].ino), forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+/*
+ * Each request runs as one tree operation: what it finds in the tree stays
+ * valid until it has replied, whatever other requests forget meanwhile.
+ */
+#define OP(name, params, args) \
+	static void fs_##name params \
+	{ \
+		struct tree *t_ = req_tree(req); \
+		unsigned op_ = tree_op_enter(t_); \
+\
+		do_##name args; \
+		tree_op_leave(t_, op_); \
+	}
+
+OP(lookup, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+OP(forget, (fuse_req_t req, fuse_ino_t ino, uint64_t nlookup), (req, ino, nlookup))
+OP(forget_multi, (fuse_req_t req, size_t count, struct fuse_forget_data *forgets),
+	(req, count, forgets))
+OP(getattr, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+OP(readlink, (fuse_req_t req, fuse_ino_t ino), (req, ino))
+OP(opendir, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+OP(readdir, (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi),
+	(req, ino, size, off, fi))
+OP(releasedir, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+OP(open, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+OP(read, (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi),
+	(req, ino, size, off, fi))
+OP(write,
+	(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		struct fuse_file_info *fi),
+	(req, ino, buf, size, off, fi))
+OP(flush, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+OP(fsync, (fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi),
+	(req, ino, datasync, fi))
+OP(release, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+OP(getxattr, (fuse_req_t req, fuse_ino_t ino, const char *name, size_t size),
+	(req, ino, name, size))
+OP(listxattr, (fuse_req_t req, fuse_ino_t ino, size_t size), (req, ino, size))
+OP(statfs, (fuse_req_t req, fuse_ino_t ino), (req, ino))
+OP(mkdir, (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode),
+	(req, parent, name, mode))
+OP(mknod, (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev),
+	(req, parent, name, mode, rdev))
+OP(create,
+	(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		struct fuse_file_info *fi),
+	(req, parent, name, mode, fi))
+OP(unlink, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+OP(rmdir, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+OP(fsyncdir, (fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi),
+	(req, ino, datasync, fi))
+OP(rename,
+	(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		const char *newname, unsigned int flags),
+	(req, parent, name, newparent, newname, flags))
+OP(symlink, (fuse_req_t req, const char *link, fuse_ino_t parent, const char *name),
+	(req, link, parent, name))
+OP(link, (fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname),
+	(req, ino, newparent, newname))
+OP(setattr,
+	(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi),
+	(req, ino, attr, to_set, fi))
+OP(setxattr,
+	(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+		int flags),
+	(req, ino, name, value, size, flags))
+OP(removexattr, (fuse_req_t req, fuse_ino_t ino, const char *name), (req, ino, name))
+
 const struct fuse_lowlevel_ops fs_ops = {
 	.init = fs_init,
 	.lookup = fs_lookup,
+	.forget = fs_forget,
+	.forget_multi = fs_forget_multi,
 	.getattr = fs_getattr,
 	.readlink = fs_readlink,
 	.opendir = fs_opendir,

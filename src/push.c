@@ -303,6 +303,7 @@ static int draft_begin(struct tree *t, struct node *art)
 	}
 	d->changed_at = mono();
 	art->draft = d;
+	tree_node_keep(t, art);
 	d = NULL;
 	pthread_mutex_unlock(&t->lock);
 	ret = 0;
@@ -812,15 +813,17 @@ static void drafts_remove(struct tree *t, struct node *art)
 }
 
 /* art is in the registry now: so are the new repositories above it. Caller holds t->lock. */
-static void mark_pushed(struct node *art)
+static void mark_pushed(struct tree *t, struct node *art)
 {
 	struct node *n;
 
 	art->local = false;
+	tree_node_keep(t, art);
 	for (n = art->parent; n && n->kind == NODE_NS; n = n->parent) {
 		n->tags_at = 0; /* list again: the tag is there */
 		n->local = false;
 		n->new_repo = false;
+		tree_node_keep(t, n);
 	}
 }
 
@@ -845,6 +848,8 @@ static int draft_push(struct tree *t, struct node *art, bool force)
 		pthread_mutex_unlock(&t->push->push_lock);
 		return 0;
 	}
+	/* art's draft pins it; the push may drop that pin while art is still used */
+	tree_node_hold(t, art);
 	gen = d->gen;
 	snprintf(dir, sizeof(dir), "%s", d->dir);
 	pthread_mutex_unlock(&t->lock);
@@ -876,21 +881,23 @@ static int draft_push(struct tree *t, struct node *art, bool force)
 	}
 	adopt_staged(t, art, root);
 	art->draft = NULL;
+	tree_node_keep(t, art);
 	drafts_remove(t, art);
 	t->push->pushed++;
 	if (d && d->subject) {
 		/* It shows under its digest now, with the subject's other referrers. */
 		if (art->parent)
-			tree_child_remove(art->parent, art);
+			tree_node_delete(t, art->parent, art);
 		if (d->referrers) {
 			d->referrers->loaded = false;
 			d->referrers->local = false;
+			tree_node_keep(t, d->referrers);
 		}
 		pthread_mutex_unlock(&t->lock);
 		pthread_mutex_unlock(&art->load_lock);
 		ret = 0;
 	} else {
-		mark_pushed(art);
+		mark_pushed(t, art);
 		pthread_mutex_unlock(&t->lock);
 		ret = tree_artifact_install(t, art, digest, body, strlen(body));
 		pthread_mutex_unlock(&art->load_lock);
@@ -899,6 +906,9 @@ static int draft_push(struct tree *t, struct node *art, bool force)
 		remove_tree(d->dir);
 	draft_free(d);
 out:
+	pthread_mutex_lock(&t->lock);
+	tree_node_drop(t, art);
+	pthread_mutex_unlock(&t->lock);
 	json_object_put(root);
 	free(body);
 	pthread_mutex_unlock(&t->push->push_lock);
@@ -1021,8 +1031,11 @@ static void *pusher(void *arg)
 				pick = a;
 		}
 		if (pick) {
+			unsigned op = tree_op_enter_locked(t);
+
 			pthread_mutex_unlock(&t->lock);
 			draft_push(t, pick, false);
+			tree_op_leave(t, op);
 			pthread_mutex_lock(&t->lock);
 			continue;
 		}
@@ -1193,7 +1206,7 @@ static int make_tag(struct tree *t, struct node *ns, const char *tag, struct nod
 	if (ret == 0) {
 		/* a name only guessed to be a namespace: the tag takes its place */
 		pthread_mutex_lock(&t->lock);
-		tree_child_remove(ns, n);
+		tree_node_delete(t, ns, n);
 		pthread_mutex_unlock(&t->lock);
 	}
 	n = tree_artifact_new(t, ns, tag, ns->site, ns->repo, tag);
@@ -1206,6 +1219,9 @@ static int make_tag(struct tree *t, struct node *ns, const char *tag, struct nod
 	pthread_mutex_unlock(&t->lock);
 	if (tree_child_get_or_add(t, ns, n) != n)
 		return -EEXIST;
+	pthread_mutex_lock(&t->lock);
+	tree_node_keep(t, n);
+	pthread_mutex_unlock(&t->lock);
 	ret = draft_begin(t, n);
 	if (ret)
 		return ret;
@@ -1247,6 +1263,7 @@ static int make_repo(struct tree *t, struct node *dir, const char *name, struct 
 		n->local = true;
 		n->new_repo = true;
 		n->guessed = false;
+		tree_node_keep(t, n);
 		pthread_mutex_unlock(&t->lock);
 		*out = n;
 		return 0;
@@ -1269,6 +1286,11 @@ static int make_repo(struct tree *t, struct node *dir, const char *name, struct 
 	n->mtime = time(NULL);
 	pthread_mutex_unlock(&t->lock);
 	*out = tree_child_get_or_add(t, dir, n);
+	if (*out == n) {
+		pthread_mutex_lock(&t->lock);
+		tree_node_keep(t, n);
+		pthread_mutex_unlock(&t->lock);
+	}
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -1281,6 +1303,8 @@ static int add_local(struct tree *t, struct node *dir, struct node *n, struct no
 	n->local = true;
 	n->mtime = time(NULL);
 	ret = tree_child_find(dir, n->name) ? -EEXIST : tree_child_add(dir, n);
+	if (!ret)
+		tree_node_keep(t, n);
 	pthread_mutex_unlock(&t->lock);
 	if (!ret)
 		*out = n;
@@ -1319,6 +1343,7 @@ static int referrers_mkdir(
 	pthread_mutex_lock(&t->lock);
 	n->immutable = false; /* an attach to a digest directory is no change to it */
 	rn->local = true; /* kept as made until its attaches are pushed */
+	tree_node_keep(t, rn);
 	pthread_mutex_unlock(&t->lock);
 	return add_local(t, dir, n, out);
 }
@@ -1366,6 +1391,7 @@ static int attach_begin(struct tree *t, struct node *rn, struct node *dir)
 		dir->ref = strdup(dir->name);
 		dir->loaded = true;
 		dir->local = true;
+		tree_node_keep(t, dir);
 	}
 	pthread_mutex_unlock(&t->lock);
 	if (!dir->ref) {
@@ -1403,7 +1429,7 @@ static int detach(struct tree *t, struct node *rn, struct node *dir, struct node
 		return push_errno(ret);
 	log_info("%s/%s@%s: detached from %s", registry_host(r), c->repo, c->ref, rn->ref);
 	pthread_mutex_lock(&t->lock);
-	tree_child_remove(dir, c);
+	tree_node_delete(t, dir, c);
 	rn->loaded = false;
 	pthread_mutex_unlock(&t->lock);
 	return 0;
@@ -1432,7 +1458,7 @@ static int referrers_rmdir(struct tree *t, struct node *rn, struct node *dir, co
 	else {
 		if (c->kind == NODE_ARTIFACT)
 			draft_discard(t, c);
-		tree_child_remove(dir, c);
+		tree_node_delete(t, dir, c);
 	}
 	pthread_mutex_unlock(&t->lock);
 	return ret;
@@ -1549,6 +1575,7 @@ int push_create(
 	if (!ret) {
 		n->site = art->site;
 		n->local = true;
+		tree_node_keep(t, n);
 		n->size = 0;
 		n->mtime = time(NULL);
 		n->staged = s;
@@ -1676,6 +1703,7 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 	n->kind = NODE_STAGED;
 	n->staged = s;
 	n->local = true;
+	tree_node_keep(t, n);
 	if (trunc) {
 		n->size = 0;
 		s->changed = true;
@@ -1969,9 +1997,9 @@ static int child_in_art(
 }
 
 /* c leaves dir; a staged file's bytes go (open descriptors keep them). Caller holds t->lock. */
-static void file_remove(struct node *dir, struct node *c)
+static void file_remove(struct tree *t, struct node *dir, struct node *c)
 {
-	tree_child_remove(dir, c);
+	tree_node_delete(t, dir, c);
 	if (c->kind == NODE_STAGED && c->staged->path)
 		unlink(c->staged->path);
 }
@@ -1990,7 +2018,7 @@ int push_unlink(struct tree *t, struct node *dir, const char *name)
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&t->lock);
-	file_remove(dir, c);
+	file_remove(t, dir, c);
 	pthread_mutex_unlock(&t->lock);
 	ret = draft_touch(t, art);
 	if (ret == -ENOSPC) {
@@ -2011,6 +2039,7 @@ static void draft_discard(struct tree *t, struct node *art)
 	drafts_remove(t, art);
 	draft_free(art->draft);
 	art->draft = NULL;
+	tree_node_keep(t, art);
 }
 
 /*
@@ -2088,7 +2117,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 		pthread_mutex_lock(&t->lock);
 		ret = c->n_children ? -ENOTEMPTY : 0;
 		if (!ret)
-			tree_child_remove(dir, c);
+			tree_node_delete(t, dir, c);
 		pthread_mutex_unlock(&t->lock);
 		return ret;
 	case NODE_ARTIFACT:
@@ -2102,7 +2131,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 			return push_errno(ret);
 		pthread_mutex_lock(&t->lock);
 		draft_discard(t, c);
-		tree_child_remove(dir, c);
+		tree_node_delete(t, dir, c);
 		dir->tags_at = 0;
 		pthread_mutex_unlock(&t->lock);
 		return 0;
@@ -2110,7 +2139,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 		pthread_mutex_lock(&t->lock);
 		ret = c->n_children ? -ENOTEMPTY : c->local ? 0 : -EPERM;
 		if (!ret)
-			tree_child_remove(dir, c);
+			tree_node_delete(t, dir, c);
 		pthread_mutex_unlock(&t->lock);
 		return ret;
 	default:
@@ -2171,12 +2200,11 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 			goto out;
 		}
 		if (target)
-			file_remove(newdir, target);
+			file_remove(t, newdir, target);
 		tree_child_remove(dir, c);
 		free(c->name);
 		c->name = nn;
-		c->parent = newdir;
-		ret = tree_child_add(newdir, c);
+		ret = tree_node_move(t, c, newdir);
 	}
 out:
 	pthread_mutex_unlock(&t->lock);
@@ -2383,6 +2411,7 @@ int push_symlink(
 		goto out;
 	}
 	n->local = true;
+	n->orphan = true; /* answers symlink(2) only: the name is the tag's */
 	n->has_mode = true;
 	n->mode = S_IFLNK | 0777;
 	n->uid = t->opts.uid;

@@ -37,7 +37,7 @@ struct rootfs_layer {
 };
 
 struct rootfs {
-	struct rootfs *next; /* t->rootfs, every one made, freed with the tree */
+	unsigned refs; /* nodes whose rootfs it is (atomic) */
 	struct site *site;
 	char *repo;
 	char label[600];
@@ -51,11 +51,15 @@ struct rootfs {
 	pthread_mutex_t lock; /* serialises lookups and listings, layer loads included */
 };
 
-/* The layer digest, opened once for the whole tree (images share base layers). */
+/*
+ * The layer digest, opened once for all the images that use it (they share
+ * base layers), with a ref for the caller's slot. 0 or -errno.
+ */
 static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d, bool tar_digest,
 	struct layer **out)
 {
 	struct layer *l, **v;
+	unsigned *r;
 	size_t i;
 	int ret;
 
@@ -64,6 +68,7 @@ static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d,
 		if (strcmp(layer_digest(t->layers[i]), d->digest) == 0 &&
 			(!tar_digest || *layer_tar_digest(t->layers[i]))) {
 			*out = t->layers[i];
+			t->layer_refs[i]++;
 			pthread_mutex_unlock(&t->lock);
 			return 0;
 		}
@@ -74,13 +79,17 @@ static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d,
 		return ret;
 	pthread_mutex_lock(&t->lock);
 	v = realloc(t->layers, (t->n_layers + 1) * sizeof(*v));
-	if (!v) {
+	if (v)
+		t->layers = v;
+	r = v ? realloc(t->layer_refs, (t->n_layers + 1) * sizeof(*r)) : NULL;
+	if (!r) {
 		pthread_mutex_unlock(&t->lock);
 		layer_free(l);
 		return -ENOMEM;
 	}
-	t->layers = v;
-	v[t->n_layers++] = l;
+	t->layer_refs = r;
+	v[t->n_layers] = l;
+	r[t->n_layers++] = 1;
 	pthread_mutex_unlock(&t->lock);
 	*out = l;
 	return 0;
@@ -102,20 +111,45 @@ static void rootfs_free(struct rootfs *rf)
 	free(rf);
 }
 
+void rootfs_unref(struct tree *t, struct rootfs *rf)
+{
+	struct layer **gone;
+	size_t i, j, n = 0;
+
+	if (__atomic_sub_fetch(&rf->refs, 1, __ATOMIC_ACQ_REL) > 0)
+		return;
+	gone = calloc(rf->n ? rf->n : 1, sizeof(*gone));
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < rf->n; i++) {
+		for (j = 0; rf->layers[i].l && j < t->n_layers; j++)
+			if (t->layers[j] == rf->layers[i].l)
+				break;
+		if (!rf->layers[i].l || j == t->n_layers || --t->layer_refs[j] > 0)
+			continue;
+		/* no image uses it any more: its index and descriptor go */
+		if (gone)
+			gone[n++] = t->layers[j];
+		t->layers[j] = t->layers[t->n_layers - 1];
+		t->layer_refs[j] = t->layer_refs[t->n_layers - 1];
+		t->n_layers--;
+	}
+	pthread_mutex_unlock(&t->lock);
+	for (i = 0; i < n; i++)
+		layer_free(gone[i]);
+	free(gone);
+	rootfs_free(rf);
+}
+
 void rootfs_release(struct tree *t)
 {
 	size_t i;
 
-	while (t->rootfs) {
-		struct rootfs *rf = t->rootfs;
-
-		t->rootfs = rf->next;
-		rootfs_free(rf);
-	}
 	for (i = 0; i < t->n_layers; i++)
 		layer_free(t->layers[i]);
 	free(t->layers);
+	free(t->layer_refs);
 	t->layers = NULL;
+	t->layer_refs = NULL;
 	t->n_layers = 0;
 }
 
@@ -451,6 +485,10 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 	n = tree_node_new(t, dir, name, kind);
 	if (!n)
 		return -ENOMEM;
+	/* made again from the layers when the kernel has forgotten it */
+	n->cached = true;
+	n->rootfs = rf;
+	__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
 	n->repo = strdup(rf->repo);
 	if (!n->repo)
 		return -ENOMEM;
@@ -466,7 +504,6 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 	}
 	switch (kind) {
 	case NODE_DIR:
-		n->rootfs = rf;
 		n->rootfs_pending = true;
 		if (!(n->data = strdup(path)))
 			return -ENOMEM;
@@ -588,7 +625,11 @@ static int packed_check(struct tree *t, struct rootfs *rf)
 	return 0;
 }
 
-/* The rootfs dir shows, made on the first look inside an image or packed directory. */
+/*
+ * The rootfs dir shows, made on the first look inside an image or packed
+ * directory, with a ref for the caller (rootfs_unref() when done): a reload
+ * of dir may drop dir's own meanwhile.
+ */
 static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 {
 	struct manifest *m = NULL;
@@ -600,6 +641,8 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 
 	pthread_mutex_lock(&t->lock);
 	rf = dir->rootfs;
+	if (rf)
+		__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&t->lock);
 	if (rf) {
 		*out = rf;
@@ -621,6 +664,7 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 		goto out;
 	}
 	pthread_mutex_init(&rf->lock, NULL);
+	rf->refs = 1; /* dir's */
 	rf->site = art->site;
 	rf->root = dir;
 	if (dir->kind == NODE_DIR) {
@@ -650,12 +694,13 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 		goto out;
 	}
 	pthread_mutex_lock(&t->lock);
-	rf->next = t->rootfs;
-	t->rootfs = rf;
 	dir->rootfs = rf;
 	pthread_mutex_unlock(&t->lock);
 done:
+	pthread_mutex_lock(&t->lock);
 	*out = dir->rootfs;
+	__atomic_add_fetch(&(*out)->refs, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&t->lock);
 out:
 	pthread_mutex_unlock(&dir->load_lock);
 	manifest_free(m);
@@ -669,7 +714,14 @@ static bool dir_tar_path(const struct rootfs *rf, const struct node *dir, char *
 	return tar_path(rf, dir == rf->root ? "" : dir->data, out, size);
 }
 
-/* The rootfs of dir, made and checked, with its lock held on success (0). */
+/* Undo rootfs_enter(). */
+static void rootfs_leave(struct tree *t, struct rootfs *rf)
+{
+	pthread_mutex_unlock(&rf->lock);
+	rootfs_unref(t, rf);
+}
+
+/* The rootfs of dir, made and checked, with its lock and a ref held on success (0). */
 static int rootfs_enter(struct tree *t, struct node *dir, struct rootfs **out)
 {
 	struct rootfs *rf;
@@ -681,7 +733,7 @@ static int rootfs_enter(struct tree *t, struct node *dir, struct rootfs **out)
 	pthread_mutex_lock(&rf->lock);
 	ret = packed_check(t, rf);
 	if (ret) {
-		pthread_mutex_unlock(&rf->lock);
+		rootfs_leave(t, rf);
 		return ret;
 	}
 	*out = rf;
@@ -726,7 +778,7 @@ int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct nod
 	}
 	ret = node_make(t, rf, dir, name, &f, &n);
 out:
-	pthread_mutex_unlock(&rf->lock);
+	rootfs_leave(t, rf);
 	if (!ret)
 		*out = n;
 	return ret;
@@ -847,7 +899,7 @@ int rootfs_list(struct tree *t, struct node *dir)
 		pthread_mutex_unlock(&t->lock);
 	}
 out:
-	pthread_mutex_unlock(&rf->lock);
+	rootfs_leave(t, rf);
 	for (i = 0; i < ls.n; i++)
 		free(ls.names[i]);
 	free(ls.names);

@@ -1,6 +1,34 @@
 /*
- * The tree's insides, shared by tree.c (reading) and push.c (staging and
- * pushing); nothing outside these two includes it.
+ * The tree's insides, shared by tree.c (reading), rootfs.c (images) and
+ * push.c (staging and pushing); nothing else includes it.
+ *
+ * Lock order (take them in this order, never the other way):
+ *
+ *   push->push_lock      one push at a time (push.c)
+ *   node->load_lock      Protects: what a directory loads (NS tags, an artifact's manifest,
+ *                        referrers, a rootfs's making); held across registry requests, so
+ *                        only the requests for that one directory wait on it
+ *   rootfs->lock         Protects: one image's layer lookups and listings (rootfs.c)
+ *   draft->save_lock     one draft.json written at a time (push.c)
+ *   staged->flush_lock   one upload of a file at a time (push.c)
+ *   site->lock           Protects: a registry's catalog (held across its fetch)
+ *   t->lock              Protects: every node's links (parent, children), lifetime
+ *                        counts (refs, nlookup, kept, dead), the node lists, the
+ *                        epochs, and the fields marked "protected by t->lock"; never
+ *                        held across I/O, a process spawn or a directory scan
+ *   staged->lock         the hashing and upload fields of one staged file (push.c)
+ *   blob->lock, then c->lock   the cache (cache.h)
+ *
+ * Lifetime (libfuse passthrough_ll's, with one more rule for what a
+ * directory must keep): a node's refs counts the kernel's lookups (nlookup),
+ * open handles, holds taken by code that keeps a pointer across requests, a
+ * pin for unpushed state (local or a draft), and its children that are in
+ * use. A node whose refs falls to 0 is unused: if it can be made again
+ * (cached: a name looked up below a namespace, an entry of an image) or is
+ * no longer in its parent (orphan), it is buried with what is below it and
+ * freed once every request that was running when it was buried has ended
+ * (two epochs, tree_op_enter/leave). A node that its parent built with its
+ * siblings from one manifest stays as long as that parent does.
  */
 #ifndef OCIFS_TREE_INT_H
 #define OCIFS_TREE_INT_H
@@ -50,10 +78,21 @@ struct xattr {
 };
 
 struct node {
-	struct node *all_next; /* every node of the tree, for tree_free() */
-	struct node *parent;
+	struct node *all_next; /* t->all: every node not yet freed; protected by t->lock */
+	struct node *all_prev;
+	struct node *grave_next; /* a buried subtree's root: t->grave[]; protected by t->lock */
+	struct node *parent; /* protected by t->lock; a node in use holds a ref on it */
 	char *name;
 	enum node_kind kind;
+	uint64_t generation; /* with the node's address, unique for the mount's life */
+	/* Lifetime; protected by t->lock. */
+	unsigned refs; /* nlookup + handles + holds + pin + children in use */
+	uint64_t nlookup; /* lookups the kernel has not forgotten */
+	bool kept; /* holds the pin for unpushed state (local, draft) */
+	bool cached; /* made by a lookup: made again on the next one once freed */
+	bool orphan; /* unlinked from its parent's children */
+	bool detached; /* in an orphaned subtree: no pin applies */
+	bool dead; /* buried: freed after two epochs unless used again */
 	bool hidden; /* not listed (.oci) */
 	bool immutable; /* inside a digest-addressed artifact */
 	struct site *site;
@@ -100,7 +139,8 @@ struct node {
 	struct staged *staged; /* STAGED: its file */
 
 	/* Root filesystems of images (rootfs.c). protected by t->lock */
-	struct rootfs *rootfs; /* what the directory shows, once looked into; shared below it */
+	struct rootfs *rootfs; /* what the directory shows, once looked into; shared below it;
+	                          every node of a root filesystem holds a ref on it */
 	bool rootfs_pending; /* a directory of rootfs: children still to list (some may be there) */
 	char *rootfs_digest; /* ARTIFACT: the image manifest whose layers make it, or NULL;
 	                        DIR: the packed layer it shows (see rootfs_lookup) */
@@ -125,10 +165,17 @@ struct tree {
 	struct node *all; /* protected by lock */
 	struct site *sites; /* protected by lock */
 	struct push *push; /* push.c's state */
-	struct layer **layers; /* every layer opened, for reuse across images; protected by lock */
+	struct layer **layers; /* layers in use, shared across images; protected by lock */
+	unsigned *layer_refs; /* how many rootfs layer slots use each; protected by lock */
 	size_t n_layers;
-	struct rootfs *rootfs; /* every rootfs made (rootfs.c); protected by lock */
 	struct node *status; /* .ocifs/ at the root: looked up, never listed */
+	/* Lifetime; protected by lock. */
+	uint64_t n_nodes; /* nodes not yet freed */
+	uint64_t next_generation;
+	unsigned epoch;
+	unsigned ops[2]; /* requests running, by the parity of the epoch they entered in */
+	struct node *grave[2]; /* subtrees buried in an epoch of that parity */
+	uint64_t freed_since_trim; /* nodes freed since memory was last handed back */
 	uint64_t served; /* bytes read() returned (atomic) */
 };
 
@@ -141,8 +188,36 @@ void tree_xattrs_free(struct xattr *x, size_t n);
 struct node *tree_child_find(struct node *dir, const char *name);
 /* Caller holds t->lock (or owns dir privately). 0 or -ENOMEM. */
 int tree_child_add(struct node *dir, struct node *c);
-/* Unlink c from dir's children (c stays valid: nodes live until unmount). Same locking. */
+/*
+ * Unlink c from dir's children: it stays valid while in use (and may be
+ * added again, as a rename does), and is freed once unused. Same locking.
+ */
 void tree_child_remove(struct node *dir, struct node *c);
+/*
+ * Remove c from dir for good (a deletion): no pin keeps it or what is below
+ * it any more, and it is freed once the kernel and handles let go of it.
+ * Caller holds t->lock.
+ */
+void tree_node_delete(struct tree *t, struct node *dir, struct node *c);
+/* Move c from its parent's children to newdir's, carrying its ref. Caller holds t->lock. */
+int tree_node_move(struct tree *t, struct node *c, struct node *newdir);
+/*
+ * Take or drop a hold on n for a pointer kept beyond the current request
+ * (the pusher's pick, an open handle). Caller holds t->lock. A drop may
+ * bury n; it is freed only after the current request ends.
+ */
+void tree_node_hold(struct tree *t, struct node *n);
+void tree_node_drop(struct tree *t, struct node *n);
+/*
+ * Call after changing n->local or n->draft: n is pinned while it holds
+ * unpushed state. Caller holds t->lock.
+ */
+void tree_node_keep(struct tree *t, struct node *n);
+/*
+ * tree_op_enter() (tree.h) with t->lock held: for a pointer picked under
+ * the lock that must stay valid once it is dropped.
+ */
+unsigned tree_op_enter_locked(struct tree *t);
 /* The existing child of dir called fresh->name, or fresh once added; NULL on ENOMEM. */
 struct node *tree_child_get_or_add(struct tree *t, struct node *dir, struct node *fresh);
 int tree_xattr_add(struct xattr **x, size_t *n, const char *name, const char *value);
@@ -176,7 +251,12 @@ bool rootfs_is(const struct node *dir);
 int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
 /* rootfs.c: every child of dir (rootfs_is()) made, from every layer that shows it. 0 or -errno. */
 int rootfs_list(struct tree *t, struct node *dir);
-/* rootfs.c: free the layers the tree opened. */
+/*
+ * rootfs.c: a node stops using rf (its n->rootfs); the last one frees it
+ * and lets go of its layers. Caller holds no lock.
+ */
+void rootfs_unref(struct tree *t, struct rootfs *rf);
+/* rootfs.c: free the layers the tree still has open. */
 void rootfs_release(struct tree *t);
 
 #endif

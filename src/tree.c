@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,7 @@
 /* Titles and platforms nest; a bound keeps a hostile manifest from nesting forever. */
 #define MAX_DEPTH 64
 
-/* ---- nodes ---- */
+/* ---- nodes and their lifetime (see tree-int.h) ---- */
 
 struct node *tree_node_new(
 	struct tree *t, struct node *parent, const char *name, enum node_kind kind)
@@ -50,8 +51,12 @@ struct node *tree_node_new(
 	}
 	pthread_mutex_init(&n->load_lock, NULL);
 	pthread_mutex_lock(&t->lock);
+	n->generation = ++t->next_generation;
 	n->all_next = t->all;
+	if (t->all)
+		t->all->all_prev = n;
 	t->all = n;
+	t->n_nodes++;
 	pthread_mutex_unlock(&t->lock);
 	return n;
 }
@@ -67,9 +72,25 @@ void tree_xattrs_free(struct xattr *x, size_t n)
 	free(x);
 }
 
-static void node_free(struct node *n)
+/* Take n off t->all. Caller holds t->lock. */
+static void all_unlink(struct tree *t, struct node *n)
+{
+	if (n->all_prev)
+		n->all_prev->all_next = n->all_next;
+	else
+		t->all = n->all_next;
+	if (n->all_next)
+		n->all_next->all_prev = n->all_prev;
+	n->all_next = n->all_prev = NULL;
+	t->n_nodes--;
+}
+
+/* Free n's own memory; it is off every list. No lock held (rootfs_unref takes t->lock). */
+static void node_free(struct tree *t, struct node *n)
 {
 	push_node_release(n);
+	if (n->rootfs)
+		rootfs_unref(t, n->rootfs);
 	pthread_mutex_destroy(&n->load_lock);
 	free(n->name);
 	free(n->repo);
@@ -81,6 +102,289 @@ static void node_free(struct node *n)
 	free(n->rootfs_digest);
 	tree_xattrs_free(n->xattrs, n->n_xattrs);
 	free(n);
+}
+
+/*
+ * Take n and everything below it off t->all, chaining them through
+ * grave_next after *list, for subtree_free(). Caller holds t->lock.
+ */
+static void subtree_take(struct tree *t, struct node *n, struct node **list)
+{
+	size_t i;
+
+	for (i = 0; i < n->n_children; i++)
+		subtree_take(t, n->children[i], list);
+	all_unlink(t, n);
+	n->grave_next = *list;
+	*list = n;
+}
+
+/* Free a chain made by subtree_take(). No lock held. */
+static size_t chain_free(struct tree *t, struct node *list)
+{
+	size_t count = 0;
+
+	while (list) {
+		struct node *next = list->grave_next;
+
+		node_free(t, list);
+		list = next;
+		count++;
+	}
+	return count;
+}
+
+/* Free a node made here that was never linked nor seen elsewhere, with what it holds. */
+static void node_discard(struct tree *t, struct node *n)
+{
+	struct node *list = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	subtree_take(t, n, &list);
+	pthread_mutex_unlock(&t->lock);
+	chain_free(t, list);
+}
+
+/* Set or clear dead on n and below it. Caller holds t->lock. */
+static void subtree_mark(struct node *n, bool dead)
+{
+	size_t i;
+
+	n->dead = dead;
+	for (i = 0; i < n->n_children; i++)
+		subtree_mark(n->children[i], dead);
+}
+
+/* n was buried and is used again: off the graveyard, an orphan in use. Caller holds t->lock. */
+static void revive(struct tree *t, struct node *n)
+{
+	struct node **pp;
+	int k;
+
+	for (k = 0; k < 2; k++)
+		for (pp = &t->grave[k]; *pp; pp = &(*pp)->grave_next)
+			if (*pp == n) {
+				*pp = n->grave_next;
+				n->grave_next = NULL;
+				subtree_mark(n, false);
+				return;
+			}
+	/* below a buried root: that root comes back when the ref reaches it */
+}
+
+void tree_child_remove(struct node *dir, struct node *c)
+{
+	size_t i;
+
+	for (i = 0; i < dir->n_children; i++)
+		if (dir->children[i] == c) {
+			memmove(&dir->children[i], &dir->children[i + 1],
+				(dir->n_children - i - 1) * sizeof(dir->children[0]));
+			dir->n_children--;
+			c->orphan = true;
+			return;
+		}
+}
+
+static void node_put(struct tree *t, struct node *n);
+
+/* Whether an unused n goes: made again when needed, or out of the tree already. */
+static bool prunable(struct tree *t, const struct node *n)
+{
+	return n != t->root && n != t->status && n->parent && (n->cached || n->orphan);
+}
+
+static void bury(struct tree *t, struct node *n)
+{
+	struct node *dir = n->parent;
+
+	if (!n->orphan) {
+		tree_child_remove(dir, n);
+		/* an image's directory lists its layers again for what went */
+		if (dir->rootfs)
+			dir->rootfs_pending = true;
+	}
+	subtree_mark(n, true);
+	n->grave_next = t->grave[t->epoch & 1];
+	t->grave[t->epoch & 1] = n;
+}
+
+static void node_get(struct tree *t, struct node *n)
+{
+	for (; n; n = n->parent) {
+		if (n->refs++ > 0)
+			return;
+		if (n->dead)
+			revive(t, n);
+	}
+}
+
+static void node_put(struct tree *t, struct node *n)
+{
+	for (; n; n = n->parent) {
+		if (n->refs == 0) {
+			log_err("node %s: reference count underflow", n->name);
+			abort();
+		}
+		if (--n->refs > 0)
+			return;
+		if (prunable(t, n))
+			bury(t, n);
+	}
+}
+
+void tree_node_hold(struct tree *t, struct node *n)
+{
+	node_get(t, n);
+}
+
+void tree_node_drop(struct tree *t, struct node *n)
+{
+	node_put(t, n);
+}
+
+void tree_node_keep(struct tree *t, struct node *n)
+{
+	/* a draft always pins: the pusher's list holds the node */
+	bool want = n->draft || (!n->detached && n->local);
+
+	if (want == n->kept)
+		return;
+	n->kept = want;
+	if (want)
+		node_get(t, n);
+	else
+		node_put(t, n);
+}
+
+/* n and below it are out of the tree for good: no pin applies. Caller holds t->lock. */
+static void subtree_detach(struct tree *t, struct node *n)
+{
+	size_t i;
+
+	n->detached = true;
+	for (i = 0; i < n->n_children; i++)
+		subtree_detach(t, n->children[i]);
+	tree_node_keep(t, n);
+}
+
+void tree_node_delete(struct tree *t, struct node *dir, struct node *c)
+{
+	tree_child_remove(dir, c);
+	/* held across the unpinning so that c is buried once, as a whole */
+	node_get(t, c);
+	subtree_detach(t, c);
+	node_put(t, c);
+}
+
+int tree_node_move(struct tree *t, struct node *c, struct node *newdir)
+{
+	int ret = tree_child_add(newdir, c);
+
+	if (ret)
+		return ret;
+	if (c->refs > 0) {
+		node_get(t, newdir);
+		node_put(t, c->parent);
+	}
+	c->parent = newdir;
+	c->orphan = false;
+	return 0;
+}
+
+void tree_entry_given(struct tree *t, struct node *n)
+{
+	pthread_mutex_lock(&t->lock);
+	n->nlookup++;
+	node_get(t, n);
+	pthread_mutex_unlock(&t->lock);
+}
+
+void tree_forget(struct tree *t, struct node *n, uint64_t nlookup)
+{
+	pthread_mutex_lock(&t->lock);
+	if (n == t->root || nlookup > n->nlookup) {
+		/* the root is never counted; more than was given is the kernel's bug, not ours */
+		nlookup = n == t->root ? 0 : n->nlookup;
+	}
+	n->nlookup -= nlookup;
+	while (nlookup--)
+		node_put(t, n);
+	pthread_mutex_unlock(&t->lock);
+}
+
+void tree_handle_open(struct tree *t, struct node *n)
+{
+	pthread_mutex_lock(&t->lock);
+	node_get(t, n);
+	pthread_mutex_unlock(&t->lock);
+}
+
+void tree_handle_close(struct tree *t, struct node *n)
+{
+	pthread_mutex_lock(&t->lock);
+	node_put(t, n);
+	pthread_mutex_unlock(&t->lock);
+}
+
+uint64_t tree_generation(const struct node *n)
+{
+	return n->generation;
+}
+
+unsigned tree_op_enter_locked(struct tree *t)
+{
+	t->ops[t->epoch & 1]++;
+	return t->epoch;
+}
+
+unsigned tree_op_enter(struct tree *t)
+{
+	unsigned e;
+
+	pthread_mutex_lock(&t->lock);
+	e = tree_op_enter_locked(t);
+	pthread_mutex_unlock(&t->lock);
+	return e;
+}
+
+/* Freed nodes above this many hand their memory back to the system. */
+#define TRIM_AFTER 4096
+
+/*
+ * A request ended. Once none that entered in the previous epoch runs, what
+ * was buried then can be used by no one: it is freed, and a new epoch begins.
+ */
+void tree_op_leave(struct tree *t, unsigned token)
+{
+	struct node *list = NULL, *g, *next;
+	bool trim = false;
+	size_t freed;
+
+	pthread_mutex_lock(&t->lock);
+	t->ops[token & 1]--;
+	if (t->ops[(t->epoch + 1) & 1] == 0 && (t->grave[0] || t->grave[1])) {
+		/* the previous epoch's requests are done: its graveyard can go */
+		for (g = t->grave[(t->epoch + 1) & 1]; g; g = next) {
+			next = g->grave_next;
+			subtree_take(t, g, &list);
+		}
+		t->grave[(t->epoch + 1) & 1] = NULL;
+		t->epoch++;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (!list)
+		return;
+	freed = chain_free(t, list);
+	pthread_mutex_lock(&t->lock);
+	t->freed_since_trim += freed;
+	if (t->freed_since_trim >= TRIM_AFTER) {
+		t->freed_since_trim = 0;
+		trim = true;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (trim)
+		malloc_trim(0);
 }
 
 bool tree_is_image_file(const struct node *n)
@@ -140,19 +444,6 @@ struct node *tree_child_find(struct node *dir, const char *name)
 	return NULL;
 }
 
-void tree_child_remove(struct node *dir, struct node *c)
-{
-	size_t i;
-
-	for (i = 0; i < dir->n_children; i++)
-		if (dir->children[i] == c) {
-			memmove(&dir->children[i], &dir->children[i + 1],
-				(dir->n_children - i - 1) * sizeof(dir->children[0]));
-			dir->n_children--;
-			return;
-		}
-}
-
 /* Caller holds t->lock (or owns dir privately). */
 int tree_child_add(struct node *dir, struct node *c)
 {
@@ -166,6 +457,9 @@ int tree_child_add(struct node *dir, struct node *c)
 		dir->cap_children = cap;
 	}
 	dir->children[dir->n_children++] = c;
+	/* what a namespace shows is looked up again once forgotten */
+	if (dir->kind == NODE_NS || dir->kind == NODE_HOSTS)
+		c->cached = true;
 	return 0;
 }
 
@@ -409,7 +703,9 @@ struct node *tree_child_get_or_add(struct tree *t, struct node *dir, struct node
 	if (!c && tree_child_add(dir, fresh) == 0)
 		c = fresh;
 	pthread_mutex_unlock(&t->lock);
-	/* A losing fresh node stays on t->all and is freed with the tree. */
+	/* a losing fresh node was never seen by anyone else */
+	if (c != fresh)
+		node_discard(t, fresh);
 	return c;
 }
 
@@ -454,6 +750,7 @@ static int ns_lookup_artifact(struct tree *t, struct node *dir, const char *name
 	const char *ref, struct node **out)
 {
 	struct node *n;
+	bool fresh = false;
 	int ret;
 
 	pthread_mutex_lock(&t->lock);
@@ -463,10 +760,15 @@ static int ns_lookup_artifact(struct tree *t, struct node *dir, const char *name
 		n = tree_artifact_new(t, dir, name, dir->site, repo, ref);
 		if (!n)
 			return -ENOMEM;
+		fresh = true;
 	}
 	ret = artifact_load(t, n);
-	if (ret)
+	if (ret) {
+		/* a fresh node no one else has seen: not there, so gone now */
+		if (fresh)
+			node_discard(t, n);
 		return ret;
+	}
 	*out = tree_child_get_or_add(t, dir, n);
 	return *out ? 0 : -ENOMEM;
 }
@@ -706,7 +1008,7 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 		}
 		v[j].name = names.v[i];
 		names.v[i] = NULL;
-		v[j].node = n;
+		v[j].ino = (uintptr_t)n;
 		v[j].type = S_IFDIR;
 		j++;
 	}
@@ -730,7 +1032,7 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 			break;
 		}
 		v = nv;
-		v[j].node = c;
+		v[j].ino = (uintptr_t)c;
 		v[j].type = S_IFDIR;
 		j++;
 	}
@@ -1184,14 +1486,38 @@ out:
 	return ret;
 }
 
+/* What a build that failed made in scratch: never seen by anyone, freed now. */
+static void scratch_release(struct tree *t, struct node *scratch)
+{
+	struct node *list = NULL;
+	size_t i;
+
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; i < scratch->n_children; i++)
+		subtree_take(t, scratch->children[i], &list);
+	pthread_mutex_unlock(&t->lock);
+	chain_free(t, list);
+	free(scratch->children);
+}
+
 /*
- * n's children become those built in scratch. The old ones stay valid for the
- * kernel (on t->all); they are just unlinked. Caller holds t->lock.
+ * n's children become those built in scratch. The old ones stay valid while
+ * the kernel or a handle holds them, out of the tree; the others are buried.
+ * Caller holds t->lock.
  */
-static void children_take(struct node *n, struct node *scratch)
+static void children_take(struct tree *t, struct node *n, struct node *scratch)
 {
 	size_t i;
 
+	for (i = 0; i < n->n_children; i++) {
+		struct node *c = n->children[i];
+
+		c->orphan = true;
+		/* held across so that an unused c is buried once, as a whole */
+		node_get(t, c);
+		subtree_detach(t, c);
+		node_put(t, c);
+	}
 	free(n->children);
 	n->children = scratch->children;
 	n->n_children = scratch->n_children;
@@ -1208,25 +1534,26 @@ int tree_artifact_install(
 	struct tree *t, struct node *n, const char *digest, const char *body, size_t len)
 {
 	struct node scratch;
+	struct rootfs *old_rf;
 	char *dcopy = strdup(digest);
 	int ret;
 
 	if (!dcopy)
 		return -ENOMEM;
 	memset(&scratch, 0, sizeof(scratch));
+	scratch.kind = n->kind;
 	scratch.site = n->site;
 	scratch.immutable = n->immutable;
 	ret = artifact_build(t, n, &scratch, digest, body, len);
 	if (ret) {
-		/* Children already added to scratch are on t->all: freed with the tree. */
-		free(scratch.children);
+		scratch_release(t, &scratch);
 		free(scratch.rootfs_digest);
 		tree_xattrs_free(scratch.xattrs, scratch.n_xattrs);
 		free(dcopy);
 		return ret;
 	}
 	pthread_mutex_lock(&t->lock);
-	children_take(n, &scratch);
+	children_take(t, n, &scratch);
 	tree_xattrs_free(n->xattrs, n->n_xattrs);
 	n->xattrs = scratch.xattrs;
 	n->n_xattrs = scratch.n_xattrs;
@@ -1234,7 +1561,9 @@ int tree_artifact_install(
 	free(n->rootfs_digest);
 	n->rootfs_digest = scratch.rootfs_digest;
 	n->rootfs_pending = scratch.rootfs_pending;
-	n->rootfs = NULL; /* made anew on the next look inside (the old one goes with the tree) */
+	/* made anew on the next look inside; the old one goes with the last node using it */
+	old_rf = n->rootfs;
+	n->rootfs = NULL;
 	n->has_mode = scratch.has_mode;
 	n->mode = scratch.mode;
 	n->uid = scratch.uid;
@@ -1244,6 +1573,8 @@ int tree_artifact_install(
 	n->loaded = true;
 	n->resolved_at = time(NULL);
 	pthread_mutex_unlock(&t->lock);
+	if (old_rf)
+		rootfs_unref(t, old_rf);
 	return 0;
 }
 
@@ -1451,15 +1782,16 @@ static int referrers_load(struct tree *t, struct node *rn)
 		goto out;
 	}
 	memset(&scratch, 0, sizeof(scratch));
+	scratch.kind = rn->kind;
 	scratch.site = rn->site; /* what is made below takes it from its parent */
 	for (i = 0; i < idx->n_manifests && !ret; i++)
 		ret = referrers_add(t, rn, &scratch, &idx->manifests[i]);
 	if (ret) {
-		free(scratch.children);
+		scratch_release(t, &scratch);
 		goto out;
 	}
 	pthread_mutex_lock(&t->lock);
-	children_take(rn, &scratch);
+	children_take(t, rn, &scratch);
 	rn->loaded = true;
 	rn->resolved_at = time(NULL);
 	pthread_mutex_unlock(&t->lock);
@@ -1531,7 +1863,7 @@ void tree_free(struct tree *t)
 		return;
 	for (n = t->all; n; n = next) {
 		next = n->all_next;
-		node_free(n);
+		node_free(t, n);
 	}
 	rootfs_release(t);
 	for (s = t->sites; s; s = snext) {
@@ -1758,7 +2090,7 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 			tree_dirents_free(v, j);
 			return -ENOMEM;
 		}
-		v[j].node = c;
+		v[j].ino = (uintptr_t)c;
 		v[j].type = c->has_mode ? c->mode & S_IFMT : tree_is_dir(c) ? S_IFDIR : S_IFREG;
 		j++;
 	}
@@ -1912,6 +2244,9 @@ int tree_status_json(struct tree *t, char **out, size_t *len)
 		return -ENOMEM;
 	json_object_object_add(o, "bytes_served",
 		json_object_new_int64((int64_t)__atomic_load_n(&t->served, __ATOMIC_RELAXED)));
+	pthread_mutex_lock(&t->lock);
+	json_object_object_add(o, "nodes", json_object_new_int64((int64_t)t->n_nodes));
+	pthread_mutex_unlock(&t->lock);
 	ret = cache_stats_json(t->cache, o);
 	if (!ret)
 		ret = push_stats_json(t, o);
@@ -1934,6 +2269,7 @@ void tree_forget_tags(
 	struct node *n, **v = NULL;
 	size_t cnt = 0, cap = 0, i;
 	struct site *s;
+	unsigned op = tree_op_enter(t);
 
 	pthread_mutex_lock(&t->lock);
 	for (n = t->all; n; n = n->all_next) {
@@ -1942,7 +2278,8 @@ void tree_forget_tags(
 		if (n->kind != NODE_ARTIFACT || n->by_digest)
 			continue;
 		n->resolved_at = 0;
-		if (!n->parent)
+		/* only what the kernel may have an entry for */
+		if (!n->parent || n->dead || n->orphan || n->nlookup == 0)
 			continue;
 		if (cnt == cap) {
 			struct node **nv = realloc(v, (cap ? 2 * cap : 64) * sizeof(*nv));
@@ -1957,8 +2294,9 @@ void tree_forget_tags(
 	for (s = t->sites; s; s = s->next)
 		s->catalog_at = 0;
 	pthread_mutex_unlock(&t->lock);
-	/* nodes live until unmount: their names stay valid outside the lock */
+	/* the kernel holds them: they stay while this request runs */
 	for (i = 0; inval && i < cnt; i++)
 		inval(arg, v[i]->parent, v[i]->name);
 	free(v);
+	tree_op_leave(t, op);
 }

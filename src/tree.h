@@ -3,8 +3,11 @@
  * repositories, tags, digests and the files of an artifact, built lazily from
  * registry answers. FUSE-agnostic: fs.c translates.
  *
- * Nodes live until tree_free(): an inode number handed to the kernel stays
- * valid for the whole mount, so forget needs no bookkeeping.
+ * Nodes are counted as libfuse's passthrough_ll counts inodes: each entry
+ * handed to the kernel is a lookup, which forget gives back; a node the
+ * kernel has forgotten and nothing else holds is freed (tree-int.h says
+ * when). An inode number is the node's address, with a generation that
+ * differs each time an address is reused.
  */
 #ifndef OCIFS_TREE_H
 #define OCIFS_TREE_H
@@ -59,8 +62,32 @@ int tree_check_root(struct tree *t);
 
 struct node *tree_root(struct tree *t);
 
-/* The child called name of dir, looked up (and fetched) as needed: 0 or -errno. */
+/*
+ * The child called name of dir, looked up (and fetched) as needed: 0 or
+ * -errno. Call between tree_op_enter() and tree_op_leave(): *out stays
+ * valid until then; tree_entry_given() counts it as the kernel's.
+ */
 int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
+
+/*
+ * n handed to the kernel as an entry (lookup, mkdir, create, symlink): its
+ * lookup count is raised by one.
+ */
+void tree_entry_given(struct tree *t, struct node *n);
+
+/* The kernel forgot nlookup lookups of n (forget, forget_multi). n may be freed. */
+void tree_forget(struct tree *t, struct node *n, uint64_t nlookup);
+
+/* An open handle on n, and its release: n stays while a handle is open. */
+void tree_handle_open(struct tree *t, struct node *n);
+void tree_handle_close(struct tree *t, struct node *n);
+
+/* Every request runs between these two (see tree-int.h). */
+unsigned tree_op_enter(struct tree *t);
+void tree_op_leave(struct tree *t, unsigned token);
+
+/* The generation of n's inode number. */
+uint64_t tree_generation(const struct node *n);
 
 /* Attributes of n. 0 or -errno (a tag that can no longer be resolved, ...). */
 int tree_getattr(struct tree *t, struct node *n, struct stat *st);
@@ -70,7 +97,7 @@ double tree_timeout(struct tree *t, struct node *n);
 
 struct tree_dirent {
 	char *name;
-	struct node *node;
+	uint64_t ino; /* the node's inode number when listed (informational: it may go) */
 	mode_t type; /* S_IFDIR, S_IFREG */
 };
 
@@ -118,8 +145,8 @@ void tree_note_served(struct tree *t, size_t n);
  * asks the registry again. inval (may be NULL) is called for each tag
  * directory the kernel may have cached, outside any lock.
  */
-void tree_forget_tags(struct tree *t, void (*inval)(void *arg, struct node *parent, const char *name),
-	void *arg);
+void tree_forget_tags(
+	struct tree *t, void (*inval)(void *arg, struct node *parent, const char *name), void *arg);
 
 /* The target of a symbolic link (borrowed, lives as long as n), or -EINVAL. */
 int tree_readlink(struct tree *t, struct node *n, const char **target);

@@ -21,7 +21,7 @@
 #   API        reg_curl, manifest_get, manifest_digest, manifest_mediatype,
 #              blob_get, push_blob, push_manifest
 #   seeding    push_artifact, push_artifact_titled, push_index,
-#              push_platform_index, image_build, push_image
+#              push_platform_index, image_build, push_image, push_wide_image
 #   mounts     mount_ocifs, umount_ocifs, daemon_alive
 #   auth       registry_start_htpasswd, registry_start_token, reg_token,
 #              with_reg_token, token_requests, auth_add_*, cred_helper_*,
@@ -662,6 +662,40 @@ push_image() {
 	manifest_digest "$repo" "$ref"
 }
 
+# push_wide_image REPO TAG DIRS FILES: an image of one gzip layer holding
+# DIRS directories d0000.. of FILES small files each (f0000.., "DIR/FILE\n"
+# inside), made by python's tarfile and pushed with curl; prints the
+# manifest digest. For walks over many entries.
+push_wide_image() {
+	local repo=$1 tag=$2 dirs=$3 files=$4 layer cfg mf ldg cdg
+	layer=$TESTDIR/.wide.tar.gz cfg=$TESTDIR/.wide.cfg.json mf=$TESTDIR/.wide.json
+	python3 - "$layer" "$dirs" "$files" <<'PY' || return 1
+import gzip, io, sys, tarfile
+out, dirs, files = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with gzip.GzipFile(out, "wb", compresslevel=1, mtime=0) as gz:
+    with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for d in range(dirs):
+            ti = tarfile.TarInfo("d%04d" % d)
+            ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, 1700000000
+            tf.addfile(ti)
+            for f in range(files):
+                data = b"d%04d/f%04d\n" % (d, f)
+                ti = tarfile.TarInfo("d%04d/f%04d" % (d, f))
+                ti.size, ti.mode, ti.mtime = len(data), 0o644, 1700000000
+                tf.addfile(ti, io.BytesIO(data))
+PY
+	printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"config":{}}' \
+		"$(gzip -dc "$layer" | sha256sum | cut -d' ' -f1)" >"$cfg"
+	ldg=$(push_blob "$repo" "$layer") && cdg=$(push_blob "$repo" "$cfg") || return 1
+	jq -n -c --arg l "$ldg" --argjson ls "$(stat -c %s "$layer")" --arg c "$cdg" \
+		--argjson cs "$(stat -c %s "$cfg")" '{schemaVersion: 2,
+		mediaType: "application/vnd.oci.image.manifest.v1+json",
+		config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $c, size: $cs},
+		layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $l,
+		          size: $ls}]}' >"$mf" || return 1
+	push_manifest "$repo" "$tag" "$mf"
+}
+
 # ---------------------------------------------------------------- mounts
 
 _lbl() {
@@ -749,6 +783,10 @@ umount_ocifs() {
 				"wchan $(cat "$t/wchan" 2>/dev/null), syscall $(cut -d' ' -f1 "$t/syscall" 2>/dev/null)"
 		done
 		[ -n "$log" ] && tail -n 20 "$log" | sed 's/^/#   log: /'
+		if [ -n "${OCIFS_GDB:-}" ] && command -v gdb >/dev/null; then
+			gdb -p "$pid" -batch -ex "thread apply all bt" 2>&1 | grep -E '^(#|Thread)' |
+				sed 's/^/#   gdb: /'
+		fi
 		_lib_kill_pid "$pid"
 		wait "$pid" 2>/dev/null
 	else

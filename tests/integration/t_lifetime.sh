@@ -1,0 +1,101 @@
+#!/bin/bash
+# Inode lifetime: what the kernel forgets (after `find` and dropped
+# dentries) is freed by the daemon, as .ocifs/stats.json's "nodes" shows,
+# and everything still reads the same when looked up again. Open files,
+# a shell's working directory, staged pushes and an old tag's subtree held
+# open stay valid while they are held.
+T_TIMEOUT=${T_TIMEOUT:-300}
+. "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
+require_env python3
+
+registry_start lifetime
+DIRS=40 FILES=50
+push_wide_image wide/img v1 $DIRS $FILES >/dev/null || bail "push the wide image"
+echo one >"$TESTDIR/one.txt"
+echo two >"$TESTDIR/two.txt"
+push_artifact_titled art/a v1 file.txt "$TESTDIR/one.txt" >/dev/null || bail "push art/a:v1"
+
+M=$TESTDIR/mnt
+mount_ocifs "$REG" "$M" -o tag_ttl=1,push_delay=60 || bail "mount"
+nodes() { jq -r .nodes "$M/.ocifs/stats.json"; }
+# nodes_at_most N: the daemon holds N nodes or fewer (the kernel forgets asynchronously)
+nodes_at_most() { [ "$(nodes)" -le "$1" ]; }
+forget_all() { sync && echo 2 >/proc/sys/vm/drop_caches; }
+
+forget_all
+wait_until 10 nodes_at_most 10
+idle=$(nodes)
+check "the idle mount holds a handful of nodes ($idle)" test "$idle" -le 10
+
+# ---- a walk makes a node per entry; forgetting them frees them
+W=$M/wide/img/v1
+n=$(find "$W" -path "$W/.oci" -prune -o -print | wc -l)
+check_eq "find sees every entry of the image" $((1 + DIRS + DIRS * FILES)) "$n"
+walked=$(nodes)
+check "the walk made a node per entry ($walked)" test "$walked" -ge $((DIRS * FILES))
+forget_all
+wait_until 20 nodes_at_most $((idle + 5))
+after=$(nodes)
+check "dropped dentries: the nodes are freed ($walked -> $after, idle $idle)" \
+	test "$after" -le $((idle + 5))
+check_eq "a file reads the same once looked up again" "d0007/f0042" "$(cat "$W/d0007/f0042")"
+check_eq "the walk finds the same entries again" $((1 + DIRS + DIRS * FILES)) \
+	"$(find "$W" -path "$W/.oci" -prune -o -print | wc -l)"
+check_eq "a listing shows every file again" $FILES "$(ls "$W/d0013" | wc -l)"
+forget_all
+wait_until 20 nodes_at_most $((idle + 5))
+
+# ---- what is held stays: an open file, a working directory
+exec 3<"$W/d0003/f0003"
+(cd "$W/d0021" && exec sleep 1000) &
+cwd_pid=$!
+wait_until 10 test -d "/proc/$cwd_pid/cwd/" || true
+forget_all
+# the two held paths, and the manifest-built .oci/ of the image they are in
+wait_until 20 nodes_at_most $((idle + 20))
+check "held nodes stay, the rest goes ($(nodes) nodes)" test "$(nodes)" -le $((idle + 20))
+check_eq "an open file still reads after its dentry was dropped" "d0003/f0003" "$(cat <&3)"
+check_eq "a working directory still lists after its dentry was dropped" $FILES \
+	"$(ls "/proc/$cwd_pid/cwd/" | wc -l)"
+check_eq "and reads through it" "d0021/f0009" "$(cat "/proc/$cwd_pid/cwd/f0009")"
+exec 3<&-
+kill "$cwd_pid" 2>/dev/null
+wait "$cwd_pid" 2>/dev/null
+forget_all
+wait_until 20 nodes_at_most $((idle + 5))
+check "released: freed ($(nodes) nodes)" test "$(nodes)" -le $((idle + 5))
+
+# ---- a tag moved: the old subtree stays for who holds it, the new one shows
+A=$M/art/a/v1
+exec 4<"$A/file.txt"
+push_artifact_titled art/a v1 file.txt "$TESTDIR/two.txt" >/dev/null || bail "move art/a:v1"
+wait_until 10 grep -qx two "$A/file.txt"
+check_eq "the moved tag shows its new file" two "$(cat "$A/file.txt")"
+check_eq "a file of the old manifest held open reads its old bytes" one "$(cat <&4)"
+exec 4<&-
+forget_all
+wait_until 20 nodes_at_most $((idle + 5))
+check "the old subtree goes once let go ($(nodes) nodes)" test "$(nodes)" -le $((idle + 5))
+
+# ---- staged changes are pinned: forgetting their dentries loses nothing
+mkdir "$M/art/a/v2" && echo staged >"$M/art/a/v2/new.txt"
+mkdir -p "$M/newrepo/v1/sub" && echo deep >"$M/newrepo/v1/sub/deep.txt"
+forget_all
+check_eq "a staged tag still shows its file after its dentries were dropped" staged \
+	"$(cat "$M/art/a/v2/new.txt")"
+check "sync of the staged tag pushes it" sync "$M/art/a/v2"
+check_eq "the registry has the pushed file" staged \
+	"$(blob_get art/a "$(manifest_get art/a v2 | jq -r '.layers[0].digest')")"
+forget_all
+check "a new repository's staged tag survives dropped dentries" sync "$M/newrepo/v1"
+check_eq "and is pushed whole" "sub/deep.txt deep" \
+	"$(manifest_get newrepo v1 | jq -r '.layers[0] | .annotations["org.opencontainers.image.title"] + " " + .digest' |
+		while read -r t d; do echo "$t $(blob_get newrepo "$d")"; done)"
+forget_all
+wait_until 20 nodes_at_most $((idle + 8))
+check "after the pushes, forgotten nodes are freed ($(nodes) nodes)" test "$(nodes)" -le $((idle + 8))
+
+check "the daemon is alive" daemon_alive "$M"
+umount_ocifs "$M"
+check_log_clean "no sanitizer report" "$OCIFS_LOG"
+finish
