@@ -1495,6 +1495,37 @@ static void writer_add(struct node *art, struct node *n)
 		art->draft->writers++;
 }
 
+/*
+ * A writer of n is gone (closed, or its open failed after writer_add): the
+ * pusher may take the draft once push_delay has passed. Caller holds t->lock.
+ */
+static void writer_del(struct tree *t, struct node *n)
+{
+	struct node *art;
+
+	if (n->staged && n->staged->writers > 0)
+		n->staged->writers--;
+	for (art = n->parent; art && art->kind != NODE_ARTIFACT; art = art->parent)
+		;
+	if (art && art->draft) {
+		if (art->draft->writers > 0)
+			art->draft->writers--;
+		art->draft->changed_at = mono();
+		pthread_cond_signal(&t->push->cond);
+	}
+}
+
+/* An open for writing of n that failed after writer_add: undone, and fd closed. */
+static int open_undo(struct tree *t, struct node *n, int *fd, int err)
+{
+	pthread_mutex_lock(&t->lock);
+	writer_del(t, n);
+	pthread_mutex_unlock(&t->lock);
+	close(*fd);
+	*fd = -1;
+	return err;
+}
+
 int push_create(
 	struct tree *t, struct node *dir, const char *name, bool excl, struct node **out, int *fd)
 {
@@ -1503,6 +1534,7 @@ int push_create(
 	struct staged *s = NULL;
 	int ret;
 
+	*fd = -1;
 	rn = referrers_of(dir);
 	if (rn && !t->opts.read_only) {
 		if (!dir->local || dir->kind != NODE_DIR)
@@ -1568,7 +1600,9 @@ fail:
 		unlink(s->path);
 		staged_free(s);
 	}
+	/* ours to close: the caller gets a descriptor only with success */
 	close(*fd);
+	*fd = -1;
 	return ret;
 }
 
@@ -1589,10 +1623,16 @@ static int copy_up(struct tree *t, struct node *n, struct staged *s, int fd)
 	rfd = cache_blob_prepare(b, &rd, 0, (size_t)n->size);
 	ret = rfd < 0 ? rfd : 0;
 	while (!ret && off < n->size) {
-		ssize_t got = pread(rfd, buf, sizeof(buf), off);
+		ssize_t got = pread(rfd, buf, sizeof(buf), off), w;
 
-		if (got <= 0 || pwrite(fd, buf, (size_t)got, off) != got) {
+		if (got <= 0) {
 			ret = -EIO;
+			break;
+		}
+		/* a full staging file system says so (ENOSPC), as a local cp would */
+		w = pwrite(fd, buf, (size_t)got, off);
+		if (w != got) {
+			ret = w < 0 ? -errno : -ENOSPC;
 			break;
 		}
 		digest_ctx_update(s->hash, buf, (size_t)got);
@@ -1609,8 +1649,11 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 	struct staged *s = NULL;
 	enum node_kind kind;
 	char *path = NULL;
+	int64_t size;
+	bool local;
 	int ret;
 
+	*fd = -1;
 	pthread_mutex_lock(&t->lock);
 	ret = n->parent ? art_of(t, n->parent, &art) : -EPERM;
 	kind = n->kind;
@@ -1635,6 +1678,7 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 		if (trunc && ftruncate(*fd, 0)) {
 			ret = -errno;
 			close(*fd);
+			*fd = -1;
 			return ret;
 		}
 		pthread_mutex_lock(&t->lock);
@@ -1650,20 +1694,25 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 		}
 		writer_add(art, n);
 		pthread_mutex_unlock(&t->lock);
-		return trunc ? draft_touch(t, art) : 0;
+		ret = trunc ? draft_touch(t, art) : 0;
+		if (ret == -ENOSPC) {
+			/* the bytes are gone already: the open stands, as an unlink does */
+			log_warn("%s:%s: %s truncated; the staging record waits for disk space",
+				art->repo, art->ref, n->name);
+			ret = 0;
+		}
+		if (ret)
+			open_undo(t, n, fd, ret);
+		return ret;
 	}
 	/* A file of the registry: its bytes (unless truncated) become a staged file. */
 	ret = staged_new(t, art, &s, fd);
-	if (!ret && !trunc)
-		ret = copy_up(t, n, s, *fd);
-	if (ret) {
-		if (s) {
-			close(*fd);
-			unlink(s->path);
-			staged_free(s);
-		}
+	if (ret)
 		return ret;
-	}
+	if (!trunc)
+		ret = copy_up(t, n, s, *fd);
+	if (ret)
+		goto out_staged;
 	pthread_mutex_lock(&t->lock);
 	if (n->kind != NODE_BLOB) {
 		/* another writer got there first: use its file */
@@ -1673,6 +1722,8 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 		staged_free(s);
 		return push_open(t, n, trunc, fd);
 	}
+	size = n->size;
+	local = n->local;
 	n->kind = NODE_STAGED;
 	n->staged = s;
 	n->local = true;
@@ -1682,7 +1733,41 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 	}
 	writer_add(art, n);
 	pthread_mutex_unlock(&t->lock);
-	return draft_touch(t, art);
+	ret = draft_save(t, art);
+	if (!ret) {
+		draft_bump(t, art);
+		return 0;
+	}
+	/*
+	 * The draft cannot be recorded (a full disk): the open fails and, unless
+	 * another writer has the staged copy already, changes nothing. Whatever
+	 * fails after writer_add undoes it, else the tag is never pushed by
+	 * itself; in one locked step, so the pusher never sees the copy unheld.
+	 */
+	pthread_mutex_lock(&t->lock);
+	writer_del(t, n);
+	if (n->staged == s && s->writers == 0) {
+		n->kind = NODE_BLOB;
+		n->staged = NULL;
+		n->size = size;
+		n->local = local;
+	} else {
+		s = NULL;
+	}
+	pthread_mutex_unlock(&t->lock);
+	close(*fd);
+	*fd = -1;
+	if (s) {
+		unlink(s->path);
+		staged_free(s);
+	}
+	return ret;
+out_staged:
+	close(*fd);
+	*fd = -1;
+	unlink(s->path);
+	staged_free(s);
+	return ret;
 }
 
 int push_open_read(struct tree *t, struct node *n, int *fd)
@@ -1897,19 +1982,8 @@ int push_flush(struct tree *t, struct node *n)
 
 void push_release(struct tree *t, struct node *n)
 {
-	struct node *art;
-
 	pthread_mutex_lock(&t->lock);
-	if (n->staged && n->staged->writers > 0)
-		n->staged->writers--;
-	for (art = n->parent; art && art->kind != NODE_ARTIFACT; art = art->parent)
-		;
-	if (art && art->draft) {
-		if (art->draft->writers > 0)
-			art->draft->writers--;
-		art->draft->changed_at = mono();
-		pthread_cond_signal(&t->push->cond);
-	}
+	writer_del(t, n);
 	pthread_mutex_unlock(&t->lock);
 }
 
