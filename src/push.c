@@ -69,6 +69,8 @@ struct draft {
 	struct json_object *subject; /* the descriptor of what it refers to, or NULL */
 	char *attach_type; /* its artifactType: the path below referrers/ */
 	struct node *referrers; /* the NODE_REFERRERS it was made in */
+	/* A pushed referrer changed (files removed): its digest, detached once the change is up. */
+	char *replaces;
 	int last_err; /* of the last push tried, 0 when none failed */
 };
 
@@ -122,6 +124,7 @@ static void draft_free(struct draft *d)
 	json_object_put(d->base);
 	json_object_put(d->subject);
 	free(d->attach_type);
+	free(d->replaces);
 	pthread_mutex_destroy(&d->save_lock);
 	free(d->dir);
 	free(d);
@@ -484,6 +487,8 @@ static int draft_save(struct tree *t, struct node *art)
 	/* a referrer is pushed by digest: no tag */
 	if (!art->draft->subject)
 		json_object_object_add(root, "tag", json_str(art->ref));
+	if (art->draft->replaces)
+		json_object_object_add(root, "replaces", json_str(art->draft->replaces));
 	json_object_object_add(root, "manifest", m);
 	json_object_object_add(root, "staged", staged);
 	s = json_object_to_json_string_ext(
@@ -646,6 +651,25 @@ out:
 }
 
 /*
+ * A referrer pushed anew (files removed from it) takes the place of the old
+ * one: the old manifest deleted, its entry out of the subject's fallback
+ * index. The new one is up already, so a failure here loses nothing: logged.
+ */
+static void replaced_detach(
+	struct registry *r, const char *repo, const char *subject, const char *old, const char *now)
+{
+	int ret = registry_delete_manifest(r, repo, old);
+
+	if (ret == 0 || ret == -ENOENT)
+		ret = referrers_index_update(r, repo, subject, old, NULL, 0);
+	if (ret)
+		log_warn("%s/%s@%s: replaced by %s, but still attached: %s", registry_host(r), repo,
+			old, now, strerror(-ret));
+	else
+		log_info("%s/%s@%s: detached, replaced by %s", registry_host(r), repo, old, now);
+}
+
+/*
  * Push what dir/draft.json describes: every staged file's blob (hashed if
  * its digest is not known yet), the empty config, then the manifest under
  * the tag. On success *root is the draft (its layer digests filled in),
@@ -747,6 +771,9 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 	if (!tag)
 		snprintf(label, label_size, "%s/%s@%s", host, repo, digest);
 	log_info("%s: pushed %s", label, digest);
+	s = jstr(root, "replaces");
+	if (subj && s && ref_valid_digest(s) && strcmp(s, digest) != 0)
+		replaced_detach(site->reg, repo, jstr(subj, "digest"), s, digest);
 	*root_out = root;
 	*body_out = text;
 	return 0;
@@ -1403,6 +1430,7 @@ static int detach(struct tree *t, struct node *rn, struct node *dir, struct node
 		return push_errno(ret);
 	log_info("%s/%s@%s: detached from %s", registry_host(r), c->repo, c->ref, rn->ref);
 	pthread_mutex_lock(&t->lock);
+	draft_discard(t, c); /* the removals of rm -r, staged before this rmdir */
 	tree_child_remove(dir, c);
 	rn->loaded = false;
 	pthread_mutex_unlock(&t->lock);
@@ -2042,6 +2070,66 @@ static int child_in_art(
 	return ret ? ret : *c ? 0 : -ENOENT;
 }
 
+/*
+ * The .oci/referrers/ above a pushed referrer that dir is in (or is), else
+ * NULL: its files can be removed, as a tag's can (rm -r before the rmdir
+ * that detaches it). Caller holds t->lock.
+ */
+static struct node *pushed_referrer(struct node *dir, struct node **art)
+{
+	struct node *n;
+
+	for (n = dir; n && n->kind == NODE_DIR && !n->hidden; n = n->parent)
+		;
+	if (!n || n->kind != NODE_ARTIFACT || !n->by_digest || n->rootfs_digest || !n->parent)
+		return NULL;
+	*art = n;
+	return referrers_of(n->parent);
+}
+
+/*
+ * child_in_art for a removal: also in a pushed referrer, whose draft then
+ * becomes a new version of it with the same subject, replacing it once
+ * pushed. *rn is its .oci/referrers/, or NULL in a tag. Caller holds no lock.
+ */
+static int removal_in_art(struct tree *t, struct node *dir, const char *name, struct node **art,
+	struct node **c, struct node **rn)
+{
+	struct json_object *subj;
+	struct draft *d;
+	int ret;
+
+	*rn = NULL;
+	ret = child_in_art(t, dir, name, art, c);
+	if (ret != -EROFS || t->opts.read_only)
+		return ret;
+	pthread_mutex_lock(&t->lock);
+	*rn = pushed_referrer(dir, art);
+	*c = *rn ? tree_child_find(dir, name) : NULL;
+	pthread_mutex_unlock(&t->lock);
+	if (!*rn)
+		return -EROFS;
+	if (!*c)
+		return -ENOENT;
+	ret = draft_begin(t, *art);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&t->lock);
+	d = (*art)->draft;
+	if (d && !d->subject) {
+		if (d->base && json_object_object_get_ex(d->base, "subject", &subj) &&
+			(d->replaces = strdup((*art)->ref))) {
+			d->subject = json_object_get(subj);
+			d->referrers = *rn;
+			(*rn)->local = true; /* no reload drops it while it is staged */
+		} else {
+			ret = d->base ? -EROFS : -EIO;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ret;
+}
+
 /* c leaves dir; a staged file's bytes go (open descriptors keep them). Caller holds t->lock. */
 static void file_remove(struct node *dir, struct node *c)
 {
@@ -2052,10 +2140,10 @@ static void file_remove(struct node *dir, struct node *c)
 
 int push_unlink(struct tree *t, struct node *dir, const char *name)
 {
-	struct node *art, *c;
+	struct node *art, *c, *rn;
 	int ret;
 
-	ret = child_in_art(t, dir, name, &art, &c);
+	ret = removal_in_art(t, dir, name, &art, &c, &rn);
 	if (ret)
 		return ret;
 	if (tree_is_dir(c))
@@ -2140,7 +2228,7 @@ out:
 
 int push_rmdir(struct tree *t, struct node *dir, const char *name)
 {
-	struct node *c, *art;
+	struct node *c, *art, *rn;
 	bool local;
 	int ret;
 
@@ -2153,7 +2241,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 		if (ret)
 			return ret;
 	} else {
-		ret = child_in_art(t, dir, name, &art, &c);
+		ret = removal_in_art(t, dir, name, &art, &c, &rn);
 		if (ret)
 			return ret;
 	}
@@ -2265,6 +2353,9 @@ int push_fsyncdir(struct tree *t, struct node *dir)
 
 	pthread_mutex_lock(&t->lock);
 	ret = art_of(t, dir, &art);
+	/* a pushed referrer with files removed: its new version */
+	if (ret == -EROFS && !t->opts.read_only && pushed_referrer(dir, &art))
+		ret = 0;
 	drafted = !ret && art->draft;
 	pthread_mutex_unlock(&t->lock);
 	if (!drafted)

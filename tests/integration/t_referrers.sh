@@ -127,6 +127,10 @@ check_eq "an annotation of the referrer's manifest is an xattr of its directory"
 	"$(getfattr --absolute-names --only-values -n user.oci.annotation.org.example.tool \
 		"$A/application/vnd.example.sbom.v1/$R_SBOM" 2>&1)"
 check_ls "r/app lists only its tag" "$M/r/app" v1
+check_err "-o ro: rm -r of a referrer fails with EROFS" "Read-only file system" \
+	rm -r "$A/application/vnd.example.sbom.v1/$R_SBOM"
+check_eq "and it is still attached" 200 "$(curl -s -o /dev/null -w '%{http_code}' \
+	-H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/r/app/manifests/$R_SBOM")"
 
 # a referrer attached after the listing shows once tag_ttl has passed
 umount_ocifs "$M"
@@ -210,6 +214,48 @@ check_eq "and its entry from the sbom's fallback index" 0 \
 check_ls "the sbom has no signature left" "$N1"
 check_eq "the other entries of r/lib:v1's index are kept" 3 \
 	"$(manifest_get r/lib "sha256-${LIB#sha256:}" | jq '.manifests | length')"
+
+# rm -r of a referrer detaches it, as rmdir does (its files can be removed as
+# a tag's can); removing some of its files pushes it anew without them
+RMT=$L/application/vnd.example.rm
+printf 'rm one\n' >"$W/rm1.txt"
+printf 'rm two\n' >"$W/rm2.txt"
+mkdir -p "$RMT/r1/sub" && cp "$W/rm1.txt" "$RMT/r1/" && cp "$W/rm2.txt" "$RMT/r1/sub/" && sync "$RMT/r1"
+check_eq "attach a referrer with a file and a subdirectory" 0 "$?"
+R1=$(ls "$RMT" 2>/dev/null)
+mkdir -p "$RMT/r2" && cp "$W/rm1.txt" "$W/rm2.txt" "$RMT/r2/" && sync "$RMT/r2"
+check_eq "and one with two files" 0 "$?"
+R2=$(ls "$RMT" 2>/dev/null | grep -vxF "$R1")
+lib_index() { manifest_get r/lib "sha256-${LIB#sha256:}" | jq -r '[.manifests[].digest] | sort | join(" ")'; }
+before=$(lib_index)
+check "rm -r of the first (files, a subdirectory, then the directory) exits 0" rm -r "$RMT/$R1"
+check_eq "its manifest is gone" 404 "$(curl -s -o /dev/null -w '%{http_code}' -H "Accept: $MANIFEST_ACCEPT" \
+	"http://$REG/v2/r/lib/manifests/$R1")"
+check_eq "r/lib:v1's fallback index lost that entry and kept the others" \
+	"$(tr ' ' '\n' <<<"$before" | grep -vxF "$R1" | sort | tr '\n' ' ' | sed 's/ $//')" "$(lib_index)"
+check_ls "the type lists only the other referrer" "$RMT" "$R2"
+check "rm of one file of the second exits 0" rm "$RMT/$R2/rm2.txt"
+check_ls "the referrer lists the file left" "$RMT/$R2" rm1.txt
+check "sync of it exits 0" sync "$RMT/$R2"
+R3=$(ls "$RMT" 2>/dev/null)
+check "it is pushed anew, under a new digest" test -n "$R3" -a "$R3" != "$R2"
+MF=$(manifest_get r/lib "$R3")
+check_eq "the new one: same subject and type, the file left" \
+	"$LIB application/vnd.example.rm rm1.txt" \
+	"$(jq -r '[.subject.digest, .artifactType, (.layers[] | .annotations["org.opencontainers.image.title"])] | join(" ")' <<<"$MF")"
+check_eq "the old one is detached: its manifest is gone" 404 \
+	"$(curl -s -o /dev/null -w '%{http_code}' -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/r/lib/manifests/$R2")"
+check_eq "the index holds the new one in the old one's place" \
+	"$(tr ' ' '\n' <<<"$before" | grep -vxF -e "$R1" -e "$R2" | { cat; echo "$R3"; } | sort | tr '\n' ' ' | sed 's/ $//')" \
+	"$(lib_index)"
+check_eq "and it reads back" "rm one" "$(cat "$RMT/$R3/rm1.txt" 2>&1)"
+check "rmdir of a referrer that still has files detaches it" rmdir "$RMT/$R3"
+check_eq "its manifest is gone" 404 \
+	"$(curl -s -o /dev/null -w '%{http_code}' -H "Accept: $MANIFEST_ACCEPT" "http://$REG/v2/r/lib/manifests/$R3")"
+check_eq "the index is what it was before these attaches" \
+	"$(tr ' ' '\n' <<<"$before" | grep -vxF -e "$R1" -e "$R2" | sort | tr '\n' ' ' | sed 's/ $//')" "$(lib_index)"
+check_err "a referrer's .oci/ stays read-only" "Read-only file system" \
+	rm -f "$L/application/vnd.example.sbom.v1/$A1/.oci/manifest.json"
 mkdir "$L/notype" 2>/dev/null
 check_err "a file right under referrers/<name> (no type) is refused" "Invalid argument" \
 	cp "$W/c1.txt" "$L/notype/"
