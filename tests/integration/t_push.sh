@@ -631,7 +631,7 @@ if [ -n "${OCIFS_IN_NS:-}" ]; then
 	umount_ocifs "$FM"
 	umount "$S"
 else
-	echo "# SKIP part 14 (a full staging disk): needs root for a tmpfs in a mount namespace"
+	skip_part "part 14 (a full staging disk)" "needs root for a tmpfs in a mount namespace"
 fi
 
 # ================================================================ 5, 7. a fresh read-only mount
