@@ -221,7 +221,9 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (!ret && fh->blob)
 			push_note_reader(t, 1);
 	}
+	/* a failed open leaves nothing to close: push_open undoes its own work */
 	if (ret) {
+		free(fh->owned);
 		free(fh);
 		fuse_reply_err(req, -ret);
 		return;
@@ -251,17 +253,16 @@ static void do_create(
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fh->fd = -1;
+	/* A failed push_create leaves no descriptor: it has closed what it opened. */
 	ret = push_create(t, ino_node(t, parent), name, (fi->flags & O_EXCL) != 0, &n, &fh->fd);
+	if (ret)
+		goto out_err;
 	memset(&e, 0, sizeof(e));
-	if (!ret)
-		ret = fill_stat(t, n, &e.attr);
+	ret = fill_stat(t, n, &e.attr);
 	if (ret) {
-		if (fh->fd >= 0)
-			close(fh->fd);
-		free(fh);
-		fuse_reply_err(req, -ret);
-		return;
+		close(fh->fd);
+		push_release(t, n);
+		goto out_err;
 	}
 	fh->node = n;
 	fh->writer = true;
@@ -279,6 +280,10 @@ static void do_create(
 		tree_forget(t, n, 1);
 		free(fh);
 	}
+	return;
+out_err:
+	free(fh);
+	fuse_reply_err(req, -ret);
 }
 
 static void do_read(

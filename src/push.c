@@ -69,6 +69,8 @@ struct draft {
 	struct json_object *subject; /* the descriptor of what it refers to, or NULL */
 	char *attach_type; /* its artifactType: the path below referrers/ */
 	struct node *referrers; /* the NODE_REFERRERS it was made in */
+	/* A pushed referrer changed (files removed): its digest, detached once the change is up. */
+	char *replaces;
 	int last_err; /* of the last push tried, 0 when none failed */
 };
 
@@ -122,6 +124,7 @@ static void draft_free(struct draft *d)
 	json_object_put(d->base);
 	json_object_put(d->subject);
 	free(d->attach_type);
+	free(d->replaces);
 	pthread_mutex_destroy(&d->save_lock);
 	free(d->dir);
 	free(d);
@@ -485,6 +488,8 @@ static int draft_save(struct tree *t, struct node *art)
 	/* a referrer is pushed by digest: no tag */
 	if (!art->draft->subject)
 		json_object_object_add(root, "tag", json_str(art->ref));
+	if (art->draft->replaces)
+		json_object_object_add(root, "replaces", json_str(art->draft->replaces));
 	json_object_object_add(root, "manifest", m);
 	json_object_object_add(root, "staged", staged);
 	s = json_object_to_json_string_ext(
@@ -647,6 +652,25 @@ out:
 }
 
 /*
+ * A referrer pushed anew (files removed from it) takes the place of the old
+ * one: the old manifest deleted, its entry out of the subject's fallback
+ * index. The new one is up already, so a failure here loses nothing: logged.
+ */
+static void replaced_detach(
+	struct registry *r, const char *repo, const char *subject, const char *old, const char *now)
+{
+	int ret = registry_delete_manifest(r, repo, old);
+
+	if (ret == 0 || ret == -ENOENT)
+		ret = referrers_index_update(r, repo, subject, old, NULL, 0);
+	if (ret)
+		log_warn("%s/%s@%s: replaced by %s, but still attached: %s", registry_host(r), repo,
+			old, now, strerror(-ret));
+	else
+		log_info("%s/%s@%s: detached, replaced by %s", registry_host(r), repo, old, now);
+}
+
+/*
  * Push what dir/draft.json describes: every staged file's blob (hashed if
  * its digest is not known yet), the empty config, then the manifest under
  * the tag. On success *root is the draft (its layer digests filled in),
@@ -748,6 +772,9 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 	if (!tag)
 		snprintf(label, label_size, "%s/%s@%s", host, repo, digest);
 	log_info("%s: pushed %s", label, digest);
+	s = jstr(root, "replaces");
+	if (subj && s && ref_valid_digest(s) && strcmp(s, digest) != 0)
+		replaced_detach(site->reg, repo, jstr(subj, "digest"), s, digest);
 	*root_out = root;
 	*body_out = text;
 	return 0;
@@ -1429,6 +1456,7 @@ static int detach(struct tree *t, struct node *rn, struct node *dir, struct node
 		return push_errno(ret);
 	log_info("%s/%s@%s: detached from %s", registry_host(r), c->repo, c->ref, rn->ref);
 	pthread_mutex_lock(&t->lock);
+	draft_discard(t, c); /* the removals of rm -r, staged before this rmdir */
 	tree_node_delete(t, dir, c);
 	rn->loaded = false;
 	pthread_mutex_unlock(&t->lock);
@@ -1521,6 +1549,37 @@ static void writer_add(struct node *art, struct node *n)
 		art->draft->writers++;
 }
 
+/*
+ * A writer of n is gone (closed, or its open failed after writer_add): the
+ * pusher may take the draft once push_delay has passed. Caller holds t->lock.
+ */
+static void writer_del(struct tree *t, struct node *n)
+{
+	struct node *art;
+
+	if (n->staged && n->staged->writers > 0)
+		n->staged->writers--;
+	for (art = n->parent; art && art->kind != NODE_ARTIFACT; art = art->parent)
+		;
+	if (art && art->draft) {
+		if (art->draft->writers > 0)
+			art->draft->writers--;
+		art->draft->changed_at = mono();
+		pthread_cond_signal(&t->push->cond);
+	}
+}
+
+/* An open for writing of n that failed after writer_add: undone, and fd closed. */
+static int open_undo(struct tree *t, struct node *n, int *fd, int err)
+{
+	pthread_mutex_lock(&t->lock);
+	writer_del(t, n);
+	pthread_mutex_unlock(&t->lock);
+	close(*fd);
+	*fd = -1;
+	return err;
+}
+
 int push_create(
 	struct tree *t, struct node *dir, const char *name, bool excl, struct node **out, int *fd)
 {
@@ -1529,6 +1588,7 @@ int push_create(
 	struct staged *s = NULL;
 	int ret;
 
+	*fd = -1;
 	rn = referrers_of(dir);
 	if (rn && !t->opts.read_only) {
 		if (!dir->local || dir->kind != NODE_DIR)
@@ -1595,7 +1655,9 @@ fail:
 		unlink(s->path);
 		staged_free(s);
 	}
+	/* ours to close: the caller gets a descriptor only with success */
 	close(*fd);
+	*fd = -1;
 	return ret;
 }
 
@@ -1616,10 +1678,16 @@ static int copy_up(struct tree *t, struct node *n, struct staged *s, int fd)
 	rfd = cache_blob_prepare(b, &rd, 0, (size_t)n->size);
 	ret = rfd < 0 ? rfd : 0;
 	while (!ret && off < n->size) {
-		ssize_t got = pread(rfd, buf, sizeof(buf), off);
+		ssize_t got = pread(rfd, buf, sizeof(buf), off), w;
 
-		if (got <= 0 || pwrite(fd, buf, (size_t)got, off) != got) {
+		if (got <= 0) {
 			ret = -EIO;
+			break;
+		}
+		/* a full staging file system says so (ENOSPC), as a local cp would */
+		w = pwrite(fd, buf, (size_t)got, off);
+		if (w != got) {
+			ret = w < 0 ? -errno : -ENOSPC;
 			break;
 		}
 		digest_ctx_update(s->hash, buf, (size_t)got);
@@ -1636,8 +1704,11 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 	struct staged *s = NULL;
 	enum node_kind kind;
 	char *path = NULL;
+	int64_t size;
+	bool local;
 	int ret;
 
+	*fd = -1;
 	pthread_mutex_lock(&t->lock);
 	ret = n->parent ? art_of(t, n->parent, &art) : -EPERM;
 	kind = n->kind;
@@ -1662,6 +1733,7 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 		if (trunc && ftruncate(*fd, 0)) {
 			ret = -errno;
 			close(*fd);
+			*fd = -1;
 			return ret;
 		}
 		pthread_mutex_lock(&t->lock);
@@ -1677,20 +1749,25 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 		}
 		writer_add(art, n);
 		pthread_mutex_unlock(&t->lock);
-		return trunc ? draft_touch(t, art) : 0;
+		ret = trunc ? draft_touch(t, art) : 0;
+		if (ret == -ENOSPC) {
+			/* the bytes are gone already: the open stands, as an unlink does */
+			log_warn("%s:%s: %s truncated; the staging record waits for disk space",
+				art->repo, art->ref, n->name);
+			ret = 0;
+		}
+		if (ret)
+			open_undo(t, n, fd, ret);
+		return ret;
 	}
 	/* A file of the registry: its bytes (unless truncated) become a staged file. */
 	ret = staged_new(t, art, &s, fd);
-	if (!ret && !trunc)
-		ret = copy_up(t, n, s, *fd);
-	if (ret) {
-		if (s) {
-			close(*fd);
-			unlink(s->path);
-			staged_free(s);
-		}
+	if (ret)
 		return ret;
-	}
+	if (!trunc)
+		ret = copy_up(t, n, s, *fd);
+	if (ret)
+		goto out_staged;
 	pthread_mutex_lock(&t->lock);
 	if (n->kind != NODE_BLOB) {
 		/* another writer got there first: use its file */
@@ -1700,6 +1777,8 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 		staged_free(s);
 		return push_open(t, n, trunc, fd);
 	}
+	size = n->size;
+	local = n->local;
 	n->kind = NODE_STAGED;
 	n->staged = s;
 	n->local = true;
@@ -1710,7 +1789,42 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 	}
 	writer_add(art, n);
 	pthread_mutex_unlock(&t->lock);
-	return draft_touch(t, art);
+	ret = draft_save(t, art);
+	if (!ret) {
+		draft_bump(t, art);
+		return 0;
+	}
+	/*
+	 * The draft cannot be recorded (a full disk): the open fails and, unless
+	 * another writer has the staged copy already, changes nothing. Whatever
+	 * fails after writer_add undoes it, else the tag is never pushed by
+	 * itself; in one locked step, so the pusher never sees the copy unheld.
+	 */
+	pthread_mutex_lock(&t->lock);
+	writer_del(t, n);
+	if (n->staged == s && s->writers == 0) {
+		n->kind = NODE_BLOB;
+		n->staged = NULL;
+		n->size = size;
+		n->local = local;
+		tree_node_keep(t, n);
+	} else {
+		s = NULL;
+	}
+	pthread_mutex_unlock(&t->lock);
+	close(*fd);
+	*fd = -1;
+	if (s) {
+		unlink(s->path);
+		staged_free(s);
+	}
+	return ret;
+out_staged:
+	close(*fd);
+	*fd = -1;
+	unlink(s->path);
+	staged_free(s);
+	return ret;
 }
 
 int push_open_read(struct tree *t, struct node *n, int *fd)
@@ -1925,19 +2039,8 @@ int push_flush(struct tree *t, struct node *n)
 
 void push_release(struct tree *t, struct node *n)
 {
-	struct node *art;
-
 	pthread_mutex_lock(&t->lock);
-	if (n->staged && n->staged->writers > 0)
-		n->staged->writers--;
-	for (art = n->parent; art && art->kind != NODE_ARTIFACT; art = art->parent)
-		;
-	if (art && art->draft) {
-		if (art->draft->writers > 0)
-			art->draft->writers--;
-		art->draft->changed_at = mono();
-		pthread_cond_signal(&t->push->cond);
-	}
+	writer_del(t, n);
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -1996,6 +2099,67 @@ static int child_in_art(
 	return ret ? ret : *c ? 0 : -ENOENT;
 }
 
+/*
+ * The .oci/referrers/ above a pushed referrer that dir is in (or is), else
+ * NULL: its files can be removed, as a tag's can (rm -r before the rmdir
+ * that detaches it). Caller holds t->lock.
+ */
+static struct node *pushed_referrer(struct node *dir, struct node **art)
+{
+	struct node *n;
+
+	for (n = dir; n && n->kind == NODE_DIR && !n->hidden; n = n->parent)
+		;
+	if (!n || n->kind != NODE_ARTIFACT || !n->by_digest || n->rootfs_digest || !n->parent)
+		return NULL;
+	*art = n;
+	return referrers_of(n->parent);
+}
+
+/*
+ * child_in_art for a removal: also in a pushed referrer, whose draft then
+ * becomes a new version of it with the same subject, replacing it once
+ * pushed. *rn is its .oci/referrers/, or NULL in a tag. Caller holds no lock.
+ */
+static int removal_in_art(struct tree *t, struct node *dir, const char *name, struct node **art,
+	struct node **c, struct node **rn)
+{
+	struct json_object *subj;
+	struct draft *d;
+	int ret;
+
+	*rn = NULL;
+	ret = child_in_art(t, dir, name, art, c);
+	if (ret != -EROFS || t->opts.read_only)
+		return ret;
+	pthread_mutex_lock(&t->lock);
+	*rn = pushed_referrer(dir, art);
+	*c = *rn ? tree_child_find(dir, name) : NULL;
+	pthread_mutex_unlock(&t->lock);
+	if (!*rn)
+		return -EROFS;
+	if (!*c)
+		return -ENOENT;
+	ret = draft_begin(t, *art);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&t->lock);
+	d = (*art)->draft;
+	if (d && !d->subject) {
+		if (d->base && json_object_object_get_ex(d->base, "subject", &subj) &&
+			(d->replaces = strdup((*art)->ref))) {
+			d->subject = json_object_get(subj);
+			d->referrers = *rn;
+			(*rn)->local = true; /* no reload drops it while it is staged */
+			tree_node_keep(t, *rn);
+		} else {
+			ret = d->base ? -EROFS : -EIO;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	return ret;
+}
+
 /* c leaves dir; a staged file's bytes go (open descriptors keep them). Caller holds t->lock. */
 static void file_remove(struct tree *t, struct node *dir, struct node *c)
 {
@@ -2006,10 +2170,10 @@ static void file_remove(struct tree *t, struct node *dir, struct node *c)
 
 int push_unlink(struct tree *t, struct node *dir, const char *name)
 {
-	struct node *art, *c;
+	struct node *art, *c, *rn;
 	int ret;
 
-	ret = child_in_art(t, dir, name, &art, &c);
+	ret = removal_in_art(t, dir, name, &art, &c, &rn);
 	if (ret)
 		return ret;
 	if (tree_is_dir(c))
@@ -2095,7 +2259,7 @@ out:
 
 int push_rmdir(struct tree *t, struct node *dir, const char *name)
 {
-	struct node *c, *art;
+	struct node *c, *art, *rn;
 	bool local;
 	int ret;
 
@@ -2108,7 +2272,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 		if (ret)
 			return ret;
 	} else {
-		ret = child_in_art(t, dir, name, &art, &c);
+		ret = removal_in_art(t, dir, name, &art, &c, &rn);
 		if (ret)
 			return ret;
 	}
@@ -2219,6 +2383,9 @@ int push_fsyncdir(struct tree *t, struct node *dir)
 
 	pthread_mutex_lock(&t->lock);
 	ret = art_of(t, dir, &art);
+	/* a pushed referrer with files removed: its new version */
+	if (ret == -EROFS && !t->opts.read_only && pushed_referrer(dir, &art))
+		ret = 0;
 	drafted = !ret && art->draft;
 	pthread_mutex_unlock(&t->lock);
 	if (!drafted)

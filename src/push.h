@@ -30,14 +30,15 @@ int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node *
 /*
  * Create (or, when it exists, open truncated unless excl) the file name in
  * dir for writing. *out is its node, *fd a descriptor of its staged bytes
- * (the caller closes it and calls push_release).
+ * (the caller closes it and calls push_release). On failure *fd is -1 and
+ * nothing is left to undo: what was opened is closed, the writer not counted.
  */
 int push_create(
 	struct tree *t, struct node *dir, const char *name, bool excl, struct node **out, int *fd);
 
 /*
  * Open n for writing (truncated when trunc): a file of the registry is
- * copied into the staging area first. *fd as for push_create.
+ * copied into the staging area first. *fd as for push_create, failure too.
  */
 int push_open(struct tree *t, struct node *n, bool trunc, int *fd);
 
@@ -75,8 +76,8 @@ int push_fsyncdir(struct tree *t, struct node *dir);
  * repository, -EINVAL for a bad name or target, -EBUSY for an unpushed
  * target, -EROFS, or the registry's error.
  */
-int push_symlink(struct tree *t, struct node *dir, const char *name, const char *target,
-	struct node **out);
+int push_symlink(
+	struct tree *t, struct node *dir, const char *name, const char *target, struct node **out);
 
 /*
  * user.oci.annotation.<key> on a tag directory (the manifest's) or a file

@@ -13,7 +13,8 @@
 #
 # Functions:
 #   reporting  ok, not_ok, check, check_fail, check_err, check_eq, check_same,
-#              check_ls, check_log_clean, diag, diag_file, bail, skip_all, finish
+#              check_ls, check_log_clean, diag, diag_file, bail, skip_all,
+#              skip_part, finish
 #   utilities  sha256_hex, digest_of, wait_until, no_process, make_random_file,
 #              require_env, lib_watchdog
 #   registry   registry_start, registry_stop, registry_restart, registry_keep,
@@ -36,6 +37,7 @@ export LC_ALL=C
 
 T_PASSED=0
 T_FAILED=0
+T_SKIPPED=0
 
 # Media types used all over.
 MT_OCI_MANIFEST=application/vnd.oci.image.manifest.v1+json
@@ -182,7 +184,15 @@ skip_all() {
 	exit 77
 }
 
+# skip_part WHAT REASON: a part of a test that cannot run here (a missing
+# fixture, no root); reported, counted apart, neither passed nor failed.
+skip_part() {
+	T_SKIPPED=$((T_SKIPPED + 1))
+	echo "# SKIP $1: $2"
+}
+
 finish() {
+	[ "$T_SKIPPED" = 0 ] || echo "# $T_SKIPPED part(s) skipped (see the # SKIP lines)"
 	echo "# $T_PASSED passed, $T_FAILED failed"
 	if [ "$T_FAILED" = 0 ]; then exit 0; fi
 	exit 1

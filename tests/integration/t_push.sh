@@ -5,8 +5,13 @@
 # at unmount; changes to existing tags reuse unchanged layers; rmdir deletes
 # a tag; refusals (read-only, digest directories, .oci, non-regular files);
 # a registry down at close; a crash before the push; concurrent writers; a
-# copied tag uploads nothing; a big file goes up in chunks.
+# copied tag uploads nothing; a big file goes up in chunks; exclusive creates
+# of one name racing; an open for writing that fails on a full staging disk
+# (a small tmpfs, in a private mount namespace when run as root).
 T_TIMEOUT=${T_TIMEOUT:-300}
+if [ -z "${OCIFS_IN_NS:-}" ] && [ "$(id -u)" = 0 ]; then
+	OCIFS_IN_NS=1 exec unshare -m --propagation private bash "$0" "$@"
+fi
 REG_ACCESSLOG=1
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 require_env skopeo setfattr getfattr cmp
@@ -426,6 +431,68 @@ npatch=$(reqs_since "$mark" | grep -cE '^PATCH /v2/app/big/blobs/uploads/' || tr
 check "the 70 MiB blob went up in PATCH chunks ($npatch PATCH requests)" test "$npatch" -ge 2
 check_eq "registry: app/big:v1 has big.bin" "$(want_layers "$W" big.bin)" "$(layers_of app/big v1)"
 
+# ---------------------------------------------------------------- 13. exclusive creates racing
+# Rounds of parallel processes open(O_CREAT|O_EXCL) the same names at once:
+# one per name wins and writes, every other gets EEXIST. A loser's staged
+# descriptor is closed once (closed twice, it could close a winner's).
+cat >"$W/excl.py" <<'PY'
+import errno, multiprocessing as mp, os, sys
+
+def creator(barrier, path, ident, q):
+    barrier.wait()
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except OSError as e:
+        q.put("%s %d %s" % (path, ident, errno.errorcode.get(e.errno, e.errno)))
+        return
+    data = ("%s by creator %d\n" % (os.path.basename(path), ident)).encode() * 200
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+        os.close(fd)
+        q.put("%s %d OK" % (path, ident))
+    except OSError as e:
+        q.put("%s %d write:%s" % (path, ident, errno.errorcode.get(e.errno, e.errno)))
+
+dirpath, rnd, names, per = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+q = mp.Queue()
+barrier = mp.Barrier(names * per)
+ps = [mp.Process(target=creator, args=(barrier, "%s/r%s-%d" % (dirpath, rnd, k), i, q))
+      for k in range(names) for i in range(per)]
+for p in ps:
+    p.start()
+for _ in ps:
+    print(q.get(timeout=60))
+for p in ps:
+    p.join()
+PY
+XR=$M/app/race/v1
+check "mkdir -p app/race/v1" mkdir -p "$XR"
+XE=$W/race
+mkdir -p "$XE"
+: >"$W/race.out"
+for round in 1 2 3 4 5 6 7 8; do
+	timeout 120 python3 "$W/excl.py" "$XR" "$round" 6 8 >>"$W/race.out" 2>&1 || echo "round $round failed" >>"$W/race.out"
+done
+check_eq "8 rounds of 6 names x 8 creators: 48 won, 336 EEXIST, nothing else" "48 336 0" \
+	"$(grep -c ' OK$' "$W/race.out") $(grep -c ' EEXIST$' "$W/race.out") $(grep -vcE ' (OK|EEXIST)$' "$W/race.out")"
+grep -vE ' (OK|EEXIST)$' "$W/race.out" | head -n 5 | sed 's/^/#   /'
+check_eq "each of the 48 names has exactly one winner" 48 \
+	"$(awk '$3 == "OK" {print $1}' "$W/race.out" | sort -u | wc -l)"
+awk '$3 == "OK" {print $1, $2}' "$W/race.out" | while read -r path ident; do
+	name=${path##*/}
+	for ((i = 0; i < 200; i++)); do printf '%s by creator %s\n' "$name" "$ident"; done >"$XE/$name"
+done
+check "the daemon is alive after the races" daemon_alive "$M"
+check "sync app/race/v1 exits 0" sync "$XR"
+check_eq "registry: app/race:v1 holds each name once, with its winner's bytes" \
+	"$(cd "$XE" && want_layers "$XE" $(ls))" "$(layers_of app/race v1)"
+check_eq "no staged file is left open in the daemon" "" \
+	"$(find "/proc/$OCIFS_PID/fd" -lname "$CACHE/staging/*" 2>/dev/null)"
+printf 'after the races\n' >"$W/race-after.txt"
+check "a later push of the same tag works" sh -c "cp '$W/race-after.txt' '$XR/after.txt' && sync '$XR'"
+check_eq "registry: it has the new file" "$(digest_of "$W/race-after.txt")" "$(layer_digest app/race v1 after.txt)"
+
 check "daemon of the rw mount is alive" daemon_alive "$M"
 umount_ocifs "$M"
 check_eq "after unmount, app/del still has only v0 (nothing re-pushed)" "v0" "$(tags_of app/del)"
@@ -518,6 +585,54 @@ check "the log says it pushed app/crashmod:v1 staged by an earlier run" \
 	wait_until 5 grep -qE "app/crashmod:v1: pushed what an earlier run had staged" "$OCIFS_LOG"
 check_bytes "crash/v1/crash2.bin reads through the remounted tree" "$W/crash2.bin" "$C/crash/v1/crash2.bin"
 umount_ocifs "$C"
+
+# ================================================================ 14. opens for writing on a full disk
+# The staging area (the cache directory) is a small tmpfs. An open for
+# writing that cannot copy the file up, or cannot record the draft, fails with
+# ENOSPC and leaves nothing behind: no descriptor, no writer counted (a writer
+# counted forever would keep the tag from being pushed by itself).
+if [ -n "${OCIFS_IN_NS:-}" ]; then
+	make_random_file "$W/full-big.bin" $((4 * MiB)) full-big
+	printf 'full small\n' >"$W/full-small.txt"
+	push_artifact_titled app/full v1 big.bin "$W/full-big.bin" small.txt "$W/full-small.txt" >/dev/null ||
+		bail "seed app/full:v1"
+	S=$TESTDIR/small
+	mkdir -p "$S"
+	mount -t tmpfs -o size=16m,mode=700 tmpfs "$S" || bail "a 16 MiB tmpfs"
+	FM=$TESTDIR/fm
+	OCIFS_CACHE=$S/c mount_ocifs "$REG" "$FM" -o push_delay=1 || bail "mount on the small disk"
+	TF=$FM/app/full/v1
+	check_bytes "app/full/v1/big.bin reads (its blob is then in the cache)" "$W/full-big.bin" "$TF/big.bin"
+	# the daemon's descriptors of files on the small disk (cache and staging)
+	disk_fds() { find "/proc/$OCIFS_PID/fd" -lname "$S/*" 2>/dev/null | wc -l; }
+	fds0=$(disk_fds)
+	dd if=/dev/zero of="$S/filler" bs=64k >/dev/null 2>&1
+	check "the small disk is full" test "$(df --output=avail "$S" | tail -n 1)" -eq 0
+	check_err "open of big.bin for writing (copied up) on the full disk: ENOSPC" \
+		"No space left on device" bash -c "exec 3>>'$TF/big.bin'"
+	check_bytes "big.bin is unchanged" "$W/full-big.bin" "$TF/big.bin"
+	check_err "truncating open of big.bin (its draft cannot be saved): ENOSPC" \
+		"No space left on device" bash -c ": >'$TF/big.bin'"
+	check "the log says the disk is full" grep -q "No space left on device" "$OCIFS_LOG"
+	check "the daemon is up" daemon_alive "$FM"
+	check_eq "no descriptor left open by the failed opens" "$fds0" "$(disk_fds)"
+	check_bytes "the failed truncating open changed nothing: big.bin reads whole" \
+		"$W/full-big.bin" "$TF/big.bin"
+	rm -f "$S/filler"
+	printf 'written once there was room\n' >"$W/full-other.txt"
+	check "with room again, cp a file into app/full/v1" cp "$W/full-other.txt" "$TF/other.txt"
+	full_pushed() { [ "$(layer_digest app/full v1 other.txt)" = "$(digest_of "$W/full-other.txt")" ]; }
+	check "app/full:v1 is pushed by itself after push_delay (no sync): no writer left counted" \
+		wait_until 20 full_pushed
+	check_eq "registry: app/full:v1 has big.bin and small.txt as they were, and other.txt" \
+		"$(want_layers "$W" full-big.bin full-small.txt full-other.txt | sed 's/full-//g' |
+			jq -cS 'sort_by(.t)')" "$(layers_of app/full v1)"
+	check_eq "no descriptor left open once pushed" "$fds0" "$(disk_fds)"
+	umount_ocifs "$FM"
+	umount "$S"
+else
+	skip_part "part 14 (a full staging disk)" "needs root for a tmpfs in a mount namespace"
+fi
 
 # ================================================================ 5, 7. a fresh read-only mount
 R=$TESTDIR/r
