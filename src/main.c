@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -298,6 +299,11 @@ int main(int argc, char *argv[])
 	struct stat st;
 	int ret = 1;
 
+	/*
+	 * Few malloc arenas: what forgotten inodes free goes back to the system
+	 * (malloc_trim) instead of staying spread over an arena per thread.
+	 */
+	mallopt(M_ARENA_MAX, 2);
 	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) == -1)
 		goto out_args;
 	if (o.show_version) {

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,6 +139,9 @@ void rootfs_unref(struct tree *t, struct rootfs *rf)
 		layer_free(gone[i]);
 	free(gone);
 	rootfs_free(rf);
+	/* a layer's index is the biggest thing a mount holds: hand its memory back */
+	if (n)
+		malloc_trim(0);
 }
 
 void rootfs_release(struct tree *t)

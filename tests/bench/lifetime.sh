@@ -50,7 +50,13 @@ for r in $(seq 1 "$RUNS"); do
 	walk_t=$T
 	forget
 	wait_until 120 settled
-	after=$(rss_kb "$pid" VmRSS)
+	# the last frees and the trim that follows them end a moment after the count
+	prev=0 after=$(rss_kb "$pid" VmRSS)
+	for _ in $(seq 1 20); do
+		[ "$after" = "$prev" ] && break
+		sleep 0.5
+		prev=$after after=$(rss_kb "$pid" VmRSS)
+	done
 	an=$(nodes)
 	say "run $r: find of $n entries ${walk_t}s; RSS $((walked / 1024)) MiB with $wn nodes," \
 		"$((after / 1024)) MiB with $an nodes after the drop ($(((after - idle) / 1024)) MiB above idle)"
