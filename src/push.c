@@ -1,3 +1,8 @@
+/*
+ * Write operations on the tree: mkdir, create, open for writing, write,
+ * close, truncate, unlink, rmdir, rename, symlink, xattrs and attaching
+ * referrers, each staging a change in its tag's draft (draft.c).
+ */
 #include "config.h"
 
 #include <dirent.h>
@@ -21,126 +26,13 @@
 #include "digest.h"
 #include "log.h"
 #include "manifest.h"
+#include "push-int.h"
 #include "push.h"
 #include "ref.h"
 #include "registry.h"
 #include "tree-int.h"
 
-#define XATTR_ANN "user.oci.annotation."
-/* How long a draft whose push failed waits before the pusher tries again. */
-#define RETRY_SECS 5.0
-
-/* A file written into the mount. */
-struct staged {
-	char *path; /* its bytes: in the draft's directory, or the cache's blob once pushed */
-	pthread_mutex_t lock; /* the hashing fields */
-	struct digest_ctx *hash; /* over [0, hashed) while writes come in order */
-	int64_t hashed; /* -1: written out of order, hash the file again */
-	bool changed; /* protected by t->lock: written since its blob was uploaded */
-	unsigned writers; /* protected by t->lock */
-	pthread_mutex_t flush_lock; /* one upload at a time */
-
-	/*
-	 * An upload that runs while a sequential writer writes: whole chunks go up
-	 * as they are written, the rest and the digest at close. Under lock.
-	 */
-	char *up_location; /* the session, or NULL */
-	int64_t up_sent; /* bytes sent in it */
-	bool up_off; /* not for this file (yet): out of order, or a copy of a read blob */
-	bool up_busy; /* a thread is sending */
-	pthread_cond_t up_cond; /* up_busy went false */
-	struct registry *up_reg;
-	char *up_repo;
-};
-
-/* Changes to one tag, not yet pushed. Fields protected by t->lock. */
-struct draft {
-	char *dir; /* <cache>/staging/<id> */
-	struct json_object *base; /* the manifest it started from, or NULL for a new tag */
-	bool type_set; /* user.oci.artifactType was set on the directory */
-	unsigned gen; /* changes made */
-	unsigned pushed_gen; /* changes pushed */
-	double changed_at; /* monotonic seconds */
-	double retry_at; /* after a failed push */
-	unsigned writers; /* files of it open for writing */
-	unsigned next_file;
-	pthread_mutex_t save_lock; /* one draft.json written at a time */
-	/* A referrer being attached (mkdir under .oci/referrers/): pushed by digest. */
-	struct json_object *subject; /* the descriptor of what it refers to, or NULL */
-	char *attach_type; /* its artifactType: the path below referrers/ */
-	struct node *referrers; /* the NODE_REFERRERS it was made in */
-	/* A pushed referrer changed (files removed): its digest, detached once the change is up. */
-	char *replaces;
-	int last_err; /* of the last push tried, 0 when none failed */
-};
-
-struct push {
-	int readers; /* files of the registry open for reading (atomic) */
-	struct strlist leftover; /* staging directories found at start: an earlier run's */
-	pthread_t thread;
-	bool started;
-	bool stop; /* protected by t->lock */
-	pthread_cond_t cond; /* with t->lock: a draft changed, or stop */
-	pthread_mutex_t push_lock; /* one push at a time */
-	struct node **drafts; /* artifacts with a draft; protected by t->lock */
-	size_t n_drafts;
-	uint64_t pushed; /* pushes done; protected by t->lock */
-	uint64_t failures; /* pushes tried that failed; protected by t->lock */
-};
-
-static void draft_discard(struct tree *t, struct node *art);
-static int push_errno(int err);
-
-static double mono(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void staged_free(struct staged *s)
-{
-	if (!s)
-		return;
-	pthread_mutex_lock(&s->lock);
-	while (s->up_busy)
-		pthread_cond_wait(&s->up_cond, &s->lock);
-	pthread_mutex_unlock(&s->lock);
-	digest_ctx_free(s->hash);
-	free(s->up_location);
-	free(s->up_repo);
-	pthread_cond_destroy(&s->up_cond);
-	pthread_mutex_destroy(&s->flush_lock);
-	pthread_mutex_destroy(&s->lock);
-	free(s->path);
-	free(s);
-}
-
-static void draft_free(struct draft *d)
-{
-	if (!d)
-		return;
-	json_object_put(d->base);
-	json_object_put(d->subject);
-	free(d->attach_type);
-	free(d->replaces);
-	pthread_mutex_destroy(&d->save_lock);
-	free(d->dir);
-	free(d);
-}
-
-void push_node_release(struct node *n)
-{
-	staged_free(n->staged);
-	draft_free(n->draft);
-	n->staged = NULL;
-	n->draft = NULL;
-}
-
-/* ---- where a change goes ---- */
-
-static const char *xattr_get(const struct node *n, const char *name)
+const char *push_xattr_get(const struct node *n, const char *name)
 {
 	size_t i;
 
@@ -173,7 +65,7 @@ static int art_of(struct tree *t, struct node *n, struct node **art)
 		log_warn("%s:%s: an image's root filesystem cannot be changed", n->repo, n->ref);
 		return -EROFS;
 	}
-	if (manifest_type_is_index(xattr_get(n, "user.oci.mediaType"))) {
+	if (manifest_type_is_index(push_xattr_get(n, "user.oci.mediaType"))) {
 		log_warn("%s:%s: an index cannot be changed file by file", n->repo, n->ref);
 		return -EROFS;
 	}
@@ -181,8 +73,7 @@ static int art_of(struct tree *t, struct node *n, struct node **art)
 	return 0;
 }
 
-/* The title of n: its path below art. */
-static int title_of(
+int push_title_of(
 	const struct node *art, const struct node *n, const char *leaf, char *out, size_t size)
 {
 	const struct node *parts[64];
@@ -210,942 +101,6 @@ static int title_of(
 	return 0;
 }
 
-static int mkdir_random(const char *parent, char *out, size_t n)
-{
-	unsigned char r[8];
-	int i;
-
-	for (i = 0; i < 8; i++) {
-		if (RAND_bytes(r, sizeof(r)) != 1)
-			return -EIO;
-		if ((size_t)snprintf(out, n, "%s/%02x%02x%02x%02x%02x%02x%02x%02x", parent, r[0],
-			    r[1], r[2], r[3], r[4], r[5], r[6], r[7]) >= n)
-			return -ENAMETOOLONG;
-		if (mkdir(out, 0700) == 0)
-			return 0;
-		if (errno != EEXIST)
-			return -errno;
-	}
-	return -EEXIST;
-}
-
-static void remove_tree(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *e;
-	char p[PATH_MAX];
-
-	if (d) {
-		while ((e = readdir(d)))
-			if (e->d_name[0] != '.') {
-				snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-				unlink(p);
-			}
-		closedir(d);
-	}
-	rmdir(dir);
-}
-
-/* Give art a draft (of its current manifest) unless it has one. 0 or -errno. */
-static int draft_begin(struct tree *t, struct node *art)
-{
-	struct draft *d;
-	char dir[PATH_MAX], base[PATH_MAX], *body = NULL;
-	size_t len;
-	int ret;
-
-	pthread_mutex_lock(&art->load_lock);
-	pthread_mutex_lock(&t->lock);
-	d = art->draft;
-	pthread_mutex_unlock(&t->lock);
-	if (d) {
-		pthread_mutex_unlock(&art->load_lock);
-		return 0;
-	}
-	d = calloc(1, sizeof(*d));
-	if (!d) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	pthread_mutex_init(&d->save_lock, NULL);
-	snprintf(base, sizeof(base), "%s/staging", cache_dir(t->cache));
-	ret = mkdir_random(base, dir, sizeof(dir));
-	if (ret) {
-		log_err("staging directory in %s: %s", base, strerror(-ret));
-		goto out;
-	}
-	d->dir = strdup(dir);
-	if (!d->dir) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	if (art->digest && !art->local) {
-		ret = cache_get(t->cache, art->digest, MANIFEST_MAX_SIZE, &body, &len);
-		if (ret == 0)
-			d->base = json_tokener_parse(body);
-		free(body);
-		if (!d->base) {
-			log_err("%s:%s: the manifest to change is not at hand", art->repo,
-				art->ref);
-			ret = -EIO;
-			goto out;
-		}
-	}
-	pthread_mutex_lock(&t->lock);
-	{
-		struct push *p = t->push;
-		struct node **v = realloc(p->drafts, (p->n_drafts + 1) * sizeof(*v));
-
-		if (!v) {
-			pthread_mutex_unlock(&t->lock);
-			ret = -ENOMEM;
-			goto out;
-		}
-		p->drafts = v;
-		v[p->n_drafts++] = art;
-	}
-	d->changed_at = mono();
-	art->draft = d;
-	tree_node_keep(t, art);
-	d = NULL;
-	pthread_mutex_unlock(&t->lock);
-	ret = 0;
-out:
-	if (d && d->dir)
-		rmdir(d->dir);
-	draft_free(d);
-	pthread_mutex_unlock(&art->load_lock);
-	return ret;
-}
-
-/* ---- the draft on disk ---- */
-
-static struct json_object *json_str(const char *s)
-{
-	return json_object_new_string(s ? s : "");
-}
-
-/* Layer annotations from a node's user.oci.annotation.* xattrs, the title first. */
-static struct json_object *layer_annotations(const struct node *n, const char *title)
-{
-	struct json_object *a = json_object_new_object();
-	size_t i;
-
-	json_object_object_add(a, ANN_TITLE, json_str(title));
-	for (i = 0; i < n->n_xattrs; i++) {
-		const char *k = n->xattrs[i].name;
-
-		if (strncmp(k, XATTR_ANN, strlen(XATTR_ANN)) != 0)
-			continue;
-		k += strlen(XATTR_ANN);
-		if (strcmp(k, ANN_TITLE) != 0)
-			json_object_object_add(a, k, json_str(n->xattrs[i].value));
-	}
-	return a;
-}
-
-/* Append a layer per file below dir (titles "prefix/name"). Caller holds t->lock. */
-static int collect_layers(
-	struct node *art, struct node *dir, struct json_object *layers, struct json_object *staged)
-{
-	char title[4096];
-	size_t i;
-	int ret = 0;
-
-	for (i = 0; i < dir->n_children && !ret; i++) {
-		struct node *c = dir->children[i];
-		struct json_object *l;
-		const char *mt;
-
-		if (c->hidden)
-			continue;
-		if (c->kind == NODE_DIR) {
-			ret = collect_layers(art, c, layers, staged);
-			continue;
-		}
-		if (c->kind != NODE_BLOB && c->kind != NODE_STAGED)
-			continue;
-		ret = title_of(art, c, NULL, title, sizeof(title));
-		if (ret)
-			break;
-		mt = xattr_get(c, "user.oci.mediaType");
-		l = json_object_new_object();
-		json_object_object_add(l, "mediaType", json_str(mt ? mt : MT_LAYER_TAR));
-		json_object_object_add(l, "digest", json_str(c->digest));
-		json_object_object_add(l, "size", json_object_new_int64(c->size > 0 ? c->size : 0));
-		json_object_object_add(l, "annotations", layer_annotations(c, title));
-		if (c->kind == NODE_STAGED) {
-			struct json_object *s = json_object_new_object();
-			const char *base = strrchr(c->staged->path, '/');
-
-			json_object_object_add(s, "layer",
-				json_object_new_int((int)json_object_array_length(layers)));
-			json_object_object_add(s, "file", json_str(base ? base + 1 : ""));
-			/* its blob went up when it was closed, and it has not changed since */
-			if (!c->staged->changed && c->digest)
-				json_object_object_add(s, "uploaded", json_object_new_boolean(1));
-			json_object_array_add(staged, s);
-		}
-		json_object_array_add(layers, l);
-	}
-	return ret;
-}
-
-/* What the draft of art would push, as oras push makes it. Caller holds t->lock. */
-static struct json_object *draft_manifest(
-	struct tree *t, struct node *art, struct json_object *staged)
-{
-	struct draft *d = art->draft;
-	struct json_object *m = json_object_new_object(), *v, *layers, *ann;
-	const char *at = xattr_get(art, "user.oci.artifactType");
-	size_t i, n;
-
-	json_object_object_add(m, "schemaVersion", json_object_new_int(2));
-	json_object_object_add(m, "mediaType", json_str(MT_OCI_MANIFEST));
-	if (d->attach_type && !d->type_set) {
-		json_object_object_add(m, "artifactType", json_str(d->attach_type));
-	} else if (d->base && !d->type_set) {
-		if (json_object_object_get_ex(d->base, "artifactType", &v))
-			json_object_object_add(m, "artifactType", json_object_get(v));
-	} else {
-		json_object_object_add(m, "artifactType",
-			json_str(at			 ? at
-				 : t->opts.artifact_type ? t->opts.artifact_type
-							 : "application/vnd.unknown.artifact.v1"));
-	}
-	if (d->base && json_object_object_get_ex(d->base, "config", &v)) {
-		json_object_object_add(m, "config", json_object_get(v));
-	} else {
-		v = json_object_new_object();
-		json_object_object_add(v, "mediaType", json_str(MT_EMPTY));
-		json_object_object_add(v, "digest", json_str(EMPTY_DIGEST));
-		json_object_object_add(v, "size", json_object_new_int(2));
-		json_object_object_add(v, "data", json_str("e30="));
-		json_object_object_add(m, "config", v);
-	}
-	layers = json_object_new_array();
-	/* Layers without a title (an image's) are not files here: they stay as they were. */
-	if (d->base && json_object_object_get_ex(d->base, "layers", &v) &&
-		json_object_is_type(v, json_type_array)) {
-		n = json_object_array_length(v);
-		for (i = 0; i < n; i++) {
-			struct json_object *l = json_object_array_get_idx(v, i), *a, *title;
-
-			if (!(json_object_object_get_ex(l, "annotations", &a) &&
-				    json_object_object_get_ex(a, ANN_TITLE, &title)))
-				json_object_array_add(layers, json_object_get(l));
-		}
-	}
-	if (collect_layers(art, art, layers, staged)) {
-		json_object_put(layers);
-		json_object_put(m);
-		return NULL;
-	}
-	json_object_object_add(m, "layers", layers);
-	if (d->subject)
-		json_object_object_add(m, "subject", json_object_get(d->subject));
-	else if (d->base && json_object_object_get_ex(d->base, "subject", &v))
-		json_object_object_add(m, "subject", json_object_get(v));
-	ann = json_object_new_object();
-	for (i = 0; i < art->n_xattrs; i++) {
-		const char *k = art->xattrs[i].name;
-
-		if (strncmp(k, XATTR_ANN, strlen(XATTR_ANN)) == 0)
-			json_object_object_add(
-				ann, k + strlen(XATTR_ANN), json_str(art->xattrs[i].value));
-	}
-	json_object_object_add(m, "annotations", ann);
-	return m;
-}
-
-/* Write art's draft.json: what a later daemon needs to push it. 0 or -errno. */
-static int draft_save(struct tree *t, struct node *art)
-{
-	struct json_object *root, *staged = json_object_new_array(), *m;
-	char path[PATH_MAX], tmp[PATH_MAX];
-	struct draft *d;
-	const char *s;
-	int fd, ret = 0;
-
-	pthread_mutex_lock(&t->lock);
-	d = art->draft;
-	if (!d) {
-		pthread_mutex_unlock(&t->lock);
-		json_object_put(staged);
-		return 0;
-	}
-	pthread_mutex_lock(&d->save_lock);
-	m = draft_manifest(t, art, staged);
-	pthread_mutex_unlock(&t->lock);
-	if (!m) {
-		json_object_put(staged);
-		ret = -ENAMETOOLONG;
-		goto out;
-	}
-	root = json_object_new_object();
-	json_object_object_add(root, "host", json_str(registry_host(art->site->reg)));
-	json_object_object_add(root, "repo", json_str(art->repo));
-	/* a referrer is pushed by digest: no tag */
-	if (!art->draft->subject)
-		json_object_object_add(root, "tag", json_str(art->ref));
-	if (art->draft->replaces)
-		json_object_object_add(root, "replaces", json_str(art->draft->replaces));
-	json_object_object_add(root, "manifest", m);
-	json_object_object_add(root, "staged", staged);
-	s = json_object_to_json_string_ext(
-		root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	snprintf(path, sizeof(path), "%s/draft.json", d->dir);
-	snprintf(tmp, sizeof(tmp), "%s/draft.json.tmp", d->dir);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	/* rename makes it atomic; the staged files are not synced either */
-	if (fd < 0 || write(fd, s, strlen(s)) != (ssize_t)strlen(s) || rename(tmp, path))
-		ret = -errno;
-	if (fd >= 0)
-		close(fd);
-	json_object_put(root);
-	if (ret)
-		log_err("%s: %s", path, strerror(-ret));
-out:
-	pthread_mutex_unlock(&d->save_lock);
-	return ret;
-}
-
-/* A change to art's draft: counted, and the pusher told. */
-static void draft_bump(struct tree *t, struct node *art)
-{
-	pthread_mutex_lock(&t->lock);
-	if (art->draft) {
-		art->draft->gen++;
-		art->draft->changed_at = mono();
-	}
-	art->mtime = time(NULL);
-	pthread_cond_signal(&t->push->cond);
-	pthread_mutex_unlock(&t->lock);
-}
-
-/* A change that a crash must not lose: counted, and the draft saved. */
-static int draft_touch(struct tree *t, struct node *art)
-{
-	draft_bump(t, art);
-	return draft_save(t, art);
-}
-
-/* ---- pushing a draft.json ---- */
-
-/*
- * Another repository of the same registry this tree has seen holding blob
- * digest (a file read through the mount), to mount it from rather than upload
- * it again; malloc'd, or NULL.
- */
-static char *blob_source(struct tree *t, struct registry *r, const char *repo, const char *digest)
-{
-	struct node *n;
-	char *from = NULL;
-
-	pthread_mutex_lock(&t->lock);
-	for (n = t->all; n && !from; n = n->all_next)
-		if (n->kind == NODE_BLOB && !n->is_manifest && n->digest && n->site &&
-			n->site->reg == r && n->repo && strcmp(n->repo, repo) != 0 &&
-			strcmp(n->digest, digest) == 0)
-			from = strdup(n->repo);
-	pthread_mutex_unlock(&t->lock);
-	return from;
-}
-
-/* Upload a blob of size bytes from fd into repo, mounting it from a repository that has it. */
-static int upload(struct tree *t, struct registry *r, const char *repo, const char *digest, int fd,
-	int64_t size)
-{
-	char *from = blob_source(t, r, repo, digest);
-	int ret = registry_push_blob(r, repo, digest, fd, size, from);
-
-	free(from);
-	return ret;
-}
-
-/* The empty config ("{}") into repo, unless it is there. */
-static int push_empty_config(struct registry *r, const char *repo)
-{
-	int fd, ret;
-
-	if (registry_blob_exists(r, repo, EMPTY_DIGEST) == 0)
-		return 0;
-	fd = memfd_create("ocifs-empty", MFD_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ret = write(fd, "{}", 2) == 2 ? 0 : -EIO;
-	if (!ret)
-		ret = registry_push_blob(r, repo, EMPTY_DIGEST, fd, 2, NULL);
-	close(fd);
-	return ret;
-}
-
-static const char *jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
-		       ? json_object_get_string(v)
-		       : NULL;
-}
-
-/*
- * Add the manifest digest (m, len bytes; NULL to remove digest instead) to
- * the fallback referrers index of subject (the tag sha256-<hex>), keeping
- * every other entry and field of it. 0 or -errno.
- */
-static int referrers_index_update(struct registry *r, const char *repo, const char *subject,
-	const char *digest, struct json_object *m, size_t len)
-{
-	struct json_object *idx = NULL, *list, *nl, *e, *v;
-	char tag[80], *body = NULL, *ct = NULL, *got = NULL;
-	const char *text;
-	size_t blen, i, n;
-	int ret;
-
-	if (!subject || !digest_hex(subject))
-		return -EBADMSG;
-	snprintf(tag, sizeof(tag), "sha256-%.64s", digest_hex(subject));
-	ret = registry_get_manifest(r, repo, tag, &body, &blen, &ct, &got);
-	if (ret == 0)
-		idx = json_tokener_parse(body);
-	else if (ret == -ENOENT && m)
-		idx = json_tokener_parse("{\"schemaVersion\":2,\"mediaType\":\"" MT_OCI_INDEX
-					 "\",\"manifests\":[]}");
-	else if (ret == -ENOENT)
-		return 0; /* nothing to remove it from */
-	if (!idx || !json_object_object_get_ex(idx, "manifests", &list) ||
-		!json_object_is_type(list, json_type_array)) {
-		log_err("%s/%s:%s: not a referrers index", registry_host(r), repo, tag);
-		ret = ret ? ret : -EBADMSG;
-		goto out;
-	}
-	/* the same entry once: a push again of the same referrer replaces it */
-	nl = json_object_new_array();
-	n = json_object_array_length(list);
-	for (i = 0; i < n; i++) {
-		e = json_object_array_get_idx(list, i);
-		if (!(jstr(e, "digest") && strcmp(jstr(e, "digest"), digest) == 0))
-			json_object_array_add(nl, json_object_get(e));
-	}
-	if (m) {
-		e = json_object_new_object();
-		json_object_object_add(e, "mediaType", json_str(MT_OCI_MANIFEST));
-		json_object_object_add(e, "digest", json_str(digest));
-		json_object_object_add(e, "size", json_object_new_int64((int64_t)len));
-		if (json_object_object_get_ex(m, "artifactType", &v))
-			json_object_object_add(e, "artifactType", json_object_get(v));
-		if (json_object_object_get_ex(m, "annotations", &v))
-			json_object_object_add(e, "annotations", json_object_get(v));
-		json_object_array_add(nl, e);
-	}
-	json_object_object_add(idx, "manifests", nl);
-	text = json_object_to_json_string_ext(
-		idx, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	ret = registry_put_manifest(r, repo, tag, MT_OCI_INDEX, text, strlen(text), NULL);
-out:
-	json_object_put(idx);
-	free(body);
-	free(ct);
-	free(got);
-	return ret;
-}
-
-/*
- * A referrer pushed anew (files removed from it) takes the place of the old
- * one: the old manifest deleted, its entry out of the subject's fallback
- * index. The new one is up already, so a failure here loses nothing: logged.
- */
-static void replaced_detach(
-	struct registry *r, const char *repo, const char *subject, const char *old, const char *now)
-{
-	int ret = registry_delete_manifest(r, repo, old);
-
-	if (ret == 0 || ret == -ENOENT)
-		ret = referrers_index_update(r, repo, subject, old, NULL, 0);
-	if (ret)
-		log_warn("%s/%s@%s: replaced by %s, but still attached: %s", registry_host(r), repo,
-			old, now, strerror(-ret));
-	else
-		log_info("%s/%s@%s: detached, replaced by %s", registry_host(r), repo, old, now);
-}
-
-/*
- * Push what dir/draft.json describes: every staged file's blob (hashed if
- * its digest is not known yet), the empty config, then the manifest under
- * the tag. On success *root is the draft (its layer digests filled in),
- * *body the manifest pushed and digest its digest. 0 or -errno.
- */
-static int push_draft_dir(struct tree *t, const char *dir, struct json_object **root_out,
-	char **body_out, char *digest, char *label, size_t label_size)
-{
-	struct json_object *root, *m, *staged, *layers, *ann, *cfg, *subj = NULL;
-	char path[PATH_MAX], created[32], *text = NULL;
-	const char *host, *repo, *tag, *s;
-	struct site *site;
-	size_t i, n, len;
-	struct tm tm;
-	time_t now;
-	bool kept = false;
-	int ret;
-
-	snprintf(path, sizeof(path), "%s/draft.json", dir);
-	root = json_object_from_file(path);
-	host = root ? jstr(root, "host") : NULL;
-	repo = root ? jstr(root, "repo") : NULL;
-	tag = root ? jstr(root, "tag") : NULL;
-	snprintf(label, label_size, "%s/%s:%s", host ? host : "?", repo ? repo : "?",
-		tag ? tag : "(a referrer)");
-	if (!host || !repo || !ref_valid_repo(repo) || (tag && !ref_valid_tag(tag)) ||
-		!json_object_object_get_ex(root, "manifest", &m) ||
-		(!tag && !json_object_object_get_ex(m, "subject", &subj)) ||
-		!json_object_object_get_ex(m, "layers", &layers) ||
-		!json_object_object_get_ex(root, "staged", &staged)) {
-		log_err("%s: not a draft ocifs can read", path);
-		json_object_put(root);
-		return -EBADMSG;
-	}
-	ret = tree_site_get(t, host, &site);
-	if (ret)
-		goto out;
-	n = json_object_array_length(staged);
-	for (i = 0; i < n && !ret; i++) {
-		struct json_object *e = json_object_array_get_idx(staged, i), *l, *li, *up;
-		const char *file = jstr(e, "file");
-		char got[DIGEST_STR_LEN + 1];
-		int64_t size;
-		int fd;
-
-		if (!file || strchr(file, '/') || !json_object_object_get_ex(e, "layer", &li) ||
-			!(l = json_object_array_get_idx(layers, (size_t)json_object_get_int(li)))) {
-			ret = -EBADMSG;
-			break;
-		}
-		if (json_object_object_get_ex(e, "uploaded", &up) && json_object_get_boolean(up) &&
-			(s = jstr(l, "digest")) && digest_supported(s))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, file);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			ret = -errno;
-			log_err("%s: staged file %s: %s", label, path, strerror(errno));
-			break;
-		}
-		ret = digest_fd(fd, -1, got, &size);
-		if (!ret) {
-			json_object_object_add(l, "digest", json_object_new_string(got));
-			json_object_object_add(l, "size", json_object_new_int64(size));
-			ret = upload(t, site->reg, repo, got, fd, size);
-		}
-		close(fd);
-	}
-	if (!ret && json_object_object_get_ex(m, "config", &cfg) && (s = jstr(cfg, "digest")) &&
-		strcmp(s, EMPTY_DIGEST) == 0)
-		ret = push_empty_config(site->reg, repo);
-	if (ret)
-		goto out;
-	now = time(NULL);
-	gmtime_r(&now, &tm);
-	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
-	if (!json_object_object_get_ex(m, "annotations", &ann)) {
-		ann = json_object_new_object();
-		json_object_object_add(m, "annotations", ann);
-	}
-	json_object_object_add(ann, ANN_CREATED, json_object_new_string(created));
-	s = json_object_to_json_string_ext(
-		m, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	len = strlen(s);
-	text = strdup(s);
-	if (!text) {
-		ret = -ENOMEM;
-		goto out;
-	}
-	digest_buffer(text, len, digest);
-	ret = registry_put_manifest(
-		site->reg, repo, tag ? tag : digest, MT_OCI_MANIFEST, text, len, &kept);
-	/* A registry without the referrers API: the subject's fallback index gets the entry. */
-	if (!ret && subj && !kept)
-		ret = referrers_index_update(site->reg, repo, jstr(subj, "digest"), digest, m, len);
-	if (ret)
-		goto out;
-	cache_put(t->cache, digest, text, len);
-	if (!tag)
-		snprintf(label, label_size, "%s/%s@%s", host, repo, digest);
-	log_info("%s: pushed %s", label, digest);
-	s = jstr(root, "replaces");
-	if (subj && s && ref_valid_digest(s) && strcmp(s, digest) != 0)
-		replaced_detach(site->reg, repo, jstr(subj, "digest"), s, digest);
-	*root_out = root;
-	*body_out = text;
-	return 0;
-out:
-	free(text);
-	json_object_put(root);
-	return ret;
-}
-
-/* ---- after a push ---- */
-
-/* Staged files of the subtree below n become blobs of the cache; their nodes follow them. */
-static void adopt_staged(struct tree *t, struct node *n, struct json_object *root)
-{
-	struct json_object *staged, *m, *layers;
-	size_t i, k, ns;
-
-	if (!json_object_object_get_ex(root, "staged", &staged) ||
-		!json_object_object_get_ex(root, "manifest", &m) ||
-		!json_object_object_get_ex(m, "layers", &layers))
-		return;
-	ns = json_object_array_length(staged);
-	for (i = 0; i < n->n_children; i++) {
-		struct node *c = n->children[i];
-		const char *base;
-
-		if (c->kind == NODE_DIR && !c->hidden)
-			adopt_staged(t, c, root);
-		if (c->kind != NODE_STAGED || !c->staged)
-			continue;
-		base = strrchr(c->staged->path, '/');
-		for (k = 0; base && k < ns; k++) {
-			struct json_object *e = json_object_array_get_idx(staged, k), *li, *l;
-			const char *file = jstr(e, "file"), *dg;
-			char to[PATH_MAX], *p;
-
-			if (!file || strcmp(file, base + 1) != 0 ||
-				!json_object_object_get_ex(e, "layer", &li))
-				continue;
-			l = json_object_array_get_idx(layers, (size_t)json_object_get_int(li));
-			dg = l ? jstr(l, "digest") : NULL;
-			if (dg && cache_adopt(t->cache, dg, c->staged->path, to, sizeof(to)) == 0 &&
-				(p = strdup(to))) {
-				free(c->staged->path);
-				c->staged->path = p;
-			}
-			break;
-		}
-	}
-}
-
-/* Take art's draft off the pusher's list. Caller holds t->lock. */
-static void drafts_remove(struct tree *t, struct node *art)
-{
-	struct push *p = t->push;
-	size_t i;
-
-	for (i = 0; i < p->n_drafts; i++)
-		if (p->drafts[i] == art) {
-			p->drafts[i] = p->drafts[--p->n_drafts];
-			break;
-		}
-}
-
-/* art is in the registry now: so are the new repositories above it. Caller holds t->lock. */
-static void mark_pushed(struct tree *t, struct node *art)
-{
-	struct node *n;
-
-	art->local = false;
-	tree_node_keep(t, art);
-	for (n = art->parent; n && n->kind == NODE_NS; n = n->parent) {
-		n->tags_at = 0; /* list again: the tag is there */
-		n->local = false;
-		n->new_repo = false;
-		tree_node_keep(t, n);
-	}
-}
-
-/*
- * Push art's draft (force: whatever push_delay and open files say). 0,
- * or the push's error (logged, the draft kept for another try).
- */
-static int draft_push(struct tree *t, struct node *art, bool force)
-{
-	struct json_object *root = NULL;
-	char digest[DIGEST_STR_LEN + 1], label[600], dir[PATH_MAX];
-	struct draft *d;
-	unsigned gen;
-	char *body = NULL;
-	int ret;
-
-	pthread_mutex_lock(&t->push->push_lock);
-	pthread_mutex_lock(&t->lock);
-	d = art->draft;
-	if (!d || (d->gen == d->pushed_gen && !force)) {
-		pthread_mutex_unlock(&t->lock);
-		pthread_mutex_unlock(&t->push->push_lock);
-		return 0;
-	}
-	/* art's draft pins it; the push may drop that pin while art is still used */
-	tree_node_hold(t, art);
-	gen = d->gen;
-	snprintf(dir, sizeof(dir), "%s", d->dir);
-	pthread_mutex_unlock(&t->lock);
-
-	ret = draft_save(t, art);
-	if (!ret)
-		ret = push_draft_dir(t, dir, &root, &body, digest, label, sizeof(label));
-	if (ret) {
-		log_err("%s: push failed: %s; the staged files stay in %s", label, strerror(-ret),
-			dir);
-		pthread_mutex_lock(&t->lock);
-		if (art->draft) {
-			art->draft->retry_at = mono() + RETRY_SECS;
-			art->draft->last_err = ret;
-		}
-		t->push->failures++;
-		pthread_mutex_unlock(&t->lock);
-		goto out;
-	}
-	pthread_mutex_lock(&art->load_lock);
-	pthread_mutex_lock(&t->lock);
-	d = art->draft;
-	if (d && d->gen != gen) {
-		/* Changed while it was pushing: the next push takes the rest. */
-		d->pushed_gen = gen;
-		pthread_mutex_unlock(&t->lock);
-		pthread_mutex_unlock(&art->load_lock);
-		goto out;
-	}
-	adopt_staged(t, art, root);
-	art->draft = NULL;
-	tree_node_keep(t, art);
-	drafts_remove(t, art);
-	t->push->pushed++;
-	if (d && d->subject) {
-		/* It shows under its digest now, with the subject's other referrers. */
-		if (art->parent)
-			tree_node_delete(t, art->parent, art);
-		if (d->referrers) {
-			d->referrers->loaded = false;
-			d->referrers->local = false;
-			tree_node_keep(t, d->referrers);
-		}
-		pthread_mutex_unlock(&t->lock);
-		pthread_mutex_unlock(&art->load_lock);
-		ret = 0;
-	} else {
-		mark_pushed(t, art);
-		pthread_mutex_unlock(&t->lock);
-		ret = tree_artifact_install(t, art, digest, body, strlen(body));
-		pthread_mutex_unlock(&art->load_lock);
-	}
-	if (d)
-		remove_tree(d->dir);
-	draft_free(d);
-out:
-	pthread_mutex_lock(&t->lock);
-	tree_node_drop(t, art);
-	pthread_mutex_unlock(&t->lock);
-	json_object_put(root);
-	free(body);
-	pthread_mutex_unlock(&t->push->push_lock);
-	return ret;
-}
-
-/* Whether the draft of art holds any file (an emptied one waits for sync DIR). */
-static bool has_files(const struct node *n)
-{
-	size_t i;
-
-	for (i = 0; i < n->n_children; i++) {
-		const struct node *c = n->children[i];
-
-		if (c->hidden)
-			continue;
-		if (c->kind == NODE_BLOB || c->kind == NODE_STAGED ||
-			(c->kind == NODE_DIR && has_files(c)))
-			return true;
-	}
-	return false;
-}
-
-/* Drafts left in the staging area by an earlier daemon: push them, or say why not. */
-static void recover(struct tree *t)
-{
-	char base[PATH_MAX], dir[PATH_MAX], path[PATH_MAX], label[600];
-	char digest[DIGEST_STR_LEN + 1];
-	struct strlist *l = &t->push->leftover;
-	size_t i;
-
-	snprintf(base, sizeof(base), "%s/staging", cache_dir(t->cache));
-	for (i = 0; i < l->n; i++) {
-		struct json_object *root = NULL;
-		char *body = NULL;
-		int ret;
-
-		if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", base, l->v[i]) >= sizeof(dir) ||
-			(size_t)snprintf(path, sizeof(path), "%s/draft.json", dir) >= sizeof(path))
-			continue;
-		if (access(path, F_OK) != 0) {
-			/*
-			 * No file of it was ever closed: nothing complete to push. A
-			 * file being written when the daemon stopped is dropped, said.
-			 */
-			uint64_t bytes = cache_files_bytes(dir, false);
-
-			if (bytes > 0)
-				log_warn("staging %s: %llu bytes of files an earlier run was still "
-					 "writing when it stopped (never closed): dropped",
-					l->v[i], (unsigned long long)bytes);
-			remove_tree(dir);
-			continue;
-		}
-		{
-			struct json_object *j = json_object_from_file(path);
-			const char *host = j ? jstr(j, "host") : NULL;
-			bool ours =
-				host && (t->root->kind == NODE_HOSTS ||
-						strcmp(ref_canonical_host(host),
-							registry_host(t->root->site->reg)) == 0);
-
-			json_object_put(j);
-			if (!ours)
-				continue; /* another mount's: left for it */
-		}
-		ret = push_draft_dir(t, dir, &root, &body, digest, label, sizeof(label));
-		if (ret == 0) {
-			log_info("%s: pushed what an earlier run had staged", label);
-			remove_tree(dir);
-		} else {
-			log_err("%s: staged by an earlier run, push failed: %s; kept in %s", label,
-				strerror(-ret), dir);
-		}
-		json_object_put(root);
-		free(body);
-	}
-	strlist_release(l);
-}
-
-/* The staging directories there are before this run makes any. */
-static int list_leftovers(struct tree *t)
-{
-	char base[PATH_MAX];
-	struct dirent *e;
-	int ret = 0;
-	DIR *d;
-
-	snprintf(base, sizeof(base), "%s/staging", cache_dir(t->cache));
-	d = opendir(base);
-	if (!d)
-		return 0;
-	while (!ret && (e = readdir(d)))
-		if (e->d_name[0] != '.')
-			ret = strlist_add(&t->push->leftover, e->d_name);
-	closedir(d);
-	return ret;
-}
-
-static void *pusher(void *arg)
-{
-	struct tree *t = arg;
-	struct push *p = t->push;
-
-	recover(t);
-	pthread_mutex_lock(&t->lock);
-	while (!p->stop) {
-		double now = mono();
-		struct node *pick = NULL;
-		struct timespec ts;
-		size_t i;
-
-		for (i = 0; i < p->n_drafts && !pick; i++) {
-			struct node *a = p->drafts[i];
-			struct draft *d = a->draft;
-
-			if (d && d->gen != d->pushed_gen && d->writers == 0 &&
-				now - d->changed_at >= (double)t->opts.push_delay &&
-				now >= d->retry_at && has_files(a))
-				pick = a;
-		}
-		if (pick) {
-			unsigned op = tree_op_enter_locked(t);
-
-			pthread_mutex_unlock(&t->lock);
-			draft_push(t, pick, false);
-			tree_op_leave(t, op);
-			pthread_mutex_lock(&t->lock);
-			continue;
-		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000 * 1000;
-		if (ts.tv_nsec >= 1000000000) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000;
-		}
-		pthread_cond_timedwait(&p->cond, &t->lock, &ts);
-	}
-	pthread_mutex_unlock(&t->lock);
-	return NULL;
-}
-
-int push_start(struct tree *t)
-{
-	struct push *p = calloc(1, sizeof(*p));
-	int ret;
-
-	if (!p)
-		return -ENOMEM;
-	pthread_cond_init(&p->cond, NULL);
-	pthread_mutex_init(&p->push_lock, NULL);
-	t->push = p;
-	if (t->opts.read_only)
-		return 0;
-	ret = list_leftovers(t);
-	if (ret)
-		return ret;
-	ret = pthread_create(&p->thread, NULL, pusher, t);
-	if (ret) {
-		log_err("cannot start the pusher: %s", strerror(ret));
-		return -ret;
-	}
-	p->started = true;
-	return 0;
-}
-
-void push_stop(struct tree *t)
-{
-	struct push *p = t->push;
-	struct node **v;
-	size_t i, n;
-
-	if (!p)
-		return;
-	if (p->started) {
-		pthread_mutex_lock(&t->lock);
-		p->stop = true;
-		pthread_cond_signal(&p->cond);
-		pthread_mutex_unlock(&t->lock);
-		pthread_join(p->thread, NULL);
-		p->started = false;
-	}
-	/* Every settled change goes up before the daemon exits. */
-	pthread_mutex_lock(&t->lock);
-	n = p->n_drafts;
-	v = n ? malloc(n * sizeof(*v)) : NULL;
-	if (v)
-		memcpy(v, p->drafts, n * sizeof(*v));
-	pthread_mutex_unlock(&t->lock);
-	for (i = 0; v && i < n; i++) {
-		bool want;
-
-		pthread_mutex_lock(&t->lock);
-		want = v[i]->draft && v[i]->draft->gen != v[i]->draft->pushed_gen &&
-		       has_files(v[i]);
-		pthread_mutex_unlock(&t->lock);
-		if (want)
-			draft_push(t, v[i], true);
-	}
-	free(v);
-	pthread_cond_destroy(&p->cond);
-	pthread_mutex_destroy(&p->push_lock);
-	strlist_release(&p->leftover);
-	free(p->drafts);
-	free(p);
-	t->push = NULL;
-}
-
-/* ---- operations ---- */
-
 /* Set (or replace) an xattr of n. Caller holds t->lock. */
 static int xattr_set(struct node *n, const char *name, const char *value)
 {
@@ -1164,8 +119,7 @@ static int xattr_set(struct node *n, const char *name, const char *value)
 	return tree_xattr_add(&n->xattrs, &n->n_xattrs, name, value);
 }
 
-/* What a reader of a failed upload or push is told. */
-static int push_errno(int err)
+int push_errno(int err)
 {
 	switch (err) {
 	case 0:
@@ -1179,42 +133,6 @@ static int push_errno(int err)
 	default:
 		return -EIO;
 	}
-}
-
-/* A new staged file in art's draft, open for writing in *fd. Caller holds no lock. */
-static int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd)
-{
-	struct staged *s = calloc(1, sizeof(*s));
-	char path[PATH_MAX];
-	unsigned k;
-
-	if (!s)
-		return -ENOMEM;
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_mutex_init(&s->flush_lock, NULL);
-	pthread_cond_init(&s->up_cond, NULL);
-	s->up_reg = art->site->reg;
-	s->up_repo = strdup(art->repo);
-	pthread_mutex_lock(&t->lock);
-	k = art->draft ? art->draft->next_file++ : 0;
-	snprintf(path, sizeof(path), "%s/f%u", art->draft ? art->draft->dir : "/nonexistent", k);
-	pthread_mutex_unlock(&t->lock);
-	s->path = strdup(path);
-	s->hash = digest_ctx_new();
-	if (!s->path || !s->hash || !s->up_repo) {
-		staged_free(s);
-		return -ENOMEM;
-	}
-	*fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (*fd < 0) {
-		int err = -errno;
-
-		log_err("staging %s: %s", path, strerror(errno));
-		staged_free(s);
-		return err;
-	}
-	*out = s;
-	return 0;
 }
 
 /* A tag called tag in the repository ns, new: -EEXIST when the registry has it. */
@@ -1338,8 +256,6 @@ static int add_local(struct tree *t, struct node *dir, struct node *n, struct no
 	return ret;
 }
 
-/* ---- attaching referrers (.oci/referrers/<type>/<name>/) ---- */
-
 /* The .oci/referrers/ that dir is (or is a type directory below), else NULL. */
 static struct node *referrers_of(struct node *dir)
 {
@@ -1408,10 +324,10 @@ static int attach_begin(struct tree *t, struct node *rn, struct node *dir)
 		return -EIO;
 	}
 	pthread_mutex_lock(&t->lock);
-	mt = xattr_get(subj, "user.oci.mediaType");
+	mt = push_xattr_get(subj, "user.oci.mediaType");
 	sd = json_object_new_object();
-	json_object_object_add(sd, "mediaType", json_str(mt ? mt : MT_OCI_MANIFEST));
-	json_object_object_add(sd, "digest", json_str(rn->ref));
+	json_object_object_add(sd, "mediaType", draft_json_str(mt ? mt : MT_OCI_MANIFEST));
+	json_object_object_add(sd, "digest", draft_json_str(rn->ref));
 	json_object_object_add(sd, "size", json_object_new_int64((int64_t)len));
 	if (dir->kind == NODE_DIR) {
 		dir->kind = NODE_ARTIFACT;
@@ -1451,7 +367,7 @@ static int detach(struct tree *t, struct node *rn, struct node *dir, struct node
 		log_err("%s/%s@%s: detach: %s", registry_host(r), c->repo, c->ref, strerror(-ret));
 		return push_errno(ret);
 	}
-	ret = referrers_index_update(r, rn->repo, rn->ref, c->ref, NULL, 0);
+	ret = pusher_index_update(r, rn->repo, rn->ref, c->ref, NULL, 0);
 	if (ret)
 		return push_errno(ret);
 	log_info("%s/%s@%s: detached from %s", registry_host(r), c->repo, c->ref, rn->ref);
@@ -1478,7 +394,7 @@ static int referrers_rmdir(struct tree *t, struct node *rn, struct node *dir, co
 	if (c->kind == NODE_ARTIFACT && c->by_digest)
 		return detach(t, rn, dir, c);
 	pthread_mutex_lock(&t->lock);
-	empty = c->n_children == 0 || (c->kind == NODE_ARTIFACT && !has_files(c));
+	empty = c->n_children == 0 || (c->kind == NODE_ARTIFACT && !pusher_has_files(c));
 	if (!c->local)
 		ret = -EROFS;
 	else if (!empty)
@@ -1564,7 +480,7 @@ static void writer_del(struct tree *t, struct node *n)
 	if (art && art->draft) {
 		if (art->draft->writers > 0)
 			art->draft->writers--;
-		art->draft->changed_at = mono();
+		art->draft->changed_at = draft_clock();
 		pthread_cond_signal(&t->push->cond);
 	}
 }
@@ -1600,7 +516,7 @@ int push_create(
 	pthread_mutex_lock(&t->lock);
 	ret = art_of(t, dir, &art);
 	if (!ret)
-		ret = title_of(art, dir, name, title, sizeof(title));
+		ret = push_title_of(art, dir, name, title, sizeof(title));
 	old = ret ? NULL : tree_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
 	if (ret)
@@ -1658,43 +574,6 @@ fail:
 	/* ours to close: the caller gets a descriptor only with success */
 	close(*fd);
 	*fd = -1;
-	return ret;
-}
-
-/* Copy the registry's bytes of blob node n into fd, hashing them into s. */
-static int copy_up(struct tree *t, struct node *n, struct staged *s, int fd)
-{
-	struct blob_reader rd = { 0, 0, 0 };
-	struct blob *b;
-	char buf[128 * 1024];
-	int64_t off = 0;
-	int ret, rfd;
-
-	if (n->size <= 0)
-		return 0;
-	ret = cache_blob_open(t->cache, n->site->reg, n->repo, n->digest, n->size, &b);
-	if (ret)
-		return ret;
-	rfd = cache_blob_prepare(b, &rd, 0, (size_t)n->size);
-	ret = rfd < 0 ? rfd : 0;
-	while (!ret && off < n->size) {
-		ssize_t got = pread(rfd, buf, sizeof(buf), off), w;
-
-		if (got <= 0) {
-			ret = -EIO;
-			break;
-		}
-		/* a full staging file system says so (ENOSPC), as a local cp would */
-		w = pwrite(fd, buf, (size_t)got, off);
-		if (w != got) {
-			ret = w < 0 ? -errno : -ENOSPC;
-			break;
-		}
-		digest_ctx_update(s->hash, buf, (size_t)got);
-		off += got;
-	}
-	cache_blob_close(b);
-	s->hashed = off;
 	return ret;
 }
 
@@ -1765,7 +644,7 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 	if (ret)
 		return ret;
 	if (!trunc)
-		ret = copy_up(t, n, s, *fd);
+		ret = staged_copy_up(t, n, s, *fd);
 	if (ret)
 		goto out_staged;
 	pthread_mutex_lock(&t->lock);
@@ -1847,92 +726,6 @@ void push_note_reader(struct tree *t, int delta)
 		__atomic_add_fetch(&t->push->readers, delta, __ATOMIC_RELAXED);
 }
 
-struct stream_job {
-	struct staged *s;
-	int fd;
-};
-
-/* Send whole chunks of a file being written, in order, while there are some. */
-static void *stream_run(void *arg)
-{
-	struct stream_job *j = arg;
-	struct staged *s = j->s;
-	char *loc = NULL;
-	int ret = 0;
-
-	for (;;) {
-		int64_t off;
-
-		pthread_mutex_lock(&s->lock);
-		if (ret)
-			s->up_off = true;
-		if (s->up_off || s->hashed < 0 || s->hashed - s->up_sent < REGISTRY_UPLOAD_CHUNK) {
-			s->up_busy = false;
-			pthread_cond_broadcast(&s->up_cond);
-			pthread_mutex_unlock(&s->lock);
-			break;
-		}
-		off = s->up_sent;
-		loc = s->up_location;
-		s->up_location = NULL;
-		pthread_mutex_unlock(&s->lock);
-
-		if (!loc)
-			ret = registry_upload_start(s->up_reg, s->up_repo, NULL, NULL, &loc);
-		if (!ret && loc)
-			ret = registry_upload_patch(
-				s->up_reg, s->up_repo, &loc, j->fd, off, REGISTRY_UPLOAD_CHUNK);
-		pthread_mutex_lock(&s->lock);
-		s->up_location = loc;
-		if (!ret)
-			s->up_sent = off + REGISTRY_UPLOAD_CHUNK;
-		pthread_mutex_unlock(&s->lock);
-	}
-	close(j->fd);
-	free(j);
-	return NULL;
-}
-
-/*
- * After a write: start sending whole chunks when a sequential writer has
- * one ready. Not while a file of the registry is open for reading, which is
- * most likely a copy (cp -r of a tag) whose blob the registry already has.
- * Caller holds s->lock.
- */
-static void stream_kick(struct tree *t, struct staged *s)
-{
-	struct stream_job *j;
-	pthread_attr_t attr;
-	pthread_t th;
-
-	if (s->up_off || s->up_busy || s->hashed < 0 ||
-		s->hashed - s->up_sent < REGISTRY_UPLOAD_CHUNK)
-		return;
-	if (!s->up_location && s->up_sent == 0 &&
-		__atomic_load_n(&t->push->readers, __ATOMIC_RELAXED) > 0) {
-		s->up_off = true;
-		return;
-	}
-	j = malloc(sizeof(*j));
-	if (!j)
-		return;
-	j->s = s;
-	j->fd = open(s->path, O_RDONLY | O_CLOEXEC);
-	if (j->fd < 0) {
-		free(j);
-		return;
-	}
-	s->up_busy = true;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&th, &attr, stream_run, j)) {
-		s->up_busy = false;
-		close(j->fd);
-		free(j);
-	}
-	pthread_attr_destroy(&attr);
-}
-
 ssize_t push_write(struct tree *t, struct node *n, int fd, const char *buf, size_t len, off_t off)
 {
 	struct staged *s = n->staged;
@@ -1944,7 +737,7 @@ ssize_t push_write(struct tree *t, struct node *n, int fd, const char *buf, size
 	if (s->hashed >= 0 && off == s->hashed) {
 		digest_ctx_update(s->hash, buf, (size_t)w);
 		s->hashed += w;
-		stream_kick(t, s);
+		staged_stream_kick(t, s);
 	} else {
 		s->hashed = -1;
 	}
@@ -2017,7 +810,7 @@ int push_flush(struct tree *t, struct node *n)
 		if (loc)
 			registry_upload_cancel(n->site->reg, art->repo, loc);
 		if (!ret)
-			ret = upload(t, n->site->reg, art->repo, digest, fd, size);
+			ret = staged_upload(t, n->site->reg, art->repo, digest, fd, size);
 	}
 	free(loc);
 	pthread_mutex_unlock(&s->flush_lock);
@@ -2194,18 +987,6 @@ int push_unlink(struct tree *t, struct node *dir, const char *name)
 	return ret;
 }
 
-/* Drop art's draft and its staging directory. Caller holds t->lock. */
-static void draft_discard(struct tree *t, struct node *art)
-{
-	if (!art->draft)
-		return;
-	remove_tree(art->draft->dir);
-	drafts_remove(t, art);
-	draft_free(art->draft);
-	art->draft = NULL;
-	tree_node_keep(t, art);
-}
-
 /*
  * Delete the tag art from the registry: by tag where the registry allows it,
  * else by digest when no other tag names the same manifest, else -EBUSY.
@@ -2330,7 +1111,7 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 	if (!ret && a1 != a2)
 		ret = -EXDEV; /* mv copies, then removes */
 	if (!ret)
-		ret = title_of(a2, newdir, newname, title, sizeof(title));
+		ret = push_title_of(a2, newdir, newname, title, sizeof(title));
 	pthread_mutex_unlock(&t->lock);
 	if (ret)
 		return ret;
@@ -2390,7 +1171,7 @@ int push_fsyncdir(struct tree *t, struct node *dir)
 	pthread_mutex_unlock(&t->lock);
 	if (!drafted)
 		return 0;
-	return push_errno(draft_push(t, art, true));
+	return push_errno(pusher_push(t, art, true));
 }
 
 /* Which xattrs a change may set: annotations, and types where they belong. */
@@ -2471,51 +1252,6 @@ int push_removexattr(struct tree *t, struct node *n, const char *name)
 	return ret ? ret : draft_touch(t, art);
 }
 
-int push_stats_json(struct tree *t, struct json_object *o)
-{
-	struct json_object *list = json_object_new_array();
-	unsigned pending = 0, failed = 0;
-	size_t i;
-
-	if (!list)
-		return -ENOMEM;
-	pthread_mutex_lock(&t->lock);
-	for (i = 0; t->push && i < t->push->n_drafts; i++) {
-		struct node *art = t->push->drafts[i];
-		struct draft *d = art->draft;
-		struct json_object *e;
-		char tag[600];
-
-		if (!d)
-			continue;
-		snprintf(tag, sizeof(tag), "%s/%s%s%s", registry_host(art->site->reg), art->repo,
-			art->by_digest ? "@" : ":", art->ref ? art->ref : art->name);
-		e = json_object_new_object();
-		if (!e)
-			break;
-		json_object_object_add(e, "tag", json_object_new_string(tag));
-		json_object_object_add(
-			e, "state", json_object_new_string(d->last_err ? "failed" : "pending"));
-		if (d->last_err)
-			json_object_object_add(
-				e, "last_error", json_object_new_string(strerror(-d->last_err)));
-		json_object_array_add(list, e);
-		if (d->last_err)
-			failed++;
-		else
-			pending++;
-	}
-	json_object_object_add(o, "pushes_pending", json_object_new_int((int)pending));
-	json_object_object_add(o, "pushes_failed", json_object_new_int((int)failed));
-	json_object_object_add(
-		o, "pushes_done", json_object_new_int64((int64_t)(t->push ? t->push->pushed : 0)));
-	json_object_object_add(o, "push_failures",
-		json_object_new_int64((int64_t)(t->push ? t->push->failures : 0)));
-	pthread_mutex_unlock(&t->lock);
-	json_object_object_add(o, "drafts", list);
-	return 0;
-}
-
 int push_symlink(
 	struct tree *t, struct node *dir, const char *name, const char *target, struct node **out)
 {
@@ -2543,8 +1279,9 @@ int push_symlink(
 	if (src->draft || src->local)
 		ret = -EBUSY; /* not pushed yet: nothing to tag */
 	else if (!src->digest || !(digest = strdup(src->digest)) ||
-		 !(mt = strdup(
-			   (type = xattr_get(src, "user.oci.mediaType")) ? type : MT_OCI_MANIFEST)))
+		 !(mt = strdup((type = push_xattr_get(src, "user.oci.mediaType"))
+				       ? type
+				       : MT_OCI_MANIFEST)))
 		ret = -ENOMEM;
 	pthread_mutex_unlock(&t->lock);
 	if (!ret)

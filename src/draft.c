@@ -1,0 +1,392 @@
+/*
+ * A draft: the changes to one tag not yet pushed, in memory and on disk
+ * (<cache>/staging/<id>/draft.json beside its files), and the manifest it
+ * makes.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <openssl/rand.h>
+
+#include "buf.h"
+#include "cache.h"
+#include "digest.h"
+#include "log.h"
+#include "manifest.h"
+#include "push-int.h"
+#include "push.h"
+#include "ref.h"
+#include "registry.h"
+#include "tree-int.h"
+
+double draft_clock(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void draft_free(struct draft *d)
+{
+	if (!d)
+		return;
+	json_object_put(d->base);
+	json_object_put(d->subject);
+	free(d->attach_type);
+	free(d->replaces);
+	pthread_mutex_destroy(&d->save_lock);
+	free(d->dir);
+	free(d);
+}
+
+static int mkdir_random(const char *parent, char *out, size_t n)
+{
+	unsigned char r[8];
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		if (RAND_bytes(r, sizeof(r)) != 1)
+			return -EIO;
+		if ((size_t)snprintf(out, n, "%s/%02x%02x%02x%02x%02x%02x%02x%02x", parent, r[0],
+			    r[1], r[2], r[3], r[4], r[5], r[6], r[7]) >= n)
+			return -ENAMETOOLONG;
+		if (mkdir(out, 0700) == 0)
+			return 0;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
+void draft_dir_remove(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char p[PATH_MAX];
+
+	if (d) {
+		while ((e = readdir(d)))
+			if (e->d_name[0] != '.') {
+				snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+				unlink(p);
+			}
+		closedir(d);
+	}
+	rmdir(dir);
+}
+
+int draft_begin(struct tree *t, struct node *art)
+{
+	struct draft *d;
+	char dir[PATH_MAX], base[PATH_MAX], *body = NULL;
+	size_t len;
+	int ret;
+
+	pthread_mutex_lock(&art->load_lock);
+	pthread_mutex_lock(&t->lock);
+	d = art->draft;
+	pthread_mutex_unlock(&t->lock);
+	if (d) {
+		pthread_mutex_unlock(&art->load_lock);
+		return 0;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_init(&d->save_lock, NULL);
+	snprintf(base, sizeof(base), "%s/staging", cache_dir(t->cache));
+	ret = mkdir_random(base, dir, sizeof(dir));
+	if (ret) {
+		log_err("staging directory in %s: %s", base, strerror(-ret));
+		goto out;
+	}
+	d->dir = strdup(dir);
+	if (!d->dir) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (art->digest && !art->local) {
+		ret = cache_get(t->cache, art->digest, MANIFEST_MAX_SIZE, &body, &len);
+		if (ret == 0)
+			d->base = json_tokener_parse(body);
+		free(body);
+		if (!d->base) {
+			log_err("%s:%s: the manifest to change is not at hand", art->repo,
+				art->ref);
+			ret = -EIO;
+			goto out;
+		}
+	}
+	pthread_mutex_lock(&t->lock);
+	{
+		struct push *p = t->push;
+		struct node **v = realloc(p->drafts, (p->n_drafts + 1) * sizeof(*v));
+
+		if (!v) {
+			pthread_mutex_unlock(&t->lock);
+			ret = -ENOMEM;
+			goto out;
+		}
+		p->drafts = v;
+		v[p->n_drafts++] = art;
+	}
+	d->changed_at = draft_clock();
+	art->draft = d;
+	tree_node_keep(t, art);
+	d = NULL;
+	pthread_mutex_unlock(&t->lock);
+	ret = 0;
+out:
+	if (d && d->dir)
+		rmdir(d->dir);
+	draft_free(d);
+	pthread_mutex_unlock(&art->load_lock);
+	return ret;
+}
+
+struct json_object *draft_json_str(const char *s)
+{
+	return json_object_new_string(s ? s : "");
+}
+
+/* Layer annotations from a node's user.oci.annotation.* xattrs, the title first. */
+static struct json_object *layer_annotations(const struct node *n, const char *title)
+{
+	struct json_object *a = json_object_new_object();
+	size_t i;
+
+	json_object_object_add(a, ANN_TITLE, draft_json_str(title));
+	for (i = 0; i < n->n_xattrs; i++) {
+		const char *k = n->xattrs[i].name;
+
+		if (strncmp(k, XATTR_ANN, strlen(XATTR_ANN)) != 0)
+			continue;
+		k += strlen(XATTR_ANN);
+		if (strcmp(k, ANN_TITLE) != 0)
+			json_object_object_add(a, k, draft_json_str(n->xattrs[i].value));
+	}
+	return a;
+}
+
+/* Append a layer per file below dir (titles "prefix/name"). Caller holds t->lock. */
+static int collect_layers(
+	struct node *art, struct node *dir, struct json_object *layers, struct json_object *staged)
+{
+	char title[4096];
+	size_t i;
+	int ret = 0;
+
+	for (i = 0; i < dir->n_children && !ret; i++) {
+		struct node *c = dir->children[i];
+		struct json_object *l;
+		const char *mt;
+
+		if (c->hidden)
+			continue;
+		if (c->kind == NODE_DIR) {
+			ret = collect_layers(art, c, layers, staged);
+			continue;
+		}
+		if (c->kind != NODE_BLOB && c->kind != NODE_STAGED)
+			continue;
+		ret = push_title_of(art, c, NULL, title, sizeof(title));
+		if (ret)
+			break;
+		mt = push_xattr_get(c, "user.oci.mediaType");
+		l = json_object_new_object();
+		json_object_object_add(l, "mediaType", draft_json_str(mt ? mt : MT_LAYER_TAR));
+		json_object_object_add(l, "digest", draft_json_str(c->digest));
+		json_object_object_add(l, "size", json_object_new_int64(c->size > 0 ? c->size : 0));
+		json_object_object_add(l, "annotations", layer_annotations(c, title));
+		if (c->kind == NODE_STAGED) {
+			struct json_object *s = json_object_new_object();
+			const char *base = strrchr(c->staged->path, '/');
+
+			json_object_object_add(s, "layer",
+				json_object_new_int((int)json_object_array_length(layers)));
+			json_object_object_add(s, "file", draft_json_str(base ? base + 1 : ""));
+			/* its blob went up when it was closed, and it has not changed since */
+			if (!c->staged->changed && c->digest)
+				json_object_object_add(s, "uploaded", json_object_new_boolean(1));
+			json_object_array_add(staged, s);
+		}
+		json_object_array_add(layers, l);
+	}
+	return ret;
+}
+
+/* What the draft of art would push, as oras push makes it. Caller holds t->lock. */
+static struct json_object *draft_manifest(
+	struct tree *t, struct node *art, struct json_object *staged)
+{
+	struct draft *d = art->draft;
+	struct json_object *m = json_object_new_object(), *v, *layers, *ann;
+	const char *at = push_xattr_get(art, "user.oci.artifactType");
+	size_t i, n;
+
+	json_object_object_add(m, "schemaVersion", json_object_new_int(2));
+	json_object_object_add(m, "mediaType", draft_json_str(MT_OCI_MANIFEST));
+	if (d->attach_type && !d->type_set) {
+		json_object_object_add(m, "artifactType", draft_json_str(d->attach_type));
+	} else if (d->base && !d->type_set) {
+		if (json_object_object_get_ex(d->base, "artifactType", &v))
+			json_object_object_add(m, "artifactType", json_object_get(v));
+	} else {
+		json_object_object_add(m, "artifactType",
+			draft_json_str(at ? at
+				       : t->opts.artifact_type
+					       ? t->opts.artifact_type
+					       : "application/vnd.unknown.artifact.v1"));
+	}
+	if (d->base && json_object_object_get_ex(d->base, "config", &v)) {
+		json_object_object_add(m, "config", json_object_get(v));
+	} else {
+		v = json_object_new_object();
+		json_object_object_add(v, "mediaType", draft_json_str(MT_EMPTY));
+		json_object_object_add(v, "digest", draft_json_str(EMPTY_DIGEST));
+		json_object_object_add(v, "size", json_object_new_int(2));
+		json_object_object_add(v, "data", draft_json_str("e30="));
+		json_object_object_add(m, "config", v);
+	}
+	layers = json_object_new_array();
+	/* Layers without a title (an image's) are not files here: they stay as they were. */
+	if (d->base && json_object_object_get_ex(d->base, "layers", &v) &&
+		json_object_is_type(v, json_type_array)) {
+		n = json_object_array_length(v);
+		for (i = 0; i < n; i++) {
+			struct json_object *l = json_object_array_get_idx(v, i), *a, *title;
+
+			if (!(json_object_object_get_ex(l, "annotations", &a) &&
+				    json_object_object_get_ex(a, ANN_TITLE, &title)))
+				json_object_array_add(layers, json_object_get(l));
+		}
+	}
+	if (collect_layers(art, art, layers, staged)) {
+		json_object_put(layers);
+		json_object_put(m);
+		return NULL;
+	}
+	json_object_object_add(m, "layers", layers);
+	if (d->subject)
+		json_object_object_add(m, "subject", json_object_get(d->subject));
+	else if (d->base && json_object_object_get_ex(d->base, "subject", &v))
+		json_object_object_add(m, "subject", json_object_get(v));
+	ann = json_object_new_object();
+	for (i = 0; i < art->n_xattrs; i++) {
+		const char *k = art->xattrs[i].name;
+
+		if (strncmp(k, XATTR_ANN, strlen(XATTR_ANN)) == 0)
+			json_object_object_add(
+				ann, k + strlen(XATTR_ANN), draft_json_str(art->xattrs[i].value));
+	}
+	json_object_object_add(m, "annotations", ann);
+	return m;
+}
+
+int draft_save(struct tree *t, struct node *art)
+{
+	struct json_object *root, *staged = json_object_new_array(), *m;
+	char path[PATH_MAX], tmp[PATH_MAX];
+	struct draft *d;
+	const char *s;
+	int fd, ret = 0;
+
+	pthread_mutex_lock(&t->lock);
+	d = art->draft;
+	if (!d) {
+		pthread_mutex_unlock(&t->lock);
+		json_object_put(staged);
+		return 0;
+	}
+	pthread_mutex_lock(&d->save_lock);
+	m = draft_manifest(t, art, staged);
+	pthread_mutex_unlock(&t->lock);
+	if (!m) {
+		json_object_put(staged);
+		ret = -ENAMETOOLONG;
+		goto out;
+	}
+	root = json_object_new_object();
+	json_object_object_add(root, "host", draft_json_str(registry_host(art->site->reg)));
+	json_object_object_add(root, "repo", draft_json_str(art->repo));
+	/* a referrer is pushed by digest: no tag */
+	if (!art->draft->subject)
+		json_object_object_add(root, "tag", draft_json_str(art->ref));
+	if (art->draft->replaces)
+		json_object_object_add(root, "replaces", draft_json_str(art->draft->replaces));
+	json_object_object_add(root, "manifest", m);
+	json_object_object_add(root, "staged", staged);
+	s = json_object_to_json_string_ext(
+		root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	snprintf(path, sizeof(path), "%s/draft.json", d->dir);
+	snprintf(tmp, sizeof(tmp), "%s/draft.json.tmp", d->dir);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* rename makes it atomic; the staged files are not synced either */
+	if (fd < 0 || write(fd, s, strlen(s)) != (ssize_t)strlen(s) || rename(tmp, path))
+		ret = -errno;
+	if (fd >= 0)
+		close(fd);
+	json_object_put(root);
+	if (ret)
+		log_err("%s: %s", path, strerror(-ret));
+out:
+	pthread_mutex_unlock(&d->save_lock);
+	return ret;
+}
+
+void draft_bump(struct tree *t, struct node *art)
+{
+	pthread_mutex_lock(&t->lock);
+	if (art->draft) {
+		art->draft->gen++;
+		art->draft->changed_at = draft_clock();
+	}
+	art->mtime = time(NULL);
+	pthread_cond_signal(&t->push->cond);
+	pthread_mutex_unlock(&t->lock);
+}
+
+int draft_touch(struct tree *t, struct node *art)
+{
+	draft_bump(t, art);
+	return draft_save(t, art);
+}
+
+void draft_unlist(struct tree *t, struct node *art)
+{
+	struct push *p = t->push;
+	size_t i;
+
+	for (i = 0; i < p->n_drafts; i++)
+		if (p->drafts[i] == art) {
+			p->drafts[i] = p->drafts[--p->n_drafts];
+			break;
+		}
+}
+
+void draft_discard(struct tree *t, struct node *art)
+{
+	if (!art->draft)
+		return;
+	draft_dir_remove(art->draft->dir);
+	draft_unlist(t, art);
+	draft_free(art->draft);
+	art->draft = NULL;
+	tree_node_keep(t, art);
+}

@@ -1,0 +1,163 @@
+/*
+ * The insides of writing, shared by push.c (write operations), draft.c
+ * (drafts and their files), staged.c (staged files and uploads) and
+ * pusher.c (the pusher thread); nothing else includes it.
+ */
+#ifndef OCIFS_PUSH_INT_H
+#define OCIFS_PUSH_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "registry.h"
+
+struct json_object;
+struct node;
+struct tree;
+
+#define XATTR_ANN "user.oci.annotation."
+/* How long a draft whose push failed waits before the pusher tries again. */
+#define RETRY_SECS 5.0
+
+/* A file written into the mount. */
+struct staged {
+	char *path; /* its bytes: in the draft's directory, or the cache's blob once pushed */
+	pthread_mutex_t lock; /* the hashing fields */
+	struct digest_ctx *hash; /* over [0, hashed) while writes come in order */
+	int64_t hashed; /* -1: written out of order, hash the file again */
+	bool changed; /* protected by t->lock: written since its blob was uploaded */
+	unsigned writers; /* protected by t->lock */
+	pthread_mutex_t flush_lock; /* one upload at a time */
+
+	/*
+	 * An upload that runs while a sequential writer writes: whole chunks go up
+	 * as they are written, the rest and the digest at close. Under lock.
+	 */
+	char *up_location; /* the session, or NULL */
+	int64_t up_sent; /* bytes sent in it */
+	bool up_off; /* not for this file (yet): out of order, or a copy of a read blob */
+	bool up_busy; /* a thread is sending */
+	pthread_cond_t up_cond; /* up_busy went false */
+	struct registry *up_reg;
+	char *up_repo;
+};
+
+/* Changes to one tag, not yet pushed. Fields protected by t->lock. */
+struct draft {
+	char *dir; /* <cache>/staging/<id> */
+	struct json_object *base; /* the manifest it started from, or NULL for a new tag */
+	bool type_set; /* user.oci.artifactType was set on the directory */
+	unsigned gen; /* changes made */
+	unsigned pushed_gen; /* changes pushed */
+	double changed_at; /* monotonic seconds */
+	double retry_at; /* after a failed push */
+	unsigned writers; /* files of it open for writing */
+	unsigned next_file;
+	pthread_mutex_t save_lock; /* one draft.json written at a time */
+	/* A referrer being attached (mkdir under .oci/referrers/): pushed by digest. */
+	struct json_object *subject; /* the descriptor of what it refers to, or NULL */
+	char *attach_type; /* its artifactType: the path below referrers/ */
+	struct node *referrers; /* the NODE_REFERRERS it was made in */
+	/* A pushed referrer changed (files removed): its digest, detached once the change is up. */
+	char *replaces;
+	int last_err; /* of the last push tried, 0 when none failed */
+};
+
+struct push {
+	int readers; /* files of the registry open for reading (atomic) */
+	struct strlist leftover; /* staging directories found at start: an earlier run's */
+	pthread_t thread;
+	bool started;
+	bool stop; /* protected by t->lock */
+	pthread_cond_t cond; /* with t->lock: a draft changed, or stop */
+	pthread_mutex_t push_lock; /* one push at a time */
+	struct node **drafts; /* artifacts with a draft; protected by t->lock */
+	size_t n_drafts;
+	uint64_t pushed; /* pushes done; protected by t->lock */
+	uint64_t failures; /* pushes tried that failed; protected by t->lock */
+};
+
+/* ---- draft.c ---- */
+
+double draft_clock(void);
+
+void draft_free(struct draft *d);
+
+void draft_dir_remove(const char *dir);
+
+/* Give art a draft (of its current manifest) unless it has one. 0 or -errno. */
+int draft_begin(struct tree *t, struct node *art);
+
+struct json_object *draft_json_str(const char *s);
+
+/* Write art's draft.json: what a later daemon needs to push it. 0 or -errno. */
+int draft_save(struct tree *t, struct node *art);
+
+/* A change to art's draft: counted, and the pusher told. */
+void draft_bump(struct tree *t, struct node *art);
+
+/* A change that a crash must not lose: counted, and the draft saved. */
+int draft_touch(struct tree *t, struct node *art);
+
+/* Take art's draft off the pusher's list. Caller holds t->lock. */
+void draft_unlist(struct tree *t, struct node *art);
+
+/* Drop art's draft and its staging directory. Caller holds t->lock. */
+void draft_discard(struct tree *t, struct node *art);
+
+/* ---- staged.c ---- */
+
+void staged_free(struct staged *s);
+
+/* Upload a blob of size bytes from fd into repo, mounting it from a repository that has it. */
+int staged_upload(struct tree *t, struct registry *r, const char *repo, const char *digest, int fd,
+	int64_t size);
+
+/* A new staged file in art's draft, open for writing in *fd. Caller holds no lock. */
+int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd);
+
+/* Copy the registry's bytes of blob node n into fd, hashing them into s. */
+int staged_copy_up(struct tree *t, struct node *n, struct staged *s, int fd);
+
+/*
+ * After a write: start sending whole chunks when a sequential writer has
+ * one ready. Not while a file of the registry is open for reading, which is
+ * most likely a copy (cp -r of a tag) whose blob the registry already has.
+ * Caller holds s->lock.
+ */
+void staged_stream_kick(struct tree *t, struct staged *s);
+
+/* ---- pusher.c ---- */
+
+/*
+ * Add the manifest digest (m, len bytes; NULL to remove digest instead) to
+ * the fallback referrers index of subject (the tag sha256-<hex>), keeping
+ * every other entry and field of it. 0 or -errno.
+ */
+int pusher_index_update(struct registry *r, const char *repo, const char *subject,
+	const char *digest, struct json_object *m, size_t len);
+
+/*
+ * Push art's draft (force: whatever push_delay and open files say). 0,
+ * or the push's error (logged, the draft kept for another try).
+ */
+int pusher_push(struct tree *t, struct node *art, bool force);
+
+/* Whether the draft of art holds any file (an emptied one waits for sync DIR). */
+bool pusher_has_files(const struct node *n);
+
+/* ---- push.c ---- */
+
+const char *push_xattr_get(const struct node *n, const char *name);
+
+/* The title of n: its path below art. */
+int push_title_of(
+	const struct node *art, const struct node *n, const char *leaf, char *out, size_t size);
+
+/* What a reader of a failed upload or push is told. */
+int push_errno(int err);
+
+#endif

@@ -1,0 +1,642 @@
+/*
+ * The pusher: a thread that pushes each settled draft (its blobs, then its
+ * manifest, then the tag or the referrers index), what a crash left staged,
+ * and everything pending at unmount.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <openssl/rand.h>
+
+#include "buf.h"
+#include "cache.h"
+#include "digest.h"
+#include "log.h"
+#include "manifest.h"
+#include "push-int.h"
+#include "push.h"
+#include "ref.h"
+#include "registry.h"
+#include "tree-int.h"
+
+void push_node_release(struct node *n)
+{
+	staged_free(n->staged);
+	draft_free(n->draft);
+	n->staged = NULL;
+	n->draft = NULL;
+}
+
+/* The empty config ("{}") into repo, unless it is there. */
+static int push_empty_config(struct registry *r, const char *repo)
+{
+	int fd, ret;
+
+	if (registry_blob_exists(r, repo, EMPTY_DIGEST) == 0)
+		return 0;
+	fd = memfd_create("ocifs-empty", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ret = write(fd, "{}", 2) == 2 ? 0 : -EIO;
+	if (!ret)
+		ret = registry_push_blob(r, repo, EMPTY_DIGEST, fd, 2, NULL);
+	close(fd);
+	return ret;
+}
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+		       ? json_object_get_string(v)
+		       : NULL;
+}
+
+int pusher_index_update(struct registry *r, const char *repo, const char *subject,
+	const char *digest, struct json_object *m, size_t len)
+{
+	struct json_object *idx = NULL, *list, *nl, *e, *v;
+	char tag[80], *body = NULL, *ct = NULL, *got = NULL;
+	const char *text;
+	size_t blen, i, n;
+	int ret;
+
+	if (!subject || !digest_hex(subject))
+		return -EBADMSG;
+	snprintf(tag, sizeof(tag), "sha256-%.64s", digest_hex(subject));
+	ret = registry_get_manifest(r, repo, tag, &body, &blen, &ct, &got);
+	if (ret == 0)
+		idx = json_tokener_parse(body);
+	else if (ret == -ENOENT && m)
+		idx = json_tokener_parse("{\"schemaVersion\":2,\"mediaType\":\"" MT_OCI_INDEX
+					 "\",\"manifests\":[]}");
+	else if (ret == -ENOENT)
+		return 0; /* nothing to remove it from */
+	if (!idx || !json_object_object_get_ex(idx, "manifests", &list) ||
+		!json_object_is_type(list, json_type_array)) {
+		log_err("%s/%s:%s: not a referrers index", registry_host(r), repo, tag);
+		ret = ret ? ret : -EBADMSG;
+		goto out;
+	}
+	/* the same entry once: a push again of the same referrer replaces it */
+	nl = json_object_new_array();
+	n = json_object_array_length(list);
+	for (i = 0; i < n; i++) {
+		e = json_object_array_get_idx(list, i);
+		if (!(jstr(e, "digest") && strcmp(jstr(e, "digest"), digest) == 0))
+			json_object_array_add(nl, json_object_get(e));
+	}
+	if (m) {
+		e = json_object_new_object();
+		json_object_object_add(e, "mediaType", draft_json_str(MT_OCI_MANIFEST));
+		json_object_object_add(e, "digest", draft_json_str(digest));
+		json_object_object_add(e, "size", json_object_new_int64((int64_t)len));
+		if (json_object_object_get_ex(m, "artifactType", &v))
+			json_object_object_add(e, "artifactType", json_object_get(v));
+		if (json_object_object_get_ex(m, "annotations", &v))
+			json_object_object_add(e, "annotations", json_object_get(v));
+		json_object_array_add(nl, e);
+	}
+	json_object_object_add(idx, "manifests", nl);
+	text = json_object_to_json_string_ext(
+		idx, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	ret = registry_put_manifest(r, repo, tag, MT_OCI_INDEX, text, strlen(text), NULL);
+out:
+	json_object_put(idx);
+	free(body);
+	free(ct);
+	free(got);
+	return ret;
+}
+
+/*
+ * A referrer pushed anew (files removed from it) takes the place of the old
+ * one: the old manifest deleted, its entry out of the subject's fallback
+ * index. The new one is up already, so a failure here loses nothing: logged.
+ */
+static void replaced_detach(
+	struct registry *r, const char *repo, const char *subject, const char *old, const char *now)
+{
+	int ret = registry_delete_manifest(r, repo, old);
+
+	if (ret == 0 || ret == -ENOENT)
+		ret = pusher_index_update(r, repo, subject, old, NULL, 0);
+	if (ret)
+		log_warn("%s/%s@%s: replaced by %s, but still attached: %s", registry_host(r), repo,
+			old, now, strerror(-ret));
+	else
+		log_info("%s/%s@%s: detached, replaced by %s", registry_host(r), repo, old, now);
+}
+
+/*
+ * Push what dir/draft.json describes: every staged file's blob (hashed if
+ * its digest is not known yet), the empty config, then the manifest under
+ * the tag. On success *root is the draft (its layer digests filled in),
+ * *body the manifest pushed and digest its digest. 0 or -errno.
+ */
+static int push_draft_dir(struct tree *t, const char *dir, struct json_object **root_out,
+	char **body_out, char *digest, char *label, size_t label_size)
+{
+	struct json_object *root, *m, *staged, *layers, *ann, *cfg, *subj = NULL;
+	char path[PATH_MAX], created[32], *text = NULL;
+	const char *host, *repo, *tag, *s;
+	struct site *site;
+	size_t i, n, len;
+	struct tm tm;
+	time_t now;
+	bool kept = false;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/draft.json", dir);
+	root = json_object_from_file(path);
+	host = root ? jstr(root, "host") : NULL;
+	repo = root ? jstr(root, "repo") : NULL;
+	tag = root ? jstr(root, "tag") : NULL;
+	snprintf(label, label_size, "%s/%s:%s", host ? host : "?", repo ? repo : "?",
+		tag ? tag : "(a referrer)");
+	if (!host || !repo || !ref_valid_repo(repo) || (tag && !ref_valid_tag(tag)) ||
+		!json_object_object_get_ex(root, "manifest", &m) ||
+		(!tag && !json_object_object_get_ex(m, "subject", &subj)) ||
+		!json_object_object_get_ex(m, "layers", &layers) ||
+		!json_object_object_get_ex(root, "staged", &staged)) {
+		log_err("%s: not a draft ocifs can read", path);
+		json_object_put(root);
+		return -EBADMSG;
+	}
+	ret = tree_site_get(t, host, &site);
+	if (ret)
+		goto out;
+	n = json_object_array_length(staged);
+	for (i = 0; i < n && !ret; i++) {
+		struct json_object *e = json_object_array_get_idx(staged, i), *l, *li, *up;
+		const char *file = jstr(e, "file");
+		char got[DIGEST_STR_LEN + 1];
+		int64_t size;
+		int fd;
+
+		if (!file || strchr(file, '/') || !json_object_object_get_ex(e, "layer", &li) ||
+			!(l = json_object_array_get_idx(layers, (size_t)json_object_get_int(li)))) {
+			ret = -EBADMSG;
+			break;
+		}
+		if (json_object_object_get_ex(e, "uploaded", &up) && json_object_get_boolean(up) &&
+			(s = jstr(l, "digest")) && digest_supported(s))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, file);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			ret = -errno;
+			log_err("%s: staged file %s: %s", label, path, strerror(errno));
+			break;
+		}
+		ret = digest_fd(fd, -1, got, &size);
+		if (!ret) {
+			json_object_object_add(l, "digest", json_object_new_string(got));
+			json_object_object_add(l, "size", json_object_new_int64(size));
+			ret = staged_upload(t, site->reg, repo, got, fd, size);
+		}
+		close(fd);
+	}
+	if (!ret && json_object_object_get_ex(m, "config", &cfg) && (s = jstr(cfg, "digest")) &&
+		strcmp(s, EMPTY_DIGEST) == 0)
+		ret = push_empty_config(site->reg, repo);
+	if (ret)
+		goto out;
+	now = time(NULL);
+	gmtime_r(&now, &tm);
+	strftime(created, sizeof(created), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (!json_object_object_get_ex(m, "annotations", &ann)) {
+		ann = json_object_new_object();
+		json_object_object_add(m, "annotations", ann);
+	}
+	json_object_object_add(ann, ANN_CREATED, json_object_new_string(created));
+	s = json_object_to_json_string_ext(
+		m, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	len = strlen(s);
+	text = strdup(s);
+	if (!text) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	digest_buffer(text, len, digest);
+	ret = registry_put_manifest(
+		site->reg, repo, tag ? tag : digest, MT_OCI_MANIFEST, text, len, &kept);
+	/* A registry without the referrers API: the subject's fallback index gets the entry. */
+	if (!ret && subj && !kept)
+		ret = pusher_index_update(site->reg, repo, jstr(subj, "digest"), digest, m, len);
+	if (ret)
+		goto out;
+	cache_put(t->cache, digest, text, len);
+	if (!tag)
+		snprintf(label, label_size, "%s/%s@%s", host, repo, digest);
+	log_info("%s: pushed %s", label, digest);
+	s = jstr(root, "replaces");
+	if (subj && s && ref_valid_digest(s) && strcmp(s, digest) != 0)
+		replaced_detach(site->reg, repo, jstr(subj, "digest"), s, digest);
+	*root_out = root;
+	*body_out = text;
+	return 0;
+out:
+	free(text);
+	json_object_put(root);
+	return ret;
+}
+
+/* Staged files of the subtree below n become blobs of the cache; their nodes follow them. */
+static void adopt_staged(struct tree *t, struct node *n, struct json_object *root)
+{
+	struct json_object *staged, *m, *layers;
+	size_t i, k, ns;
+
+	if (!json_object_object_get_ex(root, "staged", &staged) ||
+		!json_object_object_get_ex(root, "manifest", &m) ||
+		!json_object_object_get_ex(m, "layers", &layers))
+		return;
+	ns = json_object_array_length(staged);
+	for (i = 0; i < n->n_children; i++) {
+		struct node *c = n->children[i];
+		const char *base;
+
+		if (c->kind == NODE_DIR && !c->hidden)
+			adopt_staged(t, c, root);
+		if (c->kind != NODE_STAGED || !c->staged)
+			continue;
+		base = strrchr(c->staged->path, '/');
+		for (k = 0; base && k < ns; k++) {
+			struct json_object *e = json_object_array_get_idx(staged, k), *li, *l;
+			const char *file = jstr(e, "file"), *dg;
+			char to[PATH_MAX], *p;
+
+			if (!file || strcmp(file, base + 1) != 0 ||
+				!json_object_object_get_ex(e, "layer", &li))
+				continue;
+			l = json_object_array_get_idx(layers, (size_t)json_object_get_int(li));
+			dg = l ? jstr(l, "digest") : NULL;
+			if (dg && cache_adopt(t->cache, dg, c->staged->path, to, sizeof(to)) == 0 &&
+				(p = strdup(to))) {
+				free(c->staged->path);
+				c->staged->path = p;
+			}
+			break;
+		}
+	}
+}
+
+/* art is in the registry now: so are the new repositories above it. Caller holds t->lock. */
+static void mark_pushed(struct tree *t, struct node *art)
+{
+	struct node *n;
+
+	art->local = false;
+	tree_node_keep(t, art);
+	for (n = art->parent; n && n->kind == NODE_NS; n = n->parent) {
+		n->tags_at = 0; /* list again: the tag is there */
+		n->local = false;
+		n->new_repo = false;
+		tree_node_keep(t, n);
+	}
+}
+
+int pusher_push(struct tree *t, struct node *art, bool force)
+{
+	struct json_object *root = NULL;
+	char digest[DIGEST_STR_LEN + 1], label[600], dir[PATH_MAX];
+	struct draft *d;
+	unsigned gen;
+	char *body = NULL;
+	int ret;
+
+	pthread_mutex_lock(&t->push->push_lock);
+	pthread_mutex_lock(&t->lock);
+	d = art->draft;
+	if (!d || (d->gen == d->pushed_gen && !force)) {
+		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->push->push_lock);
+		return 0;
+	}
+	/* art's draft pins it; the push may drop that pin while art is still used */
+	tree_node_hold(t, art);
+	gen = d->gen;
+	snprintf(dir, sizeof(dir), "%s", d->dir);
+	pthread_mutex_unlock(&t->lock);
+
+	ret = draft_save(t, art);
+	if (!ret)
+		ret = push_draft_dir(t, dir, &root, &body, digest, label, sizeof(label));
+	if (ret) {
+		log_err("%s: push failed: %s; the staged files stay in %s", label, strerror(-ret),
+			dir);
+		pthread_mutex_lock(&t->lock);
+		if (art->draft) {
+			art->draft->retry_at = draft_clock() + RETRY_SECS;
+			art->draft->last_err = ret;
+		}
+		t->push->failures++;
+		pthread_mutex_unlock(&t->lock);
+		goto out;
+	}
+	pthread_mutex_lock(&art->load_lock);
+	pthread_mutex_lock(&t->lock);
+	d = art->draft;
+	if (d && d->gen != gen) {
+		/* Changed while it was pushing: the next push takes the rest. */
+		d->pushed_gen = gen;
+		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&art->load_lock);
+		goto out;
+	}
+	adopt_staged(t, art, root);
+	art->draft = NULL;
+	tree_node_keep(t, art);
+	draft_unlist(t, art);
+	t->push->pushed++;
+	if (d && d->subject) {
+		/* It shows under its digest now, with the subject's other referrers. */
+		if (art->parent)
+			tree_node_delete(t, art->parent, art);
+		if (d->referrers) {
+			d->referrers->loaded = false;
+			d->referrers->local = false;
+			tree_node_keep(t, d->referrers);
+		}
+		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&art->load_lock);
+		ret = 0;
+	} else {
+		mark_pushed(t, art);
+		pthread_mutex_unlock(&t->lock);
+		ret = tree_artifact_install(t, art, digest, body, strlen(body));
+		pthread_mutex_unlock(&art->load_lock);
+	}
+	if (d)
+		draft_dir_remove(d->dir);
+	draft_free(d);
+out:
+	pthread_mutex_lock(&t->lock);
+	tree_node_drop(t, art);
+	pthread_mutex_unlock(&t->lock);
+	json_object_put(root);
+	free(body);
+	pthread_mutex_unlock(&t->push->push_lock);
+	return ret;
+}
+
+bool pusher_has_files(const struct node *n)
+{
+	size_t i;
+
+	for (i = 0; i < n->n_children; i++) {
+		const struct node *c = n->children[i];
+
+		if (c->hidden)
+			continue;
+		if (c->kind == NODE_BLOB || c->kind == NODE_STAGED ||
+			(c->kind == NODE_DIR && pusher_has_files(c)))
+			return true;
+	}
+	return false;
+}
+
+/* Drafts left in the staging area by an earlier daemon: push them, or say why not. */
+static void recover(struct tree *t)
+{
+	char base[PATH_MAX], dir[PATH_MAX], path[PATH_MAX], label[600];
+	char digest[DIGEST_STR_LEN + 1];
+	struct strlist *l = &t->push->leftover;
+	size_t i;
+
+	snprintf(base, sizeof(base), "%s/staging", cache_dir(t->cache));
+	for (i = 0; i < l->n; i++) {
+		struct json_object *root = NULL;
+		char *body = NULL;
+		int ret;
+
+		if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", base, l->v[i]) >= sizeof(dir) ||
+			(size_t)snprintf(path, sizeof(path), "%s/draft.json", dir) >= sizeof(path))
+			continue;
+		if (access(path, F_OK) != 0) {
+			/*
+			 * No file of it was ever closed: nothing complete to push. A
+			 * file being written when the daemon stopped is dropped, said.
+			 */
+			uint64_t bytes = cache_files_bytes(dir, false);
+
+			if (bytes > 0)
+				log_warn("staging %s: %llu bytes of files an earlier run was still "
+					 "writing when it stopped (never closed): dropped",
+					l->v[i], (unsigned long long)bytes);
+			draft_dir_remove(dir);
+			continue;
+		}
+		{
+			struct json_object *j = json_object_from_file(path);
+			const char *host = j ? jstr(j, "host") : NULL;
+			bool ours =
+				host && (t->root->kind == NODE_HOSTS ||
+						strcmp(ref_canonical_host(host),
+							registry_host(t->root->site->reg)) == 0);
+
+			json_object_put(j);
+			if (!ours)
+				continue; /* another mount's: left for it */
+		}
+		ret = push_draft_dir(t, dir, &root, &body, digest, label, sizeof(label));
+		if (ret == 0) {
+			log_info("%s: pushed what an earlier run had staged", label);
+			draft_dir_remove(dir);
+		} else {
+			log_err("%s: staged by an earlier run, push failed: %s; kept in %s", label,
+				strerror(-ret), dir);
+		}
+		json_object_put(root);
+		free(body);
+	}
+	strlist_release(l);
+}
+
+/* The staging directories there are before this run makes any. */
+static int list_leftovers(struct tree *t)
+{
+	char base[PATH_MAX];
+	struct dirent *e;
+	int ret = 0;
+	DIR *d;
+
+	snprintf(base, sizeof(base), "%s/staging", cache_dir(t->cache));
+	d = opendir(base);
+	if (!d)
+		return 0;
+	while (!ret && (e = readdir(d)))
+		if (e->d_name[0] != '.')
+			ret = strlist_add(&t->push->leftover, e->d_name);
+	closedir(d);
+	return ret;
+}
+
+static void *pusher(void *arg)
+{
+	struct tree *t = arg;
+	struct push *p = t->push;
+
+	recover(t);
+	pthread_mutex_lock(&t->lock);
+	while (!p->stop) {
+		double now = draft_clock();
+		struct node *pick = NULL;
+		struct timespec ts;
+		size_t i;
+
+		for (i = 0; i < p->n_drafts && !pick; i++) {
+			struct node *a = p->drafts[i];
+			struct draft *d = a->draft;
+
+			if (d && d->gen != d->pushed_gen && d->writers == 0 &&
+				now - d->changed_at >= (double)t->opts.push_delay &&
+				now >= d->retry_at && pusher_has_files(a))
+				pick = a;
+		}
+		if (pick) {
+			unsigned op = tree_op_enter_locked(t);
+
+			pthread_mutex_unlock(&t->lock);
+			pusher_push(t, pick, false);
+			tree_op_leave(t, op);
+			pthread_mutex_lock(&t->lock);
+			continue;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&p->cond, &t->lock, &ts);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return NULL;
+}
+
+int push_start(struct tree *t)
+{
+	struct push *p = calloc(1, sizeof(*p));
+	int ret;
+
+	if (!p)
+		return -ENOMEM;
+	pthread_cond_init(&p->cond, NULL);
+	pthread_mutex_init(&p->push_lock, NULL);
+	t->push = p;
+	if (t->opts.read_only)
+		return 0;
+	ret = list_leftovers(t);
+	if (ret)
+		return ret;
+	ret = pthread_create(&p->thread, NULL, pusher, t);
+	if (ret) {
+		log_err("cannot start the pusher: %s", strerror(ret));
+		return -ret;
+	}
+	p->started = true;
+	return 0;
+}
+
+void push_stop(struct tree *t)
+{
+	struct push *p = t->push;
+	struct node **v;
+	size_t i, n;
+
+	if (!p)
+		return;
+	if (p->started) {
+		pthread_mutex_lock(&t->lock);
+		p->stop = true;
+		pthread_cond_signal(&p->cond);
+		pthread_mutex_unlock(&t->lock);
+		pthread_join(p->thread, NULL);
+		p->started = false;
+	}
+	/* Every settled change goes up before the daemon exits. */
+	pthread_mutex_lock(&t->lock);
+	n = p->n_drafts;
+	v = n ? malloc(n * sizeof(*v)) : NULL;
+	if (v)
+		memcpy(v, p->drafts, n * sizeof(*v));
+	pthread_mutex_unlock(&t->lock);
+	for (i = 0; v && i < n; i++) {
+		bool want;
+
+		pthread_mutex_lock(&t->lock);
+		want = v[i]->draft && v[i]->draft->gen != v[i]->draft->pushed_gen &&
+		       pusher_has_files(v[i]);
+		pthread_mutex_unlock(&t->lock);
+		if (want)
+			pusher_push(t, v[i], true);
+	}
+	free(v);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->push_lock);
+	strlist_release(&p->leftover);
+	free(p->drafts);
+	free(p);
+	t->push = NULL;
+}
+
+int push_stats_json(struct tree *t, struct json_object *o)
+{
+	struct json_object *list = json_object_new_array();
+	unsigned pending = 0, failed = 0;
+	size_t i;
+
+	if (!list)
+		return -ENOMEM;
+	pthread_mutex_lock(&t->lock);
+	for (i = 0; t->push && i < t->push->n_drafts; i++) {
+		struct node *art = t->push->drafts[i];
+		struct draft *d = art->draft;
+		struct json_object *e;
+		char tag[600];
+
+		if (!d)
+			continue;
+		snprintf(tag, sizeof(tag), "%s/%s%s%s", registry_host(art->site->reg), art->repo,
+			art->by_digest ? "@" : ":", art->ref ? art->ref : art->name);
+		e = json_object_new_object();
+		if (!e)
+			break;
+		json_object_object_add(e, "tag", json_object_new_string(tag));
+		json_object_object_add(
+			e, "state", json_object_new_string(d->last_err ? "failed" : "pending"));
+		if (d->last_err)
+			json_object_object_add(
+				e, "last_error", json_object_new_string(strerror(-d->last_err)));
+		json_object_array_add(list, e);
+		if (d->last_err)
+			failed++;
+		else
+			pending++;
+	}
+	json_object_object_add(o, "pushes_pending", json_object_new_int((int)pending));
+	json_object_object_add(o, "pushes_failed", json_object_new_int((int)failed));
+	json_object_object_add(
+		o, "pushes_done", json_object_new_int64((int64_t)(t->push ? t->push->pushed : 0)));
+	json_object_object_add(o, "push_failures",
+		json_object_new_int64((int64_t)(t->push ? t->push->failures : 0)));
+	pthread_mutex_unlock(&t->lock);
+	json_object_object_add(o, "drafts", list);
+	return 0;
+}

@@ -1,0 +1,232 @@
+/*
+ * Staged files: the bytes written into the mount, hashed as they come, and
+ * their uploads (streamed in chunks while a sequential writer writes, or one
+ * blob at close).
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+#include <openssl/rand.h>
+
+#include "buf.h"
+#include "cache.h"
+#include "digest.h"
+#include "log.h"
+#include "manifest.h"
+#include "push-int.h"
+#include "push.h"
+#include "ref.h"
+#include "registry.h"
+#include "tree-int.h"
+
+void staged_free(struct staged *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	while (s->up_busy)
+		pthread_cond_wait(&s->up_cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	digest_ctx_free(s->hash);
+	free(s->up_location);
+	free(s->up_repo);
+	pthread_cond_destroy(&s->up_cond);
+	pthread_mutex_destroy(&s->flush_lock);
+	pthread_mutex_destroy(&s->lock);
+	free(s->path);
+	free(s);
+}
+
+/*
+ * Another repository of the same registry this tree has seen holding blob
+ * digest (a file read through the mount), to mount it from rather than upload
+ * it again; malloc'd, or NULL.
+ */
+static char *blob_source(struct tree *t, struct registry *r, const char *repo, const char *digest)
+{
+	struct node *n;
+	char *from = NULL;
+
+	pthread_mutex_lock(&t->lock);
+	for (n = t->all; n && !from; n = n->all_next)
+		if (n->kind == NODE_BLOB && !n->is_manifest && n->digest && n->site &&
+			n->site->reg == r && n->repo && strcmp(n->repo, repo) != 0 &&
+			strcmp(n->digest, digest) == 0)
+			from = strdup(n->repo);
+	pthread_mutex_unlock(&t->lock);
+	return from;
+}
+
+int staged_upload(struct tree *t, struct registry *r, const char *repo, const char *digest, int fd,
+	int64_t size)
+{
+	char *from = blob_source(t, r, repo, digest);
+	int ret = registry_push_blob(r, repo, digest, fd, size, from);
+
+	free(from);
+	return ret;
+}
+
+int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd)
+{
+	struct staged *s = calloc(1, sizeof(*s));
+	char path[PATH_MAX];
+	unsigned k;
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->flush_lock, NULL);
+	pthread_cond_init(&s->up_cond, NULL);
+	s->up_reg = art->site->reg;
+	s->up_repo = strdup(art->repo);
+	pthread_mutex_lock(&t->lock);
+	k = art->draft ? art->draft->next_file++ : 0;
+	snprintf(path, sizeof(path), "%s/f%u", art->draft ? art->draft->dir : "/nonexistent", k);
+	pthread_mutex_unlock(&t->lock);
+	s->path = strdup(path);
+	s->hash = digest_ctx_new();
+	if (!s->path || !s->hash || !s->up_repo) {
+		staged_free(s);
+		return -ENOMEM;
+	}
+	*fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (*fd < 0) {
+		int err = -errno;
+
+		log_err("staging %s: %s", path, strerror(errno));
+		staged_free(s);
+		return err;
+	}
+	*out = s;
+	return 0;
+}
+
+int staged_copy_up(struct tree *t, struct node *n, struct staged *s, int fd)
+{
+	struct blob_reader rd = { 0, 0, 0 };
+	struct blob *b;
+	char buf[128 * 1024];
+	int64_t off = 0;
+	int ret, rfd;
+
+	if (n->size <= 0)
+		return 0;
+	ret = cache_blob_open(t->cache, n->site->reg, n->repo, n->digest, n->size, &b);
+	if (ret)
+		return ret;
+	rfd = cache_blob_prepare(b, &rd, 0, (size_t)n->size);
+	ret = rfd < 0 ? rfd : 0;
+	while (!ret && off < n->size) {
+		ssize_t got = pread(rfd, buf, sizeof(buf), off), w;
+
+		if (got <= 0) {
+			ret = -EIO;
+			break;
+		}
+		/* a full staging file system says so (ENOSPC), as a local cp would */
+		w = pwrite(fd, buf, (size_t)got, off);
+		if (w != got) {
+			ret = w < 0 ? -errno : -ENOSPC;
+			break;
+		}
+		digest_ctx_update(s->hash, buf, (size_t)got);
+		off += got;
+	}
+	cache_blob_close(b);
+	s->hashed = off;
+	return ret;
+}
+
+struct stream_job {
+	struct staged *s;
+	int fd;
+};
+
+/* Send whole chunks of a file being written, in order, while there are some. */
+static void *stream_run(void *arg)
+{
+	struct stream_job *j = arg;
+	struct staged *s = j->s;
+	char *loc = NULL;
+	int ret = 0;
+
+	for (;;) {
+		int64_t off;
+
+		pthread_mutex_lock(&s->lock);
+		if (ret)
+			s->up_off = true;
+		if (s->up_off || s->hashed < 0 || s->hashed - s->up_sent < REGISTRY_UPLOAD_CHUNK) {
+			s->up_busy = false;
+			pthread_cond_broadcast(&s->up_cond);
+			pthread_mutex_unlock(&s->lock);
+			break;
+		}
+		off = s->up_sent;
+		loc = s->up_location;
+		s->up_location = NULL;
+		pthread_mutex_unlock(&s->lock);
+
+		if (!loc)
+			ret = registry_upload_start(s->up_reg, s->up_repo, NULL, NULL, &loc);
+		if (!ret && loc)
+			ret = registry_upload_patch(
+				s->up_reg, s->up_repo, &loc, j->fd, off, REGISTRY_UPLOAD_CHUNK);
+		pthread_mutex_lock(&s->lock);
+		s->up_location = loc;
+		if (!ret)
+			s->up_sent = off + REGISTRY_UPLOAD_CHUNK;
+		pthread_mutex_unlock(&s->lock);
+	}
+	close(j->fd);
+	free(j);
+	return NULL;
+}
+
+void staged_stream_kick(struct tree *t, struct staged *s)
+{
+	struct stream_job *j;
+	pthread_attr_t attr;
+	pthread_t th;
+
+	if (s->up_off || s->up_busy || s->hashed < 0 ||
+		s->hashed - s->up_sent < REGISTRY_UPLOAD_CHUNK)
+		return;
+	if (!s->up_location && s->up_sent == 0 &&
+		__atomic_load_n(&t->push->readers, __ATOMIC_RELAXED) > 0) {
+		s->up_off = true;
+		return;
+	}
+	j = malloc(sizeof(*j));
+	if (!j)
+		return;
+	j->s = s;
+	j->fd = open(s->path, O_RDONLY | O_CLOEXEC);
+	if (j->fd < 0) {
+		free(j);
+		return;
+	}
+	s->up_busy = true;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&th, &attr, stream_run, j)) {
+		s->up_busy = false;
+		close(j->fd);
+		free(j);
+	}
+	pthread_attr_destroy(&attr);
+}
