@@ -380,13 +380,22 @@ void draft_unlist(struct tree *t, struct node *art)
 		}
 }
 
-void draft_discard(struct tree *t, struct node *art)
+struct draft *draft_take(struct tree *t, struct node *art)
 {
-	if (!art->draft)
-		return;
-	draft_dir_remove(art->draft->dir);
+	struct draft *d = art->draft;
+
+	if (!d)
+		return NULL;
 	draft_unlist(t, art);
-	draft_free(art->draft);
 	art->draft = NULL;
 	tree_node_keep(t, art);
+	return d;
+}
+
+void draft_dispose(struct draft *d)
+{
+	if (!d)
+		return;
+	draft_dir_remove(d->dir);
+	draft_free(d);
 }

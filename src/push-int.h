@@ -105,8 +105,13 @@ int draft_touch(struct tree *t, struct node *art);
 /* Take art's draft off the pusher's list. Caller holds t->lock. */
 void draft_unlist(struct tree *t, struct node *art);
 
-/* Drop art's draft and its staging directory. Caller holds t->lock. */
-void draft_discard(struct tree *t, struct node *art);
+/*
+ * Take art's draft off it (NULL when it has none). Caller holds t->lock,
+ * and hands what it got to draft_dispose() once it has dropped the lock.
+ */
+struct draft *draft_take(struct tree *t, struct node *art);
+/* Remove a taken draft's staging directory and free it. No lock held: it scans a directory. */
+void draft_dispose(struct draft *d);
 
 /* ---- staged.c ---- */
 

@@ -360,6 +360,7 @@ static int attach_begin(struct tree *t, struct node *rn, struct node *dir)
 static int detach(struct tree *t, struct node *rn, struct node *dir, struct node *c)
 {
 	struct registry *r = rn->site->reg;
+	struct draft *d;
 	int ret;
 
 	ret = registry_delete_manifest(r, c->repo, c->ref);
@@ -372,16 +373,18 @@ static int detach(struct tree *t, struct node *rn, struct node *dir, struct node
 		return push_errno(ret);
 	log_info("%s/%s@%s: detached from %s", registry_host(r), c->repo, c->ref, rn->ref);
 	pthread_mutex_lock(&t->lock);
-	draft_discard(t, c); /* the removals of rm -r, staged before this rmdir */
+	d = draft_take(t, c); /* the removals of rm -r, staged before this rmdir */
 	tree_node_delete(t, dir, c);
 	rn->loaded = false;
 	pthread_mutex_unlock(&t->lock);
+	draft_dispose(d);
 	return 0;
 }
 
 /* rmdir below referrers/: a referrer (detach), an attach not pushed yet, or a type level. */
 static int referrers_rmdir(struct tree *t, struct node *rn, struct node *dir, const char *name)
 {
+	struct draft *d = NULL;
 	struct node *c;
 	bool empty;
 	int ret;
@@ -401,10 +404,11 @@ static int referrers_rmdir(struct tree *t, struct node *rn, struct node *dir, co
 		ret = -ENOTEMPTY;
 	else {
 		if (c->kind == NODE_ARTIFACT)
-			draft_discard(t, c);
+			d = draft_take(t, c);
 		tree_node_delete(t, dir, c);
 	}
 	pthread_mutex_unlock(&t->lock);
+	draft_dispose(d);
 	return ret;
 }
 
@@ -1041,6 +1045,7 @@ out:
 int push_rmdir(struct tree *t, struct node *dir, const char *name)
 {
 	struct node *c, *art, *rn;
+	struct draft *d;
 	bool local;
 	int ret;
 
@@ -1075,10 +1080,11 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 		if (ret)
 			return push_errno(ret);
 		pthread_mutex_lock(&t->lock);
-		draft_discard(t, c);
+		d = draft_take(t, c);
 		tree_node_delete(t, dir, c);
 		dir->tags_at = 0;
 		pthread_mutex_unlock(&t->lock);
+		draft_dispose(d);
 		return 0;
 	case NODE_NS:
 		pthread_mutex_lock(&t->lock);

@@ -49,7 +49,15 @@ struct rootfs {
 	int err; /* a packed directory refused: -EIO for good */
 	size_t root_from; /* layers[root_from - 1] gave the root its attributes; 0: none */
 	struct node *root;
-	pthread_mutex_t lock; /* serialises lookups and listings, layer loads included */
+	bool checked; /* a packed directory: its layer passed packed_check(); under lock */
+	/*
+	 * Lock order: load, then lock. lock serialises lookups and listings;
+	 * it is dropped while a layer is downloaded and indexed (under load,
+	 * one at a time), so that what the loaded layers answer is not kept
+	 * waiting behind a whole-layer download.
+	 */
+	pthread_mutex_t load;
+	pthread_mutex_t lock;
 };
 
 /*
@@ -109,6 +117,7 @@ static void rootfs_free(struct rootfs *rf)
 	free(rf->strip);
 	free(rf->want);
 	pthread_mutex_destroy(&rf->lock);
+	pthread_mutex_destroy(&rf->load);
 	free(rf);
 }
 
@@ -177,20 +186,38 @@ static int rootfs_layer_add(struct rootfs *rf, const char *digest, const char *m
 	return 0;
 }
 
-/* Layer i, indexed on first use. Caller holds rf->lock. */
+/*
+ * Layer i, indexed on first use. Caller holds rf->lock, which is dropped
+ * and taken again while the layer loads: what the caller found before
+ * stays valid (layers are not freed while the caller's ref is held), but
+ * nodes may have been made meanwhile.
+ */
 static int layer_at(struct tree *t, struct rootfs *rf, size_t i, struct layer **out)
 {
-	int ret;
+	struct layer *l;
+	int ret = 0;
 
-	if (!rf->layers[i].l) {
-		ret = tree_layer(t, rf, &rf->layers[i], rf->want && *rf->want, &rf->layers[i].l);
-		if (ret) {
-			log_err("%s: layer %zu (%s) cannot be read", rf->label, i + 1,
-				rf->layers[i].digest);
-			return ret == -ENOMEM ? ret : -EIO;
-		}
+	if (rf->layers[i].l) {
+		*out = rf->layers[i].l;
+		return 0;
 	}
-	*out = rf->layers[i].l;
+	pthread_mutex_unlock(&rf->lock);
+	pthread_mutex_lock(&rf->load);
+	pthread_mutex_lock(&rf->lock);
+	l = rf->layers[i].l;
+	pthread_mutex_unlock(&rf->lock);
+	if (!l)
+		ret = tree_layer(t, rf, &rf->layers[i], rf->want && *rf->want, &l);
+	pthread_mutex_lock(&rf->lock);
+	if (!ret)
+		rf->layers[i].l = l;
+	pthread_mutex_unlock(&rf->load);
+	if (ret) {
+		log_err("%s: layer %zu (%s) cannot be read", rf->label, i + 1,
+			rf->layers[i].digest);
+		return ret == -ENOMEM ? ret : -EIO;
+	}
+	*out = l;
 	return 0;
 }
 
@@ -525,13 +552,9 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		n->rdev = makedev(e->devmajor, e->devminor);
 		break;
 	}
-	pthread_mutex_lock(&t->lock);
-	ret = tree_child_add(dir, n);
-	pthread_mutex_unlock(&t->lock);
-	if (ret)
-		return ret;
-	*out = n;
-	return 0;
+	/* another lookup may have made it while a layer loaded: that one stays */
+	*out = tree_child_get_or_add(t, dir, n);
+	return *out ? 0 : -ENOMEM;
 }
 
 /* scan() step of a lookup: the name in f->tpath, there, whited out, or not in this layer. */
@@ -598,7 +621,7 @@ static int packed_check(struct tree *t, struct rootfs *rf)
 	size_t i, n;
 	int ret;
 
-	if (!rf->strip || rf->err || rf->layers[0].l)
+	if (!rf->strip || rf->err || rf->checked)
 		return rf->err;
 	ret = layer_at(t, rf, 0, &l);
 	if (ret)
@@ -626,6 +649,7 @@ static int packed_check(struct tree *t, struct rootfs *rf)
 			return rf->err = -EIO;
 		}
 	}
+	rf->checked = true;
 	return 0;
 }
 
@@ -668,6 +692,7 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 		goto out;
 	}
 	pthread_mutex_init(&rf->lock, NULL);
+	pthread_mutex_init(&rf->load, NULL);
 	rf->refs = 1; /* dir's */
 	rf->site = art->site;
 	rf->root = dir;

@@ -22,7 +22,8 @@
 #   API        reg_curl, manifest_get, manifest_digest, manifest_mediatype,
 #              blob_get, push_blob, push_manifest
 #   seeding    push_artifact, push_artifact_titled, push_index,
-#              push_platform_index, image_build, push_image, push_wide_image
+#              push_platform_index, image_build, push_image, push_wide_image,
+#              push_dirs_image
 #   mounts     mount_ocifs, umount_ocifs, daemon_alive
 #   auth       registry_start_htpasswd, registry_start_token, reg_token,
 #              with_reg_token, token_requests, auth_add_*, cred_helper_*,
@@ -703,6 +704,37 @@ PY
 		config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $c, size: $cs},
 		layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $l,
 		          size: $ls}]}' >"$mf" || return 1
+	push_manifest "$repo" "$tag" "$mf"
+}
+
+# push_dirs_image REPO TAG DIR...: an image of one gzip layer per DIR (its
+# contents at /, lowest first), made with tar and pushed with curl; prints
+# the manifest digest and sets IMAGE_LAYERS to the layer digests.
+push_dirs_image() {
+	local repo=$1 tag=$2 d i=0 cfg mf layers='[]' diffs='[]' dg tgz
+	shift 2
+	IMAGE_LAYERS=()
+	cfg=$TESTDIR/.dirs.cfg.json mf=$TESTDIR/.dirs.json
+	for d in "$@"; do
+		i=$((i + 1))
+		tgz=$TESTDIR/.dirs.$i.tar.gz
+		tar -C "$d" --sort=name --owner=0 --group=0 --mtime=@1700000000 -cf - . |
+			gzip -1n >"$tgz" || return 1
+		dg=$(push_blob "$repo" "$tgz") || return 1
+		IMAGE_LAYERS+=("$dg")
+		layers=$(jq -c --arg d "$dg" --argjson s "$(stat -c %s "$tgz")" \
+			'. + [{mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: $d, size: $s}]' \
+			<<<"$layers")
+		diffs=$(jq -c --arg d "sha256:$(gzip -dc "$tgz" | sha256sum | cut -d' ' -f1)" '. + [$d]' \
+			<<<"$diffs")
+	done
+	jq -n -c --argjson d "$diffs" \
+		'{architecture: "amd64", os: "linux", rootfs: {type: "layers", diff_ids: $d}, config: {}}' >"$cfg"
+	dg=$(push_blob "$repo" "$cfg") || return 1
+	jq -n -c --arg c "$dg" --argjson cs "$(stat -c %s "$cfg")" --argjson l "$layers" \
+		'{schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json",
+		  config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $c, size: $cs},
+		  layers: $l}' >"$mf" || return 1
 	push_manifest "$repo" "$tag" "$mf"
 }
 
