@@ -148,7 +148,7 @@ int draft_begin(struct tree *t, struct node *art)
 	}
 	d->changed_at = draft_clock();
 	art->draft = d;
-	tree_node_keep(t, art);
+	node_keep(t, art);
 	d = NULL;
 	pthread_mutex_unlock(&t->lock);
 	ret = 0;
@@ -388,7 +388,7 @@ struct draft *draft_take(struct tree *t, struct node *art)
 		return NULL;
 	draft_unlist(t, art);
 	art->draft = NULL;
-	tree_node_keep(t, art);
+	node_keep(t, art);
 	return d;
 }
 

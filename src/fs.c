@@ -7,6 +7,7 @@
 
 #include "cache.h"
 #include "fs.h"
+#include "node.h"
 #include "push.h"
 #include "tree.h"
 
@@ -60,11 +61,11 @@ static void reply_entry(
 	fuse_req_t req, struct tree *t, struct node *n, struct fuse_entry_param *e, double timeout)
 {
 	e->ino = node_ino(t, n);
-	e->generation = tree_generation(n);
+	e->generation = node_generation(n);
 	e->attr_timeout = e->entry_timeout = timeout;
-	tree_entry_given(t, n);
+	node_entry_given(t, n);
 	if (fuse_reply_entry(req, e) != 0)
-		tree_forget(t, n, 1);
+		node_forget(t, n, 1);
 }
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
@@ -236,7 +237,7 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 */
 	fi->keep_cache = fh->image ? tree_image_file_verified(n)
 				   : fh->fd < 0 && (!fh->blob || cache_blob_verified(fh->blob));
-	tree_handle_open(t, n);
+	node_handle_open(t, n);
 	fuse_reply_open(req, fi);
 }
 
@@ -267,17 +268,17 @@ static void do_create(
 	fh->node = n;
 	fh->writer = true;
 	e.ino = node_ino(t, n);
-	e.generation = tree_generation(n);
+	e.generation = node_generation(n);
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	fi->keep_cache = 0;
-	tree_entry_given(t, n);
-	tree_handle_open(t, n);
+	node_entry_given(t, n);
+	node_handle_open(t, n);
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		/* the kernel has neither the entry nor the handle: close it here */
 		close(fh->fd);
 		push_release(t, n);
-		tree_handle_close(t, n);
-		tree_forget(t, n, 1);
+		node_handle_close(t, n);
+		node_forget(t, n, 1);
 		free(fh);
 	}
 	return;
@@ -386,7 +387,7 @@ static void do_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		close(fh->fd);
 	if (fh->writer)
 		push_release(req_tree(req), fh->node);
-	tree_handle_close(req_tree(req), fh->node);
+	node_handle_close(req_tree(req), fh->node);
 	free(fh->owned);
 	free(fh);
 	fuse_reply_err(req, 0);
@@ -583,7 +584,7 @@ static void do_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	struct tree *t = req_tree(req);
 
-	tree_forget(t, ino_node(t, ino), nlookup);
+	node_forget(t, ino_node(t, ino), nlookup);
 	fuse_reply_none(req);
 }
 
@@ -593,7 +594,7 @@ static void do_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	size_t i;
 
 	for (i = 0; i < count; i++)
-		tree_forget(t, ino_node(t, forgets[i].ino), forgets[i].nlookup);
+		node_forget(t, ino_node(t, forgets[i].ino), forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -605,10 +606,10 @@ static void do_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	static void fs_##name params \
 	{ \
 		struct tree *t_ = req_tree(req); \
-		unsigned op_ = tree_op_enter(t_); \
+		unsigned op_ = node_op_enter(t_); \
 \
 		do_##name args; \
-		tree_op_leave(t_, op_); \
+		node_op_leave(t_, op_); \
 	}
 
 OP(lookup, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))

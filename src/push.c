@@ -151,7 +151,7 @@ static int make_tag(struct tree *t, struct node *ns, const char *tag, struct nod
 	if (ret == 0) {
 		/* a name only guessed to be a namespace: the tag takes its place */
 		pthread_mutex_lock(&t->lock);
-		tree_node_delete(t, ns, n);
+		node_delete(t, ns, n);
 		pthread_mutex_unlock(&t->lock);
 	}
 	n = tree_artifact_new(t, ns, tag, ns->site, ns->repo, tag);
@@ -162,10 +162,10 @@ static int make_tag(struct tree *t, struct node *ns, const char *tag, struct nod
 	n->loaded = true;
 	n->mtime = time(NULL);
 	pthread_mutex_unlock(&t->lock);
-	if (tree_child_get_or_add(t, ns, n) != n)
+	if (node_child_get_or_add(t, ns, n) != n)
 		return -EEXIST;
 	pthread_mutex_lock(&t->lock);
-	tree_node_keep(t, n);
+	node_keep(t, n);
 	pthread_mutex_unlock(&t->lock);
 	ret = draft_begin(t, n);
 	if (ret)
@@ -208,7 +208,7 @@ static int make_repo(struct tree *t, struct node *dir, const char *name, struct 
 		n->local = true;
 		n->new_repo = true;
 		n->guessed = false;
-		tree_node_keep(t, n);
+		node_keep(t, n);
 		pthread_mutex_unlock(&t->lock);
 		*out = n;
 		return 0;
@@ -230,10 +230,10 @@ static int make_repo(struct tree *t, struct node *dir, const char *name, struct 
 	n->new_repo = true;
 	n->mtime = time(NULL);
 	pthread_mutex_unlock(&t->lock);
-	*out = tree_child_get_or_add(t, dir, n);
+	*out = node_child_get_or_add(t, dir, n);
 	if (*out == n) {
 		pthread_mutex_lock(&t->lock);
-		tree_node_keep(t, n);
+		node_keep(t, n);
 		pthread_mutex_unlock(&t->lock);
 	}
 	return *out ? 0 : -ENOMEM;
@@ -247,9 +247,9 @@ static int add_local(struct tree *t, struct node *dir, struct node *n, struct no
 	pthread_mutex_lock(&t->lock);
 	n->local = true;
 	n->mtime = time(NULL);
-	ret = tree_child_find(dir, n->name) ? -EEXIST : tree_child_add(dir, n);
+	ret = node_child_find(dir, n->name) ? -EEXIST : node_child_add(dir, n);
 	if (!ret)
-		tree_node_keep(t, n);
+		node_keep(t, n);
 	pthread_mutex_unlock(&t->lock);
 	if (!ret)
 		*out = n;
@@ -280,13 +280,13 @@ static int referrers_mkdir(
 		return -EEXIST;
 	if (ret != -ENOENT)
 		return ret;
-	n = tree_node_new(t, dir, name, NODE_DIR);
+	n = node_new(t, dir, name, NODE_DIR);
 	if (!n || !(n->repo = strdup(rn->repo)))
 		return -ENOMEM;
 	pthread_mutex_lock(&t->lock);
 	n->immutable = false; /* an attach to a digest directory is no change to it */
 	rn->local = true; /* kept as made until its attaches are pushed */
-	tree_node_keep(t, rn);
+	node_keep(t, rn);
 	pthread_mutex_unlock(&t->lock);
 	return add_local(t, dir, n, out);
 }
@@ -334,7 +334,7 @@ static int attach_begin(struct tree *t, struct node *rn, struct node *dir)
 		dir->ref = strdup(dir->name);
 		dir->loaded = true;
 		dir->local = true;
-		tree_node_keep(t, dir);
+		node_keep(t, dir);
 	}
 	pthread_mutex_unlock(&t->lock);
 	if (!dir->ref) {
@@ -374,7 +374,7 @@ static int detach(struct tree *t, struct node *rn, struct node *dir, struct node
 	log_info("%s/%s@%s: detached from %s", registry_host(r), c->repo, c->ref, rn->ref);
 	pthread_mutex_lock(&t->lock);
 	d = draft_take(t, c); /* the removals of rm -r, staged before this rmdir */
-	tree_node_delete(t, dir, c);
+	node_delete(t, dir, c);
 	rn->loaded = false;
 	pthread_mutex_unlock(&t->lock);
 	draft_dispose(d);
@@ -405,7 +405,7 @@ static int referrers_rmdir(struct tree *t, struct node *rn, struct node *dir, co
 	else {
 		if (c->kind == NODE_ARTIFACT)
 			d = draft_take(t, c);
-		tree_node_delete(t, dir, c);
+		node_delete(t, dir, c);
 	}
 	pthread_mutex_unlock(&t->lock);
 	draft_dispose(d);
@@ -455,7 +455,7 @@ int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node *
 	ret = draft_begin(t, art);
 	if (ret)
 		return ret;
-	n = tree_node_new(t, dir, name, NODE_DIR);
+	n = node_new(t, dir, name, NODE_DIR);
 	if (!n || !(n->repo = strdup(art->repo)))
 		return -ENOMEM;
 	return add_local(t, dir, n, out);
@@ -521,7 +521,7 @@ int push_create(
 	ret = art_of(t, dir, &art);
 	if (!ret)
 		ret = push_title_of(art, dir, name, title, sizeof(title));
-	old = ret ? NULL : tree_child_find(dir, name);
+	old = ret ? NULL : node_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
 	if (ret)
 		return ret;
@@ -540,22 +540,22 @@ int push_create(
 		ret = staged_new(t, art, &s, fd);
 	if (ret)
 		return ret;
-	n = tree_node_new(t, dir, name, NODE_STAGED);
+	n = node_new(t, dir, name, NODE_STAGED);
 	if (!n || !(n->repo = strdup(art->repo))) {
 		ret = -ENOMEM;
 		goto fail;
 	}
 	pthread_mutex_lock(&t->lock);
-	if (tree_child_find(dir, name)) {
+	if (node_child_find(dir, name)) {
 		pthread_mutex_unlock(&t->lock);
 		ret = -EEXIST;
 		goto fail;
 	}
-	ret = tree_child_add(dir, n);
+	ret = node_child_add(dir, n);
 	if (!ret) {
 		n->site = art->site;
 		n->local = true;
-		tree_node_keep(t, n);
+		node_keep(t, n);
 		n->size = 0;
 		n->mtime = time(NULL);
 		n->staged = s;
@@ -665,7 +665,7 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 	n->kind = NODE_STAGED;
 	n->staged = s;
 	n->local = true;
-	tree_node_keep(t, n);
+	node_keep(t, n);
 	if (trunc) {
 		n->size = 0;
 		s->changed = true;
@@ -690,7 +690,7 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 		n->staged = NULL;
 		n->size = size;
 		n->local = local;
-		tree_node_keep(t, n);
+		node_keep(t, n);
 	} else {
 		s = NULL;
 	}
@@ -891,7 +891,7 @@ static int child_in_art(
 
 	pthread_mutex_lock(&t->lock);
 	ret = art_of(t, dir, art);
-	*c = ret ? NULL : tree_child_find(dir, name);
+	*c = ret ? NULL : node_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
 	return ret ? ret : *c ? 0 : -ENOENT;
 }
@@ -931,7 +931,7 @@ static int removal_in_art(struct tree *t, struct node *dir, const char *name, st
 		return ret;
 	pthread_mutex_lock(&t->lock);
 	*rn = pushed_referrer(dir, art);
-	*c = *rn ? tree_child_find(dir, name) : NULL;
+	*c = *rn ? node_child_find(dir, name) : NULL;
 	pthread_mutex_unlock(&t->lock);
 	if (!*rn)
 		return -EROFS;
@@ -948,7 +948,7 @@ static int removal_in_art(struct tree *t, struct node *dir, const char *name, st
 			d->subject = json_object_get(subj);
 			d->referrers = *rn;
 			(*rn)->local = true; /* no reload drops it while it is staged */
-			tree_node_keep(t, *rn);
+			node_keep(t, *rn);
 		} else {
 			ret = d->base ? -EROFS : -EIO;
 		}
@@ -960,7 +960,7 @@ static int removal_in_art(struct tree *t, struct node *dir, const char *name, st
 /* c leaves dir; a staged file's bytes go (open descriptors keep them). Caller holds t->lock. */
 static void file_remove(struct tree *t, struct node *dir, struct node *c)
 {
-	tree_node_delete(t, dir, c);
+	node_delete(t, dir, c);
 	if (c->kind == NODE_STAGED && c->staged->path)
 		unlink(c->staged->path);
 }
@@ -1067,7 +1067,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 		pthread_mutex_lock(&t->lock);
 		ret = c->n_children ? -ENOTEMPTY : 0;
 		if (!ret)
-			tree_node_delete(t, dir, c);
+			node_delete(t, dir, c);
 		pthread_mutex_unlock(&t->lock);
 		return ret;
 	case NODE_ARTIFACT:
@@ -1081,7 +1081,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 			return push_errno(ret);
 		pthread_mutex_lock(&t->lock);
 		d = draft_take(t, c);
-		tree_node_delete(t, dir, c);
+		node_delete(t, dir, c);
 		dir->tags_at = 0;
 		pthread_mutex_unlock(&t->lock);
 		draft_dispose(d);
@@ -1090,7 +1090,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 		pthread_mutex_lock(&t->lock);
 		ret = c->n_children ? -ENOTEMPTY : c->local ? 0 : -EPERM;
 		if (!ret)
-			tree_node_delete(t, dir, c);
+			node_delete(t, dir, c);
 		pthread_mutex_unlock(&t->lock);
 		return ret;
 	default:
@@ -1111,7 +1111,7 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 	ret = art_of(t, dir, &a1);
 	if (!ret)
 		ret = art_of(t, newdir, &a2);
-	c = ret ? NULL : tree_child_find(dir, name);
+	c = ret ? NULL : node_child_find(dir, name);
 	if (!ret && (!c))
 		ret = -ENOENT;
 	if (!ret && a1 != a2)
@@ -1130,7 +1130,7 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 	for (p = newdir; p && p != a2; p = p->parent)
 		if (p == c)
 			ret = -EINVAL; /* into itself */
-	target = ret ? NULL : tree_child_find(newdir, newname);
+	target = ret ? NULL : node_child_find(newdir, newname);
 	if (target == c)
 		goto out;
 	if (target) {
@@ -1152,10 +1152,10 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 		}
 		if (target)
 			file_remove(t, newdir, target);
-		tree_child_remove(dir, c);
+		node_child_remove(dir, c);
 		free(c->name);
 		c->name = nn;
-		ret = tree_node_move(t, c, newdir);
+		ret = node_move(t, c, newdir);
 	}
 out:
 	pthread_mutex_unlock(&t->lock);
@@ -1307,7 +1307,7 @@ int push_symlink(
 	dir->tags_at = 0;
 	pthread_mutex_unlock(&dir->load_lock);
 	pthread_mutex_lock(&t->lock);
-	old = tree_child_find(dir, name);
+	old = node_child_find(dir, name);
 	if (old && old->kind == NODE_ARTIFACT)
 		old->resolved_at = 0;
 	pthread_mutex_unlock(&t->lock);
@@ -1315,7 +1315,7 @@ int push_symlink(
 	 * symlink(2) must answer with a link: a passing one, never cached
 	 * (local), after which the name looks up as the tag's directory.
 	 */
-	n = tree_node_new(t, dir, name, NODE_RLINK);
+	n = node_new(t, dir, name, NODE_RLINK);
 	if (!n || !(n->data = strdup(target)) || !(n->repo = strdup(dir->repo))) {
 		ret = -ENOMEM;
 		goto out;

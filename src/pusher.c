@@ -302,12 +302,12 @@ static void mark_pushed(struct tree *t, struct node *art)
 	struct node *n;
 
 	art->local = false;
-	tree_node_keep(t, art);
+	node_keep(t, art);
 	for (n = art->parent; n && n->kind == NODE_NS; n = n->parent) {
 		n->tags_at = 0; /* list again: the tag is there */
 		n->local = false;
 		n->new_repo = false;
-		tree_node_keep(t, n);
+		node_keep(t, n);
 	}
 }
 
@@ -329,7 +329,7 @@ int pusher_push(struct tree *t, struct node *art, bool force)
 		return 0;
 	}
 	/* art's draft pins it; the push may drop that pin while art is still used */
-	tree_node_hold(t, art);
+	node_hold(t, art);
 	gen = d->gen;
 	snprintf(dir, sizeof(dir), "%s", d->dir);
 	pthread_mutex_unlock(&t->lock);
@@ -361,17 +361,17 @@ int pusher_push(struct tree *t, struct node *art, bool force)
 	}
 	adopt_staged(t, art, root);
 	art->draft = NULL;
-	tree_node_keep(t, art);
+	node_keep(t, art);
 	draft_unlist(t, art);
 	t->push->pushed++;
 	if (d && d->subject) {
 		/* It shows under its digest now, with the subject's other referrers. */
 		if (art->parent)
-			tree_node_delete(t, art->parent, art);
+			node_delete(t, art->parent, art);
 		if (d->referrers) {
 			d->referrers->loaded = false;
 			d->referrers->local = false;
-			tree_node_keep(t, d->referrers);
+			node_keep(t, d->referrers);
 		}
 		pthread_mutex_unlock(&t->lock);
 		pthread_mutex_unlock(&art->load_lock);
@@ -387,7 +387,7 @@ int pusher_push(struct tree *t, struct node *art, bool force)
 	draft_free(d);
 out:
 	pthread_mutex_lock(&t->lock);
-	tree_node_drop(t, art);
+	node_drop(t, art);
 	pthread_mutex_unlock(&t->lock);
 	json_object_put(root);
 	free(body);
@@ -510,11 +510,11 @@ static void *pusher(void *arg)
 				pick = a;
 		}
 		if (pick) {
-			unsigned op = tree_op_enter_locked(t);
+			unsigned op = node_op_enter_locked(t);
 
 			pthread_mutex_unlock(&t->lock);
 			pusher_push(t, pick, false);
-			tree_op_leave(t, op);
+			node_op_leave(t, op);
 			pthread_mutex_lock(&t->lock);
 			continue;
 		}

@@ -513,7 +513,7 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		if (ret)
 			return ret;
 	}
-	n = tree_node_new(t, dir, name, kind);
+	n = node_new(t, dir, name, kind);
 	if (!n)
 		return -ENOMEM;
 	/* made again from the layers when the kernel has forgotten it */
@@ -535,7 +535,7 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 	}
 	switch (kind) {
 	case NODE_DIR:
-		n->rootfs_pending = true;
+		n->partial = true;
 		if (!(n->data = strdup(path)))
 			return -ENOMEM;
 		break;
@@ -553,7 +553,7 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		break;
 	}
 	/* another lookup may have made it while a layer loaded: that one stays */
-	*out = tree_child_get_or_add(t, dir, n);
+	*out = node_child_get_or_add(t, dir, n);
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -781,9 +781,9 @@ int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct nod
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&t->lock);
-	n = tree_child_find(dir, name);
+	n = node_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
-	if (n || !dir->rootfs_pending) {
+	if (n || !dir->partial) {
 		ret = n ? 0 : -ENOENT;
 		goto out;
 	}
@@ -893,7 +893,7 @@ int rootfs_list(struct tree *t, struct node *dir)
 	ret = rootfs_enter(t, dir, &rf);
 	if (ret)
 		return ret;
-	if (!dir->rootfs_pending)
+	if (!dir->partial)
 		goto out;
 	if (!dir_tar_path(rf, dir, dp, sizeof(dp))) {
 		ret = -ENAMETOOLONG;
@@ -911,7 +911,7 @@ int rootfs_list(struct tree *t, struct node *dir)
 		if (ls.v[i].gone)
 			continue;
 		pthread_mutex_lock(&t->lock);
-		n = tree_child_find(dir, ls.names[i]);
+		n = node_child_find(dir, ls.names[i]);
 		pthread_mutex_unlock(&t->lock);
 		if (n)
 			continue;
@@ -924,7 +924,7 @@ int rootfs_list(struct tree *t, struct node *dir)
 	}
 	if (!ret) {
 		pthread_mutex_lock(&t->lock);
-		dir->rootfs_pending = false;
+		dir->partial = false;
 		pthread_mutex_unlock(&t->lock);
 	}
 out:

@@ -1,34 +1,9 @@
 /*
- * The tree's insides, shared by tree.c (reading), rootfs.c (images) and
- * push.c (staging and pushing); nothing else includes it.
- *
- * Lock order (take them in this order, never the other way):
- *
- *   push->push_lock      one push at a time (push.c)
- *   node->load_lock      Protects: what a directory loads (NS tags, an artifact's manifest,
- *                        referrers, a rootfs's making); held across registry requests, so
- *                        only the requests for that one directory wait on it
- *   rootfs->lock         Protects: one image's layer lookups and listings (rootfs.c)
- *   draft->save_lock     one draft.json written at a time (push.c)
- *   staged->flush_lock   one upload of a file at a time (push.c)
- *   site->lock           Protects: a registry's catalog (held across its fetch)
- *   t->lock              Protects: every node's links (parent, children), lifetime
- *                        counts (refs, nlookup, kept, dead), the node lists, the
- *                        epochs, and the fields marked "protected by t->lock"; never
- *                        held across I/O, a process spawn or a directory scan
- *   staged->lock         the hashing and upload fields of one staged file (push.c)
- *   blob->lock, then c->lock   the cache (cache.h)
- *
- * Lifetime (libfuse passthrough_ll's, with one more rule for what a
- * directory must keep): a node's refs counts the kernel's lookups (nlookup),
- * open handles, holds taken by code that keeps a pointer across requests, a
- * pin for unpushed state (local or a draft), and its children that are in
- * use. A node whose refs falls to 0 is unused: if it can be made again
- * (cached: a name looked up below a namespace, an entry of an image) or is
- * no longer in its parent (orphan), it is buried with what is below it and
- * freed once every request that was running when it was buried has ended
- * (two epochs, tree_op_enter/leave). A node that its parent built with its
- * siblings from one manifest stays as long as that parent does.
+ * The tree's insides, shared by the node core (node.c) and the providers:
+ * tree.c (registries, repositories, artifacts, referrers), rootfs.c
+ * (images) and push.c with draft.c, staged.c, pusher.c (writing); nothing
+ * else includes it. node.h has the lock order and the lifetime rules.
+
  */
 #ifndef OCIFS_TREE_INT_H
 #define OCIFS_TREE_INT_H
@@ -38,27 +13,13 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "node.h"
 #include "registry.h"
 #include "tree.h"
 
 struct draft;
 struct push;
 struct staged;
-
-enum node_kind {
-	NODE_HOSTS, /* "-" root: one child per registry host looked up */
-	NODE_NS, /* a registry's root ("" path), a namespace or a repository */
-	NODE_ARTIFACT, /* a tag or digest directory */
-	NODE_DIR, /* a fixed directory inside an artifact: title prefixes, .oci, ... */
-	NODE_BLOB, /* a file whose bytes are a blob (or a manifest) of the registry */
-	NODE_DATA, /* a file whose bytes are in memory */
-	NODE_STAGED, /* a file written into the mount, its bytes in the staging area (push.c) */
-	NODE_REFERRERS, /* .oci/referrers/ of an artifact (repo, ref: its digest), loaded on use */
-	NODE_RFILE, /* a regular file of an image's root filesystem: bytes in a layer's tar */
-	NODE_RLINK, /* a symbolic link of an image's root filesystem (target in data) */
-	NODE_RSPECIAL, /* a device node or FIFO of an image's root filesystem */
-	NODE_STATUS, /* .ocifs/stats.json: made anew at each open */
-};
 
 /* One registry host and what is cached about it. */
 struct site {
@@ -141,7 +102,7 @@ struct node {
 	/* Root filesystems of images (rootfs.c). protected by t->lock */
 	struct rootfs *rootfs; /* what the directory shows, once looked into; shared below it;
 	                          every node of a root filesystem holds a ref on it */
-	bool rootfs_pending; /* a directory of rootfs: children still to list (some may be there) */
+	bool partial; /* children still to make when it lists (some were freed, or a rootfs dir) */
 	char *rootfs_digest; /* ARTIFACT: the image manifest whose layers make it, or NULL;
 	                        DIR: the packed layer it shows (see rootfs_lookup) */
 	bool has_mode; /* mode, owner, rdev from a tar header (rootfs nodes) */
@@ -169,6 +130,8 @@ struct tree {
 	unsigned *layer_refs; /* how many rootfs layer slots use each; protected by lock */
 	size_t n_layers;
 	struct node *status; /* .ocifs/ at the root: looked up, never listed */
+	/* what a node's kind holds, freed with it (the core calls no provider by name) */
+	void (*node_release)(struct tree *t, struct node *n);
 	/* Lifetime; protected by lock. */
 	uint64_t n_nodes; /* nodes not yet freed */
 	uint64_t next_generation;
@@ -181,45 +144,7 @@ struct tree {
 
 /* The site of host (canonical or not), made on first use. 0 or -errno. */
 int tree_site_get(struct tree *t, const char *host, struct site **out);
-struct node *tree_node_new(
-	struct tree *t, struct node *parent, const char *name, enum node_kind kind);
 void tree_xattrs_free(struct xattr *x, size_t n);
-/* The child called name, or NULL. Caller holds t->lock (or owns dir privately). */
-struct node *tree_child_find(struct node *dir, const char *name);
-/* Caller holds t->lock (or owns dir privately). 0 or -ENOMEM. */
-int tree_child_add(struct node *dir, struct node *c);
-/*
- * Unlink c from dir's children: it stays valid while in use (and may be
- * added again, as a rename does), and is freed once unused. Same locking.
- */
-void tree_child_remove(struct node *dir, struct node *c);
-/*
- * Remove c from dir for good (a deletion): no pin keeps it or what is below
- * it any more, and it is freed once the kernel and handles let go of it.
- * Caller holds t->lock.
- */
-void tree_node_delete(struct tree *t, struct node *dir, struct node *c);
-/* Move c from its parent's children to newdir's, carrying its ref. Caller holds t->lock. */
-int tree_node_move(struct tree *t, struct node *c, struct node *newdir);
-/*
- * Take or drop a hold on n for a pointer kept beyond the current request
- * (the pusher's pick, an open handle). Caller holds t->lock. A drop may
- * bury n; it is freed only after the current request ends.
- */
-void tree_node_hold(struct tree *t, struct node *n);
-void tree_node_drop(struct tree *t, struct node *n);
-/*
- * Call after changing n->local or n->draft: n is pinned while it holds
- * unpushed state. Caller holds t->lock.
- */
-void tree_node_keep(struct tree *t, struct node *n);
-/*
- * tree_op_enter() (tree.h) with t->lock held: for a pointer picked under
- * the lock that must stay valid once it is dropped.
- */
-unsigned tree_op_enter_locked(struct tree *t);
-/* The existing child of dir called fresh->name, or fresh once added; NULL on ENOMEM. */
-struct node *tree_child_get_or_add(struct tree *t, struct node *dir, struct node *fresh);
 int tree_xattr_add(struct xattr **x, size_t *n, const char *name, const char *value);
 struct node *tree_ns_new(
 	struct tree *t, struct node *parent, const char *name, struct site *site, const char *path);

@@ -27,38 +27,19 @@
 /* Titles and platforms nest; a bound keeps a hostile manifest from nesting forever. */
 #define MAX_DEPTH 64
 
-/* ---- nodes and their lifetime (see tree-int.h) ---- */
-
-struct node *tree_node_new(
-	struct tree *t, struct node *parent, const char *name, enum node_kind kind)
+/* What a node's kind holds (t->node_release): drafts and staged files, its image, strings. */
+static void node_state_free(struct tree *t, struct node *n)
 {
-	struct node *n = calloc(1, sizeof(*n));
-
-	if (!n)
-		return NULL;
-	n->name = strdup(name);
-	if (!n->name) {
-		free(n);
-		return NULL;
-	}
-	n->parent = parent;
-	n->kind = kind;
-	n->size = -1;
-	n->mtime = t->start;
-	if (parent) {
-		n->site = parent->site;
-		n->immutable = parent->immutable;
-	}
-	pthread_mutex_init(&n->load_lock, NULL);
-	pthread_mutex_lock(&t->lock);
-	n->generation = ++t->next_generation;
-	n->all_next = t->all;
-	if (t->all)
-		t->all->all_prev = n;
-	t->all = n;
-	t->n_nodes++;
-	pthread_mutex_unlock(&t->lock);
-	return n;
+	push_node_release(n);
+	if (n->rootfs)
+		rootfs_unref(t, n->rootfs);
+	free(n->repo);
+	strlist_release(&n->tags);
+	free(n->ref);
+	free(n->digest);
+	free(n->data);
+	free(n->rootfs_digest);
+	tree_xattrs_free(n->xattrs, n->n_xattrs);
 }
 
 void tree_xattrs_free(struct xattr *x, size_t n)
@@ -70,321 +51,6 @@ void tree_xattrs_free(struct xattr *x, size_t n)
 		free(x[i].value);
 	}
 	free(x);
-}
-
-/* Take n off t->all. Caller holds t->lock. */
-static void all_unlink(struct tree *t, struct node *n)
-{
-	if (n->all_prev)
-		n->all_prev->all_next = n->all_next;
-	else
-		t->all = n->all_next;
-	if (n->all_next)
-		n->all_next->all_prev = n->all_prev;
-	n->all_next = n->all_prev = NULL;
-	t->n_nodes--;
-}
-
-/* Free n's own memory; it is off every list. No lock held (rootfs_unref takes t->lock). */
-static void node_free(struct tree *t, struct node *n)
-{
-	push_node_release(n);
-	if (n->rootfs)
-		rootfs_unref(t, n->rootfs);
-	pthread_mutex_destroy(&n->load_lock);
-	free(n->name);
-	free(n->repo);
-	free(n->children);
-	strlist_release(&n->tags);
-	free(n->ref);
-	free(n->digest);
-	free(n->data);
-	free(n->rootfs_digest);
-	tree_xattrs_free(n->xattrs, n->n_xattrs);
-	free(n);
-}
-
-/*
- * Take n and everything below it off t->all, chaining them through
- * grave_next after *list, for subtree_free(). Caller holds t->lock.
- */
-static void subtree_take(struct tree *t, struct node *n, struct node **list)
-{
-	size_t i;
-
-	for (i = 0; i < n->n_children; i++)
-		subtree_take(t, n->children[i], list);
-	all_unlink(t, n);
-	n->grave_next = *list;
-	*list = n;
-}
-
-/* Free a chain made by subtree_take(). No lock held. */
-static size_t chain_free(struct tree *t, struct node *list)
-{
-	size_t count = 0;
-
-	while (list) {
-		struct node *next = list->grave_next;
-
-		node_free(t, list);
-		list = next;
-		count++;
-	}
-	return count;
-}
-
-/* Free a node made here that was never linked nor seen elsewhere, with what it holds. */
-static void node_discard(struct tree *t, struct node *n)
-{
-	struct node *list = NULL;
-
-	pthread_mutex_lock(&t->lock);
-	subtree_take(t, n, &list);
-	pthread_mutex_unlock(&t->lock);
-	chain_free(t, list);
-}
-
-/* Set or clear dead on n and below it. Caller holds t->lock. */
-static void subtree_mark(struct node *n, bool dead)
-{
-	size_t i;
-
-	n->dead = dead;
-	for (i = 0; i < n->n_children; i++)
-		subtree_mark(n->children[i], dead);
-}
-
-/* n was buried and is used again: off the graveyard, an orphan in use. Caller holds t->lock. */
-static void revive(struct tree *t, struct node *n)
-{
-	struct node **pp;
-	int k;
-
-	for (k = 0; k < 2; k++)
-		for (pp = &t->grave[k]; *pp; pp = &(*pp)->grave_next)
-			if (*pp == n) {
-				*pp = n->grave_next;
-				n->grave_next = NULL;
-				subtree_mark(n, false);
-				return;
-			}
-	/* below a buried root: that root comes back when the ref reaches it */
-}
-
-void tree_child_remove(struct node *dir, struct node *c)
-{
-	size_t i;
-
-	for (i = 0; i < dir->n_children; i++)
-		if (dir->children[i] == c) {
-			memmove(&dir->children[i], &dir->children[i + 1],
-				(dir->n_children - i - 1) * sizeof(dir->children[0]));
-			dir->n_children--;
-			c->orphan = true;
-			return;
-		}
-}
-
-static void node_put(struct tree *t, struct node *n);
-
-/* Whether an unused n goes: made again when needed, or out of the tree already. */
-static bool prunable(struct tree *t, const struct node *n)
-{
-	return n != t->root && n != t->status && n->parent && (n->cached || n->orphan);
-}
-
-static void bury(struct tree *t, struct node *n)
-{
-	struct node *dir = n->parent;
-
-	if (!n->orphan) {
-		tree_child_remove(dir, n);
-		/* an image's directory lists its layers again for what went */
-		if (dir->rootfs)
-			dir->rootfs_pending = true;
-	}
-	subtree_mark(n, true);
-	n->grave_next = t->grave[t->epoch & 1];
-	t->grave[t->epoch & 1] = n;
-}
-
-static void node_get(struct tree *t, struct node *n)
-{
-	for (; n; n = n->parent) {
-		if (n->refs++ > 0)
-			return;
-		if (n->dead)
-			revive(t, n);
-	}
-}
-
-static void node_put(struct tree *t, struct node *n)
-{
-	for (; n; n = n->parent) {
-		if (n->refs == 0) {
-			log_err("node %s: reference count underflow", n->name);
-			abort();
-		}
-		if (--n->refs > 0)
-			return;
-		if (prunable(t, n))
-			bury(t, n);
-	}
-}
-
-void tree_node_hold(struct tree *t, struct node *n)
-{
-	node_get(t, n);
-}
-
-void tree_node_drop(struct tree *t, struct node *n)
-{
-	node_put(t, n);
-}
-
-void tree_node_keep(struct tree *t, struct node *n)
-{
-	/* a draft always pins: the pusher's list holds the node */
-	bool want = n->draft || (!n->detached && n->local);
-
-	if (want == n->kept)
-		return;
-	n->kept = want;
-	if (want)
-		node_get(t, n);
-	else
-		node_put(t, n);
-}
-
-/* n and below it are out of the tree for good: no pin applies. Caller holds t->lock. */
-static void subtree_detach(struct tree *t, struct node *n)
-{
-	size_t i;
-
-	n->detached = true;
-	for (i = 0; i < n->n_children; i++)
-		subtree_detach(t, n->children[i]);
-	tree_node_keep(t, n);
-}
-
-void tree_node_delete(struct tree *t, struct node *dir, struct node *c)
-{
-	tree_child_remove(dir, c);
-	/* held across the unpinning so that c is buried once, as a whole */
-	node_get(t, c);
-	subtree_detach(t, c);
-	node_put(t, c);
-}
-
-int tree_node_move(struct tree *t, struct node *c, struct node *newdir)
-{
-	int ret = tree_child_add(newdir, c);
-
-	if (ret)
-		return ret;
-	if (c->refs > 0) {
-		node_get(t, newdir);
-		node_put(t, c->parent);
-	}
-	c->parent = newdir;
-	c->orphan = false;
-	return 0;
-}
-
-void tree_entry_given(struct tree *t, struct node *n)
-{
-	pthread_mutex_lock(&t->lock);
-	n->nlookup++;
-	node_get(t, n);
-	pthread_mutex_unlock(&t->lock);
-}
-
-void tree_forget(struct tree *t, struct node *n, uint64_t nlookup)
-{
-	pthread_mutex_lock(&t->lock);
-	if (n == t->root || nlookup > n->nlookup) {
-		/* the root is never counted; more than was given is the kernel's bug, not ours */
-		nlookup = n == t->root ? 0 : n->nlookup;
-	}
-	n->nlookup -= nlookup;
-	while (nlookup--)
-		node_put(t, n);
-	pthread_mutex_unlock(&t->lock);
-}
-
-void tree_handle_open(struct tree *t, struct node *n)
-{
-	pthread_mutex_lock(&t->lock);
-	node_get(t, n);
-	pthread_mutex_unlock(&t->lock);
-}
-
-void tree_handle_close(struct tree *t, struct node *n)
-{
-	pthread_mutex_lock(&t->lock);
-	node_put(t, n);
-	pthread_mutex_unlock(&t->lock);
-}
-
-uint64_t tree_generation(const struct node *n)
-{
-	return n->generation;
-}
-
-unsigned tree_op_enter_locked(struct tree *t)
-{
-	t->ops[t->epoch & 1]++;
-	return t->epoch;
-}
-
-unsigned tree_op_enter(struct tree *t)
-{
-	unsigned e;
-
-	pthread_mutex_lock(&t->lock);
-	e = tree_op_enter_locked(t);
-	pthread_mutex_unlock(&t->lock);
-	return e;
-}
-
-/* Freed nodes above this many hand their memory back to the system. */
-#define TRIM_AFTER 4096
-
-/*
- * A request ended. Once none that entered in the previous epoch runs, what
- * was buried then can be used by no one: it is freed, and a new epoch begins.
- */
-void tree_op_leave(struct tree *t, unsigned token)
-{
-	struct node *list = NULL, *g, *next;
-	bool trim = false;
-	size_t freed;
-
-	pthread_mutex_lock(&t->lock);
-	t->ops[token & 1]--;
-	if (t->ops[(t->epoch + 1) & 1] == 0 && (t->grave[0] || t->grave[1])) {
-		/* the previous epoch's requests are done: its graveyard can go */
-		for (g = t->grave[(t->epoch + 1) & 1]; g; g = next) {
-			next = g->grave_next;
-			subtree_take(t, g, &list);
-		}
-		t->grave[(t->epoch + 1) & 1] = NULL;
-		t->epoch++;
-	}
-	pthread_mutex_unlock(&t->lock);
-	if (!list)
-		return;
-	freed = chain_free(t, list);
-	pthread_mutex_lock(&t->lock);
-	t->freed_since_trim += freed;
-	if (t->freed_since_trim >= TRIM_AFTER) {
-		t->freed_since_trim = 0;
-		trim = true;
-	}
-	pthread_mutex_unlock(&t->lock);
-	if (trim)
-		malloc_trim(0);
 }
 
 bool tree_is_image_file(const struct node *n)
@@ -431,36 +97,6 @@ bool tree_is_dir(const struct node *n)
 	return n->kind != NODE_BLOB && n->kind != NODE_DATA && n->kind != NODE_STAGED &&
 	       n->kind != NODE_RFILE && n->kind != NODE_RLINK && n->kind != NODE_RSPECIAL &&
 	       n->kind != NODE_STATUS;
-}
-
-/* The child called name, or NULL. Caller holds t->lock (or owns dir privately). */
-struct node *tree_child_find(struct node *dir, const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < dir->n_children; i++)
-		if (strcmp(dir->children[i]->name, name) == 0)
-			return dir->children[i];
-	return NULL;
-}
-
-/* Caller holds t->lock (or owns dir privately). */
-int tree_child_add(struct node *dir, struct node *c)
-{
-	if (dir->n_children == dir->cap_children) {
-		size_t cap = dir->cap_children ? 2 * dir->cap_children : 8;
-		struct node **v = realloc(dir->children, cap * sizeof(*v));
-
-		if (!v)
-			return -ENOMEM;
-		dir->children = v;
-		dir->cap_children = cap;
-	}
-	dir->children[dir->n_children++] = c;
-	/* what a namespace shows is looked up again once forgotten */
-	if (dir->kind == NODE_NS || dir->kind == NODE_HOSTS)
-		c->cached = true;
-	return 0;
 }
 
 int tree_xattr_add(struct xattr **x, size_t *n, const char *name, const char *value)
@@ -690,29 +326,10 @@ bool tree_strlist_has(const struct strlist *l, const char *s)
 	return false;
 }
 
-/*
- * The existing child of dir called name, or a new one made by make() and
- * added, so that racing lookups agree on one node.
- */
-struct node *tree_child_get_or_add(struct tree *t, struct node *dir, struct node *fresh)
-{
-	struct node *c;
-
-	pthread_mutex_lock(&t->lock);
-	c = tree_child_find(dir, fresh->name);
-	if (!c && tree_child_add(dir, fresh) == 0)
-		c = fresh;
-	pthread_mutex_unlock(&t->lock);
-	/* a losing fresh node was never seen by anyone else */
-	if (c != fresh)
-		node_discard(t, fresh);
-	return c;
-}
-
 struct node *tree_ns_new(
 	struct tree *t, struct node *parent, const char *name, struct site *site, const char *path)
 {
-	struct node *n = tree_node_new(t, parent, name, NODE_NS);
+	struct node *n = node_new(t, parent, name, NODE_NS);
 	struct buf b = BUF_INIT;
 
 	if (!n)
@@ -731,7 +348,7 @@ struct node *tree_ns_new(
 struct node *tree_artifact_new(struct tree *t, struct node *parent, const char *name,
 	struct site *site, const char *repo, const char *ref)
 {
-	struct node *n = tree_node_new(t, parent, name, NODE_ARTIFACT);
+	struct node *n = node_new(t, parent, name, NODE_ARTIFACT);
 
 	if (!n)
 		return NULL;
@@ -754,7 +371,7 @@ static int ns_lookup_artifact(struct tree *t, struct node *dir, const char *name
 	int ret;
 
 	pthread_mutex_lock(&t->lock);
-	n = tree_child_find(dir, name);
+	n = node_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
 	if (!n) {
 		n = tree_artifact_new(t, dir, name, dir->site, repo, ref);
@@ -769,7 +386,7 @@ static int ns_lookup_artifact(struct tree *t, struct node *dir, const char *name
 			node_discard(t, n);
 		return ret;
 	}
-	*out = tree_child_get_or_add(t, dir, n);
+	*out = node_child_get_or_add(t, dir, n);
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -815,8 +432,8 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 		}
 		/* leaf:tag made here (mkdir) and not pushed yet */
 		pthread_mutex_lock(&t->lock);
-		n = tree_child_find(dir, leaf);
-		n = n && !at ? tree_child_find(n, colon + 1) : NULL;
+		n = node_child_find(dir, leaf);
+		n = n && !at ? node_child_find(n, colon + 1) : NULL;
 		pthread_mutex_unlock(&t->lock);
 		if (n && (n->local || n->draft)) {
 			*out = n;
@@ -829,7 +446,7 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 	}
 
 	pthread_mutex_lock(&t->lock);
-	n = tree_child_find(dir, name);
+	n = node_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
 	if (n && (n->kind == NODE_NS || n->local || n->draft)) {
 		*out = n;
@@ -869,7 +486,7 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 		pthread_mutex_unlock(&dir->load_lock);
 		if (listed) {
 			n = tree_artifact_new(t, dir, name, dir->site, dir->repo, name);
-			*out = n ? tree_child_get_or_add(t, dir, n) : NULL;
+			*out = n ? node_child_get_or_add(t, dir, n) : NULL;
 			ret = *out ? 0 : -ENOMEM;
 			goto out;
 		}
@@ -907,7 +524,7 @@ make_ns:
 	n = tree_ns_new(t, dir, name, dir->site, repo);
 	if (n)
 		n->guessed = guessed;
-	*out = n ? tree_child_get_or_add(t, dir, n) : NULL;
+	*out = n ? node_child_get_or_add(t, dir, n) : NULL;
 	ret = *out ? 0 : -ENOMEM;
 out:
 	free(repo);
@@ -1001,7 +618,7 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 		} else {
 			n = tree_artifact_new(t, dir, names.v[i], dir->site, dir->repo, names.v[i]);
 		}
-		n = n ? tree_child_get_or_add(t, dir, n) : NULL;
+		n = n ? node_child_get_or_add(t, dir, n) : NULL;
 		if (!n) {
 			ret = -ENOMEM;
 			break;
@@ -1061,7 +678,7 @@ static int hosts_lookup(struct tree *t, struct node *dir, const char *name, stru
 	if (!ref_valid_host(name) || !ref_looks_like_host(name))
 		return -ENOENT;
 	pthread_mutex_lock(&t->lock);
-	n = tree_child_find(dir, name);
+	n = node_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
 	if (n) {
 		*out = n;
@@ -1074,7 +691,7 @@ static int hosts_lookup(struct tree *t, struct node *dir, const char *name, stru
 	if (ret)
 		return ret == -EHOSTUNREACH ? -ENOENT : ret;
 	n = tree_ns_new(t, dir, name, s, "");
-	*out = n ? tree_child_get_or_add(t, dir, n) : NULL;
+	*out = n ? node_child_get_or_add(t, dir, n) : NULL;
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -1109,14 +726,14 @@ struct build {
 static struct node *build_node(
 	struct build *b, struct node *parent, const char *name, enum node_kind kind)
 {
-	struct node *n = tree_node_new(b->t, parent, name, kind);
+	struct node *n = node_new(b->t, parent, name, kind);
 
 	if (!n)
 		return NULL;
 	n->immutable = b->art->by_digest;
 	if (!n->repo)
 		n->repo = strdup(b->repo);
-	if (!n->repo || tree_child_add(parent, n)) {
+	if (!n->repo || node_child_add(parent, n)) {
 		return NULL;
 	}
 	return n;
@@ -1198,7 +815,7 @@ static int build_title(struct build *b, struct node *root, const struct descript
 		slash = strchr(comp, '/');
 		if (slash)
 			*slash = '\0';
-		n = tree_child_find(dir, comp);
+		n = node_child_find(dir, comp);
 		if (!slash && unpack) {
 			/* a directory oras packed: its tree, on the first look inside */
 			if (n)
@@ -1211,7 +828,7 @@ static int build_title(struct build *b, struct node *root, const struct descript
 				break;
 			}
 			n->size = d->size;
-			n->rootfs_pending = true;
+			n->partial = true;
 			break;
 		}
 		if (!slash) {
@@ -1278,7 +895,7 @@ static int build_platforms(struct build *b, struct node *oci, const struct manif
 		}
 		dir = plat;
 		for (k = 0; k + 1 < np; k++) {
-			n = tree_child_find(dir, parts[k]);
+			n = node_child_find(dir, parts[k]);
 			if (n && n->kind != NODE_DIR)
 				break;
 			if (!n)
@@ -1288,10 +905,10 @@ static int build_platforms(struct build *b, struct node *oci, const struct manif
 			dir = n;
 		}
 		/* A second entry for the same platform (or arm beside arm/v7): first wins. */
-		if (k + 1 < np || tree_child_find(dir, parts[np - 1]))
+		if (k + 1 < np || node_child_find(dir, parts[np - 1]))
 			continue;
-		n = tree_node_new(b->t, dir, parts[np - 1], NODE_ARTIFACT);
-		if (!n || tree_child_add(dir, n))
+		n = node_new(b->t, dir, parts[np - 1], NODE_ARTIFACT);
+		if (!n || node_child_add(dir, n))
 			return -ENOMEM;
 		n->by_digest = true;
 		n->immutable = true;
@@ -1309,7 +926,7 @@ static int build_blob_entry(
 	const char *hex = digest_hex(d->digest);
 	struct node *n;
 
-	if (!digest_supported(d->digest) || tree_child_find(sha, hex))
+	if (!digest_supported(d->digest) || node_child_find(sha, hex))
 		return 0;
 	n = build_node(b, sha, hex, NODE_BLOB);
 	if (!n)
@@ -1470,7 +1087,7 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 	if (!ret && is_image(child ? child : m)) {
 		scratch->rootfs_digest = strdup(
 			child ? manifest_select_platform(m, &t->opts.platform)->digest : digest);
-		scratch->rootfs_pending = scratch->rootfs_digest != NULL;
+		scratch->partial = scratch->rootfs_digest != NULL;
 		/* as an unpacker makes the root, until the archive says otherwise */
 		scratch->has_mode = true;
 		scratch->mode = S_IFDIR | 0755;
@@ -1489,14 +1106,10 @@ out:
 /* What a build that failed made in scratch: never seen by anyone, freed now. */
 static void scratch_release(struct tree *t, struct node *scratch)
 {
-	struct node *list = NULL;
 	size_t i;
 
-	pthread_mutex_lock(&t->lock);
 	for (i = 0; i < scratch->n_children; i++)
-		subtree_take(t, scratch->children[i], &list);
-	pthread_mutex_unlock(&t->lock);
-	chain_free(t, list);
+		node_discard(t, scratch->children[i]);
 	free(scratch->children);
 }
 
@@ -1509,15 +1122,8 @@ static void children_take(struct tree *t, struct node *n, struct node *scratch)
 {
 	size_t i;
 
-	for (i = 0; i < n->n_children; i++) {
-		struct node *c = n->children[i];
-
-		c->orphan = true;
-		/* held across so that an unused c is buried once, as a whole */
-		node_get(t, c);
-		subtree_detach(t, c);
-		node_put(t, c);
-	}
+	for (i = 0; i < n->n_children; i++)
+		node_orphan(t, n->children[i]);
 	free(n->children);
 	n->children = scratch->children;
 	n->n_children = scratch->n_children;
@@ -1560,7 +1166,7 @@ int tree_artifact_install(
 	n->mtime = scratch.mtime;
 	free(n->rootfs_digest);
 	n->rootfs_digest = scratch.rootfs_digest;
-	n->rootfs_pending = scratch.rootfs_pending;
+	n->partial = scratch.partial;
 	/* made anew on the next look inside; the old one goes with the last node using it */
 	old_rf = n->rootfs;
 	n->rootfs = NULL;
@@ -1719,12 +1325,12 @@ static int referrers_add(
 		slash = strchr(p, '/');
 		if (slash)
 			*slash = '\0';
-		n = tree_child_find(dir, p);
+		n = node_child_find(dir, p);
 		if (n && n->kind != NODE_DIR)
 			goto out;
 		if (!n) {
-			n = tree_node_new(t, dir, p, NODE_DIR);
-			if (!n || !(n->repo = strdup(rn->repo)) || tree_child_add(dir, n)) {
+			n = node_new(t, dir, p, NODE_DIR);
+			if (!n || !(n->repo = strdup(rn->repo)) || node_child_add(dir, n)) {
 				ret = -ENOMEM;
 				goto out;
 			}
@@ -1735,9 +1341,9 @@ static int referrers_add(
 		if (!slash)
 			break;
 	}
-	if (!tree_child_find(dir, d->digest)) {
-		n = tree_node_new(t, dir, d->digest, NODE_ARTIFACT);
-		if (!n || tree_child_add(dir, n)) {
+	if (!node_child_find(dir, d->digest)) {
+		n = node_new(t, dir, d->digest, NODE_ARTIFACT);
+		if (!n || node_child_add(dir, n)) {
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -1816,9 +1422,10 @@ int tree_new(const struct ref *source, const struct tree_options *o, struct http
 	t->http = http;
 	t->cache = cache;
 	t->start = time(NULL);
+	t->node_release = node_state_free;
 	pthread_mutex_init(&t->lock, NULL);
 	if (!source->host) {
-		t->root = tree_node_new(t, NULL, "", NODE_HOSTS);
+		t->root = node_new(t, NULL, "", NODE_HOSTS);
 	} else {
 		ret = tree_site_get(t, source->host, &s);
 		if (ret)
@@ -1836,14 +1443,14 @@ int tree_new(const struct ref *source, const struct tree_options *o, struct http
 	}
 	if (!t->root)
 		goto out_free;
-	t->status = tree_node_new(t, t->root, ".ocifs", NODE_DIR);
+	t->status = node_new(t, t->root, ".ocifs", NODE_DIR);
 	if (!t->status)
 		goto out_free;
 	t->status->hidden = true;
 	{
-		struct node *st = tree_node_new(t, t->status, "stats.json", NODE_STATUS);
+		struct node *st = node_new(t, t->status, "stats.json", NODE_STATUS);
 
-		if (!st || tree_child_add(t->status, st))
+		if (!st || node_child_add(t->status, st))
 			goto out_free;
 	}
 	*out = t;
@@ -1856,15 +1463,11 @@ out_free:
 
 void tree_free(struct tree *t)
 {
-	struct node *n, *next;
 	struct site *s, *snext;
 
 	if (!t)
 		return;
-	for (n = t->all; n; n = next) {
-		next = n->all_next;
-		node_free(t, n);
-	}
+	node_free_all(t);
 	rootfs_release(t);
 	for (s = t->sites; s; s = snext) {
 		snext = s->next;
@@ -1960,7 +1563,7 @@ int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node 
 		return -ENOTDIR;
 	}
 	pthread_mutex_lock(&t->lock);
-	n = tree_child_find(dir, name);
+	n = node_child_find(dir, name);
 	pthread_mutex_unlock(&t->lock);
 	if (!n)
 		return -ENOENT;
@@ -2269,7 +1872,7 @@ void tree_forget_tags(
 	struct node *n, **v = NULL;
 	size_t cnt = 0, cap = 0, i;
 	struct site *s;
-	unsigned op = tree_op_enter(t);
+	unsigned op = node_op_enter(t);
 
 	pthread_mutex_lock(&t->lock);
 	for (n = t->all; n; n = n->all_next) {
@@ -2298,5 +1901,5 @@ void tree_forget_tags(
 	for (i = 0; inval && i < cnt; i++)
 		inval(arg, v[i]->parent, v[i]->name);
 	free(v);
-	tree_op_leave(t, op);
+	node_op_leave(t, op);
 }

@@ -64,30 +64,10 @@ struct node *tree_root(struct tree *t);
 
 /*
  * The child called name of dir, looked up (and fetched) as needed: 0 or
- * -errno. Call between tree_op_enter() and tree_op_leave(): *out stays
- * valid until then; tree_entry_given() counts it as the kernel's.
+ * -errno. Call between node_op_enter() and node_op_leave(): *out stays
+ * valid until then; node_entry_given() (node.h) counts it as the kernel's.
  */
 int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
-
-/*
- * n handed to the kernel as an entry (lookup, mkdir, create, symlink): its
- * lookup count is raised by one.
- */
-void tree_entry_given(struct tree *t, struct node *n);
-
-/* The kernel forgot nlookup lookups of n (forget, forget_multi). n may be freed. */
-void tree_forget(struct tree *t, struct node *n, uint64_t nlookup);
-
-/* An open handle on n, and its release: n stays while a handle is open. */
-void tree_handle_open(struct tree *t, struct node *n);
-void tree_handle_close(struct tree *t, struct node *n);
-
-/* Every request runs between these two (see tree-int.h). */
-unsigned tree_op_enter(struct tree *t);
-void tree_op_leave(struct tree *t, unsigned token);
-
-/* The generation of n's inode number. */
-uint64_t tree_generation(const struct node *n);
 
 /* Attributes of n. 0 or -errno (a tag that can no longer be resolved, ...). */
 int tree_getattr(struct tree *t, struct node *n, struct stat *st);
