@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include "cache.h"
-#include <dirent.h>
 #include <json-c/json.h>
 
 #include "digest.h"
@@ -41,11 +40,14 @@
 #define SEQ_SLACK (8 * 1024 * 1024)
 /* Seconds after which a temporary file nobody renamed is a crash's leftover. */
 #define TEMP_AGE 600
+/* Scans of blobs/ one eviction makes at most while other blobs complete. */
+#define EVICT_PASSES 3
 /* Bytes hashed per read-back of fetched chunks. */
 #define HASH_BUF (256 * 1024)
 
 enum chunk_state { CH_ABSENT = 0, CH_PRESENT = 1, CH_INFLIGHT = 2 };
 
+/* Locks and what they protect: see the top of cache.h. */
 struct blob {
 	struct cache *c;
 	struct blob *next; /* in c->blobs; protected by c->lock */
@@ -72,9 +74,10 @@ struct blob {
 
 struct job {
 	struct job *next;
-	struct blob *b; /* holds a reference */
+	struct blob *b; /* holds a reference once queued */
 	size_t first;
 	size_t n;
+	bool urgent; /* demanded by a reader, not read-ahead */
 };
 
 struct cache {
@@ -82,16 +85,18 @@ struct cache {
 	size_t chunk;
 	uint64_t max_bytes;
 	bool strict;
+	pthread_mutex_t evict_lock; /* one eviction pass at a time */
 	pthread_mutex_t lock;
 	struct blob *blobs; /* open blobs; protected by lock */
 	/* Demanded chunks go before read-ahead. protected by lock */
 	struct job *urgent, **urgent_tail;
 	struct job *ahead, **ahead_tail;
 	pthread_cond_t work;
-	bool stopping;
+	bool stopping; /* protected by lock */
 	pthread_t workers[WORKERS];
 	size_t n_workers;
 	uint64_t complete_bytes; /* estimate; eviction rescans; protected by lock */
+	unsigned complete_gen; /* bumped by each blob completed; protected by lock */
 	/* For .ocifs/stats.json (atomic) */
 	uint64_t st_fetched; /* bytes received from registries */
 	uint64_t st_hits; /* reads whose bytes were all in the cache */
@@ -186,65 +191,98 @@ static bool blob_is_open(struct cache *c, const char *hex)
 
 /*
  * Bring the complete blobs under max_bytes, least recently used first (by
- * atime, which opening sets), never one that is open. Caller holds c->lock.
+ * atime, which opening sets), never one that is open. Called with no cache
+ * lock held: the scan of blobs/ runs under evict_lock alone, and each unlink
+ * under c->lock, so that a blob cannot be opened between the check that it
+ * is not open and its removal (cache_blob_open opens the file under c->lock).
  */
 static void cache_evict(struct cache *c)
 {
 	char dir[PATH_MAX], path[PATH_MAX];
-	struct victim *v = NULL;
-	size_t n = 0, cap = 0, i;
-	uint64_t total = 0;
+	struct victim *v;
+	size_t n, cap, i;
+	uint64_t total;
+	unsigned gen, passes = 0;
+	bool again;
 	struct dirent *de;
 	DIR *d;
 
 	snprintf(dir, sizeof(dir), "%s/blobs/sha256", c->dir);
-	d = opendir(dir);
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		struct stat st;
+	pthread_mutex_lock(&c->evict_lock);
+	do {
+		v = NULL;
+		n = cap = 0;
+		total = 0;
+		pthread_mutex_lock(&c->lock);
+		gen = c->complete_gen;
+		pthread_mutex_unlock(&c->lock);
+		d = opendir(dir);
+		if (!d)
+			break;
+		while ((de = readdir(d))) {
+			struct stat st;
 
-		if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(v->name))
-			continue;
-		if (fstatat(dirfd(d), de->d_name, &st, 0) || !S_ISREG(st.st_mode))
-			continue;
-		if (n == cap) {
-			struct victim *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+			if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(v->name))
+				continue;
+			if (fstatat(dirfd(d), de->d_name, &st, 0) || !S_ISREG(st.st_mode))
+				continue;
+			if (n == cap) {
+				struct victim *nv =
+					realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
 
-			if (!nv)
-				break;
-			v = nv;
+				if (!nv)
+					break;
+				v = nv;
+			}
+			snprintf(v[n].name, sizeof(v[n].name), "%s", de->d_name);
+			v[n].atime = st.st_atim;
+			v[n].size = st.st_size;
+			total += (uint64_t)st.st_size;
+			n++;
 		}
-		snprintf(v[n].name, sizeof(v[n].name), "%s", de->d_name);
-		v[n].atime = st.st_atim;
-		v[n].size = st.st_size;
-		total += (uint64_t)st.st_size;
-		n++;
-	}
-	closedir(d);
-	if (n)
-		qsort(v, n, sizeof(*v), victim_cmp);
-	for (i = 0; i < n && total > c->max_bytes; i++) {
-		if (blob_is_open(c, v[i].name))
-			continue;
-		if (snprintf(path, sizeof(path), "%s/%s", dir, v[i].name) >= (int)sizeof(path))
-			continue;
-		if (unlink(path) == 0) {
-			total -= (uint64_t)v[i].size;
-			log_debug("cache: evicted sha256:%s (%lld bytes)", v[i].name,
-				(long long)v[i].size);
+		closedir(d);
+		if (n)
+			qsort(v, n, sizeof(*v), victim_cmp);
+		for (i = 0; i < n && total > c->max_bytes; i++) {
+			bool gone = false;
+
+			if (snprintf(path, sizeof(path), "%s/%s", dir, v[i].name) >=
+				(int)sizeof(path))
+				continue;
+			pthread_mutex_lock(&c->lock);
+			if (!blob_is_open(c, v[i].name))
+				gone = unlink(path) == 0;
+			pthread_mutex_unlock(&c->lock);
+			if (gone) {
+				total -= (uint64_t)v[i].size;
+				log_debug("cache: evicted sha256:%s (%lld bytes)", v[i].name,
+					(long long)v[i].size);
+			}
 		}
-	}
-	c->complete_bytes = total;
-	free(v);
+		free(v);
+		/*
+		 * A blob completed during the scan may have been missed: scan again
+		 * (a few times at most; the next completion evicts anyway).
+		 */
+		pthread_mutex_lock(&c->lock);
+		again = c->complete_gen != gen && ++passes < EVICT_PASSES;
+		if (!again)
+			c->complete_bytes = total;
+		pthread_mutex_unlock(&c->lock);
+	} while (again);
+	pthread_mutex_unlock(&c->evict_lock);
 }
 
-/* A blob of size bytes became complete. Caller holds c->lock. */
-static void account_complete(struct cache *c, int64_t size)
+/*
+ * A blob of size bytes became complete. Caller holds c->lock. Returns
+ * whether the bound is passed: the caller calls cache_evict() once it has
+ * dropped the lock.
+ */
+static bool account_complete(struct cache *c, int64_t size)
 {
 	c->complete_bytes += (uint64_t)size;
-	if (c->max_bytes && c->complete_bytes > c->max_bytes)
-		cache_evict(c);
+	c->complete_gen++;
+	return c->max_bytes && c->complete_bytes > c->max_bytes;
 }
 
 /* ---- verification ---- */
@@ -254,6 +292,7 @@ static void blob_finish(struct blob *b)
 {
 	struct cache *c = b->c;
 	char got[DIGEST_STR_LEN + 1], from[PATH_MAX], to[PATH_MAX], map[PATH_MAX];
+	bool evict = false;
 	int err = 0;
 
 	digest_ctx_final(b->hash, got);
@@ -272,7 +311,7 @@ static void blob_finish(struct blob *b)
 		unlink(from);
 	unlink(map);
 
-	/* Lock order is b->lock, then c->lock: never both here. */
+	/* Never both locks here: the readers woken next may queue fetches. */
 	pthread_mutex_lock(&b->lock);
 	if (err) {
 		b->error = -EIO;
@@ -296,9 +335,11 @@ static void blob_finish(struct blob *b)
 				break;
 			}
 	} else {
-		account_complete(c, b->size);
+		evict = account_complete(c, b->size);
 	}
 	pthread_mutex_unlock(&c->lock);
+	if (evict)
+		cache_evict(c);
 }
 
 /* Where the run of present chunks from byte `from` ends, in bytes. Caller holds b->lock. */
@@ -475,12 +516,13 @@ static void run_job(struct cache *c, struct job *j)
 	blob_advance_hash(b);
 }
 
-static void blob_unref_locked(struct cache *c, struct blob *b);
+static bool blob_unref_locked(struct cache *c, struct blob *b);
 
 static void *worker_main(void *arg)
 {
 	struct cache *c = arg;
 	struct job *j;
+	bool evict;
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -502,18 +544,24 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&c->lock);
 		run_job(c, j);
 		pthread_mutex_lock(&c->lock);
-		blob_unref_locked(c, j->b);
+		evict = blob_unref_locked(c, j->b);
 		free(j);
+		if (evict) {
+			pthread_mutex_unlock(&c->lock);
+			cache_evict(c);
+			pthread_mutex_lock(&c->lock);
+		}
 	}
 	pthread_mutex_unlock(&c->lock);
 	return NULL;
 }
 
 /*
- * Queue fetches for the absent chunks of [first, last], marking them in
- * flight. Caller holds b->lock (not c->lock).
+ * Make jobs for the absent chunks of [first, last], marking them in flight,
+ * and add them to *todo for queue_jobs(). Caller holds b->lock (and so not
+ * c->lock: the jobs are queued once b->lock is dropped).
  */
-static void schedule(struct blob *b, size_t first, size_t last, bool urgent)
+static void schedule(struct blob *b, size_t first, size_t last, bool urgent, struct job **todo)
 {
 	struct cache *c = b->c;
 	size_t i = first, max = (urgent ? JOB_BYTES_URGENT : JOB_BYTES_AHEAD) / c->chunk;
@@ -534,14 +582,39 @@ static void schedule(struct blob *b, size_t first, size_t last, bool urgent)
 			n++;
 		j = calloc(1, sizeof(*j));
 		if (!j)
-			return; /* the reader waits on chunks nobody fetches: caught below */
+			return; /* chunks left absent: the reader's wait loop tells */
 		j->first = i;
 		j->n = n;
 		j->b = b;
+		j->urgent = urgent;
 		memset(b->state + i, CH_INFLIGHT, n);
-		pthread_mutex_lock(&c->lock);
-		b->refs++;
-		if (urgent) {
+		j->next = *todo;
+		*todo = j;
+		i += n;
+	}
+}
+
+/*
+ * Hand the jobs schedule() made to the workers, each taking a reference on
+ * its blob. Caller holds no cache lock, and a reference on the blob.
+ */
+static void queue_jobs(struct cache *c, struct job **todo)
+{
+	struct job *j, *next, *rev = NULL;
+
+	/* schedule() pushed them in reverse: queue them in the order of the file. */
+	for (j = *todo; j; j = next) {
+		next = j->next;
+		j->next = rev;
+		rev = j;
+	}
+	*todo = NULL;
+	pthread_mutex_lock(&c->lock);
+	for (j = rev; j; j = next) {
+		next = j->next;
+		j->next = NULL;
+		j->b->refs++;
+		if (j->urgent) {
 			*c->urgent_tail = j;
 			c->urgent_tail = &j->next;
 		} else {
@@ -549,15 +622,15 @@ static void schedule(struct blob *b, size_t first, size_t last, bool urgent)
 			c->ahead_tail = &j->next;
 		}
 		pthread_cond_signal(&c->work);
-		pthread_mutex_unlock(&c->lock);
-		i += n;
 	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t len)
 {
 	struct cache *c = b->c;
 	size_t first, last, lo, hi, window_max = WINDOW_BYTES_MAX / c->chunk;
+	struct job *todo = NULL;
 	bool need_all, seq, waited = false;
 	unsigned gen;
 	off_t slack;
@@ -599,7 +672,7 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 	lo = need_all ? 0 : first;
 	hi = need_all ? b->nchunks - 1 : last;
 	gen = b->fail_gen;
-	schedule(b, lo, hi, true);
+	schedule(b, lo, hi, true, &todo);
 	/*
 	 * Top the window up once half of it is read, in one go: requests stay
 	 * large instead of one per chunk the reader moves on.
@@ -607,12 +680,18 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 	if (rd->window && rd->ahead_end < last + 1 + rd->window / 2) {
 		size_t from = rd->ahead_end > last + 1 ? rd->ahead_end : last + 1;
 
-		schedule(b, from, last + rd->window, false);
+		schedule(b, from, last + rd->window, false, &todo);
 		rd->ahead_end = last + 1 + rd->window;
 	}
 	for (;;) {
 		size_t i, absent = 0, missing = 0;
 
+		if (todo) {
+			/* Lock order: c->lock is never taken under b->lock. */
+			pthread_mutex_unlock(&b->lock);
+			queue_jobs(c, &todo);
+			pthread_mutex_lock(&b->lock);
+		}
 		if (b->error) {
 			ret = b->error;
 			break;
@@ -638,7 +717,12 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 				ret = b->fetch_error == -EACCES ? -EACCES : -EIO;
 				break;
 			}
-			schedule(b, lo, hi, true);
+			schedule(b, lo, hi, true, &todo);
+			if (!todo) {
+				ret = -ENOMEM;
+				break;
+			}
+			continue;
 		}
 		waited = true;
 		pthread_cond_wait(&b->cond, &b->lock);
@@ -665,16 +749,20 @@ static void blob_free(struct blob *b)
 	free(b);
 }
 
-/* Caller holds c->lock. */
-static void blob_unref_locked(struct cache *c, struct blob *b)
+/*
+ * Drop a reference; the last one frees b. Caller holds c->lock. Returns
+ * whether the cache is over its bound (open blobs are spared by eviction,
+ * so one that closes may now have to go): the caller calls cache_evict()
+ * once it has dropped the lock.
+ */
+static bool blob_unref_locked(struct cache *c, struct blob *b)
 {
 	struct blob **p;
-
 	bool was_complete;
 
 	assert(b->refs > 0);
 	if (--b->refs)
-		return;
+		return false;
 	for (p = &c->blobs; *p; p = &(*p)->next)
 		if (*p == b) {
 			*p = b->next;
@@ -682,18 +770,19 @@ static void blob_unref_locked(struct cache *c, struct blob *b)
 		}
 	was_complete = b->complete && !b->error;
 	blob_free(b);
-	/* Open blobs are spared by eviction: one that closes may now have to go. */
-	if (was_complete && c->max_bytes && c->complete_bytes > c->max_bytes)
-		cache_evict(c);
+	return was_complete && c->max_bytes && c->complete_bytes > c->max_bytes;
 }
 
 void cache_blob_close(struct blob *b)
 {
 	struct cache *c = b->c;
+	bool evict;
 
 	pthread_mutex_lock(&c->lock);
-	blob_unref_locked(c, b);
+	evict = blob_unref_locked(c, b);
 	pthread_mutex_unlock(&c->lock);
+	if (evict)
+		cache_evict(c);
 }
 
 int64_t cache_blob_size(const struct blob *b)
@@ -900,13 +989,11 @@ int cache_new(const struct cache_options *o, struct cache **out)
 	c->strict = o->verify_strict;
 	c->urgent_tail = &c->urgent;
 	c->ahead_tail = &c->ahead;
+	pthread_mutex_init(&c->evict_lock, NULL);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->work, NULL);
-	if (c->max_bytes) {
-		pthread_mutex_lock(&c->lock);
+	if (c->max_bytes)
 		cache_evict(c);
-		pthread_mutex_unlock(&c->lock);
-	}
 	*out = c;
 	return 0;
 }
@@ -933,7 +1020,8 @@ static void drop_jobs(struct cache *c, struct job **q)
 
 	for (j = *q; j; j = next) {
 		next = j->next;
-		blob_unref_locked(c, j->b);
+		/* Stopping: no eviction pass now; the next start evicts. */
+		(void)blob_unref_locked(c, j->b);
 		free(j);
 	}
 	*q = NULL;
@@ -966,6 +1054,7 @@ void cache_free(struct cache *c)
 		return;
 	cache_stop(c);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->evict_lock);
 	pthread_cond_destroy(&c->work);
 	free(c->dir);
 	free(c);
@@ -1051,6 +1140,7 @@ const char *cache_dir(const struct cache *c)
 int cache_adopt(struct cache *c, const char *digest, const char *path, char *out, size_t n)
 {
 	struct stat st;
+	bool evict;
 	int ret = 0;
 
 	if (!digest_supported(digest))
@@ -1065,8 +1155,10 @@ int cache_adopt(struct cache *c, const char *digest, const char *path, char *out
 	if (rename(path, out))
 		return -errno;
 	pthread_mutex_lock(&c->lock);
-	account_complete(c, st.st_size);
+	evict = account_complete(c, st.st_size);
 	pthread_mutex_unlock(&c->lock);
+	if (evict)
+		cache_evict(c);
 	return ret;
 }
 
