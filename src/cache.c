@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -83,7 +84,8 @@ struct job {
 struct cache {
 	char *dir;
 	size_t chunk;
-	uint64_t max_bytes;
+	uint64_t max_bytes; /* cache_size=; 0 for the default, a share of the file system */
+	bool unbounded;
 	bool strict;
 	pthread_mutex_t evict_lock; /* one eviction pass at a time */
 	pthread_mutex_t lock;
@@ -190,7 +192,49 @@ static bool blob_is_open(struct cache *c, const char *hex)
 }
 
 /*
- * Bring the complete blobs under max_bytes, least recently used first (by
+ * The bound on complete blobs that add up to total bytes now: cache_size=,
+ * or by default CACHE_SHARE_PCT of the cache's file system, lowered by what
+ * it takes to keep CACHE_FREE_PCT of it available. UINT64_MAX for none.
+ */
+static uint64_t cache_bound(struct cache *c, uint64_t total)
+{
+	uint64_t size, avail, reserve, limit;
+	struct statvfs sv;
+
+	if (c->unbounded)
+		return UINT64_MAX;
+	if (c->max_bytes)
+		return c->max_bytes;
+	if (statvfs(c->dir, &sv) || !sv.f_blocks)
+		return UINT64_MAX; /* nothing to take a share of: the disk tells ENOSPC */
+	size = (uint64_t)sv.f_blocks * sv.f_frsize;
+	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	limit = size / 100 * CACHE_SHARE_PCT;
+	reserve = size / 100 * CACHE_FREE_PCT;
+	if (avail < reserve) {
+		uint64_t room = total > reserve - avail ? total - (reserve - avail) : 0;
+
+		if (room < limit)
+			limit = room;
+	}
+	return limit;
+}
+
+/* Whether the complete blobs are over the bound: cache_evict() has work. No lock held. */
+static bool cache_over(struct cache *c)
+{
+	uint64_t total;
+
+	if (c->unbounded)
+		return false;
+	pthread_mutex_lock(&c->lock);
+	total = c->complete_bytes;
+	pthread_mutex_unlock(&c->lock);
+	return total > cache_bound(c, total);
+}
+
+/*
+ * Bring the complete blobs under cache_bound(), least recently used first (by
  * atime, which opening sets), never one that is open. Called with no cache
  * lock held: the scan of blobs/ runs under evict_lock alone, and each unlink
  * under c->lock, so that a blob cannot be opened between the check that it
@@ -201,7 +245,7 @@ static void cache_evict(struct cache *c)
 	char dir[PATH_MAX], path[PATH_MAX];
 	struct victim *v;
 	size_t n, cap, i;
-	uint64_t total;
+	uint64_t total, bound;
 	unsigned gen, passes = 0;
 	bool again;
 	struct dirent *de;
@@ -243,7 +287,8 @@ static void cache_evict(struct cache *c)
 		closedir(d);
 		if (n)
 			qsort(v, n, sizeof(*v), victim_cmp);
-		for (i = 0; i < n && total > c->max_bytes; i++) {
+		bound = cache_bound(c, total);
+		for (i = 0; i < n && total > bound; i++) {
 			bool gone = false;
 
 			if (snprintf(path, sizeof(path), "%s/%s", dir, v[i].name) >=
@@ -274,15 +319,13 @@ static void cache_evict(struct cache *c)
 }
 
 /*
- * A blob of size bytes became complete. Caller holds c->lock. Returns
- * whether the bound is passed: the caller calls cache_evict() once it has
- * dropped the lock.
+ * A blob of size bytes became complete. Caller holds c->lock, and calls
+ * cache_evict() when cache_over() once it has dropped it.
  */
-static bool account_complete(struct cache *c, int64_t size)
+static void account_complete(struct cache *c, int64_t size)
 {
 	c->complete_bytes += (uint64_t)size;
 	c->complete_gen++;
-	return c->max_bytes && c->complete_bytes > c->max_bytes;
 }
 
 /* ---- verification ---- */
@@ -292,7 +335,6 @@ static void blob_finish(struct blob *b)
 {
 	struct cache *c = b->c;
 	char got[DIGEST_STR_LEN + 1], from[PATH_MAX], to[PATH_MAX], map[PATH_MAX];
-	bool evict = false;
 	int err = 0;
 
 	digest_ctx_final(b->hash, got);
@@ -335,10 +377,10 @@ static void blob_finish(struct blob *b)
 				break;
 			}
 	} else {
-		evict = account_complete(c, b->size);
+		account_complete(c, b->size);
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (evict)
+	if (!err && cache_over(c))
 		cache_evict(c);
 }
 
@@ -522,7 +564,7 @@ static void *worker_main(void *arg)
 {
 	struct cache *c = arg;
 	struct job *j;
-	bool evict;
+	bool closed;
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -544,11 +586,12 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&c->lock);
 		run_job(c, j);
 		pthread_mutex_lock(&c->lock);
-		evict = blob_unref_locked(c, j->b);
+		closed = blob_unref_locked(c, j->b);
 		free(j);
-		if (evict) {
+		if (closed) {
 			pthread_mutex_unlock(&c->lock);
-			cache_evict(c);
+			if (cache_over(c))
+				cache_evict(c);
 			pthread_mutex_lock(&c->lock);
 		}
 	}
@@ -751,9 +794,9 @@ static void blob_free(struct blob *b)
 
 /*
  * Drop a reference; the last one frees b. Caller holds c->lock. Returns
- * whether the cache is over its bound (open blobs are spared by eviction,
- * so one that closes may now have to go): the caller calls cache_evict()
- * once it has dropped the lock.
+ * whether a complete blob was closed: open blobs are spared by eviction, so
+ * one that closes may now have to go (the caller calls cache_evict() when
+ * cache_over() once it has dropped the lock).
  */
 static bool blob_unref_locked(struct cache *c, struct blob *b)
 {
@@ -770,18 +813,18 @@ static bool blob_unref_locked(struct cache *c, struct blob *b)
 		}
 	was_complete = b->complete && !b->error;
 	blob_free(b);
-	return was_complete && c->max_bytes && c->complete_bytes > c->max_bytes;
+	return was_complete;
 }
 
 void cache_blob_close(struct blob *b)
 {
 	struct cache *c = b->c;
-	bool evict;
+	bool closed;
 
 	pthread_mutex_lock(&c->lock);
-	evict = blob_unref_locked(c, b);
+	closed = blob_unref_locked(c, b);
 	pthread_mutex_unlock(&c->lock);
-	if (evict)
+	if (closed && cache_over(c))
 		cache_evict(c);
 }
 
@@ -986,13 +1029,15 @@ int cache_new(const struct cache_options *o, struct cache **out)
 	}
 	c->chunk = o->chunk_size ? o->chunk_size : CACHE_CHUNK_DEFAULT;
 	c->max_bytes = o->max_bytes;
+	c->unbounded = o->unbounded;
 	c->strict = o->verify_strict;
 	c->urgent_tail = &c->urgent;
 	c->ahead_tail = &c->ahead;
 	pthread_mutex_init(&c->evict_lock, NULL);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->work, NULL);
-	if (c->max_bytes)
+	/* Counts what is there, and brings it under a bound that may be new. */
+	if (!c->unbounded)
 		cache_evict(c);
 	*out = c;
 	return 0;
@@ -1140,7 +1185,6 @@ const char *cache_dir(const struct cache *c)
 int cache_adopt(struct cache *c, const char *digest, const char *path, char *out, size_t n)
 {
 	struct stat st;
-	bool evict;
 	int ret = 0;
 
 	if (!digest_supported(digest))
@@ -1155,9 +1199,9 @@ int cache_adopt(struct cache *c, const char *digest, const char *path, char *out
 	if (rename(path, out))
 		return -errno;
 	pthread_mutex_lock(&c->lock);
-	evict = account_complete(c, st.st_size);
+	account_complete(c, st.st_size);
 	pthread_mutex_unlock(&c->lock);
-	if (evict)
+	if (cache_over(c))
 		cache_evict(c);
 	return ret;
 }
@@ -1237,7 +1281,9 @@ int cache_stats_json(struct cache *c, struct json_object *o)
 	json_object_object_add(o, "cache_dir", json_object_new_string(c->dir));
 	json_object_object_add(o, "cache_bytes", U64(complete + partial));
 	json_object_object_add(o, "cache_complete_bytes", U64(complete));
-	json_object_object_add(o, "cache_limit_bytes", U64(c->max_bytes));
+	/* 0: no bound */
+	json_object_object_add(
+		o, "cache_limit_bytes", U64(c->unbounded ? 0 : cache_bound(c, complete)));
 #undef U64
 	json_object_object_add(o, "blobs_in_flight", flight);
 	return 0;

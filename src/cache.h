@@ -30,7 +30,8 @@
  *                  dropped (the caller's reference keeps b alive meanwhile).
  *
  * Immutable after cache_blob_open: a blob's digest, size, nchunks, reg, repo
- * and fd (until it is freed); the cache's dir, chunk, max_bytes and strict.
+ * and fd (until it is freed); the cache's dir, chunk, max_bytes, unbounded and
+ * strict.
  * Counters for stats.json are atomics and need no lock.
  *
  * No network I/O, process or directory scan runs under c->lock or b->lock:
@@ -53,9 +54,19 @@ struct registry;
 
 #define CACHE_CHUNK_DEFAULT (1024 * 1024)
 
+/*
+ * The default bound on complete blobs: CACHE_SHARE_PCT percent of the size of
+ * the file system that holds the cache, and evicting sooner where needed to
+ * keep CACHE_FREE_PCT percent of it available. Both follow the file system
+ * (statvfs, looked at on each eviction): a grown disk gets a bigger cache.
+ */
+#define CACHE_SHARE_PCT 10
+#define CACHE_FREE_PCT 5
+
 struct cache_options {
 	const char *dir;
-	uint64_t max_bytes; /* bound on complete blobs; 0 for none */
+	uint64_t max_bytes; /* bound on complete blobs; 0 for the default (see above) */
+	bool unbounded; /* no bound at all (cache_size=0 or unlimited) */
 	size_t chunk_size; /* power of two; 0 for CACHE_CHUNK_DEFAULT */
 	bool verify_strict; /* withhold every byte until the blob verified */
 };
