@@ -4,12 +4,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -24,6 +27,57 @@
 #define CRED_FILE_MAX (1024 * 1024)
 #define HELPER_OUT_MAX (64 * 1024)
 #define TOKEN_ANSWER_MAX (1024 * 1024)
+
+/* Set before any thread starts (main or a test), read after. */
+static unsigned helper_timeout_ms = AUTH_HELPER_TIMEOUT_MS;
+
+/*
+ * "NAME\nHOST" of each helper that timed out for a host: not run for it
+ * again, so that a stuck helper costs one wait per host, not one per
+ * repository. Protects: stuck_list. Never held across running a helper.
+ */
+static pthread_mutex_t stuck_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct stuck {
+	struct stuck *next;
+	char key[];
+} * stuck_list;
+
+void auth_set_helper_timeout(unsigned ms)
+{
+	helper_timeout_ms = ms ? ms : AUTH_HELPER_TIMEOUT_MS;
+}
+
+static bool helper_stuck(const char *name, const char *host, bool add)
+{
+	size_t nl = strlen(name), hl = strlen(host);
+	struct stuck *e;
+	bool found = false;
+
+	pthread_mutex_lock(&stuck_lock);
+	for (e = stuck_list; e && !found; e = e->next)
+		found = strncmp(e->key, name, nl) == 0 && e->key[nl] == '\n' &&
+			strcmp(e->key + nl + 1, host) == 0;
+	if (!found && add) {
+		e = malloc(sizeof(*e) + nl + hl + 2);
+		if (e) {
+			memcpy(e->key, name, nl);
+			e->key[nl] = '\n';
+			memcpy(e->key + nl + 1, host, hl + 1);
+			e->next = stuck_list;
+			stuck_list = e;
+		}
+	}
+	pthread_mutex_unlock(&stuck_lock);
+	return found;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 void credentials_release(struct credentials *c)
 {
@@ -233,10 +287,49 @@ static int creds_from_auths_entry(struct json_object *e, struct credentials *out
 	return ret;
 }
 
-/* Run docker-credential-NAME get with host on stdin; parse its JSON answer. */
+/*
+ * Read the helper's answer from fd into b until it closes its end, for
+ * helper_timeout_ms at most. 0, or -ETIMEDOUT.
+ */
+static int helper_read(int fd, struct buf *b)
+{
+	long long deadline = now_ms() + helper_timeout_ms;
+
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		long long left = deadline - now_ms();
+		char chunk[4096];
+		ssize_t n;
+		int r;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		r = poll(&pfd, 1, (int)left);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r == 0)
+			return -ETIMEDOUT;
+		if (r < 0)
+			return 0; /* the exit status tells */
+		n = read(fd, chunk, sizeof(chunk));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || b->len + (size_t)n > HELPER_OUT_MAX)
+			return 0;
+		if (buf_add(b, chunk, (size_t)n))
+			return 0;
+	}
+}
+
+/*
+ * Run docker-credential-NAME get with host on stdin; parse its JSON answer.
+ * The helper runs in a process group of its own and gets helper_timeout_ms
+ * to answer: then the whole group is killed (a script's children too), so
+ * that a stuck helper costs one bounded wait and leaves nothing behind.
+ */
 static int creds_from_helper(const char *name, const char *host, struct credentials *out)
 {
-	int in[2], outp[2], status, ret = -ENOENT;
+	int in[2], outp[2], status = 0, ret = -ENOENT, rd;
 	char prog[128];
 	struct buf b = BUF_INIT;
 	struct json_object *root = NULL, *u, *s;
@@ -245,6 +338,10 @@ static int creds_from_helper(const char *name, const char *host, struct credenti
 	if (!*name || strchr(name, '/') || strlen(name) > 64)
 		return -EINVAL;
 	snprintf(prog, sizeof(prog), "docker-credential-%s", name);
+	if (helper_stuck(name, host, false)) {
+		log_debug("%s: credential helper %s timed out before: not run again", host, prog);
+		return -ETIMEDOUT;
+	}
 	if (pipe2(in, O_CLOEXEC))
 		return -errno;
 	if (pipe2(outp, O_CLOEXEC)) {
@@ -259,7 +356,17 @@ static int creds_from_helper(const char *name, const char *host, struct credenti
 	}
 	if (pid == 0) {
 		int null = open("/dev/null", O_WRONLY);
+		sigset_t none;
 
+		/*
+		 * The daemon's threads block SIGTERM and SIGHUP, and a mask
+		 * survives exec: the helper gets the defaults, so that it can be
+		 * stopped like any program.
+		 */
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		signal(SIGPIPE, SIG_DFL);
+		setpgid(0, 0);
 		dup2(in[0], 0);
 		dup2(outp[1], 1);
 		if (null >= 0)
@@ -267,6 +374,8 @@ static int creds_from_helper(const char *name, const char *host, struct credenti
 		execlp(prog, prog, "get", (char *)NULL);
 		_exit(127);
 	}
+	/* Both sides set the group: whichever runs first, the kill below finds it. */
+	setpgid(pid, pid);
 	close(in[0]);
 	close(outp[1]);
 	in[0] = outp[1] = -1;
@@ -275,6 +384,7 @@ static int creds_from_helper(const char *name, const char *host, struct credenti
 		struct sigaction sa = { .sa_handler = SIG_IGN }, old;
 
 		sigaction(SIGPIPE, &sa, &old);
+		/* A host name fits in the pipe's buffer: this does not block. */
 		if (write(in[1], host, strlen(host)) < 0) {
 			/* the exit status tells */
 		}
@@ -282,18 +392,23 @@ static int creds_from_helper(const char *name, const char *host, struct credenti
 	}
 	close(in[1]);
 	in[1] = -1;
-	for (;;) {
-		char chunk[4096];
-		ssize_t n = read(outp[0], chunk, sizeof(chunk));
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0 || b.len + (size_t)n > HELPER_OUT_MAX)
-			break;
-		buf_add(&b, chunk, (size_t)n);
+	rd = helper_read(outp[0], &b);
+	close(outp[0]);
+	outp[0] = -1;
+	if (rd == -ETIMEDOUT) {
+		kill(-pid, SIGKILL);
+		kill(pid, SIGKILL);
 	}
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
+	if (rd == -ETIMEDOUT) {
+		log_err("%s: credential helper %s timed out after %u ms: killed; going on "
+			"without its credentials, and not running it for this host again",
+			host, prog, helper_timeout_ms);
+		helper_stuck(name, host, true);
+		ret = -ETIMEDOUT;
+		goto out;
+	}
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		/* "credentials not found" is no error: there are simply none */
 		if (!(b.data && strstr(b.data, "not found")))
@@ -438,6 +553,9 @@ int auth_find_credentials(
 				repo ? repo : "", paths[i]);
 			return 0;
 		}
+		/* Logged; the next file would most likely name the same helper. */
+		if (ret == -ETIMEDOUT)
+			return ret;
 	}
 	return -ENOENT;
 }

@@ -31,6 +31,18 @@ int auth_parse_challenge(const char *value, struct challenge *out);
 void challenge_release(struct challenge *c);
 
 /*
+ * How long a credential helper (docker-credential-NAME get) has to answer:
+ * then it is killed with its process group, the log says it timed out
+ * (naming the helper and the host), and the lookup goes on without
+ * credentials, as anonymous. A helper that timed out for a host is not run
+ * for that host again by this process.
+ */
+#define AUTH_HELPER_TIMEOUT_MS 10000
+
+/* Set that time (0: the default). Call before any thread starts; for tests. */
+void auth_set_helper_timeout(unsigned ms);
+
+/*
  * Credentials for repo (or the host as a whole when repo is NULL) at host from
  * one credentials file's JSON text (docker config.json or containers
  * auth.json): credHelpers[host], then credsStore, then auths (each tried when
@@ -38,8 +50,10 @@ void challenge_release(struct challenge *c);
  * most specific one naming repo wins), or URL forms ("https://host/",
  * "http://host/v1/") that name the host alone; Docker Hub's
  * "https://index.docker.io/v1/" names registry-1.docker.io. A helper is run as
- * docker-credential-NAME get. 0 with *out filled, -ENOENT when the file has
- * nothing for host, -EBADMSG when it is not valid.
+ * docker-credential-NAME get, for AUTH_HELPER_TIMEOUT_MS at most; it can be
+ * slow, so call this holding no lock that other requests need. 0 with *out
+ * filled, -ENOENT when the file has nothing for host, -EBADMSG when it is not
+ * valid, -ETIMEDOUT when a helper did not answer in time.
  */
 int auth_credentials_from_json(
 	const char *json, const char *host, const char *repo, struct credentials *out);
@@ -48,7 +62,9 @@ int auth_credentials_from_json(
  * Credentials for repo (or NULL) at host, first hit wins: auth_file (when not
  * NULL), $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
  * ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json,
- * ~/.docker/config.json. 0 or -ENOENT.
+ * ~/.docker/config.json. 0, -ENOENT, or -ETIMEDOUT when a helper did not
+ * answer in time (the files after it are not tried). Runs credential
+ * helpers: hold no lock that other requests need.
  */
 int auth_find_credentials(
 	const char *auth_file, const char *host, const char *repo, struct credentials *out);

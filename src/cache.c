@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
-#include <dirent.h>
 #include <json-c/json.h>
 
 #include "digest.h"
@@ -41,11 +41,14 @@
 #define SEQ_SLACK (8 * 1024 * 1024)
 /* Seconds after which a temporary file nobody renamed is a crash's leftover. */
 #define TEMP_AGE 600
+/* Scans of blobs/ one eviction makes at most while other blobs complete. */
+#define EVICT_PASSES 3
 /* Bytes hashed per read-back of fetched chunks. */
 #define HASH_BUF (256 * 1024)
 
 enum chunk_state { CH_ABSENT = 0, CH_PRESENT = 1, CH_INFLIGHT = 2 };
 
+/* Locks and what they protect: see the top of cache.h. */
 struct blob {
 	struct cache *c;
 	struct blob *next; /* in c->blobs; protected by c->lock */
@@ -72,26 +75,30 @@ struct blob {
 
 struct job {
 	struct job *next;
-	struct blob *b; /* holds a reference */
+	struct blob *b; /* holds a reference once queued */
 	size_t first;
 	size_t n;
+	bool urgent; /* demanded by a reader, not read-ahead */
 };
 
 struct cache {
 	char *dir;
 	size_t chunk;
-	uint64_t max_bytes;
+	uint64_t max_bytes; /* cache_size=; 0 for the default, a share of the file system */
+	bool unbounded;
 	bool strict;
+	pthread_mutex_t evict_lock; /* one eviction pass at a time */
 	pthread_mutex_t lock;
 	struct blob *blobs; /* open blobs; protected by lock */
 	/* Demanded chunks go before read-ahead. protected by lock */
 	struct job *urgent, **urgent_tail;
 	struct job *ahead, **ahead_tail;
 	pthread_cond_t work;
-	bool stopping;
+	bool stopping; /* protected by lock */
 	pthread_t workers[WORKERS];
 	size_t n_workers;
 	uint64_t complete_bytes; /* estimate; eviction rescans; protected by lock */
+	unsigned complete_gen; /* bumped by each blob completed; protected by lock */
 	/* For .ocifs/stats.json (atomic) */
 	uint64_t st_fetched; /* bytes received from registries */
 	uint64_t st_hits; /* reads whose bytes were all in the cache */
@@ -185,66 +192,140 @@ static bool blob_is_open(struct cache *c, const char *hex)
 }
 
 /*
- * Bring the complete blobs under max_bytes, least recently used first (by
- * atime, which opening sets), never one that is open. Caller holds c->lock.
+ * The bound on complete blobs that add up to total bytes now: cache_size=,
+ * or by default CACHE_SHARE_PCT of the cache's file system, lowered by what
+ * it takes to keep CACHE_FREE_PCT of it available. UINT64_MAX for none.
+ */
+static uint64_t cache_bound(struct cache *c, uint64_t total)
+{
+	uint64_t size, avail, reserve, limit;
+	struct statvfs sv;
+
+	if (c->unbounded)
+		return UINT64_MAX;
+	if (c->max_bytes)
+		return c->max_bytes;
+	if (statvfs(c->dir, &sv) || !sv.f_blocks)
+		return UINT64_MAX; /* nothing to take a share of: the disk tells ENOSPC */
+	size = (uint64_t)sv.f_blocks * sv.f_frsize;
+	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	limit = size / 100 * CACHE_SHARE_PCT;
+	reserve = size / 100 * CACHE_FREE_PCT;
+	if (avail < reserve) {
+		uint64_t room = total > reserve - avail ? total - (reserve - avail) : 0;
+
+		if (room < limit)
+			limit = room;
+	}
+	return limit;
+}
+
+/* Whether the complete blobs are over the bound: cache_evict() has work. No lock held. */
+static bool cache_over(struct cache *c)
+{
+	uint64_t total;
+
+	if (c->unbounded)
+		return false;
+	pthread_mutex_lock(&c->lock);
+	total = c->complete_bytes;
+	pthread_mutex_unlock(&c->lock);
+	return total > cache_bound(c, total);
+}
+
+/*
+ * Bring the complete blobs under cache_bound(), least recently used first (by
+ * atime, which opening sets), never one that is open. Called with no cache
+ * lock held: the scan of blobs/ runs under evict_lock alone, and each unlink
+ * under c->lock, so that a blob cannot be opened between the check that it
+ * is not open and its removal (cache_blob_open opens the file under c->lock).
  */
 static void cache_evict(struct cache *c)
 {
 	char dir[PATH_MAX], path[PATH_MAX];
-	struct victim *v = NULL;
-	size_t n = 0, cap = 0, i;
-	uint64_t total = 0;
+	struct victim *v;
+	size_t n, cap, i;
+	uint64_t total, bound;
+	unsigned gen, passes = 0;
+	bool again;
 	struct dirent *de;
 	DIR *d;
 
 	snprintf(dir, sizeof(dir), "%s/blobs/sha256", c->dir);
-	d = opendir(dir);
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		struct stat st;
+	pthread_mutex_lock(&c->evict_lock);
+	do {
+		v = NULL;
+		n = cap = 0;
+		total = 0;
+		pthread_mutex_lock(&c->lock);
+		gen = c->complete_gen;
+		pthread_mutex_unlock(&c->lock);
+		d = opendir(dir);
+		if (!d)
+			break;
+		while ((de = readdir(d))) {
+			struct stat st;
 
-		if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(v->name))
-			continue;
-		if (fstatat(dirfd(d), de->d_name, &st, 0) || !S_ISREG(st.st_mode))
-			continue;
-		if (n == cap) {
-			struct victim *nv = realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+			if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(v->name))
+				continue;
+			if (fstatat(dirfd(d), de->d_name, &st, 0) || !S_ISREG(st.st_mode))
+				continue;
+			if (n == cap) {
+				struct victim *nv =
+					realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
 
-			if (!nv)
-				break;
-			v = nv;
+				if (!nv)
+					break;
+				v = nv;
+			}
+			snprintf(v[n].name, sizeof(v[n].name), "%s", de->d_name);
+			v[n].atime = st.st_atim;
+			v[n].size = st.st_size;
+			total += (uint64_t)st.st_size;
+			n++;
 		}
-		snprintf(v[n].name, sizeof(v[n].name), "%s", de->d_name);
-		v[n].atime = st.st_atim;
-		v[n].size = st.st_size;
-		total += (uint64_t)st.st_size;
-		n++;
-	}
-	closedir(d);
-	if (n)
-		qsort(v, n, sizeof(*v), victim_cmp);
-	for (i = 0; i < n && total > c->max_bytes; i++) {
-		if (blob_is_open(c, v[i].name))
-			continue;
-		if (snprintf(path, sizeof(path), "%s/%s", dir, v[i].name) >= (int)sizeof(path))
-			continue;
-		if (unlink(path) == 0) {
-			total -= (uint64_t)v[i].size;
-			log_debug("cache: evicted sha256:%s (%lld bytes)", v[i].name,
-				(long long)v[i].size);
+		closedir(d);
+		if (n)
+			qsort(v, n, sizeof(*v), victim_cmp);
+		bound = cache_bound(c, total);
+		for (i = 0; i < n && total > bound; i++) {
+			bool gone = false;
+
+			if (snprintf(path, sizeof(path), "%s/%s", dir, v[i].name) >=
+				(int)sizeof(path))
+				continue;
+			pthread_mutex_lock(&c->lock);
+			if (!blob_is_open(c, v[i].name))
+				gone = unlink(path) == 0;
+			pthread_mutex_unlock(&c->lock);
+			if (gone) {
+				total -= (uint64_t)v[i].size;
+				log_debug("cache: evicted sha256:%s (%lld bytes)", v[i].name,
+					(long long)v[i].size);
+			}
 		}
-	}
-	c->complete_bytes = total;
-	free(v);
+		free(v);
+		/*
+		 * A blob completed during the scan may have been missed: scan again
+		 * (a few times at most; the next completion evicts anyway).
+		 */
+		pthread_mutex_lock(&c->lock);
+		again = c->complete_gen != gen && ++passes < EVICT_PASSES;
+		if (!again)
+			c->complete_bytes = total;
+		pthread_mutex_unlock(&c->lock);
+	} while (again);
+	pthread_mutex_unlock(&c->evict_lock);
 }
 
-/* A blob of size bytes became complete. Caller holds c->lock. */
+/*
+ * A blob of size bytes became complete. Caller holds c->lock, and calls
+ * cache_evict() when cache_over() once it has dropped it.
+ */
 static void account_complete(struct cache *c, int64_t size)
 {
 	c->complete_bytes += (uint64_t)size;
-	if (c->max_bytes && c->complete_bytes > c->max_bytes)
-		cache_evict(c);
+	c->complete_gen++;
 }
 
 /* ---- verification ---- */
@@ -272,7 +353,7 @@ static void blob_finish(struct blob *b)
 		unlink(from);
 	unlink(map);
 
-	/* Lock order is b->lock, then c->lock: never both here. */
+	/* Never both locks here: the readers woken next may queue fetches. */
 	pthread_mutex_lock(&b->lock);
 	if (err) {
 		b->error = -EIO;
@@ -299,6 +380,8 @@ static void blob_finish(struct blob *b)
 		account_complete(c, b->size);
 	}
 	pthread_mutex_unlock(&c->lock);
+	if (!err && cache_over(c))
+		cache_evict(c);
 }
 
 /* Where the run of present chunks from byte `from` ends, in bytes. Caller holds b->lock. */
@@ -475,12 +558,13 @@ static void run_job(struct cache *c, struct job *j)
 	blob_advance_hash(b);
 }
 
-static void blob_unref_locked(struct cache *c, struct blob *b);
+static bool blob_unref_locked(struct cache *c, struct blob *b);
 
 static void *worker_main(void *arg)
 {
 	struct cache *c = arg;
 	struct job *j;
+	bool closed;
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
@@ -502,18 +586,25 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&c->lock);
 		run_job(c, j);
 		pthread_mutex_lock(&c->lock);
-		blob_unref_locked(c, j->b);
+		closed = blob_unref_locked(c, j->b);
 		free(j);
+		if (closed) {
+			pthread_mutex_unlock(&c->lock);
+			if (cache_over(c))
+				cache_evict(c);
+			pthread_mutex_lock(&c->lock);
+		}
 	}
 	pthread_mutex_unlock(&c->lock);
 	return NULL;
 }
 
 /*
- * Queue fetches for the absent chunks of [first, last], marking them in
- * flight. Caller holds b->lock (not c->lock).
+ * Make jobs for the absent chunks of [first, last], marking them in flight,
+ * and add them to *todo for queue_jobs(). Caller holds b->lock (and so not
+ * c->lock: the jobs are queued once b->lock is dropped).
  */
-static void schedule(struct blob *b, size_t first, size_t last, bool urgent)
+static void schedule(struct blob *b, size_t first, size_t last, bool urgent, struct job **todo)
 {
 	struct cache *c = b->c;
 	size_t i = first, max = (urgent ? JOB_BYTES_URGENT : JOB_BYTES_AHEAD) / c->chunk;
@@ -534,14 +625,39 @@ static void schedule(struct blob *b, size_t first, size_t last, bool urgent)
 			n++;
 		j = calloc(1, sizeof(*j));
 		if (!j)
-			return; /* the reader waits on chunks nobody fetches: caught below */
+			return; /* chunks left absent: the reader's wait loop tells */
 		j->first = i;
 		j->n = n;
 		j->b = b;
+		j->urgent = urgent;
 		memset(b->state + i, CH_INFLIGHT, n);
-		pthread_mutex_lock(&c->lock);
-		b->refs++;
-		if (urgent) {
+		j->next = *todo;
+		*todo = j;
+		i += n;
+	}
+}
+
+/*
+ * Hand the jobs schedule() made to the workers, each taking a reference on
+ * its blob. Caller holds no cache lock, and a reference on the blob.
+ */
+static void queue_jobs(struct cache *c, struct job **todo)
+{
+	struct job *j, *next, *rev = NULL;
+
+	/* schedule() pushed them in reverse: queue them in the order of the file. */
+	for (j = *todo; j; j = next) {
+		next = j->next;
+		j->next = rev;
+		rev = j;
+	}
+	*todo = NULL;
+	pthread_mutex_lock(&c->lock);
+	for (j = rev; j; j = next) {
+		next = j->next;
+		j->next = NULL;
+		j->b->refs++;
+		if (j->urgent) {
 			*c->urgent_tail = j;
 			c->urgent_tail = &j->next;
 		} else {
@@ -549,15 +665,15 @@ static void schedule(struct blob *b, size_t first, size_t last, bool urgent)
 			c->ahead_tail = &j->next;
 		}
 		pthread_cond_signal(&c->work);
-		pthread_mutex_unlock(&c->lock);
-		i += n;
 	}
+	pthread_mutex_unlock(&c->lock);
 }
 
 int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t len)
 {
 	struct cache *c = b->c;
 	size_t first, last, lo, hi, window_max = WINDOW_BYTES_MAX / c->chunk;
+	struct job *todo = NULL;
 	bool need_all, seq, waited = false;
 	unsigned gen;
 	off_t slack;
@@ -599,7 +715,7 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 	lo = need_all ? 0 : first;
 	hi = need_all ? b->nchunks - 1 : last;
 	gen = b->fail_gen;
-	schedule(b, lo, hi, true);
+	schedule(b, lo, hi, true, &todo);
 	/*
 	 * Top the window up once half of it is read, in one go: requests stay
 	 * large instead of one per chunk the reader moves on.
@@ -607,12 +723,18 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 	if (rd->window && rd->ahead_end < last + 1 + rd->window / 2) {
 		size_t from = rd->ahead_end > last + 1 ? rd->ahead_end : last + 1;
 
-		schedule(b, from, last + rd->window, false);
+		schedule(b, from, last + rd->window, false, &todo);
 		rd->ahead_end = last + 1 + rd->window;
 	}
 	for (;;) {
 		size_t i, absent = 0, missing = 0;
 
+		if (todo) {
+			/* Lock order: c->lock is never taken under b->lock. */
+			pthread_mutex_unlock(&b->lock);
+			queue_jobs(c, &todo);
+			pthread_mutex_lock(&b->lock);
+		}
 		if (b->error) {
 			ret = b->error;
 			break;
@@ -638,7 +760,12 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 				ret = b->fetch_error == -EACCES ? -EACCES : -EIO;
 				break;
 			}
-			schedule(b, lo, hi, true);
+			schedule(b, lo, hi, true, &todo);
+			if (!todo) {
+				ret = -ENOMEM;
+				break;
+			}
+			continue;
 		}
 		waited = true;
 		pthread_cond_wait(&b->cond, &b->lock);
@@ -665,16 +792,20 @@ static void blob_free(struct blob *b)
 	free(b);
 }
 
-/* Caller holds c->lock. */
-static void blob_unref_locked(struct cache *c, struct blob *b)
+/*
+ * Drop a reference; the last one frees b. Caller holds c->lock. Returns
+ * whether a complete blob was closed: open blobs are spared by eviction, so
+ * one that closes may now have to go (the caller calls cache_evict() when
+ * cache_over() once it has dropped the lock).
+ */
+static bool blob_unref_locked(struct cache *c, struct blob *b)
 {
 	struct blob **p;
-
 	bool was_complete;
 
 	assert(b->refs > 0);
 	if (--b->refs)
-		return;
+		return false;
 	for (p = &c->blobs; *p; p = &(*p)->next)
 		if (*p == b) {
 			*p = b->next;
@@ -682,18 +813,19 @@ static void blob_unref_locked(struct cache *c, struct blob *b)
 		}
 	was_complete = b->complete && !b->error;
 	blob_free(b);
-	/* Open blobs are spared by eviction: one that closes may now have to go. */
-	if (was_complete && c->max_bytes && c->complete_bytes > c->max_bytes)
-		cache_evict(c);
+	return was_complete;
 }
 
 void cache_blob_close(struct blob *b)
 {
 	struct cache *c = b->c;
+	bool closed;
 
 	pthread_mutex_lock(&c->lock);
-	blob_unref_locked(c, b);
+	closed = blob_unref_locked(c, b);
 	pthread_mutex_unlock(&c->lock);
+	if (closed && cache_over(c))
+		cache_evict(c);
 }
 
 int64_t cache_blob_size(const struct blob *b)
@@ -897,16 +1029,16 @@ int cache_new(const struct cache_options *o, struct cache **out)
 	}
 	c->chunk = o->chunk_size ? o->chunk_size : CACHE_CHUNK_DEFAULT;
 	c->max_bytes = o->max_bytes;
+	c->unbounded = o->unbounded;
 	c->strict = o->verify_strict;
 	c->urgent_tail = &c->urgent;
 	c->ahead_tail = &c->ahead;
+	pthread_mutex_init(&c->evict_lock, NULL);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->work, NULL);
-	if (c->max_bytes) {
-		pthread_mutex_lock(&c->lock);
+	/* Counts what is there, and brings it under a bound that may be new. */
+	if (!c->unbounded)
 		cache_evict(c);
-		pthread_mutex_unlock(&c->lock);
-	}
 	*out = c;
 	return 0;
 }
@@ -933,7 +1065,8 @@ static void drop_jobs(struct cache *c, struct job **q)
 
 	for (j = *q; j; j = next) {
 		next = j->next;
-		blob_unref_locked(c, j->b);
+		/* Stopping: no eviction pass now; the next start evicts. */
+		(void)blob_unref_locked(c, j->b);
 		free(j);
 	}
 	*q = NULL;
@@ -966,6 +1099,7 @@ void cache_free(struct cache *c)
 		return;
 	cache_stop(c);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->evict_lock);
 	pthread_cond_destroy(&c->work);
 	free(c->dir);
 	free(c);
@@ -1067,6 +1201,8 @@ int cache_adopt(struct cache *c, const char *digest, const char *path, char *out
 	pthread_mutex_lock(&c->lock);
 	account_complete(c, st.st_size);
 	pthread_mutex_unlock(&c->lock);
+	if (cache_over(c))
+		cache_evict(c);
 	return ret;
 }
 
@@ -1145,7 +1281,9 @@ int cache_stats_json(struct cache *c, struct json_object *o)
 	json_object_object_add(o, "cache_dir", json_object_new_string(c->dir));
 	json_object_object_add(o, "cache_bytes", U64(complete + partial));
 	json_object_object_add(o, "cache_complete_bytes", U64(complete));
-	json_object_object_add(o, "cache_limit_bytes", U64(c->max_bytes));
+	/* 0: no bound */
+	json_object_object_add(
+		o, "cache_limit_bytes", U64(c->unbounded ? 0 : cache_bound(c, complete)));
 #undef U64
 	json_object_object_add(o, "blobs_in_flight", flight);
 	return 0;

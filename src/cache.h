@@ -13,6 +13,32 @@
  * threads; a sequential reader gets a growing read-ahead window. A blob is
  * hashed as its chunks arrive in order and becomes complete only once its
  * sha256 matches. Directories are 0700 and files 0600.
+ *
+ * Locking. Three mutexes, always taken in this order (a thread holding one
+ * never waits for one above it):
+ *
+ *   c->evict_lock  Protects: one eviction pass at a time (its scan of blobs/
+ *                  and its unlinks). Taken with no other cache lock held.
+ *   c->lock        Protects: c->blobs and each blob's next and refs; the job
+ *                  queues (urgent, ahead) and stopping; complete_bytes and
+ *                  complete_gen. Held briefly: never across a fetch, a
+ *                  hash, a directory scan or a wait on b->cond.
+ *   b->lock        Protects: b->state, complete, error, fail_gen,
+ *                  fetch_error, hashed and hashing; b->cond waits on it.
+ *                  A holder of b->lock never takes c->lock: chunks to fetch
+ *                  are marked in flight under b->lock and queued after it is
+ *                  dropped (the caller's reference keeps b alive meanwhile).
+ *
+ * Immutable after cache_blob_open: a blob's digest, size, nchunks, reg, repo
+ * and fd (until it is freed); the cache's dir, chunk, max_bytes, unbounded and
+ * strict.
+ * Counters for stats.json are atomics and need no lock.
+ *
+ * No network I/O, process or directory scan runs under c->lock or b->lock:
+ * fetches run in the workers holding no lock, hashing reads back under no
+ * lock, eviction scans under evict_lock alone. Callers hold no cache lock
+ * when they call in, and the cache calls the registry holding none, so cache
+ * locks nest inside any lock of a caller.
  */
 #ifndef OCIFS_CACHE_H
 #define OCIFS_CACHE_H
@@ -28,9 +54,19 @@ struct registry;
 
 #define CACHE_CHUNK_DEFAULT (1024 * 1024)
 
+/*
+ * The default bound on complete blobs: CACHE_SHARE_PCT percent of the size of
+ * the file system that holds the cache, and evicting sooner where needed to
+ * keep CACHE_FREE_PCT percent of it available. Both follow the file system
+ * (statvfs, looked at on each eviction): a grown disk gets a bigger cache.
+ */
+#define CACHE_SHARE_PCT 10
+#define CACHE_FREE_PCT 5
+
 struct cache_options {
 	const char *dir;
-	uint64_t max_bytes; /* bound on complete blobs; 0 for none */
+	uint64_t max_bytes; /* bound on complete blobs; 0 for the default (see above) */
+	bool unbounded; /* no bound at all (cache_size=0 or unlimited) */
 	size_t chunk_size; /* power of two; 0 for CACHE_CHUNK_DEFAULT */
 	bool verify_strict; /* withhold every byte until the blob verified */
 };

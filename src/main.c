@@ -115,8 +115,9 @@ static void usage(const char *prog)
 	       "                             /var/cache/ocifs for root)\n"
 	       "    -o platform=OS/ARCH[/VARIANT]  index child to show (default: this host's)\n"
 	       "    -o uid=N,gid=N           owner of every file (default: the mounting user)\n"
-	       "    -o cache_size=SIZE       bound on cached blobs, LRU evicted (K/M/G; default "
-	       "none)\n"
+	       "    -o cache_size=SIZE       bound on cached blobs, LRU evicted (K/M/G; 0 or\n"
+	       "                             unlimited for none; default 10%% of the cache's\n"
+	       "                             file system, keeping 5%% of it free)\n"
 	       "    -o chunk_size=SIZE       bytes per ranged fetch (power of two, 64K..64M; 1M)\n"
 	       "    -o verify=strict         withhold every byte of a blob until it verified\n"
 	       "                             (default verify=end: only its last bytes)\n"
@@ -358,9 +359,15 @@ int main(int argc, char *argv[])
 			PACKAGE_NAME);
 		goto out_ref;
 	}
-	if (o.cache_size && parse_size(o.cache_size, &co.max_bytes)) {
-		fprintf(stderr, "%s: invalid cache_size \"%s\"\n", PACKAGE_NAME, o.cache_size);
+	/* No bound is asked for by name, or by 0 as ccache's max_size has it. */
+	if (o.cache_size && strcmp(o.cache_size, "unlimited") == 0) {
+		co.unbounded = true;
+	} else if (o.cache_size && parse_size(o.cache_size, &co.max_bytes)) {
+		fprintf(stderr, "%s: invalid cache_size \"%s\": a size (K/M/G) or unlimited\n",
+			PACKAGE_NAME, o.cache_size);
 		goto out_platform;
+	} else if (o.cache_size && co.max_bytes == 0) {
+		co.unbounded = true;
 	}
 	if (o.chunk_size && (parse_size(o.chunk_size, &chunk) || chunk < 65536 ||
 				    chunk > 64 * 1024 * 1024 || (chunk & (chunk - 1)))) {

@@ -30,12 +30,17 @@ struct token {
 	time_t expires;
 };
 
-/* Credentials looked up for one repository (NULL: the host as a whole). */
+/*
+ * Credentials looked up for one repository (NULL: the host as a whole). In
+ * r->creds from the start of the lookup; repo, have and creds are set once
+ * and not changed after ready (so they can be read without the lock then).
+ */
 struct cred_entry {
 	struct cred_entry *next;
 	char *repo;
+	bool ready; /* the lookup ended; protected by r->lock */
 	bool have;
-	bool told; /* the registry's refusal has been logged */
+	bool told; /* the registry's refusal has been logged; protected by r->lock */
 	struct credentials creds;
 };
 
@@ -44,7 +49,12 @@ struct registry {
 	char *host;
 	char *prefix; /* put before repository names: "" or a mirror's "path/" */
 	struct registry_options opts;
+	/*
+	 * Held briefly: never across a request, a token fetch or a credential
+	 * helper (a stuck helper must not stop the other requests).
+	 */
 	pthread_mutex_t lock;
+	pthread_cond_t creds_ready; /* a credentials lookup ended; with lock */
 	const char *scheme; /* "https" or "http" once pinged; protected by lock */
 	bool fixed_scheme; /* a mirror URL said which */
 	/* Authentication. protected by lock */
@@ -115,6 +125,7 @@ int registry_new(
 	if (!r->opts.page_size)
 		r->opts.page_size = 1000;
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->creds_ready, NULL);
 	*out = r;
 	return 0;
 }
@@ -146,6 +157,7 @@ void registry_free(struct registry *r)
 	challenge_release(&r->challenge);
 	strlist_release(&r->warned);
 	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->creds_ready);
 	free(r->prefix);
 	free(r->host);
 	free(r);
@@ -244,14 +256,19 @@ static void note_challenge(struct registry *r, const char *value)
 
 /*
  * The credentials for the repository a scope names ("repository:NAME:pull"),
- * or for the host as a whole, looked up on first use and kept; NULL when there
- * are none. Caller holds r->lock; the answer lives as long as r.
+ * or for the host as a whole, looked up on first use and kept; NULL when out
+ * of memory. Called without r->lock: the lookup can run a credential helper
+ * (bounded by AUTH_HELPER_TIMEOUT_MS), which happens outside the lock, once
+ * per entry; other requests for the same entry wait for it on creds_ready,
+ * and every other request goes on. The answer lives as long as r.
  */
-static struct cred_entry *cred_entry_for(struct registry *r, const char *scope)
+static struct cred_entry *cred_entry_get(struct registry *r, const char *scope)
 {
 	const char *name = NULL, *end = NULL;
+	struct credentials found;
 	struct cred_entry *c;
 	char *repo = NULL;
+	bool have;
 
 	if (strncmp(scope, "repository:", 11) == 0) {
 		name = scope + 11;
@@ -262,33 +279,41 @@ static struct cred_entry *cred_entry_for(struct registry *r, const char *scope)
 		if (!repo)
 			return NULL;
 	}
+	pthread_mutex_lock(&r->lock);
 	for (c = r->creds; c; c = c->next)
 		if (repo ? c->repo && strcmp(c->repo, repo) == 0 : !c->repo)
 			break;
 	if (c) {
+		while (!c->ready)
+			pthread_cond_wait(&r->creds_ready, &r->lock);
+		pthread_mutex_unlock(&r->lock);
 		free(repo);
 		return c;
 	}
 	c = calloc(1, sizeof(*c));
 	if (!c) {
+		pthread_mutex_unlock(&r->lock);
 		free(repo);
 		return NULL;
 	}
 	c->repo = repo;
-	c->have = auth_find_credentials(r->opts.auth_file, r->host, repo, &c->creds) == 0;
-	if (!c->have)
-		log_debug("%s%s%s: no credentials found: anonymous", r->host, repo ? "/" : "",
-			repo ? repo : "");
 	c->next = r->creds;
 	r->creds = c;
+	pthread_mutex_unlock(&r->lock);
+
+	have = auth_find_credentials(r->opts.auth_file, r->host, repo, &found) == 0;
+	if (!have)
+		log_debug("%s%s%s: no credentials found: anonymous", r->host, repo ? "/" : "",
+			repo ? repo : "");
+
+	pthread_mutex_lock(&r->lock);
+	if (have)
+		c->creds = found;
+	c->have = have;
+	c->ready = true;
+	pthread_cond_broadcast(&r->creds_ready);
+	pthread_mutex_unlock(&r->lock);
 	return c;
-}
-
-static const struct credentials *creds_for(struct registry *r, const char *scope)
-{
-	struct cred_entry *c = cred_entry_for(r, scope);
-
-	return c && c->have ? &c->creds : NULL;
 }
 
 /*
@@ -323,8 +348,8 @@ static void tell_refusal(struct registry *r, const char *scope, long status)
 	bool have = false;
 	char name[300];
 
+	c = cred_entry_get(r, scope);
 	pthread_mutex_lock(&r->lock);
-	c = cred_entry_for(r, scope);
 	if (c && !c->told && refusal_told(r, c)) {
 		c->told = true;
 	} else if (c && !c->told) {
@@ -385,19 +410,25 @@ static int auth_line(struct registry *r, const char *scope, char **line)
 {
 	struct challenge ch = { NULL, NULL, NULL, NULL };
 	struct credentials cred = { NULL, NULL, NULL };
-	const struct credentials *have;
+	const struct credentials *have = NULL;
+	struct cred_entry *ce;
 	struct token *t;
 	char *value = NULL, *tok = NULL;
 	time_t expires = 0;
+	bool challenged;
 	int ret = 0;
 
 	*line = NULL;
 	pthread_mutex_lock(&r->lock);
-	if (!r->challenge.scheme) {
-		pthread_mutex_unlock(&r->lock);
+	challenged = r->challenge.scheme != NULL;
+	pthread_mutex_unlock(&r->lock);
+	if (!challenged)
 		return 0;
-	}
-	have = creds_for(r, scope);
+	/* Before the lock: this may run a credential helper. */
+	ce = cred_entry_get(r, scope);
+	if (ce && ce->have)
+		have = &ce->creds;
+	pthread_mutex_lock(&r->lock);
 	if (strcmp(r->challenge.scheme, "basic") == 0) {
 		value = have ? auth_basic_header(have) : NULL;
 		pthread_mutex_unlock(&r->lock);

@@ -2,8 +2,12 @@
 #include "config.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "check.h"
@@ -34,6 +38,117 @@ static void check_creds(const char *json, const char *host, int want_ret, const 
 	const char *pass, const char *idtok)
 {
 	check_repo_creds(json, host, NULL, want_ret, user, pass, idtok);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The pid written in file, or 0. */
+static pid_t pid_in(const char *file)
+{
+	FILE *f = fopen(file, "r");
+	long pid = 0;
+
+	if (f) {
+		if (fscanf(f, "%ld", &pid) != 1)
+			pid = 0;
+		fclose(f);
+	}
+	return (pid_t)pid;
+}
+
+/* Whether pid is gone (or a zombie nobody reaped yet), within two seconds. */
+static bool gone(pid_t pid)
+{
+	char path[64], state = 0;
+	int i;
+
+	for (i = 0; i < 200; i++) {
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+		f = fopen(path, "r");
+		if (!f)
+			return true;
+		if (fscanf(f, "%*d (%*[^)]) %c", &state) != 1)
+			state = 0;
+		fclose(f);
+		if (state == 'Z')
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+/*
+ * A helper that never answers: killed after the time limit with the child it
+ * started, -ETIMEDOUT, and not run again for that host.
+ */
+static void check_stuck_helper(void)
+{
+	char dir[] = "/tmp/ocifs-test-helper.XXXXXX", prog[256], pidf[256], childf[256];
+	char path[4096];
+	const char *old_path = getenv("PATH");
+	struct credentials c;
+	pid_t pid, child;
+	double t0, dt;
+	FILE *f;
+	int ret;
+
+	if (!mkdtemp(dir)) {
+		CHECK(0, "mkdtemp");
+		return;
+	}
+	snprintf(prog, sizeof(prog), "%s/docker-credential-ocifs-unit-stuck", dir);
+	snprintf(pidf, sizeof(pidf), "%s/pid", dir);
+	snprintf(childf, sizeof(childf), "%s/child", dir);
+	f = fopen(prog, "w");
+	if (!f) {
+		CHECK(0, "write %s", prog);
+		return;
+	}
+	fprintf(f, "#!/bin/sh\necho $$ >%s\nsleep 100000 &\necho $! >%s\nwait\n", pidf, childf);
+	fclose(f);
+	chmod(prog, 0700);
+	snprintf(path, sizeof(path), "%s:%s", dir, old_path ? old_path : "/usr/bin:/bin");
+	setenv("PATH", path, 1);
+	auth_set_helper_timeout(300);
+
+	t0 = now_s();
+	ret = auth_credentials_from_json(
+		"{\"credHelpers\":{\"stuck.example\":\"ocifs-unit-stuck\"}}", "stuck.example", NULL,
+		&c);
+	dt = now_s() - t0;
+	CHECK(ret == -ETIMEDOUT, "a stuck helper: -ETIMEDOUT (got %d)", ret);
+	CHECK(dt >= 0.25 && dt < 3, "after its time limit of 0.3 s (%.2f s)", dt);
+	pid = pid_in(pidf);
+	child = pid_in(childf);
+	CHECK(pid > 0 && child > 0, "the helper ran and started a child");
+	CHECK(pid > 0 && gone(pid), "the helper is gone");
+	CHECK(child > 0 && gone(child), "its child is gone too (its process group was killed)");
+	if (child > 0 && !gone(child))
+		kill(child, SIGKILL);
+
+	unlink(pidf);
+	t0 = now_s();
+	ret = auth_credentials_from_json(
+		"{\"credHelpers\":{\"stuck.example\":\"ocifs-unit-stuck\"}}", "stuck.example",
+		"some/repo", &c);
+	dt = now_s() - t0;
+	CHECK(ret == -ETIMEDOUT && dt < 0.2,
+		"asked again for that host: -ETIMEDOUT at once (%.2f s)", dt);
+	CHECK(access(pidf, F_OK) != 0, "without running the helper again");
+
+	auth_set_helper_timeout(0);
+	setenv("PATH", old_path ? old_path : "/usr/bin:/bin", 1);
+	unlink(childf);
+	unlink(prog);
+	rmdir(dir);
 }
 
 int main(void)
@@ -139,5 +254,6 @@ int main(void)
 	free(h);
 	credentials_release(&c);
 	CHECK(!c.username && !c.password, "credentials released");
+	check_stuck_helper();
 	return check_done();
 }
