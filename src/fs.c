@@ -176,12 +176,18 @@ static void do_readdir(
 	free(buf);
 }
 
-static void do_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void dir_handle_free(struct tree *t, void *arg)
 {
-	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+	struct dir_handle *dh = arg;
 
 	tree_dirents_free(dh->ents, dh->n);
 	free(dh);
+}
+
+/* The kernel may release a handle while a request of it is still answered: freed after. */
+static void do_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	node_defer(req_tree(req), dir_handle_free, (void *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -375,21 +381,32 @@ static void do_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	do_flush(req, ino, fi);
 }
 
+static void open_file_free(struct tree *t, void *arg)
+{
+	struct open_file *fh = arg;
+
+	if (fh->blob) {
+		cache_blob_close(fh->blob);
+		push_note_reader(t, -1);
+	}
+	if (fh->fd >= 0)
+		close(fh->fd);
+	node_handle_close(t, fh->node);
+	free(fh->owned);
+	free(fh);
+}
+
+/*
+ * A reader killed mid-read makes the kernel release its handle while that
+ * read may still be answered here: what the read uses is freed after it.
+ */
 static void do_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 
-	if (fh->blob) {
-		cache_blob_close(fh->blob);
-		push_note_reader(req_tree(req), -1);
-	}
-	if (fh->fd >= 0)
-		close(fh->fd);
 	if (fh->writer)
 		push_release(req_tree(req), fh->node);
-	node_handle_close(req_tree(req), fh->node);
-	free(fh->owned);
-	free(fh);
+	node_defer(req_tree(req), open_file_free, fh);
 	fuse_reply_err(req, 0);
 }
 

@@ -68,9 +68,32 @@ static void node_free(struct tree *t, struct node *n)
 	free(n);
 }
 
+struct node_deferred {
+	struct node_deferred *next;
+	void (*fn)(struct tree *t, void *arg);
+	void *arg;
+};
+
+static void deferred_run(struct tree *t, struct node_deferred *d)
+{
+	while (d) {
+		struct node_deferred *next = d->next;
+
+		d->fn(t, d->arg);
+		free(d);
+		d = next;
+	}
+}
+
 void node_free_all(struct tree *t)
 {
 	struct node *n, *next;
+	int k;
+
+	for (k = 0; k < 2; k++) {
+		deferred_run(t, t->deferred[k]);
+		t->deferred[k] = NULL;
+	}
 
 	for (n = t->all; n; n = next) {
 		next = n->all_next;
@@ -314,6 +337,23 @@ uint64_t node_generation(const struct node *n)
 	return n->generation;
 }
 
+void node_defer(struct tree *t, void (*fn)(struct tree *t, void *arg), void *arg)
+{
+	struct node_deferred *d = malloc(sizeof(*d));
+
+	if (!d) {
+		/* out of memory: now, as before there were epochs */
+		fn(t, arg);
+		return;
+	}
+	d->fn = fn;
+	d->arg = arg;
+	pthread_mutex_lock(&t->lock);
+	d->next = t->deferred[t->epoch & 1];
+	t->deferred[t->epoch & 1] = d;
+	pthread_mutex_unlock(&t->lock);
+}
+
 unsigned node_op_enter_locked(struct tree *t)
 {
 	t->ops[t->epoch & 1]++;
@@ -340,21 +380,34 @@ unsigned node_op_enter(struct tree *t)
 void node_op_leave(struct tree *t, unsigned token)
 {
 	struct node *list = NULL, *g, *next;
+	struct node_deferred *later = NULL;
 	bool trim = false;
 	size_t freed;
+	int k;
 
 	pthread_mutex_lock(&t->lock);
 	t->ops[token & 1]--;
-	if (t->ops[(t->epoch + 1) & 1] == 0 && (t->grave[0] || t->grave[1])) {
+	/* with no request running at all, both epochs' work can go at once */
+	for (k = t->ops[t->epoch & 1] == 0 ? 2 : 1; k > 0; k--) {
+		struct node_deferred **dp;
+
+		if (t->ops[(t->epoch + 1) & 1] != 0 ||
+			!(t->grave[0] || t->grave[1] || t->deferred[0] || t->deferred[1]))
+			break;
 		/* the previous epoch's requests are done: its graveyard can go */
 		for (g = t->grave[(t->epoch + 1) & 1]; g; g = next) {
 			next = g->grave_next;
 			subtree_take(t, g, &list);
 		}
 		t->grave[(t->epoch + 1) & 1] = NULL;
+		for (dp = &later; *dp; dp = &(*dp)->next)
+			;
+		*dp = t->deferred[(t->epoch + 1) & 1];
+		t->deferred[(t->epoch + 1) & 1] = NULL;
 		t->epoch++;
 	}
 	pthread_mutex_unlock(&t->lock);
+	deferred_run(t, later);
 	if (!list)
 		return;
 	freed = chain_free(t, list);

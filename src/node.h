@@ -117,5 +117,11 @@ uint64_t node_generation(const struct node *n);
 unsigned node_op_enter(struct tree *t);
 unsigned node_op_enter_locked(struct tree *t);
 void node_op_leave(struct tree *t, unsigned token);
+/*
+ * Run fn(t, arg) once every request running now has ended: for what a
+ * request that raced the caller may still use (a file handle released while
+ * a read of it, abandoned by its reader, is still being answered).
+ */
+void node_defer(struct tree *t, void (*fn)(struct tree *t, void *arg), void *arg);
 
 #endif

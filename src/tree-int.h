@@ -138,6 +138,7 @@ struct tree {
 	unsigned epoch;
 	unsigned ops[2]; /* requests running, by the parity of the epoch they entered in */
 	struct node *grave[2]; /* subtrees buried in an epoch of that parity */
+	struct node_deferred *deferred[2]; /* node_defer()'s work, by epoch parity */
 	uint64_t freed_since_trim; /* nodes freed since memory was last handed back */
 	uint64_t served; /* bytes read() returned (atomic) */
 };

@@ -600,7 +600,9 @@ if [ -n "${OCIFS_IN_NS:-}" ]; then
 	mkdir -p "$S"
 	mount -t tmpfs -o size=16m,mode=700 tmpfs "$S" || bail "a 16 MiB tmpfs"
 	FM=$TESTDIR/fm
-	OCIFS_CACHE=$S/c mount_ocifs "$REG" "$FM" -o push_delay=1 || bail "mount on the small disk"
+	# no bound: the default (a share of this small disk) would evict the blob copied up below
+	OCIFS_CACHE=$S/c mount_ocifs "$REG" "$FM" -o push_delay=1,cache_size=unlimited ||
+		bail "mount on the small disk"
 	TF=$FM/app/full/v1
 	check_bytes "app/full/v1/big.bin reads (its blob is then in the cache)" "$W/full-big.bin" "$TF/big.bin"
 	# the daemon's descriptors of files on the small disk (cache and staging)
