@@ -6,8 +6,8 @@
 T_TIMEOUT=${T_TIMEOUT:-600}
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 require_env valgrind
-if ldd "$OCIFS" 2>/dev/null | grep -q libasan; then
-	skip_all "this ocifs is built with AddressSanitizer, which valgrind cannot run"
+if ldd "$OCIFS" 2>/dev/null | grep -qE 'lib[at]san'; then
+	skip_all "this ocifs is built with a sanitizer, which valgrind cannot run"
 fi
 
 registry_start valgrind
