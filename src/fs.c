@@ -118,6 +118,14 @@ static void do_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, tree_timeout(t, n));
 }
 
+static void dir_handle_free(struct tree *t, void *arg)
+{
+	struct dir_handle *dh = arg;
+
+	tree_dirents_free(dh->ents, dh->n);
+	free(dh);
+}
+
 static void do_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct tree *t = req_tree(req);
@@ -136,7 +144,9 @@ static void do_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	fi->fh = (uint64_t)(uintptr_t)dh;
 	fi->cache_readdir = 0;
-	fuse_reply_open(req, fi);
+	/* a reply the kernel did not take (the mount going away): no release will come */
+	if (fuse_reply_open(req, fi) != 0)
+		dir_handle_free(t, dh);
 }
 
 static void do_readdir(
@@ -176,19 +186,26 @@ static void do_readdir(
 	free(buf);
 }
 
-static void dir_handle_free(struct tree *t, void *arg)
-{
-	struct dir_handle *dh = arg;
-
-	tree_dirents_free(dh->ents, dh->n);
-	free(dh);
-}
-
 /* The kernel may release a handle while a request of it is still answered: freed after. */
 static void do_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	node_defer(req_tree(req), dir_handle_free, (void *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
+}
+
+static void open_file_free(struct tree *t, void *arg)
+{
+	struct open_file *fh = arg;
+
+	if (fh->blob) {
+		cache_blob_close(fh->blob);
+		push_note_reader(t, -1);
+	}
+	if (fh->fd >= 0)
+		close(fh->fd);
+	node_handle_close(t, fh->node);
+	free(fh->owned);
+	free(fh);
 }
 
 static bool wants_write(int flags)
@@ -244,7 +261,12 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->keep_cache = fh->image ? tree_image_file_verified(n)
 				   : fh->fd < 0 && (!fh->blob || cache_blob_verified(fh->blob));
 	node_handle_open(t, n);
-	fuse_reply_open(req, fi);
+	/* a reply the kernel did not take (the mount going away): no release will come */
+	if (fuse_reply_open(req, fi) != 0) {
+		if (fh->writer)
+			push_release(t, n);
+		open_file_free(t, fh);
+	}
 }
 
 static void do_create(
@@ -379,21 +401,6 @@ static void do_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void do_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	do_flush(req, ino, fi);
-}
-
-static void open_file_free(struct tree *t, void *arg)
-{
-	struct open_file *fh = arg;
-
-	if (fh->blob) {
-		cache_blob_close(fh->blob);
-		push_note_reader(t, -1);
-	}
-	if (fh->fd >= 0)
-		close(fh->fd);
-	node_handle_close(t, fh->node);
-	free(fh->owned);
-	free(fh);
 }
 
 /*

@@ -1082,7 +1082,7 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 		pthread_mutex_lock(&t->lock);
 		d = draft_take(t, c);
 		node_delete(t, dir, c);
-		dir->tags_at = 0;
+		__atomic_store_n(&dir->tags_at, 0, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&t->lock);
 		draft_dispose(d);
 		return 0;
@@ -1304,7 +1304,7 @@ int push_symlink(
 		digest);
 	/* the listing and any stale node of that name ask the registry again */
 	pthread_mutex_lock(&dir->load_lock);
-	dir->tags_at = 0;
+	__atomic_store_n(&dir->tags_at, 0, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&dir->load_lock);
 	pthread_mutex_lock(&t->lock);
 	old = node_child_find(dir, name);

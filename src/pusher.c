@@ -304,7 +304,8 @@ static void mark_pushed(struct tree *t, struct node *art)
 	art->local = false;
 	node_keep(t, art);
 	for (n = art->parent; n && n->kind == NODE_NS; n = n->parent) {
-		n->tags_at = 0; /* list again: the tag is there */
+		/* list again: the tag is there */
+		__atomic_store_n(&n->tags_at, 0, __ATOMIC_RELAXED);
 		n->local = false;
 		n->new_repo = false;
 		node_keep(t, n);

@@ -28,7 +28,7 @@ struct site {
 	bool docker_hub; /* one-component names get "library/" */
 	pthread_mutex_t lock; /* serialises catalog fetches */
 	struct strlist catalog; /* protected by lock */
-	time_t catalog_at; /* protected by lock; 0: never fetched */
+	time_t catalog_at; /* atomic (SIGHUP clears it without lock); 0: never fetched */
 	int catalog_err; /* protected by lock */
 };
 
@@ -69,7 +69,7 @@ struct node {
 
 	/* NS: tags of repo. protected by load_lock */
 	struct strlist tags;
-	time_t tags_at;
+	time_t tags_at; /* atomic: SIGHUP and pushes clear it without load_lock */
 	int tags_err;
 
 	/* ARTIFACT */

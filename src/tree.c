@@ -232,7 +232,7 @@ static int site_catalog_lock(struct tree *t, struct site *s)
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
-	if (!expired(s->catalog_at, t->opts.list_ttl)) {
+	if (!expired(__atomic_load_n(&s->catalog_at, __ATOMIC_RELAXED), t->opts.list_ttl)) {
 		if (s->catalog_err) {
 			ret = s->catalog_err;
 			pthread_mutex_unlock(&s->lock);
@@ -243,7 +243,7 @@ static int site_catalog_lock(struct tree *t, struct site *s)
 	strlist_release(&s->catalog);
 	ret = registry_catalog(s->reg, &s->catalog);
 	if (catalog_unavailable(ret)) {
-		if (!s->catalog_at)
+		if (!__atomic_load_n(&s->catalog_at, __ATOMIC_RELAXED))
 			log_info("%s: catalog not available (%s); repositories can still be "
 				 "looked up by name",
 				registry_host(s->reg), strerror(-ret));
@@ -253,7 +253,7 @@ static int site_catalog_lock(struct tree *t, struct site *s)
 		return ret;
 	}
 	s->catalog_err = ret;
-	s->catalog_at = time(NULL);
+	__atomic_store_n(&s->catalog_at, time(NULL), __ATOMIC_RELAXED);
 	if (ret) {
 		pthread_mutex_unlock(&s->lock);
 		return ret;
@@ -302,7 +302,7 @@ int tree_ns_tags(struct tree *t, struct node *ns)
 
 	if (!*ns->repo)
 		return -ENOENT;
-	if (!expired(ns->tags_at, t->opts.list_ttl))
+	if (!expired(__atomic_load_n(&ns->tags_at, __ATOMIC_RELAXED), t->opts.list_ttl))
 		return ns->tags_err;
 	strlist_release(&ns->tags);
 	ret = registry_tags(ns->site->reg, ns->repo, &ns->tags);
@@ -312,7 +312,7 @@ int tree_ns_tags(struct tree *t, struct node *ns)
 	else if (ret)
 		return ret;
 	ns->tags_err = ret;
-	ns->tags_at = time(NULL);
+	__atomic_store_n(&ns->tags_at, time(NULL), __ATOMIC_RELAXED);
 	return ret;
 }
 
@@ -1877,7 +1877,7 @@ void tree_forget_tags(
 	pthread_mutex_lock(&t->lock);
 	for (n = t->all; n; n = n->all_next) {
 		if (n->kind == NODE_NS)
-			n->tags_at = 0;
+			__atomic_store_n(&n->tags_at, 0, __ATOMIC_RELAXED);
 		if (n->kind != NODE_ARTIFACT || n->by_digest)
 			continue;
 		n->resolved_at = 0;
@@ -1895,7 +1895,7 @@ void tree_forget_tags(
 		v[cnt++] = n;
 	}
 	for (s = t->sites; s; s = s->next)
-		s->catalog_at = 0;
+		__atomic_store_n(&s->catalog_at, 0, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&t->lock);
 	/* the kernel holds them: they stay while this request runs */
 	for (i = 0; inval && i < cnt; i++)
