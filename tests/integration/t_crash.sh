@@ -76,22 +76,32 @@ with open(sys.argv[1], "rb") as i, open(sys.argv[2], "wb") as o:
         o.flush()
         time.sleep(0.02)' "$1" "$2"
 }
+# staged_bytes: this round's file has reached the staging area with some of its bytes
+staged_bytes() {
+	[ -n "$(find "$C/staging" -type f ! -name draft.json -size +0 -newer "$TESTDIR/.round" \
+		-print -quit 2>/dev/null)" ]
+}
 for ((i = 1; i <= ROUNDS; i++)); do
 	OCIFS_CACHE=$C mount_ocifs "$REG" "$M" -o push_delay=3600 >/dev/null || continue
 	if ((i % 2)); then
 		# a writer of 64 KiB each 20 ms (about a second for the file): the
 		# kill lands while it writes
 		make_random_file "$W/p$i.bin" $((3 * MiB + i)) "crash-push-$i"
+		touch "$TESTDIR/.round"
 		(mkdir "$M/c/app/p$i" && slow_copy "$W/p$i.bin" "$M/c/app/p$i/f.bin" &&
 			sync "$M/c/app/p$i") >/dev/null 2>&1 &
 		writer=$!
-		pause 150 # past the writer's start: its file exists
+		# past the writer's start: its file holds bytes (else nothing is cut)
+		wait_until 20 staged_bytes
+		pause
 	else
 		# cp of 32 MiB: the kill lands in the copy, the upload at close, or the push
 		make_random_file "$W/p$i.bin" $((32 * MiB + i)) "crash-push-$i"
+		touch "$TESTDIR/.round"
 		(mkdir "$M/c/app/p$i" && cp "$W/p$i.bin" "$M/c/app/p$i/f.bin" &&
 			sync "$M/c/app/p$i") >/dev/null 2>&1 &
 		writer=$!
+		wait_until 20 staged_bytes
 		pause
 	fi
 	kill9_ocifs "$M"
