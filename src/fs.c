@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,7 +13,46 @@
 #include "tree.h"
 
 /* A directory handle: the listing snapshot taken at opendir. */
+/*
+ * Every handle the kernel holds is on one list, so that those it never
+ * releases (the connection torn down by an unmount while a listing or a read
+ * is under way) are freed at destroy.
+ */
+struct handle {
+	struct handle *prev, *next; /* protected by handles_lock */
+	bool dir;
+};
+
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handle *handles;
+
+static void handle_add(struct handle *h, bool dir)
+{
+	h->dir = dir;
+	pthread_mutex_lock(&handles_lock);
+	h->prev = NULL;
+	h->next = handles;
+	if (handles)
+		handles->prev = h;
+	handles = h;
+	pthread_mutex_unlock(&handles_lock);
+}
+
+/* The kernel let go of h (release, or a reply it did not take). */
+static void handle_del(struct handle *h)
+{
+	pthread_mutex_lock(&handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&handles_lock);
+}
+
 struct dir_handle {
+	struct handle h; /* first: a struct handle * is a struct dir_handle * */
 	struct tree_dirent *ents;
 	size_t n;
 };
@@ -22,6 +62,7 @@ struct dir_handle {
  * the tree, or a staged file (fd) for files written into the mount.
  */
 struct open_file {
+	struct handle h; /* first: a struct handle * is a struct open_file * */
 	struct blob *blob;
 	struct blob_reader rd; /* protected by the blob's lock */
 	const char *data;
@@ -144,9 +185,12 @@ static void do_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	fi->fh = (uint64_t)(uintptr_t)dh;
 	fi->cache_readdir = 0;
+	handle_add(&dh->h, true);
 	/* a reply the kernel did not take (the mount going away): no release will come */
-	if (fuse_reply_open(req, fi) != 0)
+	if (fuse_reply_open(req, fi) != 0) {
+		handle_del(&dh->h);
 		dir_handle_free(t, dh);
+	}
 }
 
 static void do_readdir(
@@ -189,7 +233,10 @@ static void do_readdir(
 /* The kernel may release a handle while a request of it is still answered: freed after. */
 static void do_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	node_defer(req_tree(req), dir_handle_free, (void *)(uintptr_t)fi->fh);
+	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+
+	handle_del(&dh->h);
+	node_defer(req_tree(req), dir_handle_free, dh);
 	fuse_reply_err(req, 0);
 }
 
@@ -261,8 +308,10 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->keep_cache = fh->image ? tree_image_file_verified(n)
 				   : fh->fd < 0 && (!fh->blob || cache_blob_verified(fh->blob));
 	node_handle_open(t, n);
+	handle_add(&fh->h, false);
 	/* a reply the kernel did not take (the mount going away): no release will come */
 	if (fuse_reply_open(req, fi) != 0) {
+		handle_del(&fh->h);
 		if (fh->writer)
 			push_release(t, n);
 		open_file_free(t, fh);
@@ -301,8 +350,10 @@ static void do_create(
 	fi->keep_cache = 0;
 	node_entry_given(t, n);
 	node_handle_open(t, n);
+	handle_add(&fh->h, false);
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		/* the kernel has neither the entry nor the handle: close it here */
+		handle_del(&fh->h);
 		close(fh->fd);
 		push_release(t, n);
 		node_handle_close(t, n);
@@ -411,6 +462,7 @@ static void do_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 
+	handle_del(&fh->h);
 	if (fh->writer)
 		push_release(req_tree(req), fh->node);
 	node_defer(req_tree(req), open_file_free, fh);
@@ -690,8 +742,38 @@ OP(setxattr,
 	(req, ino, name, value, size, flags))
 OP(removexattr, (fuse_req_t req, fuse_ino_t ino, const char *name), (req, ino, name))
 
+/* The session ends: what the kernel never released goes now (no request runs any more). */
+static void fs_destroy(void *userdata)
+{
+	struct tree *t = userdata;
+	struct handle *h;
+
+	for (;;) {
+		pthread_mutex_lock(&handles_lock);
+		h = handles;
+		if (h) {
+			handles = h->next;
+			if (handles)
+				handles->prev = NULL;
+		}
+		pthread_mutex_unlock(&handles_lock);
+		if (!h)
+			break;
+		if (h->dir) {
+			dir_handle_free(t, h);
+		} else {
+			struct open_file *fh = (struct open_file *)h;
+
+			if (fh->writer)
+				push_release(t, fh->node);
+			open_file_free(t, fh);
+		}
+	}
+}
+
 const struct fuse_lowlevel_ops fs_ops = {
 	.init = fs_init,
+	.destroy = fs_destroy,
 	.lookup = fs_lookup,
 	.forget = fs_forget,
 	.forget_multi = fs_forget_multi,
