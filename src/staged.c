@@ -61,9 +61,13 @@ static char *blob_source(struct tree *t, struct registry *r, const char *repo, c
 	char *from = NULL;
 
 	pthread_mutex_lock(&t->lock);
+	/*
+	 * Only nodes in use (refs, under t->lock): their fields were set before
+	 * they were shown; a node still being built from a manifest has none.
+	 */
 	for (n = t->all; n && !from; n = n->all_next)
-		if (n->kind == NODE_BLOB && !n->is_manifest && n->digest && n->site &&
-			n->site->reg == r && n->repo && strcmp(n->repo, repo) != 0 &&
+		if (n->refs > 0 && n->kind == NODE_BLOB && !n->is_manifest && n->digest &&
+			n->site && n->site->reg == r && n->repo && strcmp(n->repo, repo) != 0 &&
 			strcmp(n->digest, digest) == 0)
 			from = strdup(n->repo);
 	pthread_mutex_unlock(&t->lock);
