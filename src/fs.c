@@ -255,6 +255,14 @@ static void open_file_free(struct tree *t, void *arg)
 	free(fh);
 }
 
+/* A handle the kernel will never release: its writer let go of, then freed now. */
+static void open_file_drop(struct tree *t, struct open_file *fh)
+{
+	if (fh->writer)
+		push_release(t, fh->node);
+	open_file_free(t, fh);
+}
+
 static bool wants_write(int flags)
 {
 	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
@@ -312,9 +320,7 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* a reply the kernel did not take (the mount going away): no release will come */
 	if (fuse_reply_open(req, fi) != 0) {
 		handle_del(&fh->h);
-		if (fh->writer)
-			push_release(t, n);
-		open_file_free(t, fh);
+		open_file_drop(t, fh);
 	}
 }
 
@@ -354,11 +360,8 @@ static void do_create(
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		/* the kernel has neither the entry nor the handle: close it here */
 		handle_del(&fh->h);
-		close(fh->fd);
-		push_release(t, n);
-		node_handle_close(t, n);
+		open_file_drop(t, fh);
 		node_forget(t, n, 1);
-		free(fh);
 	}
 	return;
 out_err:
@@ -762,11 +765,7 @@ static void fs_destroy(void *userdata)
 		if (h->dir) {
 			dir_handle_free(t, h);
 		} else {
-			struct open_file *fh = (struct open_file *)h;
-
-			if (fh->writer)
-				push_release(t, fh->node);
-			open_file_free(t, fh);
+			open_file_drop(t, (struct open_file *)h);
 		}
 	}
 }
