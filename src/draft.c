@@ -96,12 +96,12 @@ int draft_begin(struct tree *t, struct node *art)
 	size_t len;
 	int ret;
 
-	pthread_mutex_lock(&art->load_lock);
-	pthread_mutex_lock(&t->lock);
-	d = art->draft;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(load_lock_of(art));
+	pthread_mutex_lock(&t->nodes.lock);
+	d = node_draft(art);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (d) {
-		pthread_mutex_unlock(&art->load_lock);
+		pthread_mutex_unlock(load_lock_of(art));
 		return 0;
 	}
 	d = calloc(1, sizeof(*d));
@@ -121,25 +121,25 @@ int draft_begin(struct tree *t, struct node *art)
 		ret = -ENOMEM;
 		goto out;
 	}
-	if (art->digest && !art->local) {
-		ret = cache_get(t->cache, art->digest, MANIFEST_MAX_SIZE, &body, &len);
+	if (art_of_node(art)->digest && !reg_of(art)->local) {
+		ret = cache_get(t->cache, art_of_node(art)->digest, MANIFEST_MAX_SIZE, &body, &len);
 		if (ret == 0)
 			d->base = json_tokener_parse(body);
 		free(body);
 		if (!d->base) {
-			log_err("%s:%s: the manifest to change is not at hand", art->repo,
-				art->ref);
+			log_err("%s:%s: the manifest to change is not at hand", reg_of(art)->repo,
+				art_of_node(art)->ref);
 			ret = -EIO;
 			goto out;
 		}
 	}
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	{
 		struct push *p = t->push;
 		struct node **v = realloc(p->drafts, (p->n_drafts + 1) * sizeof(*v));
 
 		if (!v) {
-			pthread_mutex_unlock(&t->lock);
+			pthread_mutex_unlock(&t->nodes.lock);
 			ret = -ENOMEM;
 			goto out;
 		}
@@ -147,16 +147,16 @@ int draft_begin(struct tree *t, struct node *art)
 		v[p->n_drafts++] = art;
 	}
 	d->changed_at = draft_clock();
-	art->draft = d;
-	node_keep(t, art);
+	art_of_node(art)->draft = d;
+	tree_pin(t, art);
 	d = NULL;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	ret = 0;
 out:
 	if (d && d->dir)
 		rmdir(d->dir);
 	draft_free(d);
-	pthread_mutex_unlock(&art->load_lock);
+	pthread_mutex_unlock(load_lock_of(art));
 	return ret;
 }
 
@@ -172,19 +172,19 @@ static struct json_object *layer_annotations(const struct node *n, const char *t
 	size_t i;
 
 	json_object_object_add(a, ANN_TITLE, draft_json_str(title));
-	for (i = 0; i < n->n_xattrs; i++) {
-		const char *k = n->xattrs[i].name;
+	for (i = 0; i < reg_of(n)->n_xattrs; i++) {
+		const char *k = reg_of(n)->xattrs[i].name;
 
 		if (strncmp(k, XATTR_ANN, strlen(XATTR_ANN)) != 0)
 			continue;
 		k += strlen(XATTR_ANN);
 		if (strcmp(k, ANN_TITLE) != 0)
-			json_object_object_add(a, k, draft_json_str(n->xattrs[i].value));
+			json_object_object_add(a, k, draft_json_str(reg_of(n)->xattrs[i].value));
 	}
 	return a;
 }
 
-/* Append a layer per file below dir (titles "prefix/name"). Caller holds t->lock. */
+/* Append a layer per file below dir (titles "prefix/name"). Caller holds t->nodes.lock. */
 static int collect_layers(
 	struct node *art, struct node *dir, struct json_object *layers, struct json_object *staged)
 {
@@ -211,18 +211,19 @@ static int collect_layers(
 		mt = push_xattr_get(c, "user.oci.mediaType");
 		l = json_object_new_object();
 		json_object_object_add(l, "mediaType", draft_json_str(mt ? mt : MT_LAYER_TAR));
-		json_object_object_add(l, "digest", draft_json_str(c->digest));
-		json_object_object_add(l, "size", json_object_new_int64(c->size > 0 ? c->size : 0));
+		json_object_object_add(l, "digest", draft_json_str(file_of(c)->digest));
+		json_object_object_add(l, "size",
+			json_object_new_int64(file_of(c)->size > 0 ? file_of(c)->size : 0));
 		json_object_object_add(l, "annotations", layer_annotations(c, title));
 		if (c->kind == NODE_STAGED) {
 			struct json_object *s = json_object_new_object();
-			const char *base = strrchr(c->staged->path, '/');
+			const char *base = strrchr(file_of(c)->staged->path, '/');
 
 			json_object_object_add(s, "layer",
 				json_object_new_int((int)json_object_array_length(layers)));
 			json_object_object_add(s, "file", draft_json_str(base ? base + 1 : ""));
 			/* its blob went up when it was closed, and it has not changed since */
-			if (!c->staged->changed && c->digest)
+			if (!file_of(c)->staged->changed && file_of(c)->digest)
 				json_object_object_add(s, "uploaded", json_object_new_boolean(1));
 			json_object_array_add(staged, s);
 		}
@@ -231,11 +232,11 @@ static int collect_layers(
 	return ret;
 }
 
-/* What the draft of art would push, as oras push makes it. Caller holds t->lock. */
+/* What the draft of art would push, as oras push makes it. Caller holds t->nodes.lock. */
 static struct json_object *draft_manifest(
 	struct tree *t, struct node *art, struct json_object *staged)
 {
-	struct draft *d = art->draft;
+	struct draft *d = node_draft(art);
 	struct json_object *m = json_object_new_object(), *v, *layers, *ann;
 	const char *at = push_xattr_get(art, "user.oci.artifactType");
 	size_t i, n;
@@ -288,12 +289,12 @@ static struct json_object *draft_manifest(
 	else if (d->base && json_object_object_get_ex(d->base, "subject", &v))
 		json_object_object_add(m, "subject", json_object_get(v));
 	ann = json_object_new_object();
-	for (i = 0; i < art->n_xattrs; i++) {
-		const char *k = art->xattrs[i].name;
+	for (i = 0; i < reg_of(art)->n_xattrs; i++) {
+		const char *k = reg_of(art)->xattrs[i].name;
 
 		if (strncmp(k, XATTR_ANN, strlen(XATTR_ANN)) == 0)
-			json_object_object_add(
-				ann, k + strlen(XATTR_ANN), draft_json_str(art->xattrs[i].value));
+			json_object_object_add(ann, k + strlen(XATTR_ANN),
+				draft_json_str(reg_of(art)->xattrs[i].value));
 	}
 	json_object_object_add(m, "annotations", ann);
 	return m;
@@ -307,29 +308,29 @@ int draft_save(struct tree *t, struct node *art)
 	const char *s;
 	int fd, ret = 0;
 
-	pthread_mutex_lock(&t->lock);
-	d = art->draft;
+	pthread_mutex_lock(&t->nodes.lock);
+	d = node_draft(art);
 	if (!d) {
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
 		json_object_put(staged);
 		return 0;
 	}
 	pthread_mutex_lock(&d->save_lock);
 	m = draft_manifest(t, art, staged);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (!m) {
 		json_object_put(staged);
 		ret = -ENAMETOOLONG;
 		goto out;
 	}
 	root = json_object_new_object();
-	json_object_object_add(root, "host", draft_json_str(registry_host(art->site->reg)));
-	json_object_object_add(root, "repo", draft_json_str(art->repo));
+	json_object_object_add(root, "host", draft_json_str(registry_host(reg_of(art)->site->reg)));
+	json_object_object_add(root, "repo", draft_json_str(reg_of(art)->repo));
 	/* a referrer is pushed by digest: no tag */
-	if (!art->draft->subject)
-		json_object_object_add(root, "tag", draft_json_str(art->ref));
-	if (art->draft->replaces)
-		json_object_object_add(root, "replaces", draft_json_str(art->draft->replaces));
+	if (!node_draft(art)->subject)
+		json_object_object_add(root, "tag", draft_json_str(art_of_node(art)->ref));
+	if (node_draft(art)->replaces)
+		json_object_object_add(root, "replaces", draft_json_str(node_draft(art)->replaces));
 	json_object_object_add(root, "manifest", m);
 	json_object_object_add(root, "staged", staged);
 	s = json_object_to_json_string_ext(
@@ -352,14 +353,14 @@ out:
 
 void draft_bump(struct tree *t, struct node *art)
 {
-	pthread_mutex_lock(&t->lock);
-	if (art->draft) {
-		art->draft->gen++;
-		art->draft->changed_at = draft_clock();
+	pthread_mutex_lock(&t->nodes.lock);
+	if (node_draft(art)) {
+		node_draft(art)->gen++;
+		node_draft(art)->changed_at = draft_clock();
 	}
-	art->mtime = time(NULL);
+	reg_of(art)->mtime = time(NULL);
 	pthread_cond_signal(&t->push->cond);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 }
 
 int draft_touch(struct tree *t, struct node *art)
@@ -382,13 +383,13 @@ void draft_unlist(struct tree *t, struct node *art)
 
 struct draft *draft_take(struct tree *t, struct node *art)
 {
-	struct draft *d = art->draft;
+	struct draft *d = node_draft(art);
 
 	if (!d)
 		return NULL;
 	draft_unlist(t, art);
-	art->draft = NULL;
-	node_keep(t, art);
+	art_of_node(art)->draft = NULL;
+	tree_pin(t, art);
 	return d;
 }
 

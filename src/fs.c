@@ -9,7 +9,6 @@
 #include "cache.h"
 #include "fs.h"
 #include "node.h"
-#include "push.h"
 #include "tree.h"
 
 /* A directory handle: the listing snapshot taken at opendir. */
@@ -63,15 +62,8 @@ struct dir_handle {
  */
 struct open_file {
 	struct handle h; /* first: a struct handle * is a struct open_file * */
-	struct blob *blob;
+	struct node_file f; /* what the node's provider opened (f.node) */
 	struct blob_reader rd; /* protected by the blob's lock */
-	const char *data;
-	size_t len;
-	int fd; /* a staged file's bytes, or -1 */
-	struct node *node;
-	bool writer;
-	bool image; /* a file of an image's root filesystem: read through its layer */
-	char *owned; /* data made for this open (.ocifs/stats.json), freed at release */
 };
 
 static struct tree *req_tree(fuse_req_t req)
@@ -79,9 +71,29 @@ static struct tree *req_tree(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
-static struct node *ino_node(struct tree *t, fuse_ino_t ino)
+/* The node of ino itself: what the kernel's counts are of. */
+static struct node *ino_node_counted(struct tree *t, fuse_ino_t ino)
 {
 	return ino == FUSE_ROOT_ID ? tree_root(t) : (struct node *)(uintptr_t)ino;
+}
+
+/* What a request on ino is for: its node, or what replaced it (node_replace). */
+static struct node *ino_node(struct tree *t, fuse_ino_t ino)
+{
+	struct node *n = ino_node_counted(t, ino);
+	struct nodes *ns = tree_nodes(t);
+
+	pthread_mutex_lock(&ns->lock);
+	n = node_current(n);
+	pthread_mutex_unlock(&ns->lock);
+	return n;
+}
+
+/* A write operation's answer when n's provider has none: nothing there can change. */
+static int no_write(struct tree *t)
+{
+	(void)t;
+	return -EROFS;
 }
 
 static fuse_ino_t node_ino(struct tree *t, struct node *n)
@@ -104,9 +116,9 @@ static void reply_entry(
 	e->ino = node_ino(t, n);
 	e->generation = node_generation(n);
 	e->attr_timeout = e->entry_timeout = timeout;
-	node_entry_given(t, n);
+	node_entry_given(tree_nodes(t), n);
 	if (fuse_reply_entry(req, e) != 0)
-		node_forget(t, n, 1);
+		node_forget(tree_nodes(t), n, 1);
 }
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
@@ -159,7 +171,7 @@ static void do_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_attr(req, &st, tree_timeout(t, n));
 }
 
-static void dir_handle_free(struct tree *t, void *arg)
+static void dir_handle_free(void *owner, void *arg)
 {
 	struct dir_handle *dh = arg;
 
@@ -236,36 +248,36 @@ static void do_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
 
 	handle_del(&dh->h);
-	node_defer(req_tree(req), dir_handle_free, dh);
+	node_defer(tree_nodes(req_tree(req)), dir_handle_free, dh);
 	fuse_reply_err(req, 0);
 }
 
-static void open_file_free(struct tree *t, void *arg)
+static void open_file_free(void *owner, void *arg)
 {
+	struct tree *t = owner;
 	struct open_file *fh = arg;
 
-	if (fh->blob) {
-		cache_blob_close(fh->blob);
-		push_note_reader(t, -1);
-	}
-	if (fh->fd >= 0)
-		close(fh->fd);
-	node_handle_close(t, fh->node);
-	free(fh->owned);
+	if (fh->f.blob)
+		cache_blob_close(fh->f.blob);
+	if (fh->f.fd >= 0)
+		close(fh->f.fd);
+	node_handle_close(tree_nodes(t), fh->f.node);
+	free(fh->f.owned);
 	free(fh);
+}
+
+/* The last release of a handle: its provider ends what the open began. */
+static void open_file_close(struct tree *t, struct open_file *fh)
+{
+	if (fh->f.node->ops->close)
+		fh->f.node->ops->close(t, &fh->f);
 }
 
 /* A handle the kernel will never release: its writer let go of, then freed now. */
 static void open_file_drop(struct tree *t, struct open_file *fh)
 {
-	if (fh->writer)
-		push_release(t, fh->node);
+	open_file_close(t, fh);
 	open_file_free(t, fh);
-}
-
-static bool wants_write(int flags)
-{
-	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 }
 
 static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -280,42 +292,25 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fh->fd = -1;
-	fh->node = n;
-	if (tree_is_image_file(n)) {
-		ret = wants_write(fi->flags) ? -EROFS : 0;
-		fh->image = true;
-	} else if (tree_is_status(n)) {
-		/* made now, as /proc files are: its size is what reads find */
-		ret = wants_write(fi->flags) ? -EACCES : tree_status_json(t, &fh->owned, &fh->len);
-		fh->data = fh->owned;
-		fi->direct_io = 1;
-	} else if (wants_write(fi->flags)) {
-		ret = push_open(t, n, (fi->flags & O_TRUNC) != 0, &fh->fd);
-		fh->writer = ret == 0;
-	} else if (tree_is_staged(n)) {
-		ret = push_open_read(t, n, &fh->fd);
-	} else {
-		ret = tree_open(t, n, &fh->blob, &fh->data, &fh->len);
-		if (!ret && fh->blob)
-			push_note_reader(t, 1);
-	}
-	/* a failed open leaves nothing to close: push_open undoes its own work */
+	fh->f.fd = -1;
+	fh->f.node = n;
+	if (n->ops->open)
+		ret = n->ops->open(t, n, fi->flags, &fh->f);
+	else
+		ret = n->ops->type(n) == S_IFDIR ? -EISDIR : -EACCES;
+	/* a failed open leaves nothing to close: the provider undoes its own work */
 	if (ret) {
-		free(fh->owned);
+		free(fh->f.owned);
 		free(fh);
 		fuse_reply_err(req, -ret);
 		return;
 	}
+	n = fh->f.node; /* what was opened: a file written is replaced by a staged one */
 	fi->fh = (uint64_t)(uintptr_t)fh;
-	/*
-	 * An inode's bytes never change (a digest pins them), but pages the kernel
-	 * kept from a read before the blob verified may be wrong: keep them only
-	 * once it has. A staged file's bytes change as it is written.
-	 */
-	fi->keep_cache = fh->image ? tree_image_file_verified(n)
-				   : fh->fd < 0 && (!fh->blob || cache_blob_verified(fh->blob));
-	node_handle_open(t, n);
+	fi->direct_io = fh->f.direct_io;
+	/* a staged file's bytes change as it is written */
+	fi->keep_cache = fh->f.fd < 0 && fh->f.keep_cache;
+	node_handle_open(tree_nodes(t), n);
 	handle_add(&fh->h, false);
 	/* a reply the kernel did not take (the mount going away): no release will come */
 	if (fuse_reply_open(req, fi) != 0) {
@@ -330,38 +325,42 @@ static void do_create(
 	struct tree *t = req_tree(req);
 	struct fuse_entry_param e;
 	struct open_file *fh = calloc(1, sizeof(*fh));
-	struct node *n;
+	struct node *n, *dir;
 	int ret;
 
 	if (!fh) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	/* A failed push_create leaves no descriptor: it has closed what it opened. */
-	ret = push_create(t, ino_node(t, parent), name, (fi->flags & O_EXCL) != 0, &n, &fh->fd);
+	dir = ino_node(t, parent);
+	fh->f.fd = -1;
+	/* A failed create leaves no descriptor: it has closed what it opened. */
+	ret = dir->ops->create
+		      ? dir->ops->create(t, dir, name, (fi->flags & O_EXCL) != 0, &n, &fh->f.fd)
+		      : no_write(t);
 	if (ret)
 		goto out_err;
+	fh->f.node = n;
+	fh->f.writer = true;
 	memset(&e, 0, sizeof(e));
 	ret = fill_stat(t, n, &e.attr);
 	if (ret) {
-		close(fh->fd);
-		push_release(t, n);
+		open_file_close(t, fh);
+		close(fh->f.fd);
 		goto out_err;
 	}
-	fh->node = n;
-	fh->writer = true;
 	e.ino = node_ino(t, n);
 	e.generation = node_generation(n);
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	fi->keep_cache = 0;
-	node_entry_given(t, n);
-	node_handle_open(t, n);
+	node_entry_given(tree_nodes(t), n);
+	node_handle_open(tree_nodes(t), n);
 	handle_add(&fh->h, false);
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		/* the kernel has neither the entry nor the handle: close it here */
 		handle_del(&fh->h);
 		open_file_drop(t, fh);
-		node_forget(t, n, 1);
+		node_forget(tree_nodes(t), n, 1);
 	}
 	return;
 out_err:
@@ -377,9 +376,10 @@ static void do_read(
 	int64_t bsize;
 	int fd;
 
-	if (fh->image) {
+	if (fh->f.image) {
 		char *buf = malloc(size);
-		ssize_t r = buf ? tree_read_image_file(fh->node, buf, size, off) : -ENOMEM;
+		ssize_t r = buf ? fh->f.node->ops->read(req_tree(req), &fh->f, buf, size, off)
+				: -ENOMEM;
 
 		if (r < 0) {
 			fuse_reply_err(req, (int)-r);
@@ -390,31 +390,31 @@ static void do_read(
 		free(buf);
 		return;
 	}
-	if (fh->fd >= 0) {
+	if (fh->f.fd >= 0) {
 		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-		bv.buf[0].fd = fh->fd;
+		bv.buf[0].fd = fh->f.fd;
 		bv.buf[0].pos = off;
 		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
 		return;
 	}
-	if (!fh->blob) {
-		if ((size_t)off >= fh->len)
+	if (!fh->f.blob) {
+		if ((size_t)off >= fh->f.len)
 			size = 0;
-		else if (size > fh->len - (size_t)off)
-			size = fh->len - (size_t)off;
-		if (!fh->owned) /* the status file's own reads are not what it reports */
+		else if (size > fh->f.len - (size_t)off)
+			size = fh->f.len - (size_t)off;
+		if (!fh->f.owned) /* the status file's own reads are not what it reports */
 			tree_note_served(req_tree(req), size);
-		fuse_reply_buf(req, fh->data + (size > 0 ? off : 0), size);
+		fuse_reply_buf(req, fh->f.data + (size > 0 ? off : 0), size);
 		return;
 	}
-	bsize = cache_blob_size(fh->blob);
+	bsize = cache_blob_size(fh->f.blob);
 	if (off >= bsize) {
 		fuse_reply_buf(req, NULL, 0);
 		return;
 	}
 	if ((int64_t)size > bsize - off)
 		size = (size_t)(bsize - off);
-	fd = cache_blob_prepare(fh->blob, &fh->rd, off, size);
+	fd = cache_blob_prepare(fh->f.blob, &fh->rd, off, size);
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
 		return;
@@ -433,11 +433,11 @@ static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 	ssize_t ret;
 
-	if (!fh->writer) {
+	if (!fh->f.writer) {
 		fuse_reply_err(req, EBADF);
 		return;
 	}
-	ret = push_write(req_tree(req), fh->node, fh->fd, buf, size, off);
+	ret = fh->f.node->ops->write(req_tree(req), &fh->f, buf, size, off);
 	if (ret < 0)
 		fuse_reply_err(req, (int)-ret);
 	else
@@ -449,7 +449,7 @@ static void do_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 
-	fuse_reply_err(req, fh->writer ? -push_flush(req_tree(req), fh->node) : 0);
+	fuse_reply_err(req, fh->f.writer ? -fh->f.node->ops->flush(req_tree(req), &fh->f) : 0);
 }
 
 static void do_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -466,9 +466,8 @@ static void do_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 
 	handle_del(&fh->h);
-	if (fh->writer)
-		push_release(req_tree(req), fh->node);
-	node_defer(req_tree(req), open_file_free, fh);
+	open_file_close(req_tree(req), fh);
+	node_defer(tree_nodes(req_tree(req)), open_file_free, fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -542,13 +541,16 @@ static void do_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct tree *t = req_tree(req);
 	struct node *n = NULL;
 
-	reply_new_entry(req, t, n, push_mkdir(t, ino_node(t, parent), name, &n));
+	struct node *dir = ino_node(t, parent);
+
+	reply_new_entry(
+		req, t, n, dir->ops->mkdir ? dir->ops->mkdir(t, dir, name, &n) : no_write(t));
 }
 
 static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
 	struct tree *t = req_tree(req);
-	struct node *n = NULL;
+	struct node *n = NULL, *dir;
 	int fd = -1, ret;
 
 	/* Only regular files can be pushed. */
@@ -556,10 +558,13 @@ static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	ret = push_create(t, ino_node(t, parent), name, true, &n, &fd);
+	dir = ino_node(t, parent);
+	ret = dir->ops->create ? dir->ops->create(t, dir, name, true, &n, &fd) : no_write(t);
 	if (!ret) {
+		struct node_file f = { .node = n, .fd = fd, .writer = true };
+
 		close(fd);
-		push_release(t, n);
+		n->ops->close(t, &f);
 	}
 	reply_new_entry(req, t, n, ret);
 }
@@ -568,14 +573,18 @@ static void do_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct tree *t = req_tree(req);
 
-	fuse_reply_err(req, -push_unlink(t, ino_node(t, parent), name));
+	struct node *dir = ino_node(t, parent);
+
+	fuse_reply_err(req, dir->ops->unlink ? -dir->ops->unlink(t, dir, name) : -no_write(t));
 }
 
 static void do_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct tree *t = req_tree(req);
 
-	fuse_reply_err(req, -push_rmdir(t, ino_node(t, parent), name));
+	struct node *dir = ino_node(t, parent);
+
+	fuse_reply_err(req, dir->ops->rmdir ? -dir->ops->rmdir(t, dir, name) : -no_write(t));
 }
 
 static void do_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -583,22 +592,28 @@ static void do_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 {
 	struct tree *t = req_tree(req);
 
-	fuse_reply_err(req,
-		-push_rename(t, ino_node(t, parent), name, ino_node(t, newparent), newname, flags));
+	struct node *dir = ino_node(t, parent);
+
+	fuse_reply_err(req, dir->ops->rename ? -dir->ops->rename(t, dir, name,
+						       ino_node(t, newparent), newname, flags)
+					     : -no_write(t));
 }
 
 static void do_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct tree *t = req_tree(req);
 
-	fuse_reply_err(req, -push_fsyncdir(t, ino_node(t, ino)));
+	struct node *dir = ino_node(t, ino);
+
+	fuse_reply_err(req, dir->ops->fsyncdir ? -dir->ops->fsyncdir(t, dir) : 0);
 }
 
 static void do_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	struct tree *t = req_tree(req);
+	struct node *n = ino_node(t, ino);
 	const char *target;
-	int ret = tree_readlink(t, ino_node(t, ino), &target);
+	int ret = n->ops->readlink ? n->ops->readlink(t, n, &target) : -EINVAL;
 
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -613,7 +628,10 @@ static void do_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	struct node *n = NULL;
 
 	/* in a repository: tag name to what link names (oras tag) */
-	reply_new_entry(req, t, n, push_symlink(t, ino_node(t, parent), name, link, &n));
+	struct node *dir = ino_node(t, parent);
+
+	reply_new_entry(req, t, n,
+		dir->ops->symlink ? dir->ops->symlink(t, dir, name, link, &n) : no_write(t));
 }
 
 static void do_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -634,7 +652,7 @@ static void do_setattr(
 		return;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE)
-		ret = push_truncate(t, n, attr->st_size);
+		ret = n->ops->truncate ? n->ops->truncate(t, n, attr->st_size) : no_write(t);
 	/* Modes, owners and times are not part of an artifact: accepted, not kept. */
 	if (!ret)
 		ret = fill_stat(t, n, &st);
@@ -649,21 +667,26 @@ static void do_setxattr(
 {
 	struct tree *t = req_tree(req);
 
-	fuse_reply_err(req, -push_setxattr(t, ino_node(t, ino), name, value, size));
+	struct node *n = ino_node(t, ino);
+
+	fuse_reply_err(
+		req, n->ops->setxattr ? -n->ops->setxattr(t, n, name, value, size) : -no_write(t));
 }
 
 static void do_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct tree *t = req_tree(req);
 
-	fuse_reply_err(req, -push_removexattr(t, ino_node(t, ino), name));
+	struct node *n = ino_node(t, ino);
+
+	fuse_reply_err(req, n->ops->removexattr ? -n->ops->removexattr(t, n, name) : -no_write(t));
 }
 
 static void do_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
 	struct tree *t = req_tree(req);
 
-	node_forget(t, ino_node(t, ino), nlookup);
+	node_forget(tree_nodes(t), ino_node_counted(t, ino), nlookup);
 	fuse_reply_none(req);
 }
 
@@ -673,7 +696,7 @@ static void do_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	size_t i;
 
 	for (i = 0; i < count; i++)
-		node_forget(t, ino_node(t, forgets[i].ino), forgets[i].nlookup);
+		node_forget(tree_nodes(t), ino_node_counted(t, forgets[i].ino), forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -685,10 +708,10 @@ static void do_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	static void fs_##name params \
 	{ \
 		struct tree *t_ = req_tree(req); \
-		unsigned op_ = node_op_enter(t_); \
+		unsigned op_ = node_op_enter(tree_nodes(t_)); \
 \
 		do_##name args; \
-		node_op_leave(t_, op_); \
+		node_op_leave(tree_nodes(t_), op_); \
 	}
 
 OP(lookup, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))

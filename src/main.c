@@ -20,6 +20,7 @@
 #include "http.h"
 #include "log.h"
 #include "manifest.h"
+#include "ops.h"
 #include "push.h"
 #include "ref.h"
 #include "registry.h"
@@ -287,7 +288,7 @@ int main(int argc, char *argv[])
 	struct http_options ho = { 0 };
 	struct cache_options co = { 0 };
 	uint64_t chunk = 0;
-	struct tree_options to = { 0 };
+	struct tree_options to = { .kind_ops = node_kind_ops };
 	struct fuse_session *se = NULL;
 	struct ref source = { 0 };
 	struct cache *cache = NULL;

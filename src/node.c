@@ -1,7 +1,7 @@
 /*
  * The node core: names, parents, children, the kernel's lookup counts and
  * when a node is freed (node.h says the rules). It calls no provider by
- * name: what a node's kind holds is freed through t->node_release.
+ * name: what a node's kind holds is freed through its ops' release.
  */
 #include "config.h"
 
@@ -12,11 +12,19 @@
 #include <string.h>
 
 #include "log.h"
-#include "tree-int.h"
+#include "node.h"
 
-struct node *node_new(struct tree *t, struct node *parent, const char *name, enum node_kind kind)
+void nodes_init(struct nodes *ns, void *owner)
 {
-	struct node *n = calloc(1, sizeof(*n));
+	memset(ns, 0, sizeof(*ns));
+	pthread_mutex_init(&ns->lock, NULL);
+	ns->owner = owner;
+}
+
+struct node *node_new(struct nodes *ns, struct node *parent, const char *name, enum node_kind kind,
+	const struct node_ops *ops, size_t size)
+{
+	struct node *n = calloc(1, size);
 
 	if (!n)
 		return NULL;
@@ -27,42 +35,36 @@ struct node *node_new(struct tree *t, struct node *parent, const char *name, enu
 	}
 	n->parent = parent;
 	n->kind = kind;
-	n->size = -1;
-	n->mtime = t->start;
-	if (parent) {
-		n->site = parent->site;
-		n->immutable = parent->immutable;
-	}
-	pthread_mutex_init(&n->load_lock, NULL);
-	pthread_mutex_lock(&t->lock);
-	n->generation = ++t->next_generation;
-	n->all_next = t->all;
-	if (t->all)
-		t->all->all_prev = n;
-	t->all = n;
-	t->n_nodes++;
-	pthread_mutex_unlock(&t->lock);
+	n->ops = ops;
+	pthread_mutex_lock(&ns->lock);
+	n->generation = ++ns->next_generation;
+	n->all_next = ns->all;
+	if (ns->all)
+		ns->all->all_prev = n;
+	ns->all = n;
+	ns->n_nodes++;
+	pthread_mutex_unlock(&ns->lock);
 	return n;
 }
 
-/* Take n off t->all. Caller holds t->lock. */
-static void all_unlink(struct tree *t, struct node *n)
+/* Take n off ns->all. Caller holds ns->lock. */
+static void all_unlink(struct nodes *ns, struct node *n)
 {
 	if (n->all_prev)
 		n->all_prev->all_next = n->all_next;
 	else
-		t->all = n->all_next;
+		ns->all = n->all_next;
 	if (n->all_next)
 		n->all_next->all_prev = n->all_prev;
 	n->all_next = n->all_prev = NULL;
-	t->n_nodes--;
+	ns->n_nodes--;
 }
 
-/* Free n: its kind's state through t->node_release, then the core's. No lock held. */
-static void node_free(struct tree *t, struct node *n)
+/* Free n: its kind's state through its provider, then the core's. No lock held. */
+static void node_free(struct nodes *ns, struct node *n)
 {
-	t->node_release(t, n);
-	pthread_mutex_destroy(&n->load_lock);
+	if (n->ops && n->ops->release)
+		n->ops->release(ns->owner, n);
 	free(n->name);
 	free(n->children);
 	free(n);
@@ -70,79 +72,79 @@ static void node_free(struct tree *t, struct node *n)
 
 struct node_deferred {
 	struct node_deferred *next;
-	void (*fn)(struct tree *t, void *arg);
+	void (*fn)(void *owner, void *arg);
 	void *arg;
 };
 
-static void deferred_run(struct tree *t, struct node_deferred *d)
+static void deferred_run(struct nodes *ns, struct node_deferred *d)
 {
 	while (d) {
 		struct node_deferred *next = d->next;
 
-		d->fn(t, d->arg);
+		d->fn(ns->owner, d->arg);
 		free(d);
 		d = next;
 	}
 }
 
-void node_free_all(struct tree *t)
+void node_free_all(struct nodes *ns)
 {
 	struct node *n, *next;
 	int k;
 
 	for (k = 0; k < 2; k++) {
-		deferred_run(t, t->deferred[k]);
-		t->deferred[k] = NULL;
+		deferred_run(ns, ns->deferred[k]);
+		ns->deferred[k] = NULL;
 	}
 
-	for (n = t->all; n; n = next) {
+	for (n = ns->all; n; n = next) {
 		next = n->all_next;
-		node_free(t, n);
+		node_free(ns, n);
 	}
-	t->all = NULL;
+	ns->all = NULL;
 }
 
 /*
- * Take n and everything below it off t->all, chaining them through
- * grave_next after *list, for subtree_free(). Caller holds t->lock.
+ * Take n and everything below it off ns->all, chaining them through
+ * grave_next after *list, for subtree_free(). Caller holds ns->lock.
  */
-static void subtree_take(struct tree *t, struct node *n, struct node **list)
+static void subtree_take(struct nodes *ns, struct node *n, struct node **list)
 {
 	size_t i;
 
 	for (i = 0; i < n->n_children; i++)
-		subtree_take(t, n->children[i], list);
-	all_unlink(t, n);
+		subtree_take(ns, n->children[i], list);
+	all_unlink(ns, n);
 	n->grave_next = *list;
 	*list = n;
 }
 
 /* Free a chain made by subtree_take(). No lock held. */
-static size_t chain_free(struct tree *t, struct node *list)
+static size_t chain_free(struct nodes *ns, struct node *list)
 {
 	size_t count = 0;
 
 	while (list) {
 		struct node *next = list->grave_next;
 
-		node_free(t, list);
+		node_free(ns, list);
 		list = next;
 		count++;
 	}
 	return count;
 }
 
-void node_discard(struct tree *t, struct node *n)
+void node_discard(struct nodes *ns, struct node *n)
 {
 	struct node *list = NULL;
 
-	pthread_mutex_lock(&t->lock);
-	subtree_take(t, n, &list);
-	pthread_mutex_unlock(&t->lock);
-	chain_free(t, list);
+	pthread_mutex_lock(&ns->lock);
+	subtree_take(ns, n, &list);
+	pthread_mutex_unlock(&ns->lock);
+	chain_free(ns, list);
 }
 
-/* Set or clear dead on n and below it. Caller holds t->lock. */
+/* Set or clear dead on n and below it. Caller holds ns->lock. */
 static void subtree_mark(struct node *n, bool dead)
 {
 	size_t i;
@@ -152,14 +154,14 @@ static void subtree_mark(struct node *n, bool dead)
 		subtree_mark(n->children[i], dead);
 }
 
-/* n was buried and is used again: off the graveyard, an orphan in use. Caller holds t->lock. */
-static void revive(struct tree *t, struct node *n)
+/* n was buried and is used again: off the graveyard, an orphan in use. Caller holds ns->lock. */
+static void revive(struct nodes *ns, struct node *n)
 {
 	struct node **pp;
 	int k;
 
 	for (k = 0; k < 2; k++)
-		for (pp = &t->grave[k]; *pp; pp = &(*pp)->grave_next)
+		for (pp = &ns->grave[k]; *pp; pp = &(*pp)->grave_next)
 			if (*pp == n) {
 				*pp = n->grave_next;
 				n->grave_next = NULL;
@@ -183,17 +185,17 @@ void node_child_remove(struct node *dir, struct node *c)
 		}
 }
 
-static void node_put(struct tree *t, struct node *n);
+static void node_put(struct nodes *ns, struct node *n);
 
 /* Whether an unused n goes: made again when needed, or out of the tree already. */
-static bool prunable(struct tree *t, const struct node *n)
+static bool prunable(struct nodes *ns, const struct node *n)
 {
-	return n != t->root && n != t->status && n->parent && (n->cached || n->orphan);
+	return n->parent && (n->cached || n->orphan);
 }
 
-static void bury(struct tree *t, struct node *n)
+static void bury(struct nodes *ns, struct node *n)
 {
-	struct node *dir = n->parent;
+	struct node *dir = n->parent, *succ = n->successor;
 
 	if (!n->orphan) {
 		node_child_remove(dir, n);
@@ -201,21 +203,26 @@ static void bury(struct tree *t, struct node *n)
 		dir->partial = true;
 	}
 	subtree_mark(n, true);
-	n->grave_next = t->grave[t->epoch & 1];
-	t->grave[t->epoch & 1] = n;
+	n->grave_next = ns->grave[ns->epoch & 1];
+	ns->grave[ns->epoch & 1] = n;
+	/* nothing reaches n any more to be sent on */
+	if (succ) {
+		n->successor = NULL;
+		node_put(ns, succ);
+	}
 }
 
-static void node_get(struct tree *t, struct node *n)
+static void node_get(struct nodes *ns, struct node *n)
 {
 	for (; n; n = n->parent) {
 		if (n->refs++ > 0)
 			return;
 		if (n->dead)
-			revive(t, n);
+			revive(ns, n);
 	}
 }
 
-static void node_put(struct tree *t, struct node *n)
+static void node_put(struct nodes *ns, struct node *n)
 {
 	for (; n; n = n->parent) {
 		if (n->refs == 0) {
@@ -224,112 +231,173 @@ static void node_put(struct tree *t, struct node *n)
 		}
 		if (--n->refs > 0)
 			return;
-		if (prunable(t, n))
-			bury(t, n);
+		if (prunable(ns, n))
+			bury(ns, n);
 	}
 }
 
-void node_hold(struct tree *t, struct node *n)
+void node_hold(struct nodes *ns, struct node *n)
 {
-	node_get(t, n);
+	node_get(ns, n);
 }
 
-void node_drop(struct tree *t, struct node *n)
+void node_drop(struct nodes *ns, struct node *n)
 {
-	node_put(t, n);
+	node_put(ns, n);
 }
 
-void node_keep(struct tree *t, struct node *n)
+/* Take or let go of the pin's ref, as the pins and detached say. Caller holds ns->lock. */
+static void pin_apply(struct nodes *ns, struct node *n)
 {
-	/* a draft always pins: the pusher's list holds the node */
-	bool want = n->draft || (!n->detached && n->local);
+	bool want = n->pin_hard || (!n->detached && n->pin_soft);
 
-	if (want == n->kept)
+	if (want == n->pinned)
 		return;
-	n->kept = want;
+	n->pinned = want;
 	if (want)
-		node_get(t, n);
+		node_get(ns, n);
 	else
-		node_put(t, n);
+		node_put(ns, n);
 }
 
-/* n and below it are out of the tree for good: no pin applies. Caller holds t->lock. */
-static void subtree_detach(struct tree *t, struct node *n)
+void node_pin(struct nodes *ns, struct node *n, bool soft, bool hard)
+{
+	n->pin_soft = soft;
+	n->pin_hard = hard;
+	pin_apply(ns, n);
+}
+
+/* n and below it are out of the tree for good: no pin applies. Caller holds ns->lock. */
+static void subtree_detach(struct nodes *ns, struct node *n)
 {
 	size_t i;
 
 	n->detached = true;
 	for (i = 0; i < n->n_children; i++)
-		subtree_detach(t, n->children[i]);
-	node_keep(t, n);
+		subtree_detach(ns, n->children[i]);
+	pin_apply(ns, n);
 }
 
-void node_orphan(struct tree *t, struct node *c)
+void node_orphan(struct nodes *ns, struct node *c)
 {
 	c->orphan = true;
 	/* held across so that an unused c is buried once, as a whole */
-	node_get(t, c);
-	subtree_detach(t, c);
-	node_put(t, c);
+	node_get(ns, c);
+	subtree_detach(ns, c);
+	node_put(ns, c);
 }
 
-void node_delete(struct tree *t, struct node *dir, struct node *c)
+void node_delete(struct nodes *ns, struct node *dir, struct node *c)
 {
 	node_child_remove(dir, c);
 	/* held across the unpinning so that c is buried once, as a whole */
-	node_get(t, c);
-	subtree_detach(t, c);
-	node_put(t, c);
+	node_get(ns, c);
+	subtree_detach(ns, c);
+	node_put(ns, c);
 }
 
-int node_move(struct tree *t, struct node *c, struct node *newdir)
+int node_move(struct nodes *ns, struct node *c, struct node *newdir)
 {
 	int ret = node_child_add(newdir, c);
 
 	if (ret)
 		return ret;
 	if (c->refs > 0) {
-		node_get(t, newdir);
-		node_put(t, c->parent);
+		node_get(ns, newdir);
+		node_put(ns, c->parent);
 	}
 	c->parent = newdir;
 	c->orphan = false;
 	return 0;
 }
 
-void node_entry_given(struct tree *t, struct node *n)
+void node_replace(struct nodes *ns, struct node *old, struct node *fresh)
 {
-	pthread_mutex_lock(&t->lock);
-	n->nlookup++;
-	node_get(t, n);
-	pthread_mutex_unlock(&t->lock);
+	struct node *dir = old->parent;
+	size_t i;
+
+	/* what comes into the tree is sent on nowhere (a replacement undone) */
+	if (fresh->successor) {
+		struct node *s = fresh->successor;
+
+		fresh->successor = NULL;
+		node_put(ns, s);
+	}
+	node_get(ns, fresh); /* old's, for what it sends on */
+	for (i = 0; dir && i < dir->n_children; i++)
+		if (dir->children[i] == old) {
+			dir->children[i] = fresh;
+			break;
+		}
+	fresh->parent = dir;
+	fresh->orphan = old->orphan;
+	fresh->hidden = old->hidden;
+	fresh->cached = old->cached;
+	/* the children come along, with the refs of those in use */
+	fresh->children = old->children;
+	fresh->n_children = old->n_children;
+	fresh->cap_children = old->cap_children;
+	old->children = NULL;
+	old->n_children = old->cap_children = 0;
+	for (i = 0; i < fresh->n_children; i++) {
+		struct node *c = fresh->children[i];
+
+		c->parent = fresh;
+		if (c->refs > 0) {
+			node_get(ns, fresh);
+			node_put(ns, old);
+		}
+	}
+	old->successor = fresh;
+	old->orphan = true;
+	/* what is replaced holds nothing of its own any more */
+	old->pin_soft = old->pin_hard = false;
+	pin_apply(ns, old);
+	/* held across so that an unused old is buried once */
+	node_get(ns, old);
+	node_put(ns, old);
 }
 
-void node_forget(struct tree *t, struct node *n, uint64_t nlookup)
+struct node *node_current(struct node *n)
 {
-	pthread_mutex_lock(&t->lock);
-	if (n == t->root || nlookup > n->nlookup) {
+	while (n->successor)
+		n = n->successor;
+	return n;
+}
+
+void node_entry_given(struct nodes *ns, struct node *n)
+{
+	pthread_mutex_lock(&ns->lock);
+	n->nlookup++;
+	node_get(ns, n);
+	pthread_mutex_unlock(&ns->lock);
+}
+
+void node_forget(struct nodes *ns, struct node *n, uint64_t nlookup)
+{
+	pthread_mutex_lock(&ns->lock);
+	if (!n->parent || nlookup > n->nlookup) {
 		/* the root is never counted; more than was given is the kernel's bug, not ours */
-		nlookup = n == t->root ? 0 : n->nlookup;
+		nlookup = !n->parent ? 0 : n->nlookup;
 	}
 	n->nlookup -= nlookup;
 	while (nlookup--)
-		node_put(t, n);
-	pthread_mutex_unlock(&t->lock);
+		node_put(ns, n);
+	pthread_mutex_unlock(&ns->lock);
 }
 
-void node_handle_open(struct tree *t, struct node *n)
+void node_handle_open(struct nodes *ns, struct node *n)
 {
-	pthread_mutex_lock(&t->lock);
-	node_get(t, n);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&ns->lock);
+	node_get(ns, n);
+	pthread_mutex_unlock(&ns->lock);
 }
 
-void node_handle_close(struct tree *t, struct node *n)
+void node_handle_close(struct nodes *ns, struct node *n)
 {
-	pthread_mutex_lock(&t->lock);
-	node_put(t, n);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&ns->lock);
+	node_put(ns, n);
+	pthread_mutex_unlock(&ns->lock);
 }
 
 uint64_t node_generation(const struct node *n)
@@ -337,36 +405,36 @@ uint64_t node_generation(const struct node *n)
 	return n->generation;
 }
 
-void node_defer(struct tree *t, void (*fn)(struct tree *t, void *arg), void *arg)
+void node_defer(struct nodes *ns, void (*fn)(void *owner, void *arg), void *arg)
 {
 	struct node_deferred *d = malloc(sizeof(*d));
 
 	if (!d) {
 		/* out of memory: now, as before there were epochs */
-		fn(t, arg);
+		fn(ns, arg);
 		return;
 	}
 	d->fn = fn;
 	d->arg = arg;
-	pthread_mutex_lock(&t->lock);
-	d->next = t->deferred[t->epoch & 1];
-	t->deferred[t->epoch & 1] = d;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&ns->lock);
+	d->next = ns->deferred[ns->epoch & 1];
+	ns->deferred[ns->epoch & 1] = d;
+	pthread_mutex_unlock(&ns->lock);
 }
 
-unsigned node_op_enter_locked(struct tree *t)
+unsigned node_op_enter_locked(struct nodes *ns)
 {
-	t->ops[t->epoch & 1]++;
-	return t->epoch;
+	ns->ops[ns->epoch & 1]++;
+	return ns->epoch;
 }
 
-unsigned node_op_enter(struct tree *t)
+unsigned node_op_enter(struct nodes *ns)
 {
 	unsigned e;
 
-	pthread_mutex_lock(&t->lock);
-	e = node_op_enter_locked(t);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&ns->lock);
+	e = node_op_enter_locked(ns);
+	pthread_mutex_unlock(&ns->lock);
 	return e;
 }
 
@@ -377,7 +445,7 @@ unsigned node_op_enter(struct tree *t)
  * A request ended. Once none that entered in the previous epoch runs, what
  * was buried then can be used by no one: it is freed, and a new epoch begins.
  */
-void node_op_leave(struct tree *t, unsigned token)
+void node_op_leave(struct nodes *ns, unsigned token)
 {
 	struct node *list = NULL, *g, *next;
 	struct node_deferred *later = NULL;
@@ -385,44 +453,44 @@ void node_op_leave(struct tree *t, unsigned token)
 	size_t freed;
 	int k;
 
-	pthread_mutex_lock(&t->lock);
-	t->ops[token & 1]--;
+	pthread_mutex_lock(&ns->lock);
+	ns->ops[token & 1]--;
 	/* with no request running at all, both epochs' work can go at once */
-	for (k = t->ops[t->epoch & 1] == 0 ? 2 : 1; k > 0; k--) {
+	for (k = ns->ops[ns->epoch & 1] == 0 ? 2 : 1; k > 0; k--) {
 		struct node_deferred **dp;
 
-		if (t->ops[(t->epoch + 1) & 1] != 0 ||
-			!(t->grave[0] || t->grave[1] || t->deferred[0] || t->deferred[1]))
+		if (ns->ops[(ns->epoch + 1) & 1] != 0 ||
+			!(ns->grave[0] || ns->grave[1] || ns->deferred[0] || ns->deferred[1]))
 			break;
 		/* the previous epoch's requests are done: its graveyard can go */
-		for (g = t->grave[(t->epoch + 1) & 1]; g; g = next) {
+		for (g = ns->grave[(ns->epoch + 1) & 1]; g; g = next) {
 			next = g->grave_next;
-			subtree_take(t, g, &list);
+			subtree_take(ns, g, &list);
 		}
-		t->grave[(t->epoch + 1) & 1] = NULL;
+		ns->grave[(ns->epoch + 1) & 1] = NULL;
 		for (dp = &later; *dp; dp = &(*dp)->next)
 			;
-		*dp = t->deferred[(t->epoch + 1) & 1];
-		t->deferred[(t->epoch + 1) & 1] = NULL;
-		t->epoch++;
+		*dp = ns->deferred[(ns->epoch + 1) & 1];
+		ns->deferred[(ns->epoch + 1) & 1] = NULL;
+		ns->epoch++;
 	}
-	pthread_mutex_unlock(&t->lock);
-	deferred_run(t, later);
+	pthread_mutex_unlock(&ns->lock);
+	deferred_run(ns, later);
 	if (!list)
 		return;
-	freed = chain_free(t, list);
-	pthread_mutex_lock(&t->lock);
-	t->freed_since_trim += freed;
-	if (t->freed_since_trim >= TRIM_AFTER) {
-		t->freed_since_trim = 0;
+	freed = chain_free(ns, list);
+	pthread_mutex_lock(&ns->lock);
+	ns->freed_since_trim += freed;
+	if (ns->freed_since_trim >= TRIM_AFTER) {
+		ns->freed_since_trim = 0;
 		trim = true;
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&ns->lock);
 	if (trim)
 		malloc_trim(0);
 }
 
-/* The child called name, or NULL. Caller holds t->lock (or owns dir privately). */
+/* The child called name, or NULL. Caller holds ns->lock (or owns dir privately). */
 struct node *node_child_find(struct node *dir, const char *name)
 {
 	size_t i;
@@ -433,7 +501,7 @@ struct node *node_child_find(struct node *dir, const char *name)
 	return NULL;
 }
 
-/* Caller holds t->lock (or owns dir privately). */
+/* Caller holds ns->lock (or owns dir privately). */
 int node_child_add(struct node *dir, struct node *c)
 {
 	if (dir->n_children == dir->cap_children) {
@@ -447,7 +515,7 @@ int node_child_add(struct node *dir, struct node *c)
 	}
 	dir->children[dir->n_children++] = c;
 	/* what a namespace shows is looked up again once forgotten */
-	if (dir->kind == NODE_NS || dir->kind == NODE_HOSTS)
+	if (dir->remakes)
 		c->cached = true;
 	return 0;
 }
@@ -456,17 +524,17 @@ int node_child_add(struct node *dir, struct node *c)
  * The existing child of dir called name, or a new one made by make() and
  * added, so that racing lookups agree on one node.
  */
-struct node *node_child_get_or_add(struct tree *t, struct node *dir, struct node *fresh)
+struct node *node_child_get_or_add(struct nodes *ns, struct node *dir, struct node *fresh)
 {
 	struct node *c;
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&ns->lock);
 	c = node_child_find(dir, fresh->name);
 	if (!c && node_child_add(dir, fresh) == 0)
 		c = fresh;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&ns->lock);
 	/* a losing fresh node was never seen by anyone else */
 	if (c != fresh)
-		node_discard(t, fresh);
+		node_discard(ns, fresh);
 	return c;
 }

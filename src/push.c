@@ -36,16 +36,16 @@ const char *push_xattr_get(const struct node *n, const char *name)
 {
 	size_t i;
 
-	for (i = 0; i < n->n_xattrs; i++)
-		if (strcmp(n->xattrs[i].name, name) == 0)
-			return n->xattrs[i].value;
+	for (i = 0; i < reg_of(n)->n_xattrs; i++)
+		if (strcmp(reg_of(n)->xattrs[i].name, name) == 0)
+			return reg_of(n)->xattrs[i].value;
 	return NULL;
 }
 
 /*
  * The tag directory that n is in (or is), when a change there may be
  * staged: -EROFS on a read-only mount, in a digest directory, under .oci/ or
- * in an index; -EPERM outside any tag. Caller holds t->lock.
+ * in an index; -EPERM outside any tag. Caller holds t->nodes.lock.
  */
 static int art_of(struct tree *t, struct node *n, struct node **art)
 {
@@ -56,17 +56,19 @@ static int art_of(struct tree *t, struct node *n, struct node **art)
 			return n->hidden ? -EROFS : -EPERM;
 	if (!n)
 		return -EPERM;
-	if (n->immutable || n->by_digest)
+	if (reg_of(n)->immutable || art_of_node(n)->by_digest)
 		return -EROFS;
 	/* an index's platform child, or a referrer (but one being attached) */
-	if (n->parent && n->parent->kind != NODE_NS && !(n->draft && n->draft->subject))
+	if (n->parent && n->parent->kind != NODE_NS && !(node_draft(n) && node_draft(n)->subject))
 		return -EROFS;
-	if (n->rootfs_digest) {
-		log_warn("%s:%s: an image's root filesystem cannot be changed", n->repo, n->ref);
+	if (art_of_node(n)->rootfs_digest) {
+		log_warn("%s:%s: an image's root filesystem cannot be changed", reg_of(n)->repo,
+			art_of_node(n)->ref);
 		return -EROFS;
 	}
 	if (manifest_type_is_index(push_xattr_get(n, "user.oci.mediaType"))) {
-		log_warn("%s:%s: an index cannot be changed file by file", n->repo, n->ref);
+		log_warn("%s:%s: an index cannot be changed file by file", reg_of(n)->repo,
+			art_of_node(n)->ref);
 		return -EROFS;
 	}
 	*art = n;
@@ -101,22 +103,22 @@ int push_title_of(
 	return 0;
 }
 
-/* Set (or replace) an xattr of n. Caller holds t->lock. */
+/* Set (or replace) an xattr of n. Caller holds t->nodes.lock. */
 static int xattr_set(struct node *n, const char *name, const char *value)
 {
 	size_t i;
 	char *v;
 
-	for (i = 0; i < n->n_xattrs; i++)
-		if (strcmp(n->xattrs[i].name, name) == 0) {
+	for (i = 0; i < reg_of(n)->n_xattrs; i++)
+		if (strcmp(reg_of(n)->xattrs[i].name, name) == 0) {
 			v = strdup(value);
 			if (!v)
 				return -ENOMEM;
-			free(n->xattrs[i].value);
-			n->xattrs[i].value = v;
+			free(reg_of(n)->xattrs[i].value);
+			reg_of(n)->xattrs[i].value = v;
 			return 0;
 		}
-	return tree_xattr_add(&n->xattrs, &n->n_xattrs, name, value);
+	return tree_xattr_add(&reg_of(n)->xattrs, &reg_of(n)->n_xattrs, name, value);
 }
 
 int push_errno(int err)
@@ -144,29 +146,29 @@ static int make_tag(struct tree *t, struct node *ns, const char *tag, struct nod
 	if (!ref_valid_tag(tag))
 		return -EINVAL;
 	ret = tree_lookup(t, ns, tag, &n);
-	if (ret == 0 && !(n->kind == NODE_NS && n->guessed && !n->local))
+	if (ret == 0 && !(n->kind == NODE_NS && ns_of(n)->guessed && !reg_of(n)->local))
 		return -EEXIST;
 	if (ret && ret != -ENOENT)
 		return ret;
 	if (ret == 0) {
 		/* a name only guessed to be a namespace: the tag takes its place */
-		pthread_mutex_lock(&t->lock);
-		node_delete(t, ns, n);
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_lock(&t->nodes.lock);
+		node_delete(&t->nodes, ns, n);
+		pthread_mutex_unlock(&t->nodes.lock);
 	}
-	n = tree_artifact_new(t, ns, tag, ns->site, ns->repo, tag);
+	n = tree_artifact_new(t, ns, tag, reg_of(ns)->site, reg_of(ns)->repo, tag);
 	if (!n)
 		return -ENOMEM;
-	pthread_mutex_lock(&t->lock);
-	n->local = true;
-	n->loaded = true;
-	n->mtime = time(NULL);
-	pthread_mutex_unlock(&t->lock);
-	if (node_child_get_or_add(t, ns, n) != n)
+	pthread_mutex_lock(&t->nodes.lock);
+	reg_of(n)->local = true;
+	art_of_node(n)->loaded = true;
+	reg_of(n)->mtime = time(NULL);
+	pthread_mutex_unlock(&t->nodes.lock);
+	if (node_child_get_or_add(&t->nodes, ns, n) != n)
 		return -EEXIST;
-	pthread_mutex_lock(&t->lock);
-	node_keep(t, n);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
+	tree_pin(t, n);
+	pthread_mutex_unlock(&t->nodes.lock);
 	ret = draft_begin(t, n);
 	if (ret)
 		return ret;
@@ -179,16 +181,16 @@ static bool ns_is_repo(struct tree *t, struct node *dir)
 {
 	bool repo;
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	/* a name shown without a catalog to confirm it is taken as a repository to be */
-	repo = dir->new_repo || dir->guessed;
-	pthread_mutex_unlock(&t->lock);
-	if (repo || !*dir->repo)
+	repo = ns_of(dir)->new_repo || ns_of(dir)->guessed;
+	pthread_mutex_unlock(&t->nodes.lock);
+	if (repo || !*reg_of(dir)->repo)
 		return repo;
-	pthread_mutex_lock(&dir->load_lock);
+	pthread_mutex_lock(load_lock_of(dir));
 	/* tags/list answers for a repository, even one with no tag left */
 	repo = tree_ns_tags(t, dir) == 0;
-	pthread_mutex_unlock(&dir->load_lock);
+	pthread_mutex_unlock(load_lock_of(dir));
 	return repo;
 }
 
@@ -202,14 +204,14 @@ static int make_repo(struct tree *t, struct node *dir, const char *name, struct 
 	if (!ref_valid_component(name))
 		return -EINVAL;
 	ret = tree_lookup(t, dir, name, &n);
-	if (ret == 0 && n->kind == NODE_NS && n->guessed && !n->local) {
+	if (ret == 0 && n->kind == NODE_NS && ns_of(n)->guessed && !reg_of(n)->local) {
 		/* shown only because nothing says otherwise: now it is a repository to be */
-		pthread_mutex_lock(&t->lock);
-		n->local = true;
-		n->new_repo = true;
-		n->guessed = false;
-		node_keep(t, n);
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_lock(&t->nodes.lock);
+		reg_of(n)->local = true;
+		ns_of(n)->new_repo = true;
+		ns_of(n)->guessed = false;
+		tree_pin(t, n);
+		pthread_mutex_unlock(&t->nodes.lock);
 		*out = n;
 		return 0;
 	}
@@ -217,24 +219,24 @@ static int make_repo(struct tree *t, struct node *dir, const char *name, struct 
 		*out = n;
 		return -EEXIST;
 	}
-	repo = tree_join_path(dir->repo, name);
+	repo = tree_join_path(reg_of(dir)->repo, name);
 	if (!repo)
 		return -ENOMEM;
-	n = ref_valid_repo(repo) ? tree_ns_new(t, dir, name, dir->site, repo) : NULL;
+	n = ref_valid_repo(repo) ? tree_ns_new(t, dir, name, reg_of(dir)->site, repo) : NULL;
 	ret = ref_valid_repo(repo) ? (n ? 0 : -ENOMEM) : -EINVAL;
 	free(repo);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&t->lock);
-	n->local = true;
-	n->new_repo = true;
-	n->mtime = time(NULL);
-	pthread_mutex_unlock(&t->lock);
-	*out = node_child_get_or_add(t, dir, n);
+	pthread_mutex_lock(&t->nodes.lock);
+	reg_of(n)->local = true;
+	ns_of(n)->new_repo = true;
+	reg_of(n)->mtime = time(NULL);
+	pthread_mutex_unlock(&t->nodes.lock);
+	*out = node_child_get_or_add(&t->nodes, dir, n);
 	if (*out == n) {
-		pthread_mutex_lock(&t->lock);
-		node_keep(t, n);
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_lock(&t->nodes.lock);
+		tree_pin(t, n);
+		pthread_mutex_unlock(&t->nodes.lock);
 	}
 	return *out ? 0 : -ENOMEM;
 }
@@ -244,13 +246,13 @@ static int add_local(struct tree *t, struct node *dir, struct node *n, struct no
 {
 	int ret;
 
-	pthread_mutex_lock(&t->lock);
-	n->local = true;
-	n->mtime = time(NULL);
+	pthread_mutex_lock(&t->nodes.lock);
+	reg_of(n)->local = true;
+	reg_of(n)->mtime = time(NULL);
 	ret = node_child_find(dir, n->name) ? -EEXIST : node_child_add(dir, n);
 	if (!ret)
-		node_keep(t, n);
-	pthread_mutex_unlock(&t->lock);
+		tree_pin(t, n);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (!ret)
 		*out = n;
 	return ret;
@@ -280,14 +282,14 @@ static int referrers_mkdir(
 		return -EEXIST;
 	if (ret != -ENOENT)
 		return ret;
-	n = node_new(t, dir, name, NODE_DIR);
-	if (!n || !(n->repo = strdup(rn->repo)))
+	n = tree_node_new(t, dir, name, NODE_DIR);
+	if (!n || !(reg_of(n)->repo = strdup(reg_of(rn)->repo)))
 		return -ENOMEM;
-	pthread_mutex_lock(&t->lock);
-	n->immutable = false; /* an attach to a digest directory is no change to it */
-	rn->local = true; /* kept as made until its attaches are pushed */
-	node_keep(t, rn);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
+	reg_of(n)->immutable = false; /* an attach to a digest directory is no change to it */
+	reg_of(rn)->local = true; /* kept as made until its attaches are pushed */
+	tree_pin(t, rn);
+	pthread_mutex_unlock(&t->nodes.lock);
 	return add_local(t, dir, n, out);
 }
 
@@ -296,16 +298,16 @@ static int referrers_mkdir(
  * a referrer being attached: its artifact type is the path between
  * referrers/ and it, its subject the artifact that .oci/ belongs to.
  */
-static int attach_begin(struct tree *t, struct node *rn, struct node *dir)
+static int attach_begin(struct tree *t, struct node *rn, struct node **dirp)
 {
-	struct node *subj = rn->parent ? rn->parent->parent : NULL, *p;
+	struct node *subj = rn->parent ? rn->parent->parent : NULL, *p, *dir = *dirp, *fresh;
 	struct json_object *sd;
 	const char *parts[64], *mt;
 	char *body = NULL, type[1024];
 	size_t np = 0, len = 0, o = 0;
 	int ret;
 
-	if (!subj || subj->kind != NODE_ARTIFACT || !rn->ref)
+	if (!subj || subj->kind != NODE_ARTIFACT || !art_of_node(rn)->ref)
 		return -EROFS;
 	for (p = dir->parent; p && p != rn && np < 64; p = p->parent)
 		parts[np++] = p->name;
@@ -317,41 +319,56 @@ static int attach_begin(struct tree *t, struct node *rn, struct node *dir)
 			type + o, sizeof(type) - o, "%s%s", o ? "/" : "", parts[--np]);
 	if (o >= sizeof(type))
 		return -ENAMETOOLONG;
-	ret = cache_get(t->cache, rn->ref, MANIFEST_MAX_SIZE, &body, &len);
+	ret = cache_get(t->cache, art_of_node(rn)->ref, MANIFEST_MAX_SIZE, &body, &len);
 	free(body);
 	if (ret) {
-		log_err("%s@%s: the manifest to attach to is not at hand", rn->repo, rn->ref);
+		log_err("%s@%s: the manifest to attach to is not at hand", reg_of(rn)->repo,
+			art_of_node(rn)->ref);
 		return -EIO;
 	}
-	pthread_mutex_lock(&t->lock);
+	fresh = tree_node_new(t, dir->parent, dir->name, NODE_ARTIFACT);
+	if (!fresh || !(reg_of(fresh)->repo = strdup(reg_of(dir)->repo))) {
+		if (fresh)
+			node_discard(&t->nodes, fresh);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&t->nodes.lock);
 	mt = push_xattr_get(subj, "user.oci.mediaType");
 	sd = json_object_new_object();
 	json_object_object_add(sd, "mediaType", draft_json_str(mt ? mt : MT_OCI_MANIFEST));
-	json_object_object_add(sd, "digest", draft_json_str(rn->ref));
+	json_object_object_add(sd, "digest", draft_json_str(art_of_node(rn)->ref));
 	json_object_object_add(sd, "size", json_object_new_int64((int64_t)len));
-	if (dir->kind == NODE_DIR) {
-		dir->kind = NODE_ARTIFACT;
-		dir->ref = strdup(dir->name);
-		dir->loaded = true;
-		dir->local = true;
-		node_keep(t, dir);
+	if (dir->kind == NODE_DIR && node_current(dir) == dir) {
+		/* the directory becomes a referrer: a new node takes its place */
+		art_of_node(fresh)->ref = strdup(dir->name);
+		art_of_node(fresh)->loaded = true;
+		reg_of(fresh)->immutable = false;
+		reg_of(fresh)->local = true;
+		reg_of(fresh)->mtime = reg_of(dir)->mtime;
+		node_replace(&t->nodes, dir, fresh);
+		tree_pin(t, fresh);
+		fresh = NULL;
 	}
-	pthread_mutex_unlock(&t->lock);
-	if (!dir->ref) {
+	dir = node_current(dir);
+	*dirp = dir;
+	pthread_mutex_unlock(&t->nodes.lock);
+	if (fresh)
+		node_discard(&t->nodes, fresh);
+	if (!art_of_node(dir)->ref) {
 		json_object_put(sd);
 		return -ENOMEM;
 	}
 	ret = draft_begin(t, dir);
-	pthread_mutex_lock(&t->lock);
-	if (!ret && dir->draft && !dir->draft->subject) {
-		dir->draft->subject = sd;
+	pthread_mutex_lock(&t->nodes.lock);
+	if (!ret && node_draft(dir) && !node_draft(dir)->subject) {
+		node_draft(dir)->subject = sd;
 		sd = NULL;
-		dir->draft->attach_type = strdup(type);
-		dir->draft->referrers = rn;
-		if (!dir->draft->attach_type)
+		node_draft(dir)->attach_type = strdup(type);
+		node_draft(dir)->referrers = rn;
+		if (!node_draft(dir)->attach_type)
 			ret = -ENOMEM;
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	json_object_put(sd);
 	return ret;
 }
@@ -359,24 +376,27 @@ static int attach_begin(struct tree *t, struct node *rn, struct node *dir)
 /* rmdir of a referrer: its manifest deleted, and its entry taken out of the fallback index. */
 static int detach(struct tree *t, struct node *rn, struct node *dir, struct node *c)
 {
-	struct registry *r = rn->site->reg;
+	struct registry *r = reg_of(rn)->site->reg;
 	struct draft *d;
 	int ret;
 
-	ret = registry_delete_manifest(r, c->repo, c->ref);
+	ret = registry_delete_manifest(r, reg_of(c)->repo, art_of_node(c)->ref);
 	if (ret && ret != -ENOENT) {
-		log_err("%s/%s@%s: detach: %s", registry_host(r), c->repo, c->ref, strerror(-ret));
+		log_err("%s/%s@%s: detach: %s", registry_host(r), reg_of(c)->repo,
+			art_of_node(c)->ref, strerror(-ret));
 		return push_errno(ret);
 	}
-	ret = pusher_index_update(r, rn->repo, rn->ref, c->ref, NULL, 0);
+	ret = pusher_index_update(
+		r, reg_of(rn)->repo, art_of_node(rn)->ref, art_of_node(c)->ref, NULL, 0);
 	if (ret)
 		return push_errno(ret);
-	log_info("%s/%s@%s: detached from %s", registry_host(r), c->repo, c->ref, rn->ref);
-	pthread_mutex_lock(&t->lock);
+	log_info("%s/%s@%s: detached from %s", registry_host(r), reg_of(c)->repo,
+		art_of_node(c)->ref, art_of_node(rn)->ref);
+	pthread_mutex_lock(&t->nodes.lock);
 	d = draft_take(t, c); /* the removals of rm -r, staged before this rmdir */
-	node_delete(t, dir, c);
-	rn->loaded = false;
-	pthread_mutex_unlock(&t->lock);
+	node_delete(&t->nodes, dir, c);
+	art_of_node(rn)->loaded = false;
+	pthread_mutex_unlock(&t->nodes.lock);
 	draft_dispose(d);
 	return 0;
 }
@@ -394,20 +414,20 @@ static int referrers_rmdir(struct tree *t, struct node *rn, struct node *dir, co
 	ret = tree_lookup(t, dir, name, &c);
 	if (ret)
 		return ret;
-	if (c->kind == NODE_ARTIFACT && c->by_digest)
+	if (c->kind == NODE_ARTIFACT && art_of_node(c)->by_digest)
 		return detach(t, rn, dir, c);
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	empty = c->n_children == 0 || (c->kind == NODE_ARTIFACT && !pusher_has_files(c));
-	if (!c->local)
+	if (!reg_of(c)->local)
 		ret = -EROFS;
 	else if (!empty)
 		ret = -ENOTEMPTY;
 	else {
 		if (c->kind == NODE_ARTIFACT)
 			d = draft_take(t, c);
-		node_delete(t, dir, c);
+		node_delete(&t->nodes, dir, c);
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	draft_dispose(d);
 	return ret;
 }
@@ -445,9 +465,9 @@ int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node *
 			return make_tag(t, dir, name, out);
 		return make_repo(t, dir, name, out);
 	}
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	ret = art_of(t, dir, &art);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (ret)
 		return ret;
 	if (dir == art && strcmp(name, ".oci") == 0)
@@ -455,46 +475,48 @@ int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node *
 	ret = draft_begin(t, art);
 	if (ret)
 		return ret;
-	n = node_new(t, dir, name, NODE_DIR);
-	if (!n || !(n->repo = strdup(art->repo)))
+	n = tree_node_new(t, dir, name, NODE_DIR);
+	if (!n || !(reg_of(n)->repo = strdup(reg_of(art)->repo)))
 		return -ENOMEM;
 	return add_local(t, dir, n, out);
 }
 
-/* Open a writer of staged node n: counted in it and its draft. Caller holds t->lock. */
+/* Open a writer of staged node n: counted in it and its draft. Caller holds t->nodes.lock. */
 static void writer_add(struct node *art, struct node *n)
 {
-	n->staged->writers++;
-	if (art->draft)
-		art->draft->writers++;
+	file_of(n)->staged->writers++;
+	if (node_draft(art))
+		node_draft(art)->writers++;
 }
 
 /*
  * A writer of n is gone (closed, or its open failed after writer_add): the
- * pusher may take the draft once push_delay has passed. Caller holds t->lock.
+ * pusher may take the draft once push_delay has passed. Caller holds t->nodes.lock.
  */
 static void writer_del(struct tree *t, struct node *n)
 {
 	struct node *art;
 
-	if (n->staged && n->staged->writers > 0)
-		n->staged->writers--;
+	if (file_of(n)->staged && file_of(n)->staged->writers > 0)
+		file_of(n)->staged->writers--;
 	for (art = n->parent; art && art->kind != NODE_ARTIFACT; art = art->parent)
 		;
-	if (art && art->draft) {
-		if (art->draft->writers > 0)
-			art->draft->writers--;
-		art->draft->changed_at = draft_clock();
+	if (art && node_draft(art)) {
+		if (node_draft(art)->writers > 0)
+			node_draft(art)->writers--;
+		node_draft(art)->changed_at = draft_clock();
 		pthread_cond_signal(&t->push->cond);
 	}
 }
 
+static int open_write(struct tree *t, struct node *n, bool trunc, int *fd, struct node **opened);
+
 /* An open for writing of n that failed after writer_add: undone, and fd closed. */
 static int open_undo(struct tree *t, struct node *n, int *fd, int err)
 {
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	writer_del(t, n);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	close(*fd);
 	*fd = -1;
 	return err;
@@ -511,18 +533,18 @@ int push_create(
 	*fd = -1;
 	rn = referrers_of(dir);
 	if (rn && !t->opts.read_only) {
-		if (!dir->local || dir->kind != NODE_DIR)
+		if (!reg_of(dir)->local || dir->kind != NODE_DIR)
 			return -EROFS;
-		ret = attach_begin(t, rn, dir);
+		ret = attach_begin(t, rn, &dir);
 		if (ret)
 			return ret;
 	}
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	ret = art_of(t, dir, &art);
 	if (!ret)
 		ret = push_title_of(art, dir, name, title, sizeof(title));
 	old = ret ? NULL : node_child_find(dir, name);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (ret)
 		return ret;
 	if ((dir == art && strcmp(name, ".oci") == 0) || manifest_title_check(title))
@@ -530,40 +552,39 @@ int push_create(
 	if (old) {
 		if (excl)
 			return -EEXIST;
-		if (tree_is_dir(old))
+		if (node_is_dir(old))
 			return -EISDIR;
-		*out = old;
-		return push_open(t, old, true, fd);
+		return open_write(t, old, true, fd, out);
 	}
 	ret = draft_begin(t, art);
 	if (!ret)
 		ret = staged_new(t, art, &s, fd);
 	if (ret)
 		return ret;
-	n = node_new(t, dir, name, NODE_STAGED);
-	if (!n || !(n->repo = strdup(art->repo))) {
+	n = tree_node_new(t, dir, name, NODE_STAGED);
+	if (!n || !(reg_of(n)->repo = strdup(reg_of(art)->repo))) {
 		ret = -ENOMEM;
 		goto fail;
 	}
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	if (node_child_find(dir, name)) {
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
 		ret = -EEXIST;
 		goto fail;
 	}
 	ret = node_child_add(dir, n);
 	if (!ret) {
-		n->site = art->site;
-		n->local = true;
-		node_keep(t, n);
-		n->size = 0;
-		n->mtime = time(NULL);
-		n->staged = s;
+		reg_of(n)->site = reg_of(art)->site;
+		reg_of(n)->local = true;
+		tree_pin(t, n);
+		file_of(n)->size = 0;
+		reg_of(n)->mtime = time(NULL);
+		file_of(n)->staged = s;
 		s->changed = true;
 		writer_add(art, n);
 		s = NULL;
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (ret)
 		goto fail;
 	*out = n;
@@ -581,23 +602,29 @@ fail:
 	return ret;
 }
 
-int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
+/*
+ * Open n for writing: a staged file is opened again; a file of the registry
+ * is copied into the staging area and replaced by a staged file (a node's
+ * kind never changes), which *opened is. 0 or -errno (nothing changed).
+ */
+static int open_write(struct tree *t, struct node *n, bool trunc, int *fd, struct node **opened)
 {
 	struct node *art;
 	struct staged *s = NULL;
+	struct node *sn = NULL;
 	enum node_kind kind;
 	char *path = NULL;
-	int64_t size;
-	bool local;
 	int ret;
 
 	*fd = -1;
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
+	n = node_current(n);
+	*opened = n;
 	ret = n->parent ? art_of(t, n->parent, &art) : -EPERM;
 	kind = n->kind;
 	if (!ret && kind == NODE_STAGED)
-		path = strdup(n->staged->path);
-	pthread_mutex_unlock(&t->lock);
+		path = strdup(file_of(n)->staged->path);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (ret)
 		return ret;
 	if (kind != NODE_STAGED && kind != NODE_BLOB)
@@ -619,24 +646,25 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 			*fd = -1;
 			return ret;
 		}
-		pthread_mutex_lock(&t->lock);
+		pthread_mutex_lock(&t->nodes.lock);
 		if (trunc) {
-			pthread_mutex_lock(&n->staged->lock);
-			digest_ctx_free(n->staged->hash);
-			n->staged->hash = digest_ctx_new();
-			n->staged->hashed = n->staged->hash ? 0 : -1;
-			n->staged->up_off = true; /* what went up is not the file any more */
-			pthread_mutex_unlock(&n->staged->lock);
-			n->size = 0;
-			n->staged->changed = true;
+			pthread_mutex_lock(&file_of(n)->staged->lock);
+			digest_ctx_free(file_of(n)->staged->hash);
+			file_of(n)->staged->hash = digest_ctx_new();
+			file_of(n)->staged->hashed = file_of(n)->staged->hash ? 0 : -1;
+			file_of(n)->staged->up_off =
+				true; /* what went up is not the file any more */
+			pthread_mutex_unlock(&file_of(n)->staged->lock);
+			file_of(n)->size = 0;
+			file_of(n)->staged->changed = true;
 		}
 		writer_add(art, n);
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
 		ret = trunc ? draft_touch(t, art) : 0;
 		if (ret == -ENOSPC) {
 			/* the bytes are gone already: the open stands, as an unlink does */
 			log_warn("%s:%s: %s truncated; the staging record waits for disk space",
-				art->repo, art->ref, n->name);
+				reg_of(art)->repo, art_of_node(art)->ref, n->name);
 			ret = 0;
 		}
 		if (ret)
@@ -651,27 +679,37 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 		ret = staged_copy_up(t, n, s, *fd);
 	if (ret)
 		goto out_staged;
-	pthread_mutex_lock(&t->lock);
-	if (n->kind != NODE_BLOB) {
+	sn = tree_node_new(t, n->parent, n->name, NODE_STAGED);
+	if (!sn || !(reg_of(sn)->repo = strdup(reg_of(n)->repo)) ||
+		(file_of(n)->digest && !(file_of(sn)->digest = strdup(file_of(n)->digest)))) {
+		ret = -ENOMEM;
+		goto out_node;
+	}
+	pthread_mutex_lock(&t->nodes.lock);
+	ret = tree_xattrs_copy(
+		reg_of(n)->xattrs, reg_of(n)->n_xattrs, &reg_of(sn)->xattrs, &reg_of(sn)->n_xattrs);
+	if (ret || node_current(n) != n || n->orphan) {
 		/* another writer got there first: use its file */
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
+		if (ret)
+			goto out_node;
+		node_discard(&t->nodes, sn);
 		close(*fd);
 		unlink(s->path);
 		staged_free(s);
-		return push_open(t, n, trunc, fd);
+		return open_write(t, n, trunc, fd, opened);
 	}
-	size = n->size;
-	local = n->local;
-	n->kind = NODE_STAGED;
-	n->staged = s;
-	n->local = true;
-	node_keep(t, n);
-	if (trunc) {
-		n->size = 0;
+	reg_of(sn)->mtime = reg_of(n)->mtime;
+	file_of(sn)->size = trunc ? 0 : file_of(n)->size;
+	file_of(sn)->staged = s;
+	if (trunc)
 		s->changed = true;
-	}
-	writer_add(art, n);
-	pthread_mutex_unlock(&t->lock);
+	reg_of(sn)->local = true;
+	node_replace(&t->nodes, n, sn);
+	tree_pin(t, sn);
+	writer_add(art, sn);
+	pthread_mutex_unlock(&t->nodes.lock);
+	*opened = sn;
 	ret = draft_save(t, art);
 	if (!ret) {
 		draft_bump(t, art);
@@ -679,29 +717,32 @@ int push_open(struct tree *t, struct node *n, bool trunc, int *fd)
 	}
 	/*
 	 * The draft cannot be recorded (a full disk): the open fails and, unless
-	 * another writer has the staged copy already, changes nothing. Whatever
-	 * fails after writer_add undoes it, else the tag is never pushed by
-	 * itself; in one locked step, so the pusher never sees the copy unheld.
+	 * another writer has the staged copy already, changes nothing: the file
+	 * of the registry takes its place back. Whatever fails after writer_add
+	 * undoes it, else the tag is never pushed by itself; in one locked step,
+	 * so the pusher never sees the copy unheld.
 	 */
-	pthread_mutex_lock(&t->lock);
-	writer_del(t, n);
-	if (n->staged == s && s->writers == 0) {
-		n->kind = NODE_BLOB;
-		n->staged = NULL;
-		n->size = size;
-		n->local = local;
-		node_keep(t, n);
+	pthread_mutex_lock(&t->nodes.lock);
+	writer_del(t, sn);
+	if (s->writers == 0 && node_current(n) == sn && !sn->orphan) {
+		reg_of(sn)->local = false;
+		tree_pin(t, sn);
+		node_replace(&t->nodes, sn, n);
+		*opened = n;
 	} else {
 		s = NULL;
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	close(*fd);
 	*fd = -1;
 	if (s) {
 		unlink(s->path);
-		staged_free(s);
+		/* sn goes with its staged file once unused */
 	}
 	return ret;
+out_node:
+	if (sn)
+		node_discard(&t->nodes, sn);
 out_staged:
 	close(*fd);
 	*fd = -1;
@@ -710,18 +751,26 @@ out_staged:
 	return ret;
 }
 
-int push_open_read(struct tree *t, struct node *n, int *fd)
+int push_open(struct tree *t, struct node *n, int flags, struct node_file *f)
+{
+	int ret = open_write(t, n, (flags & O_TRUNC) != 0, &f->fd, &f->node);
+
+	f->writer = ret == 0;
+	return ret;
+}
+
+int push_open_read(struct tree *t, struct node *n, struct node_file *f)
 {
 	char *path;
 
-	pthread_mutex_lock(&t->lock);
-	path = n->staged ? strdup(n->staged->path) : NULL;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
+	path = file_of(n)->staged ? strdup(file_of(n)->staged->path) : NULL;
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (!path)
 		return -ENOMEM;
-	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	f->fd = open(path, O_RDONLY | O_CLOEXEC);
 	free(path);
-	return *fd < 0 ? -errno : 0;
+	return f->fd < 0 ? -errno : 0;
 }
 
 void push_note_reader(struct tree *t, int delta)
@@ -732,7 +781,7 @@ void push_note_reader(struct tree *t, int delta)
 
 ssize_t push_write(struct tree *t, struct node *n, int fd, const char *buf, size_t len, off_t off)
 {
-	struct staged *s = n->staged;
+	struct staged *s = file_of(n)->staged;
 	ssize_t w = pwrite(fd, buf, len, off);
 
 	if (w < 0)
@@ -746,12 +795,12 @@ ssize_t push_write(struct tree *t, struct node *n, int fd, const char *buf, size
 		s->hashed = -1;
 	}
 	pthread_mutex_unlock(&s->lock);
-	pthread_mutex_lock(&t->lock);
-	if (off + w > n->size)
-		n->size = off + w;
+	pthread_mutex_lock(&t->nodes.lock);
+	if (off + w > file_of(n)->size)
+		file_of(n)->size = off + w;
 	s->changed = true;
-	n->mtime = time(NULL);
-	pthread_mutex_unlock(&t->lock);
+	reg_of(n)->mtime = time(NULL);
+	pthread_mutex_unlock(&t->nodes.lock);
 	return w;
 }
 
@@ -764,20 +813,20 @@ int push_flush(struct tree *t, struct node *n)
 	bool whole;
 	int fd, ret;
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	/*
 	 * An empty file waits for the push: a shell's "> file" closes the
 	 * truncated file once before writing through a copy of its descriptor.
 	 */
-	if (n->kind != NODE_STAGED || !n->staged->changed || n->size == 0 || !n->parent ||
-		art_of(t, n->parent, &art)) {
-		pthread_mutex_unlock(&t->lock);
+	if (n->kind != NODE_STAGED || !file_of(n)->staged->changed || file_of(n)->size == 0 ||
+		!n->parent || art_of(t, n->parent, &art)) {
+		pthread_mutex_unlock(&t->nodes.lock);
 		return 0;
 	}
-	s = n->staged;
-	size = n->size;
+	s = file_of(n)->staged;
+	size = file_of(n)->size;
 	path = strdup(s->path);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (!path)
 		return -ENOMEM;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -808,13 +857,14 @@ int push_flush(struct tree *t, struct node *n)
 	pthread_mutex_unlock(&s->lock);
 	if (!ret && loc && whole && sent <= size) {
 		/* most of it went up while it was written: the rest, and the digest */
-		ret = registry_upload_finish(
-			n->site->reg, art->repo, &loc, digest, fd, sent, size - sent);
+		ret = registry_upload_finish(reg_of(n)->site->reg, reg_of(art)->repo, &loc, digest,
+			fd, sent, size - sent);
 	} else {
 		if (loc)
-			registry_upload_cancel(n->site->reg, art->repo, loc);
+			registry_upload_cancel(reg_of(n)->site->reg, reg_of(art)->repo, loc);
 		if (!ret)
-			ret = staged_upload(t, n->site->reg, art->repo, digest, fd, size);
+			ret = staged_upload(
+				t, reg_of(n)->site->reg, reg_of(art)->repo, digest, fd, size);
 	}
 	free(loc);
 	pthread_mutex_unlock(&s->flush_lock);
@@ -822,23 +872,23 @@ int push_flush(struct tree *t, struct node *n)
 	if (ret)
 		return push_errno(ret);
 	dg = strdup(digest);
-	pthread_mutex_lock(&t->lock);
-	if (dg && n->size == size) {
-		free(n->digest);
-		n->digest = dg;
+	pthread_mutex_lock(&t->nodes.lock);
+	if (dg && file_of(n)->size == size) {
+		free(file_of(n)->digest);
+		file_of(n)->digest = dg;
 		dg = NULL;
 		s->changed = false;
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	free(dg);
 	return draft_touch(t, art);
 }
 
 void push_release(struct tree *t, struct node *n)
 {
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	writer_del(t, n);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 }
 
 int push_truncate(struct tree *t, struct node *n, off_t size)
@@ -848,19 +898,23 @@ int push_truncate(struct tree *t, struct node *n, off_t size)
 	int fd, ret;
 
 	if (n->kind == NODE_BLOB) {
-		ret = push_open(t, n, size == 0, &fd);
+		struct node *sn;
+
+		/* a file of the registry: replaced by a staged copy, cut to size */
+		ret = open_write(t, n, size == 0, &fd, &sn);
 		if (ret)
 			return ret;
 		ret = ftruncate(fd, size) ? -errno : 0;
 		close(fd);
-		push_release(t, n);
+		push_release(t, sn);
 		if (ret)
 			return ret;
+		n = sn;
 	}
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	ret = n->kind != NODE_STAGED ? -EISDIR : art_of(t, n->parent, &art);
-	path = ret ? NULL : strdup(n->staged->path);
-	pthread_mutex_unlock(&t->lock);
+	path = ret ? NULL : strdup(file_of(n)->staged->path);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (ret)
 		return ret;
 	if (!path)
@@ -869,17 +923,17 @@ int push_truncate(struct tree *t, struct node *n, off_t size)
 	free(path);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&n->staged->lock);
-	if (n->staged->hashed > size)
-		n->staged->hashed = -1;
-	if (n->staged->up_sent > size)
-		n->staged->up_off = true;
-	pthread_mutex_unlock(&n->staged->lock);
-	pthread_mutex_lock(&t->lock);
-	n->size = size;
-	n->staged->changed = true;
-	n->mtime = time(NULL);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&file_of(n)->staged->lock);
+	if (file_of(n)->staged->hashed > size)
+		file_of(n)->staged->hashed = -1;
+	if (file_of(n)->staged->up_sent > size)
+		file_of(n)->staged->up_off = true;
+	pthread_mutex_unlock(&file_of(n)->staged->lock);
+	pthread_mutex_lock(&t->nodes.lock);
+	file_of(n)->size = size;
+	file_of(n)->staged->changed = true;
+	reg_of(n)->mtime = time(NULL);
+	pthread_mutex_unlock(&t->nodes.lock);
 	return draft_touch(t, art);
 }
 
@@ -889,17 +943,17 @@ static int child_in_art(
 {
 	int ret;
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	ret = art_of(t, dir, art);
 	*c = ret ? NULL : node_child_find(dir, name);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	return ret ? ret : *c ? 0 : -ENOENT;
 }
 
 /*
  * The .oci/referrers/ above a pushed referrer that dir is in (or is), else
  * NULL: its files can be removed, as a tag's can (rm -r before the rmdir
- * that detaches it). Caller holds t->lock.
+ * that detaches it). Caller holds t->nodes.lock.
  */
 static struct node *pushed_referrer(struct node *dir, struct node **art)
 {
@@ -907,7 +961,8 @@ static struct node *pushed_referrer(struct node *dir, struct node **art)
 
 	for (n = dir; n && n->kind == NODE_DIR && !n->hidden; n = n->parent)
 		;
-	if (!n || n->kind != NODE_ARTIFACT || !n->by_digest || n->rootfs_digest || !n->parent)
+	if (!n || n->kind != NODE_ARTIFACT || !art_of_node(n)->by_digest ||
+		art_of_node(n)->rootfs_digest || !n->parent)
 		return NULL;
 	*art = n;
 	return referrers_of(n->parent);
@@ -929,10 +984,10 @@ static int removal_in_art(struct tree *t, struct node *dir, const char *name, st
 	ret = child_in_art(t, dir, name, art, c);
 	if (ret != -EROFS || t->opts.read_only)
 		return ret;
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	*rn = pushed_referrer(dir, art);
 	*c = *rn ? node_child_find(dir, name) : NULL;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (!*rn)
 		return -EROFS;
 	if (!*c)
@@ -940,29 +995,29 @@ static int removal_in_art(struct tree *t, struct node *dir, const char *name, st
 	ret = draft_begin(t, *art);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&t->lock);
-	d = (*art)->draft;
+	pthread_mutex_lock(&t->nodes.lock);
+	d = node_draft(*art);
 	if (d && !d->subject) {
 		if (d->base && json_object_object_get_ex(d->base, "subject", &subj) &&
-			(d->replaces = strdup((*art)->ref))) {
+			(d->replaces = strdup(art_of_node(*art)->ref))) {
 			d->subject = json_object_get(subj);
 			d->referrers = *rn;
-			(*rn)->local = true; /* no reload drops it while it is staged */
-			node_keep(t, *rn);
+			reg_of(*rn)->local = true; /* no reload drops it while it is staged */
+			tree_pin(t, *rn);
 		} else {
 			ret = d->base ? -EROFS : -EIO;
 		}
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	return ret;
 }
 
-/* c leaves dir; a staged file's bytes go (open descriptors keep them). Caller holds t->lock. */
+/* c leaves dir; a staged file's bytes go (open descriptors keep them). Caller holds t->nodes.lock. */
 static void file_remove(struct tree *t, struct node *dir, struct node *c)
 {
-	node_delete(t, dir, c);
-	if (c->kind == NODE_STAGED && c->staged->path)
-		unlink(c->staged->path);
+	node_delete(&t->nodes, dir, c);
+	if (c->kind == NODE_STAGED && file_of(c)->staged->path)
+		unlink(file_of(c)->staged->path);
 }
 
 int push_unlink(struct tree *t, struct node *dir, const char *name)
@@ -973,19 +1028,19 @@ int push_unlink(struct tree *t, struct node *dir, const char *name)
 	ret = removal_in_art(t, dir, name, &art, &c, &rn);
 	if (ret)
 		return ret;
-	if (tree_is_dir(c))
+	if (node_is_dir(c))
 		return -EISDIR;
 	ret = draft_begin(t, art);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	file_remove(t, dir, c);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	ret = draft_touch(t, art);
 	if (ret == -ENOSPC) {
 		/* the file is gone, and its space with it: its record is written at the push */
-		log_warn("%s:%s: %s removed; the staging record waits for disk space", art->repo,
-			art->ref, name);
+		log_warn("%s:%s: %s removed; the staging record waits for disk space",
+			reg_of(art)->repo, art_of_node(art)->ref, name);
 		ret = 0;
 	}
 	return ret;
@@ -997,27 +1052,30 @@ int push_unlink(struct tree *t, struct node *dir, const char *name)
  */
 static int delete_tag(struct tree *t, struct node *art)
 {
-	struct registry *r = art->site->reg;
+	struct registry *r = reg_of(art)->site->reg;
 	struct strlist tags = { NULL, 0 };
 	char *body = NULL, *ct = NULL, *digest = NULL, label[600];
 	size_t len, i;
 	int ret;
 
-	snprintf(label, sizeof(label), "%s/%s:%s", registry_host(r), art->repo, art->ref);
-	ret = registry_delete_manifest(r, art->repo, art->ref);
+	snprintf(label, sizeof(label), "%s/%s:%s", registry_host(r), reg_of(art)->repo,
+		art_of_node(art)->ref);
+	ret = registry_delete_manifest(r, reg_of(art)->repo, art_of_node(art)->ref);
 	if (ret == 0 || ret == -ENOENT || ret == -EACCES)
 		goto out;
 	/* A registry that deletes manifests by digest only (distribution 2). */
-	ret = registry_get_manifest(r, art->repo, art->ref, &body, &len, &ct, &digest);
+	ret = registry_get_manifest(
+		r, reg_of(art)->repo, art_of_node(art)->ref, &body, &len, &ct, &digest);
 	if (!ret)
-		ret = registry_tags(r, art->repo, &tags);
+		ret = registry_tags(r, reg_of(art)->repo, &tags);
 	for (i = 0; !ret && i < tags.n; i++) {
 		char *b2 = NULL, *c2 = NULL, *d2 = NULL;
 		size_t l2;
 
-		if (strcmp(tags.v[i], art->ref) == 0)
+		if (strcmp(tags.v[i], art_of_node(art)->ref) == 0)
 			continue;
-		if (registry_get_manifest(r, art->repo, tags.v[i], &b2, &l2, &c2, &d2) == 0 &&
+		if (registry_get_manifest(r, reg_of(art)->repo, tags.v[i], &b2, &l2, &c2, &d2) ==
+				0 &&
 			strcmp(d2, digest) == 0) {
 			log_err("%s: tag %s names the same manifest (%s) and this registry deletes "
 				"by digest only: not deleted",
@@ -1029,7 +1087,7 @@ static int delete_tag(struct tree *t, struct node *art)
 		free(d2);
 	}
 	if (!ret)
-		ret = registry_delete_manifest(r, art->repo, digest);
+		ret = registry_delete_manifest(r, reg_of(art)->repo, digest);
 out:
 	if (ret && ret != -EBUSY)
 		log_err("%s: delete: %s", label, strerror(-ret));
@@ -1064,34 +1122,34 @@ int push_rmdir(struct tree *t, struct node *dir, const char *name)
 	}
 	switch (c->kind) {
 	case NODE_DIR:
-		pthread_mutex_lock(&t->lock);
+		pthread_mutex_lock(&t->nodes.lock);
 		ret = c->n_children ? -ENOTEMPTY : 0;
 		if (!ret)
-			node_delete(t, dir, c);
-		pthread_mutex_unlock(&t->lock);
+			node_delete(&t->nodes, dir, c);
+		pthread_mutex_unlock(&t->nodes.lock);
 		return ret;
 	case NODE_ARTIFACT:
-		if (c->by_digest || dir->kind != NODE_NS)
+		if (art_of_node(c)->by_digest || dir->kind != NODE_NS)
 			return -EROFS;
-		pthread_mutex_lock(&t->lock);
-		local = c->local;
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_lock(&t->nodes.lock);
+		local = reg_of(c)->local;
+		pthread_mutex_unlock(&t->nodes.lock);
 		ret = local ? 0 : delete_tag(t, c);
 		if (ret)
 			return push_errno(ret);
-		pthread_mutex_lock(&t->lock);
+		pthread_mutex_lock(&t->nodes.lock);
 		d = draft_take(t, c);
-		node_delete(t, dir, c);
-		__atomic_store_n(&dir->tags_at, 0, __ATOMIC_RELAXED);
-		pthread_mutex_unlock(&t->lock);
+		node_delete(&t->nodes, dir, c);
+		__atomic_store_n(&ns_of(dir)->tags_at, 0, __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&t->nodes.lock);
 		draft_dispose(d);
 		return 0;
 	case NODE_NS:
-		pthread_mutex_lock(&t->lock);
-		ret = c->n_children ? -ENOTEMPTY : c->local ? 0 : -EPERM;
+		pthread_mutex_lock(&t->nodes.lock);
+		ret = c->n_children ? -ENOTEMPTY : reg_of(c)->local ? 0 : -EPERM;
 		if (!ret)
-			node_delete(t, dir, c);
-		pthread_mutex_unlock(&t->lock);
+			node_delete(&t->nodes, dir, c);
+		pthread_mutex_unlock(&t->nodes.lock);
 		return ret;
 	default:
 		return -ENOTDIR;
@@ -1107,7 +1165,7 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 
 	if (flags & ~1u) /* RENAME_NOREPLACE only */
 		return -EINVAL;
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	ret = art_of(t, dir, &a1);
 	if (!ret)
 		ret = art_of(t, newdir, &a2);
@@ -1118,7 +1176,7 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 		ret = -EXDEV; /* mv copies, then removes */
 	if (!ret)
 		ret = push_title_of(a2, newdir, newname, title, sizeof(title));
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (ret)
 		return ret;
 	if ((newdir == a2 && strcmp(newname, ".oci") == 0) || manifest_title_check(title))
@@ -1126,7 +1184,7 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 	ret = draft_begin(t, a1);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	for (p = newdir; p && p != a2; p = p->parent)
 		if (p == c)
 			ret = -EINVAL; /* into itself */
@@ -1136,9 +1194,9 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 	if (target) {
 		if (flags & 1u)
 			ret = -EEXIST;
-		else if (tree_is_dir(target) && !tree_is_dir(c))
+		else if (node_is_dir(target) && !node_is_dir(c))
 			ret = -EISDIR;
-		else if (!tree_is_dir(target) && tree_is_dir(c))
+		else if (!node_is_dir(target) && node_is_dir(c))
 			ret = -ENOTDIR;
 		else if (target->n_children)
 			ret = -ENOTEMPTY;
@@ -1155,10 +1213,10 @@ int push_rename(struct tree *t, struct node *dir, const char *name, struct node 
 		node_child_remove(dir, c);
 		free(c->name);
 		c->name = nn;
-		ret = node_move(t, c, newdir);
+		ret = node_move(&t->nodes, c, newdir);
 	}
 out:
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	return ret ? ret : draft_touch(t, a1);
 }
 
@@ -1168,13 +1226,13 @@ int push_fsyncdir(struct tree *t, struct node *dir)
 	bool drafted;
 	int ret;
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	ret = art_of(t, dir, &art);
 	/* a pushed referrer with files removed: its new version */
 	if (ret == -EROFS && !t->opts.read_only && pushed_referrer(dir, &art))
 		ret = 0;
-	drafted = !ret && art->draft;
-	pthread_mutex_unlock(&t->lock);
+	drafted = !ret && node_draft(art);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (!drafted)
 		return 0;
 	return push_errno(pusher_push(t, art, true));
@@ -1188,7 +1246,7 @@ static int xattr_settable(const struct node *n, const struct node *art, const ch
 	if (strcmp(name, "user.oci.artifactType") == 0)
 		return n == art ? 0 : -ENOTSUP;
 	if (strcmp(name, "user.oci.mediaType") == 0)
-		return n != art && !tree_is_dir(n) ? 0 : -ENOTSUP;
+		return n != art && !node_is_dir(n) ? 0 : -ENOTSUP;
 	return -ENOTSUP;
 }
 
@@ -1197,11 +1255,11 @@ static int xattr_change(struct tree *t, struct node *n, const char *name, struct
 {
 	int ret;
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	ret = art_of(t, n, art);
 	if (!ret)
 		ret = xattr_settable(n, *art, name);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	return ret ? ret : draft_begin(t, *art);
 }
 
@@ -1224,11 +1282,11 @@ int push_setxattr(struct tree *t, struct node *n, const char *name, const char *
 	v = strndup(value, len);
 	if (!v)
 		return -ENOMEM;
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	ret = xattr_set(n, name, v);
-	if (!ret && n == art && strcmp(name, "user.oci.artifactType") == 0 && art->draft)
-		art->draft->type_set = true;
-	pthread_mutex_unlock(&t->lock);
+	if (!ret && n == art && strcmp(name, "user.oci.artifactType") == 0 && node_draft(art))
+		node_draft(art)->type_set = true;
+	pthread_mutex_unlock(&t->nodes.lock);
 	free(v);
 	return ret ? ret : draft_touch(t, art);
 }
@@ -1244,17 +1302,17 @@ int push_removexattr(struct tree *t, struct node *n, const char *name)
 	ret = xattr_change(t, n, name, &art);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	ret = -ENODATA;
-	for (i = 0; i < n->n_xattrs; i++)
-		if (strcmp(n->xattrs[i].name, name) == 0) {
-			free(n->xattrs[i].name);
-			free(n->xattrs[i].value);
-			n->xattrs[i] = n->xattrs[--n->n_xattrs];
+	for (i = 0; i < reg_of(n)->n_xattrs; i++)
+		if (strcmp(reg_of(n)->xattrs[i].name, name) == 0) {
+			free(reg_of(n)->xattrs[i].name);
+			free(reg_of(n)->xattrs[i].value);
+			reg_of(n)->xattrs[i] = reg_of(n)->xattrs[--reg_of(n)->n_xattrs];
 			ret = 0;
 			break;
 		}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	return ret ? ret : draft_touch(t, art);
 }
 
@@ -1281,51 +1339,49 @@ int push_symlink(
 		ret = tree_getattr(t, src, &st); /* its manifest, resolved now */
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&t->lock);
-	if (src->draft || src->local)
+	pthread_mutex_lock(&t->nodes.lock);
+	if (node_draft(src) || reg_of(src)->local)
 		ret = -EBUSY; /* not pushed yet: nothing to tag */
-	else if (!src->digest || !(digest = strdup(src->digest)) ||
+	else if (!art_of_node(src)->digest || !(digest = strdup(art_of_node(src)->digest)) ||
 		 !(mt = strdup((type = push_xattr_get(src, "user.oci.mediaType"))
 				       ? type
 				       : MT_OCI_MANIFEST)))
 		ret = -ENOMEM;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (!ret)
 		ret = cache_get(t->cache, digest, MANIFEST_MAX_SIZE, &body, &len);
 	if (!ret)
-		ret = registry_put_manifest(dir->site->reg, dir->repo, name, mt, body, len, NULL);
+		ret = registry_put_manifest(
+			reg_of(dir)->site->reg, reg_of(dir)->repo, name, mt, body, len, NULL);
 	if (ret) {
-		log_err("%s/%s: tagging %s as %s failed: %s", registry_host(dir->site->reg),
-			dir->repo, target, name, strerror(-ret));
+		log_err("%s/%s: tagging %s as %s failed: %s", registry_host(reg_of(dir)->site->reg),
+			reg_of(dir)->repo, target, name, strerror(-ret));
 		ret = push_errno(ret);
 		goto out;
 	}
-	log_info("%s/%s: %s tagged %s (%s)", registry_host(dir->site->reg), dir->repo, target, name,
-		digest);
+	log_info("%s/%s: %s tagged %s (%s)", registry_host(reg_of(dir)->site->reg),
+		reg_of(dir)->repo, target, name, digest);
 	/* the listing and any stale node of that name ask the registry again */
-	pthread_mutex_lock(&dir->load_lock);
-	__atomic_store_n(&dir->tags_at, 0, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&dir->load_lock);
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(load_lock_of(dir));
+	__atomic_store_n(&ns_of(dir)->tags_at, 0, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(load_lock_of(dir));
+	pthread_mutex_lock(&t->nodes.lock);
 	old = node_child_find(dir, name);
 	if (old && old->kind == NODE_ARTIFACT)
-		old->resolved_at = 0;
-	pthread_mutex_unlock(&t->lock);
+		art_of_node(old)->resolved_at = 0;
+	pthread_mutex_unlock(&t->nodes.lock);
 	/*
 	 * symlink(2) must answer with a link: a passing one, never cached
 	 * (local), after which the name looks up as the tag's directory.
 	 */
-	n = node_new(t, dir, name, NODE_RLINK);
-	if (!n || !(n->data = strdup(target)) || !(n->repo = strdup(dir->repo))) {
+	n = tree_node_new(t, dir, name, NODE_LINK);
+	if (!n || !(file_of(n)->data = strdup(target)) ||
+		!(reg_of(n)->repo = strdup(reg_of(dir)->repo))) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	n->local = true;
+	reg_of(n)->local = true;
 	n->orphan = true; /* answers symlink(2) only: the name is the tag's */
-	n->has_mode = true;
-	n->mode = S_IFLNK | 0777;
-	n->uid = t->opts.uid;
-	n->gid = t->opts.gid;
 	*out = n;
 out:
 	free(digest);

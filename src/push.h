@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 struct node;
+struct node_file;
 struct tree;
 
 /*
@@ -40,10 +41,10 @@ int push_create(
  * Open n for writing (truncated when trunc): a file of the registry is
  * copied into the staging area first. *fd as for push_create, failure too.
  */
-int push_open(struct tree *t, struct node *n, bool trunc, int *fd);
+int push_open(struct tree *t, struct node *n, int flags, struct node_file *f);
 
 /* An open for reading of a staged file: a descriptor of its bytes. */
-int push_open_read(struct tree *t, struct node *n, int *fd);
+int push_open_read(struct tree *t, struct node *n, struct node_file *f);
 
 /* Write through fd (from push_create/push_open) at off, hashing as it goes. Bytes or -errno. */
 ssize_t push_write(struct tree *t, struct node *n, int fd, const char *buf, size_t len, off_t off);

@@ -34,10 +34,13 @@
 
 void push_node_release(struct node *n)
 {
-	staged_free(n->staged);
-	draft_free(n->draft);
-	n->staged = NULL;
-	n->draft = NULL;
+	if (n->kind == NODE_STAGED) {
+		staged_free(file_of(n)->staged);
+		file_of(n)->staged = NULL;
+	} else if (n->kind == NODE_ARTIFACT) {
+		draft_free(node_draft(n));
+		art_of_node(n)->draft = NULL;
+	}
 }
 
 /* The empty config ("{}") into repo, unless it is there. */
@@ -273,9 +276,9 @@ static void adopt_staged(struct tree *t, struct node *n, struct json_object *roo
 
 		if (c->kind == NODE_DIR && !c->hidden)
 			adopt_staged(t, c, root);
-		if (c->kind != NODE_STAGED || !c->staged)
+		if (c->kind != NODE_STAGED || !file_of(c)->staged)
 			continue;
-		base = strrchr(c->staged->path, '/');
+		base = strrchr(file_of(c)->staged->path, '/');
 		for (k = 0; base && k < ns; k++) {
 			struct json_object *e = json_object_array_get_idx(staged, k), *li, *l;
 			const char *file = jstr(e, "file"), *dg;
@@ -286,29 +289,31 @@ static void adopt_staged(struct tree *t, struct node *n, struct json_object *roo
 				continue;
 			l = json_object_array_get_idx(layers, (size_t)json_object_get_int(li));
 			dg = l ? jstr(l, "digest") : NULL;
-			if (dg && cache_adopt(t->cache, dg, c->staged->path, to, sizeof(to)) == 0 &&
+			if (dg &&
+				cache_adopt(t->cache, dg, file_of(c)->staged->path, to,
+					sizeof(to)) == 0 &&
 				(p = strdup(to))) {
-				free(c->staged->path);
-				c->staged->path = p;
+				free(file_of(c)->staged->path);
+				file_of(c)->staged->path = p;
 			}
 			break;
 		}
 	}
 }
 
-/* art is in the registry now: so are the new repositories above it. Caller holds t->lock. */
+/* art is in the registry now: so are the new repositories above it. Caller holds t->nodes.lock. */
 static void mark_pushed(struct tree *t, struct node *art)
 {
 	struct node *n;
 
-	art->local = false;
-	node_keep(t, art);
+	reg_of(art)->local = false;
+	tree_pin(t, art);
 	for (n = art->parent; n && n->kind == NODE_NS; n = n->parent) {
 		/* list again: the tag is there */
-		__atomic_store_n(&n->tags_at, 0, __ATOMIC_RELAXED);
-		n->local = false;
-		n->new_repo = false;
-		node_keep(t, n);
+		__atomic_store_n(&ns_of(n)->tags_at, 0, __ATOMIC_RELAXED);
+		reg_of(n)->local = false;
+		ns_of(n)->new_repo = false;
+		tree_pin(t, n);
 	}
 }
 
@@ -322,18 +327,18 @@ int pusher_push(struct tree *t, struct node *art, bool force)
 	int ret;
 
 	pthread_mutex_lock(&t->push->push_lock);
-	pthread_mutex_lock(&t->lock);
-	d = art->draft;
+	pthread_mutex_lock(&t->nodes.lock);
+	d = node_draft(art);
 	if (!d || (d->gen == d->pushed_gen && !force)) {
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
 		pthread_mutex_unlock(&t->push->push_lock);
 		return 0;
 	}
 	/* art's draft pins it; the push may drop that pin while art is still used */
-	node_hold(t, art);
+	node_hold(&t->nodes, art);
 	gen = d->gen;
 	snprintf(dir, sizeof(dir), "%s", d->dir);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 
 	ret = draft_save(t, art);
 	if (!ret)
@@ -341,55 +346,55 @@ int pusher_push(struct tree *t, struct node *art, bool force)
 	if (ret) {
 		log_err("%s: push failed: %s; the staged files stay in %s", label, strerror(-ret),
 			dir);
-		pthread_mutex_lock(&t->lock);
-		if (art->draft) {
-			art->draft->retry_at = draft_clock() + RETRY_SECS;
-			art->draft->last_err = ret;
+		pthread_mutex_lock(&t->nodes.lock);
+		if (node_draft(art)) {
+			node_draft(art)->retry_at = draft_clock() + RETRY_SECS;
+			node_draft(art)->last_err = ret;
 		}
 		t->push->failures++;
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
 		goto out;
 	}
-	pthread_mutex_lock(&art->load_lock);
-	pthread_mutex_lock(&t->lock);
-	d = art->draft;
+	pthread_mutex_lock(load_lock_of(art));
+	pthread_mutex_lock(&t->nodes.lock);
+	d = node_draft(art);
 	if (d && d->gen != gen) {
 		/* Changed while it was pushing: the next push takes the rest. */
 		d->pushed_gen = gen;
-		pthread_mutex_unlock(&t->lock);
-		pthread_mutex_unlock(&art->load_lock);
+		pthread_mutex_unlock(&t->nodes.lock);
+		pthread_mutex_unlock(load_lock_of(art));
 		goto out;
 	}
 	adopt_staged(t, art, root);
-	art->draft = NULL;
-	node_keep(t, art);
+	art_of_node(art)->draft = NULL;
+	tree_pin(t, art);
 	draft_unlist(t, art);
 	t->push->pushed++;
 	if (d && d->subject) {
 		/* It shows under its digest now, with the subject's other referrers. */
 		if (art->parent)
-			node_delete(t, art->parent, art);
+			node_delete(&t->nodes, art->parent, art);
 		if (d->referrers) {
-			d->referrers->loaded = false;
-			d->referrers->local = false;
-			node_keep(t, d->referrers);
+			art_of_node(d->referrers)->loaded = false;
+			reg_of(d->referrers)->local = false;
+			tree_pin(t, d->referrers);
 		}
-		pthread_mutex_unlock(&t->lock);
-		pthread_mutex_unlock(&art->load_lock);
+		pthread_mutex_unlock(&t->nodes.lock);
+		pthread_mutex_unlock(load_lock_of(art));
 		ret = 0;
 	} else {
 		mark_pushed(t, art);
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
 		ret = tree_artifact_install(t, art, digest, body, strlen(body));
-		pthread_mutex_unlock(&art->load_lock);
+		pthread_mutex_unlock(load_lock_of(art));
 	}
 	if (d)
 		draft_dir_remove(d->dir);
 	draft_free(d);
 out:
-	pthread_mutex_lock(&t->lock);
-	node_drop(t, art);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
+	node_drop(&t->nodes, art);
+	pthread_mutex_unlock(&t->nodes.lock);
 	json_object_put(root);
 	free(body);
 	pthread_mutex_unlock(&t->push->push_lock);
@@ -447,9 +452,10 @@ static void recover(struct tree *t)
 			struct json_object *j = json_object_from_file(path);
 			const char *host = j ? jstr(j, "host") : NULL;
 			bool ours =
-				host && (t->root->kind == NODE_HOSTS ||
-						strcmp(ref_canonical_host(host),
-							registry_host(t->root->site->reg)) == 0);
+				host &&
+				(t->root->kind == NODE_HOSTS ||
+					strcmp(ref_canonical_host(host),
+						registry_host(reg_of(t->root)->site->reg)) == 0);
 
 			json_object_put(j);
 			if (!ours)
@@ -494,7 +500,7 @@ static void *pusher(void *arg)
 	struct push *p = t->push;
 
 	recover(t);
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	while (!p->stop) {
 		double now = draft_clock();
 		struct node *pick = NULL;
@@ -503,7 +509,7 @@ static void *pusher(void *arg)
 
 		for (i = 0; i < p->n_drafts && !pick; i++) {
 			struct node *a = p->drafts[i];
-			struct draft *d = a->draft;
+			struct draft *d = node_draft(a);
 
 			if (d && d->gen != d->pushed_gen && d->writers == 0 &&
 				now - d->changed_at >= (double)t->opts.push_delay &&
@@ -511,12 +517,12 @@ static void *pusher(void *arg)
 				pick = a;
 		}
 		if (pick) {
-			unsigned op = node_op_enter_locked(t);
+			unsigned op = node_op_enter_locked(&t->nodes);
 
-			pthread_mutex_unlock(&t->lock);
+			pthread_mutex_unlock(&t->nodes.lock);
 			pusher_push(t, pick, false);
-			node_op_leave(t, op);
-			pthread_mutex_lock(&t->lock);
+			node_op_leave(&t->nodes, op);
+			pthread_mutex_lock(&t->nodes.lock);
 			continue;
 		}
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -525,9 +531,9 @@ static void *pusher(void *arg)
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000;
 		}
-		pthread_cond_timedwait(&p->cond, &t->lock, &ts);
+		pthread_cond_timedwait(&p->cond, &t->nodes.lock, &ts);
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	return NULL;
 }
 
@@ -564,27 +570,27 @@ void push_stop(struct tree *t)
 	if (!p)
 		return;
 	if (p->started) {
-		pthread_mutex_lock(&t->lock);
+		pthread_mutex_lock(&t->nodes.lock);
 		p->stop = true;
 		pthread_cond_signal(&p->cond);
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
 		pthread_join(p->thread, NULL);
 		p->started = false;
 	}
 	/* Every settled change goes up before the daemon exits. */
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	n = p->n_drafts;
 	v = n ? malloc(n * sizeof(*v)) : NULL;
 	if (v)
 		memcpy(v, p->drafts, n * sizeof(*v));
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	for (i = 0; v && i < n; i++) {
 		bool want;
 
-		pthread_mutex_lock(&t->lock);
-		want = v[i]->draft && v[i]->draft->gen != v[i]->draft->pushed_gen &&
+		pthread_mutex_lock(&t->nodes.lock);
+		want = node_draft(v[i]) && node_draft(v[i])->gen != node_draft(v[i])->pushed_gen &&
 		       pusher_has_files(v[i]);
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
 		if (want)
 			pusher_push(t, v[i], true);
 	}
@@ -605,17 +611,18 @@ int push_stats_json(struct tree *t, struct json_object *o)
 
 	if (!list)
 		return -ENOMEM;
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	for (i = 0; t->push && i < t->push->n_drafts; i++) {
 		struct node *art = t->push->drafts[i];
-		struct draft *d = art->draft;
+		struct draft *d = node_draft(art);
 		struct json_object *e;
 		char tag[600];
 
 		if (!d)
 			continue;
-		snprintf(tag, sizeof(tag), "%s/%s%s%s", registry_host(art->site->reg), art->repo,
-			art->by_digest ? "@" : ":", art->ref ? art->ref : art->name);
+		snprintf(tag, sizeof(tag), "%s/%s%s%s", registry_host(reg_of(art)->site->reg),
+			reg_of(art)->repo, art_of_node(art)->by_digest ? "@" : ":",
+			art_of_node(art)->ref ? art_of_node(art)->ref : art->name);
 		e = json_object_new_object();
 		if (!e)
 			break;
@@ -637,7 +644,7 @@ int push_stats_json(struct tree *t, struct json_object *o)
 		o, "pushes_done", json_object_new_int64((int64_t)(t->push ? t->push->pushed : 0)));
 	json_object_object_add(o, "push_failures",
 		json_object_new_int64((int64_t)(t->push ? t->push->failures : 0)));
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	json_object_object_add(o, "drafts", list);
 	return 0;
 }

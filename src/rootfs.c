@@ -8,7 +8,9 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -58,7 +60,58 @@ struct rootfs {
 	 */
 	pthread_mutex_t load;
 	pthread_mutex_t lock;
+	/* the root's attributes, from the highest layer with an entry for it; t->lock */
+	bool root_has;
+	mode_t root_mode;
+	uid_t root_uid;
+	gid_t root_gid;
+	time_t root_mtime;
 };
+
+/* NODE_RDIR, NODE_RFILE, NODE_RLINK, NODE_RSPECIAL: this provider's nodes. */
+struct rnode {
+	struct node n;
+	struct rootfs *rootfs; /* holds a ref on it */
+	mode_t mode; /* type bits and permissions, from the tar header */
+	uid_t uid;
+	gid_t gid;
+	dev_t rdev; /* RSPECIAL */
+	time_t mtime;
+	unsigned layer_no; /* the layer (from 1, lowest first) that made it */
+	struct layer *layer; /* RFILE: the layer holding its bytes (owned by the tree) */
+	int64_t data_off; /* RFILE: where in that layer's tar */
+	int64_t size; /* RFILE */
+	char *data; /* RDIR: its path below what the rootfs shows; RLINK: its target */
+	struct xattr *xattrs;
+	size_t n_xattrs;
+};
+
+static inline struct rnode *rnode_of(const struct node *n)
+{
+	assert(n->kind >= NODE_RDIR && n->kind < NODE_KINDS);
+	return (struct rnode *)(uintptr_t)n;
+}
+
+/* Where a directory showing a root filesystem keeps it (an image, a packed directory, an RDIR). */
+static struct rootfs **rootfs_slot(struct node *dir)
+{
+	switch (dir->kind) {
+	case NODE_ARTIFACT:
+		return &art_of_node(dir)->rootfs;
+	case NODE_DIR:
+		return &dir_of(dir)->rootfs;
+	default:
+		return &rnode_of(dir)->rootfs;
+	}
+}
+
+/* dir's path below what its rootfs shows ("" at the rootfs's own root). */
+static const char *rdir_path(const struct rootfs *rf, const struct node *dir)
+{
+	return dir == rf->root ? "" : rnode_of(dir)->data;
+}
+
+static const struct node_ops rootfs_ops;
 
 /*
  * The layer digest, opened once for all the images that use it (they share
@@ -72,34 +125,34 @@ static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d,
 	size_t i;
 	int ret;
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	for (i = 0; i < t->n_layers; i++)
 		if (strcmp(layer_digest(t->layers[i]), d->digest) == 0 &&
 			(!tar_digest || *layer_tar_digest(t->layers[i]))) {
 			*out = t->layers[i];
 			t->layer_refs[i]++;
-			pthread_mutex_unlock(&t->lock);
+			pthread_mutex_unlock(&t->nodes.lock);
 			return 0;
 		}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	ret = layer_open(t->cache, rf->site->reg, rf->repo, d->digest, d->media_type, d->size,
 		tar_digest, &l);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	v = realloc(t->layers, (t->n_layers + 1) * sizeof(*v));
 	if (v)
 		t->layers = v;
 	r = v ? realloc(t->layer_refs, (t->n_layers + 1) * sizeof(*r)) : NULL;
 	if (!r) {
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
 		layer_free(l);
 		return -ENOMEM;
 	}
 	t->layer_refs = r;
 	v[t->n_layers] = l;
 	r[t->n_layers++] = 1;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	*out = l;
 	return 0;
 }
@@ -129,7 +182,7 @@ void rootfs_unref(struct tree *t, struct rootfs *rf)
 	if (__atomic_sub_fetch(&rf->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
 	gone = calloc(rf->n ? rf->n : 1, sizeof(*gone));
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	for (i = 0; i < rf->n; i++) {
 		for (j = 0; rf->layers[i].l && j < t->n_layers; j++)
 			if (t->layers[j] == rf->layers[i].l)
@@ -143,7 +196,7 @@ void rootfs_unref(struct tree *t, struct rootfs *rf)
 		t->layer_refs[j] = t->layer_refs[t->n_layers - 1];
 		t->n_layers--;
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	for (i = 0; i < n; i++)
 		layer_free(gone[i]);
 	free(gone);
@@ -337,7 +390,7 @@ static int scan(struct tree *t, struct rootfs *rf, const char *p, size_t top,
 	return 0;
 }
 
-static int set_xattrs(struct node *n, const struct layer_entry *e)
+static int set_xattrs(struct rnode *n, const struct layer_entry *e)
 {
 	size_t i;
 
@@ -361,9 +414,8 @@ static int set_xattrs(struct node *n, const struct layer_entry *e)
 	return 0;
 }
 
-static void set_attrs(struct node *n, const struct layer_entry *e)
+static void set_attrs(struct rnode *n, const struct layer_entry *e)
 {
-	n->has_mode = true;
 	n->mode = (n->mode & S_IFMT) | e->mode;
 	n->uid = e->uid;
 	n->gid = e->gid;
@@ -381,9 +433,13 @@ static void root_attrs(struct tree *t, struct rootfs *rf, size_t i, const struct
 		return;
 	/* its xattrs stay the manifest's (user.oci.*) */
 	rf->root_from = i + 1;
-	pthread_mutex_lock(&t->lock);
-	set_attrs(rf->root, e);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
+	rf->root_has = true;
+	rf->root_mode = e->mode;
+	rf->root_uid = e->uid;
+	rf->root_gid = e->gid;
+	rf->root_mtime = e->mtime;
+	pthread_mutex_unlock(&t->nodes.lock);
 }
 
 /* A hard link's file: the entry its target names, in layer i or below. */
@@ -450,7 +506,8 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 {
 	const struct layer_entry *e = f->e, *fe;
 	struct layer *l, *fl;
-	struct node *n;
+	struct node *node;
+	struct rnode *n;
 	enum node_kind kind;
 	mode_t type;
 	char path[PATH_MAX];
@@ -460,7 +517,7 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		log_warn("%s: /.oci is where ocifs shows the manifest: left out", rf->label);
 		return -ENOENT;
 	}
-	if (!join(dir == rf->root ? "" : dir->data, name, path, sizeof(path)))
+	if (!join(rdir_path(rf, dir), name, path, sizeof(path)))
 		return -ENAMETOOLONG;
 	ret = layer_at(t, rf, f->layer, &l);
 	if (ret)
@@ -474,7 +531,7 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 	}
 	switch (e ? e->type : '5') {
 	case '5':
-		kind = NODE_DIR;
+		kind = NODE_RDIR;
 		type = S_IFDIR;
 		break;
 	case '0':
@@ -513,31 +570,28 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		if (ret)
 			return ret;
 	}
-	n = node_new(t, dir, name, kind);
-	if (!n)
+	node = node_new(&t->nodes, dir, name, kind, &rootfs_ops, sizeof(struct rnode));
+	if (!node)
 		return -ENOMEM;
+	n = rnode_of(node);
 	/* made again from the layers when the kernel has forgotten it */
-	n->cached = true;
+	node->cached = true;
 	n->rootfs = rf;
 	__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
-	n->repo = strdup(rf->repo);
-	if (!n->repo)
-		return -ENOMEM;
-	n->immutable = true;
-	n->has_mode = true;
 	n->mode = type | 0755;
 	n->uid = n->gid = 0;
+	n->mtime = t->start;
 	n->layer_no = (unsigned)f->layer + 1;
 	if (e) {
 		set_attrs(n, e);
 		if (set_xattrs(n, e))
-			return -ENOMEM;
+			goto nomem;
 	}
 	switch (kind) {
-	case NODE_DIR:
-		n->partial = true;
+	case NODE_RDIR:
+		node->partial = true;
 		if (!(n->data = strdup(path)))
-			return -ENOMEM;
+			goto nomem;
 		break;
 	case NODE_RFILE:
 		n->layer = fl;
@@ -546,15 +600,18 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		break;
 	case NODE_RLINK:
 		if (!(n->data = strdup(e->link ? e->link : "")))
-			return -ENOMEM;
+			goto nomem;
 		break;
 	default:
 		n->rdev = makedev(e->devmajor, e->devminor);
 		break;
 	}
 	/* another lookup may have made it while a layer loaded: that one stays */
-	*out = node_child_get_or_add(t, dir, n);
+	*out = node_child_get_or_add(&t->nodes, dir, node);
 	return *out ? 0 : -ENOMEM;
+nomem:
+	node_discard(&t->nodes, node);
+	return -ENOMEM;
 }
 
 /* scan() step of a lookup: the name in f->tpath, there, whited out, or not in this layer. */
@@ -660,54 +717,56 @@ static int packed_check(struct tree *t, struct rootfs *rf)
  */
 static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 {
+	struct rootfs **slot = rootfs_slot(dir);
 	struct manifest *m = NULL;
 	struct rootfs *rf;
 	struct node *art;
+	const char *digest;
 	char *body = NULL;
 	size_t len, i;
 	int ret = 0;
 
-	pthread_mutex_lock(&t->lock);
-	rf = dir->rootfs;
+	pthread_mutex_lock(&t->nodes.lock);
+	rf = *slot;
 	if (rf)
 		__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (rf) {
 		*out = rf;
 		return 0;
 	}
-	pthread_mutex_lock(&dir->load_lock);
-	if (dir->rootfs)
-		goto done;
+	/* made from what is at hand (no download): a racing maker's may win */
 	for (art = dir; art && art->kind != NODE_ARTIFACT; art = art->parent)
 		;
-	if (!art || !dir->rootfs_digest) {
-		ret = -EIO;
-		goto out;
-	}
+	digest = dir->kind == NODE_DIR	      ? dir_of(dir)->packed_digest
+		 : dir->kind == NODE_ARTIFACT ? art_of_node(dir)->rootfs_digest
+					      : NULL;
+	if (!art || !digest)
+		return -EIO;
 	rf = calloc(1, sizeof(*rf));
-	if (!rf || !(rf->repo = strdup(art->repo))) {
+	if (!rf || !(rf->repo = strdup(reg_of(art)->repo))) {
 		free(rf);
-		ret = -ENOMEM;
-		goto out;
+		return -ENOMEM;
 	}
 	pthread_mutex_init(&rf->lock, NULL);
 	pthread_mutex_init(&rf->load, NULL);
 	rf->refs = 1; /* dir's */
-	rf->site = art->site;
+	rf->site = reg_of(art)->site;
 	rf->root = dir;
 	if (dir->kind == NODE_DIR) {
-		/* a packed directory: one layer, its media type in ref, its digest check in data */
+		struct dir_node *d = dir_of(dir);
+
+		/* a packed directory: one layer, and the digest oras annotated its tar with */
 		snprintf(rf->label, sizeof(rf->label), "%s/%s: packed directory %s",
-			registry_host(art->site->reg), art->repo, dir->name);
-		ret = rootfs_layer_add(rf, dir->rootfs_digest, dir->ref, dir->size);
+			registry_host(rf->site->reg), rf->repo, dir->name);
+		ret = rootfs_layer_add(rf, digest, d->packed_type, d->packed_size);
 		if (!ret && (!(rf->strip = strdup(dir->name)) ||
-				    !(rf->want = strdup(dir->data ? dir->data : ""))))
+				    !(rf->want = strdup(d->packed_path ? d->packed_path : ""))))
 			ret = -ENOMEM;
 	} else {
-		snprintf(rf->label, sizeof(rf->label), "%s/%s@%s", registry_host(art->site->reg),
-			art->repo, dir->rootfs_digest);
-		ret = cache_get(t->cache, dir->rootfs_digest, MANIFEST_MAX_SIZE, &body, &len);
+		snprintf(rf->label, sizeof(rf->label), "%s/%s@%s", registry_host(rf->site->reg),
+			rf->repo, digest);
+		ret = cache_get(t->cache, digest, MANIFEST_MAX_SIZE, &body, &len);
 		if (!ret)
 			ret = manifest_parse(body, len, NULL, &m);
 		if (ret) {
@@ -718,29 +777,29 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 			ret = rootfs_layer_add(rf, m->layers[i].digest, m->layers[i].media_type,
 				m->layers[i].size);
 	}
-	if (ret) {
-		rootfs_free(rf);
-		goto out;
-	}
-	pthread_mutex_lock(&t->lock);
-	dir->rootfs = rf;
-	pthread_mutex_unlock(&t->lock);
-done:
-	pthread_mutex_lock(&t->lock);
-	*out = dir->rootfs;
-	__atomic_add_fetch(&(*out)->refs, 1, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&t->lock);
-out:
-	pthread_mutex_unlock(&dir->load_lock);
 	manifest_free(m);
 	free(body);
-	return ret;
+	if (ret) {
+		rootfs_free(rf);
+		return ret;
+	}
+	pthread_mutex_lock(&t->nodes.lock);
+	if (!*slot) {
+		*slot = rf;
+		rf = NULL;
+	}
+	*out = *slot;
+	__atomic_add_fetch(&(*out)->refs, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&t->nodes.lock);
+	if (rf)
+		rootfs_free(rf);
+	return 0;
 }
 
 /* The tar path of dir (of rf) into out. */
 static bool dir_tar_path(const struct rootfs *rf, const struct node *dir, char *out, size_t size)
 {
-	return tar_path(rf, dir == rf->root ? "" : dir->data, out, size);
+	return tar_path(rf, rdir_path(rf, dir), out, size);
 }
 
 /* Undo rootfs_enter(). */
@@ -780,9 +839,9 @@ int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct nod
 	ret = rootfs_enter(t, dir, &rf);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	n = node_child_find(dir, name);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (n || !dir->partial) {
 		ret = n ? 0 : -ENOENT;
 		goto out;
@@ -910,9 +969,9 @@ int rootfs_list(struct tree *t, struct node *dir)
 
 		if (ls.v[i].gone)
 			continue;
-		pthread_mutex_lock(&t->lock);
+		pthread_mutex_lock(&t->nodes.lock);
 		n = node_child_find(dir, ls.names[i]);
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
 		if (n)
 			continue;
 		if (!join(dp, ls.names[i], p, sizeof(p)))
@@ -923,9 +982,9 @@ int rootfs_list(struct tree *t, struct node *dir)
 			ret = 0;
 	}
 	if (!ret) {
-		pthread_mutex_lock(&t->lock);
+		pthread_mutex_lock(&t->nodes.lock);
 		dir->partial = false;
-		pthread_mutex_unlock(&t->lock);
+		pthread_mutex_unlock(&t->nodes.lock);
 	}
 out:
 	rootfs_leave(t, rf);
@@ -938,6 +997,144 @@ out:
 
 bool rootfs_is(const struct node *dir)
 {
-	return (dir->kind == NODE_ARTIFACT || dir->kind == NODE_DIR) &&
-	       (dir->rootfs || dir->rootfs_digest);
+	if (dir->kind == NODE_ARTIFACT)
+		return art_of_node(dir)->rootfs || art_of_node(dir)->rootfs_digest;
+	return dir->kind == NODE_DIR && (dir_of(dir)->rootfs || dir_of(dir)->packed_digest);
 }
+
+void rootfs_root_stat(struct tree *t, struct node *dir, struct stat *st)
+{
+	struct rootfs *rf;
+
+	if (dir->kind == NODE_ARTIFACT) {
+		/* as an unpacker makes the root, until the archive says otherwise */
+		st->st_mode = S_IFDIR | 0755;
+		st->st_uid = 0;
+		st->st_gid = 0;
+	}
+	pthread_mutex_lock(&t->nodes.lock);
+	rf = *rootfs_slot(dir);
+	if (rf && rf->root_has) {
+		/* as the image's tar says */
+		st->st_mode = S_IFDIR | rf->root_mode;
+		st->st_uid = rf->root_uid;
+		st->st_gid = rf->root_gid;
+		st->st_mtime = st->st_ctime = st->st_atime = rf->root_mtime;
+	}
+	pthread_mutex_unlock(&t->nodes.lock);
+}
+
+/* ---- the operations of this provider's nodes ---- */
+
+static int rdir_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	return rootfs_lookup(t, dir, name, out);
+}
+
+static int rdir_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count)
+{
+	int ret = rootfs_list(t, dir);
+
+	return ret ? ret : tree_children_list(t, dir, ents, count);
+}
+
+static int rnode_getattr(struct tree *t, struct node *node, struct stat *st)
+{
+	struct rnode *n = rnode_of(node);
+
+	st->st_mode = n->mode;
+	st->st_uid = n->uid;
+	st->st_gid = n->gid;
+	st->st_rdev = n->rdev;
+	st->st_nlink = node->kind == NODE_RDIR ? 2 : 1;
+	st->st_size = node->kind == NODE_RFILE		    ? n->size
+		      : node->kind == NODE_RLINK && n->data ? (off_t)strlen(n->data)
+							    : 0;
+	st->st_blocks = (st->st_size + 511) / 512;
+	pthread_mutex_lock(&t->nodes.lock);
+	st->st_mtime = st->st_ctime = st->st_atime = n->mtime;
+	pthread_mutex_unlock(&t->nodes.lock);
+	return 0;
+}
+
+/* Kernel cache time: a digest pins an image down, it never changes. */
+static double rnode_timeout(struct tree *t, struct node *n)
+{
+	return 86400.0;
+}
+
+static mode_t rnode_type(const struct node *n)
+{
+	return rnode_of(n)->mode & S_IFMT;
+}
+
+static ssize_t rnode_getxattr(
+	struct tree *t, struct node *node, const char *name, char *buf, size_t size)
+{
+	struct rnode *n = rnode_of(node);
+
+	return tree_xattr_get(n->xattrs, n->n_xattrs, name, buf, size);
+}
+
+static ssize_t rnode_listxattr(struct tree *t, struct node *node, char *buf, size_t size)
+{
+	struct rnode *n = rnode_of(node);
+
+	return tree_xattr_list(n->xattrs, n->n_xattrs, NULL, buf, size);
+}
+
+static int rfile_open(struct tree *t, struct node *n, int flags, struct node_file *f)
+{
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+		return -EROFS;
+	if (n->kind != NODE_RFILE)
+		return n->kind == NODE_RDIR ? -EISDIR : -EACCES;
+	f->image = true;
+	/* pages kept from before the layer verified may be wrong */
+	f->keep_cache = layer_verified(rnode_of(n)->layer);
+	return 0;
+}
+
+static ssize_t rfile_read(struct tree *t, struct node_file *f, char *buf, size_t size, off_t off)
+{
+	struct rnode *n = rnode_of(f->node);
+
+	if (off >= n->size)
+		return 0;
+	if ((int64_t)size > n->size - off)
+		size = (size_t)(n->size - off);
+	return layer_read(n->layer, buf, size, n->data_off + off);
+}
+
+static int rlink_readlink(struct tree *t, struct node *n, const char **target)
+{
+	if (n->kind != NODE_RLINK || !rnode_of(n)->data)
+		return -EINVAL;
+	*target = rnode_of(n)->data;
+	return 0;
+}
+
+static void rnode_release(struct tree *t, struct node *node)
+{
+	struct rnode *n = rnode_of(node);
+
+	if (n->rootfs)
+		rootfs_unref(t, n->rootfs);
+	free(n->data);
+	tree_xattrs_free(n->xattrs, n->n_xattrs);
+}
+
+static const struct node_ops rootfs_ops = {
+	.name = "images",
+	.lookup = rdir_lookup,
+	.list = rdir_list,
+	.getattr = rnode_getattr,
+	.timeout = rnode_timeout,
+	.type = rnode_type,
+	.getxattr = rnode_getxattr,
+	.listxattr = rnode_listxattr,
+	.open = rfile_open,
+	.read = rfile_read,
+	.readlink = rlink_readlink,
+	.release = rnode_release,
+};

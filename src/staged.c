@@ -60,17 +60,18 @@ static char *blob_source(struct tree *t, struct registry *r, const char *repo, c
 	struct node *n;
 	char *from = NULL;
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	/*
-	 * Only nodes in use (refs, under t->lock): their fields were set before
+	 * Only nodes in use (refs, under t->nodes.lock): their fields were set before
 	 * they were shown; a node still being built from a manifest has none.
 	 */
-	for (n = t->all; n && !from; n = n->all_next)
-		if (n->refs > 0 && n->kind == NODE_BLOB && !n->is_manifest && n->digest &&
-			n->site && n->site->reg == r && n->repo && strcmp(n->repo, repo) != 0 &&
-			strcmp(n->digest, digest) == 0)
-			from = strdup(n->repo);
-	pthread_mutex_unlock(&t->lock);
+	for (n = t->nodes.all; n && !from; n = n->all_next)
+		if (n->refs > 0 && n->kind == NODE_BLOB && !file_of(n)->is_manifest &&
+			file_of(n)->digest && reg_of(n)->site && reg_of(n)->site->reg == r &&
+			reg_of(n)->repo && strcmp(reg_of(n)->repo, repo) != 0 &&
+			strcmp(file_of(n)->digest, digest) == 0)
+			from = strdup(reg_of(n)->repo);
+	pthread_mutex_unlock(&t->nodes.lock);
 	return from;
 }
 
@@ -95,12 +96,13 @@ int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd)
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->flush_lock, NULL);
 	pthread_cond_init(&s->up_cond, NULL);
-	s->up_reg = art->site->reg;
-	s->up_repo = strdup(art->repo);
-	pthread_mutex_lock(&t->lock);
-	k = art->draft ? art->draft->next_file++ : 0;
-	snprintf(path, sizeof(path), "%s/f%u", art->draft ? art->draft->dir : "/nonexistent", k);
-	pthread_mutex_unlock(&t->lock);
+	s->up_reg = reg_of(art)->site->reg;
+	s->up_repo = strdup(reg_of(art)->repo);
+	pthread_mutex_lock(&t->nodes.lock);
+	k = node_draft(art) ? node_draft(art)->next_file++ : 0;
+	snprintf(path, sizeof(path), "%s/f%u",
+		node_draft(art) ? node_draft(art)->dir : "/nonexistent", k);
+	pthread_mutex_unlock(&t->nodes.lock);
 	s->path = strdup(path);
 	s->hash = digest_ctx_new();
 	if (!s->path || !s->hash || !s->up_repo) {
@@ -127,14 +129,15 @@ int staged_copy_up(struct tree *t, struct node *n, struct staged *s, int fd)
 	int64_t off = 0;
 	int ret, rfd;
 
-	if (n->size <= 0)
+	if (file_of(n)->size <= 0)
 		return 0;
-	ret = cache_blob_open(t->cache, n->site->reg, n->repo, n->digest, n->size, &b);
+	ret = cache_blob_open(t->cache, reg_of(n)->site->reg, reg_of(n)->repo, file_of(n)->digest,
+		file_of(n)->size, &b);
 	if (ret)
 		return ret;
-	rfd = cache_blob_prepare(b, &rd, 0, (size_t)n->size);
+	rfd = cache_blob_prepare(b, &rd, 0, (size_t)file_of(n)->size);
 	ret = rfd < 0 ? rfd : 0;
-	while (!ret && off < n->size) {
+	while (!ret && off < file_of(n)->size) {
 		ssize_t got = pread(rfd, buf, sizeof(buf), off), w;
 
 		if (got <= 0) {

@@ -8,10 +8,13 @@
 #ifndef OCIFS_TREE_INT_H
 #define OCIFS_TREE_INT_H
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
+
+#include <sys/stat.h>
 
 #include "node.h"
 #include "registry.h"
@@ -38,115 +41,185 @@ struct xattr {
 	size_t len;
 };
 
-struct node {
-	struct node *all_next; /* t->all: every node not yet freed; protected by t->lock */
-	struct node *all_prev;
-	struct node *grave_next; /* a buried subtree's root: t->grave[]; protected by t->lock */
-	struct node *parent; /* protected by t->lock; a node in use holds a ref on it */
-	char *name;
-	enum node_kind kind;
-	uint64_t generation; /* with the node's address, unique for the mount's life */
-	/* Lifetime; protected by t->lock. */
-	unsigned refs; /* nlookup + handles + holds + pin + children in use */
-	uint64_t nlookup; /* lookups the kernel has not forgotten */
-	bool kept; /* holds the pin for unpushed state (local, draft) */
-	bool cached; /* made by a lookup: made again on the next one once freed */
-	bool orphan; /* unlinked from its parent's children */
-	bool detached; /* in an orphaned subtree: no pin applies */
-	bool dead; /* buried: freed after two epochs unless used again */
-	bool hidden; /* not listed (.oci) */
-	bool immutable; /* inside a digest-addressed artifact */
+/*
+ * Each kind's struct starts with the core's struct node (node.h); the
+ * accessors below give a node as its kind's struct, and check the kind.
+ */
+
+/* What every node outside a root filesystem has: where it is in a registry. */
+struct reg_node {
+	struct node n;
 	struct site *site;
 	char *repo; /* NS: path inside the registry ("" at its root); else the repository */
+	time_t mtime; /* protected by t->lock */
+	struct xattr *xattrs; /* protected by t->lock */
+	size_t n_xattrs;
+	bool local; /* made by mkdir or create here: not (yet) in the registry; t->lock */
+	bool immutable; /* inside a digest-addressed artifact */
+};
 
-	/* Directories. protected by t->lock */
-	struct node **children;
-	size_t n_children;
-	size_t cap_children;
-
-	/* Loading (NS listings, ARTIFACT manifests) happens under load_lock, never t->lock. */
+/* NODE_HOSTS, NODE_NS: the namespaces provider (tree.c). */
+struct ns_node {
+	struct reg_node r;
+	/* Listings happen under load_lock, never t->lock. */
 	pthread_mutex_t load_lock;
-
-	/* NS: tags of repo. protected by load_lock */
-	struct strlist tags;
+	struct strlist tags; /* of repo; protected by load_lock */
 	time_t tags_at; /* atomic: SIGHUP and pushes clear it without load_lock */
 	int tags_err;
+	bool new_repo; /* made by mkdir: a repository to be, where mkdir makes tags; t->lock */
+	bool guessed; /* shown without a catalog to say it exists: mkdir may make it */
+};
 
-	/* ARTIFACT */
-	char *ref; /* the tag or digest looked up */
+/* NODE_ARTIFACT, NODE_REFERRERS: the artifacts and referrers providers (tree.c). */
+struct art_node {
+	struct reg_node r;
+	/* Loading (the manifest, the referrers) happens under load_lock, never t->lock. */
+	pthread_mutex_t load_lock;
+	char *ref; /* the tag or digest looked up; REFERRERS: the subject's digest */
+	char *digest; /* the manifest's; protected by t->lock */
 	bool by_digest; /* ref is a digest */
 	bool loaded; /* protected by t->lock */
 	bool offline_logged;
 	time_t resolved_at; /* protected by t->lock */
-
-	/* ARTIFACT (manifest digest), BLOB (blob digest). protected by t->lock for ARTIFACT */
-	char *digest;
-	time_t mtime; /* protected by t->lock */
-
-	/* BLOB and DATA */
-	int64_t size;
-	bool is_manifest; /* BLOB fetched through the manifests endpoint */
-	char *data;
-	size_t data_len;
-
-	struct xattr *xattrs; /* protected by t->lock */
-	size_t n_xattrs;
-
-	/* Writing (push.c). protected by t->lock */
-	bool local; /* made by mkdir or create here: not (yet) in the registry */
-	bool new_repo; /* NS made by mkdir: a repository to be, where mkdir makes tags */
-	bool guessed; /* NS shown without a catalog to say it exists: mkdir may make it */
-	struct draft *draft; /* ARTIFACT: changes staged and not yet pushed, or NULL */
-	struct staged *staged; /* STAGED: its file */
-
-	/* Root filesystems of images (rootfs.c). protected by t->lock */
-	struct rootfs *rootfs; /* what the directory shows, once looked into; shared below it;
-	                          every node of a root filesystem holds a ref on it */
-	bool partial; /* children still to make when it lists (some were freed, or a rootfs dir) */
-	char *rootfs_digest; /* ARTIFACT: the image manifest whose layers make it, or NULL;
-	                        DIR: the packed layer it shows (see rootfs_lookup) */
-	bool has_mode; /* mode, owner, rdev from a tar header (rootfs nodes) */
-	mode_t mode; /* type bits and permissions */
-	uid_t uid;
-	gid_t gid;
-	dev_t rdev;
-	struct layer *layer; /* RFILE: the layer holding its bytes (owned by the tree) */
-	int64_t data_off; /* RFILE: where in that layer's tar */
-	unsigned layer_no; /* the layer (from 1, lowest first) that made it */
-	/* DIR of a rootfs (data): its path below what the rootfs shows */
+	struct draft *draft; /* changes staged and not yet pushed, or NULL; t->lock (push.c) */
+	/* the image manifest whose layers make its root filesystem, or NULL */
+	char *rootfs_digest;
+	struct rootfs *rootfs; /* once looked into; t->lock (rootfs.c) */
 };
 
+/* NODE_DIR: a directory inside an artifact (title prefixes, .oci, ...). */
+struct dir_node {
+	struct reg_node r;
+	/* a directory oras packed (shown as the tar's root filesystem), or all NULL */
+	char *packed_digest; /* the layer */
+	char *packed_type; /* its media type */
+	int64_t packed_size;
+	char *packed_path; /* what of the tar it shows ("" its root) */
+	struct rootfs *rootfs; /* once looked into; t->lock (rootfs.c) */
+};
+
+/* NODE_BLOB, NODE_DATA, NODE_STAGED, NODE_STATUS, NODE_LINK: the files of an artifact. */
+struct file_node {
+	struct reg_node r;
+	char *digest; /* BLOB */
+	int64_t size; /* BLOB, STAGED; protected by t->lock for STAGED */
+	bool is_manifest; /* BLOB fetched through the manifests endpoint */
+	char *data; /* DATA; BLOB's manifest once fetched (t->lock); LINK's target */
+	size_t data_len;
+	struct staged *staged; /* STAGED: its file (push.c) */
+};
+
+static inline struct reg_node *reg_of(const struct node *n)
+{
+	assert(n->kind < NODE_RDIR);
+	return (struct reg_node *)(uintptr_t)n;
+}
+
+static inline struct ns_node *ns_of(const struct node *n)
+{
+	assert(n->kind == NODE_NS || n->kind == NODE_HOSTS);
+	return (struct ns_node *)(uintptr_t)n;
+}
+
+static inline struct art_node *art_of_node(const struct node *n)
+{
+	assert(n->kind == NODE_ARTIFACT || n->kind == NODE_REFERRERS);
+	return (struct art_node *)(uintptr_t)n;
+}
+
+static inline struct dir_node *dir_of(const struct node *n)
+{
+	assert(n->kind == NODE_DIR);
+	return (struct dir_node *)(uintptr_t)n;
+}
+
+static inline struct file_node *file_of(const struct node *n)
+{
+	assert(n->kind == NODE_BLOB || n->kind == NODE_DATA || n->kind == NODE_STAGED ||
+		n->kind == NODE_STATUS || n->kind == NODE_LINK);
+	return (struct file_node *)(uintptr_t)n;
+}
+
+/* n's draft: changes staged in an artifact directory and not yet pushed, or NULL. */
+static inline struct draft *node_draft(const struct node *n)
+{
+	return n->kind == NODE_ARTIFACT ? ((struct art_node *)(uintptr_t)n)->draft : NULL;
+}
+
+/* The load lock of an NS, ARTIFACT or REFERRERS node. */
+static inline pthread_mutex_t *load_lock_of(const struct node *n)
+{
+	return n->kind == NODE_NS || n->kind == NODE_HOSTS ? &ns_of(n)->load_lock
+							   : &art_of_node(n)->load_lock;
+}
+
 struct tree {
+	struct nodes nodes; /* the core's; nodes.lock is the tree lock (t->lock below) */
 	struct tree_options opts;
 	struct http *http;
 	struct cache *cache;
 	struct node *root;
 	time_t start;
-	pthread_mutex_t lock;
-	struct node *all; /* protected by lock */
-	struct site *sites; /* protected by lock */
+	struct site *sites; /* protected by t->lock */
 	struct push *push; /* push.c's state */
 	struct layer **layers; /* layers in use, shared across images; protected by lock */
 	unsigned *layer_refs; /* how many rootfs layer slots use each; protected by lock */
 	size_t n_layers;
 	struct node *status; /* .ocifs/ at the root: looked up, never listed */
-	/* what a node's kind holds, freed with it (the core calls no provider by name) */
-	void (*node_release)(struct tree *t, struct node *n);
-	/* Lifetime; protected by lock. */
-	uint64_t n_nodes; /* nodes not yet freed */
-	uint64_t next_generation;
-	unsigned epoch;
-	unsigned ops[2]; /* requests running, by the parity of the epoch they entered in */
-	struct node *grave[2]; /* subtrees buried in an epoch of that parity */
-	struct node_deferred *deferred[2]; /* node_defer()'s work, by epoch parity */
-	uint64_t freed_since_trim; /* nodes freed since memory was last handed back */
 	uint64_t served; /* bytes read() returned (atomic) */
 };
+
+/*
+ * A new node of kind (not rootfs.c's) below parent, with its kind's struct
+ * and operations; site and immutable as parent's. NULL on ENOMEM.
+ */
+struct node *tree_node_new(
+	struct tree *t, struct node *parent, const char *name, enum node_kind kind);
+/* Free what a node of tree.c's kinds holds (its strings, xattrs, image). */
+void tree_node_release(struct tree *t, struct node *n);
+
+/* tree.c's operations (ops.c puts them in the tables). */
+int tree_hosts_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
+int tree_ns_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
+/* ARTIFACT, REFERRERS, DIR: loaded first; an image's shown through rootfs.c */
+int tree_artifact_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
+int tree_ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count);
+int tree_artifact_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count);
+/* dir's children as they are (not hidden ones) */
+int tree_children_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count);
+int tree_reg_getattr(struct tree *t, struct node *n, struct stat *st);
+double tree_reg_timeout(struct tree *t, struct node *n);
+mode_t tree_reg_type(const struct node *n);
+ssize_t tree_reg_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size);
+ssize_t tree_reg_listxattr(struct tree *t, struct node *n, char *buf, size_t size);
+/* BLOB, DATA opened for reading */
+int tree_file_open(struct tree *t, struct node *n, int flags, struct node_file *f);
+int tree_link_readlink(struct tree *t, struct node *n, const char **target);
+/* getxattr and listxattr of a list of xattrs (extra: one more name listed) */
+ssize_t tree_xattr_get(const struct xattr *x, size_t nx, const char *name, char *buf, size_t size);
+ssize_t tree_xattr_list(
+	const struct xattr *x, size_t nx, const char *extra, char *buf, size_t size);
+
+static inline bool node_is_dir(const struct node *n)
+{
+	return n->ops->type(n) == S_IFDIR;
+}
+
+/* The state that must not be lost pins n: a draft, or made here and not yet pushed. */
+static inline void tree_pin(struct tree *t, struct node *n)
+{
+	bool hard = n->kind == NODE_ARTIFACT && ((struct art_node *)n)->draft;
+	bool soft = n->kind < NODE_RDIR && ((struct reg_node *)n)->local;
+
+	node_pin(&t->nodes, n, soft, hard);
+}
 
 /* The site of host (canonical or not), made on first use. 0 or -errno. */
 int tree_site_get(struct tree *t, const char *host, struct site **out);
 void tree_xattrs_free(struct xattr *x, size_t n);
 int tree_xattr_add(struct xattr **x, size_t *n, const char *name, const char *value);
+/* Append copies of from's n xattrs to *to. 0 or -ENOMEM. */
+int tree_xattrs_copy(const struct xattr *from, size_t n, struct xattr **to, size_t *nto);
 struct node *tree_ns_new(
 	struct tree *t, struct node *parent, const char *name, struct site *site, const char *path);
 struct node *tree_artifact_new(struct tree *t, struct node *parent, const char *name,
@@ -164,10 +237,13 @@ int tree_artifact_install(
 	struct tree *t, struct node *art, const char *digest, const char *body, size_t len);
 
 /*
- * rootfs.c: whether dir shows a root filesystem (an image's artifact
- * directory, a directory of one, or a directory oras packed).
+ * rootfs.c: whether dir (ARTIFACT, DIR) shows a root filesystem: an
+ * image's artifact directory, or a directory oras packed. Directories
+ * inside one are rootfs.c's own nodes.
  */
 bool rootfs_is(const struct node *dir);
+/* rootfs.c: the mode, owners and mtime of dir (rootfs_is()) as its image's tar has them, once known. */
+void rootfs_root_stat(struct tree *t, struct node *dir, struct stat *st);
 /*
  * rootfs.c: the child name of dir (rootfs_is()), looked up in its layers
  * newest first, indexing a layer only when the lookup gets down to it. 0,

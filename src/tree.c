@@ -17,7 +17,6 @@
 #include "digest.h"
 #include "layer.h"
 #include "log.h"
-#include "push.h"
 #include "registry.h"
 #include "tree.h"
 #include "tree-int.h"
@@ -27,95 +26,93 @@
 /* Titles and platforms nest; a bound keeps a hostile manifest from nesting forever. */
 #define MAX_DEPTH 64
 
-/* What a node's kind holds (t->node_release): drafts and staged files, its image, strings. */
-static void node_state_free(struct tree *t, struct node *n)
+static size_t kind_size(enum node_kind kind)
 {
-	push_node_release(n);
-	if (n->rootfs)
-		rootfs_unref(t, n->rootfs);
-	free(n->repo);
-	strlist_release(&n->tags);
-	free(n->ref);
-	free(n->digest);
-	free(n->data);
-	free(n->rootfs_digest);
-	tree_xattrs_free(n->xattrs, n->n_xattrs);
-}
-
-void tree_xattrs_free(struct xattr *x, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		free(x[i].name);
-		free(x[i].value);
+	switch (kind) {
+	case NODE_HOSTS:
+	case NODE_NS:
+		return sizeof(struct ns_node);
+	case NODE_ARTIFACT:
+	case NODE_REFERRERS:
+		return sizeof(struct art_node);
+	case NODE_DIR:
+		return sizeof(struct dir_node);
+	default:
+		return sizeof(struct file_node);
 	}
-	free(x);
 }
 
-bool tree_is_image_file(const struct node *n)
+struct node *tree_node_new(
+	struct tree *t, struct node *parent, const char *name, enum node_kind kind)
 {
-	return n->kind == NODE_RFILE;
+	struct node *n =
+		node_new(&t->nodes, parent, name, kind, t->opts.kind_ops[kind], kind_size(kind));
+	struct reg_node *r;
+
+	if (!n)
+		return NULL;
+	r = reg_of(n);
+	r->mtime = t->start;
+	if (parent && parent->kind < NODE_RDIR) {
+		r->site = reg_of(parent)->site;
+		r->immutable = reg_of(parent)->immutable;
+	}
+	if (kind == NODE_NS || kind == NODE_HOSTS) {
+		pthread_mutex_init(&ns_of(n)->load_lock, NULL);
+		/* what a namespace shows is looked up again once forgotten */
+		n->remakes = true;
+	} else if (kind == NODE_ARTIFACT || kind == NODE_REFERRERS) {
+		pthread_mutex_init(&art_of_node(n)->load_lock, NULL);
+	} else if (kind != NODE_DIR) {
+		file_of(n)->size = -1;
+	}
+	return n;
 }
 
-ssize_t tree_read_image_file(struct node *n, void *buf, size_t size, off_t off)
+void tree_node_release(struct tree *t, struct node *n)
 {
-	if (n->kind != NODE_RFILE || !n->layer)
-		return -EINVAL;
-	if (off >= n->size)
-		return 0;
-	if ((int64_t)size > n->size - off)
-		size = (size_t)(n->size - off);
-	return layer_read(n->layer, buf, size, n->data_off + off);
-}
+	struct reg_node *r = reg_of(n);
 
-bool tree_image_file_verified(struct node *n)
-{
-	return n->kind == NODE_RFILE && n->layer && layer_verified(n->layer);
-}
+	free(r->repo);
+	tree_xattrs_free(r->xattrs, r->n_xattrs);
+	switch (n->kind) {
+	case NODE_HOSTS:
+	case NODE_NS:
+		strlist_release(&ns_of(n)->tags);
+		pthread_mutex_destroy(&ns_of(n)->load_lock);
+		break;
+	case NODE_ARTIFACT:
+	case NODE_REFERRERS: {
+		struct art_node *a = art_of_node(n);
 
-int tree_readlink(struct tree *t, struct node *n, const char **target)
-{
-	if (n->kind != NODE_RLINK || !n->data)
-		return -EINVAL;
-	*target = n->data;
-	return 0;
+		if (a->rootfs)
+			rootfs_unref(t, a->rootfs);
+		free(a->ref);
+		free(a->digest);
+		free(a->rootfs_digest);
+		pthread_mutex_destroy(&a->load_lock);
+		break;
+	}
+	case NODE_DIR: {
+		struct dir_node *d = dir_of(n);
+
+		if (d->rootfs)
+			rootfs_unref(t, d->rootfs);
+		free(d->packed_digest);
+		free(d->packed_type);
+		free(d->packed_path);
+		break;
+	}
+	default:
+		free(file_of(n)->digest);
+		free(file_of(n)->data);
+		break;
+	}
 }
 
 bool tree_read_only(const struct tree *t)
 {
 	return t->opts.read_only;
-}
-
-bool tree_is_staged(const struct node *n)
-{
-	return n->kind == NODE_STAGED;
-}
-
-bool tree_is_dir(const struct node *n)
-{
-	return n->kind != NODE_BLOB && n->kind != NODE_DATA && n->kind != NODE_STAGED &&
-	       n->kind != NODE_RFILE && n->kind != NODE_RLINK && n->kind != NODE_RSPECIAL &&
-	       n->kind != NODE_STATUS;
-}
-
-int tree_xattr_add(struct xattr **x, size_t *n, const char *name, const char *value)
-{
-	struct xattr *v = realloc(*x, (*n + 1) * sizeof(*v));
-
-	if (!v)
-		return -ENOMEM;
-	*x = v;
-	v[*n].name = strdup(name);
-	v[*n].value = strdup(value);
-	v[*n].len = 0;
-	if (!v[*n].name || !v[*n].value) {
-		free(v[*n].name);
-		free(v[*n].value);
-		return -ENOMEM;
-	}
-	(*n)++;
-	return 0;
 }
 
 static int xattrs_add_annotations(
@@ -175,11 +172,11 @@ int tree_site_get(struct tree *t, const char *host, struct site **out)
 	struct site *s;
 	int ret;
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	for (s = t->sites; s; s = s->next)
 		if (strcmp(registry_host(s->reg), canon) == 0)
 			break;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (s) {
 		*out = s;
 		return 0;
@@ -203,10 +200,10 @@ int tree_site_get(struct tree *t, const char *host, struct site **out)
 	}
 	s->docker_hub = strcmp(canon, "registry-1.docker.io") == 0;
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	s->next = t->sites;
 	t->sites = s;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	*out = s;
 	return 0;
 }
@@ -300,19 +297,19 @@ int tree_ns_tags(struct tree *t, struct node *ns)
 {
 	int ret;
 
-	if (!*ns->repo)
+	if (!*reg_of(ns)->repo)
 		return -ENOENT;
-	if (!expired(__atomic_load_n(&ns->tags_at, __ATOMIC_RELAXED), t->opts.list_ttl))
-		return ns->tags_err;
-	strlist_release(&ns->tags);
-	ret = registry_tags(ns->site->reg, ns->repo, &ns->tags);
+	if (!expired(__atomic_load_n(&ns_of(ns)->tags_at, __ATOMIC_RELAXED), t->opts.list_ttl))
+		return ns_of(ns)->tags_err;
+	strlist_release(&ns_of(ns)->tags);
+	ret = registry_tags(reg_of(ns)->site->reg, reg_of(ns)->repo, &ns_of(ns)->tags);
 	/* A namespace that is not itself a repository has no tags: not an error. */
 	if (ret == -ENOENT || ret == -EACCES)
 		ret = -ENOENT;
 	else if (ret)
 		return ret;
-	ns->tags_err = ret;
-	__atomic_store_n(&ns->tags_at, time(NULL), __ATOMIC_RELAXED);
+	ns_of(ns)->tags_err = ret;
+	__atomic_store_n(&ns_of(ns)->tags_at, time(NULL), __ATOMIC_RELAXED);
 	return ret;
 }
 
@@ -329,35 +326,35 @@ bool tree_strlist_has(const struct strlist *l, const char *s)
 struct node *tree_ns_new(
 	struct tree *t, struct node *parent, const char *name, struct site *site, const char *path)
 {
-	struct node *n = node_new(t, parent, name, NODE_NS);
+	struct node *n = tree_node_new(t, parent, name, NODE_NS);
 	struct buf b = BUF_INIT;
 
 	if (!n)
 		return NULL;
-	n->site = site;
+	reg_of(n)->site = site;
 	/* Docker Hub's one-component names live under library/, as docker has it. */
 	if (site->docker_hub && *path && !strchr(path, '/') && !buf_addstr(&b, "library/") &&
 		!buf_addstr(&b, path))
-		n->repo = buf_take(&b);
+		reg_of(n)->repo = buf_take(&b);
 	else
-		n->repo = strdup(path);
+		reg_of(n)->repo = strdup(path);
 	buf_release(&b);
-	return n->repo ? n : NULL;
+	return reg_of(n)->repo ? n : NULL;
 }
 
 struct node *tree_artifact_new(struct tree *t, struct node *parent, const char *name,
 	struct site *site, const char *repo, const char *ref)
 {
-	struct node *n = node_new(t, parent, name, NODE_ARTIFACT);
+	struct node *n = tree_node_new(t, parent, name, NODE_ARTIFACT);
 
 	if (!n)
 		return NULL;
-	n->site = site;
-	n->by_digest = ref_valid_digest(ref);
-	n->immutable = n->by_digest;
-	n->repo = strdup(repo);
-	n->ref = strdup(ref);
-	return n->repo && n->ref ? n : NULL;
+	reg_of(n)->site = site;
+	art_of_node(n)->by_digest = ref_valid_digest(ref);
+	reg_of(n)->immutable = art_of_node(n)->by_digest;
+	reg_of(n)->repo = strdup(repo);
+	art_of_node(n)->ref = strdup(ref);
+	return reg_of(n)->repo && art_of_node(n)->ref ? n : NULL;
 }
 
 static int artifact_load(struct tree *t, struct node *n);
@@ -370,11 +367,11 @@ static int ns_lookup_artifact(struct tree *t, struct node *dir, const char *name
 	bool fresh = false;
 	int ret;
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	n = node_child_find(dir, name);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (!n) {
-		n = tree_artifact_new(t, dir, name, dir->site, repo, ref);
+		n = tree_artifact_new(t, dir, name, reg_of(dir)->site, repo, ref);
 		if (!n)
 			return -ENOMEM;
 		fresh = true;
@@ -383,10 +380,10 @@ static int ns_lookup_artifact(struct tree *t, struct node *dir, const char *name
 	if (ret) {
 		/* a fresh node no one else has seen: not there, so gone now */
 		if (fresh)
-			node_discard(t, n);
+			node_discard(&t->nodes, n);
 		return ret;
 	}
-	*out = node_child_get_or_add(t, dir, n);
+	*out = node_child_get_or_add(&t->nodes, dir, n);
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -411,8 +408,8 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 	if (name[0] == '.')
 		return -ENOENT;
 	/* <repo>/sha256:<hex>: the manifest with that digest */
-	if (*dir->repo && ref_valid_digest(name))
-		return ns_lookup_artifact(t, dir, name, dir->repo, name, out);
+	if (*reg_of(dir)->repo && ref_valid_digest(name))
+		return ns_lookup_artifact(t, dir, name, reg_of(dir)->repo, name, out);
 	/* <parent>/<leaf>@<digest> and <parent>/<leaf>:<tag> aliases */
 	if (at || colon) {
 		const char *sep = at ? at : colon;
@@ -425,17 +422,17 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 			ret = -ENOENT;
 			goto out;
 		}
-		repo = tree_join_path(dir->repo, leaf);
+		repo = tree_join_path(reg_of(dir)->repo, leaf);
 		if (!repo) {
 			ret = -ENOMEM;
 			goto out;
 		}
 		/* leaf:tag made here (mkdir) and not pushed yet */
-		pthread_mutex_lock(&t->lock);
+		pthread_mutex_lock(&t->nodes.lock);
 		n = node_child_find(dir, leaf);
 		n = n && !at ? node_child_find(n, colon + 1) : NULL;
-		pthread_mutex_unlock(&t->lock);
-		if (n && (n->local || n->draft)) {
+		pthread_mutex_unlock(&t->nodes.lock);
+		if (n && (reg_of(n)->local || node_draft(n))) {
 			*out = n;
 			ret = 0;
 			goto out;
@@ -445,24 +442,25 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 		goto out;
 	}
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	n = node_child_find(dir, name);
-	pthread_mutex_unlock(&t->lock);
-	if (n && (n->kind == NODE_NS || n->local || n->draft)) {
+	pthread_mutex_unlock(&t->nodes.lock);
+	if (n && (n->kind == NODE_NS || reg_of(n)->local || node_draft(n))) {
 		*out = n;
 		return 0;
 	}
 
 	/* A child repository (or namespace) wins over a tag of the same name. */
 	if (ref_valid_component(name)) {
-		repo = tree_join_path(dir->repo, name);
+		repo = tree_join_path(reg_of(dir)->repo, name);
 		if (!repo)
 			return -ENOMEM;
-		cat_ret = ref_valid_repo(repo) ? site_catalog_lock(t, dir->site) : -ENOENT;
+		cat_ret = ref_valid_repo(repo) ? site_catalog_lock(t, reg_of(dir)->site) : -ENOENT;
 		if (cat_ret == 0) {
 			have_catalog = true;
-			in_catalog = catalog_has_prefix(&dir->site->catalog, dir->repo, name);
-			pthread_mutex_unlock(&dir->site->lock);
+			in_catalog = catalog_has_prefix(
+				&reg_of(dir)->site->catalog, reg_of(dir)->repo, name);
+			pthread_mutex_unlock(&reg_of(dir)->site->lock);
 		} else if (!catalog_unavailable(cat_ret) && !n) {
 			/* The registry is failing: say so rather than guess a namespace. */
 			ret = -EIO;
@@ -476,28 +474,29 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 		ret = 0;
 		goto out;
 	}
-	if (*dir->repo && ref_valid_tag(name)) {
+	if (*reg_of(dir)->repo && ref_valid_tag(name)) {
 		bool listed;
 
-		pthread_mutex_lock(&dir->load_lock);
+		pthread_mutex_lock(load_lock_of(dir));
 		ret = tree_ns_tags(t, dir);
 		dir_is_repo = ret == 0;
-		listed = ret == 0 && tree_strlist_has(&dir->tags, name);
-		pthread_mutex_unlock(&dir->load_lock);
+		listed = ret == 0 && tree_strlist_has(&ns_of(dir)->tags, name);
+		pthread_mutex_unlock(load_lock_of(dir));
 		if (listed) {
-			n = tree_artifact_new(t, dir, name, dir->site, dir->repo, name);
-			*out = n ? node_child_get_or_add(t, dir, n) : NULL;
+			n = tree_artifact_new(
+				t, dir, name, reg_of(dir)->site, reg_of(dir)->repo, name);
+			*out = n ? node_child_get_or_add(&t->nodes, dir, n) : NULL;
 			ret = *out ? 0 : -ENOMEM;
 			goto out;
 		}
 		/* Not (yet) listed: a tag pushed since the listing, or no tag at all. */
-		ret = ns_lookup_artifact(t, dir, name, dir->repo, name, out);
+		ret = ns_lookup_artifact(t, dir, name, reg_of(dir)->repo, name, out);
 		/*
 		 * A token registry refuses what it will not say exists: without a
 		 * catalog, a refused tag may be a child repository one can read.
 		 */
 		if (ret == -EACCES && !have_catalog && repo && ref_valid_repo(repo)) {
-			if (repo_answers(dir->site, repo) == 0)
+			if (repo_answers(reg_of(dir)->site, repo) == 0)
 				goto make_ns;
 			goto out;
 		}
@@ -514,17 +513,17 @@ static int ns_lookup(struct tree *t, struct node *dir, const char *name, struct 
 	 * be made (mkdir), unless it answers as a repository.
 	 */
 	if (have_catalog || dir_is_repo) {
-		ret = repo_answers(dir->site, repo);
+		ret = repo_answers(reg_of(dir)->site, repo);
 		if (ret)
 			goto out;
 	}
 	/* Without a catalog any valid name may be a namespace: show it (empty if so). */
 	guessed = !have_catalog;
 make_ns:
-	n = tree_ns_new(t, dir, name, dir->site, repo);
+	n = tree_ns_new(t, dir, name, reg_of(dir)->site, repo);
 	if (n)
-		n->guessed = guessed;
-	*out = n ? node_child_get_or_add(t, dir, n) : NULL;
+		ns_of(n)->guessed = guessed;
+	*out = n ? node_child_get_or_add(&t->nodes, dir, n) : NULL;
 	ret = *out ? 0 : -ENOMEM;
 out:
 	free(repo);
@@ -553,16 +552,16 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 	int ret;
 
 	/* Repository components below this path, from the catalog. */
-	ret = site_catalog_lock(t, dir->site);
+	ret = site_catalog_lock(t, reg_of(dir)->site);
 	if (ret == 0) {
-		size_t pl = strlen(dir->repo);
+		size_t pl = strlen(reg_of(dir)->repo);
 
-		for (i = 0; i < dir->site->catalog.n && !ret; i++) {
-			const char *r = dir->site->catalog.v[i];
+		for (i = 0; i < reg_of(dir)->site->catalog.n && !ret; i++) {
+			const char *r = reg_of(dir)->site->catalog.v[i];
 			char *comp;
 
 			if (pl) {
-				if (strncmp(r, dir->repo, pl) != 0 || r[pl] != '/')
+				if (strncmp(r, reg_of(dir)->repo, pl) != 0 || r[pl] != '/')
 					continue;
 				r += pl + 1;
 			}
@@ -575,18 +574,18 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 				ret = strlist_add(&names, comp);
 			free(comp);
 		}
-		pthread_mutex_unlock(&dir->site->lock);
+		pthread_mutex_unlock(&reg_of(dir)->site->lock);
 	} else if (catalog_unavailable(ret)) {
 		ret = 0;
 	}
 	if (ret)
 		goto out;
 	ncomp = names.n;
-	if (*dir->repo) {
-		pthread_mutex_lock(&dir->load_lock);
+	if (*reg_of(dir)->repo) {
+		pthread_mutex_lock(load_lock_of(dir));
 		ret = tree_ns_tags(t, dir);
-		for (i = 0; ret == 0 && i < dir->tags.n; i++) {
-			const char *tag = dir->tags.v[i];
+		for (i = 0; ret == 0 && i < ns_of(dir)->tags.n; i++) {
+			const char *tag = ns_of(dir)->tags.v[i];
 
 			/* A tag shadowed by a child repository stays reachable as leaf:tag. */
 			if (!ref_valid_tag(tag) || tree_strlist_has(&names, tag))
@@ -596,7 +595,7 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 				continue;
 			ret = strlist_add(&names, tag);
 		}
-		pthread_mutex_unlock(&dir->load_lock);
+		pthread_mutex_unlock(load_lock_of(dir));
 		if (ret == -ENOENT)
 			ret = 0;
 		if (ret)
@@ -611,14 +610,15 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 		struct node *n;
 
 		if (i < ncomp) {
-			char *path = tree_join_path(dir->repo, names.v[i]);
+			char *path = tree_join_path(reg_of(dir)->repo, names.v[i]);
 
-			n = path ? tree_ns_new(t, dir, names.v[i], dir->site, path) : NULL;
+			n = path ? tree_ns_new(t, dir, names.v[i], reg_of(dir)->site, path) : NULL;
 			free(path);
 		} else {
-			n = tree_artifact_new(t, dir, names.v[i], dir->site, dir->repo, names.v[i]);
+			n = tree_artifact_new(t, dir, names.v[i], reg_of(dir)->site,
+				reg_of(dir)->repo, names.v[i]);
 		}
-		n = n ? node_child_get_or_add(t, dir, n) : NULL;
+		n = n ? node_child_get_or_add(&t->nodes, dir, n) : NULL;
 		if (!n) {
 			ret = -ENOMEM;
 			break;
@@ -630,13 +630,13 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 		j++;
 	}
 	/* Repositories and tags made here, not in the registry yet. */
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	for (i = 0; !ret && i < dir->n_children; i++) {
 		struct node *c = dir->children[i];
 		struct tree_dirent *nv;
 		size_t k;
 
-		if (!c->local)
+		if (!reg_of(c)->local)
 			continue;
 		for (k = 0; k < j && strcmp(v[k].name, c->name) != 0; k++)
 			;
@@ -653,7 +653,7 @@ static int ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, 
 		v[j].type = S_IFDIR;
 		j++;
 	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (ret) {
 		tree_dirents_free(v, j);
 		goto out;
@@ -677,9 +677,9 @@ static int hosts_lookup(struct tree *t, struct node *dir, const char *name, stru
 
 	if (!ref_valid_host(name) || !ref_looks_like_host(name))
 		return -ENOENT;
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	n = node_child_find(dir, name);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (n) {
 		*out = n;
 		return 0;
@@ -691,7 +691,7 @@ static int hosts_lookup(struct tree *t, struct node *dir, const char *name, stru
 	if (ret)
 		return ret == -EHOSTUNREACH ? -ENOENT : ret;
 	n = tree_ns_new(t, dir, name, s, "");
-	*out = n ? node_child_get_or_add(t, dir, n) : NULL;
+	*out = n ? node_child_get_or_add(&t->nodes, dir, n) : NULL;
 	return *out ? 0 : -ENOMEM;
 }
 
@@ -726,14 +726,14 @@ struct build {
 static struct node *build_node(
 	struct build *b, struct node *parent, const char *name, enum node_kind kind)
 {
-	struct node *n = node_new(b->t, parent, name, kind);
+	struct node *n = tree_node_new(b->t, parent, name, kind);
 
 	if (!n)
 		return NULL;
-	n->immutable = b->art->by_digest;
-	if (!n->repo)
-		n->repo = strdup(b->repo);
-	if (!n->repo || node_child_add(parent, n)) {
+	reg_of(n)->immutable = art_of_node(b->art)->by_digest;
+	if (!reg_of(n)->repo)
+		reg_of(n)->repo = strdup(b->repo);
+	if (!reg_of(n)->repo || node_child_add(parent, n)) {
 		return NULL;
 	}
 	return n;
@@ -743,17 +743,22 @@ static int set_blob(struct node *n, const struct descriptor *d, time_t mtime)
 {
 	int ret;
 
-	n->digest = strdup(d->digest);
-	if (!n->digest)
-		return -ENOMEM;
-	n->size = d->size;
-	n->mtime = mtime;
-	ret = tree_xattr_add(&n->xattrs, &n->n_xattrs, "user.oci.digest", d->digest);
+	/* a packed directory keeps its layer's as its own (build_title) */
+	if (n->kind != NODE_DIR) {
+		file_of(n)->digest = strdup(d->digest);
+		if (!file_of(n)->digest)
+			return -ENOMEM;
+		file_of(n)->size = d->size;
+	}
+	reg_of(n)->mtime = mtime;
+	ret = tree_xattr_add(
+		&reg_of(n)->xattrs, &reg_of(n)->n_xattrs, "user.oci.digest", d->digest);
 	if (!ret)
-		ret = tree_xattr_add(&n->xattrs, &n->n_xattrs, "user.oci.mediaType", d->media_type);
+		ret = tree_xattr_add(&reg_of(n)->xattrs, &reg_of(n)->n_xattrs, "user.oci.mediaType",
+			d->media_type);
 	if (!ret)
 		ret = xattrs_add_annotations(
-			&n->xattrs, &n->n_xattrs, d->annotations, d->n_annotations);
+			&reg_of(n)->xattrs, &reg_of(n)->n_xattrs, d->annotations, d->n_annotations);
 	return ret;
 }
 
@@ -764,13 +769,13 @@ static struct node *build_data(
 
 	if (!n)
 		return NULL;
-	n->data = malloc(len + 1);
-	if (!n->data)
+	file_of(n)->data = malloc(len + 1);
+	if (!file_of(n)->data)
 		return NULL;
-	memcpy(n->data, data, len);
-	n->data[len] = '\0';
-	n->data_len = len;
-	n->size = (int64_t)len;
+	memcpy(file_of(n)->data, data, len);
+	file_of(n)->data[len] = '\0';
+	file_of(n)->data_len = len;
+	file_of(n)->size = (int64_t)len;
 	return n;
 }
 
@@ -821,13 +826,14 @@ static int build_title(struct build *b, struct node *root, const struct descript
 			if (n)
 				goto clash;
 			n = build_node(b, dir, comp, NODE_DIR);
-			if (!n || set_blob(n, d, mtime) || !(n->ref = strdup(d->media_type)) ||
-				!(n->rootfs_digest = strdup(d->digest)) ||
-				!(n->data = strdup(content ? content : ""))) {
+			if (!n || set_blob(n, d, mtime) ||
+				!(dir_of(n)->packed_type = strdup(d->media_type)) ||
+				!(dir_of(n)->packed_digest = strdup(d->digest)) ||
+				!(dir_of(n)->packed_path = strdup(content ? content : ""))) {
 				ret = -ENOMEM;
 				break;
 			}
-			n->size = d->size;
+			dir_of(n)->packed_size = d->size;
 			n->partial = true;
 			break;
 		}
@@ -846,7 +852,7 @@ static int build_title(struct build *b, struct node *root, const struct descript
 				ret = -ENOMEM;
 				break;
 			}
-			n->mtime = mtime;
+			reg_of(n)->mtime = mtime;
 		}
 		dir = n;
 	}
@@ -907,14 +913,14 @@ static int build_platforms(struct build *b, struct node *oci, const struct manif
 		/* A second entry for the same platform (or arm beside arm/v7): first wins. */
 		if (k + 1 < np || node_child_find(dir, parts[np - 1]))
 			continue;
-		n = node_new(b->t, dir, parts[np - 1], NODE_ARTIFACT);
+		n = tree_node_new(b->t, dir, parts[np - 1], NODE_ARTIFACT);
 		if (!n || node_child_add(dir, n))
 			return -ENOMEM;
-		n->by_digest = true;
-		n->immutable = true;
-		n->repo = strdup(b->repo);
-		n->ref = strdup(d->digest);
-		if (!n->repo || !n->ref)
+		art_of_node(n)->by_digest = true;
+		reg_of(n)->immutable = true;
+		reg_of(n)->repo = strdup(b->repo);
+		art_of_node(n)->ref = strdup(d->digest);
+		if (!reg_of(n)->repo || !art_of_node(n)->ref)
 			return -ENOMEM;
 	}
 	return 0;
@@ -931,7 +937,7 @@ static int build_blob_entry(
 	n = build_node(b, sha, hex, NODE_BLOB);
 	if (!n)
 		return -ENOMEM;
-	n->is_manifest = is_manifest;
+	file_of(n)->is_manifest = is_manifest;
 	return set_blob(n, d, b->t->start);
 }
 
@@ -961,7 +967,7 @@ static int build_oci(struct build *b, struct node *art, const struct manifest *m
 			return ret;
 	}
 	n = build_node(b, oci, "referrers", NODE_REFERRERS);
-	if (!n || !(n->ref = strdup(digest)))
+	if (!n || !(art_of_node(n)->ref = strdup(digest)))
 		return -ENOMEM;
 	blobs = build_node(b, oci, "blobs", NODE_DIR);
 	sha = blobs ? build_node(b, blobs, "sha256", NODE_DIR) : NULL;
@@ -1001,16 +1007,17 @@ static int build_xattrs(struct node *scratch, const struct manifest *m, const ch
 	const char *at = manifest_artifact_type(m);
 	int ret;
 
-	ret = tree_xattr_add(&scratch->xattrs, &scratch->n_xattrs, "user.oci.digest", digest);
+	ret = tree_xattr_add(
+		&reg_of(scratch)->xattrs, &reg_of(scratch)->n_xattrs, "user.oci.digest", digest);
 	if (!ret && m->media_type)
-		ret = tree_xattr_add(
-			&scratch->xattrs, &scratch->n_xattrs, "user.oci.mediaType", m->media_type);
+		ret = tree_xattr_add(&reg_of(scratch)->xattrs, &reg_of(scratch)->n_xattrs,
+			"user.oci.mediaType", m->media_type);
 	if (!ret && at)
-		ret = tree_xattr_add(
-			&scratch->xattrs, &scratch->n_xattrs, "user.oci.artifactType", at);
+		ret = tree_xattr_add(&reg_of(scratch)->xattrs, &reg_of(scratch)->n_xattrs,
+			"user.oci.artifactType", at);
 	if (!ret)
-		ret = xattrs_add_annotations(
-			&scratch->xattrs, &scratch->n_xattrs, m->annotations, m->n_annotations);
+		ret = xattrs_add_annotations(&reg_of(scratch)->xattrs, &reg_of(scratch)->n_xattrs,
+			m->annotations, m->n_annotations);
 	return ret;
 }
 
@@ -1033,20 +1040,20 @@ static bool is_image(const struct manifest *m)
 
 /*
  * Build the children of art from a manifest body into scratch (a private
- * node standing in for art), so that art changes in one step under t->lock.
+ * node standing in for art), so that art changes in one step under t->nodes.lock.
  */
 static int artifact_build(struct tree *t, struct node *art, struct node *scratch,
 	const char *digest, const char *body, size_t len)
 {
 	struct manifest *m = NULL, *child = NULL;
 	char label[600], *cbody = NULL;
-	struct build b = { t, art, art->repo, label };
+	struct build b = { t, art, reg_of(art)->repo, label };
 	time_t mtime = t->start;
 	size_t clen;
 	int ret;
 
-	snprintf(
-		label, sizeof(label), "%s/%s@%s", registry_host(art->site->reg), art->repo, digest);
+	snprintf(label, sizeof(label), "%s/%s@%s", registry_host(reg_of(art)->site->reg),
+		reg_of(art)->repo, digest);
 	ret = manifest_parse(body, len, NULL, &m);
 	if (ret) {
 		log_err("%s: %s", label,
@@ -1055,7 +1062,7 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 		return -EIO;
 	}
 	parse_created(annotation_get(m->annotations, m->n_annotations, ANN_CREATED), &mtime);
-	scratch->mtime = mtime;
+	reg_of(scratch)->mtime = mtime;
 	ret = build_xattrs(scratch, m, digest);
 	if (ret)
 		goto out;
@@ -1069,8 +1076,8 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 			log_info("%s: index has no manifest for %s: only .oci/ is shown", label,
 				p ? p : "this platform");
 			free(p);
-		} else if (fetch_manifest_digest(
-				   t, art->site, art->repo, d->digest, &cbody, &clen) == 0 &&
+		} else if (fetch_manifest_digest(t, reg_of(art)->site, reg_of(art)->repo, d->digest,
+				   &cbody, &clen) == 0 &&
 			   manifest_parse(cbody, clen, NULL, &cm) == 0) {
 			if (cm->kind == MANIFEST_IMAGE)
 				child = cm;
@@ -1085,14 +1092,9 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 		ret = build_oci(&b, scratch, m, digest, body, len);
 	/* An image: its root filesystem, built on the first look inside. */
 	if (!ret && is_image(child ? child : m)) {
-		scratch->rootfs_digest = strdup(
+		art_of_node(scratch)->rootfs_digest = strdup(
 			child ? manifest_select_platform(m, &t->opts.platform)->digest : digest);
-		scratch->partial = scratch->rootfs_digest != NULL;
-		/* as an unpacker makes the root, until the archive says otherwise */
-		scratch->has_mode = true;
-		scratch->mode = S_IFDIR | 0755;
-		scratch->uid = 0;
-		scratch->gid = 0;
+		scratch->partial = art_of_node(scratch)->rootfs_digest != NULL;
 	}
 out:
 	if (ret == -ENOMEM)
@@ -1109,21 +1111,21 @@ static void scratch_release(struct tree *t, struct node *scratch)
 	size_t i;
 
 	for (i = 0; i < scratch->n_children; i++)
-		node_discard(t, scratch->children[i]);
+		node_discard(&t->nodes, scratch->children[i]);
 	free(scratch->children);
 }
 
 /*
  * n's children become those built in scratch. The old ones stay valid while
  * the kernel or a handle holds them, out of the tree; the others are buried.
- * Caller holds t->lock.
+ * Caller holds t->nodes.lock.
  */
 static void children_take(struct tree *t, struct node *n, struct node *scratch)
 {
 	size_t i;
 
 	for (i = 0; i < n->n_children; i++)
-		node_orphan(t, n->children[i]);
+		node_orphan(&t->nodes, n->children[i]);
 	free(n->children);
 	n->children = scratch->children;
 	n->n_children = scratch->n_children;
@@ -1134,12 +1136,13 @@ static void children_take(struct tree *t, struct node *n, struct node *scratch)
 
 /*
  * Show the manifest body (hashing to digest) in art: its children are built
- * aside, then swapped in under t->lock. Caller holds art->load_lock. 0 or -errno.
+ * aside, then swapped in under t->nodes.lock. Caller holds art->load_lock. 0 or -errno.
  */
 int tree_artifact_install(
 	struct tree *t, struct node *n, const char *digest, const char *body, size_t len)
 {
-	struct node scratch;
+	struct art_node scratch;
+	struct node *sn = &scratch.r.n;
 	struct rootfs *old_rf;
 	char *dcopy = strdup(digest);
 	int ret;
@@ -1147,38 +1150,34 @@ int tree_artifact_install(
 	if (!dcopy)
 		return -ENOMEM;
 	memset(&scratch, 0, sizeof(scratch));
-	scratch.kind = n->kind;
-	scratch.site = n->site;
-	scratch.immutable = n->immutable;
-	ret = artifact_build(t, n, &scratch, digest, body, len);
+	sn->kind = n->kind;
+	scratch.r.site = reg_of(n)->site;
+	scratch.r.immutable = reg_of(n)->immutable;
+	ret = artifact_build(t, n, sn, digest, body, len);
 	if (ret) {
-		scratch_release(t, &scratch);
+		scratch_release(t, sn);
 		free(scratch.rootfs_digest);
-		tree_xattrs_free(scratch.xattrs, scratch.n_xattrs);
+		tree_xattrs_free(scratch.r.xattrs, scratch.r.n_xattrs);
 		free(dcopy);
 		return ret;
 	}
-	pthread_mutex_lock(&t->lock);
-	children_take(t, n, &scratch);
-	tree_xattrs_free(n->xattrs, n->n_xattrs);
-	n->xattrs = scratch.xattrs;
-	n->n_xattrs = scratch.n_xattrs;
-	n->mtime = scratch.mtime;
-	free(n->rootfs_digest);
-	n->rootfs_digest = scratch.rootfs_digest;
-	n->partial = scratch.partial;
+	pthread_mutex_lock(&t->nodes.lock);
+	children_take(t, n, sn);
+	tree_xattrs_free(reg_of(n)->xattrs, reg_of(n)->n_xattrs);
+	reg_of(n)->xattrs = scratch.r.xattrs;
+	reg_of(n)->n_xattrs = scratch.r.n_xattrs;
+	reg_of(n)->mtime = scratch.r.mtime;
+	free(art_of_node(n)->rootfs_digest);
+	art_of_node(n)->rootfs_digest = scratch.rootfs_digest;
+	n->partial = sn->partial;
 	/* made anew on the next look inside; the old one goes with the last node using it */
-	old_rf = n->rootfs;
-	n->rootfs = NULL;
-	n->has_mode = scratch.has_mode;
-	n->mode = scratch.mode;
-	n->uid = scratch.uid;
-	n->gid = scratch.gid;
-	free(n->digest);
-	n->digest = dcopy;
-	n->loaded = true;
-	n->resolved_at = time(NULL);
-	pthread_mutex_unlock(&t->lock);
+	old_rf = art_of_node(n)->rootfs;
+	art_of_node(n)->rootfs = NULL;
+	free(art_of_node(n)->digest);
+	art_of_node(n)->digest = dcopy;
+	art_of_node(n)->loaded = true;
+	art_of_node(n)->resolved_at = time(NULL);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (old_rf)
 		rootfs_unref(t, old_rf);
 	return 0;
@@ -1196,65 +1195,71 @@ static int artifact_load(struct tree *t, struct node *n)
 	bool fresh, same;
 	int ret = 0;
 
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
 	/* Staged changes (or a tag made here) are what the directory shows until pushed. */
-	fresh = (n->loaded && (n->by_digest || !expired(n->resolved_at, t->opts.tag_ttl))) ||
-		n->draft || n->local;
-	pthread_mutex_unlock(&t->lock);
+	fresh = (art_of_node(n)->loaded &&
+			(art_of_node(n)->by_digest ||
+				!expired(art_of_node(n)->resolved_at, t->opts.tag_ttl))) ||
+		node_draft(n) || reg_of(n)->local;
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (fresh)
 		return 0;
 
-	pthread_mutex_lock(&n->load_lock);
-	pthread_mutex_lock(&t->lock);
-	fresh = (n->loaded && (n->by_digest || !expired(n->resolved_at, t->opts.tag_ttl))) ||
-		n->draft || n->local;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(load_lock_of(n));
+	pthread_mutex_lock(&t->nodes.lock);
+	fresh = (art_of_node(n)->loaded &&
+			(art_of_node(n)->by_digest ||
+				!expired(art_of_node(n)->resolved_at, t->opts.tag_ttl))) ||
+		node_draft(n) || reg_of(n)->local;
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (fresh)
 		goto out_unlock;
 
-	if (n->by_digest) {
-		ret = fetch_manifest_digest(t, n->site, n->repo, n->ref, &body, &len);
-		digest = ret ? NULL : strdup(n->ref);
+	if (art_of_node(n)->by_digest) {
+		ret = fetch_manifest_digest(
+			t, reg_of(n)->site, reg_of(n)->repo, art_of_node(n)->ref, &body, &len);
+		digest = ret ? NULL : strdup(art_of_node(n)->ref);
 		if (!ret && !digest)
 			ret = -ENOMEM;
 	} else {
-		ret = registry_get_manifest(
-			n->site->reg, n->repo, n->ref, &body, &len, &ct, &digest);
+		ret = registry_get_manifest(reg_of(n)->site->reg, reg_of(n)->repo,
+			art_of_node(n)->ref, &body, &len, &ct, &digest);
 		if (ret == 0)
 			cache_put(t->cache, digest, body, len);
 	}
 	if (ret) {
-		if (ret != -ENOENT && n->loaded) {
+		if (ret != -ENOENT && art_of_node(n)->loaded) {
 			/* Offline: keep showing the last resolution. */
-			if (!n->offline_logged)
+			if (!art_of_node(n)->offline_logged)
 				log_warn("%s/%s:%s: registry unreachable (%s): showing its last "
 					 "resolution",
-					registry_host(n->site->reg), n->repo, n->ref,
-					strerror(-ret));
-			n->offline_logged = true;
-			pthread_mutex_lock(&t->lock);
-			n->resolved_at = time(NULL);
-			pthread_mutex_unlock(&t->lock);
+					registry_host(reg_of(n)->site->reg), reg_of(n)->repo,
+					art_of_node(n)->ref, strerror(-ret));
+			art_of_node(n)->offline_logged = true;
+			pthread_mutex_lock(&t->nodes.lock);
+			art_of_node(n)->resolved_at = time(NULL);
+			pthread_mutex_unlock(&t->nodes.lock);
 			ret = 0;
 		} else if (ret != -ENOENT && ret != -ENOMEM && ret != -EACCES) {
 			ret = -EIO;
 		}
 		goto out_unlock;
 	}
-	n->offline_logged = false;
+	art_of_node(n)->offline_logged = false;
 
-	pthread_mutex_lock(&t->lock);
-	same = n->loaded && n->digest && strcmp(n->digest, digest) == 0;
+	pthread_mutex_lock(&t->nodes.lock);
+	same = art_of_node(n)->loaded && art_of_node(n)->digest &&
+	       strcmp(art_of_node(n)->digest, digest) == 0;
 	if (same)
-		n->resolved_at = time(NULL);
-	pthread_mutex_unlock(&t->lock);
+		art_of_node(n)->resolved_at = time(NULL);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (same)
 		goto out_unlock;
 
 	ret = tree_artifact_install(t, n, digest, body, len);
 
 out_unlock:
-	pthread_mutex_unlock(&n->load_lock);
+	pthread_mutex_unlock(load_lock_of(n));
 	free(body);
 	free(ct);
 	free(digest);
@@ -1289,7 +1294,8 @@ static char *referrer_type(struct tree *t, struct node *rn, const struct descrip
 
 	if (d->artifact_type)
 		return strdup(d->artifact_type);
-	if (fetch_manifest_digest(t, rn->site, rn->repo, d->digest, &body, &len) == 0 &&
+	if (fetch_manifest_digest(t, reg_of(rn)->site, reg_of(rn)->repo, d->digest, &body, &len) ==
+			0 &&
 		manifest_parse(body, len, d->media_type, &m) == 0 && manifest_artifact_type(m))
 		type = strdup(manifest_artifact_type(m));
 	manifest_free(m);
@@ -1307,7 +1313,8 @@ static int referrers_add(
 
 	if (!type || !*type) {
 		log_warn("%s/%s@%s: referrer %s has no artifact type: not shown",
-			registry_host(rn->site->reg), rn->repo, rn->ref, d->digest);
+			registry_host(reg_of(rn)->site->reg), reg_of(rn)->repo,
+			art_of_node(rn)->ref, d->digest);
 		free(type);
 		return 0;
 	}
@@ -1315,7 +1322,8 @@ static int referrers_add(
 		slash = strchr(p, '/');
 		if (!type_component_ok(p, slash ? (size_t)(slash - p) : strlen(p))) {
 			log_warn("%s/%s@%s: referrer %s: artifact type cannot be a path: not shown",
-				registry_host(rn->site->reg), rn->repo, rn->ref, d->digest);
+				registry_host(reg_of(rn)->site->reg), reg_of(rn)->repo,
+				art_of_node(rn)->ref, d->digest);
 			goto out;
 		}
 		if (!slash)
@@ -1329,29 +1337,30 @@ static int referrers_add(
 		if (n && n->kind != NODE_DIR)
 			goto out;
 		if (!n) {
-			n = node_new(t, dir, p, NODE_DIR);
-			if (!n || !(n->repo = strdup(rn->repo)) || node_child_add(dir, n)) {
+			n = tree_node_new(t, dir, p, NODE_DIR);
+			if (!n || !(reg_of(n)->repo = strdup(reg_of(rn)->repo)) ||
+				node_child_add(dir, n)) {
 				ret = -ENOMEM;
 				goto out;
 			}
 			/* new referrers of a type may come: no day-long kernel cache */
-			n->immutable = false;
+			reg_of(n)->immutable = false;
 		}
 		dir = n;
 		if (!slash)
 			break;
 	}
 	if (!node_child_find(dir, d->digest)) {
-		n = node_new(t, dir, d->digest, NODE_ARTIFACT);
+		n = tree_node_new(t, dir, d->digest, NODE_ARTIFACT);
 		if (!n || node_child_add(dir, n)) {
 			ret = -ENOMEM;
 			goto out;
 		}
-		n->by_digest = true;
-		n->immutable = true;
-		n->repo = strdup(rn->repo);
-		n->ref = strdup(d->digest);
-		if (!n->repo || !n->ref)
+		art_of_node(n)->by_digest = true;
+		reg_of(n)->immutable = true;
+		reg_of(n)->repo = strdup(reg_of(rn)->repo);
+		art_of_node(n)->ref = strdup(d->digest);
+		if (!reg_of(n)->repo || !art_of_node(n)->ref)
 			ret = -ENOMEM;
 	}
 out:
@@ -1365,44 +1374,46 @@ out:
  */
 static int referrers_load(struct tree *t, struct node *rn)
 {
-	struct node scratch;
+	struct art_node scratch;
 	struct manifest *idx = NULL;
 	size_t i;
 	int ret = 0;
 
-	pthread_mutex_lock(&rn->load_lock);
-	pthread_mutex_lock(&t->lock);
+	pthread_mutex_lock(load_lock_of(rn));
+	pthread_mutex_lock(&t->nodes.lock);
 	/* Directories made here (an attach in the making) stay until it is pushed. */
-	if (rn->loaded && (rn->local || !expired(rn->resolved_at, t->opts.tag_ttl))) {
-		pthread_mutex_unlock(&t->lock);
+	if (art_of_node(rn)->loaded &&
+		(reg_of(rn)->local || !expired(art_of_node(rn)->resolved_at, t->opts.tag_ttl))) {
+		pthread_mutex_unlock(&t->nodes.lock);
 		goto out;
 	}
-	pthread_mutex_unlock(&t->lock);
-	ret = registry_referrers(rn->site->reg, rn->repo, rn->ref, NULL, &idx);
+	pthread_mutex_unlock(&t->nodes.lock);
+	ret = registry_referrers(
+		reg_of(rn)->site->reg, reg_of(rn)->repo, art_of_node(rn)->ref, NULL, &idx);
 	if (ret) {
 		/* Offline: keep what was shown. */
-		if (rn->loaded)
+		if (art_of_node(rn)->loaded)
 			ret = 0;
 		else
 			ret = ret == -ENOMEM || ret == -EACCES ? ret : -EIO;
 		goto out;
 	}
 	memset(&scratch, 0, sizeof(scratch));
-	scratch.kind = rn->kind;
-	scratch.site = rn->site; /* what is made below takes it from its parent */
+	scratch.r.n.kind = rn->kind;
+	scratch.r.site = reg_of(rn)->site; /* what is made below takes it from its parent */
 	for (i = 0; i < idx->n_manifests && !ret; i++)
-		ret = referrers_add(t, rn, &scratch, &idx->manifests[i]);
+		ret = referrers_add(t, rn, &scratch.r.n, &idx->manifests[i]);
 	if (ret) {
-		scratch_release(t, &scratch);
+		scratch_release(t, &scratch.r.n);
 		goto out;
 	}
-	pthread_mutex_lock(&t->lock);
-	children_take(t, rn, &scratch);
-	rn->loaded = true;
-	rn->resolved_at = time(NULL);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
+	children_take(t, rn, &scratch.r.n);
+	art_of_node(rn)->loaded = true;
+	art_of_node(rn)->resolved_at = time(NULL);
+	pthread_mutex_unlock(&t->nodes.lock);
 out:
-	pthread_mutex_unlock(&rn->load_lock);
+	pthread_mutex_unlock(load_lock_of(rn));
 	manifest_free(idx);
 	return ret;
 }
@@ -1422,10 +1433,9 @@ int tree_new(const struct ref *source, const struct tree_options *o, struct http
 	t->http = http;
 	t->cache = cache;
 	t->start = time(NULL);
-	t->node_release = node_state_free;
-	pthread_mutex_init(&t->lock, NULL);
+	nodes_init(&t->nodes, t);
 	if (!source->host) {
-		t->root = node_new(t, NULL, "", NODE_HOSTS);
+		t->root = tree_node_new(t, NULL, "", NODE_HOSTS);
 	} else {
 		ret = tree_site_get(t, source->host, &s);
 		if (ret)
@@ -1443,12 +1453,12 @@ int tree_new(const struct ref *source, const struct tree_options *o, struct http
 	}
 	if (!t->root)
 		goto out_free;
-	t->status = node_new(t, t->root, ".ocifs", NODE_DIR);
+	t->status = tree_node_new(t, t->root, ".ocifs", NODE_DIR);
 	if (!t->status)
 		goto out_free;
 	t->status->hidden = true;
 	{
-		struct node *st = node_new(t, t->status, "stats.json", NODE_STATUS);
+		struct node *st = tree_node_new(t, t->status, "stats.json", NODE_STATUS);
 
 		if (!st || node_child_add(t->status, st))
 			goto out_free;
@@ -1467,7 +1477,7 @@ void tree_free(struct tree *t)
 
 	if (!t)
 		return;
-	node_free_all(t);
+	node_free_all(&t->nodes);
 	rootfs_release(t);
 	for (s = t->sites; s; s = snext) {
 		snext = s->next;
@@ -1476,8 +1486,13 @@ void tree_free(struct tree *t)
 		registry_free(s->reg);
 		free(s);
 	}
-	pthread_mutex_destroy(&t->lock);
+	pthread_mutex_destroy(&t->nodes.lock);
 	free(t);
+}
+
+struct nodes *tree_nodes(struct tree *t)
+{
+	return &t->nodes;
 }
 
 struct node *tree_root(struct tree *t)
@@ -1492,14 +1507,15 @@ int tree_check_root(struct tree *t)
 
 	if (r->kind == NODE_HOSTS)
 		return 0;
-	ret = registry_ping(r->site->reg);
+	ret = registry_ping(reg_of(r)->site->reg);
 	if (ret)
 		return ret;
 	if (r->kind == NODE_ARTIFACT) {
 		ret = artifact_load(t, r);
 		if (ret == -ENOENT)
-			log_err("%s/%s%s%s: no such manifest", registry_host(r->site->reg), r->repo,
-				r->by_digest ? "@" : ":", r->ref);
+			log_err("%s/%s%s%s: no such manifest", registry_host(reg_of(r)->site->reg),
+				reg_of(r)->repo, art_of_node(r)->by_digest ? "@" : ":",
+				art_of_node(r)->ref);
 	}
 	return ret;
 }
@@ -1523,7 +1539,7 @@ static int reader_errno(int err)
 	}
 }
 
-/* What an artifact or referrers directory shows, loaded (a rootfs's own directories need nothing). */
+/* What an artifact or referrers directory shows, loaded (a fixed directory needs nothing). */
 static int dir_load(struct tree *t, struct node *dir)
 {
 	if (dir->kind == NODE_REFERRERS)
@@ -1535,40 +1551,51 @@ static int dir_load(struct tree *t, struct node *dir)
 
 int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
 {
-	struct node *n;
-	int ret;
-
 	if (strlen(name) > 255)
 		return -ENAMETOOLONG;
 	if (dir == t->root && strcmp(name, ".ocifs") == 0) {
 		*out = t->status;
 		return 0;
 	}
-	switch (dir->kind) {
-	case NODE_HOSTS:
-		return reader_errno(hosts_lookup(t, dir, name, out));
-	case NODE_NS:
-		return reader_errno(ns_lookup(t, dir, name, out));
-	case NODE_ARTIFACT:
-	case NODE_REFERRERS:
-	case NODE_DIR:
-		ret = dir_load(t, dir);
-		if (ret)
-			return ret;
-		/* .oci needs no root filesystem */
-		if (rootfs_is(dir) && !(dir->kind == NODE_ARTIFACT && strcmp(name, ".oci") == 0))
-			return rootfs_lookup(t, dir, name, out);
-		break;
-	default:
+	if (!dir->ops->lookup)
 		return -ENOTDIR;
-	}
-	pthread_mutex_lock(&t->lock);
+	return dir->ops->lookup(t, dir, name, out);
+}
+
+/* The child of dir called name, as it is now. */
+static int child_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	struct node *n;
+
+	pthread_mutex_lock(&t->nodes.lock);
 	n = node_child_find(dir, name);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (!n)
 		return -ENOENT;
 	*out = n;
 	return 0;
+}
+
+int tree_hosts_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	return reader_errno(hosts_lookup(t, dir, name, out));
+}
+
+int tree_ns_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	return reader_errno(ns_lookup(t, dir, name, out));
+}
+
+int tree_artifact_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	int ret = dir_load(t, dir);
+
+	if (ret)
+		return ret;
+	/* .oci needs no root filesystem */
+	if (rootfs_is(dir) && !(dir->kind == NODE_ARTIFACT && strcmp(name, ".oci") == 0))
+		return rootfs_lookup(t, dir, name, out);
+	return child_lookup(t, dir, name, out);
 }
 
 static int node_ensure_loaded(struct tree *t, struct node *n)
@@ -1578,52 +1605,74 @@ static int node_ensure_loaded(struct tree *t, struct node *n)
 
 int tree_getattr(struct tree *t, struct node *n, struct stat *st)
 {
-	bool dir = tree_is_dir(n);
+	memset(st, 0, sizeof(*st));
+	st->st_ino = (ino_t)(uintptr_t)n;
+	st->st_uid = t->opts.uid;
+	st->st_gid = t->opts.gid;
+	st->st_blksize = 1024 * 1024; /* cp and cat then move 1 MiB at a time */
+	return n->ops->getattr(t, n, st);
+}
+
+mode_t tree_reg_type(const struct node *n)
+{
+	switch (n->kind) {
+	case NODE_BLOB:
+	case NODE_DATA:
+	case NODE_STAGED:
+	case NODE_STATUS:
+		return S_IFREG;
+	case NODE_LINK:
+		return S_IFLNK;
+	default:
+		return S_IFDIR;
+	}
+}
+
+int tree_reg_getattr(struct tree *t, struct node *n, struct stat *st)
+{
+	mode_t type = tree_reg_type(n);
 	int ret;
 
 	/* An artifact's mtime is its manifest's: stat is when a user wants it. */
 	ret = node_ensure_loaded(t, n);
 	if (ret)
 		return ret;
-
-	memset(st, 0, sizeof(*st));
-	st->st_ino = (ino_t)(uintptr_t)n;
-	st->st_uid = t->opts.uid;
-	st->st_gid = t->opts.gid;
-	if (n->has_mode) {
-		/* as the image's tar says */
-		st->st_mode = n->mode;
-		st->st_uid = n->uid;
-		st->st_gid = n->gid;
-		st->st_rdev = n->rdev;
-		st->st_nlink = dir ? 2 : 1;
-		st->st_size = n->kind == NODE_RFILE		 ? n->size
-			      : n->kind == NODE_RLINK && n->data ? (off_t)strlen(n->data)
-								 : 0;
-		st->st_blocks = (st->st_size + 511) / 512;
-	} else if (dir) {
+	if (type == S_IFDIR) {
 		st->st_mode = S_IFDIR | (t->opts.read_only ? 0555 : 0755);
 		st->st_nlink = 2;
+	} else if (type == S_IFLNK) {
+		st->st_mode = S_IFLNK | 0777;
+		st->st_nlink = 1;
+		st->st_size = (off_t)strlen(file_of(n)->data);
 	} else {
 		st->st_mode = S_IFREG | (t->opts.read_only ? 0444 : 0644);
 		st->st_nlink = 1;
-		st->st_size = n->size > 0 ? n->size : 0;
+		pthread_mutex_lock(&t->nodes.lock);
+		st->st_size = file_of(n)->size > 0 ? file_of(n)->size : 0;
+		pthread_mutex_unlock(&t->nodes.lock);
 		st->st_blocks = (st->st_size + 511) / 512;
 	}
-	st->st_blksize = 1024 * 1024; /* cp and cat then move 1 MiB at a time */
-	pthread_mutex_lock(&t->lock);
-	st->st_mtime = st->st_ctime = st->st_atime = n->mtime;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
+	st->st_mtime = st->st_ctime = st->st_atime = reg_of(n)->mtime;
+	pthread_mutex_unlock(&t->nodes.lock);
+	if (rootfs_is(n))
+		rootfs_root_stat(t, n, st);
 	return 0;
 }
 
 double tree_timeout(struct tree *t, struct node *n)
 {
+	return n->ops->timeout ? n->ops->timeout(t, n) : 0;
+}
+
+double tree_reg_timeout(struct tree *t, struct node *n)
+{
 	bool changing;
 
-	pthread_mutex_lock(&t->lock);
-	changing = n->local || n->draft || n->kind == NODE_STAGED;
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
+	changing = reg_of(n)->local || n->kind == NODE_STAGED ||
+		   (n->kind == NODE_ARTIFACT && node_draft(n));
+	pthread_mutex_unlock(&t->nodes.lock);
 	if (changing || n->kind == NODE_STATUS)
 		return 0;
 	if (n->kind == NODE_REFERRERS)
@@ -1637,116 +1686,84 @@ double tree_timeout(struct tree *t, struct node *n)
 		if (p && p->kind == NODE_REFERRERS)
 			return 0;
 	}
-	if (n->immutable)
+	if (reg_of(n)->immutable)
 		return IMMUTABLE_TIMEOUT;
 	if (n->kind == NODE_NS || n->kind == NODE_HOSTS)
 		return t->opts.list_ttl;
 	return t->opts.tag_ttl;
 }
 
-void tree_dirents_free(struct tree_dirent *ents, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		free(ents[i].name);
-	free(ents);
-}
-
 int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count)
 {
-	struct tree_dirent *v;
-	size_t i, j;
-	int ret;
-
-	switch (dir->kind) {
-	case NODE_NS:
-		return reader_errno(ns_list(t, dir, ents, count));
-	case NODE_ARTIFACT:
-	case NODE_REFERRERS:
-	case NODE_DIR:
-		ret = dir_load(t, dir);
-		if (!ret && rootfs_is(dir))
-			ret = rootfs_list(t, dir);
-		if (ret)
-			return ret;
-		break;
-	case NODE_HOSTS:
-		break;
-	default:
+	if (!dir->ops->list)
 		return -ENOTDIR;
-	}
-	pthread_mutex_lock(&t->lock);
-	v = calloc(dir->n_children + 1, sizeof(*v));
-	if (!v) {
-		pthread_mutex_unlock(&t->lock);
-		return -ENOMEM;
-	}
-	for (i = 0, j = 0; i < dir->n_children; i++) {
-		struct node *c = dir->children[i];
-
-		if (c->hidden)
-			continue;
-		v[j].name = strdup(c->name);
-		if (!v[j].name) {
-			pthread_mutex_unlock(&t->lock);
-			tree_dirents_free(v, j);
-			return -ENOMEM;
-		}
-		v[j].ino = (uintptr_t)c;
-		v[j].type = c->has_mode ? c->mode & S_IFMT : tree_is_dir(c) ? S_IFDIR : S_IFREG;
-		j++;
-	}
-	pthread_mutex_unlock(&t->lock);
-	*ents = v;
-	*count = j;
-	return 0;
+	return dir->ops->list(t, dir, ents, count);
 }
 
-int tree_open(struct tree *t, struct node *n, struct blob **blob, const char **data, size_t *len)
+int tree_ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count)
 {
+	return reader_errno(ns_list(t, dir, ents, count));
+}
+
+int tree_artifact_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count)
+{
+	int ret = dir_load(t, dir);
+
+	if (!ret && rootfs_is(dir))
+		ret = rootfs_list(t, dir);
+	if (ret)
+		return ret;
+	return tree_children_list(t, dir, ents, count);
+}
+
+int tree_file_open(struct tree *t, struct node *n, int flags, struct node_file *f)
+{
+	struct file_node *fn = file_of(n);
 	char *body = NULL;
 	size_t blen;
 	int ret;
 
-	*blob = NULL;
-	*data = NULL;
-	*len = 0;
-	switch (n->kind) {
-	case NODE_DATA:
-		*data = n->data;
-		*len = n->data_len;
+	if (n->kind == NODE_DATA) {
+		f->data = fn->data;
+		f->len = fn->data_len;
+		f->keep_cache = true;
 		return 0;
-	case NODE_BLOB:
-		break;
-	default:
-		return -EISDIR;
 	}
-	if (n->is_manifest) {
+	if (fn->is_manifest) {
 		/* An index's child: through the manifests endpoint, verified, then kept here. */
-		pthread_mutex_lock(&t->lock);
-		*data = n->data;
-		*len = n->data_len;
-		pthread_mutex_unlock(&t->lock);
-		if (*data)
+		pthread_mutex_lock(&t->nodes.lock);
+		f->data = fn->data;
+		f->len = fn->data_len;
+		pthread_mutex_unlock(&t->nodes.lock);
+		f->keep_cache = true;
+		if (f->data)
 			return 0;
-		ret = fetch_manifest_digest(t, n->site, n->repo, n->digest, &body, &blen);
+		ret = fetch_manifest_digest(t, fn->r.site, fn->r.repo, fn->digest, &body, &blen);
 		if (ret)
 			return ret == -ENOENT || ret == -ENOMEM ? ret : -EIO;
-		pthread_mutex_lock(&t->lock);
-		if (!n->data) {
-			n->data = body;
-			n->data_len = blen;
+		pthread_mutex_lock(&t->nodes.lock);
+		if (!fn->data) {
+			fn->data = body;
+			fn->data_len = blen;
 			body = NULL;
 		}
-		*data = n->data;
-		*len = n->data_len;
-		pthread_mutex_unlock(&t->lock);
+		f->data = fn->data;
+		f->len = fn->data_len;
+		pthread_mutex_unlock(&t->nodes.lock);
 		free(body);
 		return 0;
 	}
-	ret = cache_blob_open(t->cache, n->site->reg, n->repo, n->digest, n->size, blob);
-	return ret == 0 || ret == -ENOMEM ? ret : -EIO;
+	ret = cache_blob_open(
+		t->cache, fn->r.site->reg, fn->r.repo, fn->digest, fn->size, &f->blob);
+	if (ret)
+		return ret == -ENOMEM ? ret : -EIO;
+	/*
+	 * A blob's bytes never change (a digest pins them), but pages the kernel
+	 * kept from a read before the blob verified may be wrong: keep them only
+	 * once it has.
+	 */
+	f->keep_cache = cache_blob_verified(f->blob);
+	return 0;
 }
 
 /* The xattr that blob files have besides their manifest's: how much is in the cache. */
@@ -1754,17 +1771,26 @@ int tree_open(struct tree *t, struct node *n, struct blob **blob, const char **d
 
 ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size)
 {
-	ssize_t ret = -ENODATA;
-	size_t i;
+	return n->ops->getxattr ? n->ops->getxattr(t, n, name, buf, size) : -ENODATA;
+}
+
+ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size)
+{
+	return n->ops->listxattr ? n->ops->listxattr(t, n, buf, size) : 0;
+}
+
+ssize_t tree_reg_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size)
+{
+	ssize_t ret;
 	int err;
 
 	err = node_ensure_loaded(t, n);
 	if (err)
 		return err;
-	if (n->kind == NODE_BLOB && !n->is_manifest && strcmp(name, XATTR_CACHED) == 0) {
+	if (n->kind == NODE_BLOB && !file_of(n)->is_manifest && strcmp(name, XATTR_CACHED) == 0) {
 		char v[8];
-		int len = snprintf(
-			v, sizeof(v), "%d", cache_cached_percent(t->cache, n->digest, n->size));
+		int len = snprintf(v, sizeof(v), "%d",
+			cache_cached_percent(t->cache, file_of(n)->digest, file_of(n)->size));
 
 		if (size && (size_t)len > size)
 			return -ERANGE;
@@ -1772,98 +1798,37 @@ ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *bu
 			memcpy(buf, v, (size_t)len);
 		return len;
 	}
-	pthread_mutex_lock(&t->lock);
-	for (i = 0; i < n->n_xattrs; i++) {
-		size_t vl;
-
-		if (strcmp(n->xattrs[i].name, name) != 0)
-			continue;
-		vl = n->xattrs[i].len ? n->xattrs[i].len : strlen(n->xattrs[i].value);
-		if (size && vl > size)
-			ret = -ERANGE;
-		else {
-			if (size)
-				memcpy(buf, n->xattrs[i].value, vl);
-			ret = (ssize_t)vl;
-		}
-		break;
-	}
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->nodes.lock);
+	ret = tree_xattr_get(reg_of(n)->xattrs, reg_of(n)->n_xattrs, name, buf, size);
+	pthread_mutex_unlock(&t->nodes.lock);
 	return ret;
 }
 
-ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size)
+ssize_t tree_reg_listxattr(struct tree *t, struct node *n, char *buf, size_t size)
 {
-	size_t total = 0, i;
+	bool cached = n->kind == NODE_BLOB && !file_of(n)->is_manifest;
+	ssize_t ret;
 	int err;
 
 	err = node_ensure_loaded(t, n);
 	if (err)
 		return err;
-	bool cached = n->kind == NODE_BLOB && !n->is_manifest;
-
-	pthread_mutex_lock(&t->lock);
-	for (i = 0; i < n->n_xattrs; i++)
-		total += strlen(n->xattrs[i].name) + 1;
-	if (cached)
-		total += sizeof(XATTR_CACHED);
-	if (size && total > size) {
-		pthread_mutex_unlock(&t->lock);
-		return -ERANGE;
-	}
-	if (size) {
-		char *p = buf;
-
-		for (i = 0; i < n->n_xattrs; i++) {
-			size_t l = strlen(n->xattrs[i].name) + 1;
-
-			memcpy(p, n->xattrs[i].name, l);
-			p += l;
-		}
-		if (cached)
-			memcpy(p, XATTR_CACHED, sizeof(XATTR_CACHED));
-	}
-	pthread_mutex_unlock(&t->lock);
-	return (ssize_t)total;
+	pthread_mutex_lock(&t->nodes.lock);
+	ret = tree_xattr_list(
+		reg_of(n)->xattrs, reg_of(n)->n_xattrs, cached ? XATTR_CACHED : NULL, buf, size);
+	pthread_mutex_unlock(&t->nodes.lock);
+	return ret;
 }
 
-bool tree_is_status(const struct node *n)
+int tree_link_readlink(struct tree *t, struct node *n, const char **target)
 {
-	return n->kind == NODE_STATUS;
+	*target = file_of(n)->data;
+	return 0;
 }
 
 void tree_note_served(struct tree *t, size_t n)
 {
 	__atomic_add_fetch(&t->served, (uint64_t)n, __ATOMIC_RELAXED);
-}
-
-int tree_status_json(struct tree *t, char **out, size_t *len)
-{
-	struct json_object *o = json_object_new_object();
-	const char *s;
-	int ret;
-
-	if (!o)
-		return -ENOMEM;
-	json_object_object_add(o, "bytes_served",
-		json_object_new_int64((int64_t)__atomic_load_n(&t->served, __ATOMIC_RELAXED)));
-	pthread_mutex_lock(&t->lock);
-	json_object_object_add(o, "nodes", json_object_new_int64((int64_t)t->n_nodes));
-	pthread_mutex_unlock(&t->lock);
-	ret = cache_stats_json(t->cache, o);
-	if (!ret)
-		ret = push_stats_json(t, o);
-	s = ret ? NULL
-		: json_object_to_json_string_ext(
-			  o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
-	*out = s ? malloc(strlen(s) + 2) : NULL;
-	if (*out) {
-		*len = (size_t)sprintf(*out, "%s\n", s);
-	} else if (!ret) {
-		ret = -ENOMEM;
-	}
-	json_object_put(o);
-	return ret;
 }
 
 void tree_forget_tags(
@@ -1872,15 +1837,15 @@ void tree_forget_tags(
 	struct node *n, **v = NULL;
 	size_t cnt = 0, cap = 0, i;
 	struct site *s;
-	unsigned op = node_op_enter(t);
+	unsigned op = node_op_enter(&t->nodes);
 
-	pthread_mutex_lock(&t->lock);
-	for (n = t->all; n; n = n->all_next) {
+	pthread_mutex_lock(&t->nodes.lock);
+	for (n = t->nodes.all; n; n = n->all_next) {
 		if (n->kind == NODE_NS)
-			__atomic_store_n(&n->tags_at, 0, __ATOMIC_RELAXED);
-		if (n->kind != NODE_ARTIFACT || n->by_digest)
+			__atomic_store_n(&ns_of(n)->tags_at, 0, __ATOMIC_RELAXED);
+		if (n->kind != NODE_ARTIFACT || art_of_node(n)->by_digest)
 			continue;
-		n->resolved_at = 0;
+		art_of_node(n)->resolved_at = 0;
 		/* only what the kernel may have an entry for */
 		if (!n->parent || n->dead || n->orphan || n->nlookup == 0)
 			continue;
@@ -1896,10 +1861,10 @@ void tree_forget_tags(
 	}
 	for (s = t->sites; s; s = s->next)
 		__atomic_store_n(&s->catalog_at, 0, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 	/* the kernel holds them: they stay while this request runs */
 	for (i = 0; inval && i < cnt; i++)
 		inval(arg, v[i]->parent, v[i]->name);
 	free(v);
-	node_op_leave(t, op);
+	node_op_leave(&t->nodes, op);
 }

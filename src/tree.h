@@ -25,6 +25,7 @@ struct blob;
 struct cache;
 struct http;
 struct node;
+struct node_ops;
 struct tree;
 
 struct tree_options {
@@ -44,6 +45,8 @@ struct tree_options {
 	unsigned push_delay; /* seconds a tag directory rests before its push */
 	bool show_referrer_tags; /* list sha256-<hex> fallback referrers tags */
 	const char *artifact_type; /* of new tags; NULL: application/vnd.unknown.artifact.v1 */
+	/* each kind's operations, as the providers give them (ops.h: node_kind_ops) */
+	const struct node_ops *const *kind_ops;
 };
 
 /*
@@ -60,6 +63,10 @@ void tree_free(struct tree *t);
  */
 int tree_check_root(struct tree *t);
 
+/*
+ * The root. Every other node is reached through its directory's provider
+ * (n->ops, node.h): what fs.c calls besides what is here.
+ */
 struct node *tree_root(struct tree *t);
 
 /*
@@ -86,14 +93,6 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 void tree_dirents_free(struct tree_dirent *ents, size_t n);
 
 /*
- * Open a regular file for reading. For a blob-backed file *blob is the cache's
- * blob (the caller closes it with cache_blob_close()) and *data NULL; for an
- * in-memory file *blob is NULL and *data and *len borrow bytes that live as
- * long as n.
- */
-int tree_open(struct tree *t, struct node *n, struct blob **blob, const char **data, size_t *len);
-
-/*
  * Extended attributes. tree_getxattr copies the value into buf (size 0: only
  * the length) and returns its length, -ENODATA, or -ERANGE. tree_listxattr
  * writes the NUL-separated names likewise.
@@ -101,22 +100,6 @@ int tree_open(struct tree *t, struct node *n, struct blob **blob, const char **d
 ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size);
 ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size);
 
-/*
- * A file of an image's root filesystem (tree_is_image_file): up to size
- * bytes at off into buf, decompressed from its layer. Bytes read (fewer at
- * its end) or -errno. Thread-safe.
- */
-bool tree_is_image_file(const struct node *n);
-ssize_t tree_read_image_file(struct node *n, void *buf, size_t size, off_t off);
-/* Whether those bytes came from a layer blob verified against its digest. */
-bool tree_image_file_verified(struct node *n);
-
-/*
- * .ocifs/stats.json (tree_is_status()): what the daemon has done so far, as
- * JSON, made now into *out (the caller's to free). 0 or -ENOMEM.
- */
-bool tree_is_status(const struct node *n);
-int tree_status_json(struct tree *t, char **out, size_t *len);
 /* Count n bytes handed to a reader, for stats.json. Thread-safe. */
 void tree_note_served(struct tree *t, size_t n);
 
@@ -128,16 +111,10 @@ void tree_note_served(struct tree *t, size_t n);
 void tree_forget_tags(
 	struct tree *t, void (*inval)(void *arg, struct node *parent, const char *name), void *arg);
 
-/* The target of a symbolic link (borrowed, lives as long as n), or -EINVAL. */
-int tree_readlink(struct tree *t, struct node *n, const char **target);
-
 /* Whether the mount is read-only (-o ro). */
 bool tree_read_only(const struct tree *t);
 
-/* Whether n is a regular file staged for a push (push.h opens it). */
-bool tree_is_staged(const struct node *n);
-
-/* Whether n is a directory. */
-bool tree_is_dir(const struct node *n);
+/* The tree's nodes (node.h): their counts and requests. */
+struct nodes *tree_nodes(struct tree *t);
 
 #endif

@@ -132,6 +132,10 @@ printf 'bravo\n' >"$W/b.txt"
 push_artifact app/files v1 "$W" a.txt b.txt >/dev/null || bail "seed app/files:v1"
 D_FILES_V1=$(manifest_digest app/files v1)
 
+# app/held:v1, a file rewritten while a reader holds it open
+printf 'held old\n' >"$W/held.txt"
+push_artifact app/held v1 "$W" held.txt >/dev/null || bail "seed app/held:v1"
+
 # app/mod:v1, to change file by file
 MOD=$W/mod
 mkdir -p "$MOD/sub"
@@ -348,6 +352,25 @@ for f in a.txt b.txt c.txt g.txt; do
 		<(blob_get app/mod "$(digest_of "$E/$f")" 2>&1)
 done
 check_eq "the old manifest still exists by digest" 200 "$(manifest_code app/mod "$D_MOD_V1")"
+
+# ---------------------------------------------------------------- 4b. a file rewritten while held open
+# The file written takes the registry file's place; whatever still has the
+# old one (a reader's descriptor, the kernel's cached entry) is not stranded.
+TH=$M/app/held/v1
+check_eq "held.txt reads the registry's bytes" "held old" "$(cat "$TH/held.txt" 2>&1)"
+exec 3<"$TH/held.txt"
+check "overwrite held.txt while a reader holds it open" bash -c "printf 'new\n' >'$TH/held.txt'"
+check "append to it through the same name" bash -c "printf 'more\n' >>'$TH/held.txt'"
+check_eq "the name reads both writes" "$(printf 'new\nmore')" "$(cat "$TH/held.txt" 2>&1)"
+check_eq "stat gives the new size" 9 "$(stat -c %s "$TH/held.txt" 2>&1)"
+# one file, truncated and rewritten in place, as on a local disk
+check_eq "the reader that had it open reads what is there now" "$(printf 'new\nmore')" \
+	"$(cat <&3 2>&1)"
+exec 3<&-
+check "sync app/held/v1 exits 0" sync "$TH"
+printf 'new\nmore\n' >"$W/held-new.txt"
+check_eq "registry: held.txt's layer is the new bytes" "$(digest_of "$W/held-new.txt")" \
+	"$(manifest_get app/held v1 | jq -r '.layers[0].digest')"
 
 # ---------------------------------------------------------------- 6. rmdir deletes a tag
 check "rmdir app/del/v1 (a tag no other tag shares)" rmdir "$M/app/del/v1"

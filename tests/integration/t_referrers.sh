@@ -218,6 +218,18 @@ check_eq "the index then has the sbom and both notes" 3 \
 	"$(manifest_get r/lib "sha256-${LIB#sha256:}" | jq '.manifests | length')"
 check_eq "both notes by type" 2 "$(ls "$L/application/vnd.example.note" 2>/dev/null | grep -c '^sha256:')"
 
+# a shell inside the new directory while its first file makes it a referrer:
+# the files it copies next land in that same referrer
+CWD=$L/application/vnd.example.cwd
+printf 'cwd one\n' >"$W/cwd1.txt"
+printf 'cwd two\n' >"$W/cwd2.txt"
+mkdir -p "$CWD/c1" && (cd "$CWD/c1" && cp "$W/cwd1.txt" . && cp "$W/cwd2.txt" . && sync .)
+check_eq "attach from a shell inside the directory: cp, cp, sync . succeed" 0 "$?"
+AC=$(ls "$CWD" 2>/dev/null)
+check_eq "one referrer of that type" 1 "$(wc -w <<<"$AC")"
+check_eq "it holds both files" "cwd1.txt cwd2.txt" \
+	"$(manifest_get r/lib "$AC" | jq -r '[.layers[].annotations["org.opencontainers.image.title"]] | sort | join(" ")')"
+
 # detach
 rmdir "$N1/sig/$A2"
 check_eq "detach: rmdir of the signature succeeds" 0 "$?"
@@ -226,7 +238,7 @@ check_eq "its manifest is gone" 404 "$(curl -s -o /dev/null -w '%{http_code}' -H
 check_eq "and its entry from the sbom's fallback index" 0 \
 	"$(manifest_get r/lib "sha256-${A1#sha256:}" | jq '.manifests | length')"
 check_ls "the sbom has no signature left" "$N1"
-check_eq "the other entries of r/lib:v1's index are kept" 3 \
+check_eq "the other entries of r/lib:v1's index are kept" 4 \
 	"$(manifest_get r/lib "sha256-${LIB#sha256:}" | jq '.manifests | length')"
 
 # rm -r of a referrer detaches it, as rmdir does (its files can be removed as
