@@ -80,13 +80,7 @@ static struct node *ino_node_counted(struct tree *t, fuse_ino_t ino)
 /* What a request on ino is for: its node, or what replaced it (node_replace). */
 static struct node *ino_node(struct tree *t, fuse_ino_t ino)
 {
-	struct node *n = ino_node_counted(t, ino);
-	struct nodes *ns = tree_nodes(t);
-
-	pthread_mutex_lock(&ns->lock);
-	n = node_current(n);
-	pthread_mutex_unlock(&ns->lock);
-	return n;
+	return node_current(ino_node_counted(t, ino));
 }
 
 /* A write operation's answer when n's provider has none: nothing there can change. */

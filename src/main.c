@@ -303,9 +303,13 @@ int main(int argc, char *argv[])
 
 	/*
 	 * Few malloc arenas: what forgotten inodes free goes back to the system
-	 * (malloc_trim) instead of staying spread over an arena per thread.
+	 * (malloc_trim) instead of staying spread over an arena per thread. A
+	 * fixed mmap threshold: big arrays (a layer's tar index) stay mapped of
+	 * their own and go back whole when freed, where glibc's sliding one
+	 * would put the next image's in the heap, among small live chunks.
 	 */
 	mallopt(M_ARENA_MAX, 2);
+	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) == -1)
 		goto out_args;
 	if (o.show_version) {

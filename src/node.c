@@ -207,7 +207,7 @@ static void bury(struct nodes *ns, struct node *n)
 	ns->grave[ns->epoch & 1] = n;
 	/* nothing reaches n any more to be sent on */
 	if (succ) {
-		n->successor = NULL;
+		__atomic_store_n(&n->successor, NULL, __ATOMIC_RELEASE);
 		node_put(ns, succ);
 	}
 }
@@ -320,7 +320,7 @@ void node_replace(struct nodes *ns, struct node *old, struct node *fresh)
 	if (fresh->successor) {
 		struct node *s = fresh->successor;
 
-		fresh->successor = NULL;
+		__atomic_store_n(&fresh->successor, NULL, __ATOMIC_RELEASE);
 		node_put(ns, s);
 	}
 	node_get(ns, fresh); /* old's, for what it sends on */
@@ -348,7 +348,7 @@ void node_replace(struct nodes *ns, struct node *old, struct node *fresh)
 			node_put(ns, old);
 		}
 	}
-	old->successor = fresh;
+	__atomic_store_n(&old->successor, fresh, __ATOMIC_RELEASE);
 	old->orphan = true;
 	/* what is replaced holds nothing of its own any more */
 	old->pin_soft = old->pin_hard = false;
@@ -360,8 +360,11 @@ void node_replace(struct nodes *ns, struct node *old, struct node *fresh)
 
 struct node *node_current(struct node *n)
 {
-	while (n->successor)
-		n = n->successor;
+	struct node *s;
+
+	/* without ns->lock too: what a request finds stays valid until it ends (the epochs) */
+	while ((s = __atomic_load_n(&n->successor, __ATOMIC_ACQUIRE)))
+		n = s;
 	return n;
 }
 
@@ -438,8 +441,13 @@ unsigned node_op_enter(struct nodes *ns)
 	return e;
 }
 
-/* Freed nodes above this many hand their memory back to the system. */
+/*
+ * Freed nodes above this many hand their memory back to the system; above
+ * TRIM_IDLE once no request runs (the end of a forget storm), so that what
+ * the last frees left is not kept until the next one.
+ */
 #define TRIM_AFTER 4096
+#define TRIM_IDLE 64
 
 /*
  * A request ended. Once none that entered in the previous epoch runs, what
@@ -474,18 +482,24 @@ void node_op_leave(struct nodes *ns, unsigned token)
 		ns->deferred[(ns->epoch + 1) & 1] = NULL;
 		ns->epoch++;
 	}
-	pthread_mutex_unlock(&ns->lock);
-	deferred_run(ns, later);
-	if (!list)
-		return;
-	freed = chain_free(ns, list);
-	pthread_mutex_lock(&ns->lock);
-	ns->freed_since_trim += freed;
-	if (ns->freed_since_trim >= TRIM_AFTER) {
+	/* the last request of a storm: what was freed while others ran is handed back now */
+	if (!list && ns->freed_since_trim >= TRIM_IDLE && ns->ops[0] == 0 && ns->ops[1] == 0) {
 		ns->freed_since_trim = 0;
 		trim = true;
 	}
 	pthread_mutex_unlock(&ns->lock);
+	deferred_run(ns, later);
+	if (list) {
+		freed = chain_free(ns, list);
+		pthread_mutex_lock(&ns->lock);
+		ns->freed_since_trim += freed;
+		if (ns->freed_since_trim >= TRIM_AFTER ||
+			(ns->freed_since_trim >= TRIM_IDLE && ns->ops[0] == 0 && ns->ops[1] == 0)) {
+			ns->freed_since_trim = 0;
+			trim = true;
+		}
+		pthread_mutex_unlock(&ns->lock);
+	}
 	if (trim)
 		malloc_trim(0);
 }

@@ -147,7 +147,7 @@ struct node {
 		*grave_next; /* a buried subtree's root: nodes->grave[]; protected by nodes->lock */
 	struct node *parent; /* protected by nodes->lock; a node in use holds a ref on it */
 	/* what took this node's place (node_replace): the requests on it go there */
-	struct node *successor; /* protected by nodes->lock */
+	struct node *successor; /* written under nodes->lock, read atomically */
 	char *name;
 	const struct node_ops *ops; /* its provider's */
 	enum node_kind kind; /* fixed at creation */
@@ -230,7 +230,7 @@ int node_move(struct nodes *ns, struct node *c, struct node *newdir);
  * fresh (node_current). Caller holds ns->lock.
  */
 void node_replace(struct nodes *ns, struct node *old, struct node *fresh);
-/* What n stands for now: n, or what replaced it. Caller holds ns->lock. */
+/* What n stands for now: n, or what replaced it. Inside a request; no lock needed. */
 struct node *node_current(struct node *n);
 /*
  * Take or drop a hold on n for a pointer kept beyond the current request

@@ -86,6 +86,7 @@ static int status_json(struct tree *t, char **out, size_t *len)
 		json_object_new_int64((int64_t)__atomic_load_n(&t->served, __ATOMIC_RELAXED)));
 	pthread_mutex_lock(&t->nodes.lock);
 	json_object_object_add(o, "nodes", json_object_new_int64((int64_t)t->nodes.n_nodes));
+	json_object_object_add(o, "layers_open", json_object_new_int64((int64_t)t->n_layers));
 	pthread_mutex_unlock(&t->nodes.lock);
 	ret = cache_stats_json(t->cache, o);
 	if (!ret)
@@ -122,6 +123,10 @@ static int status_open(struct tree *t, struct node *n, int flags, struct node_fi
 	.getattr = tree_reg_getattr, .timeout = tree_reg_timeout, .type = tree_reg_type, \
 	.getxattr = tree_reg_getxattr, .listxattr = tree_reg_listxattr, .release = reg_release
 
+#define FILE_WRITES \
+	.write = file_write, .flush = file_flush, .close = file_close, .truncate = push_truncate, \
+	.setxattr = push_setxattr, .removexattr = push_removexattr
+
 #define DIR_WRITES \
 	.mkdir = push_mkdir, .create = push_create, .unlink = push_unlink, .rmdir = push_rmdir, \
 	.rename = push_rename, .symlink = push_symlink, .fsyncdir = push_fsyncdir, \
@@ -154,8 +159,8 @@ static const struct node_ops artifact_ops = {
 static const struct node_ops referrers_ops = {
 	.name = "referrers",
 	REG_COMMON,
-	.lookup = tree_artifact_lookup,
-	.list = tree_artifact_list,
+	.lookup = tree_referrers_lookup,
+	.list = tree_referrers_list,
 	DIR_WRITES,
 };
 
@@ -163,24 +168,14 @@ static const struct node_ops file_ops = {
 	.name = "files",
 	REG_COMMON,
 	.open = file_open,
-	.write = file_write,
-	.flush = file_flush,
-	.close = file_close,
-	.truncate = push_truncate,
-	.setxattr = push_setxattr,
-	.removexattr = push_removexattr,
+	FILE_WRITES,
 };
 
 static const struct node_ops staged_ops = {
 	.name = "staging",
 	REG_COMMON,
 	.open = staged_open,
-	.write = file_write,
-	.flush = file_flush,
-	.close = file_close,
-	.truncate = push_truncate,
-	.setxattr = push_setxattr,
-	.removexattr = push_removexattr,
+	FILE_WRITES,
 };
 
 static const struct node_ops link_ops = {

@@ -181,8 +181,11 @@ void tree_node_release(struct tree *t, struct node *n);
 /* tree.c's operations (ops.c puts them in the tables). */
 int tree_hosts_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
 int tree_ns_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
-/* ARTIFACT, REFERRERS, DIR: loaded first; an image's shown through rootfs.c */
+/* ARTIFACT, DIR: loaded first; an image's shown through rootfs.c */
 int tree_artifact_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
+/* REFERRERS: the registry's referrers of the subject, loaded first */
+int tree_referrers_lookup(struct tree *t, struct node *dir, const char *name, struct node **out);
+int tree_referrers_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count);
 int tree_ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count);
 int tree_artifact_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count);
 /* dir's children as they are (not hidden ones) */

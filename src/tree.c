@@ -1539,14 +1539,10 @@ static int reader_errno(int err)
 	}
 }
 
-/* What an artifact or referrers directory shows, loaded (a fixed directory needs nothing). */
+/* What an artifact directory shows, loaded (a fixed directory inside one needs nothing). */
 static int dir_load(struct tree *t, struct node *dir)
 {
-	if (dir->kind == NODE_REFERRERS)
-		return referrers_load(t, dir);
-	if (dir->kind == NODE_DIR)
-		return 0;
-	return artifact_load(t, dir);
+	return dir->kind == NODE_DIR ? 0 : artifact_load(t, dir);
 }
 
 int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
@@ -1698,6 +1694,20 @@ int tree_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_
 	if (!dir->ops->list)
 		return -ENOTDIR;
 	return dir->ops->list(t, dir, ents, count);
+}
+
+int tree_referrers_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
+{
+	int ret = referrers_load(t, dir);
+
+	return ret ? ret : child_lookup(t, dir, name, out);
+}
+
+int tree_referrers_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count)
+{
+	int ret = referrers_load(t, dir);
+
+	return ret ? ret : tree_children_list(t, dir, ents, count);
 }
 
 int tree_ns_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count)

@@ -58,8 +58,13 @@ for r in $(seq 1 "$RUNS"); do
 		prev=$after after=$(rss_kb "$pid" VmRSS)
 	done
 	an=$(nodes)
+	thr=$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")
+	lo=$(jq -r .layers_open "$M/.ocifs/stats.json")
+	ra=$(rss_kb "$pid" RssAnon)
+	rf=$(rss_kb "$pid" RssFile)
 	say "run $r: find of $n entries ${walk_t}s; RSS $((walked / 1024)) MiB with $wn nodes," \
-		"$((after / 1024)) MiB with $an nodes after the drop ($(((after - idle) / 1024)) MiB above idle)"
+		"$((after / 1024)) MiB with $an nodes after the drop ($(((after - idle) / 1024)) MiB above idle," \
+		"$thr threads, $lo layers open; anon $((ra / 1024)) MiB, file $((rf / 1024)) MiB)"
 	d_list+=("$(((after - idle) / 1024))")
 	w_list+=("$((walked / 1024))")
 	t_list+=("$walk_t")
