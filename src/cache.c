@@ -3,6 +3,7 @@
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -21,18 +22,38 @@
 #include "log.h"
 #include "registry.h"
 
-/* Fetch workers: parallel range requests, each over a reused connection. */
-#define WORKERS 6
+/*
+ * Fetch streams: parallel range requests, each over a reused connection.
+ * STREAMS_FIRST run at first; while every stream is busy and more of them
+ * fetch more (a link that caps each connection, as CDNs and object stores
+ * do), the number doubles, up to the max_streams option; where doubling
+ * adds less than STREAMS_GAIN percent, it goes back and stays. Each step is
+ * judged over STREAMS_PERIOD_MS of fetching.
+ */
+#define STREAMS_FIRST 6
+#define STREAMS_GAIN 15
+#define STREAMS_PERIOD_MS 300
 /*
  * Bytes one request asks for at most: demanded chunks come in small requests
  * (the reader waits on the first of them), read-ahead in larger ones (fewer
- * requests), both small enough for a window to spread over the workers.
+ * requests), both small enough for a window to spread over the streams.
  */
 #define JOB_BYTES_URGENT (4 * 1024 * 1024)
 #define JOB_BYTES_AHEAD (16 * 1024 * 1024)
-/* Read-ahead window of a sequential reader: first size and bound, in chunks. */
+/*
+ * Read-ahead requests last about half a second of one stream's rate (once
+ * measured; 4 MiB before), within 1 MiB..JOB_BYTES_AHEAD: on a capped link
+ * small enough that a window is many of them, one per stream.
+ */
+#define JOB_BYTES_AHEAD_FIRST (4 * 1024 * 1024)
+#define JOB_BYTES_AHEAD_MIN (1024 * 1024)
+/*
+ * Read-ahead window of a sequential reader: first size, in chunks, and
+ * bound: WINDOW_BYTES_MAX, or enough to keep every stream busy.
+ */
 #define WINDOW_FIRST 4
 #define WINDOW_BYTES_MAX (64 * 1024 * 1024)
+#define WINDOW_JOBS_PER_STREAM 2
 /* Larger "blobs" are a lie of their descriptor: their chunk map alone would be gigabytes. */
 #define BLOB_SIZE_MAX ((int64_t)4 << 40)
 /* Times a fetch cut mid-body is resumed from where it stopped. */
@@ -62,6 +83,12 @@ struct blob {
 	int map_fd; /* partial/<hex>.map, -1 once complete */
 
 	pthread_mutex_t lock;
+	/*
+	 * One fetch writes into fd at a time: the file system serialises writes
+	 * to one file anyway (ext4's inode lock), and its waiters spin on the
+	 * CPU where these sleep. Taken with no other lock held, and none under it.
+	 */
+	pthread_mutex_t write_lock;
 	pthread_cond_t cond; /* chunks arrived, a fetch failed, or verification ended */
 	uint8_t *state; /* enum chunk_state per chunk; protected by lock */
 	bool complete; /* verified; protected by lock */
@@ -95,8 +122,18 @@ struct cache {
 	struct job *ahead, **ahead_tail;
 	pthread_cond_t work;
 	bool stopping; /* protected by lock */
-	pthread_t workers[WORKERS];
+	pthread_t *workers; /* max_streams of them */
 	size_t n_workers;
+	size_t max_streams;
+	/* How many workers may fetch at once, and what that brought. protected by lock */
+	size_t streams;
+	size_t busy; /* workers running a job */
+	bool settled; /* more streams did not help: stay */
+	uint64_t period_start_ns; /* the current judging period: when it began, */
+	uint64_t period_bytes; /* st_fetched then, */
+	bool period_full; /* and whether every stream was busy throughout */
+	uint64_t prev_rate; /* bytes/s of the last period at streams / 2 (0: none) */
+	uint64_t stream_rate; /* bytes/s of one stream, when all were busy (0: not yet) */
 	uint64_t complete_bytes; /* estimate; eviction rescans; protected by lock */
 	unsigned complete_gen; /* bumped by each blob completed; protected by lock */
 	/* For .ocifs/stats.json (atomic) */
@@ -497,7 +534,9 @@ static int fetch_sink(void *arg, const void *p, size_t n)
 	pthread_mutex_unlock(&b->lock);
 
 	__atomic_add_fetch(&b->c->st_fetched, (uint64_t)n, __ATOMIC_RELAXED);
+	pthread_mutex_lock(&b->write_lock);
 	ret = pwrite_all(b->fd, (const char *)p + skip, n - skip, f->pos + (off_t)skip);
+	pthread_mutex_unlock(&b->write_lock);
 	if (!ret && inline_hash)
 		digest_ctx_update(b->hash, (const char *)p + skip, n - skip);
 	if (inline_hash) {
@@ -560,6 +599,73 @@ static void run_job(struct cache *c, struct job *j)
 
 static bool blob_unref_locked(struct cache *c, struct blob *b);
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Bytes one read-ahead request asks for. Caller holds c->lock (or reads a stale value). */
+static size_t job_bytes_ahead(const struct cache *c)
+{
+	uint64_t b = c->stream_rate ? c->stream_rate / 2 : JOB_BYTES_AHEAD_FIRST;
+
+	if (b > JOB_BYTES_AHEAD)
+		b = JOB_BYTES_AHEAD;
+	if (b < JOB_BYTES_AHEAD_MIN)
+		b = JOB_BYTES_AHEAD_MIN;
+	return (size_t)b;
+}
+
+/* Whether jobs wait for a stream. Caller holds c->lock. */
+static bool jobs_waiting(const struct cache *c)
+{
+	return c->urgent || c->ahead;
+}
+
+/*
+ * Judge the period that ends now, if it is long enough: a period when every
+ * stream was busy and jobs waited says whether more streams fetch more.
+ * Caller holds c->lock.
+ */
+static void streams_adapt(struct cache *c)
+{
+	uint64_t now = now_ns(), fetched, rate, dt = now - c->period_start_ns;
+
+	if (dt < (uint64_t)STREAMS_PERIOD_MS * 1000000u)
+		return;
+	fetched = __atomic_load_n(&c->st_fetched, __ATOMIC_RELAXED);
+	rate = (fetched - c->period_bytes) * 1000000000u / dt;
+	if (c->period_full && c->streams > 0)
+		c->stream_rate = rate / c->streams;
+	if (c->period_full && !c->settled && c->streams > 0) {
+		if (c->prev_rate && rate * 100 < c->prev_rate * (100 + STREAMS_GAIN)) {
+			/* doubling did not pay: back to where it was, for good */
+			c->streams /= 2;
+			c->settled = true;
+			log_info("cache: %zu fetch streams (%" PRIu64 " MiB/s; %zu gave %" PRIu64
+				 " MiB/s)",
+				c->streams, c->prev_rate >> 20, 2 * c->streams, rate >> 20);
+		} else if (c->streams < c->max_streams) {
+			c->prev_rate = rate;
+			c->streams =
+				2 * c->streams < c->max_streams ? 2 * c->streams : c->max_streams;
+			log_info("cache: %zu fetch streams, trying %zu (%" PRIu64 " MiB/s so far)",
+				c->streams / 2, c->streams, rate >> 20);
+			pthread_cond_broadcast(&c->work);
+		} else {
+			c->settled = true;
+			log_info("cache: %zu fetch streams (%" PRIu64 " MiB/s)", c->streams,
+				rate >> 20);
+		}
+	}
+	c->period_start_ns = now;
+	c->period_bytes = fetched;
+	c->period_full = jobs_waiting(c);
+}
+
 static void *worker_main(void *arg)
 {
 	struct cache *c = arg;
@@ -568,8 +674,12 @@ static void *worker_main(void *arg)
 
 	pthread_mutex_lock(&c->lock);
 	for (;;) {
-		while (!c->stopping && !c->urgent && !c->ahead)
+		while (!c->stopping && (!jobs_waiting(c) || c->busy >= c->streams)) {
+			/* a stream idle while none waits: the period shows no shortage */
+			if (!jobs_waiting(c))
+				c->period_full = false;
 			pthread_cond_wait(&c->work, &c->lock);
+		}
 		if (c->stopping)
 			break;
 		if (c->urgent) {
@@ -583,9 +693,14 @@ static void *worker_main(void *arg)
 			if (!c->ahead)
 				c->ahead_tail = &c->ahead;
 		}
+		c->busy++;
 		pthread_mutex_unlock(&c->lock);
 		run_job(c, j);
 		pthread_mutex_lock(&c->lock);
+		c->busy--;
+		if (!jobs_waiting(c))
+			c->period_full = false;
+		streams_adapt(c);
 		closed = blob_unref_locked(c, j->b);
 		free(j);
 		if (closed) {
@@ -604,10 +719,11 @@ static void *worker_main(void *arg)
  * and add them to *todo for queue_jobs(). Caller holds b->lock (and so not
  * c->lock: the jobs are queued once b->lock is dropped).
  */
-static void schedule(struct blob *b, size_t first, size_t last, bool urgent, struct job **todo)
+static void schedule(struct blob *b, size_t first, size_t last, bool urgent, size_t ahead_bytes,
+	struct job **todo)
 {
 	struct cache *c = b->c;
-	size_t i = first, max = (urgent ? JOB_BYTES_URGENT : JOB_BYTES_AHEAD) / c->chunk;
+	size_t i = first, max = (urgent ? JOB_BYTES_URGENT : ahead_bytes) / c->chunk;
 
 	if (!max)
 		max = 1;
@@ -672,7 +788,7 @@ static void queue_jobs(struct cache *c, struct job **todo)
 int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t len)
 {
 	struct cache *c = b->c;
-	size_t first, last, lo, hi, window_max = WINDOW_BYTES_MAX / c->chunk;
+	size_t first, last, lo, hi, window_max, ahead_bytes;
 	struct job *todo = NULL;
 	bool need_all, seq, waited = false;
 	unsigned gen;
@@ -688,6 +804,12 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 	/* The last bytes prove the whole: a reader gets them only once it verified. */
 	need_all = c->strict || last == b->nchunks - 1;
 
+	/* the window keeps every stream busy: more of them, more ahead */
+	pthread_mutex_lock(&c->lock);
+	ahead_bytes = job_bytes_ahead(c);
+	window_max = c->streams * WINDOW_JOBS_PER_STREAM * ahead_bytes;
+	pthread_mutex_unlock(&c->lock);
+	window_max = (window_max > WINDOW_BYTES_MAX ? window_max : WINDOW_BYTES_MAX) / c->chunk;
 	pthread_mutex_lock(&b->lock);
 	if (b->complete || b->error) {
 		ret = b->error ? b->error : b->fd;
@@ -715,7 +837,7 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 	lo = need_all ? 0 : first;
 	hi = need_all ? b->nchunks - 1 : last;
 	gen = b->fail_gen;
-	schedule(b, lo, hi, true, &todo);
+	schedule(b, lo, hi, true, ahead_bytes, &todo);
 	/*
 	 * Top the window up once half of it is read, in one go: requests stay
 	 * large instead of one per chunk the reader moves on.
@@ -723,7 +845,7 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 	if (rd->window && rd->ahead_end < last + 1 + rd->window / 2) {
 		size_t from = rd->ahead_end > last + 1 ? rd->ahead_end : last + 1;
 
-		schedule(b, from, last + rd->window, false, &todo);
+		schedule(b, from, last + rd->window, false, ahead_bytes, &todo);
 		rd->ahead_end = last + 1 + rd->window;
 	}
 	for (;;) {
@@ -760,7 +882,7 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 				ret = b->fetch_error == -EACCES ? -EACCES : -EIO;
 				break;
 			}
-			schedule(b, lo, hi, true, &todo);
+			schedule(b, lo, hi, true, ahead_bytes, &todo);
 			if (!todo) {
 				ret = -ENOMEM;
 				break;
@@ -785,6 +907,7 @@ static void blob_free(struct blob *b)
 	if (b->map_fd >= 0)
 		close(b->map_fd);
 	pthread_mutex_destroy(&b->lock);
+	pthread_mutex_destroy(&b->write_lock);
 	pthread_cond_destroy(&b->cond);
 	digest_ctx_free(b->hash);
 	free(b->state);
@@ -919,6 +1042,7 @@ int cache_blob_open(struct cache *c, struct registry *r, const char *repo, const
 	b->size = size;
 	b->nchunks = size ? (size_t)((size + (int64_t)c->chunk - 1) / (int64_t)c->chunk) : 1;
 	pthread_mutex_init(&b->lock, NULL);
+	pthread_mutex_init(&b->write_lock, NULL);
 	pthread_cond_init(&b->cond, NULL);
 	b->repo = strdup(repo);
 	b->state = calloc(b->nchunks, 1);
@@ -1031,6 +1155,7 @@ int cache_new(const struct cache_options *o, struct cache **out)
 	c->max_bytes = o->max_bytes;
 	c->unbounded = o->unbounded;
 	c->strict = o->verify_strict;
+	c->max_streams = o->max_streams ? o->max_streams : CACHE_STREAMS_DEFAULT;
 	c->urgent_tail = &c->urgent;
 	c->ahead_tail = &c->ahead;
 	pthread_mutex_init(&c->evict_lock, NULL);
@@ -1047,11 +1172,25 @@ int cache_start(struct cache *c)
 {
 	size_t i;
 
-	for (i = 0; i < WORKERS; i++) {
+	c->workers = calloc(c->max_streams, sizeof(*c->workers));
+	if (!c->workers)
+		return -ENOMEM;
+	pthread_mutex_lock(&c->lock);
+	c->streams = c->max_streams < STREAMS_FIRST ? c->max_streams : STREAMS_FIRST;
+	c->settled = c->streams == c->max_streams;
+	c->period_start_ns = now_ns();
+	pthread_mutex_unlock(&c->lock);
+	for (i = 0; i < c->max_streams; i++) {
 		if (pthread_create(&c->workers[i], NULL, worker_main, c))
 			break;
 		c->n_workers++;
 	}
+	pthread_mutex_lock(&c->lock);
+	if (c->max_streams > c->n_workers)
+		c->max_streams = c->n_workers;
+	if (c->streams > c->n_workers)
+		c->streams = c->n_workers;
+	pthread_mutex_unlock(&c->lock);
 	if (!c->n_workers) {
 		log_err("cache: cannot start fetch workers");
 		return -EAGAIN;
@@ -1085,6 +1224,8 @@ void cache_stop(struct cache *c)
 	for (i = 0; i < c->n_workers; i++)
 		pthread_join(c->workers[i], NULL);
 	c->n_workers = 0;
+	free(c->workers);
+	c->workers = NULL;
 	pthread_mutex_lock(&c->lock);
 	drop_jobs(c, &c->urgent);
 	drop_jobs(c, &c->ahead);
@@ -1244,6 +1385,7 @@ int cache_stats_json(struct cache *c, struct json_object *o)
 	struct json_object *flight = json_object_new_array();
 	char path[PATH_MAX];
 	uint64_t complete, partial;
+	size_t streams;
 	struct blob *b;
 
 	if (!flight)
@@ -1270,8 +1412,10 @@ int cache_stats_json(struct cache *c, struct json_object *o)
 		json_object_object_add(e, "fetched_percent", json_object_new_int(pct));
 		json_object_array_add(flight, e);
 	}
+	streams = c->streams;
 	pthread_mutex_unlock(&c->lock);
 #define U64(v) json_object_new_int64((int64_t)(v))
+	json_object_object_add(o, "fetch_streams", U64(streams));
 	json_object_object_add(
 		o, "bytes_fetched", U64(__atomic_load_n(&c->st_fetched, __ATOMIC_RELAXED)));
 	json_object_object_add(

@@ -53,6 +53,8 @@ struct cache;
 struct registry;
 
 #define CACHE_CHUNK_DEFAULT (1024 * 1024)
+/* Parallel range requests at most, as the link asks for them (cache.c: streams). */
+#define CACHE_STREAMS_DEFAULT 32
 
 /*
  * The default bound on complete blobs: CACHE_SHARE_PCT percent of the size of
@@ -69,6 +71,7 @@ struct cache_options {
 	bool unbounded; /* no bound at all (cache_size=0 or unlimited) */
 	size_t chunk_size; /* power of two; 0 for CACHE_CHUNK_DEFAULT */
 	bool verify_strict; /* withhold every byte until the blob verified */
+	size_t max_streams; /* parallel range requests at most; 0 for CACHE_STREAMS_DEFAULT */
 };
 
 /* Create (mkdir -p) and open the store. 0 or -errno with a log line. */

@@ -47,6 +47,7 @@ struct options {
 	unsigned tag_ttl;
 	unsigned list_ttl;
 	unsigned page_size;
+	unsigned max_streams;
 	unsigned timeout;
 	unsigned push_delay;
 	int ro;
@@ -78,6 +79,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("tag_ttl=%u", tag_ttl),
 	OPT("list_ttl=%u", list_ttl),
 	OPT("page_size=%u", page_size),
+	OPT("max_streams=%u", max_streams),
 	OPT("timeout=%u", timeout),
 	OPT("push_delay=%u", push_delay),
 	OPT("artifact_type=%s", artifact_type),
@@ -120,6 +122,8 @@ static void usage(const char *prog)
 	       "                             unlimited for none; default 10%% of the cache's\n"
 	       "                             file system, keeping 5%% of it free)\n"
 	       "    -o chunk_size=SIZE       bytes per ranged fetch (power of two, 64K..64M; 1M)\n"
+	       "    -o max_streams=N         parallel range requests at most (1..256; 32):\n"
+	       "                             from 6, doubled while more fetch more\n"
 	       "    -o verify=strict         withhold every byte of a blob until it verified\n"
 	       "                             (default verify=end: only its last bytes)\n"
 	       "    -o tag_ttl=SECS          how long a tag's resolution is trusted (default 30)\n"
@@ -380,6 +384,11 @@ int main(int argc, char *argv[])
 			PACKAGE_NAME, o.chunk_size);
 		goto out_platform;
 	}
+	if (o.max_streams > 256) {
+		fprintf(stderr, "%s: invalid max_streams %u: 1 to 256\n", PACKAGE_NAME,
+			o.max_streams);
+		goto out_platform;
+	}
 	if (o.verify && strcmp(o.verify, "strict") != 0 && strcmp(o.verify, "end") != 0) {
 		fprintf(stderr, "%s: invalid verify \"%s\": strict or end\n", PACKAGE_NAME,
 			o.verify);
@@ -420,6 +429,7 @@ int main(int argc, char *argv[])
 	}
 	co.dir = o.cache_dir;
 	co.chunk_size = (size_t)chunk;
+	co.max_streams = o.max_streams;
 	co.verify_strict = o.verify && strcmp(o.verify, "strict") == 0;
 	if (cache_new(&co, &cache))
 		goto out_http;

@@ -44,6 +44,20 @@ struct cred_entry {
 	struct credentials creds;
 };
 
+/*
+ * A blob's redirect target, reused for the next ranges of that blob while
+ * it is young (a presigned URL lives minutes: S3's default is 15, the
+ * registry's redirect middleware's 20) and answers; a refusal sends the
+ * range back through the registry, which hands out a fresh one.
+ */
+#define REDIRECTS 16
+#define REDIRECT_SECS 300
+struct redirect {
+	char digest[DIGEST_STR_LEN + 1];
+	char *url;
+	time_t until;
+};
+
 struct registry {
 	struct http *http;
 	char *host;
@@ -67,6 +81,9 @@ struct registry {
 	bool is_mirror; /* never retried: the next mirror or the upstream is */
 	time_t down_until; /* a mirror that failed is passed over until then; under lock */
 	struct strlist warned; /* Warning texts already logged; under lock */
+	/* Where blob GETs were redirected (a CDN, an object store); under lock */
+	struct redirect redirects[REDIRECTS];
+	unsigned next_redirect;
 };
 
 /* How long a mirror that failed is passed over. */
@@ -155,6 +172,8 @@ void registry_free(struct registry *r)
 		free(t);
 	}
 	challenge_release(&r->challenge);
+	for (i = 0; i < REDIRECTS; i++)
+		free(r->redirects[i].url);
 	strlist_release(&r->warned);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->creds_ready);
@@ -861,25 +880,125 @@ out:
 	return ret;
 }
 
+struct counting_sink {
+	int (*sink)(void *arg, const void *p, size_t n);
+	void *arg;
+	int64_t passed;
+	bool refused; /* the sink said stop: no other source will do better */
+};
+
+static int count_sink(void *arg, const void *p, size_t n)
+{
+	struct counting_sink *c = arg;
+	int ret = c->sink(c->arg, p, n);
+
+	if (ret == 0)
+		c->passed += (int64_t)n;
+	else
+		c->refused = true;
+	return ret;
+}
+
+/* The redirect target of digest's GETs, malloc'd, or NULL. */
+static char *redirect_get(struct registry *r, const char *digest)
+{
+	time_t now = time(NULL);
+	char *url = NULL;
+	size_t i;
+
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < REDIRECTS; i++)
+		if (r->redirects[i].url && r->redirects[i].until > now &&
+			strcmp(r->redirects[i].digest, digest) == 0) {
+			url = strdup(r->redirects[i].url);
+			break;
+		}
+	pthread_mutex_unlock(&r->lock);
+	return url;
+}
+
+/* Remember url (taken) as digest's redirect target, or forget it (url NULL). */
+static void redirect_set(struct registry *r, const char *digest, char *url)
+{
+	struct redirect *slot = NULL;
+	size_t i;
+
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < REDIRECTS && !slot; i++)
+		if (r->redirects[i].url && strcmp(r->redirects[i].digest, digest) == 0)
+			slot = &r->redirects[i];
+	if (!slot && url)
+		slot = &r->redirects[r->next_redirect++ % REDIRECTS];
+	if (slot) {
+		free(slot->url);
+		slot->url = url;
+		url = NULL;
+		snprintf(slot->digest, sizeof(slot->digest), "%s", digest);
+		slot->until = time(NULL) + REDIRECT_SECS;
+	}
+	pthread_mutex_unlock(&r->lock);
+	free(url);
+}
+
+/*
+ * The effective URL of a blob GET, when the registry redirected it to
+ * another host (malloc'd), else NULL: where the next ranges can go straight.
+ */
+static char *redirected_to(struct registry *r, const char *effective)
+{
+	const char *p = effective ? strstr(effective, "://") : NULL;
+	size_t hl = strlen(r->host);
+
+	if (!p)
+		return NULL;
+	p += 3;
+	if (strncmp(p, r->host, hl) == 0 && (p[hl] == '/' || p[hl] == '\0'))
+		return NULL; /* the registry itself answered */
+	return strdup(effective);
+}
+
 static int get_blob_at(struct registry *r, const char *repo, const char *digest, int64_t off,
 	int64_t len, int (*sink)(void *arg, const void *p, size_t n), void *arg)
 {
+	struct counting_sink cs = { sink, arg, 0, false };
 	struct http_request req = {
-		.sink = sink,
-		.sink_arg = arg,
+		.sink = count_sink,
+		.sink_arg = &cs,
 		.range_start = off,
 		.range_len = len,
 		.max_body = 64 * 1024,
 	};
 	struct http_response resp;
-	char scope[512];
+	char scope[512], *target = redirect_get(r, digest);
 	int ret;
 
+	if (target) {
+		/* straight to where the registry sent this blob last: no Authorization goes there */
+		req.url = target;
+		ret = http_do(r->http, &req, &resp);
+		if (ret == 0)
+			ret = http_status_to_errno(resp.status);
+		req.url = NULL;
+		http_response_release(&resp);
+		free(target);
+		if (ret == 0 || cs.refused)
+			return ret;
+		log_debug("%s/%s@%s: redirect target refused (%s): through the registry", r->host,
+			repo, digest, strerror(-ret));
+		redirect_set(r, digest, NULL);
+		off += cs.passed;
+		if (len)
+			len -= cs.passed;
+		req.range_start = off;
+		req.range_len = len;
+	}
 	repo_scope(r, scope, sizeof(scope), repo);
 	ret = api_do(r, &req, &resp, scope, "%s/blobs/%s", repo, digest);
 	if (ret && ret != -ENOENT && ret != -EACCES)
 		log_err("%s/%s@%s: blob bytes %lld+%lld: %s", r->host, repo, digest, (long long)off,
 			(long long)len, strerror(-ret));
+	if (ret == 0 && (target = redirected_to(r, resp.effective_url)))
+		redirect_set(r, digest, target);
 	http_response_release(&resp);
 	return ret;
 }
@@ -1020,25 +1139,6 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
 }
 
 /* Counts what a mirror handed on, so that the next source starts after it. */
-struct counting_sink {
-	int (*sink)(void *arg, const void *p, size_t n);
-	void *arg;
-	int64_t passed;
-	bool refused; /* the sink said stop: no other source will do better */
-};
-
-static int count_sink(void *arg, const void *p, size_t n)
-{
-	struct counting_sink *c = arg;
-	int ret = c->sink(c->arg, p, n);
-
-	if (ret == 0)
-		c->passed += (int64_t)n;
-	else
-		c->refused = true;
-	return ret;
-}
-
 int registry_get_blob(struct registry *r, const char *repo, const char *digest, int64_t off,
 	int64_t len, int (*sink)(void *arg, const void *p, size_t n), void *arg)
 {

@@ -31,6 +31,11 @@ ratio() {
 }
 mibs() { awk -v s="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.1f", s / 1048576 / t; else print "inf" }'; }
 ms() { awk -v t="$1" 'BEGIN { printf "%.1f", t * 1000 }'; }
+# stats V...: "min A median B max C" of the values
+stats() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+	printf "min %s median %s max %s", v[1], v[int((NR + 1) / 2)], v[NR] }'; }
+# cpu_s PID: seconds of CPU (user + system) the process has used so far
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 drop_caches() { sync && { echo 1 >/proc/sys/vm/drop_caches; } 2>/dev/null; }
 rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status" 2>/dev/null; }
 

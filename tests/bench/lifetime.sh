@@ -69,8 +69,6 @@ for r in $(seq 1 "$RUNS"); do
 	w_list+=("$((walked / 1024))")
 	t_list+=("$walk_t")
 done
-stats() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-	printf "min %s median %s max %s", v[1], v[int((NR + 1) / 2)], v[NR] }'; }
 setr "idle_rss_mib" "$((idle / 1024))"
 setr "walk_rss_mib" "$(stats "${w_list[@]}")"
 setr "after_drop_above_idle_mib" "$(stats "${d_list[@]}")"

@@ -31,6 +31,8 @@
 #   "match"   regex searched in path+query, required.
 #   "method"  optional exact method.
 #   "times"   number of requests the rule applies to (default: unlimited).
+#   "elsewhere"  true: the rule applies to "/elsewhere/" requests (the
+#             stand-in blob store) instead, and only "status" acts there.
 # and exactly one action:
 #   "status": N [, "headers": {...}] [, "body": "..."]   answer directly
 #   "cut_after": N      forward, send headers + N body bytes, then close
@@ -97,10 +99,12 @@ def load_rules():
         return []
 
 
-def pick_rule(method, target):
+def pick_rule(method, target, elsewhere=False):
     """First matching rule with uses left; its use is counted here."""
     for r in load_rules():
         try:
+            if bool(r.get("elsewhere")) != elsewhere:
+                continue
             if r.get("method") and r["method"] != method:
                 continue
             if not re.search(r["match"], target):
@@ -351,6 +355,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if UPSTREAM is None:
             self.drain_body()
             return self.answer(502, {}, b"faultproxy: no --upstream\n")
+        r = self.rule = pick_rule(self.command, self.path, elsewhere=True)
+        if r is not None and "status" in r:
+            self.drain_body()
+            body = str(r.get("body", "")).encode()
+            return self.answer(int(r["status"]), r.get("headers") or {}, body)
         path = self.path[len("/elsewhere"):]
         headers = [("Host", UPSTREAM.netloc)]
         if self.headers.get("Range"):

@@ -2,8 +2,10 @@
 # The network between ocifs and the registry, through a fault-injecting
 # proxy: 503 and 429 answers are tried again (Retry-After honoured), a body
 # cut short resumes where it stopped, Warning headers are logged once, a
-# redirect to another host never carries Authorization, and proxies come
-# from the environment (http_proxy, HTTPS_PROXY, NO_PROXY).
+# redirect to another host never carries Authorization (and the next ranges
+# of that blob go straight there), proxies come from the environment
+# (http_proxy, HTTPS_PROXY, NO_PROXY), and a link that caps each connection
+# gets more parallel requests.
 T_TIMEOUT=${T_TIMEOUT:-300}
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 require_env python3 openssl
@@ -92,6 +94,31 @@ if NO_PROXY=127.0.0.1 http_proxy=http://$FP OCIFS_CACHE=$TESTDIR/cache.noproxy \
 	umount_ocifs "$M"
 fi
 
+# ---- a link that caps each connection (pacer.py: the kernel paces each one
+# at 4 MiB/s): more parallel requests, as long as they fetch more
+make_random_file "$W/capped.bin" $((64 * 1024 * 1024)) net-capped
+push_artifact net/capped v1 "$W" capped.bin >/dev/null || bail "seed net/capped:v1"
+PACE_PORT=$(free_port)
+python3 "$srcdir/tests/integration/pacer.py" --port "$PACE_PORT" --upstream "$NET_REG" \
+	--rate $((4 * 1024 * 1024)) >"$TESTDIR/pacer.log" 2>&1 </dev/null &
+_LIB_DAEMON_PIDS+=("$!")
+pacer_up() { curl -fs -o /dev/null "http://127.0.0.1:$PACE_PORT/v2/"; }
+wait_until 20 pacer_up || bail "pacer.py did not start"
+streams() { jq -r .fetch_streams "$M/.ocifs/stats.json"; }
+if OCIFS_CACHE=$TESTDIR/cache.capped mount_ocifs "127.0.0.1:$PACE_PORT" "$M" -o ro; then
+	check_same "a blob reads through a link capped per connection" "$W/capped.bin" \
+		"$M/net/capped/v1/capped.bin"
+	n=$(streams)
+	check "it was fetched with more than the first 6 requests at once ($n)" test "$n" -gt 6
+	check "the log says how many" grep -q "fetch streams" "$OCIFS_LOG"
+	umount_ocifs "$M"
+fi
+if OCIFS_CACHE=$TESTDIR/cache.capped4 mount_ocifs "127.0.0.1:$PACE_PORT" "$M" -o ro,max_streams=4; then
+	check_same "with -o max_streams=4 too" "$W/capped.bin" "$M/net/capped/v1/capped.bin"
+	check_eq "which bounds them" 4 "$(streams)"
+	umount_ocifs "$M"
+fi
+
 # ---- a redirect to another host never carries Authorization
 HUSER=carol HPASS='R3direct-s3cret'
 REG_TLS=1 registry_start_htpasswd "$HUSER" "$HPASS" netauth
@@ -115,6 +142,12 @@ fi
 registry_start_htpasswd "$HUSER" "$HPASS" netredir
 faultproxy_start "http://$REG" "$HUSER:$HPASS"
 push_artifact sec/art v1 "$TESTDIR/s" sec.bin >/dev/null || bail "seed sec/art:v1 (plain)"
+make_random_file "$TESTDIR/s/big.bin" $((24 * 1024 * 1024)) net-big
+make_random_file "$TESTDIR/s/big2.bin" $((24 * 1024 * 1024)) net-big2
+push_artifact sec/big v1 "$TESTDIR/s" big.bin >/dev/null || bail "seed sec/big:v1"
+push_artifact sec/big2 v1 "$TESTDIR/s" big2.bin >/dev/null || bail "seed sec/big2:v1"
+BIGHEX=$(sha256_hex "$TESTDIR/s/big.bin")
+BIG2HEX=$(sha256_hex "$TESTDIR/s/big2.bin")
 fp_rules "[{\"id\":\"redir\",\"match\":\"/blobs/\",\"method\":\"GET\",\"redirect\":\"http://localhost:$FP_PORT/elsewhere\"}]"
 F_AUTH2=$TESTDIR/auth2.json
 auth_add_auth "$F_AUTH2" "$FP" "$HUSER" "$HPASS"
@@ -125,6 +158,23 @@ if OCIFS_CACHE=$TESTDIR/cache.redir mount_ocifs "$FP" "$M" -d -o "ro,auth_file=$
 	check "the other host (localhost) was asked" \
 		test "$(fp_count '.mode == "elsewhere" and (.host | startswith("localhost:"))')" -ge 1
 	check_eq "never with Authorization" 0 "$(fp_count '.mode == "elsewhere" and .auth')"
+	# the ranges of one blob reuse the registry's redirect, as long as the other host answers
+	mark=$(fp_log_mark)
+	check_same "a 24 MiB blob, redirected, reads" "$TESTDIR/s/big.bin" "$M/sec/big/v1/big.bin"
+	nreg=$(fp_count ".rule == \"redir\" and (.target | contains(\"$BIGHEX\"))" "$mark")
+	ncdn=$(fp_count ".mode == \"elsewhere\" and .status == 206 and (.target | contains(\"$BIGHEX\"))" "$mark")
+	check "most of its ranges went straight to the other host ($ncdn), not through the registry ($nreg)" \
+		test "$ncdn" -gt "$nreg"
+	check_eq "never with Authorization there" 0 "$(fp_count '.mode == "elsewhere" and .auth' "$mark")"
+	# the other host refuses once (an expired URL): that range goes through the registry again
+	fp_rules "[{\"id\":\"cdn-refuses\",\"elsewhere\":true,\"match\":\"$BIG2HEX\",\"status\":403,\"times\":1},
+		{\"id\":\"redir\",\"match\":\"/blobs/\",\"method\":\"GET\",\"redirect\":\"http://localhost:$FP_PORT/elsewhere\"}]"
+	mark=$(fp_log_mark)
+	check_same "a blob whose redirect target refuses once reads" "$TESTDIR/s/big2.bin" "$M/sec/big2/v1/big2.bin"
+	check_eq "the target refused once" 1 "$(fp_count '.rule == "cdn-refuses"' "$mark")"
+	t403=$(fp_select '.rule == "cdn-refuses"' "$mark" | jq -r .t | head -n 1)
+	check "then the registry was asked for that blob again" test \
+		"$(fp_count ".rule == \"redir\" and (.target | contains(\"$BIG2HEX\")) and .t >= ${t403:-0}" "$mark")" -ge 1
 	umount_ocifs "$M"
 	check_no_secrets "redirects, -d: no password or Authorization in the log" "$OCIFS_LOG" \
 		"$HPASS" "$(auth_b64 "$HUSER" "$HPASS")"
