@@ -154,13 +154,16 @@ int pusher_push(struct tree *t, struct node *art, bool force);
 /* Whether the draft of art holds any file (an emptied one waits for sync DIR). */
 bool pusher_has_files(const struct node *n);
 
-/* ---- push.c ---- */
+/* ---- draft.c: what a draft's manifest takes from the nodes ---- */
 
+/* The value of n's xattr name, or NULL. Caller holds t->lock. */
 const char *push_xattr_get(const struct node *n, const char *name);
 
 /* The title of n: its path below art. */
 int push_title_of(
 	const struct node *art, const struct node *n, const char *leaf, char *out, size_t size);
+
+/* ---- push.c ---- */
 
 /* What a reader of a failed upload or push is told. */
 int push_errno(int err);

@@ -32,16 +32,6 @@
 #include "registry.h"
 #include "tree-int.h"
 
-const char *push_xattr_get(const struct node *n, const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < reg_of(n)->n_xattrs; i++)
-		if (strcmp(reg_of(n)->xattrs[i].name, name) == 0)
-			return reg_of(n)->xattrs[i].value;
-	return NULL;
-}
-
 /*
  * The tag directory that n is in (or is), when a change there may be
  * staged: -EROFS on a read-only mount, in a digest directory, under .oci/ or
@@ -72,34 +62,6 @@ static int art_of(struct tree *t, struct node *n, struct node **art)
 		return -EROFS;
 	}
 	*art = n;
-	return 0;
-}
-
-int push_title_of(
-	const struct node *art, const struct node *n, const char *leaf, char *out, size_t size)
-{
-	const struct node *parts[64];
-	size_t np = 0, o = 0;
-
-	for (; n && n != art; n = n->parent) {
-		if (np == 64)
-			return -ENAMETOOLONG;
-		parts[np++] = n;
-	}
-	out[0] = '\0';
-	while (np > 0) {
-		int w = snprintf(out + o, size - o, "%s/", parts[--np]->name);
-
-		if (w < 0 || (size_t)w >= size - o)
-			return -ENAMETOOLONG;
-		o += (size_t)w;
-	}
-	if (leaf) {
-		if ((size_t)snprintf(out + o, size - o, "%s", leaf) >= size - o)
-			return -ENAMETOOLONG;
-	} else if (o > 0) {
-		out[o - 1] = '\0';
-	}
 	return 0;
 }
 
