@@ -64,6 +64,8 @@
 #define TEMP_AGE 600
 /* Scans of blobs/ one eviction makes at most while other blobs complete. */
 #define EVICT_PASSES 3
+/* Body pieces smaller than this are gathered into writes of this size. */
+#define COALESCE_BYTES (64 * 1024)
 /* Bytes hashed per read-back of fetched chunks. */
 #define HASH_BUF (256 * 1024)
 
@@ -494,6 +496,9 @@ struct fetch {
 	off_t pos; /* where the next byte goes */
 	size_t next_chunk; /* first chunk of the job not yet marked present */
 	size_t end_chunk;
+	/* small pieces (a paced link delivers many) gathered into fewer writes */
+	char *buf;
+	size_t len;
 };
 
 /* Mark chunks [from, to) present, persist it, wake readers. */
@@ -512,9 +517,8 @@ static void chunks_arrived(struct blob *b, size_t from, size_t to)
 	pthread_mutex_unlock(&b->lock);
 }
 
-static int fetch_sink(void *arg, const void *p, size_t n)
+static int fetch_write(struct fetch *f, const void *p, size_t n)
 {
-	struct fetch *f = arg;
 	struct blob *b = f->b;
 	size_t chunk = b->c->chunk, done, skip = 0;
 	bool inline_hash;
@@ -562,18 +566,64 @@ static int fetch_sink(void *arg, const void *p, size_t n)
 	return 0;
 }
 
+/* Write out what fetch_sink gathered. */
+static int fetch_flush(struct fetch *f)
+{
+	size_t n = f->len;
+
+	f->len = 0;
+	return n ? fetch_write(f, f->buf, n) : 0;
+}
+
+/*
+ * Bytes of the body as they come: pieces of COALESCE_BYTES or more go
+ * straight to the file; smaller ones are gathered, and written once they
+ * fill the buffer or finish a chunk (which readers may be waiting on).
+ */
+static int fetch_sink(void *arg, const void *p, size_t n)
+{
+	struct fetch *f = arg;
+	size_t chunk = f->b->c->chunk;
+	int ret;
+
+	if (f->len == 0 && n >= COALESCE_BYTES)
+		return fetch_write(f, p, n);
+	if (!f->buf && !(f->buf = malloc(COALESCE_BYTES)))
+		return fetch_write(f, p, n);
+	while (n > 0) {
+		size_t take = COALESCE_BYTES - f->len < n ? COALESCE_BYTES - f->len : n;
+		off_t end;
+
+		memcpy(f->buf + f->len, p, take);
+		f->len += take;
+		p = (const char *)p + take;
+		n -= take;
+		end = f->pos + (off_t)f->len;
+		if (f->len == COALESCE_BYTES || end % (off_t)chunk == 0 || end >= f->b->size) {
+			ret = fetch_flush(f);
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}
+
 static void run_job(struct cache *c, struct job *j)
 {
 	struct blob *b = j->b;
-	struct fetch f = { b, (off_t)(j->first * c->chunk), j->first, j->first + j->n };
+	struct fetch f = { b, (off_t)(j->first * c->chunk), j->first, j->first + j->n, NULL, 0 };
 	int64_t len = (int64_t)(j->n * c->chunk);
 	unsigned tries = 0;
 	size_t i;
-	int ret;
+	int ret, fr;
 
 	if (f.pos + len > b->size)
 		len = b->size - f.pos;
 	ret = registry_get_blob(b->reg, b->repo, b->digest, f.pos, len, fetch_sink, &f);
+	/* what arrived before a cut is good: written before resuming after it */
+	fr = fetch_flush(&f);
+	if (fr && !ret)
+		ret = fr;
 	/* Cut mid-body: resume where it stopped, a few times. */
 	while (ret && registry_retryable(ret) && f.pos > (off_t)(j->first * c->chunk) &&
 		f.pos < (off_t)(j->first * c->chunk) + len && ++tries <= RESUMES) {
@@ -581,7 +631,11 @@ static void run_job(struct cache *c, struct job *j)
 
 		ret = registry_get_blob(
 			b->reg, b->repo, b->digest, f.pos, len - done, fetch_sink, &f);
+		fr = fetch_flush(&f);
+		if (fr && !ret)
+			ret = fr;
 	}
+	free(f.buf);
 	if (ret == 0 && f.next_chunk < f.end_chunk)
 		ret = -EIO;
 	if (ret) {
