@@ -64,8 +64,6 @@
 #define TEMP_AGE 600
 /* Scans of blobs/ one eviction makes at most while other blobs complete. */
 #define EVICT_PASSES 3
-/* Body pieces smaller than this are gathered into writes of this size. */
-#define COALESCE_BYTES (64 * 1024)
 /* Bytes hashed per read-back of fetched chunks. */
 #define HASH_BUF (256 * 1024)
 
@@ -134,7 +132,8 @@ struct cache {
 	uint64_t period_start_ns; /* the current judging period: when it began, */
 	uint64_t period_bytes; /* st_fetched then, */
 	bool period_full; /* and whether every stream was busy throughout */
-	uint64_t prev_rate; /* bytes/s of the last period at streams / 2 (0: none) */
+	uint64_t prev_rate; /* bytes/s of the last period at prev_streams (0: none) */
+	size_t prev_streams; /* the number before the last doubling */
 	uint64_t stream_rate; /* bytes/s of one stream, when all were busy (0: not yet) */
 	uint64_t complete_bytes; /* estimate; eviction rescans; protected by lock */
 	unsigned complete_gen; /* bumped by each blob completed; protected by lock */
@@ -496,9 +495,6 @@ struct fetch {
 	off_t pos; /* where the next byte goes */
 	size_t next_chunk; /* first chunk of the job not yet marked present */
 	size_t end_chunk;
-	/* small pieces (a paced link delivers many) gathered into fewer writes */
-	char *buf;
-	size_t len;
 };
 
 /* Mark chunks [from, to) present, persist it, wake readers. */
@@ -517,8 +513,9 @@ static void chunks_arrived(struct blob *b, size_t from, size_t to)
 	pthread_mutex_unlock(&b->lock);
 }
 
-static int fetch_write(struct fetch *f, const void *p, size_t n)
+static int fetch_sink(void *arg, const void *p, size_t n)
 {
+	struct fetch *f = arg;
 	struct blob *b = f->b;
 	size_t chunk = b->c->chunk, done, skip = 0;
 	bool inline_hash;
@@ -566,64 +563,18 @@ static int fetch_write(struct fetch *f, const void *p, size_t n)
 	return 0;
 }
 
-/* Write out what fetch_sink gathered. */
-static int fetch_flush(struct fetch *f)
-{
-	size_t n = f->len;
-
-	f->len = 0;
-	return n ? fetch_write(f, f->buf, n) : 0;
-}
-
-/*
- * Bytes of the body as they come: pieces of COALESCE_BYTES or more go
- * straight to the file; smaller ones are gathered, and written once they
- * fill the buffer or finish a chunk (which readers may be waiting on).
- */
-static int fetch_sink(void *arg, const void *p, size_t n)
-{
-	struct fetch *f = arg;
-	size_t chunk = f->b->c->chunk;
-	int ret;
-
-	if (f->len == 0 && n >= COALESCE_BYTES)
-		return fetch_write(f, p, n);
-	if (!f->buf && !(f->buf = malloc(COALESCE_BYTES)))
-		return fetch_write(f, p, n);
-	while (n > 0) {
-		size_t take = COALESCE_BYTES - f->len < n ? COALESCE_BYTES - f->len : n;
-		off_t end;
-
-		memcpy(f->buf + f->len, p, take);
-		f->len += take;
-		p = (const char *)p + take;
-		n -= take;
-		end = f->pos + (off_t)f->len;
-		if (f->len == COALESCE_BYTES || end % (off_t)chunk == 0 || end >= f->b->size) {
-			ret = fetch_flush(f);
-			if (ret)
-				return ret;
-		}
-	}
-	return 0;
-}
-
 static void run_job(struct cache *c, struct job *j)
 {
 	struct blob *b = j->b;
-	struct fetch f = { b, (off_t)(j->first * c->chunk), j->first, j->first + j->n, NULL, 0 };
+	struct fetch f = { b, (off_t)(j->first * c->chunk), j->first, j->first + j->n };
 	int64_t len = (int64_t)(j->n * c->chunk);
 	unsigned tries = 0;
 	size_t i;
-	int ret, fr;
+	int ret;
 
 	if (f.pos + len > b->size)
 		len = b->size - f.pos;
 	ret = registry_get_blob(b->reg, b->repo, b->digest, f.pos, len, fetch_sink, &f);
-	/* what arrived before a cut is good: written before resuming after it */
-	fr = fetch_flush(&f);
-	if (fr && !ret)
-		ret = fr;
 	/* Cut mid-body: resume where it stopped, a few times. */
 	while (ret && registry_retryable(ret) && f.pos > (off_t)(j->first * c->chunk) &&
 		f.pos < (off_t)(j->first * c->chunk) + len && ++tries <= RESUMES) {
@@ -631,11 +582,7 @@ static void run_job(struct cache *c, struct job *j)
 
 		ret = registry_get_blob(
 			b->reg, b->repo, b->digest, f.pos, len - done, fetch_sink, &f);
-		fr = fetch_flush(&f);
-		if (fr && !ret)
-			ret = fr;
 	}
-	free(f.buf);
 	if (ret == 0 && f.next_chunk < f.end_chunk)
 		ret = -EIO;
 	if (ret) {
@@ -680,9 +627,33 @@ static bool jobs_waiting(const struct cache *c)
 }
 
 /*
- * Judge the period that ends now, if it is long enough: a period when every
- * stream was busy and jobs waited says whether more streams fetch more.
- * Caller holds c->lock.
+ * A period with every stream busy fetched at rate: double the streams while
+ * that pays, else go back to what paid and stay. Caller holds c->lock.
+ */
+static void streams_judge(struct cache *c, uint64_t rate)
+{
+	if (c->prev_rate && rate * 100 < c->prev_rate * (100 + STREAMS_GAIN)) {
+		log_info("cache: %zu fetch streams (%" PRIu64 " MiB/s; %zu gave %" PRIu64 " MiB/s)",
+			c->prev_streams, c->prev_rate >> 20, c->streams, rate >> 20);
+		c->streams = c->prev_streams;
+		c->settled = true;
+	} else if (c->streams < c->max_streams) {
+		c->prev_rate = rate;
+		c->prev_streams = c->streams;
+		c->streams = 2 * c->streams < c->max_streams ? 2 * c->streams : c->max_streams;
+		log_info("cache: %zu fetch streams, trying %zu (%" PRIu64 " MiB/s so far)",
+			c->prev_streams, c->streams, rate >> 20);
+		pthread_cond_broadcast(&c->work);
+	} else {
+		c->settled = true;
+		log_info("cache: %zu fetch streams (%" PRIu64 " MiB/s)", c->streams, rate >> 20);
+	}
+}
+
+/*
+ * End the judging period if it is long enough: one when every stream was
+ * busy and jobs waited says what a stream fetches, and whether more streams
+ * fetch more. Caller holds c->lock.
  */
 static void streams_adapt(struct cache *c)
 {
@@ -692,28 +663,10 @@ static void streams_adapt(struct cache *c)
 		return;
 	fetched = __atomic_load_n(&c->st_fetched, __ATOMIC_RELAXED);
 	rate = (fetched - c->period_bytes) * 1000000000u / dt;
-	if (c->period_full && c->streams > 0)
-		c->stream_rate = rate / c->streams;
-	if (c->period_full && !c->settled && c->streams > 0) {
-		if (c->prev_rate && rate * 100 < c->prev_rate * (100 + STREAMS_GAIN)) {
-			/* doubling did not pay: back to where it was, for good */
-			c->streams /= 2;
-			c->settled = true;
-			log_info("cache: %zu fetch streams (%" PRIu64 " MiB/s; %zu gave %" PRIu64
-				 " MiB/s)",
-				c->streams, c->prev_rate >> 20, 2 * c->streams, rate >> 20);
-		} else if (c->streams < c->max_streams) {
-			c->prev_rate = rate;
-			c->streams =
-				2 * c->streams < c->max_streams ? 2 * c->streams : c->max_streams;
-			log_info("cache: %zu fetch streams, trying %zu (%" PRIu64 " MiB/s so far)",
-				c->streams / 2, c->streams, rate >> 20);
-			pthread_cond_broadcast(&c->work);
-		} else {
-			c->settled = true;
-			log_info("cache: %zu fetch streams (%" PRIu64 " MiB/s)", c->streams,
-				rate >> 20);
-		}
+	if (c->period_full) {
+		c->stream_rate = rate / c->streams; /* at least 1 stream once started */
+		if (!c->settled)
+			streams_judge(c, rate);
 	}
 	c->period_start_ns = now;
 	c->period_bytes = fetched;

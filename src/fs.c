@@ -83,12 +83,8 @@ static struct node *ino_node(struct tree *t, fuse_ino_t ino)
 	return node_current(ino_node_counted(t, ino));
 }
 
-/* A write operation's answer when n's provider has none: nothing there can change. */
-static int no_write(struct tree *t)
-{
-	(void)t;
-	return -EROFS;
-}
+/* A write operation's answer where a node's provider has none: nothing there can change. */
+#define NO_WRITE (-EROFS)
 
 static fuse_ino_t node_ino(struct tree *t, struct node *n)
 {
@@ -331,7 +327,7 @@ static void do_create(
 	/* A failed create leaves no descriptor: it has closed what it opened. */
 	ret = dir->ops->create
 		      ? dir->ops->create(t, dir, name, (fi->flags & O_EXCL) != 0, &n, &fh->f.fd)
-		      : no_write(t);
+		      : NO_WRITE;
 	if (ret)
 		goto out_err;
 	fh->f.node = n;
@@ -533,12 +529,9 @@ static void reply_new_entry(fuse_req_t req, struct tree *t, struct node *n, int 
 static void do_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
 	struct tree *t = req_tree(req);
-	struct node *n = NULL;
+	struct node *n = NULL, *dir = ino_node(t, parent);
 
-	struct node *dir = ino_node(t, parent);
-
-	reply_new_entry(
-		req, t, n, dir->ops->mkdir ? dir->ops->mkdir(t, dir, name, &n) : no_write(t));
+	reply_new_entry(req, t, n, dir->ops->mkdir ? dir->ops->mkdir(t, dir, name, &n) : NO_WRITE);
 }
 
 static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
@@ -553,7 +546,7 @@ static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		return;
 	}
 	dir = ino_node(t, parent);
-	ret = dir->ops->create ? dir->ops->create(t, dir, name, true, &n, &fd) : no_write(t);
+	ret = dir->ops->create ? dir->ops->create(t, dir, name, true, &n, &fd) : NO_WRITE;
 	if (!ret) {
 		struct node_file f = { .node = n, .fd = fd, .writer = true };
 
@@ -566,37 +559,33 @@ static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 static void do_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct tree *t = req_tree(req);
-
 	struct node *dir = ino_node(t, parent);
 
-	fuse_reply_err(req, dir->ops->unlink ? -dir->ops->unlink(t, dir, name) : -no_write(t));
+	fuse_reply_err(req, dir->ops->unlink ? -dir->ops->unlink(t, dir, name) : -NO_WRITE);
 }
 
 static void do_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct tree *t = req_tree(req);
-
 	struct node *dir = ino_node(t, parent);
 
-	fuse_reply_err(req, dir->ops->rmdir ? -dir->ops->rmdir(t, dir, name) : -no_write(t));
+	fuse_reply_err(req, dir->ops->rmdir ? -dir->ops->rmdir(t, dir, name) : -NO_WRITE);
 }
 
 static void do_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
 	const char *newname, unsigned int flags)
 {
 	struct tree *t = req_tree(req);
-
 	struct node *dir = ino_node(t, parent);
 
 	fuse_reply_err(req, dir->ops->rename ? -dir->ops->rename(t, dir, name,
 						       ino_node(t, newparent), newname, flags)
-					     : -no_write(t));
+					     : -NO_WRITE);
 }
 
 static void do_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	struct tree *t = req_tree(req);
-
 	struct node *dir = ino_node(t, ino);
 
 	fuse_reply_err(req, dir->ops->fsyncdir ? -dir->ops->fsyncdir(t, dir) : 0);
@@ -625,7 +614,7 @@ static void do_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	struct node *dir = ino_node(t, parent);
 
 	reply_new_entry(req, t, n,
-		dir->ops->symlink ? dir->ops->symlink(t, dir, name, link, &n) : no_write(t));
+		dir->ops->symlink ? dir->ops->symlink(t, dir, name, link, &n) : NO_WRITE);
 }
 
 static void do_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -646,7 +635,7 @@ static void do_setattr(
 		return;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE)
-		ret = n->ops->truncate ? n->ops->truncate(t, n, attr->st_size) : no_write(t);
+		ret = n->ops->truncate ? n->ops->truncate(t, n, attr->st_size) : NO_WRITE;
 	/* Modes, owners and times are not part of an artifact: accepted, not kept. */
 	if (!ret)
 		ret = fill_stat(t, n, &st);
@@ -660,20 +649,18 @@ static void do_setxattr(
 	fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size, int flags)
 {
 	struct tree *t = req_tree(req);
-
 	struct node *n = ino_node(t, ino);
 
 	fuse_reply_err(
-		req, n->ops->setxattr ? -n->ops->setxattr(t, n, name, value, size) : -no_write(t));
+		req, n->ops->setxattr ? -n->ops->setxattr(t, n, name, value, size) : -NO_WRITE);
 }
 
 static void do_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct tree *t = req_tree(req);
-
 	struct node *n = ino_node(t, ino);
 
-	fuse_reply_err(req, n->ops->removexattr ? -n->ops->removexattr(t, n, name) : -no_write(t));
+	fuse_reply_err(req, n->ops->removexattr ? -n->ops->removexattr(t, n, name) : -NO_WRITE);
 }
 
 static void do_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)

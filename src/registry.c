@@ -880,6 +880,10 @@ out:
 	return ret;
 }
 
+/*
+ * Counts what a source (a mirror, a redirect target) handed on, so that the
+ * next one starts after it.
+ */
 struct counting_sink {
 	int (*sink)(void *arg, const void *p, size_t n);
 	void *arg;
@@ -1138,7 +1142,6 @@ int registry_get_manifest(struct registry *r, const char *repo, const char *refe
 	return get_manifest_at(r, repo, reference, body, len, content_type, digest);
 }
 
-/* Counts what a mirror handed on, so that the next source starts after it. */
 int registry_get_blob(struct registry *r, const char *repo, const char *digest, int64_t off,
 	int64_t len, int (*sink)(void *arg, const void *p, size_t n), void *arg)
 {

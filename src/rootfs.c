@@ -1057,10 +1057,9 @@ static int rnode_getattr(struct tree *t, struct node *node, struct stat *st)
 	return 0;
 }
 
-/* Kernel cache time: a digest pins an image down, it never changes. */
 static double rnode_timeout(struct tree *t, struct node *n)
 {
-	return 86400.0;
+	return IMMUTABLE_TIMEOUT;
 }
 
 static mode_t rnode_type(const struct node *n)

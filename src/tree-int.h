@@ -41,6 +41,9 @@ struct xattr {
 	size_t len;
 };
 
+/* Kernel cache time for what a digest pins down (an image's entries too): it never changes. */
+#define IMMUTABLE_TIMEOUT 86400.0
+
 /*
  * Each kind's struct starts with the core's struct node (node.h); the
  * accessors below give a node as its kind's struct, and check the kind.
@@ -211,7 +214,7 @@ static inline bool node_is_dir(const struct node *n)
 /* The state that must not be lost pins n: a draft, or made here and not yet pushed. */
 static inline void tree_pin(struct tree *t, struct node *n)
 {
-	bool hard = n->kind == NODE_ARTIFACT && ((struct art_node *)n)->draft;
+	bool hard = node_draft(n) != NULL;
 	bool soft = n->kind < NODE_RDIR && ((struct reg_node *)n)->local;
 
 	node_pin(&t->nodes, n, soft, hard);

@@ -21,8 +21,6 @@
 #include "tree.h"
 #include "tree-int.h"
 
-/* Kernel cache time for what a digest pins down: it never changes. */
-#define IMMUTABLE_TIMEOUT 86400.0
 /* Titles and platforms nest; a bound keeps a hostile manifest from nesting forever. */
 #define MAX_DEPTH 64
 
@@ -1666,8 +1664,7 @@ double tree_reg_timeout(struct tree *t, struct node *n)
 	bool changing;
 
 	pthread_mutex_lock(&t->nodes.lock);
-	changing = reg_of(n)->local || n->kind == NODE_STAGED ||
-		   (n->kind == NODE_ARTIFACT && node_draft(n));
+	changing = reg_of(n)->local || n->kind == NODE_STAGED || node_draft(n);
 	pthread_mutex_unlock(&t->nodes.lock);
 	if (changing || n->kind == NODE_STATUS)
 		return 0;
