@@ -119,8 +119,13 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 	/* Larger kernel read-ahead: fewer, bigger reads reach the daemon. */
 	conn->max_readahead = 4 * 1024 * 1024;
-	/* And bigger writes: fewer requests per byte copied in. */
-	conn->max_write = 1024 * 1024;
+	/*
+	 * And bigger writes: fewer requests per byte copied in. It also bounds
+	 * reads (max_pages): 1008 KiB and the reply's header fit a pipe of 1 MiB
+	 * (pipe-max-size), so libfuse splices a read whole; at 1 MiB it would
+	 * fall back to a copy through a buffer of its own, malloc'd per read.
+	 */
+	conn->max_write = 1008 * 1024;
 }
 
 static void do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

@@ -48,6 +48,8 @@ struct options {
 	unsigned list_ttl;
 	unsigned page_size;
 	unsigned max_streams;
+	unsigned read_ahead_kb;
+	int read_ahead_set;
 	unsigned timeout;
 	unsigned push_delay;
 	int ro;
@@ -80,6 +82,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("list_ttl=%u", list_ttl),
 	OPT("page_size=%u", page_size),
 	OPT("max_streams=%u", max_streams),
+	OPT("read_ahead_kb=%u", read_ahead_kb),
+	OPT("read_ahead_kb=", read_ahead_set),
 	OPT("timeout=%u", timeout),
 	OPT("push_delay=%u", push_delay),
 	OPT("artifact_type=%s", artifact_type),
@@ -100,6 +104,65 @@ static const struct fuse_opt option_spec[] = {
 	FUSE_OPT_KEY("--version", KEY_VERSION),
 	FUSE_OPT_END,
 };
+
+/* default of -o read_ahead_kb: requests of max_write (fs.c) */
+#define READ_AHEAD_KB 1024
+
+/* "\040" and the like in a mount point of /proc/self/mountinfo, in place */
+static void unescape_octal(char *s)
+{
+	char *d = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+			s[3] >= '0' && s[3] <= '7') {
+			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*d++ = *s;
+		}
+	}
+	*d = '\0';
+}
+
+/*
+ * Set the kernel's read-ahead of the mount at path (absolute, resolved) to
+ * kb KiB, through its backing device in sysfs. The kernel's default (128
+ * KiB) splits a sequential read into FUSE requests of 128 to 256 KiB; at 1
+ * MiB they fill max_write. The kernel takes the lower of this and the
+ * max_readahead of fs_init() once it has the INIT reply. It cannot stat the
+ * mount itself (that waits for INIT): the device is in mountinfo. Root only;
+ * a failure costs speed, not correctness, so it is only logged.
+ */
+static void set_read_ahead(const char *path, unsigned kb)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL, dev[32] = "", sys[96];
+	size_t cap = 0;
+	int fd;
+
+	if (!f)
+		return;
+	while (getline(&line, &cap, f) > 0) {
+		char d[32], mp[PATH_MAX];
+
+		if (sscanf(line, "%*u %*u %31s %*s %4095s", d, mp) != 2)
+			continue;
+		unescape_octal(mp);
+		if (strcmp(mp, path) == 0)
+			snprintf(dev, sizeof(dev), "%s", d); /* the last is the newest */
+	}
+	free(line);
+	fclose(f);
+	if (!dev[0])
+		return;
+	snprintf(sys, sizeof(sys), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	fd = open(sys, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || dprintf(fd, "%u\n", kb) < 0)
+		log_debug("read_ahead_kb: %s: %s", sys, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
 
 static void usage(const char *prog)
 {
@@ -124,6 +187,8 @@ static void usage(const char *prog)
 	       "    -o chunk_size=SIZE       bytes per ranged fetch (power of two, 64K..64M; 1M)\n"
 	       "    -o max_streams=N         parallel range requests at most (1..256; 32):\n"
 	       "                             from 6, doubled while more fetch more\n"
+	       "    -o read_ahead_kb=N       the kernel's read-ahead on this mount (1024; 0:\n"
+	       "                             the kernel's default, 128)\n"
 	       "    -o verify=strict         withhold every byte of a blob until it verified\n"
 	       "                             (default verify=end: only its last bytes)\n"
 	       "    -o tag_ttl=SECS          how long a tag's resolution is trusted (default 30)\n"
@@ -242,6 +307,37 @@ struct hup {
 	struct tree *t;
 };
 
+/* The session a detached daemon's SIGINT and SIGTERM end (see keep_stop_signals). */
+static struct fuse_session *stop_se;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	if (stop_se)
+		fuse_session_exit(stop_se);
+}
+
+/*
+ * libfuse leaves a signal that was ignored at start ignored: a background
+ * job of a script has SIGINT ignored, and a daemon it started would then
+ * never stop on kill -INT. Detached (its own session, no terminal to send
+ * it a Ctrl-C), SIGINT and SIGTERM stop it as they stop any other.
+ */
+static void keep_stop_signals(struct fuse_session *se)
+{
+	static const int sigs[] = { SIGINT, SIGTERM };
+	struct sigaction sa, old;
+	size_t i;
+
+	stop_se = se;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+			sigaction(sigs[i], &sa, NULL);
+}
+
 static void on_hup(int sig)
 {
 	char c = 1;
@@ -294,6 +390,7 @@ int main(int argc, char *argv[])
 	uint64_t chunk = 0;
 	struct tree_options to = { .kind_ops = node_kind_ops };
 	struct fuse_session *se = NULL;
+	char mnt_real[PATH_MAX];
 	struct ref source = { 0 };
 	struct cache *cache = NULL;
 	struct http *http = NULL;
@@ -460,12 +557,18 @@ int main(int argc, char *argv[])
 		sigemptyset(&sa.sa_mask);
 		sigaction(SIGHUP, &sa, NULL);
 	}
+	if (!realpath(o.mountpoint, mnt_real)) /* before the mount: stat would wait for INIT */
+		mnt_real[0] = '\0';
 	if (fuse_session_mount(se, o.mountpoint) != 0)
 		goto out_signals;
+	if (mnt_real[0] && (!o.read_ahead_set || o.read_ahead_kb > 0))
+		set_read_ahead(mnt_real, o.read_ahead_set ? o.read_ahead_kb : READ_AHEAD_KB);
 	if (fuse_daemonize(cl.foreground) != 0)
 		goto out_unmount;
-	if (!cl.foreground)
+	if (!cl.foreground) {
 		log_init(true, cl.debug);
+		keep_stop_signals(se);
+	}
 	if (cache_start(cache) || push_start(tree))
 		goto out_unmount;
 	hup.se = se;
@@ -473,8 +576,13 @@ int main(int argc, char *argv[])
 	hup_started = hup_pipe[0] >= 0 && pthread_create(&hup_thread, NULL, hup_main, &hup) == 0;
 
 	lc.clone_fd = cl.clone_fd;
-	/* libfuse leaves it "unset" (UINT_MAX) unless -o max_idle_threads= is given */
-	lc.max_idle_threads = cl.max_idle_threads <= 100000 ? cl.max_idle_threads : 4;
+	/*
+	 * libfuse leaves it "unset" (UINT_MAX) unless -o max_idle_threads= is
+	 * given. The kernel's read-ahead keeps several reads in flight per
+	 * reader: with 4 idle threads at most, libfuse made and ended about 60
+	 * threads per GiB read from the cache; 16 stay.
+	 */
+	lc.max_idle_threads = cl.max_idle_threads <= 100000 ? cl.max_idle_threads : 16;
 	ret = cl.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, &lc);
 	/* a signal number (SIGTERM, SIGINT) is how it was asked to stop: not a failure */
 	ret = ret < 0 ? 1 : 0;

@@ -1113,15 +1113,21 @@ static bool mirror_usable(struct registry *m)
  */
 static void mirror_failed(struct registry *m, const char *what, int err)
 {
+	time_t now = time(NULL);
+	bool resting;
+
 	if (err == -ENOENT) {
 		log_debug("%s: %s: not on this mirror", m->host, what);
 		return;
 	}
 	pthread_mutex_lock(&m->lock);
-	m->down_until = time(NULL) + MIRROR_REST_SECS;
+	/* requests in flight together fail together: one line for all */
+	resting = m->down_until > now;
+	m->down_until = now + MIRROR_REST_SECS;
 	pthread_mutex_unlock(&m->lock);
-	log_warn("mirror %s: %s: %s; passing it over for %d s", m->host, what, strerror(-err),
-		MIRROR_REST_SECS);
+	if (!resting)
+		log_warn("mirror %s: %s: %s; passing it over for %d s", m->host, what,
+			strerror(-err), MIRROR_REST_SECS);
 }
 
 int registry_get_manifest(struct registry *r, const char *repo, const char *reference, char **body,

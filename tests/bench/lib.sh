@@ -23,6 +23,35 @@ tm() {
 	t1=$(now)
 	T=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
 }
+# tmc CMD...: tm, and TCPU: the seconds of CPU (user + system) of CMD and of
+# every process it waited for. CMD's output goes to /dev/null.
+tmc() {
+	local t0 t1 out TIMEFORMAT='%3U %3S'
+	t0=$(now)
+	out=$({ time "$@" >/dev/null 2>&3; } 3>&2 2>&1)
+	TRC=$?
+	t1=$(now)
+	T=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+	TCPU=$(awk '{ printf "%.2f", $1 + $2 }' <<<"$out")
+}
+# first_touch_mbs: how fast this machine gives a process memory it has not
+# touched before (MB/s; a virtual machine whose host backs guest pages on
+# first use is far slower at it than at writing memory already touched)
+first_touch_mbs() {
+	python3 -c '
+import mmap, time
+n = 512 << 20
+m = mmap.mmap(-1, n)
+blk = b"x" * (1 << 20)
+t = time.perf_counter()
+for i in range(0, n, 1 << 20):
+    m[i:i + (1 << 20)] = blk
+t1 = time.perf_counter()
+for i in range(0, n, 1 << 20):
+    m[i:i + (1 << 20)] = blk
+t2 = time.perf_counter()
+print("%.0f %.0f" % (n / 1e6 / (t1 - t), n / 1e6 / (t2 - t1)))'
+}
 # ratio A B: A/B with 2 decimals (n/a when either is missing or B is 0)
 ratio() {
 	awk -v a="$1" -v b="$2" 'BEGIN {

@@ -10,7 +10,9 @@
 # with apt-get when missing and skipped when it cannot be. BENCH_SIZE_MB
 # (default 1024) sets the size of the big blob, BENCH_IMAGE_MB (default 200)
 # the image, BENCH_HTTPDIRFS_MB (default 32) how much of the big blob is read
-# through httpdirfs (it makes one request per 128 KiB read, too slow for all).
+# through httpdirfs (it makes one request per 128 KiB read, too slow for all),
+# BENCH_RUNS (default 3) how many times the cold, warm and concurrent reads
+# are repeated (min/median/max are printed).
 #
 # Throughput ratios are ocifs/peer: above 1 means ocifs is faster.
 T_TIMEOUT=${T_TIMEOUT:-900}
@@ -24,6 +26,7 @@ require_env skopeo umoci sha256sum
 SIZE_MB=${BENCH_SIZE_MB:-1024}
 IMAGE_MB=${BENCH_IMAGE_MB:-200}
 HTTPDIRFS_MB=${BENCH_HTTPDIRFS_MB:-32}
+RUNS=${BENCH_RUNS:-3}
 SIZE=$((SIZE_MB * 1024 * 1024))
 . "$srcdir/tests/bench/lib.sh"
 
@@ -67,44 +70,65 @@ F=$M/bench/big/v1/big.bin
 sync
 
 # ---------------------------------------------------------------- 1. cold sequential vs curl
-say "## cold sequential read of $SIZE_MB MiB"
-tm curl -s -o /dev/null "$URL"
-t_curl=$T
-say "curl -o /dev/null            ${t_curl} s  $(mibs "$SIZE" "$t_curl") MiB/s"
-tm bash -c "curl -s '$URL' | sha256sum >/dev/null"
-t_curlsha=$T
-say "curl | sha256sum             ${t_curlsha} s  $(mibs "$SIZE" "$t_curlsha") MiB/s"
-
+say "## cold sequential read of $SIZE_MB MiB, $RUNS runs"
 # cold_read LABEL: mount with an empty cache, time one cat of F into T (a
-# new mount each time), keep the daemon's peak RSS in hwm.
+# new mount each time), the daemon's CPU for it into CPU, keep its peak RSS
+# in hwm.
 hwm=0
 cold_read() {
-	local h
+	local h c0
 	bmount "$C" "$M" -o ro
 	stat "$F" >/dev/null
 	DPID=$OCIFS_PID
+	c0=$(cpu_s "$DPID")
 	tm cat "$F" >/dev/null
 	[ "$TRC" = 0 ] || say "# $1 failed: $TRC"
-	say "$(printf '%-28s' "$1") ${T} s  $(mibs "$SIZE" "$T") MiB/s"
+	CPU=$(awk -v a="$c0" -v b="$(cpu_s "$DPID")" 'BEGIN { printf "%.2f", b - a }')
+	say "$(printf '%-32s' "$1") ${T} s  $(mibs "$SIZE" "$T") MiB/s  daemon CPU ${CPU} s"
 	h=$(rss_kb "$DPID" VmHWM)
 	[ -n "$h" ] && [ "$h" -gt "$hwm" ] && hwm=$h
 	return 0
 }
-cold_read "ocifs cold cat"
-t_cold=$T
-setr cold_vs_curl "$(ratio "$t_curl" "$t_cold")"
-setr cold_vs_curl_sha256 "$(ratio "$t_curlsha" "$t_cold")"
-# A registry just started serves its first burst of parallel ranges slowly
-# (seen: 4.3 s, then 1.9 s for the same read): a second cold read, from an
-# empty cache through a new mount, shows the steady state. Both are printed.
-bumount "$M"
-cold_read "ocifs cold cat, second run"
-t_cold2=$T
-setr cold2_vs_curl "$(ratio "$t_curl" "$t_cold2")"
-setr cold2_vs_curl_sha256 "$(ratio "$t_curlsha" "$t_cold2")"
+r_cold=() r_vs_curl=() r_vs_pipe=() r_vs_sha=() r_cpu=() r_pipe_cpu=()
+for ((run = 1; run <= RUNS; run++)); do
+	tm curl -s -o /dev/null "$URL"
+	t_curl=$T
+	say "curl -o /dev/null                ${t_curl} s  $(mibs "$SIZE" "$t_curl") MiB/s"
+	tmc bash -c "curl -s '$URL' | tee '$TESTDIR/pipe.out' | openssl dgst -sha256"
+	t_pipe=$T
+	rm -f "$TESTDIR/pipe.out"
+	say "curl | tee FILE | openssl dgst   ${t_pipe} s  $(mibs "$SIZE" "$t_pipe") MiB/s  CPU ${TCPU} s"
+	r_pipe_cpu+=("$(awk -v c="$TCPU" -v s="$SIZE" 'BEGIN { printf "%.2f", c * 1073741824 / s }')")
+	tm bash -c "curl -s '$URL' | sha256sum >/dev/null"
+	t_curlsha=$T
+	say "curl | sha256sum                 ${t_curlsha} s  $(mibs "$SIZE" "$t_curlsha") MiB/s"
+	sync
+	cold_read "ocifs cold cat (run $run)"
+	bumount "$M"
+	r_cold+=("$T")
+	r_cpu+=("$(awk -v c="$CPU" -v s="$SIZE" 'BEGIN { printf "%.2f", c * 1073741824 / s }')")
+	r_vs_curl+=("$(ratio "$t_curl" "$T")")
+	r_vs_pipe+=("$(ratio "$t_pipe" "$T")")
+	r_vs_sha+=("$(ratio "$t_curlsha" "$T")")
+done
+t_cold=$(stats "${r_cold[@]}" | awk '{ print $4 }') # the median, for the peers below
+say "ocifs cold seconds: $(stats "${r_cold[@]}")"
+setr cold_vs_curl_tee_openssl "$(stats "${r_vs_pipe[@]}")"
+setr cold_vs_curl_sha256sum "$(stats "${r_vs_sha[@]}")"
+setr cold_vs_curl "$(stats "${r_vs_curl[@]}")"
+setr cold_cpu_s_per_gib "$(stats "${r_cpu[@]}")"
+setr pipeline_cpu_s_per_gib "$(stats "${r_pipe_cpu[@]}")"
+# What bounds CPU per GiB here: each page of page cache a cold read fills
+# (the cache file's and the FUSE file's) is memory the process first touches.
+ft=$(first_touch_mbs)
+say "memory first touched ${ft% *} MB/s, touched again ${ft#* } MB/s"
+setr first_touch_vs_retouch_mbs "${ft% *} / ${ft#* }"
 
 # ---------------------------------------------------------------- 2. warm reads
 say "## warm reads (complete in the cache)"
+bmount "$C" "$M" -o ro
+cat "$F" >/dev/null
+DPID=$OCIFS_PID
 tm cat "$F" >/dev/null
 t_warm=$T
 tm cat "$C/blobs/sha256/$HEX" >/dev/null
@@ -113,14 +137,23 @@ say "ocifs warm cat (page cache)  ${t_warm} s  $(mibs "$SIZE" "$t_warm") MiB/s"
 say "cat cache file directly      ${t_direct} s  $(mibs "$SIZE" "$t_direct") MiB/s"
 setr warm_vs_direct "$(ratio "$t_direct" "$t_warm")"
 if drop_caches; then
-	tm cat "$F" >/dev/null
-	t_warmd=$T
-	drop_caches
-	tm cat "$C/blobs/sha256/$HEX" >/dev/null
-	t_directd=$T
-	say "ocifs cat, caches dropped    ${t_warmd} s  $(mibs "$SIZE" "$t_warmd") MiB/s"
-	say "cat cache file, dropped      ${t_directd} s  $(mibs "$SIZE" "$t_directd") MiB/s"
-	setr warm_dropped_vs_direct "$(ratio "$t_directd" "$t_warmd")"
+	r_wd=() r_dd=() r_w=()
+	# alternate, so that a slow spell of the disk falls on both
+	for ((run = 1; run <= RUNS + 2; run++)); do
+		drop_caches
+		tm cat "$F" >/dev/null
+		t_warmd=$T
+		drop_caches
+		tm cat "$C/blobs/sha256/$HEX" >/dev/null
+		t_directd=$T
+		say "caches dropped: ocifs cat ${t_warmd} s, cat of the cache file ${t_directd} s"
+		r_wd+=("$t_warmd") r_dd+=("$t_directd") r_w+=("$(ratio "$t_directd" "$t_warmd")")
+	done
+	say "ocifs, caches dropped: $(stats "${r_wd[@]}")"
+	say "cache file, dropped:   $(stats "${r_dd[@]}")"
+	setr warm_dropped_vs_direct "$(stats "${r_w[@]}")"
+	setr warm_dropped_medians "$(ratio "$(stats "${r_dd[@]}" | awk '{ print $4 }')" \
+		"$(stats "${r_wd[@]}" | awk '{ print $4 }')")"
 else
 	say "drop_caches: not permitted"
 	setr warm_dropped_vs_direct n/a
@@ -164,33 +197,53 @@ setr small_get_ms "$(ms "$t_gets")"
 setr ttfb_vs_small_get "$(ratio "$t_gets" "$t_ttfb")"
 
 # ---------------------------------------------------------------- 5. 8 concurrent cold readers
-say "## 8 concurrent cold readers of one blob"
-bmount "$C" "$M" -o ro
+# Eight readers of one file (one inode: the kernel's page cache is shared),
+# and eight readers of the same blob through five paths (five inodes: the
+# daemon fetches the blob once, the kernel copies it to each inode's pages).
+say "## 8 concurrent cold readers of one blob, $RUNS runs"
 P=$M/bench/big
 paths=("$P/v1/big.bin" "$P/$DBIG/big.bin" "$P:v1/big.bin" "$P/v1/.oci/blobs/sha256/$HEX"
 	"$P@$DBIG/big.bin" "$P/v1/big.bin" "$P/$DBIG/.oci/blobs/sha256/$HEX" "$P:v1/big.bin")
-stat -- "${paths[@]}" >/dev/null
-reg_log_quiet 10
-mark=$(reg_log_mark)
 conc() {
 	local p pids=() rc=0
-	for p in "${paths[@]}"; do
+	for p in "$@"; do
 		cat "$p" >/dev/null &
 		pids+=($!)
 	done
 	for p in "${pids[@]}"; do wait "$p" || rc=1; done
 	return "$rc"
 }
-tm conc
-t_conc=$T
-[ "$TRC" = 0 ] || say "# a concurrent reader failed"
-bumount "$M"
-reg_log_quiet 10
-served=$(served_bytes "$HEX" "$mark")
-nreq=$(served_requests "$HEX" "$mark")
-say "8 readers done in ${t_conc} s; registry served $served bytes in $nreq requests"
-setr concurrent8_served_vs_size "$(ratio "$served" "$SIZE")"
-setr concurrent8_vs_curl "$(ratio "$t_curl" "$t_conc")"
+r_one=() r_same=() r_five=() r_served=()
+for ((run = 1; run <= RUNS; run++)); do
+	for mode in one same five; do
+		sync
+		bmount "$C" "$M" -o ro
+		stat -- "${paths[@]}" >/dev/null
+		reg_log_quiet 10
+		mark=$(reg_log_mark)
+		case $mode in
+		one) tm cat "$F" >/dev/null ;;
+		same) tm conc "$F" "$F" "$F" "$F" "$F" "$F" "$F" "$F" ;;
+		five) tm conc "${paths[@]}" ;;
+		esac
+		[ "$TRC" = 0 ] || say "# a reader failed ($mode)"
+		bumount "$M"
+		reg_log_quiet 10
+		served=$(served_bytes "$HEX" "$mark")
+		nreq=$(served_requests "$HEX" "$mark")
+		say "$(printf '%-5s' "$mode") ${T} s; registry served $served bytes in $nreq requests"
+		case $mode in
+		one) t_one=$T ;;
+		same) r_same+=("$(ratio "$T" "$t_one")") r_served+=("$(ratio "$served" "$SIZE")") ;;
+		five) r_five+=("$(ratio "$T" "$t_one")") r_served+=("$(ratio "$served" "$SIZE")") ;;
+		esac
+	done
+	r_one+=("$t_one")
+done
+say "one reader seconds: $(stats "${r_one[@]}")"
+setr concurrent8_one_file_time_vs_one_reader "$(stats "${r_same[@]}")"
+setr concurrent8_five_paths_time_vs_one_reader "$(stats "${r_five[@]}")"
+setr concurrent8_served_vs_size "$(stats "${r_served[@]}")"
 
 # ---------------------------------------------------------------- 6. httpdirfs
 say "## httpdirfs --single-file-mode"

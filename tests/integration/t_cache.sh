@@ -116,6 +116,19 @@ if OCIFS_CACHE=$C0 mount_ocifs "$REG" "$M0" -o ro,chunk_size=64K; then
 		"$(out_hash cat "$M0/cache/bad/v1/good.bin")"
 	umount_ocifs "$M0"
 fi
+# The kernel's read-ahead on the mount (sysfs): 1024 KiB unless told, the
+# kernel's own 128 KiB with read_ahead_kb=0; reads are right at each.
+for ra in default:1024 0:128 4096:4096; do
+	o=ro
+	[ "${ra%:*}" = default ] || o=ro,read_ahead_kb=${ra%:*}
+	if OCIFS_CACHE=$C0 mount_ocifs "$REG" "$M0" -o "$o"; then
+		check_eq "-o $o: the mount's read-ahead is ${ra#*:} KiB" "${ra#*:}" \
+			"$(cat "/sys/class/bdi/$(mountpoint -d "$M0")/read_ahead_kb" 2>&1)"
+		check_eq "-o $o: a 64 MiB file reads right" "${HEX[rand]}" \
+			"$(out_hash cat "$M0/cache/rand/v1/rand.bin")"
+		umount_ocifs "$M0"
+	fi
+done
 
 # ---------------------------------------------------------------- 1. random read
 C1=$TESTDIR/cache1

@@ -167,7 +167,11 @@ if OCIFS_CACHE=$TESTDIR/cache.redir mount_ocifs "$FP" "$M" -d -o "ro,auth_file=$
 	check "most of its ranges went straight to the other host ($ncdn), not through the registry ($nreg)" \
 		test "$ncdn" -gt "$nreg"
 	check_eq "never with Authorization there" 0 "$(fp_count '.mode == "elsewhere" and .auth' "$mark")"
-	# the other host refuses once (an expired URL): that range goes through the registry again
+	# the other host refuses once (an expired URL): that range goes through the registry again.
+	# The first MiB first, so that the target is known before it refuses: a refused first
+	# redirect is retried through whichever target a parallel range learnt meanwhile.
+	check "the first MiB of a second blob reads" \
+		dd if="$M/sec/big2/v1/big2.bin" of=/dev/null bs=1M count=1 status=none
 	fp_rules "[{\"id\":\"cdn-refuses\",\"elsewhere\":true,\"match\":\"$BIG2HEX\",\"status\":403,\"times\":1},
 		{\"id\":\"redir\",\"match\":\"/blobs/\",\"method\":\"GET\",\"redirect\":\"http://localhost:$FP_PORT/elsewhere\"}]"
 	mark=$(fp_log_mark)
