@@ -116,7 +116,7 @@ cold() {
 	CPU=$(awk -v a="$cpu0" -v b="$(cpu_s "$OCIFS_PID")" 'BEGIN { printf "%.2f", b - a }')
 	streams=$(grep -o 'cache: [0-9]* fetch streams[a-z ,]*[0-9]*' "$OCIFS_LOG" | tail -n 1 | sed 's/^cache: //')
 	say "$(printf '%-34s' "$label") ${T} s  $(mibs "$SIZE" "$T") MiB/s  CPU ${CPU} s" \
-		"($(awk -v c="$CPU" -v s="$SIZE" 'BEGIN { printf "%.2f", c * 1073741824 / s }') s/GiB)" \
+		"($(per_gib "$CPU") s/GiB)" \
 		"streams ${streams:-not settled}"
 	bumount "$M"
 }
@@ -144,17 +144,17 @@ for run in $(seq 1 "$RUNS"); do
 	cold "$REG" "ocifs cold cat on loopback"
 	t_ol=$T
 	r_loop+=("$(ratio "$t_cl" "$T")")
-	c_loop+=("$(awk -v c="$CPU" -v s="$SIZE" 'BEGIN { printf "%.2f", c * 1073741824 / s }')")
+	c_loop+=("$(per_gib "$CPU")")
 	cold "$REG" "ocifs -o max_streams=6, loopback" -o max_streams=6
 	r_loop6+=("$(ratio "$T" "$t_ol")")
 done
 
-setr paced_vs_curl "$(stats "${r_pacer[@]}")"
-setr nginx_limit_rate_vs_curl "$(stats "${r_nginx[@]}")"
-setr loopback_vs_curl "$(stats "${r_loop[@]}")"
-setr loopback_adaptive_vs_6_streams "$(stats "${r_loop6[@]}")"
-setr cpu_s_per_gib_paced "$(stats "${c_pacer[@]}")"
-setr cpu_s_per_gib_nginx "$(stats "${c_nginx[@]}")"
-setr cpu_s_per_gib_loopback "$(stats "${c_loop[@]}")"
+sets paced_vs_curl "${r_pacer[@]}"
+sets nginx_limit_rate_vs_curl "${r_nginx[@]}"
+sets loopback_vs_curl "${r_loop[@]}"
+sets loopback_adaptive_vs_6_streams "${r_loop6[@]}"
+sets cpu_s_per_gib_paced "${c_pacer[@]}"
+sets cpu_s_per_gib_nginx "${c_nginx[@]}"
+sets cpu_s_per_gib_loopback "${c_loop[@]}"
 kill "$NGPID" "$PPID_" 2>/dev/null
 bench_summary

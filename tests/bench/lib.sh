@@ -60,6 +60,14 @@ ratio() {
 }
 mibs() { awk -v s="$1" -v t="$2" 'BEGIN { if (t > 0) printf "%.1f", s / 1048576 / t; else print "inf" }'; }
 ms() { awk -v t="$1" 'BEGIN { printf "%.1f", t * 1000 }'; }
+# sets NAME V...: a line of the summary block, the stats of the values
+sets() {
+	local k=$1
+	shift
+	setr "$k" "$(stats "$@")"
+}
+# per_gib SECONDS: seconds for SIZE bytes scaled to one GiB
+per_gib() { awk -v c="$1" -v s="$SIZE" 'BEGIN { printf "%.2f", c * 1073741824 / s }'; }
 # stats V...: "min A median B max C" of the values
 stats() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
 	printf "min %s median %s max %s", v[1], v[int((NR + 1) / 2)], v[NR] }'; }

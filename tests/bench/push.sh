@@ -168,9 +168,9 @@ say "ocifs seconds      $(stats "${r_ocifs[@]}")"
 say "skopeo seconds     $(stats "${r_sk[@]}")"
 say "small files, ocifs $(stats "${r_many[@]}")"
 say "small files, skopeo $(stats "${r_many_sk[@]}")"
-setr push_big_vs_curl "$(stats "${r_vs_curl[@]}")"
-setr push_big_vs_skopeo "$(stats "${r_vs_sk[@]}")"
-setr many_files_vs_skopeo "$(stats "${r_many_vs[@]}")"
+sets push_big_vs_curl "${r_vs_curl[@]}"
+sets push_big_vs_skopeo "${r_vs_sk[@]}"
+sets many_files_vs_skopeo "${r_many_vs[@]}"
 setr many_files_requests "$nreq"
 
 bench_summary

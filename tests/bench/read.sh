@@ -89,7 +89,7 @@ cold_read() {
 	[ -n "$h" ] && [ "$h" -gt "$hwm" ] && hwm=$h
 	return 0
 }
-r_cold=() r_vs_curl=() r_vs_pipe=() r_vs_sha=() r_cpu=() r_pipe_cpu=()
+r_cold=() r_vs_curl=() r_vs_pipe=() r_vs_sha=() r_cpu=() r_pipe_cpu=() r_fill_cpu=()
 for ((run = 1; run <= RUNS; run++)); do
 	tm curl -s -o /dev/null "$URL"
 	t_curl=$T
@@ -98,7 +98,7 @@ for ((run = 1; run <= RUNS; run++)); do
 	t_pipe=$T
 	rm -f "$TESTDIR/pipe.out"
 	say "curl | tee FILE | openssl dgst   ${t_pipe} s  $(mibs "$SIZE" "$t_pipe") MiB/s  CPU ${TCPU} s"
-	r_pipe_cpu+=("$(awk -v c="$TCPU" -v s="$SIZE" 'BEGIN { printf "%.2f", c * 1073741824 / s }')")
+	r_pipe_cpu+=("$(per_gib "$TCPU")")
 	tm bash -c "curl -s '$URL' | sha256sum >/dev/null"
 	t_curlsha=$T
 	say "curl | sha256sum                 ${t_curlsha} s  $(mibs "$SIZE" "$t_curlsha") MiB/s"
@@ -106,20 +106,27 @@ for ((run = 1; run <= RUNS; run++)); do
 	cold_read "ocifs cold cat (run $run)"
 	bumount "$M"
 	r_cold+=("$T")
-	r_cpu+=("$(awk -v c="$CPU" -v s="$SIZE" 'BEGIN { printf "%.2f", c * 1073741824 / s }')")
+	r_cpu+=("$(per_gib "$CPU")")
 	r_vs_curl+=("$(ratio "$t_curl" "$T")")
 	r_vs_pipe+=("$(ratio "$t_pipe" "$T")")
 	r_vs_sha+=("$(ratio "$t_curlsha" "$T")")
+	# this machine's cost of filling page cache, which a cold read does for
+	# two GiB per GiB (the cache file's pages and the FUSE file's)
+	tmc dd if=/dev/zero of="$TESTDIR/fill" bs=1M count="$SIZE_MB" status=none
+	rm -f "$TESTDIR/fill"
+	say "dd of $SIZE_MB MiB into page cache   ${T} s  CPU ${TCPU} s"
+	r_fill_cpu+=("$(per_gib "$TCPU")")
 done
 t_cold=$(stats "${r_cold[@]}" | awk '{ print $4 }') # the median, for the peers below
 say "ocifs cold seconds: $(stats "${r_cold[@]}")"
-setr cold_vs_curl_tee_openssl "$(stats "${r_vs_pipe[@]}")"
-setr cold_vs_curl_sha256sum "$(stats "${r_vs_sha[@]}")"
-setr cold_vs_curl "$(stats "${r_vs_curl[@]}")"
-setr cold_cpu_s_per_gib "$(stats "${r_cpu[@]}")"
-setr pipeline_cpu_s_per_gib "$(stats "${r_pipe_cpu[@]}")"
-# What bounds CPU per GiB here: each page of page cache a cold read fills
-# (the cache file's and the FUSE file's) is memory the process first touches.
+sets cold_vs_curl_tee_openssl "${r_vs_pipe[@]}"
+sets cold_vs_curl_sha256sum "${r_vs_sha[@]}"
+sets cold_vs_curl "${r_vs_curl[@]}"
+sets cold_cpu_s_per_gib "${r_cpu[@]}"
+sets pipeline_cpu_s_per_gib "${r_pipe_cpu[@]}"
+sets page_cache_fill_cpu_s_per_gib "${r_fill_cpu[@]}"
+# Memory this virtual machine hands out fresh costs far more to touch than
+# memory touched before: it is what spreads the CPU figures above.
 ft=$(first_touch_mbs)
 say "memory first touched ${ft% *} MB/s, touched again ${ft#* } MB/s"
 setr first_touch_vs_retouch_mbs "${ft% *} / ${ft#* }"
@@ -151,7 +158,7 @@ if drop_caches; then
 	done
 	say "ocifs, caches dropped: $(stats "${r_wd[@]}")"
 	say "cache file, dropped:   $(stats "${r_dd[@]}")"
-	setr warm_dropped_vs_direct "$(stats "${r_w[@]}")"
+	sets warm_dropped_vs_direct "${r_w[@]}"
 	setr warm_dropped_medians "$(ratio "$(stats "${r_dd[@]}" | awk '{ print $4 }')" \
 		"$(stats "${r_wd[@]}" | awk '{ print $4 }')")"
 else
@@ -241,9 +248,9 @@ for ((run = 1; run <= RUNS; run++)); do
 	r_one+=("$t_one")
 done
 say "one reader seconds: $(stats "${r_one[@]}")"
-setr concurrent8_one_file_time_vs_one_reader "$(stats "${r_same[@]}")"
-setr concurrent8_five_paths_time_vs_one_reader "$(stats "${r_five[@]}")"
-setr concurrent8_served_vs_size "$(stats "${r_served[@]}")"
+sets concurrent8_one_file_time_vs_one_reader "${r_same[@]}"
+sets concurrent8_five_paths_time_vs_one_reader "${r_five[@]}"
+sets concurrent8_served_vs_size "${r_served[@]}"
 
 # ---------------------------------------------------------------- 6. httpdirfs
 say "## httpdirfs --single-file-mode"
