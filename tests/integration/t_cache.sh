@@ -124,8 +124,8 @@ for ra in default:1024 0:128 4096:4096; do
 	if OCIFS_CACHE=$C0 mount_ocifs "$REG" "$M0" -o "$o"; then
 		check_eq "-o $o: the mount's read-ahead is ${ra#*:} KiB" "${ra#*:}" \
 			"$(cat "/sys/class/bdi/$(mountpoint -d "$M0")/read_ahead_kb" 2>&1)"
-		check_eq "-o $o: a 64 MiB file reads right" "${HEX[rand]}" \
-			"$(out_hash cat "$M0/cache/rand/v1/rand.bin")"
+		check_eq "-o $o: a 16 MiB file reads right" "${HEX[a]}" \
+			"$(out_hash cat "$M0/cache/lru/v1/a.bin")"
 		umount_ocifs "$M0"
 	fi
 done
