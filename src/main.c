@@ -49,7 +49,6 @@ struct options {
 	unsigned page_size;
 	unsigned max_streams;
 	unsigned read_ahead_kb;
-	int read_ahead_set;
 	unsigned timeout;
 	unsigned push_delay;
 	int ro;
@@ -83,7 +82,6 @@ static const struct fuse_opt option_spec[] = {
 	OPT("page_size=%u", page_size),
 	OPT("max_streams=%u", max_streams),
 	OPT("read_ahead_kb=%u", read_ahead_kb),
-	OPT("read_ahead_kb=", read_ahead_set),
 	OPT("timeout=%u", timeout),
 	OPT("push_delay=%u", push_delay),
 	OPT("artifact_type=%s", artifact_type),
@@ -382,7 +380,11 @@ static char *default_cache_dir(void)
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options o = { .tag_ttl = 30, .list_ttl = 30, .timeout = 30, .push_delay = 1 };
+	struct options o = { .tag_ttl = 30,
+		.list_ttl = 30,
+		.timeout = 30,
+		.push_delay = 1,
+		.read_ahead_kb = READ_AHEAD_KB };
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config lc = { 0 };
 	struct http_options ho = { 0 };
@@ -561,8 +563,8 @@ int main(int argc, char *argv[])
 		mnt_real[0] = '\0';
 	if (fuse_session_mount(se, o.mountpoint) != 0)
 		goto out_signals;
-	if (mnt_real[0] && (!o.read_ahead_set || o.read_ahead_kb > 0))
-		set_read_ahead(mnt_real, o.read_ahead_set ? o.read_ahead_kb : READ_AHEAD_KB);
+	if (mnt_real[0] && o.read_ahead_kb > 0)
+		set_read_ahead(mnt_real, o.read_ahead_kb);
 	if (fuse_daemonize(cl.foreground) != 0)
 		goto out_unmount;
 	if (!cl.foreground) {

@@ -113,7 +113,7 @@ cold() {
 	cpu0=$(cpu_s "$OCIFS_PID")
 	tm cat "$M/bench/big/v1/big.bin" >/dev/null
 	[ "$TRC" = 0 ] || say "# $label: cat failed"
-	CPU=$(awk -v a="$cpu0" -v b="$(cpu_s "$OCIFS_PID")" 'BEGIN { printf "%.2f", b - a }')
+	CPU=$(cpu_since "$OCIFS_PID" "$cpu0")
 	streams=$(grep -o 'cache: [0-9]* fetch streams[a-z ,]*[0-9]*' "$OCIFS_LOG" | tail -n 1 | sed 's/^cache: //')
 	say "$(printf '%-34s' "$label") ${T} s  $(mibs "$SIZE" "$T") MiB/s  CPU ${CPU} s" \
 		"($(per_gib "$CPU") s/GiB)" \

@@ -13,25 +13,25 @@ setr() {
 	R[$1]=$2
 }
 now() { echo "${EPOCHREALTIME/,/.}"; }
-# tm CMD...: run CMD (its stdout to /dev/null unless redirected inside),
-# set T (seconds, float) and TRC (its status).
+# elapsed T0: seconds since T0 (a now), to the millisecond
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+# tm CMD...: run CMD (its output goes where the caller redirects it), set T
+# (seconds, float) and TRC (its status).
 tm() {
-	local t0 t1
+	local t0
 	t0=$(now)
 	"$@"
 	TRC=$?
-	t1=$(now)
-	T=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+	T=$(elapsed "$t0")
 }
 # tmc CMD...: tm, and TCPU: the seconds of CPU (user + system) of CMD and of
 # every process it waited for. CMD's output goes to /dev/null.
 tmc() {
-	local t0 t1 out TIMEFORMAT='%3U %3S'
+	local t0 out TIMEFORMAT='%3U %3S'
 	t0=$(now)
 	out=$({ time "$@" >/dev/null 2>&3; } 3>&2 2>&1)
 	TRC=$?
-	t1=$(now)
-	T=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+	T=$(elapsed "$t0")
 	TCPU=$(awk '{ printf "%.2f", $1 + $2 }' <<<"$out")
 }
 # first_touch_mbs: how fast this machine gives a process memory it has not
@@ -73,6 +73,8 @@ stats() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
 	printf "min %s median %s max %s", v[1], v[int((NR + 1) / 2)], v[NR] }'; }
 # cpu_s PID: seconds of CPU (user + system) the process has used so far
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
+# cpu_since PID C0: seconds of CPU the process has used since cpu_s gave C0
+cpu_since() { awk -v a="$2" -v b="$(cpu_s "$1")" 'BEGIN { printf "%.2f", b - a }'; }
 drop_caches() { sync && { echo 1 >/proc/sys/vm/drop_caches; } 2>/dev/null; }
 rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status" 2>/dev/null; }
 

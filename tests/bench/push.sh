@@ -95,7 +95,7 @@ ocifs_push() {
 	local t0
 	t0=$(now)
 	cp "$W/big/big.bin" "$M/ocifs/v1/" || return 1
-	t_cp=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
+	t_cp=$(elapsed "$t0")
 	sync "$M/ocifs/v1"
 }
 many_push() { cp -r "$W/many/." "$M/many/v1/" && sync "$M/many/v1"; }

@@ -83,7 +83,7 @@ cold_read() {
 	c0=$(cpu_s "$DPID")
 	tm cat "$F" >/dev/null
 	[ "$TRC" = 0 ] || say "# $1 failed: $TRC"
-	CPU=$(awk -v a="$c0" -v b="$(cpu_s "$DPID")" 'BEGIN { printf "%.2f", b - a }')
+	CPU=$(cpu_since "$DPID" "$c0")
 	say "$(printf '%-32s' "$1") ${T} s  $(mibs "$SIZE" "$T") MiB/s  daemon CPU ${CPU} s"
 	h=$(rss_kb "$DPID" VmHWM)
 	[ -n "$h" ] && [ "$h" -gt "$hwm" ] && hwm=$h
