@@ -391,6 +391,23 @@ static void blob_finish(struct blob *b)
 		unlink(from);
 	unlink(map);
 
+	/*
+	 * A failed blob leaves the list before its readers learn of it: one
+	 * that opens again after its EIO starts over with a fresh struct blob
+	 * and does not find this one's error.
+	 */
+	if (err) {
+		struct blob **p;
+
+		pthread_mutex_lock(&c->lock);
+		for (p = &c->blobs; *p; p = &(*p)->next)
+			if (*p == b) {
+				*p = b->next;
+				b->next = NULL;
+				break;
+			}
+		pthread_mutex_unlock(&c->lock);
+	}
 	/* Never both locks here: the readers woken next may queue fetches. */
 	pthread_mutex_lock(&b->lock);
 	if (err) {
@@ -403,21 +420,11 @@ static void blob_finish(struct blob *b)
 	pthread_cond_broadcast(&b->cond);
 	pthread_mutex_unlock(&b->lock);
 
-	pthread_mutex_lock(&c->lock);
-	if (err) {
-		/* The next opener starts over with a fresh struct blob. */
-		struct blob **p;
-
-		for (p = &c->blobs; *p; p = &(*p)->next)
-			if (*p == b) {
-				*p = b->next;
-				b->next = NULL;
-				break;
-			}
-	} else {
+	if (!err) {
+		pthread_mutex_lock(&c->lock);
 		account_complete(c, b->size);
+		pthread_mutex_unlock(&c->lock);
 	}
-	pthread_mutex_unlock(&c->lock);
 	if (!err && cache_over(c))
 		cache_evict(c);
 }
