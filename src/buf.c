@@ -27,6 +27,11 @@ static int buf_grow(struct buf *b, size_t extra)
 	return 0;
 }
 
+int buf_reserve(struct buf *b, size_t extra)
+{
+	return buf_grow(b, extra);
+}
+
 int buf_add(struct buf *b, const void *p, size_t n)
 {
 	int ret = buf_grow(b, n);

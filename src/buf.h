@@ -19,6 +19,8 @@ struct buf {
 int buf_add(struct buf *b, const void *p, size_t n);
 int buf_addstr(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Room for extra more bytes (and the NUL) at data + len, to write there and add to len. */
+int buf_reserve(struct buf *b, size_t extra);
 /* Hand the bytes over to the caller (never NULL unless out of memory); b is empty after. */
 char *buf_take(struct buf *b);
 void buf_release(struct buf *b);

@@ -816,7 +816,7 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 	first = (size_t)off / c->chunk;
 	last = (size_t)(off + (off_t)len - 1) / c->chunk;
 	/* The last bytes prove the whole: a reader gets them only once it verified. */
-	need_all = c->strict || last == b->nchunks - 1;
+	need_all = !rd->own_check && (c->strict || last == b->nchunks - 1);
 
 	/* the window keeps every stream busy: more of them, more ahead */
 	pthread_mutex_lock(&c->lock);

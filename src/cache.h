@@ -100,6 +100,12 @@ struct blob_reader {
 	off_t next;
 	size_t window; /* chunks of read-ahead */
 	size_t ahead_end; /* read-ahead is scheduled up to this chunk (exclusive) */
+	/*
+	 * The reader checks what it reads against digests of its own (a
+	 * published layer index): its ranges are ready once fetched, without
+	 * waiting for the whole blob to verify, even at the blob's end.
+	 */
+	bool own_check;
 };
 
 /*

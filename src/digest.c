@@ -73,12 +73,30 @@ void digest_ctx_final(struct digest_ctx *c, char *out)
 	format_sha256(md, out);
 }
 
+void digest_ctx_raw(struct digest_ctx *c, unsigned char *out)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+
+	EVP_DigestFinal_ex(c->md, md, &len);
+	memcpy(out, md, DIGEST_RAW_LEN);
+	EVP_DigestInit_ex(c->md, EVP_sha256(), NULL);
+}
+
 void digest_ctx_free(struct digest_ctx *c)
 {
 	if (!c)
 		return;
 	EVP_MD_CTX_free(c->md);
 	free(c);
+}
+
+void digest_buffer_raw(const void *p, size_t n, unsigned char *out)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+
+	EVP_Digest(p, n, md, NULL, EVP_sha256(), NULL);
+	memcpy(out, md, DIGEST_RAW_LEN);
 }
 
 void digest_buffer(const void *p, size_t n, char *out)

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #define DIGEST_STR_LEN (7 + 64) /* "sha256:" + 64 hex */
+#define DIGEST_RAW_LEN 32
 
 struct digest_ctx;
 
@@ -18,9 +19,13 @@ struct digest_ctx *digest_ctx_dup(const struct digest_ctx *c);
 /* Write "sha256:<hex>" and a NUL into out (DIGEST_STR_LEN + 1 bytes). */
 void digest_ctx_final(struct digest_ctx *c, char *out);
 void digest_ctx_free(struct digest_ctx *c);
+/* The sha256 of what c was fed, as DIGEST_RAW_LEN bytes; c starts over, empty. */
+void digest_ctx_raw(struct digest_ctx *c, unsigned char *out);
 
 /* "sha256:<hex>" of a buffer into out (DIGEST_STR_LEN + 1 bytes). */
 void digest_buffer(const void *p, size_t n, char *out);
+/* The same as DIGEST_RAW_LEN bytes. */
+void digest_buffer_raw(const void *p, size_t n, unsigned char *out);
 
 /*
  * "sha256:<hex>" of the first len bytes of fd (all of it, to its end, when

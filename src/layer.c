@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -429,6 +430,7 @@ struct layer_cp {
 	int64_t out; /* tar offset */
 	int64_t in; /* blob offset of the next compressed byte */
 	unsigned bits; /* gzip: low bits of the byte before in still to inflate */
+	unsigned char prime; /* gzip: that byte, when bits */
 	unsigned wlen;
 	unsigned char *window; /* gzip: the wlen bytes of output before out */
 };
@@ -450,6 +452,7 @@ struct stream {
 	unsigned skip; /* gzip: trailer bytes to skip before the next member */
 	ZSTD_DCtx *zd;
 	size_t zret; /* zstd: 0 at a frame's end */
+	unsigned char last_in; /* the byte before ib[0], once there was one */
 	unsigned char *ib;
 	size_t ib_pos, ib_len;
 	int64_t in_off; /* blob offset of ib[ib_len] */
@@ -466,6 +469,7 @@ struct stream {
 	struct layer_cp *cps;
 	size_t n_cps;
 	struct digest_ctx *hash;
+	struct digest_ctx *span_hash; /* indexing: the span the input is in */
 	const char *label;
 };
 
@@ -482,6 +486,17 @@ struct layer {
 	size_t n_cps;
 	struct layer_name *names; /* sorted by path, one per path */
 	size_t n_names;
+	/* the sha256 of each LAYER_CHECK_SPAN bytes of the blob, the last one shorter */
+	unsigned char *spans;
+	size_t n_spans;
+	/*
+	 * An index from elsewhere (a registry): the blob is read only in spans
+	 * checked against their digests (span_ok, under lock); bad once one
+	 * did not match: then every read is EIO.
+	 */
+	bool published;
+	bool bad;
+	unsigned char *span_ok;
 	char label[600];
 	pthread_mutex_t lock;
 	struct stream *cursors[CURSORS]; /* protected by lock */
@@ -576,19 +591,9 @@ static int stream_seek(struct stream *s, const struct layer_cp *cp)
 		if (zr != Z_OK)
 			return -ENOMEM;
 		s->z_init = true;
-		if (s->raw && cp->bits) {
-			unsigned char b;
-			int fd;
-
-			if (!l->blob)
-				return -EIO;
-			fd = cache_blob_prepare(l->blob, &s->rd, cp->in - 1, 1);
-			if (fd < 0)
-				return fd;
-			if (pread(fd, &b, 1, cp->in - 1) != 1)
-				return -EIO;
-			inflatePrime(&s->z, (int)cp->bits, b >> (8 - cp->bits));
-		}
+		/* the byte split by the block boundary is in the index: no span before in to fetch */
+		if (s->raw && cp->bits)
+			inflatePrime(&s->z, (int)cp->bits, cp->prime >> (8 - cp->bits));
 		if (s->raw && inflateSetDictionary(&s->z, cp->window, cp->wlen) != Z_OK)
 			return -EIO;
 	} else if (l->codec == CODEC_ZSTD) {
@@ -600,6 +605,83 @@ static int stream_seek(struct stream *s, const struct layer_cp *cp)
 	}
 	s->valid = true;
 	return 0;
+}
+
+/* Indexing: the spans' digests, from the blob's bytes [off, off + n) read in order. */
+static void span_feed(struct stream *s, int64_t off, const unsigned char *p, size_t n)
+{
+	struct layer *l = s->l;
+
+	while (n) {
+		int64_t end = (off / LAYER_CHECK_SPAN + 1) * LAYER_CHECK_SPAN;
+		size_t k;
+
+		if (end > l->blob_size)
+			end = l->blob_size;
+		k = end - off < (int64_t)n ? (size_t)(end - off) : n;
+		digest_ctx_update(s->span_hash, p, k);
+		off += (int64_t)k;
+		p += k;
+		n -= k;
+		if (off == end)
+			digest_ctx_raw(s->span_hash,
+				l->spans + (size_t)((off - 1) / LAYER_CHECK_SPAN) * DIGEST_RAW_LEN);
+	}
+}
+
+/*
+ * A published index: the spans that bytes [off, off + n) of the blob are in
+ * fetched and checked against their digests, once each. 0, or -EIO when one
+ * does not match (the index is not used again) or cannot be fetched.
+ */
+static int spans_check(struct stream *s, int64_t off, size_t n)
+{
+	struct layer *l = s->l;
+	struct blob_reader rd = { .own_check = true };
+	size_t i, last = (size_t)((off + (int64_t)n - 1) / LAYER_CHECK_SPAN);
+	unsigned char *buf = NULL, md[DIGEST_RAW_LEN];
+	int ret = 0;
+
+	for (i = (size_t)(off / LAYER_CHECK_SPAN); !ret && i <= last; i++) {
+		int64_t start = (int64_t)i * LAYER_CHECK_SPAN;
+		size_t len = l->blob_size - start < LAYER_CHECK_SPAN ? (size_t)(l->blob_size - start)
+								       : LAYER_CHECK_SPAN;
+		bool ok;
+		int fd;
+
+		pthread_mutex_lock(&l->lock);
+		ok = l->span_ok[i];
+		ret = l->bad ? -EIO : 0;
+		pthread_mutex_unlock(&l->lock);
+		if (ok || ret)
+			continue;
+		if (!buf && !(buf = malloc(LAYER_CHECK_SPAN)))
+			return -ENOMEM;
+		fd = cache_blob_prepare(l->blob, &rd, start, len);
+		if (fd < 0) {
+			ret = fd;
+			break;
+		}
+		if (file_read(&(struct file_src){ fd, l->blob_size }, buf, len, start)) {
+			ret = -EIO;
+			break;
+		}
+		digest_buffer_raw(buf, len, md);
+		pthread_mutex_lock(&l->lock);
+		if (memcmp(md, l->spans + i * DIGEST_RAW_LEN, DIGEST_RAW_LEN) == 0) {
+			l->span_ok[i] = 1;
+		} else {
+			if (!l->bad)
+				log_err("%s: bytes %lld to %lld do not match the published index: "
+					"it is not used again",
+					l->label, (long long)start, (long long)(start + (int64_t)len));
+			l->bad = true;
+			ret = -EIO;
+		}
+		pthread_mutex_unlock(&l->lock);
+	}
+	free(buf);
+	return ret;
 }
 
 /* Buffer more compressed input: 1 when there is some, 0 at the blob's end, or -errno. */
@@ -617,9 +699,18 @@ static int stream_input(struct stream *s)
 	if (!l->blob)
 		return -EIO;
 	want = l->blob_size - s->in_off < IO_BUF ? (size_t)(l->blob_size - s->in_off) : IO_BUF;
+	if (l->published) {
+		int ret = spans_check(s, s->in_off, want);
+
+		if (ret)
+			return ret;
+		s->rd.own_check = true;
+	}
 	fd = cache_blob_prepare(l->blob, &s->rd, s->in_off, want);
 	if (fd < 0)
 		return fd;
+	if (s->ib_len)
+		s->last_in = s->ib[s->ib_len - 1];
 	s->ib_pos = s->ib_len = 0;
 	while (s->ib_len < want) {
 		r = pread(fd, s->ib + s->ib_len, want - s->ib_len, s->in_off + (int64_t)s->ib_len);
@@ -629,6 +720,8 @@ static int stream_input(struct stream *s)
 			return r < 0 ? -errno : -EIO;
 		s->ib_len += (size_t)r;
 	}
+	if (s->span_hash)
+		span_feed(s, s->in_off, s->ib, want);
 	s->in_off += (int64_t)want;
 	return 1;
 }
@@ -655,6 +748,8 @@ static int stream_checkpoint(struct stream *s, unsigned bits, bool window)
 	cp->out = out;
 	cp->in = stream_in_pos(s);
 	cp->bits = bits;
+	if (bits)
+		cp->prime = s->ib_pos ? s->ib[s->ib_pos - 1] : s->last_in;
 	if (window) {
 		uInt wlen = WINDOW;
 
@@ -979,19 +1074,24 @@ size_t layer_checkpoints(const struct layer *l)
 
 /* ---- the index file ---- */
 
-#define IDX_MAGIC "OCIFSLX1"
+/* The format of the index (layer.h, ocifs(1) PUBLISHED LAYER INDEXES); integers little-endian. */
+#define IDX_MAGIC "OCIFSLX2"
+#define IDX_MAGIC_OLD "OCIFSLX1"
 #define IDX_NULL 0xffffffffu
 /* The fewest bytes an entry takes in the file: bounds counts before allocating. */
 #define IDX_ENTRY_MIN 57
 
 static int put32(struct buf *b, uint32_t v)
 {
+	v = htole32(v);
 	return buf_add(b, &v, sizeof(v));
 }
 
 static int put64(struct buf *b, int64_t v)
 {
-	return buf_add(b, &v, sizeof(v));
+	uint64_t u = htole64((uint64_t)v);
+
+	return buf_add(b, &u, sizeof(u));
 }
 
 static int putstr(struct buf *b, const char *s, size_t len)
@@ -1004,17 +1104,21 @@ static int putstr(struct buf *b, const char *s, size_t len)
 int layer_index_encode(const struct layer *l, struct buf *b)
 {
 	char td[DIGEST_STR_LEN + 1] = { 0 };
-	size_t i, k;
+	size_t i, k, start = b->len;
 	int ret;
 
 	memcpy(td, l->tar_digest, sizeof(td));
+	if (!l->spans)
+		return -EINVAL;
 	ret = buf_add(b, IDX_MAGIC, 8) || put32(b, l->codec) || put32(b, 0) ||
-	      put64(b, l->blob_size) || put64(b, l->tar_size) || buf_add(b, td, sizeof(td)) ||
-	      put32(b, (uint32_t)l->n_cps);
+	      putstr(b, l->digest, strlen(l->digest)) || put64(b, l->blob_size) ||
+	      put64(b, l->tar_size) || buf_add(b, td, sizeof(td)) || put32(b, LAYER_CHECK_SPAN) ||
+	      put32(b, (uint32_t)l->n_spans) ||
+	      buf_add(b, l->spans, l->n_spans * DIGEST_RAW_LEN) || put32(b, (uint32_t)l->n_cps);
 	for (i = 0; !ret && i < l->n_cps; i++)
 		ret = put64(b, l->cps[i].out) || put64(b, l->cps[i].in) ||
-		      put32(b, l->cps[i].bits) || put32(b, l->cps[i].wlen) ||
-		      buf_add(b, l->cps[i].window, l->cps[i].wlen);
+		      put32(b, l->cps[i].bits | (uint32_t)l->cps[i].prime << 8) ||
+		      put32(b, l->cps[i].wlen) || buf_add(b, l->cps[i].window, l->cps[i].wlen);
 	ret = ret || put32(b, (uint32_t)l->n);
 	for (i = 0; !ret && i < l->n; i++) {
 		const struct layer_entry *e = &l->entries[i];
@@ -1031,7 +1135,8 @@ int layer_index_encode(const struct layer *l, struct buf *b)
 			      putstr(b, e->xattrs[k].value, e->xattrs[k].len);
 	}
 	if (!ret)
-		ret = put32(b, (uint32_t)crc32(0, (const Bytef *)b->data, (uInt)b->len));
+		ret = put32(b, (uint32_t)crc32(0, (const Bytef *)b->data + start,
+				       (uInt)(b->len - start)));
 	return ret ? -ENOMEM : 0;
 }
 
@@ -1061,7 +1166,7 @@ static uint32_t get32(struct idx_rd *r)
 
 	if (p)
 		memcpy(&v, p, 4);
-	return v;
+	return le32toh(v);
 }
 
 static int64_t get64(struct idx_rd *r)
@@ -1071,7 +1176,7 @@ static int64_t get64(struct idx_rd *r)
 
 	if (p)
 		memcpy(&v, p, 8);
-	return v;
+	return (int64_t)le64toh((uint64_t)v);
 }
 
 /* A string of the file, malloc'd; NULL for none (*null set) or on damage (r->bad set). */
@@ -1171,8 +1276,11 @@ int layer_index_decode(const void *p, size_t n, const char *digest, struct layer
 {
 	struct idx_rd r = { p, n, 0, false };
 	struct layer *l;
-	uint32_t ncp, codec, i;
+	uint32_t ncp, codec, i, span, nspans, bp;
+	const void *sp;
 	const char *td;
+	char *named;
+	bool null;
 	int ret;
 
 	if (n < 12 || memcmp(p, IDX_MAGIC, 8) != 0)
@@ -1181,20 +1289,42 @@ int layer_index_decode(const void *p, size_t n, const char *digest, struct layer
 	if (get32(&(struct idx_rd){ p, n, n - 4, false }) !=
 		(uint32_t)crc32(0, (const Bytef *)p, (uInt)(n - 4)))
 		return -EBADMSG;
-	l = layer_alloc(digest);
-	if (!l)
-		return -ENOMEM;
 	take(&r, 8);
 	codec = get32(&r);
 	get32(&r);
+	/* the blob it describes: the one asked for, or (digest NULL) any it names */
+	named = getstr(&r, NULL, &null);
+	if (!named || !digest_supported(named) || (digest && strcmp(named, digest) != 0)) {
+		free(named);
+		return -EBADMSG;
+	}
+	l = layer_alloc(named);
+	free(named);
+	if (!l)
+		return -ENOMEM;
 	l->blob_size = get64(&r);
 	l->tar_size = get64(&r);
 	td = take(&r, DIGEST_STR_LEN + 1);
+	span = get32(&r);
+	nspans = get32(&r);
+	ret = -EBADMSG;
+	if (r.bad || codec > CODEC_ZSTD || l->blob_size <= 0 || l->tar_size < 0 ||
+		td[DIGEST_STR_LEN] != '\0' ||
+		(*td && !(strncmp(td, "sha256:", 7) == 0 && strlen(td) == DIGEST_STR_LEN)) ||
+		span != LAYER_CHECK_SPAN ||
+		nspans != (uint64_t)(l->blob_size + LAYER_CHECK_SPAN - 1) / LAYER_CHECK_SPAN ||
+		!(sp = take(&r, (size_t)nspans * DIGEST_RAW_LEN)))
+		goto fail;
+	ret = -ENOMEM;
+	l->n_spans = nspans;
+	l->spans = malloc((size_t)nspans * DIGEST_RAW_LEN);
+	l->span_ok = calloc(nspans, 1);
+	if (!l->spans || !l->span_ok)
+		goto fail;
+	memcpy(l->spans, sp, (size_t)nspans * DIGEST_RAW_LEN);
 	ncp = get32(&r);
 	ret = -EBADMSG;
-	if (r.bad || codec > CODEC_ZSTD || l->blob_size <= 0 || l->tar_size < 0 || ncp < 1 ||
-		ncp > (r.n - r.pos) / 24 || td[DIGEST_STR_LEN] != '\0' ||
-		(*td && !(strncmp(td, "sha256:", 7) == 0 && strlen(td) == DIGEST_STR_LEN)))
+	if (r.bad || ncp < 1 || ncp > (r.n - r.pos) / 24)
 		goto fail;
 	l->codec = (enum codec)codec;
 	memcpy(l->tar_digest, td, sizeof(l->tar_digest));
@@ -1209,9 +1339,11 @@ int layer_index_decode(const void *p, size_t n, const char *digest, struct layer
 
 		cp->out = get64(&r);
 		cp->in = get64(&r);
-		cp->bits = get32(&r);
+		bp = get32(&r);
+		cp->bits = bp & 0xff;
+		cp->prime = (unsigned char)(bp >> 8);
 		cp->wlen = get32(&r);
-		if (r.bad || cp->bits > 7 || cp->wlen > WINDOW || cp->out < 0 ||
+		if (r.bad || cp->bits > 7 || (bp >> 16) || cp->wlen > WINDOW || cp->out < 0 ||
 			cp->out > l->tar_size || cp->in > l->blob_size || (i == 0 && cp->in) ||
 			(i == 0 && cp->out) ||
 			(i > 0 && (cp->out <= l->cps[i - 1].out || cp->in <= l->cps[i - 1].in)) ||
@@ -1260,6 +1392,8 @@ void layer_free(struct layer *l)
 	for (i = 0; i < l->n_cps; i++)
 		free(l->cps[i].window);
 	free(l->cps);
+	free(l->spans);
+	free(l->span_ok);
 	for (i = 0; i < l->n_names; i++)
 		free(l->names[i].path);
 	free(l->names);
@@ -1292,6 +1426,9 @@ static int index_load(const char *path, const char *digest, int64_t size, struct
 	f.size = st.st_size;
 	ret = st.st_size ? file_read(&f, p, (size_t)st.st_size, 0) : -EBADMSG;
 	close(fd);
+	/* one of an earlier version: made again, without a word */
+	if (!ret && st.st_size >= 8 && memcmp(p, IDX_MAGIC_OLD, 8) == 0)
+		ret = -ENOENT;
 	if (!ret)
 		ret = layer_index_decode(p, (size_t)st.st_size, digest, out);
 	free(p);
@@ -1343,7 +1480,7 @@ static int index_store(const struct layer *l, const char *dir, const char *path)
 static int index_build(struct layer *l, bool tar_digest)
 {
 	struct stream *s = stream_new(l);
-	struct layer_cp start = { 0, 0, 0, 0, NULL };
+	struct layer_cp start = { .out = 0 };
 	int ret;
 
 	if (!s)
@@ -1353,7 +1490,12 @@ static int index_build(struct layer *l, bool tar_digest)
 	s->n_cps = s->cps ? 1 : 0;
 	if (tar_digest)
 		s->hash = digest_ctx_new();
-	ret = !s->cps || (tar_digest && !s->hash) ? -ENOMEM : stream_seek(s, &start);
+	l->n_spans = (size_t)((l->blob_size + LAYER_CHECK_SPAN - 1) / LAYER_CHECK_SPAN);
+	l->spans = calloc(l->n_spans ? l->n_spans : 1, DIGEST_RAW_LEN);
+	s->span_hash = digest_ctx_new();
+	ret = !s->cps || (tar_digest && !s->hash) || !l->spans || !s->span_hash
+		      ? -ENOMEM
+		      : stream_seek(s, &start);
 	if (!ret)
 		ret = layer_tar_index_read(
 			stream_tar_read, s, INT64_MAX, l->label, &l->entries, &l->n);
@@ -1378,6 +1520,7 @@ static int index_build(struct layer *l, bool tar_digest)
 	l->n_cps = s->n_cps;
 	s->cps = NULL;
 	digest_ctx_free(s->hash);
+	digest_ctx_free(s->span_hash);
 	stream_free(s);
 	return ret;
 }
@@ -1426,6 +1569,89 @@ int layer_open(struct cache *c, struct registry *r, const char *repo, const char
 fail:
 	layer_free(l);
 	return ret == -ENOMEM ? ret : -EIO;
+}
+
+/* The most an index may take once decompressed. */
+#define PUBLISHED_MAX (512L * 1024 * 1024)
+
+int layer_open_published(struct cache *c, struct registry *r, const char *repo,
+	const char *digest, const char *media_type, int64_t size, const void *z, size_t zlen,
+	struct layer **out)
+{
+	unsigned long long n = ZSTD_getFrameContentSize(z, zlen);
+	struct layer *l = NULL;
+	void *p;
+	size_t got;
+	int ret;
+
+	if (n == ZSTD_CONTENTSIZE_ERROR || n == ZSTD_CONTENTSIZE_UNKNOWN || n > PUBLISHED_MAX) {
+		log_err("%s@%s: the published index is not a zstd frame of known size", repo,
+			digest);
+		return -EBADMSG;
+	}
+	p = malloc(n ? (size_t)n : 1);
+	if (!p)
+		return -ENOMEM;
+	got = ZSTD_decompress(p, (size_t)n, z, zlen);
+	ret = ZSTD_isError(got) || got != n ? -EBADMSG
+					    : layer_index_decode(p, (size_t)n, digest, &l);
+	free(p);
+	if (!ret && (l->blob_size != size || l->codec != codec_of(media_type)))
+		ret = -EBADMSG;
+	if (ret) {
+		if (ret == -EBADMSG)
+			log_err("%s@%s: the published index is damaged or of another blob", repo,
+				digest);
+		layer_free(l);
+		return ret;
+	}
+	l->published = true;
+	snprintf(l->label, sizeof(l->label), "%s@%s", repo, digest);
+	ret = cache_blob_open(c, r, repo, digest, size, &l->blob);
+	if (ret) {
+		layer_free(l);
+		return ret == -ENOMEM ? ret : -EIO;
+	}
+	*out = l;
+	return 0;
+}
+
+int layer_index_publishable(const struct layer *l, struct buf *out)
+{
+	struct buf b = BUF_INIT;
+	size_t cap;
+	int ret;
+
+	ret = layer_index_encode(l, &b);
+	cap = ZSTD_compressBound(b.len);
+	if (!ret)
+		ret = buf_reserve(out, cap);
+	if (!ret) {
+		size_t z = ZSTD_compress(out->data + out->len, cap, b.data, b.len, 3);
+
+		if (ZSTD_isError(z))
+			ret = -ENOMEM;
+		else
+			out->len += z;
+		out->data[out->len] = '\0';
+	}
+	buf_release(&b);
+	return ret;
+}
+
+bool layer_bad(struct layer *l)
+{
+	bool bad;
+
+	pthread_mutex_lock(&l->lock);
+	bad = l->bad;
+	pthread_mutex_unlock(&l->lock);
+	return bad;
+}
+
+bool layer_published(const struct layer *l)
+{
+	return l->published;
 }
 
 /* ---- reading ---- */
@@ -1481,7 +1707,7 @@ static struct stream *cursor_take(struct layer *l, int64_t off, const struct lay
 
 ssize_t layer_read(struct layer *l, void *p, size_t n, int64_t off)
 {
-	struct layer_cp here = { off, off, 0, 0, NULL };
+	struct layer_cp here = { .out = off, .in = off };
 	const struct layer_cp *cp;
 	struct stream *s, *own = NULL;
 	ssize_t r;
@@ -1521,5 +1747,6 @@ ssize_t layer_read(struct layer *l, void *p, size_t n, int64_t off)
 
 bool layer_verified(struct layer *l)
 {
-	return l->blob && cache_blob_verified(l->blob);
+	/* a published index's spans are checked before a byte of them is read */
+	return l->blob && (cache_blob_verified(l->blob) || (l->published && !layer_bad(l)));
 }

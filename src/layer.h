@@ -24,6 +24,9 @@ struct cache;
 struct layer;
 struct registry;
 
+/* The blob is checked in spans of this many bytes (a published index's digests). */
+#define LAYER_CHECK_SPAN (1024 * 1024)
+
 /* Decompressed bytes between two checkpoints (at most, for gzip; at least, for zstd frames). */
 #define LAYER_SPAN (4 * 1024 * 1024)
 
@@ -124,14 +127,48 @@ void layer_list(const struct layer *l, const char *path,
  * Thread-safe.
  */
 ssize_t layer_read(struct layer *l, void *p, size_t n, int64_t off);
-/* Whether every compressed byte layer_read() uses has been verified against the digest. */
+/*
+ * Whether every compressed byte layer_read() uses has been verified: against
+ * the blob's digest, or (a published index) against its span's digest.
+ */
 bool layer_verified(struct layer *l);
+
+/*
+ * A layer from an index published for it: zlen bytes at z, a zstd frame of
+ * the index file (layer_index_encode()). Its blob is opened in c but nothing
+ * is fetched: a read fetches the LAYER_CHECK_SPAN spans it needs and checks
+ * each against the index's digest for it before using a byte of it. One
+ * that does not match makes the layer bad (layer_bad()): a log line, and
+ * EIO for every read after. -EBADMSG (with a log line) for an index that is
+ * damaged or describes another blob (its digest, size or compression).
+ */
+int layer_open_published(struct cache *c, struct registry *r, const char *repo,
+	const char *digest, const char *media_type, int64_t size, const void *z, size_t zlen,
+	struct layer **out);
+/* The index of l as layer_open_published() reads it, appended to out. 0 or -errno. */
+int layer_index_publishable(const struct layer *l, struct buf *out);
+/* Whether a span of l did not match its published index. */
+bool layer_bad(struct layer *l);
+/* Whether l was opened from a published index. */
+bool layer_published(const struct layer *l);
 
 /*
  * The index of l as stored in the cache, appended to out; and back.
  * layer_index_decode() checks everything it reads (a damaged or foreign
- * file is -EBADMSG, never a crash); the layer it makes has no blob to read
- * from (layer_read() gives -EIO) until layer_open() makes it. 0 or -errno.
+ * file, or one naming a blob other than digest when digest is not NULL, is
+ * -EBADMSG, never a crash); the layer it makes has no blob to read from
+ * (layer_read() gives -EIO) until layer_open() makes it. 0 or -errno.
+ *
+ * The file, integers little-endian, strings a u32 length and their bytes:
+ * "OCIFSLX2", u32 compression (0 none, 1 gzip, 2 zstd), u32 0, string the
+ * blob's digest, i64 blob size, i64 tar size, 72 bytes the tar's digest or
+ * zeros, u32 LAYER_CHECK_SPAN, u32 span count and each span's sha256 (32
+ * bytes), u32 checkpoint count and each checkpoint (i64 tar offset, i64 blob
+ * offset, u32 gzip bits | the byte they are in << 8, u32 window length and
+ * the window), u32 entry count and each entry (u8 tar type, u32 mode, u32
+ * uid, u32 gid, i64 mtime, i64 size, i64 data offset, u32 devmajor, u32
+ * devminor, string path, string link or u32 0xffffffff, u32 xattr count and
+ * each name and value string), u32 CRC-32 of all before it.
  */
 int layer_index_encode(const struct layer *l, struct buf *out);
 int layer_index_decode(const void *p, size_t n, const char *digest, struct layer **out);

@@ -123,7 +123,7 @@ int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd)
 
 int staged_copy_up(struct tree *t, struct node *n, struct staged *s, int fd)
 {
-	struct blob_reader rd = { 0, 0, 0 };
+	struct blob_reader rd = { 0 };
 	struct blob *b;
 	char buf[128 * 1024];
 	int64_t off = 0;

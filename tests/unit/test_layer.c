@@ -299,7 +299,7 @@ static void index_damage(const struct layer *l, const char *what)
 	p = malloc(b.len);
 	for (i = 0; p && i < b.len; i += i < 4096 ? 1 : 997) {
 		struct layer *d = NULL;
-		int ret = layer_index_decode(b.data, i, "sha256:x", &d);
+		int ret = layer_index_decode(b.data, i, layer_digest(l), &d);
 
 		tried++;
 		refused += ret == -EBADMSG;
@@ -321,7 +321,7 @@ static void index_damage(const struct layer *l, const char *what)
 			p[i] ^= flip[k];
 			crc = (uint32_t)crc32(0, p, (uInt)(b.len - 4));
 			memcpy(p + b.len - 4, &crc, 4);
-			ret = layer_index_decode(p, b.len, "sha256:x", &d);
+			ret = layer_index_decode(p, b.len, layer_digest(l), &d);
 			tried++;
 			refused += ret == -EBADMSG;
 			wrong += ret != 0 && ret != -EBADMSG;
@@ -336,7 +336,7 @@ static void index_damage(const struct layer *l, const char *what)
 
 		memcpy(p, b.data, b.len);
 		p[b.len / 2] ^= 0x10;
-		ret = layer_index_decode(p, b.len, "sha256:x", &d);
+		ret = layer_index_decode(p, b.len, layer_digest(l), &d);
 		CHECK(ret == -EBADMSG, "%s: a changed byte without its checksum: EBADMSG", what);
 		layer_free(d);
 	}
