@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 pkgs="build-essential autoconf automake libtool pkg-config
 	libfuse3-dev fuse3 libcurl4-openssl-dev libssl-dev libjson-c-dev
-	zlib1g-dev libzstd-dev
+	zlib1g-dev libzstd-dev zstd
 	docker-registry skopeo umoci curl ca-certificates attr jq
 	apache2-utils openssl procps psmisc socat python3 busybox-static
 	systemd python3-yaml file valgrind clang-format"

@@ -644,8 +644,9 @@ static int spans_check(struct stream *s, int64_t off, size_t n)
 
 	for (i = (size_t)(off / LAYER_CHECK_SPAN); !ret && i <= last; i++) {
 		int64_t start = (int64_t)i * LAYER_CHECK_SPAN;
-		size_t len = l->blob_size - start < LAYER_CHECK_SPAN ? (size_t)(l->blob_size - start)
-								       : LAYER_CHECK_SPAN;
+		size_t len = l->blob_size - start < LAYER_CHECK_SPAN
+				     ? (size_t)(l->blob_size - start)
+				     : LAYER_CHECK_SPAN;
 		bool ok;
 		int fd;
 
@@ -674,7 +675,8 @@ static int spans_check(struct stream *s, int64_t off, size_t n)
 			if (!l->bad)
 				log_err("%s: bytes %lld to %lld do not match the published index: "
 					"it is not used again",
-					l->label, (long long)start, (long long)(start + (int64_t)len));
+					l->label, (long long)start,
+					(long long)(start + (int64_t)len));
 			l->bad = true;
 			ret = -EIO;
 		}
@@ -1113,8 +1115,8 @@ int layer_index_encode(const struct layer *l, struct buf *b)
 	ret = buf_add(b, IDX_MAGIC, 8) || put32(b, l->codec) || put32(b, 0) ||
 	      putstr(b, l->digest, strlen(l->digest)) || put64(b, l->blob_size) ||
 	      put64(b, l->tar_size) || buf_add(b, td, sizeof(td)) || put32(b, LAYER_CHECK_SPAN) ||
-	      put32(b, (uint32_t)l->n_spans) ||
-	      buf_add(b, l->spans, l->n_spans * DIGEST_RAW_LEN) || put32(b, (uint32_t)l->n_cps);
+	      put32(b, (uint32_t)l->n_spans) || buf_add(b, l->spans, l->n_spans * DIGEST_RAW_LEN) ||
+	      put32(b, (uint32_t)l->n_cps);
 	for (i = 0; !ret && i < l->n_cps; i++)
 		ret = put64(b, l->cps[i].out) || put64(b, l->cps[i].in) ||
 		      put32(b, l->cps[i].bits | (uint32_t)l->cps[i].prime << 8) ||
@@ -1135,8 +1137,8 @@ int layer_index_encode(const struct layer *l, struct buf *b)
 			      putstr(b, e->xattrs[k].value, e->xattrs[k].len);
 	}
 	if (!ret)
-		ret = put32(b, (uint32_t)crc32(0, (const Bytef *)b->data + start,
-				       (uInt)(b->len - start)));
+		ret = put32(b,
+			(uint32_t)crc32(0, (const Bytef *)b->data + start, (uInt)(b->len - start)));
 	return ret ? -ENOMEM : 0;
 }
 
@@ -1574,9 +1576,8 @@ fail:
 /* The most an index may take once decompressed. */
 #define PUBLISHED_MAX (512L * 1024 * 1024)
 
-int layer_open_published(struct cache *c, struct registry *r, const char *repo,
-	const char *digest, const char *media_type, int64_t size, const void *z, size_t zlen,
-	struct layer **out)
+int layer_open_published(struct cache *c, struct registry *r, const char *repo, const char *digest,
+	const char *media_type, int64_t size, const void *z, size_t zlen, struct layer **out)
 {
 	unsigned long long n = ZSTD_getFrameContentSize(z, zlen);
 	struct layer *l = NULL;
@@ -1652,6 +1653,57 @@ bool layer_bad(struct layer *l)
 bool layer_published(const struct layer *l)
 {
 	return l->published;
+}
+
+/* The name a ustar header gives (prefix "/" name), into out (at least 256 + 156 bytes). */
+static void header_name(const unsigned char *h, char *out, size_t size)
+{
+	size_t pl = strnlen((const char *)h + 345, 155);
+
+	if (memcmp(h + 257, "ustar", 5) == 0 && pl)
+		snprintf(out, size, "%.*s/%.*s", (int)pl, (const char *)h + 345,
+			(int)strnlen((const char *)h, 100), (const char *)h);
+	else
+		snprintf(out, size, "%.*s", (int)strnlen((const char *)h, 100), (const char *)h);
+}
+
+int layer_check_file(struct layer *l, const char *path, int64_t off, int64_t size)
+{
+	unsigned char h[BLOCK];
+	char name[256 + 156], a[PATH_MAX], b[PATH_MAX];
+	int64_t hs;
+	ssize_t r;
+	bool ok;
+
+	if (!l->published)
+		return 0;
+	if (off < BLOCK)
+		return -EIO;
+	r = layer_read(l, h, BLOCK, off - BLOCK);
+	if (r < 0)
+		return (int)r;
+	header_name(h, name, sizeof(name));
+	hs = tar_number((const char *)h + 124, 12);
+	/*
+	 * The header before the bytes is the file's: its checksum, type, size
+	 * and name (a name too long for the header is in a PAX record or GNU
+	 * long name before it; sizes past the octal field's reach, likewise).
+	 */
+	ok = r == BLOCK && checksum_ok(h) && (h[156] == '0' || h[156] == '\0' || h[156] == '7') &&
+	     (hs == size || size > 077777777777LL) &&
+	     (strlen(path) >= 100 ||
+		     (!layer_path_clean(name, a, sizeof(a)) &&
+			     !layer_path_clean(path, b, sizeof(b)) && strcmp(a, b) == 0));
+	if (ok)
+		return 0;
+	pthread_mutex_lock(&l->lock);
+	if (!l->bad)
+		log_err("%s: \"%.200s\" is not where the published index says: it is not used "
+			"again",
+			l->label, path);
+	l->bad = true;
+	pthread_mutex_unlock(&l->lock);
+	return -EIO;
 }
 
 /* ---- reading ---- */

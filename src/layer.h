@@ -142,15 +142,20 @@ bool layer_verified(struct layer *l);
  * EIO for every read after. -EBADMSG (with a log line) for an index that is
  * damaged or describes another blob (its digest, size or compression).
  */
-int layer_open_published(struct cache *c, struct registry *r, const char *repo,
-	const char *digest, const char *media_type, int64_t size, const void *z, size_t zlen,
-	struct layer **out);
+int layer_open_published(struct cache *c, struct registry *r, const char *repo, const char *digest,
+	const char *media_type, int64_t size, const void *z, size_t zlen, struct layer **out);
 /* The index of l as layer_open_published() reads it, appended to out. 0 or -errno. */
 int layer_index_publishable(const struct layer *l, struct buf *out);
 /* Whether a span of l did not match its published index. */
 bool layer_bad(struct layer *l);
 /* Whether l was opened from a published index. */
 bool layer_published(const struct layer *l);
+/*
+ * A published index says the file path has size bytes at tar offset off:
+ * check the tar header before them (checksum, type, size, name). 0 (also
+ * for a layer indexed here), or -EIO when it says otherwise: then l is bad.
+ */
+int layer_check_file(struct layer *l, const char *path, int64_t off, int64_t size);
 
 /*
  * The index of l as stored in the cache, appended to out; and back.

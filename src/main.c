@@ -57,6 +57,7 @@ struct options {
 	int plain_http;
 	int insecure;
 	int show_referrer_tags;
+	int publish_index;
 	int show_help;
 	int show_version;
 };
@@ -87,6 +88,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("artifact_type=%s", artifact_type),
 	OPT("plain_http", plain_http),
 	OPT("show_referrer_tags", show_referrer_tags),
+	OPT("publish_index", publish_index),
 	OPT("insecure", insecure),
 	OPT("uid=%u", uid),
 	OPT("uid=", uid_set),
@@ -200,6 +202,8 @@ static void usage(const char *prog)
 	       "    -o auth_file=FILE        credentials (docker config.json / auth.json format),\n"
 	       "                             tried before the usual files\n"
 	       "    -o show_referrer_tags    list sha256-<hex> tags (fallback referrers indexes)\n"
+	       "    -o publish_index         push each image layer indexed here as a referrer\n"
+	       "                             of its image, for other mounts to read it lazily\n"
 	       "    -o push_delay=SECS       rest of a tag directory before its push (default 1)\n"
 	       "    -o artifact_type=TYPE    artifactType of new tags\n"
 	       "                             (default application/vnd.unknown.artifact.v1)\n"
@@ -519,6 +523,7 @@ int main(int argc, char *argv[])
 	to.mirrors = (const char *const *)o.mirrors.v;
 	to.push_delay = o.push_delay;
 	to.show_referrer_tags = o.show_referrer_tags;
+	to.publish_index = o.publish_index;
 	to.artifact_type = o.artifact_type;
 	to.mirror_host = source.host ? source.host : "docker.io";
 

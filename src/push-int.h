@@ -138,14 +138,6 @@ void staged_stream_kick(struct tree *t, struct staged *s);
 /* ---- pusher.c ---- */
 
 /*
- * Add the manifest digest (m, len bytes; NULL to remove digest instead) to
- * the fallback referrers index of subject (the tag sha256-<hex>), keeping
- * every other entry and field of it. 0 or -errno.
- */
-int pusher_index_update(struct registry *r, const char *repo, const char *subject,
-	const char *digest, struct json_object *m, size_t len);
-
-/*
  * Push art's draft (force: whatever push_delay and open files say). 0,
  * or the push's error (logged, the draft kept for another try).
  */

@@ -348,7 +348,7 @@ static int detach(struct tree *t, struct node *rn, struct node *dir, struct node
 			art_of_node(c)->ref, strerror(-ret));
 		return push_errno(ret);
 	}
-	ret = pusher_index_update(
+	ret = registry_referrers_fallback_update(
 		r, reg_of(rn)->repo, art_of_node(rn)->ref, art_of_node(c)->ref, NULL, 0);
 	if (ret)
 		return push_errno(ret);

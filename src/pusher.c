@@ -44,22 +44,6 @@ void push_node_release(struct node *n)
 }
 
 /* The empty config ("{}") into repo, unless it is there. */
-static int push_empty_config(struct registry *r, const char *repo)
-{
-	int fd, ret;
-
-	if (registry_blob_exists(r, repo, EMPTY_DIGEST) == 0)
-		return 0;
-	fd = memfd_create("ocifs-empty", MFD_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ret = write(fd, "{}", 2) == 2 ? 0 : -EIO;
-	if (!ret)
-		ret = registry_push_blob(r, repo, EMPTY_DIGEST, fd, 2, NULL);
-	close(fd);
-	return ret;
-}
-
 static const char *jstr(struct json_object *o, const char *key)
 {
 	struct json_object *v;
@@ -67,63 +51,6 @@ static const char *jstr(struct json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
 		       ? json_object_get_string(v)
 		       : NULL;
-}
-
-int pusher_index_update(struct registry *r, const char *repo, const char *subject,
-	const char *digest, struct json_object *m, size_t len)
-{
-	struct json_object *idx = NULL, *list, *nl, *e, *v;
-	char tag[80], *body = NULL, *ct = NULL, *got = NULL;
-	const char *text;
-	size_t blen, i, n;
-	int ret;
-
-	if (!subject || !digest_hex(subject))
-		return -EBADMSG;
-	snprintf(tag, sizeof(tag), "sha256-%.64s", digest_hex(subject));
-	ret = registry_get_manifest(r, repo, tag, &body, &blen, &ct, &got);
-	if (ret == 0)
-		idx = json_tokener_parse(body);
-	else if (ret == -ENOENT && m)
-		idx = json_tokener_parse("{\"schemaVersion\":2,\"mediaType\":\"" MT_OCI_INDEX
-					 "\",\"manifests\":[]}");
-	else if (ret == -ENOENT)
-		return 0; /* nothing to remove it from */
-	if (!idx || !json_object_object_get_ex(idx, "manifests", &list) ||
-		!json_object_is_type(list, json_type_array)) {
-		log_err("%s/%s:%s: not a referrers index", registry_host(r), repo, tag);
-		ret = ret ? ret : -EBADMSG;
-		goto out;
-	}
-	/* the same entry once: a push again of the same referrer replaces it */
-	nl = json_object_new_array();
-	n = json_object_array_length(list);
-	for (i = 0; i < n; i++) {
-		e = json_object_array_get_idx(list, i);
-		if (!(jstr(e, "digest") && strcmp(jstr(e, "digest"), digest) == 0))
-			json_object_array_add(nl, json_object_get(e));
-	}
-	if (m) {
-		e = json_object_new_object();
-		json_object_object_add(e, "mediaType", draft_json_str(MT_OCI_MANIFEST));
-		json_object_object_add(e, "digest", draft_json_str(digest));
-		json_object_object_add(e, "size", json_object_new_int64((int64_t)len));
-		if (json_object_object_get_ex(m, "artifactType", &v))
-			json_object_object_add(e, "artifactType", json_object_get(v));
-		if (json_object_object_get_ex(m, "annotations", &v))
-			json_object_object_add(e, "annotations", json_object_get(v));
-		json_object_array_add(nl, e);
-	}
-	json_object_object_add(idx, "manifests", nl);
-	text = json_object_to_json_string_ext(
-		idx, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-	ret = registry_put_manifest(r, repo, tag, MT_OCI_INDEX, text, strlen(text), NULL);
-out:
-	json_object_put(idx);
-	free(body);
-	free(ct);
-	free(got);
-	return ret;
 }
 
 /*
@@ -137,7 +64,7 @@ static void replaced_detach(
 	int ret = registry_delete_manifest(r, repo, old);
 
 	if (ret == 0 || ret == -ENOENT)
-		ret = pusher_index_update(r, repo, subject, old, NULL, 0);
+		ret = registry_referrers_fallback_update(r, repo, subject, old, NULL, 0);
 	if (ret)
 		log_warn("%s/%s@%s: replaced by %s, but still attached: %s", registry_host(r), repo,
 			old, now, strerror(-ret));
@@ -216,7 +143,7 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 	}
 	if (!ret && json_object_object_get_ex(m, "config", &cfg) && (s = jstr(cfg, "digest")) &&
 		strcmp(s, EMPTY_DIGEST) == 0)
-		ret = push_empty_config(site->reg, repo);
+		ret = registry_push_empty_config(site->reg, repo);
 	if (ret)
 		goto out;
 	now = time(NULL);
@@ -240,7 +167,8 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 		site->reg, repo, tag ? tag : digest, MT_OCI_MANIFEST, text, len, &kept);
 	/* A registry without the referrers API: the subject's fallback index gets the entry. */
 	if (!ret && subj && !kept)
-		ret = pusher_index_update(site->reg, repo, jstr(subj, "digest"), digest, m, len);
+		ret = registry_referrers_fallback_update(
+			site->reg, repo, jstr(subj, "digest"), digest, m, len);
 	if (ret)
 		goto out;
 	cache_put(t->cache, digest, text, len);

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 #include <openssl/crypto.h>
@@ -1486,6 +1488,90 @@ out:
 	manifest_free(acc);
 	free(esc);
 	free(url);
+	free(body);
+	free(ct);
+	free(got);
+	return ret;
+}
+
+/* ---- referrers written here ---- */
+
+int registry_push_empty_config(struct registry *r, const char *repo)
+{
+	int fd, ret;
+
+	if (registry_blob_exists(r, repo, EMPTY_DIGEST) == 0)
+		return 0;
+	fd = memfd_create("ocifs-empty", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ret = write(fd, "{}", 2) == 2 ? 0 : -EIO;
+	if (!ret)
+		ret = registry_push_blob(r, repo, EMPTY_DIGEST, fd, 2, NULL);
+	close(fd);
+	return ret;
+}
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+		       ? json_object_get_string(v)
+		       : NULL;
+}
+
+int registry_referrers_fallback_update(struct registry *r, const char *repo, const char *subject,
+	const char *digest, struct json_object *m, size_t len)
+{
+	struct json_object *idx = NULL, *list, *nl, *e, *v;
+	char tag[80], *body = NULL, *ct = NULL, *got = NULL;
+	const char *text;
+	size_t blen, i, n;
+	int ret;
+
+	if (!subject || !digest_hex(subject))
+		return -EBADMSG;
+	snprintf(tag, sizeof(tag), "sha256-%.64s", digest_hex(subject));
+	ret = registry_get_manifest(r, repo, tag, &body, &blen, &ct, &got);
+	if (ret == 0)
+		idx = json_tokener_parse(body);
+	else if (ret == -ENOENT && m)
+		idx = json_tokener_parse("{\"schemaVersion\":2,\"mediaType\":\"" MT_OCI_INDEX
+					 "\",\"manifests\":[]}");
+	else if (ret == -ENOENT)
+		return 0; /* nothing to remove it from */
+	if (!idx || !json_object_object_get_ex(idx, "manifests", &list) ||
+		!json_object_is_type(list, json_type_array)) {
+		log_err("%s/%s:%s: not a referrers index", registry_host(r), repo, tag);
+		ret = ret ? ret : -EBADMSG;
+		goto out;
+	}
+	/* the same entry once: a push again of the same referrer replaces it */
+	nl = json_object_new_array();
+	n = json_object_array_length(list);
+	for (i = 0; i < n; i++) {
+		e = json_object_array_get_idx(list, i);
+		if (!(jstr(e, "digest") && strcmp(jstr(e, "digest"), digest) == 0))
+			json_object_array_add(nl, json_object_get(e));
+	}
+	if (m) {
+		e = json_object_new_object();
+		json_object_object_add(e, "mediaType", json_object_new_string(MT_OCI_MANIFEST));
+		json_object_object_add(e, "digest", json_object_new_string(digest));
+		json_object_object_add(e, "size", json_object_new_int64((int64_t)len));
+		if (json_object_object_get_ex(m, "artifactType", &v))
+			json_object_object_add(e, "artifactType", json_object_get(v));
+		if (json_object_object_get_ex(m, "annotations", &v))
+			json_object_object_add(e, "annotations", json_object_get(v));
+		json_object_array_add(nl, e);
+	}
+	json_object_object_add(idx, "manifests", nl);
+	text = json_object_to_json_string_ext(
+		idx, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	ret = registry_put_manifest(r, repo, tag, MT_OCI_INDEX, text, strlen(text), NULL);
+out:
+	json_object_put(idx);
 	free(body);
 	free(ct);
 	free(got);

@@ -135,6 +135,18 @@ int registry_referrers(struct registry *r, const char *repo, const char *digest,
 	struct manifest **out);
 
 /*
+ * Add the manifest digest (m, len bytes; NULL to remove digest instead) to
+ * the fallback referrers index of subject (the tag sha256-<hex>), keeping
+ * every other entry and field of it. 0 or -errno.
+ */
+struct json_object;
+int registry_referrers_fallback_update(struct registry *r, const char *repo, const char *subject,
+	const char *digest, struct json_object *m, size_t len);
+
+/* The empty config "{}" (EMPTY_DIGEST) into repo, unless it is there. 0 or -errno. */
+int registry_push_empty_config(struct registry *r, const char *repo);
+
+/*
  * Whether a failure is worth trying again: connection errors and the
  * statuses 429 and 5xx (as errnos: see registry_do).
  */

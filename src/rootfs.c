@@ -24,6 +24,7 @@
 #include "layer.h"
 #include "log.h"
 #include "manifest.h"
+#include "published.h"
 #include "registry.h"
 #include "tree-int.h"
 
@@ -37,6 +38,7 @@ struct rootfs_layer {
 	char *media_type;
 	int64_t size;
 	struct layer *l; /* NULL until a lookup needs it (borrowed from t->layers) */
+	char *index_ref; /* the published index l was opened from, or NULL */
 };
 
 struct rootfs {
@@ -52,6 +54,12 @@ struct rootfs {
 	size_t root_from; /* layers[root_from - 1] gave the root its attributes; 0: none */
 	struct node *root;
 	bool checked; /* a packed directory: its layer passed packed_check(); under lock */
+	/* an image: its manifest, the subject of published layer indexes; else NULL */
+	char *subject;
+	char *subject_type;
+	int64_t subject_size;
+	struct published *pub; /* the indexes published for it; under load */
+	bool pub_listed; /* under load */
 	/*
 	 * Lock order: load, then lock. lock serialises lookups and listings;
 	 * it is dropped while a layer is downloaded and indexed (under load,
@@ -78,10 +86,14 @@ struct rnode {
 	dev_t rdev; /* RSPECIAL */
 	time_t mtime;
 	unsigned layer_no; /* the layer (from 1, lowest first) that made it */
-	struct layer *layer; /* RFILE: the layer holding its bytes (owned by the tree) */
-	int64_t data_off; /* RFILE: where in that layer's tar */
+	/* RFILE: the layer holding its bytes (owned by the tree), and where; under rootfs->lock */
+	struct layer *layer;
+	int64_t data_off;
+	size_t data_layer; /* RFILE: that layer's place in rootfs->layers */
+	struct layer *checked; /* RFILE: the layer whose tar header of it was checked; atomic */
 	int64_t size; /* RFILE */
-	char *data; /* RDIR: its path below what the rootfs shows; RLINK: its target */
+	/* RDIR: its path below what the rootfs shows; RLINK: its target; RFILE: its bytes' tar path */
+	char *data;
 	struct xattr *xattrs;
 	size_t n_xattrs;
 };
@@ -113,14 +125,99 @@ static const char *rdir_path(const struct rootfs *rf, const struct node *dir)
 
 static const struct node_ops rootfs_ops;
 
+static bool index_refused(struct tree *t, const char *ref)
+{
+	bool refused = false;
+	size_t i;
+
+	pthread_mutex_lock(&t->nodes.lock);
+	for (i = 0; i < t->refused_indexes.n && !refused; i++)
+		refused = strcmp(t->refused_indexes.v[i], ref) == 0;
+	pthread_mutex_unlock(&t->nodes.lock);
+	return refused;
+}
+
+static void index_refuse(struct tree *t, const char *ref)
+{
+	if (index_refused(t, ref))
+		return;
+	pthread_mutex_lock(&t->nodes.lock);
+	strlist_add(&t->refused_indexes, ref);
+	pthread_mutex_unlock(&t->nodes.lock);
+}
+
+/*
+ * Layer d of an image from the index published for it, when there is one
+ * this mount has not refused: *out NULL when there is none to use. 0 or
+ * -ENOMEM. Caller holds rf->load.
+ */
+static int layer_from_published(
+	struct tree *t, struct rootfs *rf, struct rootfs_layer *d, struct layer **out)
+{
+	const char *ref;
+	char *z = NULL;
+	size_t zlen = 0;
+	int ret;
+
+	*out = NULL;
+	if (!rf->pub_listed) {
+		rf->pub_listed = true;
+		ret = published_list(rf->site->reg, rf->repo, rf->subject, &rf->pub);
+		if (ret == -ENOMEM)
+			return ret;
+		if (ret)
+			log_debug("%s: no published layer indexes: %s", rf->label, strerror(-ret));
+	}
+	ref = published_find(rf->pub, d->digest);
+	if (!ref || index_refused(t, ref))
+		return 0;
+	ret = published_fetch(t->cache, rf->site->reg, rf->repo, ref, d->digest, &z, &zlen);
+	if (!ret)
+		ret = layer_open_published(t->cache, rf->site->reg, rf->repo, d->digest,
+			d->media_type, d->size, z, zlen, out);
+	free(z);
+	if (ret == -ENOMEM)
+		return ret;
+	if (ret) {
+		log_warn("%s: layer %s: published index %s not used: the whole layer is read",
+			rf->label, d->digest, ref);
+		index_refuse(t, ref);
+		return 0;
+	}
+	free(d->index_ref);
+	d->index_ref = strdup(ref);
+	log_debug("%s: layer %s read through its published index %s", rf->label, d->digest, ref);
+	return 0;
+}
+
+/*
+ * With -o publish_index, the index of l (indexed here) as a referrer of
+ * rf's image, unless one is there. Caller holds rf->load.
+ */
+static void publish(struct tree *t, struct rootfs *rf, struct rootfs_layer *d, struct layer *l)
+{
+	if (!t->opts.publish_index || !rf->subject || layer_published(l) || rf->want)
+		return;
+	if (!rf->pub_listed) {
+		rf->pub_listed = true;
+		if (published_list(rf->site->reg, rf->repo, rf->subject, &rf->pub))
+			rf->pub = NULL;
+	}
+	if (!published_find(rf->pub, d->digest))
+		published_push(rf->site->reg, rf->repo, rf->subject, rf->subject_type,
+			rf->subject_size, l);
+}
+
 /*
  * The layer digest, opened once for all the images that use it (they share
- * base layers), with a ref for the caller's slot. 0 or -errno.
+ * base layers), with a ref for the caller's slot: from its published index
+ * where there is one, else indexed here (and published with -o
+ * publish_index). 0 or -errno. Caller holds rf->load.
  */
 static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d, bool tar_digest,
 	struct layer **out)
 {
-	struct layer *l, **v;
+	struct layer *l = NULL, **v;
 	unsigned *r;
 	size_t i;
 	int ret;
@@ -128,17 +225,33 @@ static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d,
 	pthread_mutex_lock(&t->nodes.lock);
 	for (i = 0; i < t->n_layers; i++)
 		if (strcmp(layer_digest(t->layers[i]), d->digest) == 0 &&
-			(!tar_digest || *layer_tar_digest(t->layers[i]))) {
-			*out = t->layers[i];
+			(!tar_digest || *layer_tar_digest(t->layers[i])) &&
+			!layer_bad(t->layers[i])) {
+			l = t->layers[i];
 			t->layer_refs[i]++;
-			pthread_mutex_unlock(&t->nodes.lock);
-			return 0;
+			break;
 		}
 	pthread_mutex_unlock(&t->nodes.lock);
-	ret = layer_open(t->cache, rf->site->reg, rf->repo, d->digest, d->media_type, d->size,
-		tar_digest, &l);
-	if (ret)
-		return ret;
+	if (l) {
+		/* indexed for another image that shares it: published for this one too */
+		publish(t, rf, d, l);
+		*out = l;
+		return 0;
+	}
+	free(d->index_ref);
+	d->index_ref = NULL;
+	if (rf->subject && !tar_digest) {
+		ret = layer_from_published(t, rf, d, &l);
+		if (ret)
+			return ret;
+	}
+	if (!l) {
+		ret = layer_open(t->cache, rf->site->reg, rf->repo, d->digest, d->media_type,
+			d->size, tar_digest, &l);
+		if (ret)
+			return ret;
+		publish(t, rf, d, l);
+	}
 	pthread_mutex_lock(&t->nodes.lock);
 	v = realloc(t->layers, (t->n_layers + 1) * sizeof(*v));
 	if (v)
@@ -164,8 +277,12 @@ static void rootfs_free(struct rootfs *rf)
 	for (i = 0; i < rf->n; i++) {
 		free(rf->layers[i].digest);
 		free(rf->layers[i].media_type);
+		free(rf->layers[i].index_ref);
 	}
 	free(rf->layers);
+	free(rf->subject);
+	free(rf->subject_type);
+	published_free(rf->pub);
 	free(rf->repo);
 	free(rf->strip);
 	free(rf->want);
@@ -214,6 +331,7 @@ void rootfs_release(struct tree *t)
 		layer_free(t->layers[i]);
 	free(t->layers);
 	free(t->layer_refs);
+	strlist_release(&t->refused_indexes);
 	t->layers = NULL;
 	t->layer_refs = NULL;
 	t->n_layers = 0;
@@ -230,6 +348,7 @@ static int rootfs_layer_add(struct rootfs *rf, const char *digest, const char *m
 	v[rf->n].media_type = strdup(mt);
 	v[rf->n].size = size;
 	v[rf->n].l = NULL;
+	v[rf->n].index_ref = NULL;
 	if (!v[rf->n].digest || !v[rf->n].media_type) {
 		free(v[rf->n].digest);
 		free(v[rf->n].media_type);
@@ -250,7 +369,7 @@ static int layer_at(struct tree *t, struct rootfs *rf, size_t i, struct layer **
 	struct layer *l;
 	int ret = 0;
 
-	if (rf->layers[i].l) {
+	if (rf->layers[i].l && !layer_bad(rf->layers[i].l)) {
 		*out = rf->layers[i].l;
 		return 0;
 	}
@@ -259,6 +378,16 @@ static int layer_at(struct tree *t, struct rootfs *rf, size_t i, struct layer **
 	pthread_mutex_lock(&rf->lock);
 	l = rf->layers[i].l;
 	pthread_mutex_unlock(&rf->lock);
+	if (l && layer_bad(l)) {
+		/*
+		 * Its published index did not match the blob: not used again. The
+		 * bad layer stays in t->layers (nodes made from it may still point
+		 * at it, and find the new one: rfile_read) until the tree ends.
+		 */
+		if (rf->layers[i].index_ref)
+			index_refuse(t, rf->layers[i].index_ref);
+		l = NULL;
+	}
 	if (!l)
 		ret = tree_layer(t, rf, &rf->layers[i], rf->want && *rf->want, &l);
 	pthread_mutex_lock(&rf->lock);
@@ -593,11 +722,22 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		if (!(n->data = strdup(path)))
 			goto nomem;
 		break;
-	case NODE_RFILE:
+	case NODE_RFILE: {
+		char clean[PATH_MAX];
+		size_t j;
+
 		n->layer = fl;
 		n->data_off = fe->offset;
 		n->size = fe->size;
+		for (j = 0; j < rf->n && rf->layers[j].l != fl; j++)
+			;
+		n->data_layer = j;
+		if (layer_path_clean(fe->path, clean, sizeof(clean)))
+			clean[0] = '\0';
+		if (!(n->data = strdup(clean)))
+			goto nomem;
 		break;
+	}
 	case NODE_RLINK:
 		if (!(n->data = strdup(e->link ? e->link : "")))
 			goto nomem;
@@ -772,6 +912,13 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 		if (ret) {
 			log_err("%s: image manifest not at hand", rf->label);
 			ret = -EIO;
+		}
+		if (!ret) {
+			rf->subject = strdup(digest);
+			rf->subject_type = strdup(m->media_type);
+			rf->subject_size = (int64_t)len;
+			if (!rf->subject || !rf->subject_type)
+				ret = -ENOMEM;
 		}
 		for (i = 0; !ret && i < m->n_layers; i++)
 			ret = rootfs_layer_add(rf, m->layers[i].digest, m->layers[i].media_type,
@@ -1090,19 +1237,68 @@ static int rfile_open(struct tree *t, struct node *n, int flags, struct node_fil
 		return n->kind == NODE_RDIR ? -EISDIR : -EACCES;
 	f->image = true;
 	/* pages kept from before the layer verified may be wrong */
+	pthread_mutex_lock(&rnode_of(n)->rootfs->lock);
 	f->keep_cache = layer_verified(rnode_of(n)->layer);
+	pthread_mutex_unlock(&rnode_of(n)->rootfs->lock);
 	return 0;
+}
+
+/*
+ * The layer of a file, old, went bad (its published index did not match):
+ * the file's bytes from the layer that replaces it, found by their tar
+ * path. 0, or -EIO when they are not there the same.
+ */
+static int rfile_refresh(struct tree *t, struct rnode *n, struct layer *old)
+{
+	struct rootfs *rf = n->rootfs;
+	const struct layer_entry *e;
+	struct layer *l;
+	int ret = 0;
+
+	pthread_mutex_lock(&rf->lock);
+	if (n->layer == old) {
+		ret = n->data_layer < rf->n && *n->data ? layer_at(t, rf, n->data_layer, &l) : -EIO;
+		e = ret ? NULL : layer_find(l, n->data);
+		if (e && e->type == '0' && e->size == n->size && l != old) {
+			n->layer = l;
+			n->data_off = e->offset;
+		} else {
+			ret = -EIO;
+		}
+	}
+	pthread_mutex_unlock(&rf->lock);
+	return ret;
 }
 
 static ssize_t rfile_read(struct tree *t, struct node_file *f, char *buf, size_t size, off_t off)
 {
 	struct rnode *n = rnode_of(f->node);
+	struct layer *l;
+	int64_t at;
+	ssize_t r;
+	int tries;
 
 	if (off >= n->size)
 		return 0;
 	if ((int64_t)size > n->size - off)
 		size = (size_t)(n->size - off);
-	return layer_read(n->layer, buf, size, n->data_off + off);
+	for (tries = 0;; tries++) {
+		pthread_mutex_lock(&n->rootfs->lock);
+		l = n->layer;
+		at = n->data_off;
+		pthread_mutex_unlock(&n->rootfs->lock);
+		r = 0;
+		/* a published index's word for where the file is, checked on its first read */
+		if (__atomic_load_n(&n->checked, __ATOMIC_ACQUIRE) != l) {
+			r = layer_check_file(l, n->data, at, n->size);
+			if (!r)
+				__atomic_store_n(&n->checked, l, __ATOMIC_RELEASE);
+		}
+		if (!r)
+			r = layer_read(l, buf, size, at + off);
+		if (r != -EIO || tries || !layer_bad(l) || rfile_refresh(t, n, l))
+			return r;
+	}
 }
 
 static int rlink_readlink(struct tree *t, struct node *n, const char **target)

@@ -168,6 +168,7 @@ struct tree {
 	struct layer **layers; /* layers in use, shared across images; protected by lock */
 	unsigned *layer_refs; /* how many rootfs layer slots use each; protected by lock */
 	size_t n_layers;
+	struct strlist refused_indexes; /* published indexes found bad: not used again; lock */
 	struct node *status; /* .ocifs/ at the root: looked up, never listed */
 	uint64_t served; /* bytes read() returned (atomic) */
 };

@@ -45,6 +45,7 @@ struct tree_options {
 	unsigned push_delay; /* seconds a tag directory rests before its push */
 	bool show_referrer_tags; /* list sha256-<hex> fallback referrers tags */
 	const char *artifact_type; /* of new tags; NULL: application/vnd.unknown.artifact.v1 */
+	bool publish_index; /* push each layer indexed here as a referrer of its image */
 	/* each kind's operations, as the providers give them (ops.h: node_kind_ops) */
 	const struct node_ops *const *kind_ops;
 };
