@@ -1,8 +1,10 @@
 #!/bin/bash
 # Image benchmark: one small file read out of a container image through the
 # mount, cold, against pulling and unpacking the whole image (skopeo copy +
-# umoci unpack), the way a user without ocifs gets at it; and how fast a
-# layer is indexed, against zcat of the same layer. Not a test: it prints
+# umoci unpack), the way a user without ocifs gets at it; how fast a layer
+# is indexed, against zcat of the same layer; and the small file again once
+# the layers' indexes are published (-o publish_index): bytes fetched as a
+# share of the image's compressed bytes, and time. Not a test: it prints
 # figures and a summary block of ratios, and exits 0 unless the setup fails.
 #
 #   OCIFS=/path/to/ocifs srcdir=/path/to/ocifs-source bash tests/bench/rootfs.sh
@@ -104,6 +106,7 @@ say "ocifs cat /etc/os-release (base)      ${t_base} s, $((fetched / 1048576)) M
 setr small_file_newest_layer_vs_pull_unpack "$(ratio "$t_peer" "$t_top")"
 setr small_file_base_layer_vs_pull_unpack "$(ratio "$t_peer" "$t_base")"
 
+
 # ---------------------------------------------------------------- 2. index build vs zcat
 say "## index build, the layer already in the cache"
 # the cold read of /etc/os-release left every layer's blob in $C
@@ -126,4 +129,46 @@ say "ocifs index of the base layer          $t_idx s  $(mibs "$tarsize" "$t_idx"
 setr index_build_mibs "$(mibs "$tarsize" "$t_idx")"
 setr zcat_mibs "$(mibs "$tarsize" "$t_zcat")"
 setr index_build_vs_zcat "$(ratio "$t_zcat" "$t_idx")"
+# ---------------------------------------------------------------- 3. published indexes
+say "## one small file, cold, with the layers' indexes published"
+# one mount indexes the layers and publishes the indexes as referrers
+bmount "$C" "$M" -o ro,publish_index
+cat "$I/etc/os-release" >/dev/null
+bumount "$M"
+say "# published: $(manifest_get bench/fs "sha256-$(manifest_digest bench/fs v1 | sed 's/^sha256://')" |
+	jq '[.manifests[] | select(.artifactType == "application/vnd.ocifs.layer.index.v1")] | length') indexes"
+# every other mount, with an empty cache, fetches indexes and spans
+RUNS=${BENCH_RUNS:-3}
+pub_small() {
+	local mark d
+	bmount "$C" "$M" -o ro
+	mark=$(reg_log_mark)
+	tm cat "$I/$1" >/dev/null
+	[ "$TRC" = 0 ] || say "# ocifs cat $1 failed: $TRC"
+	reg_log_quiet 10
+	fetched=0
+	for d in $(jq -r '.layers[].digest' <<<"$MF"); do
+		fetched=$((fetched + $(served_bytes "$d" "$mark")))
+	done
+	# everything else the registry served for it: the indexes, manifests, referrers
+	other=$(tail -c +"$((mark + 1))" "$REG_ROOT/registry.log" |
+		sed -En 's/.*"GET [^"]*" [0-9]{3} ([0-9]+) .*/\1/p' | awk -v f="$fetched" '{ s += $1 } END { print s - f }')
+	bumount "$M"
+}
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", 100 * a / b }'; }
+for f in etc/os-release app/main.py; do
+	pcts=() times=() ratios=()
+	for ((r = 0; r < RUNS; r++)); do
+		pub_small "$f"
+		pcts+=("$(pct $((fetched + other)) "$zsize")")
+		times+=("$T")
+		ratios+=("$(ratio "$t_peer" "$T")")
+		say "ocifs cat /$f, published indexes    ${T} s, layers $((fetched / 1024)) KiB + indexes and manifests $((other / 1024)) KiB = $(pct $((fetched + other)) "$zsize")% of the image"
+	done
+	k=$(basename "$f" | tr -c 'a-z0-9\n' _)
+	sets "published_${k}_fetched_pct_of_image" "${pcts[@]}"
+	sets "published_${k}_s" "${times[@]}"
+	sets "published_${k}_vs_pull_unpack" "${ratios[@]}"
+done
+rm -rf "$C"
 bench_summary
