@@ -1012,6 +1012,42 @@ out_err:
 	return -errno;
 }
 
+int cache_blob_read_all(struct cache *c, struct registry *r, const char *repo, const char *digest,
+	int64_t size, char **out)
+{
+	struct blob_reader rd = { 0 };
+	struct blob *b = NULL;
+	char *p = NULL;
+	size_t i;
+	int fd, ret;
+
+	ret = cache_blob_open(c, r, repo, digest, size, &b);
+	if (ret)
+		return ret;
+	/* the whole blob: verified against its digest before a byte is handed out */
+	fd = size ? cache_blob_prepare(b, &rd, 0, (size_t)size) : 0;
+	ret = fd < 0 ? fd : 0;
+	if (!ret && !(p = malloc(size ? (size_t)size : 1)))
+		ret = -ENOMEM;
+	for (i = 0; !ret && i < (size_t)size;) {
+		ssize_t n = pread(fd, p + i, (size_t)size - i, (off_t)i);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			ret = -EIO;
+		else
+			i += (size_t)n;
+	}
+	cache_blob_close(b);
+	if (ret) {
+		free(p);
+		return ret;
+	}
+	*out = p;
+	return 0;
+}
+
 int cache_blob_open(struct cache *c, struct registry *r, const char *repo, const char *digest,
 	int64_t size, struct blob **out)
 {

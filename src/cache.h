@@ -117,6 +117,13 @@ struct blob_reader {
  */
 int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t len);
 
+/*
+ * The whole blob digest (size bytes) of repo on r, through the cache and
+ * verified before a byte is given: *out (malloc'd, size bytes). 0 or -errno.
+ */
+int cache_blob_read_all(struct cache *c, struct registry *r, const char *repo, const char *digest,
+	int64_t size, char **out);
+
 /* Store a manifest already verified to hash to digest. */
 int cache_put(struct cache *c, const char *digest, const void *data, size_t len);
 

@@ -70,6 +70,7 @@ enum node_kind {
 	NODE_REFERRERS, /* .oci/referrers/ of an artifact, loaded on use */
 	NODE_STATUS, /* .ocifs/stats.json: made anew at each open */
 	NODE_LINK, /* what symlink(2) into a repository answers: the tag it made */
+	NODE_LSTORE, /* .layers/: the layer store, its key levels and layer directories */
 	NODE_RDIR, /* a directory of an image's root filesystem */
 	NODE_RFILE, /* a regular file of an image's root filesystem: bytes in a layer's tar */
 	NODE_RLINK, /* a symbolic link of an image's root filesystem */

@@ -201,5 +201,6 @@ const struct node_ops *const node_kind_ops[NODE_KINDS] = {
 	[NODE_REFERRERS] = &referrers_ops,
 	[NODE_STATUS] = &status_ops,
 	[NODE_LINK] = &link_ops,
+	[NODE_LSTORE] = &layerstore_ops,
 	/* NODE_R*: rootfs.c's own */
 };

@@ -69,13 +69,11 @@ const char *published_find(const struct published *p, const char *layer)
 int published_fetch(struct cache *c, struct registry *r, const char *repo, const char *digest,
 	const char *layer, char **z, size_t *zlen)
 {
-	char *body = NULL, *ct = NULL, *got = NULL, *p = NULL;
+	char *body = NULL, *ct = NULL, *got = NULL;
 	const struct descriptor *d = NULL;
-	struct blob_reader rd = { 0 };
 	struct manifest *m = NULL;
-	struct blob *b = NULL;
 	size_t len, i;
-	int fd, ret;
+	int ret;
 
 	ret = registry_get_manifest(r, repo, digest, &body, &len, &ct, &got);
 	if (!ret)
@@ -96,31 +94,9 @@ int published_fetch(struct cache *c, struct registry *r, const char *repo, const
 		}
 	}
 	if (!ret)
-		ret = cache_blob_open(c, r, repo, d->digest, d->size, &b);
-	/* the whole blob, so verified against its digest before a byte is used */
-	fd = ret ? ret : cache_blob_prepare(b, &rd, 0, (size_t)d->size);
-	if (!ret && fd < 0)
-		ret = fd;
-	if (!ret && !(p = malloc((size_t)d->size)))
-		ret = -ENOMEM;
-	for (i = 0; !ret && i < (size_t)d->size;) {
-		ssize_t n = pread(fd, p + i, (size_t)d->size - i, (off_t)i);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			ret = -EIO;
-		else
-			i += (size_t)n;
-	}
-	if (!ret) {
-		*z = p;
+		ret = cache_blob_read_all(c, r, repo, d->digest, d->size, z);
+	if (!ret)
 		*zlen = (size_t)d->size;
-		p = NULL;
-	}
-	if (b)
-		cache_blob_close(b);
-	free(p);
 	manifest_free(m);
 	free(body);
 	free(ct);

@@ -61,6 +61,12 @@ struct rootfs {
 	struct published *pub; /* the indexes published for it; under load */
 	bool pub_listed; /* under load */
 	/*
+	 * One layer's own tree, as overlayfs takes a lower directory (the layer
+	 * store): whiteouts shown as character devices 0/0, opaque directories
+	 * with the xattr, instead of applied.
+	 */
+	bool diff;
+	/*
 	 * Lock order: load, then lock. lock serialises lookups and listings;
 	 * it is dropped while a layer is downloaded and indexed (under load,
 	 * one at a time), so that what the loaded layers answer is not kept
@@ -629,6 +635,39 @@ static int dir_entry_step(void *arg, size_t i, const struct layer *l)
 	return 0;
 }
 
+/* Whether layer l makes the directory at tar path p opaque (holds p/.wh..wh..opq). */
+static bool opaque_here(const struct layer *l, const char *p)
+{
+	char o[PATH_MAX];
+
+	return join(p, WH_OPAQUE, o, sizeof(o)) && layer_find(l, o) != NULL;
+}
+
+/*
+ * A layer's own tree (rf->diff): the whiteout of name as overlayfs writes
+ * one, a character device 0/0, added to dir.
+ */
+static int whiteout_make(struct tree *t, struct rootfs *rf, struct node *dir, const char *name,
+	struct found *f, struct node **out)
+{
+	struct node *node;
+	struct rnode *n;
+
+	node = node_new(&t->nodes, dir, name, NODE_RSPECIAL, &rootfs_ops, sizeof(struct rnode));
+	if (!node)
+		return -ENOMEM;
+	n = rnode_of(node);
+	node->cached = true;
+	n->rootfs = rf;
+	__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
+	n->mode = S_IFCHR;
+	n->mtime = t->start;
+	n->layer_no = (unsigned)f->layer + 1;
+	n->rdev = makedev(0, 0);
+	*out = node_child_get_or_add(&t->nodes, dir, node);
+	return *out ? 0 : -ENOMEM;
+}
+
 /* The node for name in dir, from what was found, added to dir. 0, -ENOENT (left out) or -errno. */
 static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const char *name,
 	struct found *f, struct node **out)
@@ -651,6 +690,8 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 	ret = layer_at(t, rf, f->layer, &l);
 	if (ret)
 		return ret;
+	if (f->gone)
+		return whiteout_make(t, rf, dir, name, f, out);
 	if (!e) {
 		/* a directory without an entry of its own here: a lower layer may have one */
 		ret = scan(t, rf, f->tpath, f->layer, dir_entry_step, f);
@@ -720,6 +761,11 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 	case NODE_RDIR:
 		node->partial = true;
 		if (!(n->data = strdup(path)))
+			goto nomem;
+		if (rf->diff && opaque_here(l, f->tpath) &&
+			(tree_xattr_add(&n->xattrs, &n->n_xattrs, "trusted.overlay.opaque", "y") ||
+				tree_xattr_add(
+					&n->xattrs, &n->n_xattrs, "user.overlay.opaque", "y")))
 			goto nomem;
 		break;
 	case NODE_RFILE: {
@@ -943,6 +989,53 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 	return 0;
 }
 
+int rootfs_layer_dir(struct tree *t, struct node *parent, const char *name, struct site *site,
+	const char *repo, const struct layer_desc *layer, const char *subject,
+	const char *subject_type, int64_t subject_size, struct node **out)
+{
+	struct rootfs *rf = calloc(1, sizeof(*rf));
+	struct node *node;
+	struct rnode *n;
+
+	if (!rf || !(rf->repo = strdup(repo)) || !(rf->subject = strdup(subject)) ||
+		!(rf->subject_type = strdup(subject_type)) ||
+		rootfs_layer_add(rf, layer->digest, layer->media_type, layer->size)) {
+		if (rf) {
+			free(rf->repo);
+			free(rf->subject);
+			free(rf->subject_type);
+		}
+		free(rf);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&rf->lock, NULL);
+	pthread_mutex_init(&rf->load, NULL);
+	rf->site = site;
+	rf->subject_size = subject_size;
+	rf->diff = true;
+	snprintf(rf->label, sizeof(rf->label), "%s/%s@%s: layer %s", registry_host(site->reg), repo,
+		subject, layer->digest);
+	node = node_new(&t->nodes, parent, name, NODE_RDIR, &rootfs_ops, sizeof(struct rnode));
+	if (!node) {
+		rootfs_free(rf);
+		return -ENOMEM;
+	}
+	n = rnode_of(node);
+	n->rootfs = rf;
+	rf->refs = 1;
+	rf->root = node;
+	n->mode = S_IFDIR | 0755;
+	n->mtime = t->start;
+	n->layer_no = 1;
+	node->partial = true;
+	if (!(n->data = strdup(""))) {
+		node_discard(&t->nodes, node);
+		return -ENOMEM;
+	}
+	*out = node;
+	return 0;
+}
+
 /* The tar path of dir (of rf) into out. */
 static bool dir_tar_path(const struct rootfs *rf, const struct node *dir, char *out, size_t size)
 {
@@ -1007,7 +1100,7 @@ int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct nod
 		goto out;
 	if (rf->layers[rf->n - 1].l)
 		root_attrs(t, rf, rf->n - 1, rf->layers[rf->n - 1].l);
-	if (!ret || f.gone) {
+	if (!ret || (f.gone && !rf->diff)) {
 		ret = -ENOENT;
 		goto out;
 	}
@@ -1114,7 +1207,7 @@ int rootfs_list(struct tree *t, struct node *dir)
 	for (i = 0; !ret && i < ls.n; i++) {
 		struct node *n;
 
-		if (ls.v[i].gone)
+		if (ls.v[i].gone && !rf->diff)
 			continue;
 		pthread_mutex_lock(&t->nodes.lock);
 		n = node_child_find(dir, ls.names[i]);

@@ -112,6 +112,14 @@ struct file_node {
 	struct staged *staged; /* STAGED: its file (push.c) */
 };
 
+/* NODE_LSTORE: the layer store provider (layerstore.c). */
+struct lstore_node {
+	struct reg_node r;
+	char *key; /* a key's directory: the base64 of an image reference; else NULL */
+	bool layer; /* a layer's directory (r.repo, r.site: where the layer is) */
+	unsigned uses; /* the engine's users of a layer's directory; t->lock */
+};
+
 static inline struct reg_node *reg_of(const struct node *n)
 {
 	assert(n->kind < NODE_RDIR);
@@ -170,6 +178,7 @@ struct tree {
 	size_t n_layers;
 	struct strlist refused_indexes; /* published indexes found bad: not used again; lock */
 	struct node *status; /* .ocifs/ at the root: looked up, never listed */
+	struct node *layerstore; /* .layers/ at a registry's root, or NULL; likewise */
 	uint64_t served; /* bytes read() returned (atomic) */
 };
 
@@ -179,6 +188,13 @@ struct tree {
  */
 struct node *tree_node_new(
 	struct tree *t, struct node *parent, const char *name, enum node_kind kind);
+/* Bytes of a manifest by digest: from the cache, else the registry (then cached). 0 or -errno. */
+int tree_manifest_get(struct tree *t, struct site *s, const char *repo, const char *digest,
+	char **body, size_t *len);
+/* layerstore.c: .layers/ (t->layerstore) where the root is a registry or "-". 0 or -ENOMEM. */
+int layerstore_root(struct tree *t);
+extern const struct node_ops layerstore_ops;
+
 /* Free what a node of tree.c's kinds holds (its strings, xattrs, image). */
 void tree_node_release(struct tree *t, struct node *n);
 
@@ -267,5 +283,22 @@ int rootfs_list(struct tree *t, struct node *dir);
 void rootfs_unref(struct tree *t, struct rootfs *rf);
 /* rootfs.c: free the layers the tree still has open. */
 void rootfs_release(struct tree *t);
+/*
+ * rootfs.c: a directory called name below parent showing the own tree of
+ * layer (digest, media_type, size) of repo on site, as overlayfs takes a
+ * lower directory: whiteouts as character devices 0/0, opaque directories
+ * with the xattrs trusted.overlay.opaque and user.overlay.opaque "y". The
+ * layer is one of the image manifest subject (subject_size bytes of type
+ * subject_type): its published index is used where there is one. Not added
+ * to parent. 0 or -ENOMEM.
+ */
+struct layer_desc {
+	const char *digest;
+	const char *media_type;
+	int64_t size;
+};
+int rootfs_layer_dir(struct tree *t, struct node *parent, const char *name, struct site *site,
+	const char *repo, const struct layer_desc *layer, const char *subject,
+	const char *subject_type, int64_t subject_size, struct node **out);
 
 #endif

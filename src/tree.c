@@ -35,6 +35,8 @@ static size_t kind_size(enum node_kind kind)
 		return sizeof(struct art_node);
 	case NODE_DIR:
 		return sizeof(struct dir_node);
+	case NODE_LSTORE:
+		return sizeof(struct lstore_node);
 	default:
 		return sizeof(struct file_node);
 	}
@@ -61,7 +63,7 @@ struct node *tree_node_new(
 		n->remakes = true;
 	} else if (kind == NODE_ARTIFACT || kind == NODE_REFERRERS) {
 		pthread_mutex_init(&art_of_node(n)->load_lock, NULL);
-	} else if (kind != NODE_DIR) {
+	} else if (kind != NODE_DIR && kind != NODE_LSTORE) {
 		file_of(n)->size = -1;
 	}
 	return n;
@@ -101,6 +103,8 @@ void tree_node_release(struct tree *t, struct node *n)
 		free(d->packed_path);
 		break;
 	}
+	case NODE_LSTORE:
+		break;
 	default:
 		free(file_of(n)->digest);
 		free(file_of(n)->data);
@@ -695,9 +699,8 @@ static int hosts_lookup(struct tree *t, struct node *dir, const char *name, stru
 
 /* ---- artifacts ---- */
 
-/* Bytes of a manifest by digest: from the cache, else the registry (then cached). */
-static int fetch_manifest_digest(struct tree *t, struct site *s, const char *repo,
-	const char *digest, char **body, size_t *len)
+int tree_manifest_get(struct tree *t, struct site *s, const char *repo, const char *digest,
+	char **body, size_t *len)
 {
 	char *ct = NULL, *got = NULL;
 	int ret;
@@ -1074,7 +1077,7 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 			log_info("%s: index has no manifest for %s: only .oci/ is shown", label,
 				p ? p : "this platform");
 			free(p);
-		} else if (fetch_manifest_digest(t, reg_of(art)->site, reg_of(art)->repo, d->digest,
+		} else if (tree_manifest_get(t, reg_of(art)->site, reg_of(art)->repo, d->digest,
 				   &cbody, &clen) == 0 &&
 			   manifest_parse(cbody, clen, NULL, &cm) == 0) {
 			if (cm->kind == MANIFEST_IMAGE)
@@ -1214,7 +1217,7 @@ static int artifact_load(struct tree *t, struct node *n)
 		goto out_unlock;
 
 	if (art_of_node(n)->by_digest) {
-		ret = fetch_manifest_digest(
+		ret = tree_manifest_get(
 			t, reg_of(n)->site, reg_of(n)->repo, art_of_node(n)->ref, &body, &len);
 		digest = ret ? NULL : strdup(art_of_node(n)->ref);
 		if (!ret && !digest)
@@ -1292,8 +1295,7 @@ static char *referrer_type(struct tree *t, struct node *rn, const struct descrip
 
 	if (d->artifact_type)
 		return strdup(d->artifact_type);
-	if (fetch_manifest_digest(t, reg_of(rn)->site, reg_of(rn)->repo, d->digest, &body, &len) ==
-			0 &&
+	if (tree_manifest_get(t, reg_of(rn)->site, reg_of(rn)->repo, d->digest, &body, &len) == 0 &&
 		manifest_parse(body, len, d->media_type, &m) == 0 && manifest_artifact_type(m))
 		type = strdup(manifest_artifact_type(m));
 	manifest_free(m);
@@ -1461,6 +1463,8 @@ int tree_new(const struct ref *source, const struct tree_options *o, struct http
 		if (!st || node_child_add(t->status, st))
 			goto out_free;
 	}
+	if (layerstore_root(t))
+		goto out_free;
 	*out = t;
 	return 0;
 
@@ -1549,6 +1553,10 @@ int tree_lookup(struct tree *t, struct node *dir, const char *name, struct node 
 		return -ENAMETOOLONG;
 	if (dir == t->root && strcmp(name, ".ocifs") == 0) {
 		*out = t->status;
+		return 0;
+	}
+	if (dir == t->root && t->layerstore && strcmp(name, ".layers") == 0) {
+		*out = t->layerstore;
 		return 0;
 	}
 	if (!dir->ops->lookup)
@@ -1745,7 +1753,7 @@ int tree_file_open(struct tree *t, struct node *n, int flags, struct node_file *
 		f->keep_cache = true;
 		if (f->data)
 			return 0;
-		ret = fetch_manifest_digest(t, fn->r.site, fn->r.repo, fn->digest, &body, &blen);
+		ret = tree_manifest_get(t, fn->r.site, fn->r.repo, fn->digest, &body, &blen);
 		if (ret)
 			return ret == -ENOENT || ret == -ENOMEM ? ret : -EIO;
 		pthread_mutex_lock(&t->nodes.lock);
