@@ -108,7 +108,7 @@ check "an image that does not exist: ENOENT" test ! -e "$S/$(key "$REG/img/none:
 
 # ---- podman pulls through the store
 if ! command -v podman >/dev/null 2>&1; then
-	skip "podman is not installed: the pull through the store"
+	skip_part "the pull through the store" "podman is not installed"
 else
 	cat >"$TESTDIR/storage.conf" <<EOF
 [storage]
