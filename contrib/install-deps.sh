@@ -12,7 +12,8 @@ pkgs="build-essential autoconf automake libtool pkg-config
 	zlib1g-dev libzstd-dev zstd
 	docker-registry skopeo umoci curl ca-certificates attr jq
 	apache2-utils openssl procps psmisc socat python3 busybox-static
-	systemd python3-yaml file valgrind clang-format podman"
+	systemd python3-yaml file valgrind clang-format podman
+	containerd stargz-snapshotter"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||

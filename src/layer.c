@@ -19,6 +19,7 @@
 #include "digest.h"
 #include "layer.h"
 #include "log.h"
+#include "toc.h"
 
 #define BLOCK 512
 /* GNU long names and PAX headers bigger than this are not read: their entry is left out. */
@@ -497,6 +498,20 @@ struct layer {
 	bool published;
 	bool bad;
 	unsigned char *span_ok;
+	/*
+	 * A layer read through its own table of contents (eStargz,
+	 * zstd:chunked): entries' offsets are in the space of their files' data
+	 * end to end, each chunk a member or frame of its own, checked against
+	 * its digest before use; the last ones kept (under lock).
+	 */
+	struct toc_chunk *chunks;
+	size_t n_chunks;
+	struct chunk_buf {
+		size_t i;
+		unsigned char *buf; /* NULL: the slot is free */
+		unsigned refs;
+		uint64_t used;
+	} cbuf[CURSORS];
 	char label[600];
 	pthread_mutex_t lock;
 	struct stream *cursors[CURSORS]; /* protected by lock */
@@ -1396,6 +1411,9 @@ void layer_free(struct layer *l)
 	free(l->cps);
 	free(l->spans);
 	free(l->span_ok);
+	free(l->chunks);
+	for (i = 0; i < CURSORS; i++)
+		free(l->cbuf[i].buf);
 	for (i = 0; i < l->n_names; i++)
 		free(l->names[i].path);
 	free(l->names);
@@ -1708,6 +1726,8 @@ int layer_check_file(struct layer *l, const char *path, int64_t off, int64_t siz
 
 /* ---- reading ---- */
 
+static ssize_t toc_read(struct layer *l, void *p, size_t n, int64_t off);
+
 /* The last checkpoint at or before off. */
 static const struct layer_cp *cp_before(const struct layer *l, int64_t off)
 {
@@ -1772,6 +1792,8 @@ ssize_t layer_read(struct layer *l, void *p, size_t n, int64_t off)
 		n = (size_t)(l->tar_size - off);
 	if (!l->blob)
 		return -EIO;
+	if (l->chunks)
+		return layer_bad(l) ? -EIO : toc_read(l, p, n, off);
 	/* an uncompressed layer starts anywhere */
 	cp = l->codec == CODEC_NONE ? &here : cp_before(l, off);
 	pthread_mutex_lock(&l->lock);
@@ -1799,6 +1821,234 @@ ssize_t layer_read(struct layer *l, void *p, size_t n, int64_t off)
 
 bool layer_verified(struct layer *l)
 {
-	/* a published index's spans are checked before a byte of them is read */
-	return l->blob && (cache_blob_verified(l->blob) || (l->published && !layer_bad(l)));
+	/* a published index's spans, a TOC's chunks are checked before a byte of them is read */
+	return l->blob &&
+	       (cache_blob_verified(l->blob) || ((l->published || l->chunks) && !layer_bad(l)));
+}
+
+/* ---- layers with a table of contents ---- */
+
+/* Bytes [off, off + n) of the blob, fetched (each range checked by the caller) into p. */
+static int blob_range(struct layer *l, int64_t off, size_t n, void *p)
+{
+	struct blob_reader rd = { .own_check = true };
+	int fd = cache_blob_prepare(l->blob, &rd, off, n);
+
+	if (fd < 0)
+		return fd;
+	return file_read(&(struct file_src){ fd, l->blob_size }, p, n, off) ? -EIO : 0;
+}
+
+/* Chunk i decompressed and checked against its digest: *out (chunk->size bytes, malloc'd). */
+static int chunk_load(struct layer *l, size_t i, unsigned char **out)
+{
+	const struct toc_chunk *c = &l->chunks[i];
+	size_t zn = (size_t)(c->in_end - c->in);
+	unsigned char *z = malloc(zn ? zn : 1), *b = malloc((size_t)c->size), md[DIGEST_RAW_LEN];
+	size_t got = 0;
+	int ret;
+
+	ret = z && b ? blob_range(l, c->in, zn, z) : -ENOMEM;
+	if (!ret && l->codec == CODEC_ZSTD) {
+		ZSTD_DCtx *d = ZSTD_createDCtx();
+		ZSTD_inBuffer in = { z, zn, 0 };
+
+		ret = d ? 0 : -ENOMEM;
+		while (!ret && got < (size_t)c->size) {
+			ZSTD_outBuffer o = { b, (size_t)c->size, got };
+			size_t r = ZSTD_decompressStream(d, &o, &in);
+
+			if (ZSTD_isError(r) || (o.pos == got && in.pos == in.size))
+				ret = -EIO;
+			got = o.pos;
+		}
+		ZSTD_freeDCtx(d);
+	} else if (!ret) {
+		z_stream s;
+		int zr;
+
+		memset(&s, 0, sizeof(s));
+		ret = inflateInit2(&s, 15 + 16) == Z_OK ? 0 : -ENOMEM;
+		s.next_in = z;
+		s.avail_in = (uInt)zn;
+		s.next_out = b;
+		s.avail_out = (uInt)c->size;
+		while (!ret && s.avail_out) {
+			zr = inflate(&s, Z_NO_FLUSH);
+			if (zr != Z_OK && !(zr == Z_STREAM_END && !s.avail_out))
+				ret = -EIO;
+		}
+		got = (size_t)c->size - s.avail_out;
+		inflateEnd(&s);
+	}
+	free(z);
+	if (!ret && got == (size_t)c->size) {
+		digest_buffer_raw(b, got, md);
+		if (memcmp(md, c->digest, DIGEST_RAW_LEN) != 0)
+			ret = -EBADMSG;
+	} else if (!ret) {
+		ret = -EIO;
+	}
+	if (ret) {
+		free(b);
+		if (ret == -ENOMEM)
+			return ret;
+		pthread_mutex_lock(&l->lock);
+		if (!l->bad)
+			log_err("%s: chunk at %lld of the blob %s: its table of contents is not "
+				"used "
+				"again",
+				l->label, (long long)c->in,
+				ret == -EBADMSG ? "does not match its digest"
+						: "does not decompress");
+		l->bad = true;
+		pthread_mutex_unlock(&l->lock);
+		return -EIO;
+	}
+	*out = b;
+	return 0;
+}
+
+/* Chunk i's bytes, from the ones kept or loaded: a slot with a ref, or NULL and *own. */
+static int chunk_get(struct layer *l, size_t i, struct chunk_buf **slot, unsigned char **own)
+{
+	struct chunk_buf *free_slot = NULL;
+	unsigned char *b;
+	size_t k;
+	int ret;
+
+	*slot = NULL;
+	*own = NULL;
+	pthread_mutex_lock(&l->lock);
+	for (k = 0; k < CURSORS; k++)
+		if (l->cbuf[k].buf && l->cbuf[k].i == i) {
+			l->cbuf[k].refs++;
+			l->cbuf[k].used = ++l->clock;
+			*slot = &l->cbuf[k];
+			pthread_mutex_unlock(&l->lock);
+			return 0;
+		}
+	pthread_mutex_unlock(&l->lock);
+	ret = chunk_load(l, i, &b);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&l->lock);
+	for (k = 0; k < CURSORS; k++)
+		if (!l->cbuf[k].refs && (!free_slot || l->cbuf[k].used < free_slot->used))
+			free_slot = &l->cbuf[k];
+	if (free_slot) {
+		free(free_slot->buf);
+		free_slot->buf = b;
+		free_slot->i = i;
+		free_slot->refs = 1;
+		free_slot->used = ++l->clock;
+		*slot = free_slot;
+	} else {
+		*own = b; /* every slot in use: this read's alone */
+	}
+	pthread_mutex_unlock(&l->lock);
+	return 0;
+}
+
+static ssize_t toc_read(struct layer *l, void *p, size_t n, int64_t off)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		int64_t at = off + (int64_t)done;
+		size_t lo = 0, hi = l->n_chunks, k;
+		struct chunk_buf *slot;
+		unsigned char *own;
+		const struct toc_chunk *c;
+		int ret;
+
+		while (hi - lo > 1) {
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (l->chunks[mid].out <= at)
+				lo = mid;
+			else
+				hi = mid;
+		}
+		c = &l->chunks[lo];
+		if (!l->n_chunks || at < c->out || at >= c->out + c->size)
+			return -EIO;
+		ret = chunk_get(l, lo, &slot, &own);
+		if (ret)
+			return done ? (ssize_t)done : ret;
+		k = (size_t)(c->out + c->size - at) < n - done ? (size_t)(c->out + c->size - at)
+							       : n - done;
+		memcpy((char *)p + done, (slot ? slot->buf : own) + (at - c->out), k);
+		done += k;
+		free(own);
+		if (slot) {
+			pthread_mutex_lock(&l->lock);
+			slot->refs--;
+			pthread_mutex_unlock(&l->lock);
+		}
+	}
+	return (ssize_t)done;
+}
+
+int layer_open_toc(struct cache *c, struct registry *r, const char *repo, const char *digest,
+	const char *media_type, int64_t size, const char *toc_digest, struct layer **out)
+{
+	unsigned char tail[TOC_TAIL], *z = NULL;
+	char *json = NULL, got[DIGEST_STR_LEN + 1];
+	struct toc t = { 0 };
+	struct layer *l;
+	size_t tn = size < TOC_TAIL ? (size_t)size : TOC_TAIL, jlen = 0;
+	int64_t off = 0, len = 0;
+	int ret;
+
+	if (codec_of(media_type) == CODEC_NONE || size <= 0)
+		return -EBADMSG;
+	l = layer_alloc(digest);
+	if (!l)
+		return -ENOMEM;
+	l->codec = codec_of(media_type);
+	l->blob_size = size;
+	snprintf(l->label, sizeof(l->label), "%s@%s", repo, digest);
+	ret = cache_blob_open(c, r, repo, digest, size, &l->blob);
+	if (!ret)
+		ret = blob_range(l, size - (int64_t)tn, tn, tail);
+	if (!ret && toc_locate(tail, tn, size, l->codec == CODEC_ZSTD, &off, &len)) {
+		log_err("%s: no table of contents at the end of the blob", l->label);
+		ret = -EBADMSG;
+	}
+	if (!ret && !(z = malloc((size_t)len)))
+		ret = -ENOMEM;
+	if (!ret)
+		ret = blob_range(l, off, (size_t)len, z);
+	if (!ret && toc_json(z, (size_t)len, l->codec == CODEC_ZSTD, &json, &jlen)) {
+		log_err("%s: the table of contents does not decompress", l->label);
+		ret = -EBADMSG;
+	}
+	if (!ret) {
+		digest_buffer(json, jlen, got);
+		if (strcmp(got, toc_digest) != 0) {
+			log_err("%s: the table of contents hashes to %s, not to %s as the manifest "
+				"says",
+				l->label, got, toc_digest);
+			ret = -EBADMSG;
+		}
+	}
+	if (!ret)
+		ret = toc_parse(json, jlen, off, l->label, &t);
+	free(z);
+	free(json);
+	if (!ret) {
+		l->entries = t.entries;
+		l->n = t.n;
+		l->chunks = t.chunks;
+		l->n_chunks = t.n_chunks;
+		l->tar_size = t.data_size;
+		ret = names_build(l);
+	}
+	if (ret) {
+		layer_free(l); /* what toc_parse() made is l's, or was freed by it */
+		return ret == -ENOMEM ? ret : -EBADMSG;
+	}
+	*out = l;
+	return 0;
 }

@@ -32,6 +32,7 @@
 #include "manifest.h"
 #include "ref.h"
 #include "registry.h"
+#include "toc.h"
 #include "tree-int.h"
 
 /* The longest image reference accepted (as base64 it is a third longer). */
@@ -134,7 +135,7 @@ static int image_get(struct tree *t, struct site *site, const struct ref *ref, c
 }
 
 /* The info file: containers/storage's Layer, as much of it as the store knows. */
-static char *info_json(const struct descriptor *d, const char *diff_id)
+static char *info_json(const struct descriptor *d, const char *diff_id, const char *toc)
 {
 	struct json_object *o = json_object_new_object();
 	const char *mt = d->media_type;
@@ -150,6 +151,8 @@ static char *info_json(const struct descriptor *d, const char *diff_id)
 	json_object_object_add(o, "compressed-size", json_object_new_int64(d->size));
 	if (diff_id)
 		json_object_object_add(o, "diff-digest", json_object_new_string(diff_id));
+	if (toc && ref_valid_digest(toc))
+		json_object_object_add(o, "toc-digest", json_object_new_string(toc));
 	json_object_object_add(o, "compression", json_object_new_int(compression));
 	s = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
@@ -179,9 +182,13 @@ static char *diff_id(
 	return out;
 }
 
-/* The directory of layer digest of the image the key of dir names. 0 or -errno. */
-static int layer_dir(struct tree *t, struct node *dir, const char *digest, struct node **out)
+/*
+ * The directory called name of the layer of the image the key of dir names
+ * whose digest, or whose table of contents' digest, is name. 0 or -errno.
+ */
+static int layer_dir(struct tree *t, struct node *dir, const char *name, struct node **out)
 {
+	const char *digest = name;
 	char *refstr = key_decode(ls_of(dir)->key), *body = NULL, *info = NULL, *id = NULL;
 	char idigest[DIGEST_STR_LEN + 1];
 	struct ref ref = { 0 };
@@ -203,9 +210,14 @@ static int layer_dir(struct tree *t, struct node *dir, const char *digest, struc
 		ret = image_get(t, site, &ref, &body, &len, idigest);
 	if (!ret)
 		ret = manifest_parse(body, len, NULL, &m);
-	for (i = 0; !ret && i < m->n_layers; i++)
-		if (strcmp(m->layers[i].digest, digest) == 0)
+	/* by the layer's digest, or (newer engines) by its table of contents' */
+	for (i = 0; !ret && i < m->n_layers; i++) {
+		const struct descriptor *d = &m->layers[i];
+		const char *toc = annotation_get(d->annotations, d->n_annotations, ANN_TOC_DIGEST);
+
+		if (strcmp(d->digest, name) == 0 || (toc && strcmp(toc, name) == 0))
 			break;
+	}
 	if (!ret && (m->kind != MANIFEST_IMAGE || i == m->n_layers))
 		ret = -ENOENT;
 	if (ret) {
@@ -214,9 +226,12 @@ static int layer_dir(struct tree *t, struct node *dir, const char *digest, struc
 		goto out;
 	}
 	id = diff_id(t, site, ref.repo, &m->config, i);
-	info = info_json(&m->layers[i], id);
+	info = info_json(&m->layers[i], id,
+		annotation_get(
+			m->layers[i].annotations, m->layers[i].n_annotations, ANN_TOC_DIGEST));
+	digest = m->layers[i].digest; /* what is fetched is the layer, whichever key found it */
 	ret = -ENOMEM;
-	n = tree_node_new(t, dir, digest, NODE_LSTORE);
+	n = tree_node_new(t, dir, name, NODE_LSTORE);
 	if (!n || !info || !(reg_of(n)->repo = strdup(ref.repo)))
 		goto out;
 	reg_of(n)->site = site;
@@ -239,7 +254,9 @@ static int layer_dir(struct tree *t, struct node *dir, const char *digest, struc
 	file_of(c)->size = m->layers[i].size;
 	/* diff, the layer's tree */
 	{
-		struct layer_desc ld = { digest, m->layers[i].media_type, m->layers[i].size };
+		struct layer_desc ld = { digest, m->layers[i].media_type, m->layers[i].size,
+			annotation_get(m->layers[i].annotations, m->layers[i].n_annotations,
+				ANN_TOC_DIGEST) };
 
 		ret = rootfs_layer_dir(t, n, "diff", site, ref.repo, &ld, idigest, m->media_type,
 			(int64_t)len, &c);

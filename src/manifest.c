@@ -797,3 +797,31 @@ int manifest_referrers_add(
 	page->n_manifests = 0;
 	return (int)n;
 }
+
+bool manifest_time_parse(const char *s, time_t *out)
+{
+	struct tm tm;
+	const char *p;
+	long off = 0;
+
+	if (!s)
+		return false;
+	memset(&tm, 0, sizeof(tm));
+	p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!p)
+		return false;
+	if (*p == '.')
+		while (*++p >= '0' && *p <= '9')
+			;
+	if (*p == '+' || *p == '-') {
+		int hh, mm;
+
+		if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
+			return false;
+		off = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
+	} else if (*p != 'Z' && *p != 'z') {
+		return false;
+	}
+	*out = timegm(&tm) - off;
+	return true;
+}

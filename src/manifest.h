@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define MANIFEST_MAX_SIZE (4 * 1024 * 1024)
 
@@ -96,6 +97,9 @@ void manifest_free(struct manifest *m);
  */
 int manifest_referrers_add(
 	struct manifest *acc, struct manifest *page, const char *filter, bool filtered);
+
+/* An RFC 3339 time ("created" annotations, as oras and buildkit write them) into *out. */
+bool manifest_time_parse(const char *s, time_t *out);
 
 /* Whether mt names an index (OCI image index, Docker manifest list). */
 bool manifest_type_is_index(const char *mt);

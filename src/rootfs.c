@@ -26,6 +26,7 @@
 #include "manifest.h"
 #include "published.h"
 #include "registry.h"
+#include "toc.h"
 #include "tree-int.h"
 
 #define WH_PREFIX ".wh."
@@ -39,6 +40,8 @@ struct rootfs_layer {
 	int64_t size;
 	struct layer *l; /* NULL until a lookup needs it (borrowed from t->layers) */
 	char *index_ref; /* the published index l was opened from, or NULL */
+	char *toc_digest; /* its own table of contents' (eStargz, zstd:chunked), or NULL */
+	bool toc_refused; /* that TOC was found bad: the layer is read whole */
 };
 
 struct rootfs {
@@ -246,7 +249,22 @@ static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d,
 	}
 	free(d->index_ref);
 	d->index_ref = NULL;
-	if (rf->subject && !tar_digest) {
+	/* a layer with its own table of contents: read through it */
+	if (d->toc_digest && !d->toc_refused && !tar_digest) {
+		ret = layer_open_toc(t->cache, rf->site->reg, rf->repo, d->digest, d->media_type,
+			d->size, d->toc_digest, &l);
+		if (ret == -ENOMEM)
+			return ret;
+		if (ret) {
+			log_warn("%s: layer %s: its table of contents is not used: the whole layer "
+				 "is "
+				 "read",
+				rf->label, d->digest);
+			d->toc_refused = true;
+			l = NULL;
+		}
+	}
+	if (!l && rf->subject && !tar_digest) {
 		ret = layer_from_published(t, rf, d, &l);
 		if (ret)
 			return ret;
@@ -284,6 +302,7 @@ static void rootfs_free(struct rootfs *rf)
 		free(rf->layers[i].digest);
 		free(rf->layers[i].media_type);
 		free(rf->layers[i].index_ref);
+		free(rf->layers[i].toc_digest);
 	}
 	free(rf->layers);
 	free(rf->subject);
@@ -343,21 +362,24 @@ void rootfs_release(struct tree *t)
 	t->n_layers = 0;
 }
 
-static int rootfs_layer_add(struct rootfs *rf, const char *digest, const char *mt, int64_t size)
+static int rootfs_layer_add(
+	struct rootfs *rf, const char *digest, const char *mt, int64_t size, const char *toc)
 {
 	struct rootfs_layer *v = realloc(rf->layers, (rf->n + 1) * sizeof(*v));
 
 	if (!v)
 		return -ENOMEM;
 	rf->layers = v;
+	memset(&v[rf->n], 0, sizeof(v[rf->n]));
 	v[rf->n].digest = strdup(digest);
 	v[rf->n].media_type = strdup(mt);
 	v[rf->n].size = size;
-	v[rf->n].l = NULL;
-	v[rf->n].index_ref = NULL;
-	if (!v[rf->n].digest || !v[rf->n].media_type) {
+	v[rf->n].toc_digest = toc && ref_valid_digest(toc) ? strdup(toc) : NULL;
+	if (!v[rf->n].digest || !v[rf->n].media_type ||
+		(toc && ref_valid_digest(toc) && !v[rf->n].toc_digest)) {
 		free(v[rf->n].digest);
 		free(v[rf->n].media_type);
+		free(v[rf->n].toc_digest);
 		return -ENOMEM;
 	}
 	rf->n++;
@@ -392,6 +414,8 @@ static int layer_at(struct tree *t, struct rootfs *rf, size_t i, struct layer **
 		 */
 		if (rf->layers[i].index_ref)
 			index_refuse(t, rf->layers[i].index_ref);
+		else if (rf->layers[i].toc_digest)
+			rf->layers[i].toc_refused = true;
 		l = NULL;
 	}
 	if (!l)
@@ -945,7 +969,7 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 		/* a packed directory: one layer, and the digest oras annotated its tar with */
 		snprintf(rf->label, sizeof(rf->label), "%s/%s: packed directory %s",
 			registry_host(rf->site->reg), rf->repo, dir->name);
-		ret = rootfs_layer_add(rf, digest, d->packed_type, d->packed_size);
+		ret = rootfs_layer_add(rf, digest, d->packed_type, d->packed_size, NULL);
 		if (!ret && (!(rf->strip = strdup(dir->name)) ||
 				    !(rf->want = strdup(d->packed_path ? d->packed_path : ""))))
 			ret = -ENOMEM;
@@ -968,7 +992,9 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 		}
 		for (i = 0; !ret && i < m->n_layers; i++)
 			ret = rootfs_layer_add(rf, m->layers[i].digest, m->layers[i].media_type,
-				m->layers[i].size);
+				m->layers[i].size,
+				annotation_get(m->layers[i].annotations, m->layers[i].n_annotations,
+					ANN_TOC_DIGEST));
 	}
 	manifest_free(m);
 	free(body);
@@ -999,7 +1025,8 @@ int rootfs_layer_dir(struct tree *t, struct node *parent, const char *name, stru
 
 	if (!rf || !(rf->repo = strdup(repo)) || !(rf->subject = strdup(subject)) ||
 		!(rf->subject_type = strdup(subject_type)) ||
-		rootfs_layer_add(rf, layer->digest, layer->media_type, layer->size)) {
+		rootfs_layer_add(
+			rf, layer->digest, layer->media_type, layer->size, layer->toc_digest)) {
 		if (rf) {
 			free(rf->repo);
 			free(rf->subject);

@@ -135,35 +135,6 @@ static int xattrs_add_annotations(
 	return 0;
 }
 
-/* RFC 3339 "created" annotations, as oras and buildkit write them. */
-static bool parse_created(const char *s, time_t *out)
-{
-	struct tm tm;
-	const char *p;
-	long off = 0;
-
-	if (!s)
-		return false;
-	memset(&tm, 0, sizeof(tm));
-	p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (!p)
-		return false;
-	if (*p == '.')
-		while (*++p >= '0' && *p <= '9')
-			;
-	if (*p == '+' || *p == '-') {
-		int hh, mm;
-
-		if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2)
-			return false;
-		off = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
-	} else if (*p != 'Z' && *p != 'z') {
-		return false;
-	}
-	*out = timegm(&tm) - off;
-	return true;
-}
-
 /* ---- sites ---- */
 
 int tree_site_get(struct tree *t, const char *host, struct site **out)
@@ -997,7 +968,8 @@ static int build_files(struct build *b, struct node *art, const struct manifest 
 
 		if (!title)
 			continue; /* an image layer: under .oci/blobs until the rootfs view */
-		parse_created(annotation_get(d->annotations, d->n_annotations, ANN_CREATED), &lt);
+		manifest_time_parse(
+			annotation_get(d->annotations, d->n_annotations, ANN_CREATED), &lt);
 		ret = build_title(b, art, d, title, lt);
 	}
 	return ret;
@@ -1062,7 +1034,7 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 						: "malformed manifest");
 		return -EIO;
 	}
-	parse_created(annotation_get(m->annotations, m->n_annotations, ANN_CREATED), &mtime);
+	manifest_time_parse(annotation_get(m->annotations, m->n_annotations, ANN_CREATED), &mtime);
 	reg_of(scratch)->mtime = mtime;
 	ret = build_xattrs(scratch, m, digest);
 	if (ret)
