@@ -92,6 +92,17 @@ for tag in esgz zchunk; do
 	umount_ocifs "$M"
 done
 
+# ---- the layer store answers a layer's TOC digest, the key newer engines look up
+MF=$(manifest_get img/app esgz)
+L0=$(jq -r '.layers[0].digest' <<<"$MF")
+T0=$(jq -r --arg a "$TOC_ANN" '.layers[0].annotations[$a]' <<<"$MF")
+OCIFS_CACHE=$TESTDIR/cache.store mount_ocifs "$REG" "$M" || bail "mount (store)"
+K=$(printf '%s' "$REG/img/app:esgz" | base64 -w0)
+check_eq "the store's layer found by TOC digest is the layer, its TOC digest in info" "$L0 $T0" \
+	"$(jq -r '"\(.["compressed-diff-digest"]) \(.["toc-digest"])"' "$M/.layers/$K/$T0/info" 2>&1)"
+check_same "and its diff reads" "$REF/etc/base.txt" "$M/.layers/$K/$T0/diff/etc/base.txt"
+umount_ocifs "$M"
+
 # ---- bad input: each pushed as a tag of its own, read by a fresh mount
 # bad_case NAME TAG WHY: the base layer's file reads right, the whole layer
 # was fetched, and the log says WHY
