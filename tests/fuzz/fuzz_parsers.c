@@ -8,6 +8,8 @@
  *   4  a credentials file, docker config.json or auth.json
  *      (auth_credentials_from_json; no credential helper can run: PATH is empty)
  *   5  a platform (platform_parse)
+ *   6  a layer's table of contents, eStargz JSON (toc_parse)
+ *   7  the end of a layer blob and a compressed TOC (toc_locate, toc_json)
  * Built with libFuzzer by tests/fuzz/run.sh; tests/fuzz/driver.c runs it
  * over tests/fuzz/corpus/fuzz_parsers and mutations of it in `make check`.
  */
@@ -21,6 +23,7 @@
 #include "http.h"
 #include "manifest.h"
 #include "ref.h"
+#include "toc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -43,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(s, data + 1, size - 1);
 	s[size - 1] = '\0'; /* the text parsers take C strings */
-	switch (data[0] % 6) {
+	switch (data[0] % 8) {
 	case 0: {
 		struct ref r;
 
@@ -85,7 +88,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			credentials_release(&c);
 		break;
 	}
-	default: {
+	case 6: {
+		struct toc t;
+		size_t i;
+
+		if (toc_parse(s, size - 1, 1 << 30, "fuzz", &t) == 0) {
+			/* every chunk lies before the TOC, inside its file */
+			for (i = 0; i < t.n_chunks; i++)
+				if (t.chunks[i].in <= 0 || t.chunks[i].in_end > (1 << 30) ||
+					t.chunks[i].in >= t.chunks[i].in_end || t.chunks[i].size <= 0 ||
+					t.chunks[i].out + t.chunks[i].size > t.data_size)
+					abort();
+			toc_release(&t);
+		}
+		break;
+	}
+	case 7: {
+		int64_t off, len;
+		char *json;
+		size_t jlen;
+		bool zstd = size % 2;
+
+		if (toc_locate((const unsigned char *)s, size - 1, (int64_t)size + 100, zstd, &off,
+			    &len) == 0 &&
+			(off < 0 || len <= 0 || off + len > (int64_t)size + 100))
+			abort();
+		if (toc_json((const unsigned char *)s, size - 1, zstd, &json, &jlen) == 0)
+			free(json);
+		break;
+	}
+	case 5: {
 		struct platform p;
 
 		memset(&p, 0, sizeof(p));
