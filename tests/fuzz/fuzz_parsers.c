@@ -96,7 +96,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			/* every chunk lies before the TOC, inside its file */
 			for (i = 0; i < t.n_chunks; i++)
 				if (t.chunks[i].in <= 0 || t.chunks[i].in_end > (1 << 30) ||
-					t.chunks[i].in >= t.chunks[i].in_end || t.chunks[i].size <= 0 ||
+					t.chunks[i].in >= t.chunks[i].in_end ||
+					t.chunks[i].size <= 0 ||
 					t.chunks[i].out + t.chunks[i].size > t.data_size)
 					abort();
 			toc_release(&t);
