@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1237,6 +1238,18 @@ static struct layer *layer_alloc(const char *digest)
 	return l;
 }
 
+/* An empty layer of the blob digest (media_type, size bytes). */
+static struct layer *layer_of_blob(const char *digest, const char *media_type, int64_t size)
+{
+	struct layer *l = layer_alloc(digest);
+
+	if (l) {
+		l->codec = codec_of(media_type);
+		l->blob_size = size;
+	}
+	return l;
+}
+
 static int decode_entries(struct idx_rd *r, struct layer *l)
 {
 	uint32_t n = get32(r), i, k;
@@ -1565,13 +1578,8 @@ int layer_open(struct cache *c, struct registry *r, const char *repo, const char
 	}
 	if (ret && ret != -ENOENT)
 		log_warn("%s@%s: index in the cache unusable: made again", repo, digest);
-	if (!l) {
-		l = layer_alloc(digest);
-		if (!l)
-			return -ENOMEM;
-		l->codec = codec_of(media_type);
-		l->blob_size = size;
-	}
+	if (!l && !(l = layer_of_blob(digest, media_type, size)))
+		return -ENOMEM;
 	snprintf(l->label, sizeof(l->label), "%s@%s", repo, digest);
 	ret = size > 0 ? cache_blob_open(c, r, repo, digest, size, &l->blob) : -EIO;
 	if (ret)
@@ -1728,20 +1736,32 @@ int layer_check_file(struct layer *l, const char *path, int64_t off, int64_t siz
 
 static ssize_t toc_read(struct layer *l, void *p, size_t n, int64_t off);
 
-/* The last checkpoint at or before off. */
-static const struct layer_cp *cp_before(const struct layer *l, int64_t off)
+/*
+ * In an array of n structs of size bytes sorted by the int64_t at byte at of
+ * each, the last one whose is at or before off (0 when none is).
+ */
+static size_t last_at_or_before(const void *v, size_t n, size_t size, size_t at, int64_t off)
 {
-	size_t lo = 0, hi = l->n_cps;
+	size_t lo = 0, hi = n;
 
 	while (hi - lo > 1) {
 		size_t mid = lo + (hi - lo) / 2;
+		int64_t k;
 
-		if (l->cps[mid].out <= off)
+		memcpy(&k, (const char *)v + mid * size + at, sizeof(k));
+		if (k <= off)
 			lo = mid;
 		else
 			hi = mid;
 	}
-	return &l->cps[lo];
+	return lo;
+}
+
+/* The last checkpoint at or before off. */
+static const struct layer_cp *cp_before(const struct layer *l, int64_t off)
+{
+	return &l->cps[last_at_or_before(
+		l->cps, l->n_cps, sizeof(*l->cps), offsetof(struct layer_cp, out), off)];
 }
 
 /*
@@ -1956,20 +1976,14 @@ static ssize_t toc_read(struct layer *l, void *p, size_t n, int64_t off)
 
 	while (done < n) {
 		int64_t at = off + (int64_t)done;
-		size_t lo = 0, hi = l->n_chunks, k;
+		size_t lo = last_at_or_before(l->chunks, l->n_chunks, sizeof(*l->chunks),
+			       offsetof(struct toc_chunk, out), at),
+		       k;
 		struct chunk_buf *slot;
 		unsigned char *own;
 		const struct toc_chunk *c;
 		int ret;
 
-		while (hi - lo > 1) {
-			size_t mid = lo + (hi - lo) / 2;
-
-			if (l->chunks[mid].out <= at)
-				lo = mid;
-			else
-				hi = mid;
-		}
 		c = &l->chunks[lo];
 		if (!l->n_chunks || at < c->out || at >= c->out + c->size)
 			return -EIO;
@@ -2003,11 +2017,9 @@ int layer_open_toc(struct cache *c, struct registry *r, const char *repo, const 
 
 	if (codec_of(media_type) == CODEC_NONE || size <= 0)
 		return -EBADMSG;
-	l = layer_alloc(digest);
+	l = layer_of_blob(digest, media_type, size);
 	if (!l)
 		return -ENOMEM;
-	l->codec = codec_of(media_type);
-	l->blob_size = size;
 	snprintf(l->label, sizeof(l->label), "%s@%s", repo, digest);
 	ret = cache_blob_open(c, r, repo, digest, size, &l->blob);
 	if (!ret)

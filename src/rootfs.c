@@ -667,6 +667,25 @@ static bool opaque_here(const struct layer *l, const char *p)
 	return join(p, WH_OPAQUE, o, sizeof(o)) && layer_find(l, o) != NULL;
 }
 
+/* A node of rf for name in dir, of kind, found in layer f->layer; not yet added to dir. */
+static struct node *rnode_new(struct tree *t, struct rootfs *rf, struct node *dir, const char *name,
+	enum node_kind kind, const struct found *f)
+{
+	struct node *node = node_new(&t->nodes, dir, name, kind, &rootfs_ops, sizeof(struct rnode));
+	struct rnode *n;
+
+	if (!node)
+		return NULL;
+	n = rnode_of(node);
+	/* made again from the layers when the kernel has forgotten it */
+	node->cached = true;
+	n->rootfs = rf;
+	__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
+	n->mtime = t->start;
+	n->layer_no = (unsigned)f->layer + 1;
+	return node;
+}
+
 /*
  * A layer's own tree (rf->diff): the whiteout of name as overlayfs writes
  * one, a character device 0/0, added to dir.
@@ -677,16 +696,11 @@ static int whiteout_make(struct tree *t, struct rootfs *rf, struct node *dir, co
 	struct node *node;
 	struct rnode *n;
 
-	node = node_new(&t->nodes, dir, name, NODE_RSPECIAL, &rootfs_ops, sizeof(struct rnode));
+	node = rnode_new(t, rf, dir, name, NODE_RSPECIAL, f);
 	if (!node)
 		return -ENOMEM;
 	n = rnode_of(node);
-	node->cached = true;
-	n->rootfs = rf;
-	__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
 	n->mode = S_IFCHR;
-	n->mtime = t->start;
-	n->layer_no = (unsigned)f->layer + 1;
 	n->rdev = makedev(0, 0);
 	*out = node_child_get_or_add(&t->nodes, dir, node);
 	return *out ? 0 : -ENOMEM;
@@ -764,18 +778,11 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		if (ret)
 			return ret;
 	}
-	node = node_new(&t->nodes, dir, name, kind, &rootfs_ops, sizeof(struct rnode));
+	node = rnode_new(t, rf, dir, name, kind, f);
 	if (!node)
 		return -ENOMEM;
 	n = rnode_of(node);
-	/* made again from the layers when the kernel has forgotten it */
-	node->cached = true;
-	n->rootfs = rf;
-	__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
 	n->mode = type | 0755;
-	n->uid = n->gid = 0;
-	n->mtime = t->start;
-	n->layer_no = (unsigned)f->layer + 1;
 	if (e) {
 		set_attrs(n, e);
 		if (set_xattrs(n, e))

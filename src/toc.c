@@ -66,6 +66,18 @@ int toc_locate(const unsigned char *tail, size_t n, int64_t blob_size, bool zstd
 	return 0;
 }
 
+/* A full output buffer twice as big: 0, -ENOMEM, or -EBADMSG past TOC_MAX. */
+static int grow(unsigned char **b, size_t *cap)
+{
+	unsigned char *nb = *cap < TOC_MAX ? realloc(*b, *cap * 2) : NULL;
+
+	if (!nb)
+		return *cap < TOC_MAX ? -ENOMEM : -EBADMSG;
+	*b = nb;
+	*cap *= 2;
+	return 0;
+}
+
 /* What a gzip member or a zstd frame holds, up to TOC_MAX bytes. */
 static int inflate_all(
 	const unsigned char *p, size_t n, bool zstd, unsigned char **out, size_t *len)
@@ -86,16 +98,8 @@ static int inflate_all(
 		while (!ret && r != 0) {
 			ZSTD_outBuffer o;
 
-			if (got == cap) {
-				unsigned char *nb = cap < TOC_MAX ? realloc(b, cap * 2) : NULL;
-
-				if (!nb) {
-					ret = cap < TOC_MAX ? -ENOMEM : -EBADMSG;
-					break;
-				}
-				b = nb;
-				cap *= 2;
-			}
+			if (got == cap && (ret = grow(&b, &cap)))
+				break;
 			o = (ZSTD_outBuffer){ b, cap, got };
 			r = ZSTD_decompressStream(d, &o, &in);
 			got = o.pos;
@@ -115,16 +119,8 @@ static int inflate_all(
 		z.next_in = (Bytef *)(uintptr_t)p;
 		z.avail_in = (uInt)n;
 		while (zr == Z_OK) {
-			if (got == cap) {
-				unsigned char *nb = cap < TOC_MAX ? realloc(b, cap * 2) : NULL;
-
-				if (!nb) {
-					ret = cap < TOC_MAX ? -ENOMEM : -EBADMSG;
-					break;
-				}
-				b = nb;
-				cap *= 2;
-			}
+			if (got == cap && (ret = grow(&b, &cap)))
+				break;
 			z.next_out = b + got;
 			z.avail_out = (uInt)(cap - got);
 			zr = inflate(&z, Z_NO_FLUSH);

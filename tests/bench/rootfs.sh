@@ -82,9 +82,11 @@ say "skopeo copy + umoci unpack + cat    ${T} s"
 rm -rf "$O" "$U"
 sync
 
-# small FILE, cold (empty cache, new mount)
+# cold_small FILE: cat of FILE through an empty cache and a new mount (its
+# manifest looked up first); $fetched the layers' bytes the registry served
+# for it, $other the rest (manifests, referrers, published indexes)
 cold_small() {
-	local mark
+	local mark d
 	bmount "$C" "$M" -o ro
 	stat "$M/bench/fs/v1" >/dev/null
 	mark=$(reg_log_mark)
@@ -95,6 +97,8 @@ cold_small() {
 	for d in $(jq -r '.layers[].digest' <<<"$MF"); do
 		fetched=$((fetched + $(served_bytes "$d" "$mark")))
 	done
+	other=$(tail -c +"$((mark + 1))" "$REG_ROOT/registry.log" |
+		sed -En 's/.*"GET [^"]*" [0-9]{3} ([0-9]+) .*/\1/p' | awk -v f="$fetched" '{ s += $1 } END { print s - f }')
 	bumount "$M"
 }
 cold_small app/main.py
@@ -139,27 +143,11 @@ say "# published: $(manifest_get bench/fs "sha256-$(manifest_digest bench/fs v1 
 	jq '[.manifests[] | select(.artifactType == "application/vnd.ocifs.layer.index.v1")] | length') indexes"
 # every other mount, with an empty cache, fetches indexes and spans
 RUNS=${BENCH_RUNS:-3}
-pub_small() {
-	local mark d
-	bmount "$C" "$M" -o ro
-	mark=$(reg_log_mark)
-	tm cat "$I/$1" >/dev/null
-	[ "$TRC" = 0 ] || say "# ocifs cat $1 failed: $TRC"
-	reg_log_quiet 10
-	fetched=0
-	for d in $(jq -r '.layers[].digest' <<<"$MF"); do
-		fetched=$((fetched + $(served_bytes "$d" "$mark")))
-	done
-	# everything else the registry served for it: the indexes, manifests, referrers
-	other=$(tail -c +"$((mark + 1))" "$REG_ROOT/registry.log" |
-		sed -En 's/.*"GET [^"]*" [0-9]{3} ([0-9]+) .*/\1/p' | awk -v f="$fetched" '{ s += $1 } END { print s - f }')
-	bumount "$M"
-}
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", 100 * a / b }'; }
 for f in etc/os-release app/main.py; do
 	pcts=() times=() ratios=()
 	for ((r = 0; r < RUNS; r++)); do
-		pub_small "$f"
+		cold_small "$f"
 		pcts+=("$(pct $((fetched + other)) "$zsize")")
 		times+=("$T")
 		ratios+=("$(ratio "$t_peer" "$T")")
