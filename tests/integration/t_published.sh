@@ -99,6 +99,22 @@ reg_log_quiet
 got=$(layer_bytes "$mark")
 check "and fetched a small part of the layers ($got of $ZSIZE bytes)" test "$got" -lt $((ZSIZE / 4))
 check "the index blobs were fetched" test "$(served_requests "${IDX1#sha256:}" "$mark")" -ge 1
+# parallel_reads DIR: eight readers at once, of two files each, through a fresh layer
+parallel_reads() {
+	local i bad=0 pids=()
+	for i in 1 2 3 4 5 6 7 8; do
+		if [ $((i % 2)) = 0 ]; then cat "$1/data/a.bin"; else cat "$1/data/b.txt"; fi >"$TESTDIR/par.$i" &
+		pids+=($!)
+	done
+	wait "${pids[@]}" # not a bare wait: the registry and the daemon are children too
+	for i in 1 2 3 4 5 6 7 8; do
+		if [ $((i % 2)) = 0 ]; then cmp -s "$REF/data/a.bin" "$TESTDIR/par.$i"; else
+			cmp -s "$REF/data/b.txt" "$TESTDIR/par.$i"; fi || bad=$((bad + 1))
+	done
+	rm -f "$TESTDIR"/par.*
+	[ "$bad" = 0 ]
+}
+check "eight readers at once read the base layer's big files right" parallel_reads "$M/img/app/1"
 check "every file of the image reads right through the published indexes" same_tree "$M/img/app/1"
 check_eq "the zstd image reads right too" "the base's last word" "$(cat "$M/img/zst/1/etc/zz.conf")"
 check "every file of the zstd image reads right" same_tree "$M/img/zst/1"

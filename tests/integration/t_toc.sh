@@ -42,7 +42,7 @@ state = "$C/state"
 EOF
 containerd --config "$C/config.toml" >"$C/log" 2>&1 </dev/null &
 CPID=$!
-trap 'kill $CPID 2>/dev/null' EXIT
+_LIB_DAEMON_PIDS+=("$CPID") # stopped by the test's cleanup, whatever happens
 wait_until 30 test -S "$C/sock" || { diag_file "$C/log"; bail "containerd did not start"; }
 ctr() { ctr-remote -a "$C/sock" "$@" >>"$C/ctr.log" 2>&1; }
 ctr images pull --plain-http "$REG/img/app:1" || { diag_file "$C/ctr.log"; bail "ctr pull"; }
@@ -63,6 +63,20 @@ same_tree() {
 			cmp -s "$REF/$f" "$1/$f" || { echo "# differs: $f" >&2; bad=$((bad + 1)); }
 		fi
 	done < <(cd "$REF" && find . \( -type f -o -type l \) -print0)
+	[ "$bad" = 0 ]
+}
+# parallel_reads DIR: eight readers at once of the file of three chunks, each from its own offset
+parallel_reads() {
+	local i bad=0 pids=()
+	for i in 1 2 3 4 5 6 7 8; do
+		tail -c +$((i * 1000000)) "$1/data/big.bin" >"$TESTDIR/par.$i" &
+		pids+=($!)
+	done
+	wait "${pids[@]}" # not a bare wait: the registry and the daemon are children too
+	for i in 1 2 3 4 5 6 7 8; do
+		cmp -s <(tail -c +$((i * 1000000)) "$REF/data/big.bin") "$TESTDIR/par.$i" || bad=$((bad + 1))
+	done
+	rm -f "$TESTDIR"/par.*
 	[ "$bad" = 0 ]
 }
 # layer_bytes TAG MARK: bytes of TAG's layer blobs served after MARK
@@ -86,6 +100,7 @@ for tag in esgz zchunk; do
 	reg_log_quiet
 	got=$(layer_bytes $tag "$mark")
 	check "$tag: and fetched a small part of the layers ($got of $ZSIZE bytes)" test "$got" -lt $((ZSIZE / 8))
+	check "$tag: eight readers at once of the chunked file read it right" parallel_reads "$M/img/app/$tag"
 	check "$tag: every file and link of the image reads right" same_tree "$M/img/app/$tag"
 	check_ls "$tag: eStargz's landmark files are not shown" "$M/img/app/$tag" app data etc
 	check_eq "$tag: nothing logged as an error or warning" "" "$(grep -i 'error\|warning' "$OCIFS_LOG")"
