@@ -1676,9 +1676,9 @@ bool layer_bad(struct layer *l)
 	return bad;
 }
 
-bool layer_published(const struct layer *l)
+bool layer_publishable(const struct layer *l)
 {
-	return l->published;
+	return l->spans && !l->published && !l->chunks;
 }
 
 /* The name a ustar header gives (prefix "/" name), into out (at least 256 + 156 bytes). */

@@ -158,8 +158,8 @@ int layer_open_toc(struct cache *c, struct registry *r, const char *repo, const 
 int layer_index_publishable(const struct layer *l, struct buf *out);
 /* Whether a span of l did not match its published index. */
 bool layer_bad(struct layer *l);
-/* Whether l was opened from a published index. */
-bool layer_published(const struct layer *l);
+/* Whether l was indexed here, so that its index can be published (not through a TOC). */
+bool layer_publishable(const struct layer *l);
 /*
  * A published index says the file path has size bytes at tar offset off:
  * check the tar header before them (checksum, type, size, name). 0 (also

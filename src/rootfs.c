@@ -205,7 +205,7 @@ static int layer_from_published(
  */
 static void publish(struct tree *t, struct rootfs *rf, struct rootfs_layer *d, struct layer *l)
 {
-	if (!t->opts.publish_index || !rf->subject || layer_published(l) || rf->want)
+	if (!t->opts.publish_index || !rf->subject || !layer_publishable(l) || rf->want)
 		return;
 	if (!rf->pub_listed) {
 		rf->pub_listed = true;

@@ -93,7 +93,8 @@ for tag in esgz zchunk; do
 	check "$tag: each layer carries a TOC digest" \
 		test "$(jq --arg a "$TOC_ANN" '[.layers[].annotations[$a] // empty] | length' <<<"$MF")" = 2
 	ZSIZE=$(jq '[.layers[].size] | add' <<<"$MF")
-	OCIFS_CACHE=$TESTDIR/cache.$tag mount_ocifs "$REG" "$M" -o ro || bail "mount ($tag)"
+	# publish_index: a layer read through its own TOC has no index of ours to publish
+	OCIFS_CACHE=$TESTDIR/cache.$tag mount_ocifs "$REG" "$M" -o ro,publish_index || bail "mount ($tag)"
 	mark=$(reg_log_mark)
 	check_eq "$tag: a fresh mount reads a small file of the base layer" "small and early" \
 		"$(cat "$M/img/app/$tag/etc/base.txt")"
@@ -104,6 +105,10 @@ for tag in esgz zchunk; do
 	check "$tag: every file and link of the image reads right" same_tree "$M/img/app/$tag"
 	check_ls "$tag: eStargz's landmark files are not shown" "$M/img/app/$tag" app data etc
 	check_eq "$tag: nothing logged as an error or warning" "" "$(grep -i 'error\|warning' "$OCIFS_LOG")"
+	check_eq "$tag: no index of ours is published for it" 0 \
+		"$(manifest_get img/app "sha256-$(manifest_digest img/app $tag | sed 's/^sha256://')" 2>/dev/null |
+			jq '[.manifests[]? | select(.artifactType == "application/vnd.ocifs.layer.index.v1")] | length' ||
+			echo 0)"
 	umount_ocifs "$M"
 done
 
