@@ -2005,7 +2005,8 @@ static ssize_t toc_read(struct layer *l, void *p, size_t n, int64_t off)
 }
 
 int layer_open_toc(struct cache *c, struct registry *r, const char *repo, const char *digest,
-	const char *media_type, int64_t size, const char *toc_digest, struct layer **out)
+	const char *media_type, int64_t size, const char *toc_digest, bool compressed,
+	struct layer **out)
 {
 	unsigned char tail[TOC_TAIL], *z = NULL;
 	char *json = NULL, got[DIGEST_STR_LEN + 1];
@@ -2032,11 +2033,20 @@ int layer_open_toc(struct cache *c, struct registry *r, const char *repo, const 
 		ret = -ENOMEM;
 	if (!ret)
 		ret = blob_range(l, off, (size_t)len, z);
+	if (!ret && compressed) {
+		digest_buffer(z, (size_t)len, got);
+		if (strcmp(got, toc_digest) != 0) {
+			log_err("%s: the table of contents hashes to %s, not to %s as the manifest "
+				"says",
+				l->label, got, toc_digest);
+			ret = -EBADMSG;
+		}
+	}
 	if (!ret && toc_json(z, (size_t)len, l->codec == CODEC_ZSTD, &json, &jlen)) {
 		log_err("%s: the table of contents does not decompress", l->label);
 		ret = -EBADMSG;
 	}
-	if (!ret) {
+	if (!ret && !compressed) {
 		digest_buffer(json, jlen, got);
 		if (strcmp(got, toc_digest) != 0) {
 			log_err("%s: the table of contents hashes to %s, not to %s as the manifest "

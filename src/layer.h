@@ -146,14 +146,16 @@ int layer_open_published(struct cache *c, struct registry *r, const char *repo, 
 	const char *media_type, int64_t size, const void *z, size_t zlen, struct layer **out);
 /*
  * A layer that carries its own table of contents (eStargz, zstd:chunked),
- * toc_digest the sha256 its layer annotation gives the TOC's JSON: the
+ * toc_digest the sha256 its layer annotation gives the TOC's JSON (of its
+ * compressed bytes with compressed; see toc_digest_of()): the
  * blob's footer and TOC fetched and checked, nothing else. A read fetches
  * the chunks it needs and checks each against the TOC's digest of it; one
  * that does not match makes the layer bad (layer_bad()). -EBADMSG (with a
  * log line) for a blob without a TOC there, or one that does not match.
  */
 int layer_open_toc(struct cache *c, struct registry *r, const char *repo, const char *digest,
-	const char *media_type, int64_t size, const char *toc_digest, struct layer **out);
+	const char *media_type, int64_t size, const char *toc_digest, bool compressed,
+	struct layer **out);
 /* The index of l as layer_open_published() reads it, appended to out. 0 or -errno. */
 int layer_index_publishable(const struct layer *l, struct buf *out);
 /* Whether a span of l did not match its published index. */

@@ -196,6 +196,7 @@ static int layer_dir(struct tree *t, struct node *dir, const char *name, struct 
 	struct site *site = NULL;
 	struct node *n = NULL, *c;
 	size_t len, i;
+	bool z = false;
 	int ret;
 
 	ret = refstr && ref_parse_source(refstr, &ref) == 0 && ref.host && ref.repo ? 0 : -ENOENT;
@@ -213,7 +214,7 @@ static int layer_dir(struct tree *t, struct node *dir, const char *name, struct 
 	/* by the layer's digest, or (newer engines) by its table of contents' */
 	for (i = 0; !ret && i < m->n_layers; i++) {
 		const struct descriptor *d = &m->layers[i];
-		const char *toc = annotation_get(d->annotations, d->n_annotations, ANN_TOC_DIGEST);
+		const char *toc = toc_digest_of(d, &z);
 
 		if (strcmp(d->digest, name) == 0 || (toc && strcmp(toc, name) == 0))
 			break;
@@ -226,9 +227,7 @@ static int layer_dir(struct tree *t, struct node *dir, const char *name, struct 
 		goto out;
 	}
 	id = diff_id(t, site, ref.repo, &m->config, i);
-	info = info_json(&m->layers[i], id,
-		annotation_get(
-			m->layers[i].annotations, m->layers[i].n_annotations, ANN_TOC_DIGEST));
+	info = info_json(&m->layers[i], id, toc_digest_of(&m->layers[i], &z));
 	digest = m->layers[i].digest; /* what is fetched is the layer, whichever key found it */
 	ret = -ENOMEM;
 	n = tree_node_new(t, dir, name, NODE_LSTORE);
@@ -255,8 +254,7 @@ static int layer_dir(struct tree *t, struct node *dir, const char *name, struct 
 	/* diff, the layer's tree */
 	{
 		struct layer_desc ld = { digest, m->layers[i].media_type, m->layers[i].size,
-			annotation_get(m->layers[i].annotations, m->layers[i].n_annotations,
-				ANN_TOC_DIGEST) };
+			toc_digest_of(&m->layers[i], &z), z };
 
 		ret = rootfs_layer_dir(t, n, "diff", site, ref.repo, &ld, idigest, m->media_type,
 			(int64_t)len, &c);

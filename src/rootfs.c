@@ -41,6 +41,7 @@ struct rootfs_layer {
 	struct layer *l; /* NULL until a lookup needs it (borrowed from t->layers) */
 	char *index_ref; /* the published index l was opened from, or NULL */
 	char *toc_digest; /* its own table of contents' (eStargz, zstd:chunked), or NULL */
+	bool toc_compressed; /* of the TOC's compressed bytes (toc_digest_of()) */
 	bool toc_refused; /* that TOC was found bad: the layer is read whole */
 };
 
@@ -252,7 +253,7 @@ static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d,
 	/* a layer with its own table of contents: read through it */
 	if (d->toc_digest && !d->toc_refused && !tar_digest) {
 		ret = layer_open_toc(t->cache, rf->site->reg, rf->repo, d->digest, d->media_type,
-			d->size, d->toc_digest, &l);
+			d->size, d->toc_digest, d->toc_compressed, &l);
 		if (ret == -ENOMEM)
 			return ret;
 		if (ret) {
@@ -362,8 +363,8 @@ void rootfs_release(struct tree *t)
 	t->n_layers = 0;
 }
 
-static int rootfs_layer_add(
-	struct rootfs *rf, const char *digest, const char *mt, int64_t size, const char *toc)
+static int rootfs_layer_add(struct rootfs *rf, const char *digest, const char *mt, int64_t size,
+	const char *toc, bool toc_compressed)
 {
 	struct rootfs_layer *v = realloc(rf->layers, (rf->n + 1) * sizeof(*v));
 
@@ -374,6 +375,7 @@ static int rootfs_layer_add(
 	v[rf->n].digest = strdup(digest);
 	v[rf->n].media_type = strdup(mt);
 	v[rf->n].size = size;
+	v[rf->n].toc_compressed = toc_compressed;
 	v[rf->n].toc_digest = toc && ref_valid_digest(toc) ? strdup(toc) : NULL;
 	if (!v[rf->n].digest || !v[rf->n].media_type ||
 		(toc && ref_valid_digest(toc) && !v[rf->n].toc_digest)) {
@@ -976,7 +978,7 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 		/* a packed directory: one layer, and the digest oras annotated its tar with */
 		snprintf(rf->label, sizeof(rf->label), "%s/%s: packed directory %s",
 			registry_host(rf->site->reg), rf->repo, dir->name);
-		ret = rootfs_layer_add(rf, digest, d->packed_type, d->packed_size, NULL);
+		ret = rootfs_layer_add(rf, digest, d->packed_type, d->packed_size, NULL, false);
 		if (!ret && (!(rf->strip = strdup(dir->name)) ||
 				    !(rf->want = strdup(d->packed_path ? d->packed_path : ""))))
 			ret = -ENOMEM;
@@ -997,11 +999,13 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 			if (!rf->subject || !rf->subject_type)
 				ret = -ENOMEM;
 		}
-		for (i = 0; !ret && i < m->n_layers; i++)
+		for (i = 0; !ret && i < m->n_layers; i++) {
+			bool z;
+			const char *toc = toc_digest_of(&m->layers[i], &z);
+
 			ret = rootfs_layer_add(rf, m->layers[i].digest, m->layers[i].media_type,
-				m->layers[i].size,
-				annotation_get(m->layers[i].annotations, m->layers[i].n_annotations,
-					ANN_TOC_DIGEST));
+				m->layers[i].size, toc, z);
+		}
 	}
 	manifest_free(m);
 	free(body);
@@ -1032,8 +1036,8 @@ int rootfs_layer_dir(struct tree *t, struct node *parent, const char *name, stru
 
 	if (!rf || !(rf->repo = strdup(repo)) || !(rf->subject = strdup(subject)) ||
 		!(rf->subject_type = strdup(subject_type)) ||
-		rootfs_layer_add(
-			rf, layer->digest, layer->media_type, layer->size, layer->toc_digest)) {
+		rootfs_layer_add(rf, layer->digest, layer->media_type, layer->size,
+			layer->toc_digest, layer->toc_compressed)) {
 		if (rf) {
 			free(rf->repo);
 			free(rf->subject);

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "manifest.h"
+#include "ref.h"
 #include "toc.h"
 
 /* eStargz: an empty gzip member whose extra field says "%016x" STARGZ, the TOC's offset. */
@@ -21,6 +22,22 @@
 /* zstd:chunked: a skippable frame of the TOC's offset, length, length uncompressed, type. */
 #define ZCHUNKED_FOOTER 48
 #define ZCHUNKED_MAGIC "GnUlInUx"
+
+const char *toc_digest_of(const struct descriptor *d, bool *compressed)
+{
+	const char *s = annotation_get(d->annotations, d->n_annotations, ANN_TOC_DIGEST);
+	size_t n = strlen(d->media_type);
+
+	*compressed = false;
+	if (s && ref_valid_digest(s))
+		return s;
+	s = annotation_get(d->annotations, d->n_annotations, ANN_ZCHUNKED_CHECKSUM);
+	if (s && ref_valid_digest(s) && n > 5 && strcmp(d->media_type + n - 5, "+zstd") == 0) {
+		*compressed = true;
+		return s;
+	}
+	return NULL;
+}
 
 int toc_locate(const unsigned char *tail, size_t n, int64_t blob_size, bool zstd, int64_t *off,
 	int64_t *len)
@@ -318,7 +335,7 @@ int toc_parse(const char *json, size_t len, int64_t toc_off, const char *label, 
 	}
 	for (i = 0; i < n; i++) {
 		struct json_object *e = json_object_array_get_idx(ents, i);
-		const char *name = jstr(e, "name"), *type = jstr(e, "type");
+		const char *name = jstr(e, "name"), *type = jstr(e, "type"), *cd;
 		int64_t size, off, coff, csize, mode, uid, gid, maj, min;
 		unsigned char dg[DIGEST_RAW_LEN];
 		struct layer_entry *le;
@@ -380,8 +397,12 @@ int toc_parse(const char *json, size_t len, int64_t toc_off, const char *label, 
 		/* a chunk: the file's bytes from chunkOffset, chunkSize of them (else the rest) */
 		if (!csize)
 			csize = file->size - coff;
+		cd = jstr(e, "chunkDigest");
+		/* a file in one chunk may give its digest only (containers/storage's zstd:chunked) */
+		if (!cd && !chunk && csize == file->size)
+			cd = jstr(e, "digest");
 		if (coff != file_next || csize <= 0 || csize > file->size - coff || off <= 0 ||
-			off >= toc_off || !raw_digest(jstr(e, "chunkDigest"), dg)) {
+			off >= toc_off || !raw_digest(cd, dg)) {
 			log_err("%s: table of contents: chunk of \"%.200s\" at %lld malformed",
 				label, file->path, (long long)coff);
 			goto out;

@@ -17,6 +17,8 @@
 #include "layer.h"
 
 #define ANN_TOC_DIGEST "containerd.io/snapshot/stargz/toc.digest"
+/* containers/storage's zstd:chunked (podman push --compression-format zstd:chunked) */
+#define ANN_ZCHUNKED_CHECKSUM "io.containers.zstd-chunked.manifest-checksum"
 /* The most of the blob's end toc_locate() wants. */
 #define TOC_TAIL 64
 /* The biggest TOC read (compressed or not). */
@@ -38,6 +40,15 @@ struct toc {
 	size_t n_chunks;
 	int64_t data_size; /* the end of that space */
 };
+
+struct descriptor;
+/*
+ * The digest of the layer's TOC, as its annotations give it, or NULL:
+ * stargz's toc.digest (of the TOC's JSON), else, for a zstd layer,
+ * containers/storage's manifest-checksum (of the TOC's compressed bytes:
+ * *compressed set). Borrowed from d.
+ */
+const char *toc_digest_of(const struct descriptor *d, bool *compressed);
 
 /*
  * Where the TOC is, from the last n bytes of a blob of blob_size bytes

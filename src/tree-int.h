@@ -296,7 +296,8 @@ struct layer_desc {
 	const char *digest;
 	const char *media_type;
 	int64_t size;
-	const char *toc_digest; /* its own table of contents', or NULL */
+	const char *toc_digest; /* its own table of contents', or NULL (toc_digest_of()) */
+	bool toc_compressed;
 };
 int rootfs_layer_dir(struct tree *t, struct node *parent, const char *name, struct site *site,
 	const char *repo, const struct layer_desc *layer, const char *subject,
