@@ -1027,7 +1027,7 @@ int cache_blob_read_all(struct cache *c, struct registry *r, const char *repo, c
 	/* the whole blob: verified against its digest before a byte is handed out */
 	fd = size ? cache_blob_prepare(b, &rd, 0, (size_t)size) : 0;
 	ret = fd < 0 ? fd : 0;
-	if (!ret && !(p = malloc(size ? (size_t)size : 1)))
+	if (!ret && !(p = malloc((size_t)size + 1)))
 		ret = -ENOMEM;
 	for (i = 0; !ret && i < (size_t)size;) {
 		ssize_t n = pread(fd, p + i, (size_t)size - i, (off_t)i);
@@ -1044,6 +1044,7 @@ int cache_blob_read_all(struct cache *c, struct registry *r, const char *repo, c
 		free(p);
 		return ret;
 	}
+	p[size] = '\0'; /* a JSON config is text */
 	*out = p;
 	return 0;
 }

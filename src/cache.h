@@ -119,7 +119,8 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 
 /*
  * The whole blob digest (size bytes) of repo on r, through the cache and
- * verified before a byte is given: *out (malloc'd, size bytes). 0 or -errno.
+ * verified before a byte is given: *out (malloc'd, size bytes and a NUL).
+ * 0 or -errno.
  */
 int cache_blob_read_all(struct cache *c, struct registry *r, const char *repo, const char *digest,
 	int64_t size, char **out);
