@@ -159,4 +159,50 @@ for f in etc/os-release app/main.py; do
 	sets "published_${k}_vs_pull_unpack" "${ratios[@]}"
 done
 rm -rf "$C"
+
+# ---------------------------------------------------------------- 4. podman, through the layer store
+if command -v podman >/dev/null 2>&1; then
+	say "## podman pull + image mount + cat /etc/os-release, cold"
+	PS=$TESTDIR/podman
+	# pull_cat ALS: a podman with an empty store pulls the image, mounts it and reads
+	# the file; ALS: through ocifs's layer store (mounted, empty cache) or not
+	pull_cat() {
+		local mark mnt
+		rm -rf "$PS" && mkdir -p "$PS"
+		printf '[storage]\ndriver = "overlay"\nrunroot = "%s/run"\ngraphroot = "%s/graph"\n' "$PS" "$PS" >"$PS/storage.conf"
+		if [ "$1" = 1 ]; then
+			bmount "$C" "$M"
+			printf '[storage.options]\nadditionallayerstores = ["%s/.layers:ref"]\n' "$M" >>"$PS/storage.conf"
+		fi
+		mark=$(reg_log_mark)
+		tm bash -c "export CONTAINERS_STORAGE_CONF='$PS/storage.conf'
+			podman pull -q --tls-verify=false '$REG/bench/fs:v1' >/dev/null &&
+			mnt=\$(podman image mount '$REG/bench/fs:v1') && cat \"\$mnt/etc/os-release\" >/dev/null"
+		[ "$TRC" = 0 ] || say "# podman pull (store $1) failed: $TRC"
+		reg_log_quiet 10
+		fetched=0
+		for d in $(jq -r '.layers[].digest' <<<"$MF"); do
+			fetched=$((fetched + $(served_bytes "$d" "$mark")))
+		done
+		CONTAINERS_STORAGE_CONF=$PS/storage.conf podman image unmount -a >/dev/null 2>&1
+		CONTAINERS_STORAGE_CONF=$PS/storage.conf podman rmi -af >/dev/null 2>&1
+		[ "$1" = 1 ] && bumount "$M"
+		rm -rf "$PS" "$C"
+	}
+	pt=() ot=() pr=()
+	for ((r = 0; r < RUNS; r++)); do
+		pull_cat 0
+		pt+=("$T")
+		say "podman pull + image mount + cat       ${T} s, $((fetched / 1048576)) MiB of layers fetched"
+		pull_cat 1
+		ot+=("$T")
+		pr+=("$(ratio "${pt[-1]}" "$T")")
+		say "the same through .layers/ of ocifs    ${T} s, $((fetched / 1024)) KiB of layers fetched (by ocifs)"
+	done
+	sets podman_pull_cat_s "${pt[@]}"
+	sets podman_layer_store_pull_cat_s "${ot[@]}"
+	sets podman_layer_store_vs_podman_pull "${pr[@]}"
+else
+	say "# podman not installed: no layer store figures"
+fi
 bench_summary
