@@ -22,6 +22,9 @@
  *                        dead), the node lists, the epochs, and the fields marked
  *                        "protected by t->lock"; never held across I/O, a process
  *                        spawn or a directory scan
+ *   layer->lock          Protects: a layer's decompressors, which spans of a published
+ *                        index were checked, the TOC chunks kept, bad (layer.c); taken
+ *                        under rootfs->lock and nodes->lock, never across I/O
  *   staged->lock         the hashing and upload fields of one staged file (push.c)
  *   blob->lock, then c->lock   the cache (cache.h)
  *
