@@ -82,21 +82,28 @@ say "skopeo copy + umoci unpack + cat    ${T} s"
 rm -rf "$O" "$U"
 sync
 
+# layers_fetched MARK: bytes of the image's layers the registry served since MARK,
+# once the requests still running are logged
+layers_fetched() {
+	local d n=0
+	reg_log_quiet 10
+	for d in $(jq -r '.layers[].digest' <<<"$MF"); do
+		n=$((n + $(served_bytes "$d" "$1")))
+	done
+	echo "$n"
+}
+
 # cold_small FILE: cat of FILE through an empty cache and a new mount (its
 # manifest looked up first); $fetched the layers' bytes the registry served
 # for it, $other the rest (manifests, referrers, published indexes)
 cold_small() {
-	local mark d
+	local mark
 	bmount "$C" "$M" -o ro
 	stat "$M/bench/fs/v1" >/dev/null
 	mark=$(reg_log_mark)
 	tm cat "$I/$1" >/dev/null
 	[ "$TRC" = 0 ] || say "# ocifs cat $1 failed: $TRC"
-	reg_log_quiet 10
-	fetched=0
-	for d in $(jq -r '.layers[].digest' <<<"$MF"); do
-		fetched=$((fetched + $(served_bytes "$d" "$mark")))
-	done
+	fetched=$(layers_fetched "$mark")
 	other=$(tail -c +"$((mark + 1))" "$REG_ROOT/registry.log" |
 		sed -En 's/.*"GET [^"]*" [0-9]{3} ([0-9]+) .*/\1/p' | awk -v f="$fetched" '{ s += $1 } END { print s - f }')
 	bumount "$M"
@@ -179,11 +186,7 @@ if command -v podman >/dev/null 2>&1; then
 			podman pull -q --tls-verify=false '$REG/bench/fs:v1' >/dev/null &&
 			mnt=\$(podman image mount '$REG/bench/fs:v1') && cat \"\$mnt/etc/os-release\" >/dev/null"
 		[ "$TRC" = 0 ] || say "# podman pull (store $1) failed: $TRC"
-		reg_log_quiet 10
-		fetched=0
-		for d in $(jq -r '.layers[].digest' <<<"$MF"); do
-			fetched=$((fetched + $(served_bytes "$d" "$mark")))
-		done
+		fetched=$(layers_fetched "$mark")
 		CONTAINERS_STORAGE_CONF=$PS/storage.conf podman image unmount -a >/dev/null 2>&1
 		CONTAINERS_STORAGE_CONF=$PS/storage.conf podman rmi -af >/dev/null 2>&1
 		[ "$1" = 1 ] && bumount "$M"
