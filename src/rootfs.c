@@ -1015,7 +1015,7 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 	}
 	pthread_mutex_lock(&t->nodes.lock);
 	if (!*slot) {
-		*slot = rf;
+		__atomic_store_n(slot, rf, __ATOMIC_RELEASE); /* rootfs_is() reads it unlocked */
 		rf = NULL;
 	}
 	*out = *slot;
@@ -1275,9 +1275,12 @@ out:
 
 bool rootfs_is(const struct node *dir)
 {
+	/* the slot is set once, under t->lock, by the first look inside (rootfs_get) */
 	if (dir->kind == NODE_ARTIFACT)
-		return art_of_node(dir)->rootfs || art_of_node(dir)->rootfs_digest;
-	return dir->kind == NODE_DIR && (dir_of(dir)->rootfs || dir_of(dir)->packed_digest);
+		return __atomic_load_n(&art_of_node(dir)->rootfs, __ATOMIC_ACQUIRE) ||
+		       art_of_node(dir)->rootfs_digest;
+	return dir->kind == NODE_DIR && (__atomic_load_n(&dir_of(dir)->rootfs, __ATOMIC_ACQUIRE) ||
+						dir_of(dir)->packed_digest);
 }
 
 void rootfs_root_stat(struct tree *t, struct node *dir, struct stat *st)
