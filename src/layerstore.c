@@ -295,12 +295,6 @@ static int lstore_lookup(struct tree *t, struct node *dir, const char *name, str
 	return key_dir(t, dir, name, out);
 }
 
-/* Listing the store shows what was looked up; a layer's directory, its three. */
-static int lstore_list(struct tree *t, struct node *dir, struct tree_dirent **ents, size_t *count)
-{
-	return tree_children_list(t, dir, ents, count);
-}
-
 /* "use" created in a layer's directory: one more user, ENOENT as the protocol wants. */
 static int lstore_create(
 	struct tree *t, struct node *dir, const char *name, bool excl, struct node **out, int *fd)
@@ -351,7 +345,8 @@ static void lstore_release(struct tree *t, struct node *n)
 const struct node_ops layerstore_ops = {
 	.name = "layer store",
 	.lookup = lstore_lookup,
-	.list = lstore_list,
+	/* the store lists what was looked up; a layer's directory, its three */
+	.list = tree_children_list,
 	.getattr = tree_reg_getattr,
 	.timeout = lstore_timeout,
 	.type = lstore_type,
