@@ -826,6 +826,22 @@ static void inval_entry(void *arg, struct node *parent, const char *name)
 	fuse_lowlevel_notify_inval_entry(f->se, node_ino(f->t, parent), name, strlen(name));
 }
 
+static void inval_inode(void *arg, struct node *n)
+{
+	struct forget *f = arg;
+
+	fuse_lowlevel_notify_inval_inode(f->se, node_ino(f->t, n), 0, 0);
+}
+
+void fs_watch(struct fuse_session *se, struct tree *t)
+{
+	static struct forget f;
+
+	f.se = se;
+	f.t = t;
+	tree_set_inval(t, inval_entry, inval_inode, &f);
+}
+
 void fs_forget_tags(struct fuse_session *se, struct tree *t)
 {
 	struct forget f = { se, t };

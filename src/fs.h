@@ -15,5 +15,7 @@ extern const struct fuse_lowlevel_ops fs_ops;
  * request handler.
  */
 void fs_forget_tags(struct fuse_session *se, struct tree *t);
+/* Let t tell the kernel of se what changes under it (tree_set_inval()); before the loop. */
+void fs_watch(struct fuse_session *se, struct tree *t);
 
 #endif

@@ -498,6 +498,7 @@ struct layer {
 	 */
 	bool published;
 	bool bad;
+	bool bad_claimed; /* layer_bad_claim() said so once */
 	unsigned char *span_ok;
 	/*
 	 * A layer read through its own table of contents (eStargz,
@@ -1602,6 +1603,39 @@ fail:
 /* The most an index may take once decompressed. */
 #define PUBLISHED_MAX (512L * 1024 * 1024)
 
+/* The padded end of e's data: where the next entry's headers start. */
+static int64_t entry_end(const struct layer_entry *e)
+{
+	return e->offset + (e->size + BLOCK - 1) / BLOCK * BLOCK;
+}
+
+/* The most header blocks (PAX records, GNU long names) one entry may have before it. */
+#define HEADERS_MAX (META_MAX + 4 * BLOCK)
+
+/*
+ * Whether l's entries tile its tar: each entry's headers start where the
+ * one before it ends (its data padded to a block), take at least a block
+ * and at most HEADERS_MAX, and only regular files have data. An index that
+ * adds an entry, or moves one onto another's bytes, does not.
+ */
+static bool entries_tile(const struct layer *l)
+{
+	int64_t end = 0;
+	size_t i;
+
+	for (i = 0; i < l->n; i++) {
+		const struct layer_entry *e = &l->entries[i];
+
+		if (e->offset % BLOCK || e->offset - end < BLOCK || e->offset - end > HEADERS_MAX ||
+			(e->type != '0' && e->size) || e->size < 0)
+			return false;
+		end = entry_end(e);
+		if (end > l->tar_size)
+			return false;
+	}
+	return true;
+}
+
 int layer_open_published(struct cache *c, struct registry *r, const char *repo, const char *digest,
 	const char *media_type, int64_t size, const void *z, size_t zlen, struct layer **out)
 {
@@ -1625,10 +1659,16 @@ int layer_open_published(struct cache *c, struct registry *r, const char *repo, 
 	free(p);
 	if (!ret && (l->blob_size != size || l->codec != codec_of(media_type)))
 		ret = -EBADMSG;
+	if (!ret && !entries_tile(l)) {
+		log_err("%s@%s: the published index's entries do not tile the tar", repo, digest);
+		ret = -EPROTO;
+	}
 	if (ret) {
 		if (ret == -EBADMSG)
 			log_err("%s@%s: the published index is damaged or of another blob", repo,
 				digest);
+		if (ret == -EPROTO)
+			ret = -EBADMSG;
 		layer_free(l);
 		return ret;
 	}
@@ -1681,55 +1721,118 @@ bool layer_publishable(const struct layer *l)
 	return l->spans && !l->published && !l->chunks;
 }
 
-/* The name a ustar header gives (prefix "/" name), into out (at least 256 + 156 bytes). */
-static void header_name(const unsigned char *h, char *out, size_t size)
-{
-	size_t pl = strnlen((const char *)h + 345, 155);
+/* A tar of n bytes in memory, for layer_tar_index_read(). */
+struct mem_src {
+	const unsigned char *p;
+	int64_t n;
+};
 
-	if (memcmp(h + 257, "ustar", 5) == 0 && pl)
-		snprintf(out, size, "%.*s/%.*s", (int)pl, (const char *)h + 345,
-			(int)strnlen((const char *)h, 100), (const char *)h);
-	else
-		snprintf(out, size, "%.*s", (int)strnlen((const char *)h, 100), (const char *)h);
+static int mem_read(void *ctx, void *p, size_t n, int64_t off)
+{
+	const struct mem_src *m = ctx;
+
+	if (off >= m->n)
+		return -ENODATA;
+	if ((int64_t)n > m->n - off)
+		return -EBADMSG;
+	memcpy(p, m->p + off, n);
+	return 0;
 }
 
-int layer_check_file(struct layer *l, const char *path, int64_t off, int64_t size)
+static bool str_same(const char *a, const char *b)
 {
-	unsigned char h[BLOCK];
-	char name[256 + 156], a[PATH_MAX], b[PATH_MAX];
-	int64_t hs;
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* Whether two entries say the same of a file, every field of the header included. */
+static bool entry_same(const struct layer_entry *a, const struct layer_entry *b)
+{
+	size_t i;
+
+	if (!str_same(a->path, b->path) || !str_same(a->link, b->link) || a->type != b->type ||
+		a->mode != b->mode || a->uid != b->uid || a->gid != b->gid ||
+		a->mtime != b->mtime || a->size != b->size || a->offset != b->offset ||
+		a->devmajor != b->devmajor || a->devminor != b->devminor ||
+		a->n_xattrs != b->n_xattrs)
+		return false;
+	for (i = 0; i < a->n_xattrs; i++)
+		if (!str_same(a->xattrs[i].name, b->xattrs[i].name) ||
+			a->xattrs[i].len != b->xattrs[i].len ||
+			memcmp(a->xattrs[i].value, b->xattrs[i].value, a->xattrs[i].len) != 0)
+			return false;
+	return true;
+}
+
+int layer_check_entry(struct layer *l, const struct layer_entry *e)
+{
+	struct layer_entry *got = NULL;
+	struct mem_src m = { NULL, 0 };
+	unsigned char *h = NULL;
+	int64_t start;
+	size_t n = 0, i;
 	ssize_t r;
-	bool ok;
+	bool ok = false;
+	int ret;
 
 	if (!l->published)
 		return 0;
-	if (off < BLOCK)
-		return -EIO;
-	r = layer_read(l, h, BLOCK, off - BLOCK);
-	if (r < 0)
-		return (int)r;
-	header_name(h, name, sizeof(name));
-	hs = tar_number((const char *)h + 124, 12);
-	/*
-	 * The header before the bytes is the file's: its checksum, type, size
-	 * and name (a name too long for the header is in a PAX record or GNU
-	 * long name before it; sizes past the octal field's reach, likewise).
-	 */
-	ok = r == BLOCK && checksum_ok(h) && (h[156] == '0' || h[156] == '\0' || h[156] == '7') &&
-	     (hs == size || size > 077777777777LL) &&
-	     (strlen(path) >= 100 ||
-		     (!layer_path_clean(name, a, sizeof(a)) &&
-			     !layer_path_clean(path, b, sizeof(b)) && strcmp(a, b) == 0));
+	i = (size_t)(e - l->entries);
+	if (i >= l->n)
+		return -EINVAL;
+	/* its headers, from where the entry before it ends (the index tiles: entries_tile()) */
+	start = i ? entry_end(&l->entries[i - 1]) : 0;
+	if (e->offset - start >= BLOCK && e->offset - start <= HEADERS_MAX)
+		h = malloc((size_t)(e->offset - start));
+	if (!h && e->offset - start >= BLOCK && e->offset - start <= HEADERS_MAX)
+		return -ENOMEM;
+	if (h) {
+		r = layer_read(l, h, (size_t)(e->offset - start), start);
+		if (r < 0) {
+			free(h);
+			return (int)r;
+		}
+		/*
+		 * Parsed as the archive is: one entry must come of them, ending
+		 * at the data, and say what the index says, name (PAX and GNU long
+		 * names too), type, mode, owner, size, link and device alike.
+		 */
+		m.p = h;
+		m.n = r;
+		ret = layer_tar_index_read(mem_read, &m, r + (e->size + BLOCK - 1) / BLOCK * BLOCK,
+			l->label, &got, &n);
+		if (!ret && n == 1) {
+			got[0].offset += start;
+			ok = r == e->offset - start && entry_same(&got[0], e);
+		}
+		if (ret == -ENOMEM) {
+			free(h);
+			return ret;
+		}
+		layer_entries_free(got, n);
+		free(h);
+	}
 	if (ok)
 		return 0;
 	pthread_mutex_lock(&l->lock);
 	if (!l->bad)
-		log_err("%s: \"%.200s\" is not where the published index says: it is not used "
-			"again",
-			l->label, path);
+		log_err("%s: the tar header of \"%.200s\" is not what the published index says: it "
+			"is not used again",
+			l->label, e->path);
 	l->bad = true;
 	pthread_mutex_unlock(&l->lock);
 	return -EIO;
+}
+
+bool layer_bad_claim(struct layer *l)
+{
+	bool first;
+
+	pthread_mutex_lock(&l->lock);
+	first = l->bad && !l->bad_claimed;
+	if (first)
+		l->bad_claimed = true;
+	pthread_mutex_unlock(&l->lock);
+	return first;
 }
 
 /* ---- reading ---- */

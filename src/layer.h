@@ -163,11 +163,19 @@ bool layer_bad(struct layer *l);
 /* Whether l was indexed here, so that its index can be published (not through a TOC). */
 bool layer_publishable(const struct layer *l);
 /*
- * A published index says the file path has size bytes at tar offset off:
- * check the tar header before them (checksum, type, size, name). 0 (also
- * for a layer indexed here), or -EIO when it says otherwise: then l is bad.
+ * An entry of l (from layer_find() or layer_entries()) that came from a
+ * published index, checked against the tar: its headers, from where the
+ * entry before it ends to its data, parsed as the archive is, must make
+ * exactly that entry (every field: name with PAX or GNU long names, type,
+ * mode, owner, mtime, size, link, device, xattrs). 0 (also for a layer
+ * indexed here), or -EIO when they do not: then l is bad.
  */
-int layer_check_file(struct layer *l, const char *path, int64_t off, int64_t size);
+int layer_check_entry(struct layer *l, const struct layer_entry *e);
+/*
+ * Whether l is bad and this is the first call to say so: the caller drops
+ * what was made from it, once.
+ */
+bool layer_bad_claim(struct layer *l);
 
 /*
  * The index of l as stored in the cache, appended to out; and back.

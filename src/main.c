@@ -24,6 +24,7 @@
 #include "push.h"
 #include "ref.h"
 #include "registry.h"
+#include "sign.h"
 #include "tree.h"
 
 struct options {
@@ -39,6 +40,8 @@ struct options {
 	char *cert_file;
 	char *key_file;
 	char *artifact_type;
+	char *index_trust;
+	char *index_sign_key;
 	struct strlist mirrors;
 	unsigned uid;
 	unsigned gid;
@@ -86,6 +89,8 @@ static const struct fuse_opt option_spec[] = {
 	OPT("timeout=%u", timeout),
 	OPT("push_delay=%u", push_delay),
 	OPT("artifact_type=%s", artifact_type),
+	OPT("index_trust=%s", index_trust),
+	OPT("index_sign_key=%s", index_sign_key),
 	OPT("plain_http", plain_http),
 	OPT("show_referrer_tags", show_referrer_tags),
 	OPT("publish_index", publish_index),
@@ -204,6 +209,10 @@ static void usage(const char *prog)
 	       "    -o show_referrer_tags    list sha256-<hex> tags (fallback referrers indexes)\n"
 	       "    -o publish_index         push each image layer indexed here as a referrer\n"
 	       "                             of its image, for other mounts to read it lazily\n"
+	       "    -o index_sign_key=FILE   sign what publish_index pushes (PEM private key,\n"
+	       "                             EC P-256 or larger), as cosign sign --key does\n"
+	       "    -o index_trust=FILE      use a published layer index only when signed by a\n"
+	       "                             key of FILE (PEM public keys, as cosign.pub)\n"
 	       "    -o push_delay=SECS       rest of a tag directory before its push (default 1)\n"
 	       "    -o artifact_type=TYPE    artifactType of new tags\n"
 	       "                             (default application/vnd.unknown.artifact.v1)\n"
@@ -399,6 +408,8 @@ int main(int argc, char *argv[])
 	char mnt_real[PATH_MAX];
 	struct ref source = { 0 };
 	struct cache *cache = NULL;
+	struct sign_keys *trust = NULL;
+	struct sign_key *sign_key = NULL;
 	struct http *http = NULL;
 	struct tree *tree = NULL;
 	struct hup hup = { NULL, NULL };
@@ -504,6 +515,14 @@ int main(int argc, char *argv[])
 		goto out_platform;
 	}
 
+	if (o.index_trust && sign_keys_load(o.index_trust, &trust))
+		goto out_platform;
+	if (o.index_sign_key && sign_key_load(o.index_sign_key, &sign_key))
+		goto out_platform;
+	if (o.index_sign_key && !o.publish_index)
+		fprintf(stderr, "%s: index_sign_key without publish_index: nothing is signed\n",
+			PACKAGE_NAME);
+
 	ho.insecure = o.insecure;
 	ho.ca_file = o.ca_file;
 	ho.cert_file = o.cert_file;
@@ -524,6 +543,8 @@ int main(int argc, char *argv[])
 	to.push_delay = o.push_delay;
 	to.show_referrer_tags = o.show_referrer_tags;
 	to.publish_index = o.publish_index;
+	to.index_trust = trust;
+	to.index_sign_key = sign_key;
 	to.artifact_type = o.artifact_type;
 	to.mirror_host = source.host ? source.host : "docker.io";
 
@@ -550,6 +571,7 @@ int main(int argc, char *argv[])
 	se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), tree);
 	if (!se)
 		goto out_tree;
+	fs_watch(se, tree);
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_session;
 	/* libfuse makes SIGHUP end the session: here it forgets tags and reopens the log */
@@ -618,6 +640,8 @@ out_cache:
 out_http:
 	http_free(http);
 out_platform:
+	sign_keys_free(trust);
+	sign_key_free(sign_key);
 	platform_release(&to.platform);
 out_ref:
 	ref_release(&source);
@@ -637,6 +661,8 @@ out_args:
 	free(o.cert_file);
 	free(o.key_file);
 	free(o.artifact_type);
+	free(o.index_trust);
+	free(o.index_sign_key);
 	strlist_release(&o.mirrors);
 	return ret;
 }

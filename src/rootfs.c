@@ -64,6 +64,7 @@ struct rootfs {
 	int64_t subject_size;
 	struct published *pub; /* the indexes published for it; under load */
 	bool pub_listed; /* under load */
+	bool untrusted_said; /* the log said its indexes are not trusted; under load */
 	/*
 	 * One layer's own tree, as overlayfs takes a lower directory (the layer
 	 * store): whiteouts shown as character devices 0/0, opaque directories
@@ -100,6 +101,10 @@ struct rnode {
 	struct layer *layer;
 	int64_t data_off;
 	size_t data_layer; /* RFILE: that layer's place in rootfs->layers */
+	const struct layer_entry *entry; /* RFILE: its data's entry in layer; under rootfs->lock */
+	/* RFILE of a hard link: the link's own entry and its layer, checked on first read too */
+	struct layer *link_layer;
+	const struct layer_entry *link_entry;
 	struct layer *checked; /* RFILE: the layer whose tar header of it was checked; atomic */
 	int64_t size; /* RFILE */
 	/* RDIR: its path below what the rootfs shows; RLINK: its target; RFILE: its bytes' tar path */
@@ -165,8 +170,7 @@ static int layer_from_published(
 	struct tree *t, struct rootfs *rf, struct rootfs_layer *d, struct layer **out)
 {
 	const char *ref;
-	char *z = NULL;
-	size_t zlen = 0;
+	size_t pos = SIZE_MAX;
 	int ret;
 
 	*out = NULL;
@@ -178,25 +182,52 @@ static int layer_from_published(
 		if (ret)
 			log_debug("%s: no published layer indexes: %s", rf->label, strerror(-ret));
 	}
-	ref = published_find(rf->pub, d->digest);
-	if (!ref || index_refused(t, ref))
-		return 0;
-	ret = published_fetch(t->cache, rf->site->reg, rf->repo, ref, d->digest, &z, &zlen);
-	if (!ret)
-		ret = layer_open_published(t->cache, rf->site->reg, rf->repo, d->digest,
-			d->media_type, d->size, z, zlen, out);
-	free(z);
-	if (ret == -ENOMEM)
-		return ret;
-	if (ret) {
-		log_warn("%s: layer %s: published index %s not used: the whole layer is read",
-			rf->label, d->digest, ref);
+	/* the newest first: one that is not trusted does not hide an older one that is */
+	while ((ref = published_find(rf->pub, d->digest, &pos))) {
+		char *z = NULL;
+		size_t zlen = 0;
+
+		if (index_refused(t, ref))
+			continue;
+		/*
+		 * Anyone who may push to the repository may publish an index: only
+		 * a signature by a key the user trusts vouches for one. Nothing of
+		 * an index can be checked lazily against the layer (a gzip window
+		 * only by decompressing all before it, a missing entry only by
+		 * reading every header), so an index nobody vouches for is not used.
+		 */
+		if (!t->opts.index_trust) {
+			if (!rf->untrusted_said)
+				log_info("%s: published layer indexes found, none trusted (no -o "
+					 "index_trust): layers are read whole",
+					rf->label);
+			rf->untrusted_said = true;
+			return 0;
+		}
+		ret = published_trusted(
+			t->cache, rf->site->reg, rf->repo, ref, t->opts.index_trust);
+		if (!ret)
+			ret = published_fetch(
+				t->cache, rf->site->reg, rf->repo, ref, d->digest, &z, &zlen);
+		if (!ret)
+			ret = layer_open_published(t->cache, rf->site->reg, rf->repo, d->digest,
+				d->media_type, d->size, z, zlen, out);
+		free(z);
+		if (ret == -ENOMEM)
+			return ret;
+		if (!ret) {
+			free(d->index_ref);
+			d->index_ref = strdup(ref);
+			log_debug("%s: layer %s read through its published index %s", rf->label,
+				d->digest, ref);
+			return 0;
+		}
+		log_warn("%s: layer %s: published index %s not used", rf->label, d->digest, ref);
 		index_refuse(t, ref);
-		return 0;
 	}
-	free(d->index_ref);
-	d->index_ref = strdup(ref);
-	log_debug("%s: layer %s read through its published index %s", rf->label, d->digest, ref);
+	if (pos != SIZE_MAX)
+		log_warn("%s: layer %s: no published index used: the whole layer is read",
+			rf->label, d->digest);
 	return 0;
 }
 
@@ -213,9 +244,9 @@ static void publish(struct tree *t, struct rootfs *rf, struct rootfs_layer *d, s
 		if (published_list(rf->site->reg, rf->repo, rf->subject, &rf->pub))
 			rf->pub = NULL;
 	}
-	if (!published_find(rf->pub, d->digest))
+	if (!published_find(rf->pub, d->digest, &(size_t){ SIZE_MAX }))
 		published_push(rf->site->reg, rf->repo, rf->subject, rf->subject_type,
-			rf->subject_size, l);
+			rf->subject_size, l, t->opts.index_sign_key);
 }
 
 /*
@@ -785,9 +816,10 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		return -ENOMEM;
 	n = rnode_of(node);
 	n->mode = type | 0755;
-	if (e) {
-		set_attrs(n, e);
-		if (set_xattrs(n, e))
+	/* a hard link is its target: its attributes are the target's, as tar extracts it */
+	if (fe) {
+		set_attrs(n, fe);
+		if (set_xattrs(n, fe))
 			goto nomem;
 	}
 	switch (kind) {
@@ -806,8 +838,13 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		size_t j;
 
 		n->layer = fl;
+		n->entry = fe;
 		n->data_off = fe->offset;
 		n->size = fe->size;
+		if (fe != e) {
+			n->link_layer = l;
+			n->link_entry = e;
+		}
 		for (j = 0; j < rf->n && rf->layers[j].l != fl; j++)
 			;
 		n->data_layer = j;
@@ -1395,6 +1432,7 @@ static int rfile_refresh(struct tree *t, struct rnode *n, struct layer *old)
 		e = ret ? NULL : layer_find(l, n->data);
 		if (e && e->type == '0' && e->size == n->size && l != old) {
 			n->layer = l;
+			n->entry = e;
 			n->data_off = e->offset;
 		} else {
 			ret = -EIO;
@@ -1404,9 +1442,100 @@ static int rfile_refresh(struct tree *t, struct rnode *n, struct layer *old)
 	return ret;
 }
 
+/*
+ * Whether layer l is bad (its published index lied) and this is the first
+ * to see it: then every node an image made while l was in use is dropped,
+ * with the kernel's entries for them, and made again from the layer read
+ * whole. Nodes still open stay usable (rfile_refresh()); nothing made from
+ * the lying index is found again.
+ */
+static void drop_bad(struct tree *t, struct layer *l)
+{
+	struct rootfs **rfs = NULL;
+	struct node *n, **v = NULL;
+	size_t nrf = 0, cnt = 0, i, j;
+	bool uses;
+
+	if (!l || !layer_bad_claim(l))
+		return;
+	/* the images with nodes: each held while its layers are looked at */
+	pthread_mutex_lock(&t->nodes.lock);
+	for (n = t->nodes.all; n; n = n->all_next) {
+		struct rootfs *rf;
+
+		if (n->kind < NODE_RDIR || n->dead || n->orphan)
+			continue;
+		rf = rnode_of(n)->rootfs;
+		for (j = 0; j < nrf && rfs[j] != rf; j++)
+			;
+		if (j < nrf || !rf)
+			continue;
+		if (!(nrf % 16)) {
+			struct rootfs **nv = realloc(rfs, (nrf + 16) * sizeof(*nv));
+
+			if (!nv)
+				break;
+			rfs = nv;
+		}
+		__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
+		rfs[nrf++] = rf;
+	}
+	pthread_mutex_unlock(&t->nodes.lock);
+	for (i = 0; i < nrf; i++) {
+		struct rootfs *rf = rfs[i];
+
+		pthread_mutex_lock(&rf->lock);
+		for (j = 0, uses = false; j < rf->n && !uses; j++)
+			uses = rf->layers[j].l == l;
+		if (uses)
+			rf->root_from = 0;
+		pthread_mutex_lock(&t->nodes.lock);
+		if (uses)
+			rf->root_has = false;
+		/* the top of what the image showed: what is below goes with it */
+		for (n = uses ? t->nodes.all : NULL; n; n = n->all_next) {
+			if (n->kind < NODE_RDIR || n->dead || n->orphan || !n->parent ||
+				rnode_of(n)->rootfs != rf || n->parent != rf->root)
+				continue;
+			if (!(cnt % 64)) {
+				struct node **nv = realloc(v, (cnt + 64) * sizeof(*nv));
+
+				if (!nv)
+					break;
+				v = nv;
+			}
+			v[cnt++] = n;
+		}
+		for (j = 0; j < cnt; j++)
+			if (!v[j]->orphan) {
+				/* the kernel's entry goes after the lock: the name stays while in use */
+				node_hold(&t->nodes, v[j]);
+				node_delete(&t->nodes, v[j]->parent, v[j]);
+			}
+		pthread_mutex_unlock(&t->nodes.lock);
+		pthread_mutex_unlock(&rf->lock);
+		log_warn("%s: what was shown from a published index that lied is dropped: %zu "
+			 "entries made again from the whole layer",
+			rf->label, cnt);
+		for (j = 0; j < cnt; j++)
+			tree_inval_entry(t, rf->root, v[j]->name);
+		if (uses)
+			tree_inval_inode(t, rf->root);
+		pthread_mutex_lock(&t->nodes.lock);
+		for (j = 0; j < cnt; j++)
+			node_drop(&t->nodes, v[j]);
+		pthread_mutex_unlock(&t->nodes.lock);
+		cnt = 0;
+		rootfs_unref(t, rf);
+	}
+	free(v);
+	free(rfs);
+}
+
 static ssize_t rfile_read(struct tree *t, struct node_file *f, char *buf, size_t size, off_t off)
 {
 	struct rnode *n = rnode_of(f->node);
+	const struct layer_entry *e;
 	struct layer *l;
 	int64_t at;
 	ssize_t r;
@@ -1419,17 +1548,29 @@ static ssize_t rfile_read(struct tree *t, struct node_file *f, char *buf, size_t
 	for (tries = 0;; tries++) {
 		pthread_mutex_lock(&n->rootfs->lock);
 		l = n->layer;
+		e = n->entry;
 		at = n->data_off;
 		pthread_mutex_unlock(&n->rootfs->lock);
 		r = 0;
-		/* a published index's word for where the file is, checked on its first read */
+		/* a published index's word for the file, checked on its first read */
 		if (__atomic_load_n(&n->checked, __ATOMIC_ACQUIRE) != l) {
-			r = layer_check_file(l, n->data, at, n->size);
+			r = e ? layer_check_entry(l, e) : 0;
+			if (!r && n->link_entry && n->link_layer != l && tries == 0)
+				r = layer_check_entry(n->link_layer, n->link_entry);
+			if (!r && n->link_entry && n->link_layer == l)
+				r = layer_check_entry(l, n->link_entry);
 			if (!r)
 				__atomic_store_n(&n->checked, l, __ATOMIC_RELEASE);
 		}
 		if (!r)
 			r = layer_read(l, buf, size, at + off);
+		if (r == -EIO) {
+			drop_bad(t, l);
+			if (n->link_layer && layer_bad(n->link_layer)) {
+				drop_bad(t, n->link_layer);
+				return r;
+			}
+		}
 		if (r != -EIO || tries || !layer_bad(l) || rfile_refresh(t, n, l))
 			return r;
 	}

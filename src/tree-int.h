@@ -177,6 +177,10 @@ struct tree {
 	unsigned *layer_refs; /* how many rootfs layer slots use each; protected by lock */
 	size_t n_layers;
 	struct strlist refused_indexes; /* published indexes found bad: not used again; lock */
+	/* how the kernel is told to forget an entry or an inode's attributes (fs.c); set once */
+	void (*inval_entry)(void *arg, struct node *parent, const char *name);
+	void (*inval_inode)(void *arg, struct node *n);
+	void *inval_arg;
 	struct node *status; /* .ocifs/ at the root: looked up, never listed */
 	struct node *layerstore; /* .layers/ at a registry's root, or NULL; likewise */
 	uint64_t served; /* bytes read() returned (atomic) */
@@ -302,5 +306,13 @@ struct layer_desc {
 int rootfs_layer_dir(struct tree *t, struct node *parent, const char *name, struct site *site,
 	const char *repo, const struct layer_desc *layer, const char *subject,
 	const char *subject_type, int64_t subject_size, struct node **out);
+
+/*
+ * Tell the kernel that the entry name of parent, or the attributes of n,
+ * are no longer what it was given (nothing when no kernel listens). No lock
+ * held: the kernel may ask again at once.
+ */
+void tree_inval_entry(struct tree *t, struct node *parent, const char *name);
+void tree_inval_inode(struct tree *t, struct node *n);
 
 #endif

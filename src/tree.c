@@ -1855,3 +1855,23 @@ void tree_forget_tags(
 	free(v);
 	node_op_leave(&t->nodes, op);
 }
+
+void tree_set_inval(struct tree *t, void (*entry)(void *arg, struct node *parent, const char *name),
+	void (*inode)(void *arg, struct node *n), void *arg)
+{
+	t->inval_entry = entry;
+	t->inval_inode = inode;
+	t->inval_arg = arg;
+}
+
+void tree_inval_entry(struct tree *t, struct node *parent, const char *name)
+{
+	if (t->inval_entry)
+		t->inval_entry(t->inval_arg, parent, name);
+}
+
+void tree_inval_inode(struct tree *t, struct node *n)
+{
+	if (t->inval_inode)
+		t->inval_inode(t->inval_arg, n);
+}

@@ -27,6 +27,8 @@ struct http;
 struct node;
 struct node_ops;
 struct tree;
+struct sign_key;
+struct sign_keys;
 
 struct tree_options {
 	bool read_only;
@@ -46,6 +48,9 @@ struct tree_options {
 	bool show_referrer_tags; /* list sha256-<hex> fallback referrers tags */
 	const char *artifact_type; /* of new tags; NULL: application/vnd.unknown.artifact.v1 */
 	bool publish_index; /* push each layer indexed here as a referrer of its image */
+	/* the keys a published index must be signed by to be used (borrowed); NULL: none used */
+	const struct sign_keys *index_trust;
+	const struct sign_key *index_sign_key; /* signs what publish_index pushes, or NULL */
 	/* each kind's operations, as the providers give them (ops.h: node_kind_ops) */
 	const struct node_ops *const *kind_ops;
 };
@@ -63,6 +68,14 @@ void tree_free(struct tree *t);
  * and an artifact SOURCE exists and parses. 0, or -errno after a log line.
  */
 int tree_check_root(struct tree *t);
+
+/*
+ * How the kernel is told that an entry (parent, name) or a node's
+ * attributes changed under it: set once, before the mount answers, by the
+ * FUSE side. arg is borrowed.
+ */
+void tree_set_inval(struct tree *t, void (*entry)(void *arg, struct node *parent, const char *name),
+	void (*inode)(void *arg, struct node *n), void *arg);
 
 /*
  * The root. Every other node is reached through its directory's provider

@@ -640,6 +640,63 @@ registry_put_raw_manifest() {
 	echo "$dg"
 }
 
+# ---------------------------------------------------------------- signatures
+# cosign's key-based format, made here with the openssl command (not with
+# ocifs's code), so that each side checks the other.
+
+# sign_keygen NAME: an EC P-256 key pair, $TESTDIR/NAME.key (PEM private)
+# and $TESTDIR/NAME.pub (PEM public, as cosign.pub).
+sign_keygen() {
+	openssl ecparam -name prime256v1 -genkey -noout -out "$TESTDIR/$1.key" 2>/dev/null &&
+		openssl ec -in "$TESTDIR/$1.key" -pubout -out "$TESTDIR/$1.pub" 2>/dev/null
+}
+
+# sign_manifest REPO DIGEST KEYFILE: sign the manifest DIGEST of REPO as
+# `cosign sign --key` does: a simple-signing payload naming it, its ECDSA
+# signature in the layer annotation, the manifest tagged sha256-<hex>.sig.
+sign_manifest() {
+	local repo=$1 dg=$2 key=$3 p=$TESTDIR/.payload.json pd cfg cd sig m
+	printf '{"critical":{"identity":{"docker-reference":"%s/%s"},"image":{"docker-manifest-digest":"%s"},"type":"cosign container image signature"},"optional":null}' \
+		"$REG" "$repo" "$dg" >"$p"
+	sig=$(openssl dgst -sha256 -sign "$key" "$p" | base64 -w0) || return 1
+	pd=$(push_blob "$repo" "$p") || return 1
+	cfg=$TESTDIR/.sigcfg.json
+	jq -cn --arg d "$pd" '{architecture: "", created: "0001-01-01T00:00:00Z", history: [{created: "0001-01-01T00:00:00Z"}],
+		os: "", rootfs: {type: "layers", diff_ids: [$d]}, config: {}}' >"$cfg"
+	cd=$(push_blob "$repo" "$cfg") || return 1
+	m=$TESTDIR/.sig.json
+	jq -cn --arg cd "$cd" --argjson cs "$(stat -c %s "$cfg")" --arg pd "$pd" \
+		--argjson ps "$(stat -c %s "$p")" --arg sig "$sig" '
+		{schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json",
+		 config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $cd, size: $cs},
+		 layers: [{mediaType: "application/vnd.dev.cosign.simplesigning.v1+json", digest: $pd,
+		   size: $ps, annotations: {"dev.cosignproject.cosign/signature": $sig}}]}' >"$m"
+	push_manifest "$repo" "sha256-${dg#sha256:}.sig" "$m" >/dev/null
+}
+
+# sign_verify REPO DIGEST PUBFILE: what `cosign verify --key` checks of the
+# signature of DIGEST: one payload layer of the sha256-<hex>.sig manifest
+# names DIGEST as a cosign signature and its annotation verifies with PUBFILE.
+sign_verify() {
+	local repo=$1 dg=$2 pub=$3 m n i pd
+	m=$(manifest_get "$repo" "sha256-${dg#sha256:}.sig") || return 1
+	n=$(jq '.layers | length' <<<"$m")
+	for ((i = 0; i < n; i++)); do
+		[ "$(jq -r ".layers[$i].mediaType" <<<"$m")" = application/vnd.dev.cosign.simplesigning.v1+json ] ||
+			continue
+		pd=$(jq -r ".layers[$i].digest" <<<"$m")
+		blob_get "$repo" "$pd" >"$TESTDIR/.vpayload" || continue
+		[ "$(digest_of "$TESTDIR/.vpayload")" = "$pd" ] || continue
+		[ "$(jq -r '.critical.type + " " + .critical.image["docker-manifest-digest"]' \
+			"$TESTDIR/.vpayload")" = "cosign container image signature $dg" ] || continue
+		jq -r ".layers[$i].annotations[\"dev.cosignproject.cosign/signature\"]" <<<"$m" |
+			base64 -d >"$TESTDIR/.vsig" 2>/dev/null || continue
+		openssl dgst -sha256 -verify "$pub" -signature "$TESTDIR/.vsig" "$TESTDIR/.vpayload" \
+			>/dev/null 2>&1 && return 0
+	done
+	return 1
+}
+
 # ---------------------------------------------------------------- images
 
 # image_build LAYOUT TAG OS/ARCH DIR...: an OCI image built with umoci in

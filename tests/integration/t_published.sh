@@ -4,10 +4,11 @@
 # elsewhere then reads a file by fetching the indexes and only the spans of
 # the layer that the file needs, each checked against the index. Bad
 # indexes (spans that lie, cut short, of another layer, not zstd) give EIO
-# once or fall back to reading the whole layer: never wrong bytes.
+# once or fall back to reading the whole layer: never wrong bytes. An index
+# is used only when signed (cosign's format) by a key of -o index_trust.
 T_TIMEOUT=${T_TIMEOUT:-300}
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
-require_env skopeo umoci python3 zstd jq cmp
+require_env skopeo umoci python3 zstd jq cmp openssl
 
 REG_ACCESSLOG=1 registry_start published
 ITYPE=application/vnd.ocifs.layer.index.v1
@@ -69,8 +70,10 @@ same_tree() {
 }
 
 # ---- a mount with -o publish_index indexes the layers and publishes them
+sign_keygen pub && sign_keygen other || bail "openssl: key pairs"
+KEY=$TESTDIR/pub.key TRUST=$TESTDIR/pub.pub
 mark=$(reg_log_mark)
-OCIFS_CACHE=$TESTDIR/cache.pub mount_ocifs "$REG" "$M" -o ro,publish_index ||
+OCIFS_CACHE=$TESTDIR/cache.pub mount_ocifs "$REG" "$M" -o ro,publish_index,index_sign_key="$KEY" ||
 	bail "mount with publish_index"
 check_eq "the publishing mount reads the base layer's file" "ID=ocifs-test" \
 	"$(head -n1 "$M/img/app/1/etc/os-release")"
@@ -88,11 +91,46 @@ blob_get img/app "$IDX1" | zstd -dc >"$TESTDIR/idx1" 2>/dev/null
 check_eq "the index is the documented file (magic OCIFSLX2)" OCIFSLX2 "$(head -c 8 "$TESTDIR/idx1")"
 check_eq "the zstd image's layers are published too" 3 \
 	"$(cat "$M/img/zst/1/etc/zz.conf" >/dev/null; referrers img/zst "$ZIMG" | wc -l)"
+signed_all() { # REPO SUBJECT PUB: every index referrer has a cosign signature by PUB
+	local r bad=0
+	for r in $(referrers "$1" "$2" | cut -d' ' -f1); do
+		sign_verify "$1" "$r" "$3" || { echo "# not signed by $3: $r" >&2; bad=$((bad + 1)); }
+	done
+	[ "$bad" = 0 ]
+}
+check "each index is signed as cosign signs (sha256-<hex>.sig, simple signing, ECDSA P-256)" \
+	signed_all img/app "$IMG" "$TRUST"
+check "the zstd image's indexes are signed too" signed_all img/zst "$ZIMG" "$TRUST"
+check_fail "no signature verifies with another key" sign_verify img/app "$R1" "$TESTDIR/other.pub"
 umount_ocifs "$M"
+
+# ---- mounts that trust no key, or another key, do not use the indexes
+for trust in none other; do
+	mark=$(reg_log_mark)
+	opts=ro
+	[ "$trust" = other ] && opts=ro,index_trust=$TESTDIR/other.pub
+	OCIFS_CACHE=$TESTDIR/cache.$trust mount_ocifs "$REG" "$M" -o "$opts" || bail "mount ($trust)"
+	check_eq "trusting $trust: the base layer's file reads right" "ID=ocifs-test" \
+		"$(head -n1 "$M/img/app/1/etc/os-release")"
+	check "trusting $trust: the whole base layer was read, not its index" test \
+		"$(reg_log_quiet; served_bytes "${LAYERS[0]#sha256:}" "$mark")" -ge "$(jq ".layers[0].size" <<<"$MF")"
+	check_eq "trusting $trust: no index blob was fetched" 0 "$(served_requests "${IDX1#sha256:}" "$mark")"
+	check "trusting $trust: every file of the image reads right" same_tree "$M/img/app/1"
+	if [ "$trust" = none ]; then
+		check_eq "with no index_trust, the log says once for the image that its indexes are not trusted" 1 \
+			"$(grep -c 'published layer indexes found, none trusted' "$OCIFS_LOG")"
+	else
+		check "trusting another key, the log says the index is signed by no trusted key" \
+			grep -q 'signed by no key of index_trust' "$OCIFS_LOG"
+	fi
+	umount_ocifs "$M"
+done
 
 # ---- a fresh mount (empty cache) reads one small file of the base layer lazily
 mark=$(reg_log_mark)
-OCIFS_CACHE=$TESTDIR/cache.lazy mount_ocifs "$REG" "$M" -o ro || bail "mount (lazy)"
+cat "$TESTDIR/other.pub" "$TRUST" >"$TESTDIR/both.pub"
+OCIFS_CACHE=$TESTDIR/cache.lazy mount_ocifs "$REG" "$M" -o ro,index_trust="$TESTDIR/both.pub" ||
+	bail "mount (lazy)"
 check_eq "a fresh mount reads the base layer's file" "ID=ocifs-test" \
 	"$(head -n1 "$M/img/app/1/etc/os-release")"
 reg_log_quiet
@@ -192,6 +230,8 @@ publish_bad() {
 		 subject: {mediaType: "application/vnd.oci.image.manifest.v1+json", digest: $sd, size: $ss},
 		 annotations: {"io.ocifs.layer.digest": $l}}' >"$mf"
 	dg=$(push_manifest img/app "$(digest_of "$mf")" "$mf") || return 1
+	# signed by the trusted key: what is checked here holds even for a trusted index
+	sign_manifest img/app "$dg" "$KEY" || return 1
 	tag=sha256-${IMG#sha256:}
 	idx=$TESTDIR/.fallback.json
 	manifest_get img/app "$tag" >"$idx" || return 1
@@ -205,19 +245,21 @@ unpublish_bad() {
 	push_manifest img/app "sha256-${IMG#sha256:}" "$TESTDIR/.fallback.orig" "$MT_OCI_INDEX" >/dev/null
 }
 # bad_case NAME FILE WHY: a fresh mount reads the base layer's files with
-# FILE as its newest index: they read right, the whole layer read instead,
-# and the log says WHY
+# FILE as its newest index, signed by the trusted key: they read right, the
+# older genuine index used instead, and the log says WHY
 bad_case() {
 	local name=$1 file=$2 why=$3 mark
 	publish_bad "${LAYERS[0]}" "$file" || { not_ok "$name: publish the bad index"; return; }
-	OCIFS_CACHE=$TESTDIR/cache.$name mount_ocifs "$REG" "$M" -o ro || { not_ok "$name: mount"; return; }
+	OCIFS_CACHE=$TESTDIR/cache.$name mount_ocifs "$REG" "$M" -o ro,index_trust="$TRUST" ||
+		{ not_ok "$name: mount"; return; }
 	mark=$(reg_log_mark)
 	check_eq "$name: the base layer's file reads right" "ID=ocifs-test" \
 		"$(head -n1 "$M/img/app/1/etc/os-release")"
 	check "$name: the log says why the index is not used" grep -q "$why" "$OCIFS_LOG"
-	check "$name: the whole layer was read instead" \
-		test "$(reg_log_quiet; served_bytes "${LAYERS[0]#sha256:}" "$mark")" -ge \
-		"$(jq ".layers[0].size" <<<"$MF")"
+	# the genuine index, older and signed, is used instead of the bad one
+	check "$name: the genuine index is read instead, lazily" \
+		test "$(reg_log_quiet; served_bytes "${LAYERS[0]#sha256:}" "$mark")" -lt \
+		"$(jq ".layers[0].size / 2 | floor" <<<"$MF")"
 	check "$name: every file of the image reads right" same_tree "$M/img/app/1"
 	check "$name: the daemon is up" daemon_alive "$M"
 	umount_ocifs "$M"
@@ -236,7 +278,7 @@ bad_case another-layer "$TESTDIR/bad.other.zst" "published index is damaged or o
 idx_edit "$TESTDIR/idx1" "$TESTDIR/bad.offset" offset etc/os-release &&
 	zstd -q -f "$TESTDIR/bad.offset" -o "$TESTDIR/bad.offset.zst"
 check "the lying index differs from the true one" test "$(cmp "$TESTDIR/idx1" "$TESTDIR/bad.offset" | wc -l)" = 1
-bad_case lying-offset "$TESTDIR/bad.offset.zst" "\"etc/os-release\" is not where the published index says"
+bad_case lying-offset "$TESTDIR/bad.offset.zst" "do not tile the tar\\|\"etc/os-release\\\" is not what the published index says"
 head -c 5000 /dev/urandom >"$TESTDIR/bad.noise"
 bad_case not-zstd "$TESTDIR/bad.noise" "published index is not a zstd frame"
 
