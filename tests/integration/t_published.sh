@@ -278,7 +278,7 @@ bad_case another-layer "$TESTDIR/bad.other.zst" "published index is damaged or o
 idx_edit "$TESTDIR/idx1" "$TESTDIR/bad.offset" offset etc/os-release &&
 	zstd -q -f "$TESTDIR/bad.offset" -o "$TESTDIR/bad.offset.zst"
 check "the lying index differs from the true one" test "$(cmp "$TESTDIR/idx1" "$TESTDIR/bad.offset" | wc -l)" = 1
-bad_case lying-offset "$TESTDIR/bad.offset.zst" "do not tile the tar\\|\"etc/os-release\\\" is not what the published index says"
+bad_case lying-offset "$TESTDIR/bad.offset.zst" "do not tile the tar\\|etc/os-release. is not what the published index says"
 head -c 5000 /dev/urandom >"$TESTDIR/bad.noise"
 bad_case not-zstd "$TESTDIR/bad.noise" "published index is not a zstd frame"
 
