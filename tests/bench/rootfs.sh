@@ -98,7 +98,7 @@ layers_fetched() {
 # for it, $other the rest (manifests, referrers, published indexes)
 cold_small() {
 	local mark
-	bmount "$C" "$M" -o ro
+	bmount "$C" "$M" -o ro${TRUST:+,index_trust=$TRUST}
 	stat "$M/bench/fs/v1" >/dev/null
 	mark=$(reg_log_mark)
 	tm cat "$I/$1" >/dev/null
@@ -142,8 +142,11 @@ setr zcat_mibs "$(mibs "$tarsize" "$t_zcat")"
 setr index_build_vs_zcat "$(ratio "$t_zcat" "$t_idx")"
 # ---------------------------------------------------------------- 3. published indexes
 say "## one small file, cold, with the layers' indexes published"
-# one mount indexes the layers and publishes the indexes as referrers
-bmount "$C" "$M" -o ro,publish_index
+# one mount indexes the layers and publishes the indexes as referrers, signed;
+# the mounts after it trust that key (an index nobody trusts is not used)
+sign_keygen bench || bail "openssl: a key pair"
+bmount "$C" "$M" -o ro,publish_index,index_sign_key="$TESTDIR/bench.key"
+TRUST=$TESTDIR/bench.pub
 cat "$I/etc/os-release" >/dev/null
 bumount "$M"
 say "# published: $(manifest_get bench/fs "sha256-$(manifest_digest bench/fs v1 | sed 's/^sha256://')" |
@@ -178,7 +181,7 @@ if command -v podman >/dev/null 2>&1; then
 		rm -rf "$PS" && mkdir -p "$PS"
 		printf '[storage]\ndriver = "overlay"\nrunroot = "%s/run"\ngraphroot = "%s/graph"\n' "$PS" "$PS" >"$PS/storage.conf"
 		if [ "$1" = 1 ]; then
-			bmount "$C" "$M"
+			bmount "$C" "$M" -o index_trust="$TRUST"
 			printf '[storage.options]\nadditionallayerstores = ["%s/.layers:ref"]\n' "$M" >>"$PS/storage.conf"
 		fi
 		mark=$(reg_log_mark)
