@@ -41,6 +41,8 @@ with gzip.GzipFile(d + "/l1.tar.gz", "wb", mtime=0) as gz:
         add(tf, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
         add(tf, "etc/secret", b"the secret\n", mode=0o600)
         add(tf, "etc/hidden.conf", b"hidden=no\n")
+        # a genuine hard link whose own header says 0644: it is its target, 0600
+        add(tf, "etc/secret.lnk", mode=0o644, typ=tarfile.LNKTYPE, link="etc/secret")
         add(tf, "usr/bin/tool", b"#!/bin/sh\necho tool\n", mode=0o755, uid=1000, gid=1000)
         add(tf, "docs/a.txt", b"doc a\n")
         add(tf, "docs/b.txt", b"doc b\n")
@@ -76,10 +78,13 @@ skopeo --insecure-policy copy -q --src-tls-verify=false "docker://$REG/img/f:1" 
 	bail "skopeo copy"
 umoci unpack --image "$TESTDIR/layout:1" "$TESTDIR/ref" >/dev/null || bail "umoci unpack"
 REF=$TESTDIR/ref/rootfs
-# listing DIR: every name below DIR with its type, mode, owner and link target, and every
-# regular file's sha256
+# listing DIR: every name below DIR with its type, mode, owner and link target, every
+# regular file's sha256, and that of the end of data/words.txt read on its own
 listing() {
-	(cd "$1" && find . -mindepth 1 -printf '%P %y %m %U:%G %l\n' | sort &&
+	# the end of data/words.txt first, before anything else of it: a read that starts
+	# past its second gzip checkpoint, so that it decompresses from that checkpoint's window
+	(cd "$1" && echo "tail $(tail -c 100000 data/words.txt | sha256sum)" &&
+		find . -mindepth 1 -printf '%P %y %m %U:%G %l\n' | sort &&
 		find . -type f -print0 | sort -z | xargs -0r sha256sum)
 }
 listing "$REF" >"$TESTDIR/ref.list"
@@ -95,6 +100,7 @@ check_list() {
 check "the reference holds the setuid-free tool of uid 1000" grep -qx 'usr/bin/tool f 755 1000:1000 ' \
 	"$TESTDIR/ref.list"
 check "the reference has no gone.txt (layer 2 deleted it)" test ! -e "$REF/gone.txt"
+check "the reference's hard link is its target, 0600" grep -qx 'etc/secret.lnk f 600 0:0 ' "$TESTDIR/ref.list"
 
 # ---- the genuine indexes, published and signed by a mount trusting good.key
 OCIFS_CACHE=$TESTDIR/cache.pub mount_ocifs "$REG" "$M" -o ro,publish_index,index_sign_key="$TESTDIR/good.key" ||
@@ -185,24 +191,34 @@ forgery() {
 	publish "$no" "$f" "$TESTDIR/evil.key" || { not_ok "$name: publish the forgery"; return; }
 	check "$name: its signature verifies with the forger's key" \
 		sign_verify img/f "$(referrer_of "${LAYERS[$((no - 1))]}")" "$TESTDIR/evil.pub"
-	for trust in none good; do
+	for trust in none good podman; do
 		local opts=ro
 		[ "$trust" = good ] && opts=ro,index_trust=$TESTDIR/good.pub
+		[ "$trust" = podman ] && { [ -n "$HAVE_PODMAN" ] || continue; }
 		OCIFS_CACHE=$TESTDIR/cache.$name.$trust mount_ocifs "$REG" "$M" -o "$opts" ||
 			{ not_ok "$name: mount trusting $trust"; continue; }
-		listing "$M/img/f/1" >"$TESTDIR/$name.$trust.list"
-		check_list "$name, trusting $trust: the genuine tree, modes, owners and bytes" "$TESTDIR/$name.$trust.list"
-		if [ "$trust" = none ]; then
+		case $trust in
+		none)
+			listing "$M/img/f/1" >"$TESTDIR/$name.$trust.list"
+			check_list "$name, trusting none: the genuine tree, modes, owners and bytes" \
+				"$TESTDIR/$name.$trust.list"
 			check "$name, trusting none: the log says the indexes are not trusted" \
 				grep -q 'published layer indexes found, none trusted' "$OCIFS_LOG"
-			if [ -n "$HAVE_PODMAN" ]; then
-				podman_tree "$name" "$TESTDIR/$name.podman.list"
-				check_list "$name, podman through the layer store: the genuine tree" "$TESTDIR/$name.podman.list"
-			fi
-		else
+			;;
+		good)
+			listing "$M/img/f/1" >"$TESTDIR/$name.$trust.list"
+			check_list "$name, trusting good.pub: the genuine tree, modes, owners and bytes" \
+				"$TESTDIR/$name.$trust.list"
 			check "$name, trusting good.pub: the log says the forgery is signed by no trusted key" \
 				grep -q 'signed by no key of index_trust' "$OCIFS_LOG"
-		fi
+			;;
+		podman)
+			# a mount of its own (no trust), that nothing else has read through
+			podman_tree "$name" "$TESTDIR/$name.podman.list"
+			check_list "$name, podman through the layer store: the genuine tree" \
+				"$TESTDIR/$name.podman.list"
+			;;
+		esac
 		umount_ocifs "$M"
 	done
 	unpublish
