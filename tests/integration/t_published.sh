@@ -159,6 +159,26 @@ check "every file of the zstd image reads right" same_tree "$M/img/zst/1"
 check_eq "nothing is logged as an error" "" "$(grep -i 'error\|not used' "$OCIFS_LOG")"
 umount_ocifs "$M"
 
+# ---- an index signed afterwards, as a pipeline's `cosign sign --key` of the referrer would
+# (the signature made by the openssl command): a mount trusting that key uses it (a zstd
+# layer of one frame still decompresses from its start: no fewer bytes are fetched here)
+for RZ in $(referrers img/zst "$ZIMG" | cut -d' ' -f1); do
+	sign_manifest img/zst "$RZ" "$TESTDIR/other.key" || bail "sign with the openssl command"
+done
+# the base layer, the biggest
+LZ=$(manifest_get img/zst 1 | jq -r '.layers[0].digest')
+RZ=$(referrers img/zst "$ZIMG" | awk -v l="$LZ" '$2 == l { print $1 }')
+mark=$(reg_log_mark)
+OCIFS_CACHE=$TESTDIR/cache.resigned mount_ocifs "$REG" "$M" -o ro,index_trust="$TESTDIR/other.pub" ||
+	bail "mount (signed afterwards)"
+check_eq "signed afterwards: the base layer's small file reads right" "ID=ocifs-test" \
+	"$(head -n1 "$M/img/zst/1/etc/os-release")"
+check "signed afterwards: the index blob of that layer was fetched" test \
+	"$(served_requests "$(manifest_get img/zst "$RZ" | jq -r '.layers[0].digest | sub("sha256:"; "")')" "$mark")" -ge 1
+check "signed afterwards: every file of the zstd image reads right" same_tree "$M/img/zst/1"
+check_eq "signed afterwards: no index is refused" "" "$(grep 'not used\|none trusted' "$OCIFS_LOG")"
+umount_ocifs "$M"
+
 # ---- bad indexes, each published as the newest referrer of the base layer
 # idx_edit IN OUT MODE: the index file IN (decompressed) changed by MODE into OUT
 #   spans:   every span digest changed (the CRC made right)
