@@ -1490,8 +1490,12 @@ static void drop_bad(struct tree *t, struct layer *l)
 		if (uses)
 			rf->root_from = 0;
 		pthread_mutex_lock(&t->nodes.lock);
-		if (uses)
+		if (uses) {
 			rf->root_has = false;
+			/* listed before: its children are to be made again */
+			if (rf->root)
+				rf->root->partial = true;
+		}
 		/* the top of what the image showed: what is below goes with it */
 		for (n = uses ? t->nodes.all : NULL; n; n = n->all_next) {
 			if (n->kind < NODE_RDIR || n->dead || n->orphan || !n->parent ||

@@ -280,6 +280,31 @@ if trusted_case setuid 1 setuid usr/bin/tool; then
 	unpublish
 fi
 
+# the same lie found while eight readers and a walker race through the image
+if trusted_case setuid-race 1 setuid usr/bin/tool; then
+	I=$M/img/f/1 pids=()
+	stat "$I/usr/bin/tool" "$I/etc/passwd" "$I/docs/a.txt" >/dev/null
+	for i in 1 2 3 4 5 6 7 8; do
+		case $((i % 4)) in
+		0) cat "$I/usr/bin/tool" ;;
+		1) cat "$I/data/words.txt" ;;
+		2) cat "$I/etc/passwd" "$I/docs/a.txt" "$I/docs/b.txt" ;;
+		3) find "$I" -type f -exec stat -c '%n %a' {} + ;;
+		esac >"$TESTDIR/race.$i" 2>&1 &
+		pids+=($!)
+	done
+	wait "${pids[@]}"
+	check_eq "trusted setuid, racing: every reader of the tool got the genuine bytes" \
+		"$(printf '#!/bin/sh\necho tool\n#!/bin/sh\necho tool')" "$(cat "$TESTDIR/race.4" "$TESTDIR/race.8")"
+	check "trusted setuid, racing: the big file read right" cmp -s "$REF/data/words.txt" "$TESTDIR/race.1"
+	check "trusted setuid, racing: and again" cmp -s "$REF/data/words.txt" "$TESTDIR/race.5"
+	listing "$M/img/f/1" >"$TESTDIR/t.race.list"
+	check_list "trusted setuid, racing: afterwards the whole tree is the genuine one" "$TESTDIR/t.race.list"
+	check "trusted setuid, racing: the daemon is up" daemon_alive "$M"
+	umount_ocifs "$M"
+	unpublish
+fi
+
 # a name changed in place to a long one (a PAX record in the tar) with a mode that opens it
 if trusted_case renamed 1 rename-long etc/secret; then
 	LONG=$M/img/f/1/etc/$(printf 's%.0s' $(seq 120))
