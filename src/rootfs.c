@@ -1442,6 +1442,19 @@ static int rfile_refresh(struct tree *t, struct rnode *n, struct layer *old)
 	return ret;
 }
 
+/* Room in the array *v of n elements of size bytes for one more (grown by 64): false on ENOMEM. */
+static bool room(void **v, size_t n, size_t size)
+{
+	void *nv;
+
+	if (n % 64)
+		return true;
+	nv = realloc(*v, (n + 64) * size);
+	if (nv)
+		*v = nv;
+	return nv != NULL;
+}
+
 /*
  * Whether layer l is bad (its published index lied) and this is the first
  * to see it: then every node an image made while l was in use is dropped,
@@ -1470,13 +1483,8 @@ static void drop_bad(struct tree *t, struct layer *l)
 			;
 		if (j < nrf || !rf)
 			continue;
-		if (!(nrf % 16)) {
-			struct rootfs **nv = realloc(rfs, (nrf + 16) * sizeof(*nv));
-
-			if (!nv)
-				break;
-			rfs = nv;
-		}
+		if (!room((void **)&rfs, nrf, sizeof(*rfs)))
+			break;
 		__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
 		rfs[nrf++] = rf;
 	}
@@ -1501,13 +1509,8 @@ static void drop_bad(struct tree *t, struct layer *l)
 			if (n->kind < NODE_RDIR || n->dead || n->orphan || !n->parent ||
 				rnode_of(n)->rootfs != rf || n->parent != rf->root)
 				continue;
-			if (!(cnt % 64)) {
-				struct node **nv = realloc(v, (cnt + 64) * sizeof(*nv));
-
-				if (!nv)
-					break;
-				v = nv;
-			}
+			if (!room((void **)&v, cnt, sizeof(*v)))
+				break;
 			v[cnt++] = n;
 		}
 		for (j = 0; j < cnt; j++)

@@ -24,18 +24,27 @@ struct sign_key {
 	EVP_PKEY *pkey;
 };
 
+/* path opened for reading, or NULL with a message and *err the -errno. */
+static FILE *pem_open(const char *path, int *err)
+{
+	FILE *f = fopen(path, "r");
+
+	if (!f) {
+		*err = -errno;
+		fprintf(stderr, "ocifs: %s: %s\n", path, strerror(-*err));
+	}
+	return f;
+}
+
 int sign_keys_load(const char *path, struct sign_keys **out)
 {
 	struct sign_keys *k;
 	EVP_PKEY *p;
-	FILE *f = fopen(path, "r");
+	int err = 0;
+	FILE *f = pem_open(path, &err);
 
-	if (!f) {
-		int err = errno;
-
-		fprintf(stderr, "ocifs: %s: %s\n", path, strerror(err));
-		return -err;
-	}
+	if (!f)
+		return err;
 	k = calloc(1, sizeof(*k));
 	if (!k) {
 		fclose(f);
@@ -79,14 +88,11 @@ int sign_key_load(const char *path, struct sign_key **out)
 {
 	struct sign_key *k;
 	EVP_PKEY *p;
-	FILE *f = fopen(path, "r");
+	int err = 0;
+	FILE *f = pem_open(path, &err);
 
-	if (!f) {
-		int err = errno;
-
-		fprintf(stderr, "ocifs: %s: %s\n", path, strerror(err));
-		return -err;
-	}
+	if (!f)
+		return err;
 	/* no passphrase callback: an encrypted key is refused, not asked for */
 	p = PEM_read_PrivateKey(f, NULL, NULL, (void *)"");
 	fclose(f);
