@@ -368,7 +368,11 @@ static void account_complete(struct cache *c, int64_t size)
 
 /* ---- verification ---- */
 
-/* Verification ended: move the data into place, or discard it. Called by the hashing thread. */
+/*
+ * Verification ended: move the data into place, or discard it. Called by the
+ * thread that fed the hash its last byte, which holds the hashing role
+ * (b->hashing) until b is complete or failed: the hash is finalized once.
+ */
 static void blob_finish(struct blob *b)
 {
 	struct cache *c = b->c;
@@ -410,6 +414,7 @@ static void blob_finish(struct blob *b)
 	}
 	/* Never both locks here: the readers woken next may queue fetches. */
 	pthread_mutex_lock(&b->lock);
+	assert(b->hashing && !b->complete && !b->error);
 	if (err) {
 		b->error = -EIO;
 	} else {
@@ -417,6 +422,7 @@ static void blob_finish(struct blob *b)
 		close(b->map_fd);
 		b->map_fd = -1;
 	}
+	b->hashing = false;
 	pthread_cond_broadcast(&b->cond);
 	pthread_mutex_unlock(&b->lock);
 
@@ -447,8 +453,11 @@ static int64_t present_end(const struct blob *b, int64_t from)
  * Feed what arrived in order since the hash frontier to the hash, reading it
  * back, and finish the blob when the last byte is in. One thread hashes at a
  * time; one that finds another at it leaves, the other sees its chunks
- * before it stops. (Fetches feed the hash directly when they write at the
- * frontier: see fetch_sink.)
+ * before it stops. The thread that sees the last byte hashed keeps the role
+ * through blob_finish(): a thread coming late would otherwise find the blob
+ * fully hashed but neither complete nor failed yet, and finish it again.
+ * (Fetches feed the hash directly when they write at the frontier: see
+ * fetch_sink.)
  */
 static void blob_advance_hash(struct blob *b)
 {
@@ -488,7 +497,8 @@ static void blob_advance_hash(struct blob *b)
 		}
 	}
 	done = !b->error && b->hashed == b->size;
-	b->hashing = false;
+	if (!done)
+		b->hashing = false;
 	pthread_mutex_unlock(&b->lock);
 	free(buf);
 	if (done)
@@ -590,7 +600,10 @@ static void run_job(struct cache *c, struct job *j)
 		ret = registry_get_blob(
 			b->reg, b->repo, b->digest, f.pos, len - done, fetch_sink, &f);
 	}
-	if (ret == 0 && f.next_chunk < f.end_chunk)
+	/* The sink took every byte: whatever the transfer said afterwards, the job is done. */
+	if (f.next_chunk == f.end_chunk)
+		ret = 0;
+	else if (ret == 0)
 		ret = -EIO;
 	if (ret) {
 		pthread_mutex_lock(&b->lock);
@@ -600,8 +613,8 @@ static void run_job(struct cache *c, struct job *j)
 		b->fail_gen++;
 		pthread_cond_broadcast(&b->cond);
 		pthread_mutex_unlock(&b->lock);
-		return;
 	}
+	/* The chunks that did arrive may carry the hash on, to the blob's end. */
 	blob_advance_hash(b);
 }
 
