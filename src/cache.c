@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -91,13 +92,18 @@ struct blob {
 	pthread_mutex_t write_lock;
 	pthread_cond_t cond; /* chunks arrived, a fetch failed, or verification ended */
 	uint8_t *state; /* enum chunk_state per chunk; protected by lock */
+	/* per chunk: reads between cache_blob_prepare and cache_blob_done; protected by lock */
+	unsigned *pins;
+	uint64_t *used; /* per chunk: c->tick when last read or fetched; protected by lock */
+	unsigned verifying; /* readers waiting for the whole blob to verify; protected by lock */
 	bool complete; /* verified; protected by lock */
 	int error; /* verification failed: every read fails; protected by lock */
 	unsigned fail_gen; /* bumped when a fetch fails; protected by lock */
 	int fetch_error; /* that fetch's error; protected by lock */
 	int64_t hashed; /* bytes fed to hash, in order; never rewritten; protected by lock */
 	bool hashing; /* a thread is feeding hash; protected by lock */
-	struct digest_ctx *hash; /* used by the hashing thread only */
+	/* used by the hashing thread only; started over under lock by eviction while none hashes */
+	struct digest_ctx *hash;
 };
 
 struct job {
@@ -136,6 +142,8 @@ struct cache {
 	size_t prev_streams; /* the number before the last doubling */
 	uint64_t stream_rate; /* bytes/s of one stream, when all were busy (0: not yet) */
 	uint64_t complete_bytes; /* estimate; eviction rescans; protected by lock */
+	uint64_t partial_bytes; /* estimate, the same for partial blobs; protected by lock */
+	uint64_t tick; /* the clock of chunk use, for eviction (atomic) */
 	unsigned complete_gen; /* bumped by each blob completed; protected by lock */
 	/* For .ocifs/stats.json (atomic) */
 	uint64_t st_fetched; /* bytes received from registries */
@@ -201,10 +209,21 @@ static int pwrite_all(int fd, const void *p, size_t n, off_t off)
 
 /* ---- eviction ---- */
 
+/*
+ * What eviction drops, least recently used first, until the blobs are
+ * within cache_bound(): first whole blobs that no one has open, complete
+ * ones (blobs/) and partial ones (partial/, with their maps) alike, by
+ * atime, which opening and closing set; then single chunks of the partial
+ * blobs that are open, by when each was last read or fetched (c->tick):
+ * never a chunk a read uses (between cache_blob_prepare and cache_blob_done),
+ * nor any chunk of a blob that a reader waits to see verified. A complete
+ * blob that is open is kept whole.
+ */
 struct victim {
 	char name[80];
 	struct timespec atime;
-	off_t size;
+	uint64_t bytes; /* complete: its size; partial: what it and its map take on disk */
+	bool partial;
 };
 
 static int victim_cmp(const void *a, const void *b)
@@ -218,6 +237,24 @@ static int victim_cmp(const void *a, const void *b)
 	return 0;
 }
 
+/* A chunk of an open partial blob that may go. */
+struct chunk_victim {
+	struct blob *b; /* a reference is held */
+	size_t i;
+	uint64_t used;
+};
+
+static int chunk_victim_cmp(const void *a, const void *b)
+{
+	const struct chunk_victim *x = a, *y = b;
+
+	if (x->used != y->used)
+		return x->used < y->used ? -1 : 1;
+	return 0;
+}
+
+static bool blob_unref_locked(struct cache *c, struct blob *b);
+
 /* Whether the blob with this hex is open here. Caller holds c->lock. */
 static bool blob_is_open(struct cache *c, const char *hex)
 {
@@ -230,9 +267,10 @@ static bool blob_is_open(struct cache *c, const char *hex)
 }
 
 /*
- * The bound on complete blobs that add up to total bytes now: cache_size=,
- * or by default CACHE_SHARE_PCT of the cache's file system, lowered by what
- * it takes to keep CACHE_FREE_PCT of it available. UINT64_MAX for none.
+ * The bound on the blobs, complete and partial, that add up to total bytes
+ * now: cache_size=, or by default CACHE_SHARE_PCT of the cache's file
+ * system, lowered by what it takes to keep CACHE_FREE_PCT of it available.
+ * UINT64_MAX for none.
  */
 static uint64_t cache_bound(struct cache *c, uint64_t total)
 {
@@ -258,7 +296,7 @@ static uint64_t cache_bound(struct cache *c, uint64_t total)
 	return limit;
 }
 
-/* Whether the complete blobs are over the bound: cache_evict() has work. No lock held. */
+/* Whether the blobs are over the bound: cache_evict() has work. No lock held. */
 static bool cache_over(struct cache *c)
 {
 	uint64_t total;
@@ -266,94 +304,320 @@ static bool cache_over(struct cache *c)
 	if (c->unbounded)
 		return false;
 	pthread_mutex_lock(&c->lock);
-	total = c->complete_bytes;
+	total = c->complete_bytes + c->partial_bytes;
 	pthread_mutex_unlock(&c->lock);
 	return total > cache_bound(c, total);
 }
 
-/*
- * Bring the complete blobs under cache_bound(), least recently used first (by
- * atime, which opening sets), never one that is open. Called with no cache
- * lock held: the scan of blobs/ runs under evict_lock alone, and each unlink
- * under c->lock, so that a blob cannot be opened between the check that it
- * is not open and its removal (cache_blob_open opens the file under c->lock).
- */
-static void cache_evict(struct cache *c)
+static uint64_t sub_sat(uint64_t a, uint64_t b)
 {
-	char dir[PATH_MAX], path[PATH_MAX];
-	struct victim *v;
-	size_t n, cap, i;
-	uint64_t total, bound;
-	unsigned gen, passes = 0;
-	bool again;
-	struct dirent *de;
-	DIR *d;
+	return a > b ? a - b : 0;
+}
 
-	snprintf(dir, sizeof(dir), "%s/blobs/sha256", c->dir);
-	pthread_mutex_lock(&c->evict_lock);
-	do {
-		v = NULL;
-		n = cap = 0;
-		total = 0;
-		pthread_mutex_lock(&c->lock);
-		gen = c->complete_gen;
-		pthread_mutex_unlock(&c->lock);
-		d = opendir(dir);
-		if (!d)
-			break;
-		while ((de = readdir(d))) {
-			struct stat st;
+/* Bytes of chunks [from, to) of b. */
+static uint64_t chunks_bytes(const struct blob *b, size_t from, size_t to)
+{
+	int64_t start = (int64_t)from * (int64_t)b->c->chunk;
+	int64_t end = (int64_t)to * (int64_t)b->c->chunk;
 
-			if (de->d_name[0] == '.' || strlen(de->d_name) >= sizeof(v->name))
-				continue;
-			if (fstatat(dirfd(d), de->d_name, &st, 0) || !S_ISREG(st.st_mode))
+	if (end > b->size)
+		end = b->size;
+	return end > start ? (uint64_t)(end - start) : 0;
+}
+
+/*
+ * Whether chunks of b may be dropped now: it is partial, no thread is at its
+ * hash (which reads chunks back with no lock held, and keeps the role while
+ * it finishes the blob), and no reader waits for it to verify (which takes
+ * every chunk at once). Caller holds b->lock.
+ */
+static bool chunks_may_go(const struct blob *b)
+{
+	return !b->complete && !b->error && !b->hashing && !b->verifying && b->map_fd >= 0;
+}
+
+/*
+ * Drop chunk i of the open partial blob b from the disk: a hole punched in
+ * its file, its byte in the map cleared. Nothing when it is in use by now.
+ * Returns the bytes freed. Caller holds a reference on b and no cache lock.
+ */
+static uint64_t chunk_evict(struct blob *b, size_t i)
+{
+	static const uint8_t zero = 0, one = 1;
+	off_t off = (off_t)i * (off_t)b->c->chunk;
+	uint64_t len = chunks_bytes(b, i, i + 1);
+	unsigned char raw[DIGEST_RAW_LEN];
+	int ret;
+
+	pthread_mutex_lock(&b->lock);
+	if (!chunks_may_go(b) || b->state[i] != CH_PRESENT || b->pins[i]) {
+		pthread_mutex_unlock(&b->lock);
+		return 0;
+	}
+	/* In flight while it goes: no one fetches it, hashes it or hands it out. */
+	b->state[i] = CH_INFLIGHT;
+	/*
+	 * Bytes the hash took are never written again (fetch_sink): once some
+	 * go, the hash starts over, from what is there then.
+	 */
+	if (off < b->hashed) {
+		digest_ctx_raw(b->hash, raw);
+		b->hashed = 0;
+	}
+	pthread_mutex_unlock(&b->lock);
+
+	/* The map forgets the chunk before its bytes go: a crash never lies. */
+	ret = pwrite_all(b->map_fd, &zero, 1, (off_t)i);
+	if (!ret && fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, (off_t)len))
+		ret = -errno;
+	if (ret == -EOPNOTSUPP || ret == -ENOSYS) {
+		/* nothing went: the chunk stays (whole blobs still go once closed) */
+		log_debug("cache: %s: cannot punch holes: %s", b->digest, strerror(-ret));
+		if (!pwrite_all(b->map_fd, &one, 1, (off_t)i)) {
+			pthread_mutex_lock(&b->lock);
+			b->state[i] = CH_PRESENT;
+			pthread_cond_broadcast(&b->cond);
+			pthread_mutex_unlock(&b->lock);
+			return 0;
+		}
+	}
+	pthread_mutex_lock(&b->lock);
+	b->state[i] = CH_ABSENT;
+	pthread_cond_broadcast(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+	return ret ? 0 : len;
+}
+
+/*
+ * Drop chunks of the open partial blobs, least recently used first, while
+ * total bytes are over bound. Returns the bytes freed; *closed is set when
+ * a blob closed meanwhile (the reference taken here was its last). Caller
+ * holds evict_lock alone.
+ */
+static uint64_t evict_chunks(struct cache *c, uint64_t total, uint64_t bound, bool *closed)
+{
+	struct chunk_victim *v = NULL;
+	struct blob **held = NULL, *b;
+	size_t n = 0, cap = 0, nheld = 0, cap_held = 0, i;
+	uint64_t freed = 0;
+
+	pthread_mutex_lock(&c->lock);
+	for (b = c->blobs; b; b = b->next) {
+		size_t before = n;
+
+		if (nheld == cap_held) {
+			size_t more = cap_held ? 2 * cap_held : 16;
+			struct blob **nh = realloc(held, more * sizeof(*held));
+
+			if (!nh)
+				break;
+			held = nh;
+			cap_held = more;
+		}
+		pthread_mutex_lock(&b->lock);
+		for (i = 0; chunks_may_go(b) && i < b->nchunks; i++) {
+			if (b->state[i] != CH_PRESENT || b->pins[i])
 				continue;
 			if (n == cap) {
-				struct victim *nv =
-					realloc(v, (cap = cap ? 2 * cap : 64) * sizeof(*v));
+				size_t more = cap ? 2 * cap : 256;
+				struct chunk_victim *nv = realloc(v, more * sizeof(*v));
 
 				if (!nv)
 					break;
 				v = nv;
+				cap = more;
 			}
-			snprintf(v[n].name, sizeof(v[n].name), "%s", de->d_name);
-			v[n].atime = st.st_atim;
-			v[n].size = st.st_size;
-			total += (uint64_t)st.st_size;
-			n++;
+			v[n++] = (struct chunk_victim){ b, i, b->used[i] };
 		}
+		pthread_mutex_unlock(&b->lock);
+		if (n > before) {
+			b->refs++;
+			held[nheld++] = b;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+
+	if (n)
+		qsort(v, n, sizeof(*v), chunk_victim_cmp);
+	for (i = 0; i < n && sub_sat(total, freed) > bound; i++)
+		freed += chunk_evict(v[i].b, v[i].i);
+	if (freed)
+		log_debug("cache: dropped %llu bytes of chunks of open blobs",
+			(unsigned long long)freed);
+
+	pthread_mutex_lock(&c->lock);
+	for (i = 0; i < nheld; i++)
+		*closed |= blob_unref_locked(c, held[i]);
+	pthread_mutex_unlock(&c->lock);
+	free(held);
+	free(v);
+	return freed;
+}
+
+/*
+ * Add the blobs in dir to *v (*n of them, room for *cap): complete ones with
+ * their size, partial ones (partial, true) with what each file and its map
+ * take on disk, as they are sparse. Returns their bytes.
+ */
+static uint64_t scan_blobs(const char *dir, bool partial, struct victim **v, size_t *n, size_t *cap)
+{
+	uint64_t total = 0;
+	struct dirent *de;
+	DIR *d = opendir(dir);
+
+	while (d && (de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		struct stat st, map;
+		uint64_t bytes;
+
+		if (de->d_name[0] == '.' || len >= sizeof((*v)->name))
+			continue;
+		/* a map is counted with its blob */
+		if (partial && len > 4 && strcmp(de->d_name + len - 4, ".map") == 0)
+			continue;
+		if (fstatat(dirfd(d), de->d_name, &st, 0) || !S_ISREG(st.st_mode))
+			continue;
+		bytes = (uint64_t)st.st_size;
+		if (partial) {
+			char name[sizeof((*v)->name) + 4];
+
+			bytes = (uint64_t)st.st_blocks * 512;
+			snprintf(name, sizeof(name), "%s.map", de->d_name);
+			if (fstatat(dirfd(d), name, &map, 0) == 0)
+				bytes += (uint64_t)map.st_blocks * 512;
+		}
+		total += bytes;
+		if (*n == *cap) {
+			size_t more = *cap ? 2 * *cap : 64;
+			struct victim *nv = realloc(*v, more * sizeof(**v));
+
+			if (!nv)
+				continue; /* counted, but not a victim this time */
+			*v = nv;
+			*cap = more;
+		}
+		snprintf((*v)[*n].name, sizeof((*v)[*n].name), "%s", de->d_name);
+		(*v)[*n].atime = st.st_atim;
+		(*v)[*n].bytes = bytes;
+		(*v)[*n].partial = partial;
+		(*n)++;
+	}
+	if (d)
 		closedir(d);
+	return total;
+}
+
+/*
+ * Remove the blob v names, unless it is open here or, partial, in another
+ * daemon that shares the cache (it holds a shared lock on the file: see
+ * blob_open_partial). Caller holds c->lock.
+ */
+static bool blob_drop(struct cache *c, const struct victim *v)
+{
+	char path[PATH_MAX];
+	bool gone;
+	int fd;
+
+	if (blob_is_open(c, v->name))
+		return false;
+	if (!v->partial) {
+		snprintf(path, sizeof(path), "%s/blobs/sha256/%s", c->dir, v->name);
+		return unlink(path) == 0;
+	}
+	snprintf(path, sizeof(path), "%s/partial/%s", c->dir, v->name);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return false;
+	gone = flock(fd, LOCK_EX | LOCK_NB) == 0 && unlink(path) == 0;
+	if (gone) {
+		snprintf(path, sizeof(path), "%s/partial/%s.map", c->dir, v->name);
+		unlink(path);
+	}
+	close(fd);
+	return gone;
+}
+
+/*
+ * Bring the blobs under cache_bound(), in the order struct victim tells.
+ * Unless force, only when cache_over() still says so once evict_lock is
+ * held: a pass that ran meanwhile may have done it. Called with no cache
+ * lock held: the scans run under evict_lock alone, and each unlink under
+ * c->lock, so that a blob cannot be opened between the check that it is not
+ * open and its removal (cache_blob_open opens files under c->lock).
+ */
+static void cache_evict(struct cache *c, bool force)
+{
+	char dir[PATH_MAX];
+	struct victim *v;
+	size_t n, cap, i;
+	uint64_t complete, partial, partial_then, bound;
+	unsigned gen, passes = 0;
+	bool again, closed = false;
+
+	pthread_mutex_lock(&c->evict_lock);
+	if (!force && !cache_over(c)) {
+		pthread_mutex_unlock(&c->evict_lock);
+		return;
+	}
+	do {
+		v = NULL;
+		n = cap = 0;
+		pthread_mutex_lock(&c->lock);
+		gen = c->complete_gen;
+		partial_then = c->partial_bytes;
+		pthread_mutex_unlock(&c->lock);
+		snprintf(dir, sizeof(dir), "%s/blobs/sha256", c->dir);
+		complete = scan_blobs(dir, false, &v, &n, &cap);
+		snprintf(dir, sizeof(dir), "%s/partial", c->dir);
+		partial = scan_blobs(dir, true, &v, &n, &cap);
 		if (n)
 			qsort(v, n, sizeof(*v), victim_cmp);
-		bound = cache_bound(c, total);
-		for (i = 0; i < n && total > bound; i++) {
-			bool gone = false;
+		bound = cache_bound(c, complete + partial);
+		for (i = 0; i < n && complete + partial > bound; i++) {
+			bool gone;
 
-			if (snprintf(path, sizeof(path), "%s/%s", dir, v[i].name) >=
-				(int)sizeof(path))
-				continue;
 			pthread_mutex_lock(&c->lock);
-			if (!blob_is_open(c, v[i].name))
-				gone = unlink(path) == 0;
+			gone = blob_drop(c, &v[i]);
 			pthread_mutex_unlock(&c->lock);
-			if (gone) {
-				total -= (uint64_t)v[i].size;
-				log_debug("cache: evicted sha256:%s (%lld bytes)", v[i].name,
-					(long long)v[i].size);
-			}
+			if (!gone)
+				continue;
+			if (v[i].partial)
+				partial = sub_sat(partial, v[i].bytes);
+			else
+				complete = sub_sat(complete, v[i].bytes);
+			log_debug("cache: evicted %s sha256:%s (%llu bytes)",
+				v[i].partial ? "partial" : "complete", v[i].name,
+				(unsigned long long)v[i].bytes);
 		}
 		free(v);
+		if (complete + partial > bound)
+			partial = sub_sat(
+				partial, evict_chunks(c, complete + partial, bound, &closed));
 		/*
 		 * A blob completed during the scan may have been missed: scan again
-		 * (a few times at most; the next completion evicts anyway).
+		 * (a few times at most; the next completion evicts anyway). Chunks
+		 * that arrived during it are counted on top: twice at worst, which
+		 * only makes the next pass come sooner.
 		 */
 		pthread_mutex_lock(&c->lock);
 		again = c->complete_gen != gen && ++passes < EVICT_PASSES;
-		if (!again)
-			c->complete_bytes = total;
+		if (!again) {
+			c->complete_bytes = complete;
+			c->partial_bytes = partial + sub_sat(c->partial_bytes, partial_then);
+		}
 		pthread_mutex_unlock(&c->lock);
 	} while (again);
 	pthread_mutex_unlock(&c->evict_lock);
+	/* the last reference to a blob was the pass's own: it may go now */
+	if (closed)
+		cache_evict(c, false);
+}
+
+/* Evict when the blobs are over the bound. Caller holds no cache lock. */
+static void cache_trim(struct cache *c)
+{
+	if (cache_over(c))
+		cache_evict(c, false);
 }
 
 /*
@@ -426,13 +690,14 @@ static void blob_finish(struct blob *b)
 	pthread_cond_broadcast(&b->cond);
 	pthread_mutex_unlock(&b->lock);
 
-	if (!err) {
-		pthread_mutex_lock(&c->lock);
+	/* its partial file went: complete in blobs/, or discarded */
+	pthread_mutex_lock(&c->lock);
+	c->partial_bytes = sub_sat(c->partial_bytes, (uint64_t)b->size);
+	if (!err)
 		account_complete(c, b->size);
-		pthread_mutex_unlock(&c->lock);
-	}
-	if (!err && cache_over(c))
-		cache_evict(c);
+	pthread_mutex_unlock(&c->lock);
+	if (!err)
+		cache_trim(c);
 }
 
 /* Where the run of present chunks from byte `from` ends, in bytes. Caller holds b->lock. */
@@ -514,20 +779,31 @@ struct fetch {
 	size_t end_chunk;
 };
 
-/* Mark chunks [from, to) present, persist it, wake readers. */
+/*
+ * Mark chunks [from, to) present, persist it, wake readers; then, as they
+ * take room, evict what the bound asks. Caller holds no cache lock.
+ */
 static void chunks_arrived(struct blob *b, size_t from, size_t to)
 {
 	static const uint8_t one = 1;
+	struct cache *c = b->c;
+	uint64_t now = __atomic_add_fetch(&c->tick, 1, __ATOMIC_RELAXED);
 	size_t i;
 
 	/* The data is written before the map says so: a crash never lies. */
 	for (i = from; i < to; i++)
 		pwrite_all(b->map_fd, &one, 1, (off_t)i);
 	pthread_mutex_lock(&b->lock);
-	for (i = from; i < to; i++)
+	for (i = from; i < to; i++) {
 		b->state[i] = CH_PRESENT;
+		b->used[i] = now;
+	}
 	pthread_cond_broadcast(&b->cond);
 	pthread_mutex_unlock(&b->lock);
+	pthread_mutex_lock(&c->lock);
+	c->partial_bytes += chunks_bytes(b, from, to);
+	pthread_mutex_unlock(&c->lock);
+	cache_trim(c);
 }
 
 static int fetch_sink(void *arg, const void *p, size_t n)
@@ -617,8 +893,6 @@ static void run_job(struct cache *c, struct job *j)
 	/* The chunks that did arrive may carry the hash on, to the blob's end. */
 	blob_advance_hash(b);
 }
-
-static bool blob_unref_locked(struct cache *c, struct blob *b);
 
 static uint64_t now_ns(void)
 {
@@ -732,8 +1006,7 @@ static void *worker_main(void *arg)
 		free(j);
 		if (closed) {
 			pthread_mutex_unlock(&c->lock);
-			if (cache_over(c))
-				cache_evict(c);
+			cache_trim(c);
 			pthread_mutex_lock(&c->lock);
 		}
 	}
@@ -812,6 +1085,38 @@ static void queue_jobs(struct cache *c, struct job **todo)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* Chunks [*first, *last] of the read [off, off + len) of b; false when it reads none. */
+static bool read_chunks(const struct blob *b, off_t off, size_t len, size_t *first, size_t *last)
+{
+	if (len == 0 || off >= b->size)
+		return false;
+	if ((int64_t)(off + (off_t)len) > b->size)
+		len = (size_t)(b->size - off);
+	*first = (size_t)off / b->c->chunk;
+	*last = (size_t)(off + (off_t)len - 1) / b->c->chunk;
+	return true;
+}
+
+/*
+ * A read starts (pin) or ends with chunks [first, last]: while pinned they
+ * are not evicted. Either way they were just used. Caller holds b->lock.
+ */
+static void chunks_pin(struct blob *b, size_t first, size_t last, bool pin)
+{
+	uint64_t now = __atomic_add_fetch(&b->c->tick, 1, __ATOMIC_RELAXED);
+	size_t i;
+
+	for (i = first; i <= last; i++) {
+		if (pin) {
+			b->pins[i]++;
+		} else {
+			assert(b->pins[i] > 0);
+			b->pins[i]--;
+		}
+		b->used[i] = now;
+	}
+}
+
 int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t len)
 {
 	struct cache *c = b->c;
@@ -822,12 +1127,10 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 	off_t slack;
 	int ret = 0;
 
-	if (len == 0 || off >= b->size)
+	if (!read_chunks(b, off, len, &first, &last))
 		return b->fd;
 	if ((int64_t)(off + (off_t)len) > b->size)
 		len = (size_t)(b->size - off);
-	first = (size_t)off / c->chunk;
-	last = (size_t)(off + (off_t)len - 1) / c->chunk;
 	/* The last bytes prove the whole: a reader gets them only once it verified. */
 	need_all = !rd->own_check && (c->strict || last == b->nchunks - 1);
 
@@ -838,8 +1141,12 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 	pthread_mutex_unlock(&c->lock);
 	window_max = (window_max > WINDOW_BYTES_MAX ? window_max : WINDOW_BYTES_MAX) / c->chunk;
 	pthread_mutex_lock(&b->lock);
+	/* from now until cache_blob_done(), or a failure: not evicted */
+	chunks_pin(b, first, last, true);
 	if (b->complete || b->error) {
 		ret = b->error ? b->error : b->fd;
+		if (ret < 0)
+			chunks_pin(b, first, last, false);
 		pthread_mutex_unlock(&b->lock);
 		if (ret >= 0)
 			__atomic_add_fetch(&c->st_hits, 1, __ATOMIC_RELAXED);
@@ -875,6 +1182,9 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 		schedule(b, from, last + rd->window, false, ahead_bytes, &todo);
 		rd->ahead_end = last + 1 + rd->window;
 	}
+	/* Waiting for every chunk at once: none of them is evicted meanwhile. */
+	if (need_all)
+		b->verifying++;
 	for (;;) {
 		size_t i, absent = 0, missing = 0;
 
@@ -919,10 +1229,30 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 		waited = true;
 		pthread_cond_wait(&b->cond, &b->lock);
 	}
+	if (need_all)
+		b->verifying--;
+	if (ret < 0)
+		chunks_pin(b, first, last, false);
 	pthread_mutex_unlock(&b->lock);
 	if (ret >= 0)
 		__atomic_add_fetch(waited ? &c->st_misses : &c->st_hits, 1, __ATOMIC_RELAXED);
 	return ret;
+}
+
+void cache_blob_done(struct blob *b, off_t off, size_t len)
+{
+	size_t first, last;
+	bool partial;
+
+	if (!read_chunks(b, off, len, &first, &last))
+		return;
+	pthread_mutex_lock(&b->lock);
+	chunks_pin(b, first, last, false);
+	partial = !b->complete;
+	pthread_mutex_unlock(&b->lock);
+	/* what the read held may have kept the partial blobs over the bound */
+	if (partial)
+		cache_trim(b->c);
 }
 
 /* ---- opening ---- */
@@ -938,20 +1268,22 @@ static void blob_free(struct blob *b)
 	pthread_cond_destroy(&b->cond);
 	digest_ctx_free(b->hash);
 	free(b->state);
+	free(b->pins);
+	free(b->used);
 	free(b->repo);
 	free(b);
 }
 
 /*
  * Drop a reference; the last one frees b. Caller holds c->lock. Returns
- * whether a complete blob was closed: open blobs are spared by eviction, so
- * one that closes may now have to go (the caller calls cache_evict() when
- * cache_over() once it has dropped the lock).
+ * whether a blob was closed that eviction may now take whole (open blobs
+ * are kept whole): the caller calls cache_trim() once it has dropped the lock.
  */
 static bool blob_unref_locked(struct cache *c, struct blob *b)
 {
+	struct timespec ts[2] = { { 0, UTIME_NOW }, { 0, UTIME_OMIT } };
 	struct blob **p;
-	bool was_complete;
+	bool closed;
 
 	assert(b->refs > 0);
 	if (--b->refs)
@@ -961,9 +1293,12 @@ static bool blob_unref_locked(struct cache *c, struct blob *b)
 			*p = b->next;
 			break;
 		}
-	was_complete = b->complete && !b->error;
+	closed = !b->error && b->fd >= 0;
+	/* a partial blob was in use until now: its atime says so to eviction */
+	if (closed && !b->complete)
+		futimens(b->fd, ts);
 	blob_free(b);
-	return was_complete;
+	return closed;
 }
 
 void cache_blob_close(struct blob *b)
@@ -974,8 +1309,8 @@ void cache_blob_close(struct blob *b)
 	pthread_mutex_lock(&c->lock);
 	closed = blob_unref_locked(c, b);
 	pthread_mutex_unlock(&c->lock);
-	if (closed && cache_over(c))
-		cache_evict(c);
+	if (closed)
+		cache_trim(c);
 }
 
 int64_t cache_blob_size(const struct blob *b)
@@ -993,16 +1328,38 @@ bool cache_blob_verified(struct blob *b)
 	return v;
 }
 
-/* Open the partial files of b, picking up chunks an earlier run fetched. */
+/*
+ * Open the partial files of b, picking up chunks an earlier run fetched.
+ * Caller holds c->lock.
+ */
 static int blob_open_partial(struct cache *c, struct blob *b)
 {
+	struct timespec ts[2] = { { 0, UTIME_NOW }, { 0, UTIME_OMIT } };
 	char path[PATH_MAX];
 	struct stat st;
 	size_t i;
 
 	partial_path(c, b->digest, "", path, sizeof(path));
-	b->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (b->fd < 0 || ftruncate(b->fd, b->size))
+	/*
+	 * A shared lock says "open" to the eviction of another daemon sharing
+	 * the cache, which takes an exclusive one before it unlinks the file
+	 * (blob_drop): a file unlinked before this lock was had is made anew.
+	 */
+	for (i = 0; i < 3; i++) {
+		b->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (b->fd < 0 || flock(b->fd, LOCK_SH) || fstat(b->fd, &st))
+			goto out_err;
+		if (st.st_nlink > 0)
+			break;
+		close(b->fd);
+		b->fd = -1;
+	}
+	if (b->fd < 0) {
+		errno = EAGAIN; /* unlinked under it each time */
+		goto out_err;
+	}
+	/* opening is using: eviction goes by atime */
+	if (ftruncate(b->fd, b->size) || futimens(b->fd, ts))
 		goto out_err;
 	partial_path(c, b->digest, ".map", path, sizeof(path));
 	b->map_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -1052,6 +1409,8 @@ int cache_blob_read_all(struct cache *c, struct registry *r, const char *repo, c
 		else
 			i += (size_t)n;
 	}
+	if (fd >= 0)
+		cache_blob_done(b, 0, (size_t)size);
 	cache_blob_close(b);
 	if (ret) {
 		free(p);
@@ -1110,7 +1469,9 @@ int cache_blob_open(struct cache *c, struct registry *r, const char *repo, const
 	pthread_cond_init(&b->cond, NULL);
 	b->repo = strdup(repo);
 	b->state = calloc(b->nchunks, 1);
-	if (!b->repo || !b->state)
+	b->pins = calloc(b->nchunks, sizeof(*b->pins));
+	b->used = calloc(b->nchunks, sizeof(*b->used));
+	if (!b->repo || !b->state || !b->pins || !b->used)
 		goto out_free;
 
 	blob_path(c, digest, path, sizeof(path));
@@ -1227,7 +1588,7 @@ int cache_new(const struct cache_options *o, struct cache **out)
 	pthread_cond_init(&c->work, NULL);
 	/* Counts what is there, and brings it under a bound that may be new. */
 	if (!c->unbounded)
-		cache_evict(c);
+		cache_evict(c, true);
 	*out = c;
 	return 0;
 }
@@ -1406,8 +1767,7 @@ int cache_adopt(struct cache *c, const char *digest, const char *path, char *out
 	pthread_mutex_lock(&c->lock);
 	account_complete(c, st.st_size);
 	pthread_mutex_unlock(&c->lock);
-	if (cache_over(c))
-		cache_evict(c);
+	cache_trim(c);
 	return ret;
 }
 
@@ -1491,7 +1851,7 @@ int cache_stats_json(struct cache *c, struct json_object *o)
 	json_object_object_add(o, "cache_complete_bytes", U64(complete));
 	/* 0: no bound */
 	json_object_object_add(
-		o, "cache_limit_bytes", U64(c->unbounded ? 0 : cache_bound(c, complete)));
+		o, "cache_limit_bytes", U64(c->unbounded ? 0 : cache_bound(c, complete + partial)));
 #undef U64
 	json_object_object_add(o, "blobs_in_flight", flight);
 	return 0;

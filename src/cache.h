@@ -1,7 +1,7 @@
 /*
  * The content-addressed blob store.
  *
- *   <dir>/blobs/sha256/<hex>     complete, verified blobs, evicted least recently used first
+ *   <dir>/blobs/sha256/<hex>     complete, verified blobs
  *   <dir>/manifests/sha256/<hex> manifests fetched by digest or verified against one: for good
  *   <dir>/partial/<hex>          a blob being fetched: a sparse file ...
  *   <dir>/partial/<hex>.map      ... and one byte per chunk, 1 once fetched
@@ -14,18 +14,26 @@
  * hashed as its chunks arrive in order and becomes complete only once its
  * sha256 matches. Directories are 0700 and files 0600.
  *
+ * The bound (cache_size=, or a share of the file system) is on blobs, complete
+ * and partial: least recently used first, whole blobs that are not open go,
+ * then chunks of the partial blobs that are (holes punched in their files),
+ * never chunks a read is using (cache_blob_prepare to cache_blob_done) nor
+ * those of a blob a reader waits to see verified (cache.c: struct victim).
+ *
  * Locking. Three mutexes, always taken in this order (a thread holding one
  * never waits for one above it):
  *
- *   c->evict_lock  Protects: one eviction pass at a time (its scan of blobs/
- *                  and its unlinks). Taken with no other cache lock held.
+ *   c->evict_lock  Protects: one eviction pass at a time (its scans of blobs/
+ *                  and partial/, its unlinks and holes punched). Taken with
+ *                  no other cache lock held.
  *   c->lock        Protects: c->blobs and each blob's next and refs; the job
- *                  queues (urgent, ahead) and stopping; complete_bytes and
- *                  complete_gen. Held briefly: never across a fetch, a
- *                  hash, a directory scan or a wait on b->cond.
- *   b->lock        Protects: b->state, complete, error, fail_gen,
- *                  fetch_error, hashed and hashing; b->cond waits on it.
- *                  A holder of b->lock never takes c->lock: chunks to fetch
+ *                  queues (urgent, ahead) and stopping; complete_bytes,
+ *                  partial_bytes and complete_gen. Held briefly: never
+ *                  across a fetch, a hash, a directory scan or a wait on
+ *                  b->cond.
+ *   b->lock        Protects: b->state, pins, used, verifying, complete,
+ *                  error, fail_gen, fetch_error, hashed and hashing; b->cond
+ *                  waits on it. A holder of b->lock never takes c->lock: chunks to fetch
  *                  are marked in flight under b->lock and queued after it is
  *                  dropped (the caller's reference keeps b alive meanwhile).
  *
@@ -57,7 +65,7 @@ struct registry;
 #define CACHE_STREAMS_DEFAULT 32
 
 /*
- * The default bound on complete blobs: CACHE_SHARE_PCT percent of the size of
+ * The default bound on blobs, complete and partial: CACHE_SHARE_PCT percent of the size of
  * the file system that holds the cache, and evicting sooner where needed to
  * keep CACHE_FREE_PCT percent of it available. Both follow the file system
  * (statvfs, looked at on each eviction): a grown disk gets a bigger cache.
@@ -67,7 +75,8 @@ struct registry;
 
 struct cache_options {
 	const char *dir;
-	uint64_t max_bytes; /* bound on complete blobs; 0 for the default (see above) */
+	uint64_t
+		max_bytes; /* bound on blobs, complete and partial; 0 for the default (see above) */
 	bool unbounded; /* no bound at all (cache_size=0 or unlimited) */
 	size_t chunk_size; /* power of two; 0 for CACHE_CHUNK_DEFAULT */
 	bool verify_strict; /* withhold every byte until the blob verified */
@@ -113,9 +122,13 @@ struct blob_reader {
  * as needed, and waiting for the whole blob to verify when the range touches
  * its last chunk (or always with verify_strict). Returns an fd to read those
  * bytes from at their offset, borrowed until cache_blob_close(), or -errno:
- * -EIO when the blob failed verification or a fetch failed.
+ * -EIO when the blob failed verification or a fetch failed. On success the
+ * bytes stay until the caller, done reading them, calls cache_blob_done()
+ * with the same off and len: eviction leaves them alone until then.
  */
 int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t len);
+/* The read of [off, off + len) that cache_blob_prepare() made ready is over. No lock held. */
+void cache_blob_done(struct blob *b, off_t off, size_t len);
 
 /*
  * The whole blob digest (size bytes) of repo on r, through the cache and

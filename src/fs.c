@@ -419,7 +419,9 @@ static void do_read(
 	bv.buf[0].fd = fd;
 	bv.buf[0].pos = off;
 	tree_note_served(req_tree(req), size);
+	/* the bytes are in the reply once it returns: they may be evicted after */
 	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+	cache_blob_done(fh->f.blob, off, size);
 }
 
 static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,

@@ -680,10 +680,10 @@ static int spans_check(struct stream *s, int64_t off, size_t n)
 			ret = fd;
 			break;
 		}
-		if (file_read(&(struct file_src){ fd, l->blob_size }, buf, len, start)) {
-			ret = -EIO;
+		ret = file_read(&(struct file_src){ fd, l->blob_size }, buf, len, start) ? -EIO : 0;
+		cache_blob_done(l->blob, start, len);
+		if (ret)
 			break;
-		}
 		digest_buffer_raw(buf, len, md);
 		pthread_mutex_lock(&l->lock);
 		if (memcmp(md, l->spans + i * DIGEST_RAW_LEN, DIGEST_RAW_LEN) == 0) {
@@ -735,10 +735,15 @@ static int stream_input(struct stream *s)
 		r = pread(fd, s->ib + s->ib_len, want - s->ib_len, s->in_off + (int64_t)s->ib_len);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r <= 0)
-			return r < 0 ? -errno : -EIO;
+		if (r <= 0) {
+			int ret = r < 0 ? -errno : -EIO;
+
+			cache_blob_done(l->blob, s->in_off, want);
+			return ret;
+		}
 		s->ib_len += (size_t)r;
 	}
+	cache_blob_done(l->blob, s->in_off, want);
 	if (s->span_hash)
 		span_feed(s, s->in_off, s->ib, want);
 	s->in_off += (int64_t)want;
@@ -1955,11 +1960,13 @@ bool layer_verified(struct layer *l)
 static int blob_range(struct layer *l, int64_t off, size_t n, void *p)
 {
 	struct blob_reader rd = { .own_check = true };
-	int fd = cache_blob_prepare(l->blob, &rd, off, n);
+	int fd = cache_blob_prepare(l->blob, &rd, off, n), ret;
 
 	if (fd < 0)
 		return fd;
-	return file_read(&(struct file_src){ fd, l->blob_size }, p, n, off) ? -EIO : 0;
+	ret = file_read(&(struct file_src){ fd, l->blob_size }, p, n, off) ? -EIO : 0;
+	cache_blob_done(l->blob, off, n);
+	return ret;
 }
 
 /* Chunk i decompressed and checked against its digest: *out (chunk->size bytes, malloc'd). */

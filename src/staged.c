@@ -153,6 +153,8 @@ int staged_copy_up(struct tree *t, struct node *n, struct staged *s, int fd)
 		digest_ctx_update(s->hash, buf, (size_t)got);
 		off += got;
 	}
+	if (rfd >= 0)
+		cache_blob_done(b, 0, (size_t)file_of(n)->size);
 	cache_blob_close(b);
 	s->hashed = off;
 	return ret;

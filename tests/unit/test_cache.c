@@ -200,7 +200,7 @@ static int log_end(const char *what)
 	return n;
 }
 
-static struct cache *cache_make(const char *sub, uint64_t max_bytes)
+static struct cache *cache_make(const char *sub, uint64_t max_bytes, size_t chunk)
 {
 	struct cache_options o = { 0 };
 	char path[sizeof(dir) + 64];
@@ -208,7 +208,7 @@ static struct cache *cache_make(const char *sub, uint64_t max_bytes)
 
 	snprintf(path, sizeof(path), "%s/%s", dir, sub);
 	o.dir = path;
-	o.chunk_size = CHUNK;
+	o.chunk_size = chunk;
 	o.max_bytes = max_bytes;
 	o.unbounded = max_bytes == 0;
 	o.max_streams = 8;
@@ -241,6 +241,7 @@ static int read_range(
 		}
 		got += (size_t)n;
 	}
+	cache_blob_done(b, off, len);
 	if (!ret && memcmp(buf, f->data + off, len) != 0)
 		ret = 1;
 	free(buf);
@@ -324,7 +325,7 @@ static void test_finish_once(void)
 		struct cache *c;
 
 		snprintf(sub, sizeof(sub), "race%d", batch);
-		c = cache_make(sub, 0);
+		c = cache_make(sub, 0, CHUNK);
 		for (round = 0; round < ROUNDS; round++) {
 			struct reader rs[READERS];
 			pthread_barrier_t start;
@@ -415,7 +416,7 @@ static void *waiter_main(void *arg)
  */
 static void test_fail_after_body(void)
 {
-	struct cache *c = cache_make("fail", 0);
+	struct cache *c = cache_make("fail", 0, CHUNK);
 	struct waiter w = {
 		.c = c, .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER
 	};
@@ -449,6 +450,190 @@ static void test_fail_after_body(void)
 	cache_free(c);
 }
 
+/* ---- the bound ---- */
+
+#define BCHUNK (64 * 1024)
+#define BBLOBS 24
+#define BCHUNKS 16 /* per blob */
+#define BOUND (2 * 1024 * 1024)
+#define BREADS 3 /* ranges read per blob */
+
+/* What the blobs take on disk, complete and partial, as du says. */
+static uint64_t cache_du(const char *sub)
+{
+	char path[sizeof(dir) + 64];
+	uint64_t n;
+
+	snprintf(path, sizeof(path), "%s/%s/blobs/sha256", dir, sub);
+	n = cache_files_bytes(path, true);
+	snprintf(path, sizeof(path), "%s/%s/partial", dir, sub);
+	return n + cache_files_bytes(path, true);
+}
+
+/* Ranges of a chunk or two away from the blob's end: read without waiting for it to verify. */
+static void ranges_pick(unsigned *seed, off_t *off, size_t *len)
+{
+	int k;
+
+	for (k = 0; k < BREADS; k++) {
+		off[k] = (off_t)(rnd(seed) % (BCHUNKS - 3)) * BCHUNK + (off_t)(rnd(seed) % 1000);
+		len[k] = BCHUNK / 2 + rnd(seed) % BCHUNK;
+	}
+}
+
+/*
+ * Blobs held open and read in a few ranges each, far more than the bound
+ * holds: chunks of open blobs are evicted, least recently used first, but
+ * not one a read still holds; whatever was evicted reads right again; a
+ * blob read in order, then evicted, verifies when read whole (its hash
+ * starts over); what is on disk stays within the bound, give or take one
+ * chunk in flight and the maps.
+ */
+static void test_bound_open(void)
+{
+	struct blob *b[BBLOBS];
+	struct fake_blob *fs[BBLOBS];
+	off_t off[BBLOBS][BREADS], pin_off = BCHUNK + 5;
+	size_t len[BBLOBS][BREADS], pin_len = BCHUNK;
+	struct cache *c = cache_make("bound-open", BOUND, BCHUNK);
+	unsigned seed = (unsigned)time(NULL) ^ 0x5eed, bad = 0, over = 0;
+	uint64_t allowance = BCHUNK + BBLOBS * 4096, most = 0, du;
+	unsigned char pinned[BCHUNK];
+	struct blob_reader prd = { .own_check = true };
+	int i, k, pin_fd, errors;
+	char path[sizeof(dir) + 128];
+
+	log_begin();
+	for (i = 0; i < BBLOBS; i++) {
+		fs[i] = fake_add(BCHUNKS * BCHUNK - (int64_t)(rnd(&seed) % 1000), rnd(&seed));
+		if (cache_blob_open(c, NULL, "test/bound", fs[i]->digest, fs[i]->size, &b[i]))
+			abort();
+		ranges_pick(&seed, off[i], len[i]);
+	}
+	/* blob 0 is read in order up to its middle: its hash goes that far */
+	for (k = 0; k < BCHUNKS / 2; k++) {
+		struct blob_reader rd = { .own_check = true };
+
+		bad += read_range(b[0], &rd, fs[0], (off_t)k * BCHUNK, BCHUNK) != 0;
+	}
+	/* a read of blob 1 in progress: prepared, not done */
+	pin_fd = cache_blob_prepare(b[1], &prd, pin_off, pin_len);
+	for (i = 2; i < BBLOBS; i++)
+		for (k = 0; k < BREADS; k++) {
+			struct blob_reader rd = { .own_check = true };
+
+			bad += read_range(b[i], &rd, fs[i], off[i][k], len[i][k]) != 0;
+			du = cache_du("bound-open");
+			most = du > most ? du : most;
+			/* the read's own chunks may not be evicted yet when it returns */
+			over += du > BOUND + allowance + 2 * BCHUNK;
+		}
+	CHECK(pin_fd >= 0 && pread(pin_fd, pinned, pin_len, pin_off) == (ssize_t)pin_len &&
+			memcmp(pinned, fs[1]->data + pin_off, pin_len) == 0,
+		"a range prepared and not yet done reads right after %d reads of others",
+		(BBLOBS - 2) * BREADS);
+	if (pin_fd >= 0)
+		cache_blob_done(b[1], pin_off, pin_len);
+	CHECK(bad == 0, "%d blobs open, %d ranges read: the right bytes (%u not)", BBLOBS,
+		(BBLOBS - 2) * BREADS + BCHUNKS / 2, bad);
+	printf("# most on disk during the reads: %llu bytes (bound %d)\n", (unsigned long long)most,
+		BOUND);
+	CHECK(over == 0,
+		"on disk within the bound plus the chunks of the read and the maps after each read "
+		"(%u "
+		"times over)",
+		over);
+
+	/* every range again: fetched again where evicted */
+	bad = 0;
+	for (i = 2; i < BBLOBS; i++)
+		for (k = 0; k < BREADS; k++) {
+			struct blob_reader rd = { .own_check = true };
+
+			bad += read_range(b[i], &rd, fs[i], off[i][k], len[i][k]) != 0;
+		}
+	CHECK(bad == 0, "every range read again gives the right bytes (%u not)", bad);
+	CHECK(read_range(b[0], &(struct blob_reader){ 0 }, fs[0], 0, (size_t)fs[0]->size) == 0,
+		"the blob read in order, its chunks evicted since, reads right whole");
+	CHECK(cache_blob_verified(b[0]), "and it verified");
+	snprintf(path, sizeof(path), "%s/bound-open/blobs/sha256/%s", dir,
+		digest_hex(fs[0]->digest));
+	CHECK(access(path, F_OK) == 0, "and it is complete in blobs/");
+
+	for (i = 0; i < BBLOBS; i++)
+		cache_blob_close(b[i]);
+	cache_stop(c);
+	du = cache_du("bound-open");
+	CHECK(du <= BOUND, "closed, the blobs are within the bound (%llu bytes)",
+		(unsigned long long)du);
+	cache_free(c);
+	errors = log_end("error");
+	CHECK(errors == 0, "the cache logged no error (%d lines)", errors);
+	fakes_clear();
+}
+
+/*
+ * Blobs opened, read in a few ranges and closed, one after the other: the
+ * partial blobs no one has open go whole, least recently used first.
+ */
+static void test_bound_closed(void)
+{
+	struct fake_blob *fs[BBLOBS];
+	off_t off[BBLOBS][BREADS];
+	size_t len[BBLOBS][BREADS];
+	struct cache *c = cache_make("bound-closed", BOUND, BCHUNK);
+	unsigned seed = (unsigned)time(NULL) ^ 0xc105ed, bad = 0, over = 0;
+	uint64_t most = 0, du;
+	char path[sizeof(dir) + 64];
+	int i, k, errors;
+
+	log_begin();
+	for (i = 0; i < BBLOBS; i++) {
+		struct blob *b;
+
+		fs[i] = fake_add(BCHUNKS * BCHUNK - (int64_t)(rnd(&seed) % 1000), rnd(&seed));
+		ranges_pick(&seed, off[i], len[i]);
+		if (cache_blob_open(c, NULL, "test/bound", fs[i]->digest, fs[i]->size, &b))
+			abort();
+		for (k = 0; k < BREADS; k++) {
+			struct blob_reader rd = { .own_check = true };
+
+			bad += read_range(b, &rd, fs[i], off[i][k], len[i][k]) != 0;
+		}
+		cache_blob_close(b);
+		du = cache_du("bound-closed");
+		most = du > most ? du : most;
+		/* the blob just read is open until then: it goes at the next eviction */
+		over += du > BOUND + BREADS * 2 * BCHUNK + 4096;
+	}
+	CHECK(bad == 0, "%d blobs read in %d ranges each, one after the other: the right bytes",
+		BBLOBS, BREADS);
+	printf("# most on disk: %llu bytes (bound %d)\n", (unsigned long long)most, BOUND);
+	CHECK(over == 0, "on disk within the bound plus the last blob read (%u times over)", over);
+	snprintf(path, sizeof(path), "%s/bound-closed/partial", dir);
+	bad = 0;
+	for (i = 0; i < BBLOBS; i++) {
+		struct blob *b;
+
+		if (cache_blob_open(c, NULL, "test/bound", fs[i]->digest, fs[i]->size, &b))
+			abort();
+		for (k = 0; k < BREADS; k++) {
+			struct blob_reader rd = { .own_check = true };
+
+			bad += read_range(b, &rd, fs[i], off[i][k], len[i][k]) != 0;
+		}
+		cache_blob_close(b);
+	}
+	CHECK(bad == 0, "every range read again gives the right bytes (%u not)", bad);
+	cache_stop(c);
+	du = cache_du("bound-closed");
+	CHECK(du <= BOUND, "the blobs are within the bound (%llu bytes)", (unsigned long long)du);
+	cache_free(c);
+	errors = log_end("error");
+	CHECK(errors == 0, "the cache logged no error (%d lines)", errors);
+	fakes_clear();
+}
+
 int main(void)
 {
 	char cmd[sizeof(dir) + 16];
@@ -460,6 +645,8 @@ int main(void)
 	log_init(false, false);
 	test_finish_once();
 	test_fail_after_body();
+	test_bound_open();
+	test_bound_closed();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (check_done() == 0 && system(cmd) != 0)
 		printf("# could not remove %s\n", dir);
