@@ -3,7 +3,9 @@
 # within 10% of the cache's file system and keep 5% of it available;
 # cache_size=unlimited (or 0) keeps everything. The cache directories are
 # small tmpfs mounts (in a private mount namespace) so that the share is
-# small: 10% of a 100 MiB tmpfs is 10 MiB.
+# small: 10% of a 100 MiB tmpfs is 10 MiB. Partial blobs count too: many
+# files read lazily, a few chunks each, held open (chunks go) or not (whole
+# partial blobs go), stay within a small cache_size.
 T_TIMEOUT=${T_TIMEOUT:-240}
 if [ -z "${OCIFS_IN_NS:-}" ]; then
 	[ "$(id -u)" = 0 ] || { echo "# SKIP needs root (mount namespaces)"; exit 77; }
@@ -24,6 +26,16 @@ for n in "${names[@]}"; do
 	make_random_file "$W/$n.bin" $((4 * MiB)) "bound-$n"
 done
 DG=$(push_artifact bound/files v1 "$W" a.bin b.bin c.bin d.bin e.bin) || bail "seed bound/files:v1"
+# many layers read lazily: NLAZY files of 32 chunks of 64 KiB (the last one
+# short), read in their first half: read-ahead never completes one
+NLAZY=16
+LCHUNK=$((64 * 1024))
+lazy=()
+for ((i = 0; i < NLAZY; i++)); do
+	make_random_file "$W/lazy$i.bin" $((32 * LCHUNK - 100 * i - 1)) "lazy-$i"
+	lazy+=("lazy$i.bin")
+done
+push_artifact bound/lazy v1 "$W" "${lazy[@]}" >/dev/null || bail "seed bound/lazy:v1"
 
 # small_fs NAME: a new 100 MiB tmpfs at $TESTDIR/NAME (unmounted at exit with the namespace)
 small_fs() {
@@ -134,5 +146,84 @@ check_eq "cache_size=5M: every file reads right" "" "$(read_wrong "$M")"
 wait_until 5 blobs_within "$C" $((5 * MiB))
 check_eq "cache_size=5M: one blob is kept" 1 "$(nblobs "$C")"
 umount_ocifs "$M"
+umount "$S"
+
+# ---- partial blobs count: files read lazily under cache_size=1M
+S=$(small_fs lazy)
+C=$S/c
+M=$TESTDIR/m4
+LBOUND=$((1 * MiB))
+OCIFS_CACHE=$C mount_ocifs "$REG" "$M" -o ro,cache_size=1M,chunk_size=64K ||
+	bail "mount cache_size=1M,chunk_size=64K"
+L=$M/bound/lazy/v1
+# on_disk: what complete and partial blobs (with their maps) take, as du counts it
+on_disk() {
+	find "$C/blobs/sha256" "$C/partial" -maxdepth 1 -type f -printf '%b\n' 2>/dev/null |
+		awk '{ s += $1 * 512 } END { printf "%d\n", s }'
+}
+within() { [ "$(on_disk)" -le "$1" ]; }
+# read_range I K: 2 chunks of lazy$I.bin from chunk K, through a new open; prints
+# nothing when they are the right bytes
+read_range() {
+	cmp <(dd if="$L/lazy$1.bin" bs=$LCHUNK skip="$2" count=2 status=none 2>&1) \
+		<(dd if="$W/lazy$1.bin" bs=$LCHUNK skip="$2" count=2 status=none) 2>&1 | head -c 200
+}
+# ranges of each file: 3 of 2 chunks, away from the last chunk (no wait for verification)
+declare -A RANGES
+for ((i = 0; i < NLAZY; i++)); do
+	RANGES[$i]="$((i % 5)) $((5 + i % 4)) $((10 + i % 3))"
+done
+# lazy_round LABEL: every range of every file once; checks the bytes, and
+# that after each read the blobs are within the bound plus one chunk per
+# blob in flight; prints the most seen on disk
+lazy_round() {
+	local label=$1 i k bad="" over="" most=0 d
+	for ((i = 0; i < NLAZY; i++)); do
+		for k in ${RANGES[$i]}; do
+			[ -z "$(read_range "$i" "$k")" ] || bad="$bad $i:$k"
+			d=$(on_disk)
+			[ "$d" -le $((LBOUND + NLAZY * LCHUNK)) ] || [ ${#over} -gt 100 ] ||
+				over="$over $i:$k=$d"
+			[ "$d" -le "$most" ] || most=$d
+		done
+	done
+	check_eq "$label: every range reads right" "" "${bad# }"
+	check_eq "$label: after each read, on disk <= 1 MiB + one chunk per blob in flight" "" \
+		"${over# }"
+	diag "$label: at most $most bytes on disk ($((NLAZY * 32 * LCHUNK)) bytes of files)"
+}
+
+# every file held open: their chunks are evicted, not whole blobs
+fds=()
+for ((i = 0; i < NLAZY; i++)); do
+	exec {fd}<"$L/lazy$i.bin" || bail "open lazy$i.bin"
+	fds+=("$fd")
+done
+lazy_round "held open"
+npartial() { find "$C/partial" -maxdepth 1 -type f ! -name '*.map' | wc -l; }
+check_eq "held open: every blob is still partial (chunks went, not blobs)" "$NLAZY" "$(npartial)"
+wait_until 10 within "$LBOUND"
+check "held open, reads over: within the bound ($(on_disk) bytes)" within "$LBOUND"
+sj=$(jq -c '{cache_bytes, cache_limit_bytes}' "$M/.ocifs/stats.json")
+check "stats.json: cache_bytes (partial blobs too) within cache_limit_bytes ($sj)" \
+	jq -e '.cache_limit_bytes == 1048576 and .cache_bytes <= .cache_limit_bytes' \
+	"$M/.ocifs/stats.json"
+lazy_round "held open, again (evicted chunks fetched again)"
+for fd in "${fds[@]}"; do exec {fd}<&-; done
+
+# nothing held: whole partial blobs go, least recently used first
+lazy_round "each file open only while read"
+wait_until 10 within "$LBOUND"
+check "nothing open: within the bound ($(on_disk) bytes)" within "$LBOUND"
+check "nothing open: partial blobs went whole ($(npartial) of $NLAZY left)" \
+	test "$(npartial)" -lt "$NLAZY"
+check "no partial blob left without its map, nor a map without its blob" \
+	test "$(find "$C/partial" -maxdepth 1 -type f -name '*.map' | wc -l)" -eq \
+	"$(find "$C/partial" -maxdepth 1 -type f ! -name '*.map' | wc -l)"
+# and a file read whole verifies, whatever was evicted of it before
+check_eq "a file read whole after its chunks were evicted reads right" \
+	"$(sha256_hex "$W/lazy3.bin")" "$(sha256sum <"$M/bound/lazy/v1/.oci/blobs/sha256/$(sha256_hex "$W/lazy3.bin")" | cut -d' ' -f1)"
+umount_ocifs "$M"
+check "every complete blob verifies" cache_verifies "$C"
 umount "$S"
 finish
