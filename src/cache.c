@@ -143,6 +143,12 @@ struct cache {
 	uint64_t stream_rate; /* bytes/s of one stream, when all were busy (0: not yet) */
 	uint64_t complete_bytes; /* estimate; eviction rescans; protected by lock */
 	uint64_t partial_bytes; /* estimate, the same for partial blobs; protected by lock */
+	/*
+	 * What the last eviction pass left when it could not go under the bound
+	 * (what is left is in use), 0 when it could: until a blob closes, only
+	 * growth past it calls for another pass. protected by lock
+	 */
+	uint64_t over_floor;
 	uint64_t tick; /* the clock of chunk use, for eviction (atomic) */
 	unsigned complete_gen; /* bumped by each blob completed; protected by lock */
 	/* For .ocifs/stats.json (atomic) */
@@ -214,9 +220,12 @@ static int pwrite_all(int fd, const void *p, size_t n, off_t off)
  * within cache_bound(): first whole blobs that no one has open, complete
  * ones (blobs/) and partial ones (partial/, with their maps) alike, by
  * atime, which opening and closing set; then single chunks of the partial
- * blobs that are open, by when each was last read or fetched (c->tick):
- * never a chunk a read uses (between cache_blob_prepare and cache_blob_done),
- * nor any chunk of a blob that a reader waits to see verified. A complete
+ * blobs that are open, by when each was last read or fetched (c->tick),
+ * those the hash has not taken yet before those it has (dropping one of
+ * those starts the blob's hash over, and a reader of it to its end fetches
+ * it again): never a chunk a read uses (between cache_blob_prepare and
+ * cache_blob_done), nor any chunk of a blob that a reader waits to see
+ * verified. A complete
  * blob that is open is kept whole.
  */
 struct victim {
@@ -241,6 +250,7 @@ static int victim_cmp(const void *a, const void *b)
 struct chunk_victim {
 	struct blob *b; /* a reference is held */
 	size_t i;
+	bool hashed; /* the hash took it */
 	uint64_t used;
 };
 
@@ -248,6 +258,8 @@ static int chunk_victim_cmp(const void *a, const void *b)
 {
 	const struct chunk_victim *x = a, *y = b;
 
+	if (x->hashed != y->hashed)
+		return x->hashed ? 1 : -1;
 	if (x->used != y->used)
 		return x->used < y->used ? -1 : 1;
 	return 0;
@@ -296,17 +308,21 @@ static uint64_t cache_bound(struct cache *c, uint64_t total)
 	return limit;
 }
 
-/* Whether the blobs are over the bound: cache_evict() has work. No lock held. */
+/*
+ * Whether the blobs are over the bound, and more than the last pass could not
+ * help: cache_evict() has work. No lock held.
+ */
 static bool cache_over(struct cache *c)
 {
-	uint64_t total;
+	uint64_t total, floor;
 
 	if (c->unbounded)
 		return false;
 	pthread_mutex_lock(&c->lock);
 	total = c->complete_bytes + c->partial_bytes;
+	floor = c->over_floor;
 	pthread_mutex_unlock(&c->lock);
-	return total > cache_bound(c, total);
+	return total > floor && total > cache_bound(c, total);
 }
 
 static uint64_t sub_sat(uint64_t a, uint64_t b)
@@ -427,7 +443,8 @@ static uint64_t evict_chunks(struct cache *c, uint64_t total, uint64_t bound, bo
 				v = nv;
 				cap = more;
 			}
-			v[n++] = (struct chunk_victim){ b, i, b->used[i] };
+			v[n++] = (struct chunk_victim){ b, i,
+				(int64_t)i * (int64_t)c->chunk < b->hashed, b->used[i] };
 		}
 		pthread_mutex_unlock(&b->lock);
 		if (n > before) {
@@ -604,6 +621,9 @@ static void cache_evict(struct cache *c, bool force)
 		if (!again) {
 			c->complete_bytes = complete;
 			c->partial_bytes = partial + sub_sat(c->partial_bytes, partial_then);
+			c->over_floor = complete + partial > bound
+						? c->complete_bytes + c->partial_bytes
+						: 0;
 		}
 		pthread_mutex_unlock(&c->lock);
 	} while (again);
@@ -1241,8 +1261,10 @@ int cache_blob_prepare(struct blob *b, struct blob_reader *rd, off_t off, size_t
 
 void cache_blob_done(struct blob *b, off_t off, size_t len)
 {
-	size_t first, last;
-	bool partial;
+	struct cache *c = b->c;
+	uint64_t total, freed = 0;
+	size_t first, last, i;
+	bool partial, stuck;
 
 	if (!read_chunks(b, off, len, &first, &last))
 		return;
@@ -1250,9 +1272,28 @@ void cache_blob_done(struct blob *b, off_t off, size_t len)
 	chunks_pin(b, first, last, false);
 	partial = !b->complete;
 	pthread_mutex_unlock(&b->lock);
-	/* what the read held may have kept the partial blobs over the bound */
-	if (partial)
-		cache_trim(b->c);
+	if (!partial || c->unbounded)
+		return;
+	/*
+	 * The last pass could not go under the bound, so all that could go went:
+	 * the chunks this read held are the least recently used that may go now,
+	 * and go without a scan (unless a pass runs: it sees to them).
+	 */
+	pthread_mutex_lock(&c->lock);
+	stuck = c->over_floor != 0;
+	total = c->complete_bytes + c->partial_bytes;
+	pthread_mutex_unlock(&c->lock);
+	if (!stuck || pthread_mutex_trylock(&c->evict_lock))
+		return;
+	for (i = first; i <= last && sub_sat(total, freed) > cache_bound(c, total); i++)
+		freed += chunk_evict(b, i);
+	pthread_mutex_lock(&c->lock);
+	c->partial_bytes = sub_sat(c->partial_bytes, freed);
+	c->over_floor = sub_sat(c->over_floor, freed);
+	if (c->complete_bytes + c->partial_bytes <= cache_bound(c, total))
+		c->over_floor = 0;
+	pthread_mutex_unlock(&c->lock);
+	pthread_mutex_unlock(&c->evict_lock);
 }
 
 /* ---- opening ---- */
@@ -1294,6 +1335,9 @@ static bool blob_unref_locked(struct cache *c, struct blob *b)
 			break;
 		}
 	closed = !b->error && b->fd >= 0;
+	/* what the last pass could not evict may go now */
+	if (closed)
+		c->over_floor = 0;
 	/* a partial blob was in use until now: its atime says so to eviction */
 	if (closed && !b->complete)
 		futimens(b->fd, ts);

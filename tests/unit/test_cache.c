@@ -485,9 +485,9 @@ static void ranges_pick(unsigned *seed, off_t *off, size_t *len)
  * Blobs held open and read in a few ranges each, far more than the bound
  * holds: chunks of open blobs are evicted, least recently used first, but
  * not one a read still holds; whatever was evicted reads right again; a
- * blob read in order, then evicted, verifies when read whole (its hash
- * starts over); what is on disk stays within the bound, give or take one
- * chunk in flight and the maps.
+ * blob read in order up to its middle verifies when read whole; what is on
+ * disk stays within the bound, give or take one chunk in flight and the
+ * maps.
  */
 static void test_bound_open(void)
 {
@@ -554,7 +554,7 @@ static void test_bound_open(void)
 		}
 	CHECK(bad == 0, "every range read again gives the right bytes (%u not)", bad);
 	CHECK(read_range(b[0], &(struct blob_reader){ 0 }, fs[0], 0, (size_t)fs[0]->size) == 0,
-		"the blob read in order, its chunks evicted since, reads right whole");
+		"the blob read in order up to its middle reads right whole");
 	CHECK(cache_blob_verified(b[0]), "and it verified");
 	snprintf(path, sizeof(path), "%s/bound-open/blobs/sha256/%s", dir,
 		digest_hex(fs[0]->digest));
@@ -566,6 +566,45 @@ static void test_bound_open(void)
 	du = cache_du("bound-open");
 	CHECK(du <= BOUND, "closed, the blobs are within the bound (%llu bytes)",
 		(unsigned long long)du);
+	cache_free(c);
+	errors = log_end("error");
+	CHECK(errors == 0, "the cache logged no error (%d lines)", errors);
+	fakes_clear();
+}
+
+/*
+ * One blob read in order, far past a bound of four chunks: its chunks go
+ * once hashed (there is nothing else), so its hash starts over; read whole
+ * then, it is fetched again, verifies and reads right.
+ */
+static void test_bound_hashed(void)
+{
+	struct cache *c = cache_make("bound-hashed", 4 * BCHUNK, BCHUNK);
+	struct fake_blob *f = fake_add(BCHUNKS * BCHUNK - 77, 7);
+	uint64_t most = 0, du;
+	unsigned bad = 0;
+	struct blob *b;
+	int k, errors;
+
+	log_begin();
+	if (cache_blob_open(c, NULL, "test/bound", f->digest, f->size, &b))
+		abort();
+	for (k = 0; k < BCHUNKS - 4; k++) {
+		struct blob_reader rd = { .own_check = true };
+
+		bad += read_range(b, &rd, f, (off_t)k * BCHUNK, BCHUNK) != 0;
+		du = cache_du("bound-hashed");
+		most = du > most ? du : most;
+	}
+	CHECK(bad == 0, "%d chunks read in order: the right bytes", BCHUNKS - 4);
+	CHECK(most <= 4 * BCHUNK + 2 * BCHUNK + 4096,
+		"on disk within four chunks, the read's and the map (at most %llu bytes)",
+		(unsigned long long)most);
+	CHECK(read_range(b, &(struct blob_reader){ 0 }, f, 0, (size_t)f->size) == 0,
+		"read whole, its hashed chunks evicted, it reads right");
+	CHECK(cache_blob_verified(b), "and it verified");
+	cache_blob_close(b);
+	cache_stop(c);
 	cache_free(c);
 	errors = log_end("error");
 	CHECK(errors == 0, "the cache logged no error (%d lines)", errors);
@@ -646,6 +685,7 @@ int main(void)
 	test_finish_once();
 	test_fail_after_body();
 	test_bound_open();
+	test_bound_hashed();
 	test_bound_closed();
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (check_done() == 0 && system(cmd) != 0)
