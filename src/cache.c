@@ -781,7 +781,13 @@ static void blob_advance_hash(struct blob *b)
 			break;
 		}
 	}
-	done = !b->error && b->hashed == b->size;
+	/*
+	 * Fetches hash at the frontier before they mark their chunks present
+	 * (fetch_sink): the blob is finished once every chunk is marked, so that
+	 * no fetch writes the map after blob_finish closed it. The fetch that
+	 * marks the last one calls in again (run_job).
+	 */
+	done = !b->error && b->hashed == b->size && present_end(b, 0) == b->size;
 	if (!done)
 		b->hashing = false;
 	pthread_mutex_unlock(&b->lock);
