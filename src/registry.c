@@ -70,6 +70,12 @@ struct registry {
 	 * helper (a stuck helper must not stop the other requests).
 	 */
 	pthread_mutex_t lock;
+	/*
+	 * One read-modify-write of a fallback referrers index at a time (held
+	 * across its GET and PUT, so only other such updates wait): taken
+	 * before lock, never under it.
+	 */
+	pthread_mutex_t fallback_lock;
 	pthread_cond_t creds_ready; /* a credentials lookup ended; with lock */
 	const char *scheme; /* "https" or "http" once pinged; protected by lock */
 	bool fixed_scheme; /* a mirror URL said which */
@@ -144,6 +150,7 @@ int registry_new(
 	if (!r->opts.page_size)
 		r->opts.page_size = 1000;
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_mutex_init(&r->fallback_lock, NULL);
 	pthread_cond_init(&r->creds_ready, NULL);
 	*out = r;
 	return 0;
@@ -178,6 +185,7 @@ void registry_free(struct registry *r)
 		free(r->redirects[i].url);
 	strlist_release(&r->warned);
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->fallback_lock);
 	pthread_cond_destroy(&r->creds_ready);
 	free(r->prefix);
 	free(r->host);
@@ -1533,14 +1541,18 @@ int registry_referrers_fallback_update(struct registry *r, const char *repo, con
 	if (!subject || !digest_hex(subject))
 		return -EBADMSG;
 	snprintf(tag, sizeof(tag), "sha256-%.64s", digest_hex(subject));
+	/* two attaches to one subject at once would each drop the other's entry */
+	pthread_mutex_lock(&r->fallback_lock);
 	ret = registry_get_manifest(r, repo, tag, &body, &blen, &ct, &got);
 	if (ret == 0)
 		idx = json_tokener_parse(body);
 	else if (ret == -ENOENT && m)
 		idx = json_tokener_parse("{\"schemaVersion\":2,\"mediaType\":\"" MT_OCI_INDEX
 					 "\",\"manifests\":[]}");
-	else if (ret == -ENOENT)
-		return 0; /* nothing to remove it from */
+	else if (ret == -ENOENT) {
+		ret = 0; /* nothing to remove it from */
+		goto out;
+	}
 	if (!idx || !json_object_object_get_ex(idx, "manifests", &list) ||
 		!json_object_is_type(list, json_type_array)) {
 		log_err("%s/%s:%s: not a referrers index", registry_host(r), repo, tag);
@@ -1571,6 +1583,7 @@ int registry_referrers_fallback_update(struct registry *r, const char *repo, con
 		idx, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
 	ret = registry_put_manifest(r, repo, tag, MT_OCI_INDEX, text, strlen(text), NULL);
 out:
+	pthread_mutex_unlock(&r->fallback_lock);
 	json_object_put(idx);
 	free(body);
 	free(ct);
