@@ -10,6 +10,7 @@
  *   5  a platform (platform_parse)
  *   6  a layer's table of contents, eStargz JSON (toc_parse)
  *   7  the end of a layer blob and a compressed TOC (toc_locate, toc_json)
+ *   8  a cosign simple-signing payload (sign_payload_digest)
  * Built with libFuzzer by tests/fuzz/run.sh; tests/fuzz/driver.c runs it
  * over tests/fuzz/corpus/fuzz_parsers and mutations of it in `make check`.
  */
@@ -23,6 +24,7 @@
 #include "http.h"
 #include "manifest.h"
 #include "ref.h"
+#include "sign.h"
 #include "toc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -46,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(s, data + 1, size - 1);
 	s[size - 1] = '\0'; /* the text parsers take C strings */
-	switch (data[0] % 8) {
+	switch (data[0] % 9) {
 	case 0: {
 		struct ref r;
 
@@ -116,6 +118,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (toc_json((const unsigned char *)s, size - 1, zstd, &json, &jlen) == 0)
 			free(json);
+		break;
+	}
+	case 8: {
+		char d[80];
+
+		/* what it names is a digest: a signature is checked against nothing else */
+		if (sign_payload_digest(s, size - 1, d) == 0 && !ref_valid_digest(d))
+			abort();
 		break;
 	}
 	case 5: {

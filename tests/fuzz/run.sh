@@ -1,7 +1,7 @@
 #!/bin/bash
 # Fuzz with libFuzzer: builds a target of tests/fuzz/ (fuzz_layer: tar,
 # stored index, gzip and zstd layers; fuzz_parsers: references, manifests,
-# WWW-Authenticate, Link, credential files, platforms) and the library's
+# WWW-Authenticate, Link, credential files, platforms, signature payloads) and the library's
 # sources with clang -fsanitize=fuzzer,address,undefined, then runs it from
 # its corpus (tests/fuzz/corpus/TARGET).
 #
