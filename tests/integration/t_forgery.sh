@@ -260,8 +260,11 @@ done
 # a forged mode and owner, in place: shown until the file's first read checks its header,
 # then everything the index made is dropped and made again from the whole layer
 if trusted_case setuid 1 setuid usr/bin/tool; then
+	D=$M/.layers/$(printf '%s' "$REG/img/f@$IMG" | base64 -w0)/${LAYERS[0]}/diff
 	check_eq "trusted setuid: before a read, the signed index's word is shown" "4755 0:0" \
 		"$(stat -c '%a %u:%g' "$M/img/f/1/usr/bin/tool")"
+	check_eq "trusted setuid: in the layer store's diff too" "4755 0:0" \
+		"$(stat -c '%a %u:%g' "$D/usr/bin/tool")"
 	exec 7<"$M/img/f/1/usr/bin/tool"
 	check_eq "trusted setuid: the first read gives the genuine bytes" "$(printf '#!/bin/sh\necho tool')" \
 		"$(cat "$M/img/f/1/usr/bin/tool")"
@@ -269,6 +272,8 @@ if trusted_case setuid 1 setuid usr/bin/tool; then
 		grep -q 'tar header of "usr/bin/tool" is not what the published index says' "$OCIFS_LOG"
 	check_eq "trusted setuid: afterwards the genuine mode and owner are shown" "755 1000:1000" \
 		"$(stat -c '%a %u:%g' "$M/img/f/1/usr/bin/tool")"
+	check_eq "trusted setuid: and in the layer store's diff, dropped too" "755 1000:1000" \
+		"$(stat -c '%a %u:%g' "$D/usr/bin/tool")"
 	check "trusted setuid: and no forged capability" \
 		test -z "$(getfattr --absolute-names -n security.capability "$M/img/f/1/usr/bin/tool" 2>/dev/null)"
 	check_eq "trusted setuid: a descriptor opened before still reads the genuine bytes" \
