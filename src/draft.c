@@ -233,7 +233,9 @@ static int collect_layers(
 	for (i = 0; i < dir->n_children && !ret; i++) {
 		struct node *c = dir->children[i];
 		struct json_object *l;
-		const char *mt;
+		const char *mt, *digest;
+		bool uploaded = false;
+		int64_t size;
 
 		if (c->hidden)
 			continue;
@@ -243,15 +245,19 @@ static int collect_layers(
 		}
 		if (c->kind != NODE_BLOB && c->kind != NODE_STAGED)
 			continue;
+		digest = file_of(c)->digest;
+		size = file_of(c)->size > 0 ? file_of(c)->size : 0;
+		/* a file never closed is no part of the tag yet: its writer is at work */
+		if (c->kind == NODE_STAGED && !staged_version(c, &digest, &size, &uploaded))
+			continue;
 		ret = push_title_of(art, c, NULL, title, sizeof(title));
 		if (ret)
 			break;
 		mt = push_xattr_get(c, "user.oci.mediaType");
 		l = json_object_new_object();
 		json_object_object_add(l, "mediaType", draft_json_str(mt ? mt : MT_LAYER_TAR));
-		json_object_object_add(l, "digest", draft_json_str(file_of(c)->digest));
-		json_object_object_add(l, "size",
-			json_object_new_int64(file_of(c)->size > 0 ? file_of(c)->size : 0));
+		json_object_object_add(l, "digest", draft_json_str(digest));
+		json_object_object_add(l, "size", json_object_new_int64(size));
 		json_object_object_add(l, "annotations", layer_annotations(c, title));
 		if (c->kind == NODE_STAGED) {
 			struct json_object *s = json_object_new_object();
@@ -260,9 +266,17 @@ static int collect_layers(
 			json_object_object_add(s, "layer",
 				json_object_new_int((int)json_object_array_length(layers)));
 			json_object_object_add(s, "file", draft_json_str(base ? base + 1 : ""));
-			/* its blob went up when it was closed, and it has not changed since */
-			if (!file_of(c)->staged->changed && file_of(c)->digest)
+			/*
+			 * Its blob went up when it was closed; else the push hashes
+			 * the file, which must be as it was closed then.
+			 */
+			if (uploaded) {
 				json_object_object_add(s, "uploaded", json_object_new_boolean(1));
+			} else {
+				json_object_object_add(s, "size", json_object_new_int64(size));
+				if (digest)
+					json_object_object_add(s, "digest", draft_json_str(digest));
+			}
 			json_object_array_add(staged, s);
 		}
 		json_object_array_add(layers, l);

@@ -30,6 +30,14 @@ struct staged {
 	int64_t hashed; /* -1: written out of order, hash the file again */
 	bool changed; /* protected by t->lock: written since its blob was uploaded */
 	unsigned writers; /* protected by t->lock */
+	/*
+	 * What a push may name of it: the file as it was last closed, never the
+	 * bytes of a writer still at work (staged_version). Protected by t->lock.
+	 */
+	bool dirty; /* written (or cut by an open) since it was last closed, or never closed */
+	unsigned wgen; /* writes and truncations: a close seals only the bytes it hashed */
+	char *closed_digest; /* its digest as last closed, NULL when not known (an empty file) */
+	int64_t up_size; /* the size of the blob that file_of()->digest names, or -1 */
 	pthread_mutex_t flush_lock; /* one upload at a time */
 
 	/*
@@ -126,6 +134,22 @@ int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd);
 
 /* Copy the registry's bytes of blob node n into fd, hashing them into s. */
 int staged_copy_up(struct tree *t, struct node *n, struct staged *s, int fd);
+
+/*
+ * What a push names of staged file n: the file as it was last closed (its
+ * bytes on disk, while not dirty), or else the blob uploaded before it was
+ * opened again; false when it has never been closed, and a push leaves it
+ * out. *digest is NULL when not known (the push hashes the file);
+ * *uploaded: the blob is in the registry. Caller holds t->lock.
+ */
+bool staged_version(const struct node *n, const char **digest, int64_t *size, bool *uploaded);
+
+/*
+ * A close of s (or a truncate with no writer) that hashed its bytes as they
+ * were at write generation wgen: unless written since, they are the file
+ * as closed. Takes digest (malloc'd, or NULL). Caller holds t->lock.
+ */
+void staged_seal(struct staged *s, unsigned wgen, char *digest);
 
 /*
  * After a write: start sending whole chunks when a sequential writer has

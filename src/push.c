@@ -619,6 +619,8 @@ static int open_write(struct tree *t, struct node *n, bool trunc, int *fd, struc
 			pthread_mutex_unlock(&file_of(n)->staged->lock);
 			file_of(n)->size = 0;
 			file_of(n)->staged->changed = true;
+			file_of(n)->staged->dirty = true;
+			file_of(n)->staged->wgen++;
 		}
 		writer_add(art, n);
 		pthread_mutex_unlock(&t->nodes.lock);
@@ -664,6 +666,9 @@ static int open_write(struct tree *t, struct node *n, bool trunc, int *fd, struc
 	reg_of(sn)->mtime = reg_of(n)->mtime;
 	file_of(sn)->size = trunc ? 0 : file_of(n)->size;
 	file_of(sn)->staged = s;
+	/* the registry's blob stands for it until it is closed (cut: written) */
+	s->up_size = file_of(sn)->digest ? file_of(n)->size : -1;
+	s->dirty = trunc;
 	if (trunc)
 		s->changed = true;
 	reg_of(sn)->local = true;
@@ -761,6 +766,8 @@ ssize_t push_write(struct tree *t, struct node *n, int fd, const char *buf, size
 	if (off + w > file_of(n)->size)
 		file_of(n)->size = off + w;
 	s->changed = true;
+	s->dirty = true;
+	s->wgen++;
 	reg_of(n)->mtime = time(NULL);
 	pthread_mutex_unlock(&t->nodes.lock);
 	return w;
@@ -772,21 +779,28 @@ int push_flush(struct tree *t, struct node *n)
 	struct node *art;
 	struct staged *s;
 	int64_t size, sent;
+	unsigned wgen;
 	bool whole;
 	int fd, ret;
 
 	pthread_mutex_lock(&t->nodes.lock);
-	/*
-	 * An empty file waits for the push: a shell's "> file" closes the
-	 * truncated file once before writing through a copy of its descriptor.
-	 */
-	if (n->kind != NODE_STAGED || !file_of(n)->staged->changed || file_of(n)->size == 0 ||
-		!n->parent || art_of(t, n->parent, &art)) {
+	if (n->kind != NODE_STAGED || !n->parent || art_of(t, n->parent, &art)) {
 		pthread_mutex_unlock(&t->nodes.lock);
 		return 0;
 	}
 	s = file_of(n)->staged;
+	/*
+	 * Unchanged since its upload, or empty: closed as it is. An empty file
+	 * waits for the push (which hashes it): a shell's "> file" closes the
+	 * truncated file once before writing through a copy of its descriptor.
+	 */
+	if (!s->changed || file_of(n)->size == 0) {
+		staged_seal(s, s->wgen, NULL);
+		pthread_mutex_unlock(&t->nodes.lock);
+		return 0;
+	}
 	size = file_of(n)->size;
+	wgen = s->wgen;
 	path = strdup(s->path);
 	pthread_mutex_unlock(&t->nodes.lock);
 	if (!path)
@@ -817,6 +831,14 @@ int push_flush(struct tree *t, struct node *n)
 		ret = digest_fd(fd, -1, digest, &size);
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (!ret) {
+		/* the file as closed, whatever becomes of its upload; unless written meanwhile */
+		dg = strdup(digest);
+		pthread_mutex_lock(&t->nodes.lock);
+		if (dg)
+			staged_seal(s, wgen, dg);
+		pthread_mutex_unlock(&t->nodes.lock);
+	}
 	if (!ret && loc && whole && sent <= size) {
 		/* most of it went up while it was written: the rest, and the digest */
 		ret = registry_upload_finish(reg_of(n)->site->reg, reg_of(art)->repo, &loc, digest,
@@ -835,10 +857,12 @@ int push_flush(struct tree *t, struct node *n)
 		return push_errno(ret);
 	dg = strdup(digest);
 	pthread_mutex_lock(&t->nodes.lock);
-	if (dg && file_of(n)->size == size) {
+	/* unless written meanwhile: the blob up stands for it, also once it is opened again */
+	if (dg && s->wgen == wgen) {
 		free(file_of(n)->digest);
 		file_of(n)->digest = dg;
 		dg = NULL;
+		s->up_size = size;
 		s->changed = false;
 	}
 	pthread_mutex_unlock(&t->nodes.lock);
@@ -855,8 +879,11 @@ void push_release(struct tree *t, struct node *n)
 
 int push_truncate(struct tree *t, struct node *n, off_t size)
 {
+	char digest[DIGEST_STR_LEN + 1], *path;
 	struct node *art;
-	char *path;
+	struct staged *s;
+	unsigned wgen;
+	bool alone;
 	int fd, ret;
 
 	if (n->kind == NODE_BLOB) {
@@ -882,20 +909,37 @@ int push_truncate(struct tree *t, struct node *n, off_t size)
 	if (!path)
 		return -ENOMEM;
 	ret = truncate(path, size) ? -errno : 0;
-	free(path);
-	if (ret)
+	if (ret) {
+		free(path);
 		return ret;
-	pthread_mutex_lock(&file_of(n)->staged->lock);
-	if (file_of(n)->staged->hashed > size)
-		file_of(n)->staged->hashed = -1;
-	if (file_of(n)->staged->up_sent > size)
-		file_of(n)->staged->up_off = true;
-	pthread_mutex_unlock(&file_of(n)->staged->lock);
+	}
+	s = file_of(n)->staged;
+	pthread_mutex_lock(&s->lock);
+	if (s->hashed > size)
+		s->hashed = -1;
+	if (s->up_sent > size)
+		s->up_off = true;
+	pthread_mutex_unlock(&s->lock);
 	pthread_mutex_lock(&t->nodes.lock);
 	file_of(n)->size = size;
-	file_of(n)->staged->changed = true;
+	s->changed = true;
+	s->dirty = true;
+	wgen = ++s->wgen;
+	alone = s->writers == 0;
 	reg_of(n)->mtime = time(NULL);
 	pthread_mutex_unlock(&t->nodes.lock);
+	/* with no writer at it, the truncate is the whole change: the file as closed now */
+	fd = alone ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+	free(path);
+	if (fd >= 0) {
+		char *dg = digest_fd(fd, -1, digest, NULL) == 0 ? strdup(digest) : NULL;
+
+		close(fd);
+		pthread_mutex_lock(&t->nodes.lock);
+		if (dg)
+			staged_seal(s, wgen, dg);
+		pthread_mutex_unlock(&t->nodes.lock);
+	}
 	return draft_touch(t, art);
 }
 

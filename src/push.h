@@ -4,8 +4,9 @@
  * draft of a new manifest; each file's blob is hashed as it is written and
  * uploaded when it is closed; the manifest, what `oras push` makes, is
  * pushed when the directory is synced, after push_delay seconds with no file
- * of it open, or at unmount. A draft is kept on disk (draft.json) so that a
- * crash loses nothing: the next mount pushes it.
+ * of it open, or at unmount. A push names each file as it was last closed,
+ * never a file still being written (staged_version). A draft is kept on disk
+ * (draft.json) so that a crash loses nothing closed: the next mount pushes it.
  *
  * Every function takes nodes of the tree (tree.h) and returns 0 or -errno;
  * -EROFS for a read-only mount, digest directories, .oci/ and indexes.

@@ -72,20 +72,82 @@ static void replaced_detach(
 		log_info("%s/%s@%s: detached, replaced by %s", registry_host(r), repo, old, now);
 }
 
+/* Take layer k out of a draft's manifest, with its staged entry; later entries follow it. */
+static void drop_layer(struct json_object *layers, struct json_object *staged, int k)
+{
+	size_t i = json_object_array_length(staged);
+	struct json_object *li;
+
+	json_object_array_del_idx(layers, (size_t)k, 1);
+	while (i-- > 0) {
+		struct json_object *e = json_object_array_get_idx(staged, i);
+		int v = json_object_object_get_ex(e, "layer", &li) ? json_object_get_int(li) : -1;
+
+		if (v == k)
+			json_object_array_del_idx(staged, i, 1);
+		else if (v > k)
+			json_object_object_add(e, "layer", json_object_new_int(v - 1));
+	}
+}
+
+/*
+ * The files in dir that its draft does not name: files an earlier run was
+ * still writing when it stopped, never closed (a draft names a file once it
+ * is closed). Each is said and removed. How many there were.
+ */
+static unsigned drop_unnamed(const char *dir, struct json_object *staged, const char *label)
+{
+	size_t i, n = json_object_array_length(staged);
+	unsigned dropped = 0;
+	struct dirent *e;
+	struct stat st;
+	DIR *d = opendir(dir);
+
+	while (d && (e = readdir(d))) {
+		bool named = false;
+
+		if (e->d_name[0] == '.' || strncmp(e->d_name, "draft.json", 10) == 0 ||
+			fstatat(dirfd(d), e->d_name, &st, 0) || !S_ISREG(st.st_mode))
+			continue;
+		for (i = 0; i < n && !named; i++) {
+			const char *f = jstr(json_object_array_get_idx(staged, i), "file");
+
+			named = f && strcmp(f, e->d_name) == 0;
+		}
+		if (named)
+			continue;
+		log_warn("%s: %s (%lld bytes) was never closed: dropped", label, e->d_name,
+			(long long)st.st_size);
+		unlinkat(dirfd(d), e->d_name, 0);
+		dropped++;
+	}
+	if (d)
+		closedir(d);
+	return dropped;
+}
+
 /*
  * Push what dir/draft.json describes: every staged file's blob (hashed if
- * its digest is not known yet), the empty config, then the manifest under
- * the tag. On success *root is the draft (its layer digests filled in),
- * *body the manifest pushed and digest its digest. 0 or -errno.
+ * it was not uploaded, and checked against the digest and size it had when
+ * it was closed), the empty config, then the manifest under the tag. A file
+ * that is not as it was closed (a writer was at it again) fails the push
+ * with -EBUSY; when recovering what an earlier run left, it is dropped
+ * instead, as are files the draft does not name, and a draft left with no
+ * file at all that way is not pushed (-ENODATA). On success *root is the
+ * draft (its layer digests filled in), *body the manifest pushed and digest
+ * its digest. 0 or -errno.
  */
-static int push_draft_dir(struct tree *t, const char *dir, struct json_object **root_out,
-	char **body_out, char *digest, char *label, size_t label_size)
+static int push_draft_dir(struct tree *t, const char *dir, bool recovering,
+	struct json_object **root_out, char **body_out, char *digest, char *label,
+	size_t label_size)
 {
 	struct json_object *root, *m, *staged, *layers, *ann, *cfg, *subj = NULL;
 	char path[PATH_MAX], created[32], *text = NULL;
 	const char *host, *repo, *tag, *s;
 	struct site *site;
 	size_t i, n, len;
+	unsigned dropped = 0;
+	int *drop = NULL, ndrop = 0;
 	struct tm tm;
 	time_t now;
 	bool kept = false;
@@ -110,12 +172,19 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 	ret = tree_site_get(t, host, &site);
 	if (ret)
 		goto out;
+	if (recovering)
+		dropped = drop_unnamed(dir, staged, label);
 	n = json_object_array_length(staged);
+	drop = calloc(n + 1, sizeof(*drop));
+	if (!drop) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	for (i = 0; i < n && !ret; i++) {
-		struct json_object *e = json_object_array_get_idx(staged, i), *l, *li, *up;
-		const char *file = jstr(e, "file");
+		struct json_object *e = json_object_array_get_idx(staged, i), *l, *li, *up, *v;
+		const char *file = jstr(e, "file"), *want;
 		char got[DIGEST_STR_LEN + 1];
-		int64_t size;
+		int64_t size, want_size;
 		int fd;
 
 		if (!file || strchr(file, '/') || !json_object_object_get_ex(e, "layer", &li) ||
@@ -133,13 +202,50 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 			log_err("%s: staged file %s: %s", label, path, strerror(errno));
 			break;
 		}
+		/* as it was closed (a draft of an older ocifs does not say) */
+		want = jstr(e, "digest");
+		want_size =
+			json_object_object_get_ex(e, "size", &v) ? json_object_get_int64(v) : -1;
 		ret = digest_fd(fd, -1, got, &size);
+		if (!ret && ((want_size >= 0 && size != want_size) ||
+				    (want && digest_supported(want) && strcmp(want, got) != 0))) {
+			/* not the file as it was closed: a writer opened it again */
+			s = json_object_object_get_ex(l, "annotations", &v) ? jstr(v, ANN_TITLE)
+									    : NULL;
+			if (recovering) {
+				log_warn("%s: %s was being written again when an earlier run "
+					 "stopped, its bytes as closed are gone: dropped",
+					label, s ? s : file);
+				drop[ndrop++] = json_object_get_int(li);
+			} else {
+				log_info("%s: %s is being written again: pushed once it is closed",
+					label, s ? s : file);
+				ret = -EBUSY;
+			}
+			close(fd);
+			continue;
+		}
 		if (!ret) {
 			json_object_object_add(l, "digest", json_object_new_string(got));
 			json_object_object_add(l, "size", json_object_new_int64(size));
 			ret = staged_upload(t, site->reg, repo, got, fd, size);
 		}
 		close(fd);
+	}
+	/* the last layer first: the indices of those before it stay */
+	while (!ret && ndrop > 0) {
+		int k = 0, j;
+
+		for (j = 1; j < ndrop; j++)
+			if (drop[j] > drop[k])
+				k = j;
+		drop_layer(layers, staged, drop[k]);
+		drop[k] = drop[--ndrop];
+		dropped++;
+	}
+	if (!ret && dropped > 0 && json_object_array_length(layers) == 0) {
+		log_warn("%s: no file an earlier run staged was closed: nothing to push", label);
+		ret = -ENODATA;
 	}
 	if (!ret && json_object_object_get_ex(m, "config", &cfg) && (s = jstr(cfg, "digest")) &&
 		strcmp(s, EMPTY_DIGEST) == 0)
@@ -180,8 +286,10 @@ static int push_draft_dir(struct tree *t, const char *dir, struct json_object **
 		replaced_detach(site->reg, repo, jstr(subj, "digest"), s, digest);
 	*root_out = root;
 	*body_out = text;
+	free(drop);
 	return 0;
 out:
+	free(drop);
 	free(text);
 	json_object_put(root);
 	return ret;
@@ -245,12 +353,51 @@ static void mark_pushed(struct tree *t, struct node *art)
 	}
 }
 
+/*
+ * What a push of the draft below n names: *named counts its files (of the
+ * registry, or staged as last closed), *writing its staged files being
+ * written (left out, or named as they were before). Caller holds t->lock.
+ */
+static void draft_files(const struct node *n, unsigned *named, unsigned *writing)
+{
+	size_t i;
+
+	for (i = 0; i < n->n_children; i++) {
+		const struct node *c = n->children[i];
+		const char *digest;
+		int64_t size;
+		bool up;
+
+		if (c->hidden)
+			continue;
+		if (c->kind == NODE_DIR)
+			draft_files(c, named, writing);
+		else if (c->kind == NODE_BLOB)
+			(*named)++;
+		else if (c->kind == NODE_STAGED && file_of(c)->staged) {
+			if (staged_version(c, &digest, &size, &up))
+				(*named)++;
+			if (file_of(c)->staged->dirty)
+				(*writing)++;
+		}
+	}
+}
+
+/* Whether a push of art's draft would name a file. Caller holds t->lock. */
+static bool names_files(const struct node *art)
+{
+	unsigned named = 0, writing = 0;
+
+	draft_files(art, &named, &writing);
+	return named > 0;
+}
+
 int pusher_push(struct tree *t, struct node *art, bool force)
 {
 	struct json_object *root = NULL;
 	char digest[DIGEST_STR_LEN + 1], label[600], dir[PATH_MAX];
+	unsigned gen, named = 0, writing = 0;
 	struct draft *d;
-	unsigned gen;
 	char *body = NULL;
 	int ret;
 
@@ -262,6 +409,18 @@ int pusher_push(struct tree *t, struct node *art, bool force)
 		pthread_mutex_unlock(&t->push->push_lock);
 		return 0;
 	}
+	draft_files(art, &named, &writing);
+	if (writing > 0 && named == 0) {
+		/* a tag is never made of files still being written (an emptied one is) */
+		log_info("%s:%s: its files are still being written: nothing to push yet",
+			reg_of(art)->repo, art_of_node(art)->ref);
+		pthread_mutex_unlock(&t->nodes.lock);
+		pthread_mutex_unlock(&t->push->push_lock);
+		return -EBUSY;
+	}
+	if (writing > 0)
+		log_info("%s:%s: %u file(s) still being written: pushed as last closed, if ever",
+			reg_of(art)->repo, art_of_node(art)->ref, writing);
 	/* art's draft pins it; the push may drop that pin while art is still used */
 	node_hold(&t->nodes, art);
 	gen = d->gen;
@@ -270,7 +429,7 @@ int pusher_push(struct tree *t, struct node *art, bool force)
 
 	ret = draft_save(t, art);
 	if (!ret)
-		ret = push_draft_dir(t, dir, &root, &body, digest, label, sizeof(label));
+		ret = push_draft_dir(t, dir, false, &root, &body, digest, label, sizeof(label));
 	if (ret) {
 		log_err("%s: push failed: %s; the staged files stay in %s", label, strerror(-ret),
 			dir);
@@ -286,9 +445,19 @@ int pusher_push(struct tree *t, struct node *art, bool force)
 	pthread_mutex_lock(load_lock_of(art));
 	pthread_mutex_lock(&t->nodes.lock);
 	d = node_draft(art);
-	if (d && d->gen != gen) {
-		/* Changed while it was pushing: the next push takes the rest. */
+	named = writing = 0;
+	if (d)
+		draft_files(art, &named, &writing);
+	if (d && (d->gen != gen || writing > 0)) {
+		/*
+		 * Changed while it was pushing, or a file of it is still being
+		 * written (its staged bytes stay where its writer has them): the
+		 * next push takes the rest, the one its close makes. The tag is
+		 * in the registry now.
+		 */
 		d->pushed_gen = gen;
+		if (!d->subject)
+			mark_pushed(t, art);
 		pthread_mutex_unlock(&t->nodes.lock);
 		pthread_mutex_unlock(load_lock_of(art));
 		goto out;
@@ -389,10 +558,12 @@ static void recover(struct tree *t)
 			if (!ours)
 				continue; /* another mount's: left for it */
 		}
-		ret = push_draft_dir(t, dir, &root, &body, digest, label, sizeof(label));
+		ret = push_draft_dir(t, dir, true, &root, &body, digest, label, sizeof(label));
 		if (ret == 0) {
 			log_info("%s: pushed what an earlier run had staged", label);
 			draft_dir_remove(dir);
+		} else if (ret == -ENODATA) {
+			draft_dir_remove(dir); /* nothing of it was closed: said, dropped */
 		} else {
 			log_err("%s: staged by an earlier run, push failed: %s; kept in %s", label,
 				strerror(-ret), dir);
@@ -441,7 +612,7 @@ static void *pusher(void *arg)
 
 			if (d && d->gen != d->pushed_gen && d->writers == 0 &&
 				now - d->changed_at >= (double)t->opts.push_delay &&
-				now >= d->retry_at && pusher_has_files(a))
+				now >= d->retry_at && names_files(a))
 				pick = a;
 		}
 		if (pick) {
@@ -516,8 +687,9 @@ void push_stop(struct tree *t)
 		bool want;
 
 		pthread_mutex_lock(&t->nodes.lock);
+		/* a file still being written when the daemon stops is no part of it */
 		want = node_draft(v[i]) && node_draft(v[i])->gen != node_draft(v[i])->pushed_gen &&
-		       pusher_has_files(v[i]);
+		       names_files(v[i]);
 		pthread_mutex_unlock(&t->nodes.lock);
 		if (want)
 			pusher_push(t, v[i], true);

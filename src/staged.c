@@ -41,6 +41,7 @@ void staged_free(struct staged *s)
 		pthread_cond_wait(&s->up_cond, &s->lock);
 	pthread_mutex_unlock(&s->lock);
 	digest_ctx_free(s->hash);
+	free(s->closed_digest);
 	free(s->up_location);
 	free(s->up_repo);
 	pthread_cond_destroy(&s->up_cond);
@@ -96,6 +97,8 @@ int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd)
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->flush_lock, NULL);
 	pthread_cond_init(&s->up_cond, NULL);
+	s->dirty = true; /* made now: nothing of it was closed yet */
+	s->up_size = -1;
 	s->up_reg = reg_of(art)->site->reg;
 	s->up_repo = strdup(reg_of(art)->repo);
 	pthread_mutex_lock(&t->nodes.lock);
@@ -158,6 +161,39 @@ int staged_copy_up(struct tree *t, struct node *n, struct staged *s, int fd)
 	cache_blob_close(b);
 	s->hashed = off;
 	return ret;
+}
+
+bool staged_version(const struct node *n, const char **digest, int64_t *size, bool *uploaded)
+{
+	const struct staged *s = file_of(n)->staged;
+
+	if (!s)
+		return false;
+	if (!s->dirty) {
+		*uploaded = !s->changed && file_of(n)->digest;
+		*digest = *uploaded ? file_of(n)->digest : s->closed_digest;
+		*size = file_of(n)->size > 0 ? file_of(n)->size : 0;
+		return true;
+	}
+	/* being written again: the version uploaded before stands until it is closed */
+	if (file_of(n)->digest && s->up_size >= 0) {
+		*uploaded = true;
+		*digest = file_of(n)->digest;
+		*size = s->up_size;
+		return true;
+	}
+	return false;
+}
+
+void staged_seal(struct staged *s, unsigned wgen, char *digest)
+{
+	if (s->wgen != wgen) {
+		free(digest);
+		return;
+	}
+	s->dirty = false;
+	free(s->closed_digest);
+	s->closed_digest = digest;
 }
 
 struct stream_job {
