@@ -3,7 +3,9 @@
 # during a push. After each crash every complete blob in the cache verifies;
 # reads resume from the chunks already fetched; staged pushes complete after
 # a remount (or the log says why not); no tag in the registry names a
-# manifest with a missing blob, and no tag holds a file cut short.
+# manifest with a missing blob, and no tag holds a file cut short. Then a
+# file held open half written when the daemon stops (a kill -9 once another
+# file of its tag was closed; a SIGTERM) is no part of its tag.
 # The kill points come from $RANDOM (the seed is printed); a slow registry
 # (faultproxy.py dripping) makes a read span several of them.
 # Lines "# RELIABILITY:" feed tests/RELIABILITY.md.
@@ -135,4 +137,68 @@ check_eq "pushes: each tag not pushed had its file cut by the kill, and a later 
 	"$absent" "$dropped"
 check "reads and pushes: the cache verifies at the end" cache_verifies "$C"
 echo "# RELIABILITY: kill -9 during pushes: $ROUNDS rounds: $pushed tags pushed whole, $absent not pushed (killed before their file was closed), $cut cut short, $broken with missing blobs"
+
+# ---- a file still being written when the daemon stops is no part of a tag:
+# a tag names each of its files as it was last closed. A kill -9 right after
+# another file of the same tag was closed (which writes the draft down), and
+# a SIGTERM (whose exit pushes what is pending), each with a file half written
+# by a process that holds it open (one descriptor: no close before the end).
+make_random_file "$W/o.bin" $((3 * MiB)) crash-open
+# half_writer NAME SRC DST: write the first MiB of SRC to DST, then wait with
+# DST open (one descriptor, no close before the end) until half_writer_end
+# NAME; then the rest, and close.
+half_writer() {
+	mkfifo "$TESTDIR/hw.$1.go" || bail "mkfifo"
+	python3 -c '
+import sys
+with open(sys.argv[1], "rb") as i, open(sys.argv[2], "wb") as o:
+    o.write(i.read(1 << 20))
+    o.flush()
+    open(sys.argv[3], "w").close()
+    open(sys.argv[4]).read()
+    o.write(i.read())' "$2" "$3" "$TESTDIR/hw.$1.ready" "$TESTDIR/hw.$1.go" >/dev/null 2>&1 &
+	_HW[$1]=$!
+	wait_until 30 test -e "$TESTDIR/hw.$1.ready"
+}
+# half_writer_end NAME: let it go on; its exit status.
+half_writer_end() {
+	echo go >"$TESTDIR/hw.$1.go"
+	wait "${_HW[$1]}"
+}
+declare -A _HW
+# layers_of TAG: "title=size" of each layer of c/app:TAG, sorted
+layers_of() {
+	manifest_get c/app "$1" |
+		jq -r '[.layers[] | "\(.annotations["org.opencontainers.image.title"])=\(.size)"] | sort | join(" ")'
+}
+OCIFS_CACHE=$C mount_ocifs "$REG" "$M" -o push_delay=3600 >/dev/null || bail "mount for the open files"
+mkdir "$M/c/app/o1" || bail "mkdir c/app/o1"
+half_writer o1 "$W/o.bin" "$M/c/app/o1/open.bin"
+echo done >"$M/c/app/o1/done.txt"
+kill9_ocifs "$M"
+half_writer_end o1
+OCIFS_CACHE=$C mount_ocifs "$REG" "$M" -o push_delay=3600 >/dev/null || bail "mount after the kill -9"
+wait_until 60 settled
+check_eq "open files: after a kill -9, the tag names the file that was closed, not the one half written" \
+	"done.txt=5" "$(layers_of o1)"
+check "open files: the next mount said it dropped the file never closed" \
+	grep -q "c/app:o1: .*never closed.*dropped" "$OCIFS_LOG"
+mkdir "$M/c/app/o2" "$M/c/app/o3" || bail "mkdir c/app/o2 c/app/o3"
+half_writer o2 "$W/o.bin" "$M/c/app/o2/open.bin"
+echo done >"$M/c/app/o2/done.txt"
+half_writer o3 "$W/o.bin" "$M/c/app/o3/open.bin"
+# the daemon unmounts (lazily: files are open) and pushes what is pending
+kill -TERM "$OCIFS_PID"
+wait "$OCIFS_PID"
+half_writer_end o2
+half_writer_end o3
+check_eq "open files: a SIGTERM pushes the file that was closed, not the one half written" \
+	"done.txt=5" "$(layers_of o2)"
+check_fail "open files: nor a tag whose only file was half written" manifest_get c/app o3
+OCIFS_CACHE=$C mount_ocifs "$REG" "$M" -o push_delay=3600 >/dev/null || bail "mount after the SIGTERM"
+wait_until 60 settled
+umount_ocifs "$M"
+check "open files: the mount after them left nothing staged" settled
+check_eq "open files: and the tag still names only the closed file" "done.txt=5" "$(layers_of o2)"
+check_fail "open files: and made no tag of the half-written file" manifest_get c/app o3
 finish

@@ -431,6 +431,37 @@ check_eq "registry: par:t1 has par1.bin as p.bin" "$(want_layers "$W" par1.bin |
 check_eq "registry: par:t2 has par2.bin as p.bin" "$(want_layers "$W" par2.bin | sed 's/par2.bin/p.bin/')" \
 	"$(layers_of par t2)"
 
+# ---------------------------------------------------------------- 10b. sync while a file is written
+# A tag names each file as it was last closed: a sync of the directory while
+# a file in it is half written (held open by its one writer) pushes the
+# other files without it; once it is closed, the next sync pushes it whole.
+make_random_file "$W/slow.bin" $((3 * MiB)) push-slow
+TS=$M/par/t3
+check "mkdir par/t3" mkdir "$TS"
+mkfifo "$W/slow.go"
+python3 -c '
+import sys
+with open(sys.argv[1], "rb") as i, open(sys.argv[2], "wb") as o:
+    o.write(i.read(1 << 20))
+    o.flush()
+    open(sys.argv[3], "w").close()
+    open(sys.argv[4]).read()
+    o.write(i.read())' "$W/slow.bin" "$TS/slow.bin" "$W/slow.ready" "$W/slow.go" 2>"$W/slow.err" &
+slow=$!
+wait_until 30 test -e "$W/slow.ready"
+check "cp a.txt into par/t3 while slow.bin is half written" cp "$W/a.txt" "$TS/a.txt"
+check "sync par/t3 meanwhile exits 0" sync "$TS"
+check_eq "registry: par:t3 has a.txt and nothing of slow.bin" "$(want_layers "$W" a.txt)" \
+	"$(layers_of par t3)"
+echo go >"$W/slow.go"
+wait "$slow"
+rc=$?
+check_eq "the writer of slow.bin writes the rest and closes it $(head -c 200 "$W/slow.err")" 0 "$rc"
+check "sync par/t3 once slow.bin is closed exits 0" sync "$TS"
+check_eq "registry: par:t3 has a.txt and all of slow.bin" "$(want_layers "$W" a.txt slow.bin)" \
+	"$(layers_of par t3)"
+check_bytes "slow.bin reads back whole" "$W/slow.bin" "$TS/slow.bin"
+
 # ---------------------------------------------------------------- 11. cp -r of a tag uploads nothing
 mark=$(reg_log_mark)
 check "cp -r app/copy/v1 app/copy/v9" cp -r "$M/app/copy/v1" "$M/app/copy/v9"
