@@ -1,21 +1,95 @@
-#!/bin/sh
-# Run every test program given, each printing TAP-style "ok - ..." and
-# "not ok - ..." lines; exit 0 pass, 1 fail, 77 skip. Prints each program's
-# output into tests/logs/ and a summary, ending with one line:
+#!/bin/bash
+# Run every test program given, TEST_JOBS of them at a time; each prints
+# TAP-style "ok - ..." and "not ok - ..." lines and exits 0 pass, 1 fail,
+# 77 skip. Each program's output goes to tests/logs/NAME.log; the summary
+# comes once every test is done, one PASS/FAIL/SKIP line per test in the
+# order given (whatever order they finished in), ending with one line:
 #   N passed, N failed, N skipped
 # A program that fails without a "not ok" line counts as one failure.
+#
+# The longest tests start first: their durations in this log directory's
+# "durations" file (written by each run), else in tests/durations (the
+# normal build's, kept in the tree); a test found in neither starts first.
+#
+# TEST_JOBS: how many tests run at once. The default is 3 per core for the
+# normal build (the integration tests mostly wait on registries, mounts and
+# timeouts), 2 per core for an AddressSanitizer build and 3 per 2 cores for
+# a ThreadSanitizer one (whose daemons use the cores they get); see
+# tests/README.md for the figures. TEST_JOBS=1 runs them one at a time.
 set -u
 logdir=${TEST_LOGDIR:-$(pwd)/tests/logs}
 mkdir -p "$logdir"
+top=${srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
+status=$logdir/.status
+rm -rf "$status"
+mkdir -p "$status"
+
+ncpu=$(nproc 2>/dev/null || echo 2)
+san=
+if [ -n "${OCIFS:-}" ] && [ -x "$OCIFS" ]; then
+	case $(ldd "$OCIFS" 2>/dev/null) in
+	*libtsan*) san=thread ;;
+	*libasan*) san=address ;;
+	esac
+fi
+case $san in
+thread) njobs=$(((ncpu * 3 + 1) / 2)) ;;
+address) njobs=$((ncpu * 2)) ;;
+*) njobs=$((ncpu * 3)) ;;
+esac
+njobs=${TEST_JOBS:-$njobs}
+[ "$njobs" -ge 1 ] 2>/dev/null || njobs=1
+
+# order NAME...: the tests given, longest first (unknown ones first of all)
+order() {
+	local d=$logdir/durations
+	[ -s "$d" ] || d=$top/tests/durations
+	[ -s "$d" ] || d=/dev/null
+	for t in "$@"; do echo "$t"; done |
+		awk -v dfile="$d" '
+			BEGIN { while ((getline l < dfile) > 0) { split(l, f, " "); dur[f[1]] = f[2] } }
+			{ n = $0; sub(/.*\//, "", n); printf "%s %d\n", $0, (n in dur) ? dur[n] : 1000000 }' |
+		sort -s -k2,2nr | cut -d' ' -f1
+}
+
+# run_one PATH: run the test, its output to its log, "RC SECONDS" to $status/NAME
+run_one() {
+	local t=$1 name log t0 rc
+	name=$(basename "$t")
+	log=$logdir/$name.log
+	t0=$(date +%s)
+	case "$t" in
+	*.sh) bash "$t" >"$log" 2>&1 </dev/null ;;
+	*) "$t" >"$log" 2>&1 </dev/null ;;
+	esac
+	rc=$?
+	echo "$rc $(($(date +%s) - t0))" >"$status/$name"
+	[ -t 2 ] && echo "# $name: exit $rc, $(($(date +%s) - t0)) s" >&2
+	return 0
+}
+
+start=$(date +%s)
+mapfile -t queue < <(order "$@")
+running=0
+for t in "${queue[@]}"; do
+	if [ "$running" -ge "$njobs" ]; then
+		wait -n
+		running=$((running - 1))
+	fi
+	run_one "$t" &
+	running=$((running + 1))
+done
+wait
+wall=$(($(date +%s) - start))
+
 passed=0 failed=0 skipped=0
 for t in "$@"; do
 	name=$(basename "$t")
 	log="$logdir/$name.log"
-	case "$t" in
-	*.sh) bash "$t" >"$log" 2>&1 ;;
-	*) "$t" >"$log" 2>&1 ;;
-	esac
-	rc=$?
+	read -r rc secs <"$status/$name" 2>/dev/null || {
+		rc=1 secs=0
+		echo "not ok - $name did not report" >>"$log"
+	}
 	ok=$(grep -c '^ok ' "$log")
 	nok=$(grep -c '^not ok ' "$log")
 	if [ "$rc" = 77 ]; then
@@ -36,5 +110,18 @@ for t in "$@"; do
 		grep '^not ok ' "$log" | sed 's/^/    /'
 	fi
 done
+
+# this run's durations replace the ones recorded for the same tests
+{
+	[ -f "$logdir/durations" ] && cat "$logdir/durations"
+	for f in "$status"/*; do
+		[ -e "$f" ] || continue
+		read -r rc secs <"$f"
+		echo "$(basename "$f") $secs"
+	done
+} | awk '{ d[$1] = $2 } END { for (n in d) print n, d[n] }' | sort >"$logdir/durations.new" &&
+	mv -f "$logdir/durations.new" "$logdir/durations"
+
+echo "# $# tests in $wall s, $njobs at a time (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]
