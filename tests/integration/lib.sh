@@ -303,6 +303,7 @@ _lib_cleanup() {
 		fi
 	done
 	for p in "${_LIB_REG_PIDS[@]}"; do _lib_kill_pid "$p"; done
+	_ports_release
 	if [ "${OCIFS_KEEP:-0}" = 1 ]; then
 		echo "# kept: ${_LIB_TMPDIRS[*]}"
 	else
@@ -320,18 +321,54 @@ lib_watchdog "${T_TIMEOUT:-300}"
 
 # ---------------------------------------------------------------- registry
 
-# A free TCP port on 127.0.0.1 (nothing listening, nothing answering).
+# Ports that free_port hands out stay this test's until it ends, so that
+# tests running side by side never pick the same one: a registry stopped and
+# started again keeps its port, and a port a test wants closed stays closed.
+# A port is reserved by a directory named after it in _LIB_PORT_DIR holding
+# the test's pid, made under a lock; a dead test's reservations are taken
+# back; the test's own go at exit.
+_LIB_PORT_DIR=${OCIFS_PORT_DIR:-/run/lock/ocifs-test-ports}
+mkdir -p "$_LIB_PORT_DIR" 2>/dev/null && [ -w "$_LIB_PORT_DIR" ] ||
+	_LIB_PORT_DIR=${TMPDIR:-/tmp}/ocifs-test-ports.$(id -u)
+mkdir -p "$_LIB_PORT_DIR" 2>/dev/null
+
+# _port_taken PORT: reserved by a test still running (a dead one's reservation is removed)
+_port_taken() {
+	local owner
+	[ -d "$_LIB_PORT_DIR/$1" ] || return 1
+	owner=$(cat "$_LIB_PORT_DIR/$1/pid" 2>/dev/null)
+	[ -n "$owner" ] && kill -0 "$owner" 2>/dev/null && return 0
+	rm -rf -- "${_LIB_PORT_DIR:?}/$1"
+	return 1
+}
+
+# _ports_release: drop the reservations of this test.
+_ports_release() {
+	local d
+	for d in "$_LIB_PORT_DIR"/*/; do
+		[ "$(cat "$d/pid" 2>/dev/null)" = "$_LIB_MAIN_PID" ] && rm -rf -- "$d"
+	done
+	return 0
+}
+
+# A free TCP port on 127.0.0.1 (nothing listening, nothing answering, not
+# reserved by another test), reserved for this test.
 free_port() {
-	local p i
+	local p i fd
+	exec {fd}>>"$_LIB_PORT_DIR/.lock" && flock -w 30 "$fd"
 	for ((i = 0; i < 50; i++)); do
 		# below the ephemeral range (32768-), where outgoing connections take ports
 		p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
 		if [ -n "${REG_PORT_WANT:-}" ] && [ "$i" = 0 ]; then p=$REG_PORT_WANT; fi
+		_port_taken "$p" && continue
 		[ -z "$(ss -ltnH "sport = :$p" 2>/dev/null)" ] || continue
 		(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+		mkdir "$_LIB_PORT_DIR/$p" 2>/dev/null && echo "$_LIB_MAIN_PID" >"$_LIB_PORT_DIR/$p/pid"
+		exec {fd}>&-
 		echo "$p"
 		return 0
 	done
+	exec {fd}>&-
 	return 1
 }
 
