@@ -59,6 +59,20 @@ _LIB_NLOG=0
 _LIB_WATCHDOG=
 _LIB_MAIN_PID=$BASHPID
 
+# lib_drop_foreign_mounts: in a mount namespace of the test's own, let go of
+# the copies of every ocifs mount it got from the machine (other tests',
+# running side by side). A copy keeps a FUSE connection up: its daemon would
+# not exit when its own test unmounts it, until this namespace ends.
+lib_drop_foreign_mounts() {
+	local m
+	[ "$(readlink /proc/self/ns/mnt)" != "$(readlink /proc/$PPID/ns/mnt 2>/dev/null)" ] || return 0
+	awk '$3 == "fuse.ocifs" { print $2 }' /proc/self/mounts | while read -r m; do
+		umount -l "$(printf '%b' "$m")" 2>/dev/null
+	done
+}
+# the tests that need a mount namespace run themselves again under `unshare -m`
+[ -n "${OCIFS_IN_NS:-}" ] && lib_drop_foreign_mounts
+
 TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/ocifs-test.XXXXXX") || {
 	echo "not ok - mktemp failed"
 	exit 1

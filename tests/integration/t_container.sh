@@ -5,6 +5,11 @@
 # read-only at /data of its root and reads it there. Without allow_other the
 # same container is refused.
 T_TIMEOUT=${T_TIMEOUT:-180}
+# in a mount namespace of its own: the container's copies the test's mounts only
+if [ -z "${OCIFS_IN_NS:-}" ]; then
+	[ "$(id -u)" = 0 ] || { echo "# SKIP needs root (FUSE mounts, setpriv)"; exit 77; }
+	OCIFS_IN_NS=1 exec unshare -m --propagation private bash "$0" "$@"
+fi
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 require_env unshare setpriv chroot
 [ -x /bin/busybox ] || skip_all "busybox-static not installed"
