@@ -772,6 +772,29 @@ image_build() {
 	umoci gc --layout "$layout"
 }
 
+# podman_store NAME [LAYERSTORE]: podman and containers-storage (podman,
+# skopeo containers-storage:) for this test alone, exported:
+# CONTAINERS_STORAGE_CONF names a store under $TESTDIR/podman-NAME (with
+# LAYERSTORE, a mount's .layers/, as its additional layer store) and
+# CONTAINERS_CONF puts podman's temporary files, locks, events and network
+# configuration there too, instead of /run/libpod, /dev/shm and
+# /etc/containers, which every podman on the machine shares (and which
+# `podman system reset` empties). podman_store_off unsets them.
+podman_store() {
+	local d=$TESTDIR/podman-$1
+	mkdir -p "$d"
+	{
+		printf '[storage]\ndriver = "overlay"\nrunroot = "%s"\ngraphroot = "%s"\n' "$d/run" "$d/graph"
+		[ -n "${2:-}" ] && printf '[storage.options]\nadditionallayerstores = ["%s:ref"]\n' "$2"
+	} >"$d/storage.conf"
+	printf '%s\n' '[engine]' "tmp_dir = \"$d/tmp\"" 'lock_type = "file"' 'events_logger = "file"' \
+		"events_logfile_path = \"$d/events.log\"" "static_dir = \"$d/graph/libpod\"" \
+		"volume_path = \"$d/graph/volumes\"" '[network]' "network_config_dir = \"$d/networks\"" \
+		>"$d/containers.conf"
+	export CONTAINERS_STORAGE_CONF=$d/storage.conf CONTAINERS_CONF=$d/containers.conf
+}
+podman_store_off() { unset CONTAINERS_STORAGE_CONF CONTAINERS_CONF; }
+
 # push_image LAYOUT TAG REPO REF [FORMAT]: skopeo copy the image to the
 # registry (FORMAT: oci (default) or v2s2); prints the manifest digest.
 push_image() {

@@ -155,16 +155,8 @@ unpublish() { push_manifest img/f "sha256-${IMG#sha256:}" "$TESTDIR/.fallback.or
 # podman_tree NAME OUT: podman pulls the image with the mount's .layers/ as its additional layer
 # store, a store of its own, and OUT gets the listing of `podman image mount`
 podman_tree() {
-	cat >"$TESTDIR/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-runroot = "$TESTDIR/podman-run.$1"
-graphroot = "$TESTDIR/podman-graph.$1"
-[storage.options]
-additionallayerstores = ["$M/.layers:ref"]
-EOF
 	local pm ret=1
-	export CONTAINERS_STORAGE_CONF=$TESTDIR/storage.conf
+	podman_store "$1" "$M/.layers"
 	if podman pull -q --tls-verify=false "$REG/img/f@$IMG" >"$TESTDIR/pull.$1.log" 2>&1 &&
 		pm=$(podman image mount "$REG/img/f@$IMG" 2>>"$TESTDIR/pull.$1.log") && [ -d "$pm" ]; then
 		listing "$pm" >"$2"
@@ -173,8 +165,8 @@ EOF
 	fi
 	podman rmi -f "$REG/img/f@$IMG" >/dev/null 2>&1
 	podman system reset -f >/dev/null 2>&1
-	unset CONTAINERS_STORAGE_CONF
-	rm -rf "$TESTDIR/podman-run.$1" "$TESTDIR/podman-graph.$1"
+	podman_store_off
+	rm -rf "$TESTDIR/podman-$1"
 	return $ret
 }
 HAVE_PODMAN=

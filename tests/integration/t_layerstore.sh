@@ -110,15 +110,7 @@ check "an image that does not exist: ENOENT" test ! -e "$S/$(key "$REG/img/none:
 if ! command -v podman >/dev/null 2>&1; then
 	skip_part "the pull through the store" "podman is not installed"
 else
-	cat >"$TESTDIR/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-runroot = "$TESTDIR/podman-run"
-graphroot = "$TESTDIR/podman-graph"
-[storage.options]
-additionallayerstores = ["$S:ref"]
-EOF
-	export CONTAINERS_STORAGE_CONF=$TESTDIR/storage.conf
+	podman_store pull "$S"
 	mark=$(reg_log_mark)
 	podman pull -q --tls-verify=false "$REG/img/als:1" >"$TESTDIR/pull.log" 2>&1
 	check "podman pulls the image through the store" test $? = 0 || diag_file "$TESTDIR/pull.log"
@@ -142,7 +134,7 @@ EOF
 	fi
 	podman rmi -f "$REG/img/als:1" >/dev/null 2>&1
 	check "the mount is still up after podman let go" daemon_alive "$M"
-	unset CONTAINERS_STORAGE_CONF
+	podman_store_off
 fi
 umount_ocifs "$M"
 finish
