@@ -14,6 +14,10 @@ require_env systemd-analyze python3 mount
 C=$srcdir/contrib
 
 # ---- systemd units
+# verify runs `man ocifs(1)` for Documentation=: this tree's page, not an installed one
+mkdir -p "$TESTDIR/man/man1"
+ln -s "$srcdir/man/ocifs.1" "$TESTDIR/man/man1/ocifs.1"
+export MANPATH=$TESTDIR/man:
 for u in mnt-registry.mount mnt-registry.automount ocifs@.service; do
 	f=$TESTDIR/$u
 	[ "$u" = ocifs@.service ] && f=$TESTDIR/ocifs@mnt-registry.service
