@@ -45,6 +45,8 @@
 #                       is; the connection closes after the body
 #   "drip": BYTES       forward, BYTES of body a tenth of a second
 #   "delay": SECONDS    sleep, then forward normally
+#   "hold": PATH        wait until the file PATH exists (at most 10 minutes),
+#                       then forward normally: the test says when
 # "redirect" to the proxy's own address loops; "status": 401 with a
 # WWW-Authenticate header and no "times" loops challenges.
 # Example: [{"id":"busy","match":"/blobs/","status":503,"times":2},
@@ -55,6 +57,7 @@ import base64
 import http.client
 import http.server
 import json
+import os
 import re
 import select
 import signal
@@ -341,6 +344,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.answer(307, {"Location": r["redirect"] + self.path})
         if r is not None and "delay" in r:
             time.sleep(float(r["delay"]))
+        if r is not None and "hold" in r:
+            end = time.monotonic() + 600
+            while not os.path.exists(r["hold"]) and time.monotonic() < end:
+                time.sleep(0.05)
         self.forward(UPSTREAM.netloc, self.path,
                      self.client_headers(UPSTREAM.netloc),
                      https=UPSTREAM.scheme == "https", rewrite_location=True)

@@ -23,22 +23,26 @@ mount_ocifs "$FP" "$M" -o timeout=60 || bail "mount"
 I=$M/img/two/v1
 check_eq "a file of the upper layer reads (only that layer loaded)" "up 1" "$(cat "$I/app/up1.txt")"
 
-# the base layer comes slowly: 6 s before its first byte
-fp_rules "[{\"id\":\"slow\",\"match\":\"/blobs/$base_layer\",\"delay\":6}]"
+# the base layer's download is held by the proxy until the test lets it go
+# (the file $TESTDIR/release), so that it is still under way whatever the load
+fp_rules "[{\"id\":\"slow\",\"match\":\"/blobs/$base_layer\",\"hold\":\"$TESTDIR/release\"}]"
 (sha256sum <"$I/base/big.bin" | cut -d' ' -f1 >"$TESTDIR/big.sum") &
 slow=$!
 # the slow download is under way once the cache has the blob in flight
 in_flight() { jq -e --arg d "$base_layer" '.blobs_in_flight | tostring | contains($d)' \
 	"$M/.ocifs/stats.json"; }
-check "the base layer's download is under way" wait_until 5 in_flight
+check "the base layer's download is under way" wait_until 60 in_flight
 t0=$(date +%s.%N)
-up2=$(cat "$I/app/up2.txt")
+# bounded: a lookup that waited for the held download would wait for ever
+up2=$(timeout -k 5 60 cat "$I/app/up2.txt")
 diag "the upper file took $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }') s"
 still=$(kill -0 "$slow" 2>/dev/null && echo running)
 check_eq "a lookup the upper layer answers reads meanwhile" "up 2" "$up2"
 check_eq "while the base layer is still downloading" running "$still"
 check_eq "another artifact reads meanwhile" other "$(cat "$M/art/x/v1/other.txt")"
 check_eq "stats.json reads meanwhile" 0 "$(jq -e .nodes "$M/.ocifs/stats.json" >/dev/null; echo $?)"
+check_eq "and the download was held all along" running "$(kill -0 "$slow" 2>/dev/null && echo running)"
+touch "$TESTDIR/release"
 wait "$slow"
 check_eq "the base layer's file reads whole once it came" \
 	"$(sha256_hex "$B/base/big.bin")" "$(cat "$TESTDIR/big.sum")"
