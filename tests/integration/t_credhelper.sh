@@ -51,8 +51,10 @@ if [ ! -e "$BIN/stuck.on" ]; then
 	exit 1
 fi
 echo \$\$ >>"$PIDS"
-# SIGHUP and SIGTERM (bits 0x1 and 0x4000 of the mask) not blocked
-mask=\$(sed -n 's/^SigBlk:[[:space:]]*//p' /proc/\$\$/status)
+# SIGHUP and SIGTERM (bits 0x1 and 0x4000 of the mask) not blocked. Read by
+# the shell itself: bash blocks SIGTERM in the parent while it forks, and a
+# child (a command substitution) could see that mask instead of its steady one
+while IFS=\$'\t: ' read -r key mask; do [ "\$key" = SigBlk ] && break; done </proc/\$\$/status
 echo "hup+term blocked: \$((0x\$mask & 0x4001))" >>"$BIN/sigblk"
 sleep 100000 &
 echo \$! >>"$PIDS"
