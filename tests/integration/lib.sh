@@ -78,6 +78,8 @@ TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/ocifs-test.XXXXXX") || {
 	exit 1
 }
 _LIB_TMPDIRS+=("$TESTDIR")
+# what the test starts carries it (see _lib_ours)
+export OCIFS_TEST_DIR=$TESTDIR
 CACHE=$TESTDIR/cache
 mkdir -p "$CACHE"
 
@@ -283,15 +285,45 @@ lib_watchdog() {
 
 # ---------------------------------------------------------------- cleanup
 
+# _lib_ours PID: process PID is one this test started: its environment has
+# OCIFS_TEST_DIR=$TESTDIR, or its command line names a directory of the test.
+# A pid recorded a while ago may be another test's process by now (pids wrap
+# around in a minute or two on a busy machine).
+_lib_ours() {
+	local d
+	tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qxF "OCIFS_TEST_DIR=$TESTDIR" && return 0
+	for d in "${_LIB_TMPDIRS[@]}"; do
+		tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$d/" && return 0
+	done
+	return 1
+}
+
 _lib_kill_pid() {
 	local pid=$1 i
-	kill -0 "$pid" 2>/dev/null || return 0
+	kill -0 "$pid" 2>/dev/null && _lib_ours "$pid" || return 0
 	kill -TERM "$pid" 2>/dev/null
 	for ((i = 0; i < 30; i++)); do
 		kill -0 "$pid" 2>/dev/null || return 0
 		sleep 0.1
 	done
-	kill -KILL "$pid" 2>/dev/null
+	_lib_ours "$pid" && kill -KILL "$pid" 2>/dev/null
+}
+
+# _lib_keep_logs: when the test failed, copy the logs of its daemons,
+# registries and tools (*.log, *.err, *.out in its directories) to
+# $OCIFS_FAIL_LOGS (run-tests.sh sets it to tests/logs/NAME.d), each named
+# after its temporary directory and its path there.
+_lib_keep_logs() {
+	local dest=${OCIFS_FAIL_LOGS:-} d f n=0
+	[ -n "$dest" ] && mkdir -p "$dest" || return 0
+	for d in "${_LIB_TMPDIRS[@]}"; do
+		[ -d "$d" ] || continue
+		while IFS= read -r f; do
+			cp -- "$f" "$dest/$(basename "$d").$(tr / _ <<<"${f#"$d"/}")" 2>/dev/null && n=$((n + 1))
+		done < <(find "$d" -xdev -maxdepth 3 -type f \( -name '*.log' -o -name '*.err' -o -name '*.out' \) \
+			-size -50M 2>/dev/null)
+	done
+	echo "# the test failed: $n logs of its daemons, registries and tools kept in $dest"
 }
 
 _lib_cleanup() {
@@ -318,6 +350,7 @@ _lib_cleanup() {
 	done
 	for p in "${_LIB_REG_PIDS[@]}"; do _lib_kill_pid "$p"; done
 	_ports_release
+	[ "$rc" = 0 ] && [ "$T_FAILED" = 0 ] || _lib_keep_logs
 	if [ "${OCIFS_KEEP:-0}" = 1 ]; then
 		echo "# kept: ${_LIB_TMPDIRS[*]}"
 	else
