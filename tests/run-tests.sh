@@ -52,14 +52,25 @@ order() {
 		sort -s -k2,2nr | cut -d' ' -f1
 }
 
+# As root, each integration test runs in a mount namespace of its own
+# (OCIFS_IN_NS=1: the tests that need one take this one): its FUSE mounts
+# are then in no other namespace, so that no other process making one (a
+# test's unshare -m, anywhere on the machine) gets a copy that would keep
+# their connections up after the test unmounts them.
+ns=()
+if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
+	ns=(env OCIFS_IN_NS=1 unshare -m --propagation private)
+fi
+
 # run_one PATH: run the test, its output to its log, "RC SECONDS" to $status/NAME
 run_one() {
 	local t=$1 name log t0 rc
 	name=$(basename "$t")
 	log=$logdir/$name.log
 	t0=$(date +%s)
+	rm -rf "$logdir/$name.d"
 	case "$t" in
-	*.sh) bash "$t" >"$log" 2>&1 </dev/null ;;
+	*.sh) OCIFS_FAIL_LOGS=$logdir/$name.d ${ns[@]+"${ns[@]}"} bash "$t" >"$log" 2>&1 </dev/null ;;
 	*) "$t" >"$log" 2>&1 </dev/null ;;
 	esac
 	rc=$?
