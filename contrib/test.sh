@@ -5,11 +5,16 @@
 # The suite runs on the normal build, then on an AddressSanitizer +
 # UndefinedBehaviorSanitizer build of a clean copy of the sources, then on a
 # ThreadSanitizer build of another clean copy (any report in a daemon's log
-# fails the test that started it).
-set -eu
+# fails the test that started it). Each pass runs its tests side by side
+# (tests/run-tests.sh, TEST_JOBS); a pass that fails does not stop the next
+# one. Each pass's output is kept in tests/logs/PASS.pass.log; the last
+# lines are each pass's summary and then the total:
+#   N passed, N failed, N skipped
+# and the exit status is non-zero when any pass failed.
+set -u
 cd "$(dirname "$0")/.."
 top=$(pwd)
-sh contrib/install-deps.sh
+sh contrib/install-deps.sh || exit 1
 
 # Formatting first, so that a misformatted file fails the run in seconds.
 # The files the project formats with its .clang-format (clang-format 14, as
@@ -21,52 +26,82 @@ if ! clang-format --dry-run -Werror src/*.c src/*.h tests/unit/*.c tests/unit/*.
 	exit 1
 fi
 
-autoreconf -fi
-./configure --enable-werror ${CONFIGURE_FLAGS:-}
-make -j"$(nproc)"
-# Installed, so that `mount -t fuse.ocifs` (which finds helpers through a
-# fixed PATH) is tested with this build too.
-make install
-make check
+fixtures=$top/../shared/fixtures/oras-e2e
+mkdir -p "$top/tests/logs"
+summaries=$top/tests/logs/test-sh.summaries
+: >"$summaries"
 
-rm -rf build-sanitizers
-make distdir distdir=build-sanitizers
-cd build-sanitizers
-./configure --enable-werror --enable-sanitizers
-make -j"$(nproc)"
-ORAS_FIXTURES="$top/../shared/fixtures/oras-e2e" make check
+# run_pass NAME CMD...: run CMD, its output shown and kept in
+# tests/logs/NAME.pass.log; its summary line (or one failure, when it
+# stopped before one) goes to $summaries.
+run_pass() {
+	name=$1
+	shift
+	log=$top/tests/logs/$name.pass.log
+	echo "==== $name pass"
+	{
+		"$@"
+		echo "$?" >"$log.rc"
+	} 2>&1 | tee "$log"
+	rc=$(cat "$log.rc" 2>/dev/null || echo 1)
+	note=""
+	# shellcheck disable=SC2046
+	set -- $(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | tail -n 1 | tr -dc '0-9 ')
+	if [ $# != 3 ]; then
+		set -- 0 1 0
+		note=" (it stopped before its tests, status $rc: see $log)"
+	elif [ "$rc" != 0 ] && [ "$2" = 0 ]; then
+		set -- "$1" 1 "$3"
+		note=" (make check failed, status $rc: see $log)"
+	fi
+	echo "$name: $1 passed, $2 failed, $3 skipped$note" >>"$summaries"
+}
 
-# ThreadSanitizer: the unit tests and the integration tests where the
-# daemon's threads meet, t_stress.sh among them: all but those in TSAN_SKIP.
-# t_crash.sh counts what a kill -9 cuts short, which the slower daemon
-# changes. The others are left to the other two passes so that the whole
-# run stays under 30 minutes here (they ran clean under it on 2026-11-27 and
-# 2026-11-28): t_faults.sh, t_retry.sh, t_mirror.sh, t_credhelper.sh and
-# t_auth.sh mostly wait out retries, timeouts and token lifetimes;
-# t_badinput.sh feeds parsers one input at a time; t_cachelock.sh locks
-# between processes, which ThreadSanitizer does not see; the command line,
-# daemon, fstab, systemd, README, container, mTLS, safety, referrers and oras
-# tests drive one request at a time. The fuzz targets run one thread: not
-# here. A report does not stop the daemon (halt_on_error=0): it exits 66
-# at the end, and the report in its log fails the test.
+normal() {
+	autoreconf -fi &&
+		./configure --enable-werror ${CONFIGURE_FLAGS:-} &&
+		make -j"$(nproc)" &&
+		# Installed, so that `mount -t fuse.ocifs` (which finds helpers
+		# through a fixed PATH) is tested with this build too.
+		make install &&
+		make check
+}
+
+asan() {
+	cd "$top" &&
+		rm -rf build-sanitizers &&
+		make distdir distdir=build-sanitizers &&
+		cd build-sanitizers &&
+		./configure --enable-werror --enable-sanitizers &&
+		make -j"$(nproc)" &&
+		ORAS_FIXTURES=$fixtures make check
+}
+
+# ThreadSanitizer: every unit and integration test, t_stress.sh among them
+# (the fuzz targets run one thread: they are left to the other two passes).
+# A report does not stop the daemon (halt_on_error=0): it exits 66 at the
+# end, and the report in its log fails the test.
 # report_signal_unsafe=0: the signal handlers libfuse installs are not
 # instrumented and not ours. contrib/tsan.supp may name only reports inside
 # libraries that are not built with -fsanitize=thread.
-cd "$top"
-rm -rf build-tsan
-make distdir distdir=build-tsan
-cd build-tsan
-./configure --enable-werror --enable-sanitizers=thread
-make -j"$(nproc)"
-tsan_skip="t_crash t_faults t_retry t_mirror t_credhelper t_auth t_badinput t_cachelock"
-tsan_skip="$tsan_skip t_cli t_daemon t_fstab t_contrib t_readme t_container t_mtls t_safety"
-tsan_skip="$tsan_skip t_referrers t_oras_table t_oras_fixtures"
-integration=""
-for f in tests/integration/t_*.sh; do
-	t=$(basename "$f" .sh)
-	case " ${TSAN_SKIP-$tsan_skip} " in *" $t "*) continue ;; esac
-	integration="$integration \$(srcdir)/$f"
-done
-TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 report_signal_unsafe=0 \
+tsan() {
+	cd "$top" &&
+		rm -rf build-tsan &&
+		make distdir distdir=build-tsan &&
+		cd build-tsan &&
+		./configure --enable-werror --enable-sanitizers=thread &&
+		make -j"$(nproc)" &&
+		TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 report_signal_unsafe=0 \
 suppressions=$top/build-tsan/contrib/tsan.supp ${TSAN_OPTIONS:-}" \
-	ORAS_FIXTURES="$top/../shared/fixtures/oras-e2e" make check FUZZ_TESTS= INTEGRATION_TESTS="$integration"
+			ORAS_FIXTURES=$fixtures make check FUZZ_TESTS=
+}
+
+run_pass normal normal
+run_pass asan asan
+run_pass tsan tsan
+
+echo "==== summary"
+cat "$summaries"
+awk '{ p += $2; f += $4; s += $6 } END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' \
+	"$summaries" | tee "$summaries.total"
+[ "$(cut -d' ' -f3 "$summaries.total")" = 0 ]
