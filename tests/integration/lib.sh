@@ -5,7 +5,9 @@
 # Environment: OCIFS (absolute path of the ocifs binary), srcdir (project
 # root), TMPDIR (where temporary directories go), OCIFS_KEEP=1 (keep the
 # temporary directories for debugging), T_TIMEOUT (seconds before the
-# watchdog aborts the test, default 300).
+# watchdog aborts the test, default 300; each test sets its own), times
+# T_TIMEOUT_SCALE (default 1; run-tests.sh sets 2 for an AddressSanitizer
+# build, 3 for a ThreadSanitizer one).
 #
 # Output is TAP-like: "ok - ..." / "not ok - ..." lines, "#" comments.
 # Everything started here (registries, daemons, mounts, temporary
@@ -364,7 +366,7 @@ trap _lib_cleanup EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 
-lib_watchdog "${T_TIMEOUT:-300}"
+lib_watchdog "$((${T_TIMEOUT:-300} * ${T_TIMEOUT_SCALE:-1}))"
 
 # ---------------------------------------------------------------- registry
 
@@ -447,7 +449,8 @@ _registry_launch() {
 	docker-registry serve "$root/config.yml" >>"$root/registry.log" 2>&1 </dev/null &
 	pid=$!
 	_LIB_REG_PIDS+=("$pid")
-	for ((i = 0; i < 200; i++)); do
+	# until it answers or dies; the bound only catches a hang (a loaded machine is slow)
+	for ((i = 0; i < 600; i++)); do
 		if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/v2/" 2>/dev/null; then
 			REG=127.0.0.1:$port
 			REG_PORT=$port
@@ -929,7 +932,9 @@ mount_ocifs() {
 	_LIB_MOUNT_LOG[$mnt]=$log
 	OCIFS_PID=$pid
 	OCIFS_LOG=$log
-	for ((i = 0; i < 200; i++)); do
+	# until it is mounted or the daemon dies; the bound only catches a hang
+	# (under valgrind on a loaded machine a start takes tens of seconds)
+	for ((i = 0; i < 1200; i++)); do
 		if mountpoint -q "$mnt"; then
 			ok "mount $(_lbl "$src") at $(_lbl "$mnt") $*"
 			return 0
@@ -965,7 +970,8 @@ umount_ocifs() {
 	pid=${_LIB_MOUNT_PID[$mnt]:-}
 	log=${_LIB_MOUNT_LOG[$mnt]:-}
 	lbl=$(_lbl "$mnt")
-	for i in 1 2 3 4 5 6 7 8 9 10; do
+	# a file just closed can keep the mount busy a moment on a loaded machine
+	for ((i = 0; i < 100; i++)); do
 		fusermount3 -u "$mnt" 2>"$TESTDIR/.umount.err" && break
 		mountpoint -q "$mnt" || break
 		sleep 0.3
@@ -977,12 +983,13 @@ umount_ocifs() {
 		ok "unmount $lbl"
 	fi
 	[ -n "$pid" ] || return 0
-	for ((i = 0; i < 150; i++)); do
+	# the bound only catches a hang: a sanitizer's daemon on a loaded machine takes seconds
+	for ((i = 0; i < 600; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
 	if kill -0 "$pid" 2>/dev/null; then
-		not_ok "daemon of $lbl exits after unmount" "still running after 15 s"
+		not_ok "daemon of $lbl exits after unmount" "still running after 60 s"
 		# where each of its threads waits, and what it logged last
 		for t in /proc/"$pid"/task/*; do
 			echo "#   thread $(basename "$t") $(cat "$t/comm" 2>/dev/null):" \
@@ -1104,7 +1111,7 @@ kill9_ocifs() {
 		unset "_LIB_MOUNT_PID[$mnt]"
 	fi
 	fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
-	for ((i = 0; i < 50; i++)); do
+	for ((i = 0; i < 300; i++)); do
 		mountpoint -q "$mnt" || return 0
 		sleep 0.1
 	done
@@ -1184,7 +1191,7 @@ _registry_launch_extra() {
 		docker-registry serve "$root/config.yml" >>"$root/registry.log" 2>&1 </dev/null &
 		pid=$!
 		_LIB_REG_PIDS+=("$pid")
-		for ((i = 0; i < 200; i++)); do
+		for ((i = 0; i < 600; i++)); do
 			code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 2 \
 				${REG_CA:+--cacert "$REG_CA"} \
 				${REG_CLIENT_CERT:+--cert "$REG_CLIENT_CERT" --key "$REG_CLIENT_KEY"} \
@@ -1395,7 +1402,7 @@ registry_start_token() {
 			"EXEC:$TOKEN_DIR/tokenserver.sh" 2>>"$TOKEN_DIR/socat.err" </dev/null &
 		pid=$!
 		_LIB_REG_PIDS+=("$pid")
-		if wait_until 5 curl -fsS -o /dev/null --max-time 2 \
+		if wait_until 30 curl -fsS -o /dev/null --max-time 2 \
 			"http://127.0.0.1:$TOKEN_PORT/token?service=test-registry"; then
 			TOKEN_PID=$pid
 			break
@@ -1566,7 +1573,7 @@ token_server_rotate_key() {
 		docker-registry serve "$REG_ROOT/config.yml" >>"$REG_ROOT/registry.log" 2>&1 </dev/null &
 		REG_PID=$!
 		_LIB_REG_PIDS+=("$REG_PID")
-		if wait_until 20 _reg_answers; then return 0; fi
+		if wait_until 60 _reg_answers; then return 0; fi
 		_lib_kill_pid "$REG_PID"
 		sleep 0.5
 	done
@@ -1649,7 +1656,7 @@ faultproxy_start() {
 			>"$out" 2>&1 </dev/null &
 		FP_PID=$!
 		_LIB_REG_PIDS+=("$FP_PID")
-		for ((i = 0; i < 100; i++)); do
+		for ((i = 0; i < 600; i++)); do
 			grep -q '^listening' "$out" 2>/dev/null && return 0
 			kill -0 "$FP_PID" 2>/dev/null || break
 			sleep 0.1
