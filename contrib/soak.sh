@@ -43,6 +43,9 @@ export ORAS_FIXTURES=${ORAS_FIXTURES:-$top/../shared/fixtures/oras-e2e}
 if ldd "$OCIFS" 2>/dev/null | grep -q libtsan; then
 	export TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 report_signal_unsafe=0 \
 suppressions=$src/contrib/tsan.supp ${TSAN_OPTIONS:-}"
+	export T_TIMEOUT_SCALE=${T_TIMEOUT_SCALE:-3}
+elif ldd "$OCIFS" 2>/dev/null | grep -q libasan; then
+	export T_TIMEOUT_SCALE=${T_TIMEOUT_SCALE:-2}
 fi
 
 # path NAME: the test's program or script

@@ -13,9 +13,10 @@
 #
 # TEST_JOBS: how many tests run at once. The default is 3 per core for the
 # normal build (the integration tests mostly wait on registries, mounts and
-# timeouts), 2 per core for an AddressSanitizer build and 3 per 2 cores for
-# a ThreadSanitizer one (whose daemons use the cores they get); see
-# tests/README.md for the figures. TEST_JOBS=1 runs them one at a time.
+# timeouts), 2 per core for an AddressSanitizer build and 5 per 2 cores for
+# a ThreadSanitizer one; see tests/README.md for the figures. TEST_JOBS=1
+# runs them one at a time. A sanitizer build's tests get watchdogs 2 (ASan)
+# or 3 (TSan) times as long (T_TIMEOUT_SCALE).
 set -u
 logdir=${TEST_LOGDIR:-$(pwd)/tests/logs}
 mkdir -p "$logdir"
@@ -33,11 +34,13 @@ if [ -n "${OCIFS:-}" ] && [ -x "$OCIFS" ]; then
 	esac
 fi
 case $san in
-thread) njobs=$(((ncpu * 3 + 1) / 2)) ;;
-address) njobs=$((ncpu * 2)) ;;
-*) njobs=$((ncpu * 3)) ;;
+thread) njobs=$(((ncpu * 5 + 1) / 2)) scale=3 ;;
+address) njobs=$((ncpu * 2)) scale=2 ;;
+*) njobs=$((ncpu * 3)) scale=1 ;;
 esac
 njobs=${TEST_JOBS:-$njobs}
+# the tests' watchdogs, for a daemon that runs slower
+export T_TIMEOUT_SCALE=${T_TIMEOUT_SCALE:-$scale}
 [ "$njobs" -ge 1 ] 2>/dev/null || njobs=1
 
 # order NAME...: the tests given, longest first (unknown ones first of all)
