@@ -21,7 +21,9 @@
 # Log: one JSON object per line appended to FILE once a request is done:
 #   {"method", "target", "mode", "host", "range", "auth" (bool), "status",
 #    "bytes" (body bytes sent to the client), "rule" (id or null),
-#    "t" (when the request came, seconds since the epoch)}
+#    "t" (when the request came, seconds since the epoch),
+#    "together" (answers that sent their last piece at once with this one,
+#    itself included, under a "jitter" with "together"; else null)}
 #
 # Rules (reverse mode only): FILE holds a JSON array, re-read on every
 # request (replace it atomically with mv; missing/empty = no rules, bad JSON
@@ -43,10 +45,26 @@
 #   "reset_after": N    forward, send headers + N body bytes, then reset (RST)
 #   "length": N         forward, declaring Content-Length: N whatever the body
 #                       is; the connection closes after the body
+#   "length_plus": N    forward, declaring N bytes more than the upstream's
+#                       Content-Length; the connection closes after the body:
+#                       the client takes every byte, then the transfer fails
 #   "drip": BYTES       forward, BYTES of body a tenth of a second
 #   "delay": SECONDS    sleep, then forward normally
 #   "hold": PATH        wait until the file PATH exists (at most 10 minutes),
 #                       then forward normally: the test says when
+# and, alone or with one of the forwarding actions above:
+#   "jitter": {"seed": S, "piece": BYTES, "pause": SECONDS, "together": SECONDS}
+#                       the headers and then each piece of the body (1 to
+#                       BYTES bytes, a write each, TCP_NODELAY) go after no
+#                       pause (3 times in 8), a yield (3 in 8) or a sleep of
+#                       up to SECONDS (2 in 8): drawn from S and the number of
+#                       the request, so that a seed replays what it can. With
+#                       "together", requests for one target in flight at once
+#                       (from when they come) hold their answer's last piece
+#                       until all of them are there (or that long), then send
+#                       it at once (half of them, drawn, hold their whole body
+#                       and send it in one write): transfers of one resource
+#                       that end together, as behind a buffering hop
 # "redirect" to the proxy's own address loops; "status": 401 with a
 # WWW-Authenticate header and no "times" loops challenges.
 # Example: [{"id":"busy","match":"/blobs/","status":503,"times":2},
@@ -58,6 +76,7 @@ import http.client
 import http.server
 import json
 import os
+import random
 import re
 import select
 import signal
@@ -79,6 +98,7 @@ LOG_LOCK = threading.Lock()
 LOG_FILE = None
 COUNT_LOCK = threading.Lock()
 COUNTS = {}
+SERIAL = 0  # requests seen, for the jitter's random numbers (under COUNT_LOCK)
 
 
 def load_rules():
@@ -134,6 +154,80 @@ def hop_headers(headers):
     return names
 
 
+# "together": per target, [answers in flight, holding their last piece, round,
+# {round: how many it let go}]
+ENDS = threading.Condition()
+ENDS_BY_TARGET = {}
+
+
+class Jitter:
+    """The pauses and piece sizes of one response (a rule's "jitter")."""
+
+    def __init__(self, spec, target):
+        global SERIAL
+        with COUNT_LOCK:
+            SERIAL += 1
+            n = SERIAL
+        self.rng = random.Random("%s:%d" % (spec.get("seed", 0), n))
+        self.piece = max(int(spec.get("piece", CHUNK)), 1)
+        self.most = float(spec.get("pause", 0.001))
+        self.together = spec.get("together")
+        # half the answers that end together come whole, in one write
+        self.burst = bool(self.together) and self.rng.randrange(2) == 0
+        self.target = target
+        if self.together:
+            with ENDS:
+                ENDS_BY_TARGET.setdefault(target, [0, 0, 0, {}])[0] += 1
+        self.group = None  # answers that ended with this one
+
+    @staticmethod
+    def release(st):
+        """Let the holders go when every answer in flight holds. Under ENDS."""
+        if st[1] and st[1] >= st[0]:
+            st[3][st[2]] = st[1]
+            st[1] = 0
+            st[2] += 1
+            ENDS.notify_all()
+
+    def last_piece(self):
+        """Wait for the other answers for the target to reach their last piece."""
+        if not self.together:
+            return
+        with ENDS:
+            st = ENDS_BY_TARGET[self.target]
+            st[1] += 1
+            rnd = st[2]
+            self.release(st)
+            deadline = time.monotonic() + float(self.together)
+            while st[2] == rnd:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    st[1] -= 1
+                    break
+                ENDS.wait(left)
+            self.group = st[3].get(rnd, 1)
+
+    def done(self):
+        if not self.together:
+            return
+        with ENDS:
+            st = ENDS_BY_TARGET[self.target]
+            st[0] -= 1
+            if st[0] == 0:
+                del ENDS_BY_TARGET[self.target]
+            else:
+                self.release(st)
+
+    def pause(self):
+        r = self.rng.randrange(8)
+        if r < 3:
+            return
+        time.sleep(0 if r < 6 else self.rng.uniform(0, self.most))
+
+    def size(self):
+        return self.rng.randint(1, self.piece)
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -141,7 +235,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def dispatch(self):
-        self.status, self.sent, self.rule = 0, 0, None
+        self.status, self.sent, self.rule, self.together = 0, 0, None, None
+        self.jitter = None
         self.t0 = time.time()
         scheme = urllib.parse.urlsplit(self.path).scheme.lower()
         if self.command == "CONNECT":
@@ -162,6 +257,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 except OSError:
                     pass
         finally:
+            if self.jitter:
+                self.jitter.done()
+                self.together = self.jitter.group
             self.write_log()
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = \
@@ -174,7 +272,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                "auth": h.get("Authorization") is not None,
                "status": self.status, "bytes": self.sent,
                "rule": self.rule.get("id") if self.rule else None,
-               "t": round(self.t0, 3)}
+               "t": round(self.t0, 3), "together": self.together}
         with LOG_LOCK:
             LOG_FILE.write(json.dumps(rec) + "\n")
             LOG_FILE.flush()
@@ -269,15 +367,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         no_body = (self.command == "HEAD" or resp.status in (204, 304)
                    or resp.status < 200)
         length = resp.getheader("Content-Length")
+        lie = False
         if rule.get("length") is not None and not no_body:
-            length = str(rule["length"])
-        chunked_out = not no_body and rule.get("length") is None and (
-            length is None or resp.chunked)
+            length, lie = str(rule["length"]), True
+        elif rule.get("length_plus") is not None and not no_body and length is not None:
+            length, lie = str(int(length) + int(rule["length_plus"])), True
+        chunked_out = not no_body and not lie and (length is None or resp.chunked)
+        jitter = self.jitter
+        if jitter:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            jitter.pause()
         if chunked_out:
             self.send_header("Transfer-Encoding", "chunked")
         elif length is not None:
             self.send_header("Content-Length", length)
         self.end_headers()
+        body_len = resp.getheader("Content-Length")
+        body_len = int(body_len) if body_len is not None else None
         cut = rule.get("cut_after")
         reset = rule.get("reset_after")
         if reset is not None:
@@ -285,9 +391,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         flip = bool(rule.get("corrupt"))
         flip_at = rule.get("flip_at")
         drip = rule.get("drip")
-        lie = rule.get("length") is not None and not no_body
+        held = []  # a burst's pieces, until its last one
         while not no_body:
-            data = resp.read(drip or CHUNK)
+            data = resp.read(jitter.size() if jitter else drip or CHUNK)
             if not data:
                 break
             if flip:
@@ -298,15 +404,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
             if cut is not None:
                 data = data[:max(cut - self.sent, 0)]
+            last = (jitter is not None and body_len is not None
+                    and self.sent + len(data) >= body_len)
+            if last:
+                jitter.last_piece()
             if data:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data)
-                                 if chunked_out else data)
+                held.append(b"%x\r\n%s\r\n" % (len(data), data)
+                            if chunked_out else data)
                 self.sent += len(data)
+                if last or not (jitter and jitter.burst):
+                    self.wfile.write(b"".join(held))
+                    held = []
             if cut is not None and self.sent >= cut:
                 break
             if drip:
                 self.wfile.flush()
                 time.sleep(0.1)
+            if jitter and not held:
+                jitter.pause()
+        if held:
+            self.wfile.write(b"".join(held))
         if reset is not None:
             # an abortive close: the client sees ECONNRESET, not an end
             self.close_connection = True
@@ -348,6 +465,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             end = time.monotonic() + 600
             while not os.path.exists(r["hold"]) and time.monotonic() < end:
                 time.sleep(0.05)
+        if r is not None and r.get("jitter") is not None:
+            self.jitter = Jitter(r["jitter"], self.path)
         self.forward(UPSTREAM.netloc, self.path,
                      self.client_headers(UPSTREAM.netloc),
                      https=UPSTREAM.scheme == "https", rewrite_location=True)
