@@ -20,7 +20,7 @@ sh contrib/install-deps.sh || exit 1
 # The files the project formats with its .clang-format (clang-format 14, as
 # Debian 12 ships it; other versions format some constructs differently).
 if ! clang-format --dry-run -Werror src/*.c src/*.h tests/unit/*.c tests/unit/*.h \
-	tests/fuzz/*.c; then
+	tests/stress/*.c tests/fuzz/*.c; then
 	echo "test.sh: files above are not formatted: run clang-format -i on them" \
 		"($(clang-format --version))" >&2
 	exit 1

@@ -1,48 +1,65 @@
 /*
- * cache.c for real, its fetch workers, hashing and eviction, against a
- * registry of this file: registry_get_blob() and the two other registry
- * functions the cache calls are defined here and serve blobs from memory,
- * in pieces and at random moments, so that no network is needed (the
- * library's registry.o is not linked in: nothing else here calls it).
+ * cache.c for real, its fetch workers, hashing and eviction, against a real
+ * registry through the real client: blobs go up to REGISTRY with
+ * registry_push_blob, and the cache fetches them through PROXY, which
+ * t_cacherace.sh puts between the two (tests/integration/faultproxy.py): it
+ * sends each answer in pieces at random moments and lets answers for one
+ * blob that are in flight together end together, so that the fetch workers
+ * meet in other orders each run, and it makes every answer from the
+ * repository test/fail fail after its whole body.
+ *
+ *   cache_stress [-r ROUNDS] [-s SEED] REGISTRY PROXY
+ *
+ * REGISTRY and PROXY are host:port, plain HTTP. ROUNDS (1 to 100, default
+ * 100) is the rounds of each of the eight batches of the race; SEED picks
+ * the blobs and readers (default: the time). Prints TAP lines; exit 0 pass,
+ * 1 fail.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
 #include "digest.h"
+#include "http.h"
 #include "log.h"
 #include "registry.h"
-#include "check.h"
+#include "../unit/check.h"
 
 #define CHUNK 4096
 /* Seconds a reader may take before it counts as hung. */
 #define HANG_SECS 30
 
+static char dir[] = "/tmp/ocifs-cache-stress.XXXXXX";
+
 /* ---- the registry ---- */
 
-struct fake_blob {
+static struct registry *push_reg; /* REGISTRY: blobs go up */
+static struct registry *reg; /* PROXY: the cache fetches */
+
+/* A blob for the registry, and its bytes, to compare with what the cache gives. */
+struct src_blob {
 	char digest[DIGEST_STR_LEN + 1];
 	unsigned char *data;
 	int64_t size;
-	/* the transfer fails once the sink took every byte it asked for */
-	bool fail_after_body;
+	const char *repo;
+	bool pushed;
 };
 
-#define FAKE_MAX 256
-static struct fake_blob fakes[FAKE_MAX];
-static size_t n_fakes;
-static pthread_mutex_t fakes_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t served; /* bytes handed to sinks (atomic) */
+#define SRC_MAX 256
+static struct src_blob srcs[SRC_MAX];
+static size_t n_srcs;
+/* Threads that push at once: one push waits mostly on the registry. */
+#define PUSHERS 4
 
 static unsigned rnd(unsigned *seed)
 {
@@ -50,117 +67,108 @@ static unsigned rnd(unsigned *seed)
 	return *seed >> 8;
 }
 
-/* A new blob of size random bytes, served from now on. */
-static struct fake_blob *fake_add(int64_t size, unsigned seed)
+/* A new blob of size random bytes, for repo: srcs_push() pushes it. */
+static struct src_blob *src_add(const char *repo, int64_t size, unsigned seed)
 {
-	struct fake_blob *f;
+	struct src_blob *s;
 	int64_t i;
 
-	pthread_mutex_lock(&fakes_lock);
-	if (n_fakes == FAKE_MAX)
+	if (n_srcs == SRC_MAX)
 		abort();
-	f = &fakes[n_fakes];
-	pthread_mutex_unlock(&fakes_lock);
-	f->data = malloc((size_t)size + 1);
-	if (!f->data)
+	s = &srcs[n_srcs++];
+	s->data = malloc((size_t)size + 1);
+	if (!s->data)
 		abort();
 	for (i = 0; i < size; i++)
-		f->data[i] = (unsigned char)rnd(&seed);
-	f->size = size;
-	digest_buffer(f->data, (size_t)size, f->digest);
-	pthread_mutex_lock(&fakes_lock);
-	n_fakes++;
-	pthread_mutex_unlock(&fakes_lock);
-	return f;
+		s->data[i] = (unsigned char)rnd(&seed);
+	s->size = size;
+	s->repo = repo;
+	digest_buffer(s->data, (size_t)size, s->digest);
+	return s;
 }
 
-/* Forget every blob: no fetch may run. */
-static void fakes_clear(void)
+static size_t push_next; /* the next blob a pusher takes (atomic) */
+
+static void *pusher_main(void *arg)
 {
 	size_t i;
 
-	pthread_mutex_lock(&fakes_lock);
-	for (i = 0; i < n_fakes; i++)
-		free(fakes[i].data);
-	memset(fakes, 0, sizeof(fakes));
-	n_fakes = 0;
-	pthread_mutex_unlock(&fakes_lock);
+	(void)arg;
+	while ((i = __atomic_fetch_add(&push_next, 1, __ATOMIC_RELAXED)) < n_srcs) {
+		struct src_blob *s = &srcs[i];
+		int fd, ret;
+
+		if (s->pushed)
+			continue;
+		fd = memfd_create("blob", MFD_CLOEXEC);
+		if (fd < 0 || write(fd, s->data, (size_t)s->size) != (ssize_t)s->size)
+			ret = -EIO;
+		else
+			ret = registry_push_blob(push_reg, s->repo, s->digest, fd, s->size, NULL);
+		if (fd >= 0)
+			close(fd);
+		if (ret) {
+			printf("not ok - push %s into %s: %s\n", s->digest, s->repo,
+				strerror(-ret));
+			exit(1);
+		}
+		s->pushed = true;
+	}
+	return NULL;
 }
 
-static struct fake_blob *fake_find(const char *digest)
+/* Push every blob added since the last call, PUSHERS at a time. Exits when one cannot go. */
+static void srcs_push(void)
 {
-	struct fake_blob *f = NULL;
+	pthread_t th[PUSHERS];
+	int i;
+
+	push_next = 0;
+	for (i = 0; i < PUSHERS; i++)
+		if (pthread_create(&th[i], NULL, pusher_main, NULL))
+			abort();
+	for (i = 0; i < PUSHERS; i++)
+		pthread_join(th[i], NULL);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Forget every blob (the registry keeps them): no fetch may run. */
+static void srcs_clear(void)
+{
 	size_t i;
 
-	pthread_mutex_lock(&fakes_lock);
-	for (i = 0; i < n_fakes; i++)
-		if (strcmp(fakes[i].digest, digest) == 0)
-			f = &fakes[i];
-	pthread_mutex_unlock(&fakes_lock);
-	return f;
+	for (i = 0; i < n_srcs; i++)
+		free(srcs[i].data);
+	memset(srcs, 0, sizeof(srcs));
+	n_srcs = 0;
 }
 
-/* A pause of a few microseconds, or none: threads meet in other orders each run. */
-static void jitter(unsigned *seed)
+/*
+ * Wait for th until HANG_SECS from now; a thread still running then is
+ * stuck in the cache, and nothing can be freed under it: the test ends.
+ */
+static void join_or_hang(pthread_t th, const char *what)
 {
-	unsigned r = rnd(seed) % 8;
+	struct timespec deadline;
 
-	if (r < 3)
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += HANG_SECS;
+	if (pthread_timedjoin_np(th, NULL, &deadline) == 0)
 		return;
-	if (r < 6) {
-		sched_yield();
-		return;
-	}
-	nanosleep(&(struct timespec){ 0, (long)(rnd(seed) % 50000) }, NULL);
-}
-
-const char *registry_host(const struct registry *r)
-{
-	(void)r;
-	return "registry.test";
-}
-
-bool registry_retryable(int err)
-{
-	return err == -ECONNRESET;
-}
-
-int registry_get_blob(struct registry *r, const char *repo, const char *digest, int64_t off,
-	int64_t len, int (*sink)(void *arg, const void *p, size_t n), void *arg)
-{
-	struct fake_blob *f = fake_find(digest);
-	unsigned seed = (unsigned)(uintptr_t)&seed ^ (unsigned)off ^ (unsigned)time(NULL);
-	int64_t end;
-
-	(void)r;
-	(void)repo;
-	if (!f)
-		return -ENOENT;
-	if (len == 0)
-		len = f->size - off;
-	end = off + len;
-	if (off < 0 || end > f->size)
-		return -EIO;
-	jitter(&seed);
-	while (off < end) {
-		size_t n = 1 + rnd(&seed) % (2 * CHUNK);
-		int ret;
-
-		if ((int64_t)n > end - off)
-			n = (size_t)(end - off);
-		ret = sink(arg, f->data + off, n);
-		if (ret)
-			return ret;
-		__atomic_add_fetch(&served, (uint64_t)n, __ATOMIC_RELAXED);
-		off += (int64_t)n;
-		jitter(&seed);
-	}
-	return f->fail_after_body ? -EIO : 0;
+	printf("not ok - %s ends (%d s at most)\n", what, HANG_SECS);
+	fflush(stdout);
+	_exit(1);
 }
 
 /* ---- helpers ---- */
 
-static char dir[] = "/tmp/ocifs-test-cache.XXXXXX";
 static char log_path[sizeof(dir) + 8];
 static int saved_stderr = -1;
 
@@ -227,7 +235,7 @@ static struct cache *cache_make(const char *sub, uint64_t max_bytes, size_t chun
 
 /* Bytes [off, off + len) of f through the cache: 0 when right, else -errno or 1. */
 static int read_range(
-	struct blob *b, struct blob_reader *rd, const struct fake_blob *f, off_t off, size_t len)
+	struct blob *b, struct blob_reader *rd, const struct src_blob *f, off_t off, size_t len)
 {
 	unsigned char *buf = malloc(len ? len : 1);
 	size_t got = 0;
@@ -263,12 +271,17 @@ enum role { WHOLE, END, MIDDLE };
 struct reader {
 	pthread_t th;
 	struct cache *c;
-	const struct fake_blob *f;
+	const struct src_blob *f;
 	pthread_barrier_t *start;
 	enum role role;
 	unsigned seed;
 	int ret;
 };
+
+/* Rounds of each batch of the race (-r), and where the blobs and readers come from (-s). */
+#define ROUNDS_MAX 100
+static int rounds = ROUNDS_MAX;
+static unsigned seed0;
 
 static void *reader_main(void *arg)
 {
@@ -300,7 +313,7 @@ static void *reader_main(void *arg)
 			len = (size_t)(size - off);
 		break;
 	}
-	r->ret = cache_blob_open(r->c, NULL, "test/race", r->f->digest, size, &b);
+	r->ret = cache_blob_open(r->c, reg, "test/race", r->f->digest, size, &b);
 	if (r->ret)
 		return NULL;
 	pthread_barrier_wait(r->start);
@@ -315,34 +328,42 @@ static void *reader_main(void *arg)
  * jobs: the jobs end close together, and each calls for the hash to go on.
  * The blob must verify once, and stay verified for whoever holds it. A
  * batch of rounds per cache: stopping it waits for every job, late ones too.
+ * The blobs of the rounds are pushed first, once: every batch reads them
+ * into a cache of its own (a push takes longer than a round).
  */
 static void test_finish_once(void)
 {
-	enum { BATCHES = 8, ROUNDS = 100, READERS = 8 };
+	enum { BATCHES = 8, READERS = 8 };
 	static const enum role roles[READERS] = { WHOLE, END, MIDDLE, END, WHOLE, MIDDLE, END,
 		MIDDLE };
-	unsigned seed = (unsigned)time(NULL), bad_reads = 0, not_verified = 0, missing = 0;
+	unsigned seed = seed0, bad_reads = 0, not_verified = 0, missing = 0;
+	struct src_blob *fs[ROUNDS_MAX];
+	double t0 = now_s(), pushed;
 	int batch, round, i, errors;
 
-	printf("# seed %u\n", seed);
 	log_begin();
+	for (round = 0; round < rounds; round++) {
+		int64_t size =
+			(int64_t)(2 + rnd(&seed) % 12) * CHUNK - (int64_t)(rnd(&seed) % CHUNK);
+
+		fs[round] = src_add("test/race", size, rnd(&seed));
+	}
+	srcs_push();
+	pushed = now_s();
 	for (batch = 0; batch < BATCHES; batch++) {
-		struct blob *held[ROUNDS];
-		struct fake_blob *fs[ROUNDS];
-		char sub[32], path[sizeof(dir) + 128];
+		struct blob *held[ROUNDS_MAX];
+		char sub[32], path[sizeof(dir) + 128], what[64];
 		struct cache *c;
 
 		snprintf(sub, sizeof(sub), "race%d", batch);
 		c = cache_make(sub, 0, CHUNK);
-		for (round = 0; round < ROUNDS; round++) {
+		for (round = 0; round < rounds; round++) {
 			struct reader rs[READERS];
 			pthread_barrier_t start;
-			int64_t size = (int64_t)(2 + rnd(&seed) % 12) * CHUNK -
-				       (int64_t)(rnd(&seed) % CHUNK);
+			int64_t size = fs[round]->size;
 
-			fs[round] = fake_add(size, rnd(&seed));
 			if (cache_blob_open(
-				    c, NULL, "test/race", fs[round]->digest, size, &held[round]))
+				    c, reg, "test/race", fs[round]->digest, size, &held[round]))
 				abort();
 			pthread_barrier_init(&start, NULL, READERS);
 			for (i = 0; i < READERS; i++) {
@@ -354,8 +375,10 @@ static void test_finish_once(void)
 				if (pthread_create(&rs[i].th, NULL, reader_main, &rs[i]))
 					abort();
 			}
+			snprintf(what, sizeof(what), "batch %d, round %d: every reader", batch,
+				round);
 			for (i = 0; i < READERS; i++) {
-				pthread_join(rs[i].th, NULL);
+				join_or_hang(rs[i].th, what);
 				if (rs[i].ret && bad_reads++ < 5)
 					printf("# batch %d, round %d: reader %d (role %d): %d\n",
 						batch, round, i, (int)roles[i], rs[i].ret);
@@ -364,7 +387,7 @@ static void test_finish_once(void)
 		}
 		/* every job has ended: whatever a late one did is done */
 		cache_stop(c);
-		for (round = 0; round < ROUNDS; round++) {
+		for (round = 0; round < rounds; round++) {
 			if (!cache_blob_verified(held[round]))
 				not_verified++;
 			snprintf(path, sizeof(path), "%s/%s/blobs/sha256/%s", dir, sub,
@@ -374,12 +397,14 @@ static void test_finish_once(void)
 			cache_blob_close(held[round]);
 		}
 		cache_free(c);
-		fakes_clear();
 	}
+	srcs_clear();
 	errors = log_end("error");
+	printf("# %d blobs pushed in %.1f s, raced for in %.1f s\n", rounds, pushed - t0,
+		now_s() - pushed);
 	CHECK(bad_reads == 0,
 		"%d rounds of %d readers racing: every read gave the right bytes (%u did not)",
-		BATCHES * ROUNDS, READERS, bad_reads);
+		BATCHES * rounds, READERS, bad_reads);
 	CHECK(not_verified == 0, "every blob stayed verified for its holder (%u did not)",
 		not_verified);
 	CHECK(missing == 0, "every blob is complete in blobs/ (%u are not)", missing);
@@ -390,7 +415,7 @@ static void test_finish_once(void)
 
 struct waiter {
 	struct cache *c;
-	const struct fake_blob *f;
+	const struct src_blob *f;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	bool done;
@@ -404,7 +429,7 @@ static void *waiter_main(void *arg)
 	struct blob *b;
 	int ret;
 
-	ret = cache_blob_open(w->c, NULL, "test/fail", w->f->digest, w->f->size, &b);
+	ret = cache_blob_open(w->c, reg, "test/fail", w->f->digest, w->f->size, &b);
 	if (!ret) {
 		ret = read_range(b, &rd, w->f, 0, (size_t)w->f->size);
 		cache_blob_close(b);
@@ -418,9 +443,10 @@ static void *waiter_main(void *arg)
 }
 
 /*
- * The registry reports a failure after the sink took every byte: the chunks
- * are all there, and the blob must still verify for the reader that waits
- * for it, rather than leave it waiting.
+ * The transfer fails after the sink took every byte (the proxy declares a
+ * byte more than the body, and closes after the body, for every answer
+ * from test/fail): the chunks are all there, and the blob must still verify
+ * for the reader that waits for it, rather than leave it waiting.
  */
 static void test_fail_after_body(void)
 {
@@ -431,9 +457,10 @@ static void test_fail_after_body(void)
 	struct timespec deadline;
 	pthread_t th;
 	bool done;
+	int cut;
 
-	w.f = fake_add(5 * CHUNK + 123, 42);
-	fakes[n_fakes - 1].fail_after_body = true;
+	w.f = src_add("test/fail", 5 * CHUNK + 123, seed0 ^ 42);
+	srcs_push();
 	log_begin();
 	if (pthread_create(&th, NULL, waiter_main, &w))
 		abort();
@@ -444,7 +471,8 @@ static void test_fail_after_body(void)
 		;
 	done = w.done;
 	pthread_mutex_unlock(&w.lock);
-	log_end("error");
+	cut = log_end("Connection reset");
+	CHECK(cut > 0, "the client saw transfers fail after their body (%d lines)", cut);
 	CHECK(done,
 		"a whole read of a blob whose transfer failed after its body ends (%d s at most)",
 		HANG_SECS);
@@ -500,11 +528,11 @@ static void ranges_pick(unsigned *seed, off_t *off, size_t *len)
 static void test_bound_open(void)
 {
 	struct blob *b[BBLOBS];
-	struct fake_blob *fs[BBLOBS];
+	struct src_blob *fs[BBLOBS];
 	off_t off[BBLOBS][BREADS], pin_off = BCHUNK + 5;
 	size_t len[BBLOBS][BREADS], pin_len = BCHUNK;
 	struct cache *c = cache_make("bound-open", BOUND, BCHUNK);
-	unsigned seed = (unsigned)time(NULL) ^ 0x5eed, bad = 0, over = 0;
+	unsigned seed = seed0 ^ 0x5eed, bad = 0, over = 0;
 	uint64_t allowance = BCHUNK + BBLOBS * 4096, most = 0, du;
 	unsigned char pinned[BCHUNK];
 	struct blob_reader prd = { .own_check = true };
@@ -513,11 +541,13 @@ static void test_bound_open(void)
 
 	log_begin();
 	for (i = 0; i < BBLOBS; i++) {
-		fs[i] = fake_add(BCHUNKS * BCHUNK - (int64_t)(rnd(&seed) % 1000), rnd(&seed));
-		if (cache_blob_open(c, NULL, "test/bound", fs[i]->digest, fs[i]->size, &b[i]))
+		fs[i] = src_add(
+			"test/bound", BCHUNKS * BCHUNK - (int64_t)(rnd(&seed) % 1000), rnd(&seed));
+		if (cache_blob_open(c, reg, "test/bound", fs[i]->digest, fs[i]->size, &b[i]))
 			abort();
 		ranges_pick(&seed, off[i], len[i]);
 	}
+	srcs_push();
 	/* blob 0 is read in order up to its middle: its hash goes that far */
 	for (k = 0; k < BCHUNKS / 2; k++) {
 		struct blob_reader rd = { .own_check = true };
@@ -577,7 +607,7 @@ static void test_bound_open(void)
 	cache_free(c);
 	errors = log_end("error");
 	CHECK(errors == 0, "the cache logged no error (%d lines)", errors);
-	fakes_clear();
+	srcs_clear();
 }
 
 /*
@@ -588,14 +618,15 @@ static void test_bound_open(void)
 static void test_bound_hashed(void)
 {
 	struct cache *c = cache_make("bound-hashed", 4 * BCHUNK, BCHUNK);
-	struct fake_blob *f = fake_add(BCHUNKS * BCHUNK - 77, 7);
+	struct src_blob *f = src_add("test/bound", BCHUNKS * BCHUNK - 77, seed0 ^ 7);
 	uint64_t most = 0, du;
 	unsigned bad = 0;
 	struct blob *b;
 	int k, errors;
 
+	srcs_push();
 	log_begin();
-	if (cache_blob_open(c, NULL, "test/bound", f->digest, f->size, &b))
+	if (cache_blob_open(c, reg, "test/bound", f->digest, f->size, &b))
 		abort();
 	for (k = 0; k < BCHUNKS - 4; k++) {
 		struct blob_reader rd = { .own_check = true };
@@ -616,7 +647,7 @@ static void test_bound_hashed(void)
 	cache_free(c);
 	errors = log_end("error");
 	CHECK(errors == 0, "the cache logged no error (%d lines)", errors);
-	fakes_clear();
+	srcs_clear();
 }
 
 /*
@@ -625,22 +656,26 @@ static void test_bound_hashed(void)
  */
 static void test_bound_closed(void)
 {
-	struct fake_blob *fs[BBLOBS];
+	struct src_blob *fs[BBLOBS];
 	off_t off[BBLOBS][BREADS];
 	size_t len[BBLOBS][BREADS];
 	struct cache *c = cache_make("bound-closed", BOUND, BCHUNK);
-	unsigned seed = (unsigned)time(NULL) ^ 0xc105ed, bad = 0, over = 0;
+	unsigned seed = seed0 ^ 0xc105ed, bad = 0, over = 0;
 	uint64_t most = 0, du;
 	char path[sizeof(dir) + 64];
 	int i, k, errors;
 
+	for (i = 0; i < BBLOBS; i++) {
+		fs[i] = src_add(
+			"test/bound", BCHUNKS * BCHUNK - (int64_t)(rnd(&seed) % 1000), rnd(&seed));
+		ranges_pick(&seed, off[i], len[i]);
+	}
+	srcs_push();
 	log_begin();
 	for (i = 0; i < BBLOBS; i++) {
 		struct blob *b;
 
-		fs[i] = fake_add(BCHUNKS * BCHUNK - (int64_t)(rnd(&seed) % 1000), rnd(&seed));
-		ranges_pick(&seed, off[i], len[i]);
-		if (cache_blob_open(c, NULL, "test/bound", fs[i]->digest, fs[i]->size, &b))
+		if (cache_blob_open(c, reg, "test/bound", fs[i]->digest, fs[i]->size, &b))
 			abort();
 		for (k = 0; k < BREADS; k++) {
 			struct blob_reader rd = { .own_check = true };
@@ -662,7 +697,7 @@ static void test_bound_closed(void)
 	for (i = 0; i < BBLOBS; i++) {
 		struct blob *b;
 
-		if (cache_blob_open(c, NULL, "test/bound", fs[i]->digest, fs[i]->size, &b))
+		if (cache_blob_open(c, reg, "test/bound", fs[i]->digest, fs[i]->size, &b))
 			abort();
 		for (k = 0; k < BREADS; k++) {
 			struct blob_reader rd = { .own_check = true };
@@ -678,23 +713,78 @@ static void test_bound_closed(void)
 	cache_free(c);
 	errors = log_end("error");
 	CHECK(errors == 0, "the cache logged no error (%d lines)", errors);
-	fakes_clear();
+	srcs_clear();
 }
 
-int main(void)
+static void usage(void)
 {
-	char cmd[sizeof(dir) + 16];
+	fprintf(stderr, "usage: cache_stress [-r ROUNDS] [-s SEED] REGISTRY PROXY\n");
+	exit(2);
+}
 
+/* A client of host (host:port) over plain HTTP, that gives up on a failing request soon. */
+static struct registry *registry_make(struct http *h, const char *host)
+{
+	struct registry_options o = { .plain_http = true, .retry_secs = 10 };
+	struct registry *r;
+
+	if (registry_new(h, host, &o, &r))
+		abort();
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	struct http_options ho = { .connect_timeout = 10 };
+	char cmd[sizeof(dir) + 16];
+	struct http *h;
+	int opt, ret;
+
+	seed0 = (unsigned)time(NULL);
+	while ((opt = getopt(argc, argv, "r:s:")) != -1) {
+		switch (opt) {
+		case 'r':
+			rounds = atoi(optarg);
+			if (rounds < 1 || rounds > ROUNDS_MAX)
+				usage();
+			break;
+		case 's':
+			seed0 = (unsigned)strtoul(optarg, NULL, 0);
+			break;
+		default:
+			usage();
+		}
+	}
+	if (argc - optind != 2)
+		usage();
 	if (!mkdtemp(dir)) {
 		perror("mkdtemp");
 		return 1;
 	}
 	log_init(false, false);
+	if (http_new(&ho, &h))
+		abort();
+	push_reg = registry_make(h, argv[optind]);
+	reg = registry_make(h, argv[optind + 1]);
+	ret = registry_ping(reg);
+	if (ret) {
+		printf("not ok - the registry answers through %s: %s\n", argv[optind + 1],
+			strerror(-ret));
+		return 1;
+	}
+	printf("# seed %u, %d rounds a batch\n", seed0, rounds);
+	fflush(stdout);
 	test_finish_once();
 	test_fail_after_body();
 	test_bound_open();
 	test_bound_hashed();
 	test_bound_closed();
+	/* a reader stuck in a cache that could not be freed may still use them */
+	if (check_done() == 0) {
+		registry_free(reg);
+		registry_free(push_reg);
+		http_free(h);
+	}
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	if (check_done() == 0 && system(cmd) != 0)
 		printf("# could not remove %s\n", dir);
