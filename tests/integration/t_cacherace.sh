@@ -46,7 +46,7 @@ fp_rules "[{\"id\":\"fail\",\"match\":\"^/v2/test/fail/blobs/\",\"method\":\"GET
 
 echo "# cache_stress -r $ROUNDS -s $SEED $REG $FP"
 t0=$SECONDS
-"$PROG" -r "$ROUNDS" -s "$SEED" "$REG" "$FP" >"$TESTDIR/out" 2>"$TESTDIR/err"
+TMPDIR=$TESTDIR "$PROG" -r "$ROUNDS" -s "$SEED" "$REG" "$FP" >"$TESTDIR/out" 2>"$TESTDIR/err"
 rc=$?
 cat "$TESTDIR/out"
 echo "# cache_stress took $((SECONDS - t0)) s, exit $rc"

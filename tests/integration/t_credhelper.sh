@@ -95,8 +95,10 @@ if PATH=$BIN:$PATH OCIFS_CACHE=$TESTDIR/cache.1 mount_ocifs - "$M" -o "ro,auth_f
 	rc=$?
 	check_eq "credsStore stuck: a public file reads anonymously (in ${secs}s)" \
 		"0 $(cat "$P/f1.txt")" "$rc $(cat "$TESTDIR/got1")"
-	check "credsStore stuck: after the time limit ($LIMIT s), not much more (${secs}s)" \
-		test "$secs" -ge $((LIMIT - 1)) -a "$secs" -le $((LIMIT + 10))
+	# the read ends once the limit kills the helper (which sleeps for a day), not by
+	# the helper's own end: a bound on its seconds would measure the machine's load
+	check "credsStore stuck: after the time limit ($LIMIT s), not the helper's own end (${secs}s)" \
+		test "$secs" -ge $((LIMIT - 1)) -a "$secs" -lt 60
 	check_eq "credsStore stuck: the helper was run once for the host" 1 "$(nruns)"
 	check "credsStore stuck: the log says the helper timed out, naming it and the host" \
 		grep -qF "$TIMED_OUT" "$OCIFS_LOG"

@@ -12,8 +12,8 @@
  *
  * REGISTRY and PROXY are host:port, plain HTTP. ROUNDS (1 to 100, default
  * 100) is the rounds of each of the eight batches of the race; SEED picks
- * the blobs and readers (default: the time). Prints TAP lines; exit 0 pass,
- * 1 fail.
+ * the blobs and readers (default: the time). The caches go under $TMPDIR
+ * (or /tmp). Prints TAP lines; exit 0 pass, 1 fail.
  */
 #include "config.h"
 
@@ -39,7 +39,8 @@
 /* Seconds a reader may take before it counts as hung. */
 #define HANG_SECS 30
 
-static char dir[] = "/tmp/ocifs-cache-stress.XXXXXX";
+/* $TMPDIR/ocifs-cache-stress.XXXXXX, removed at the end when every check passed */
+static char dir[256];
 
 /* ---- the registry ---- */
 
@@ -757,7 +758,9 @@ int main(int argc, char **argv)
 	}
 	if (argc - optind != 2)
 		usage();
-	if (!mkdtemp(dir)) {
+	snprintf(dir, sizeof(dir), "%s/ocifs-cache-stress.XXXXXX",
+		getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	if (strlen(dir) + 1 == sizeof(dir) || !mkdtemp(dir)) {
 		perror("mkdtemp");
 		return 1;
 	}
@@ -785,7 +788,7 @@ int main(int argc, char **argv)
 		registry_free(push_reg);
 		http_free(h);
 	}
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	snprintf(cmd, sizeof(cmd), "rm -rf -- '%s'", dir);
 	if (check_done() == 0 && system(cmd) != 0)
 		printf("# could not remove %s\n", dir);
 	return check_done();
