@@ -223,9 +223,10 @@ sha256_hex() { sha256sum -- "$1" | cut -d' ' -f1; }
 digest_of() { echo "sha256:$(sha256_hex "$1")"; }
 hex_of() { echo "${1#sha256:}"; }
 
-# Wait up to SECS seconds (polling) for CMD to succeed.
+# Wait up to SECS seconds (polling) for CMD to succeed; SECS is scaled by
+# T_TIMEOUT_SCALE, as a sanitizer's daemon runs slower.
 wait_until() {
-	local secs=$1 i
+	local secs=$(($1 * ${T_TIMEOUT_SCALE:-1})) i
 	shift
 	for ((i = 0; i < secs * 10; i++)); do
 		"$@" >/dev/null 2>&1 && return 0
