@@ -12,7 +12,7 @@
 #   N passed, N failed, N skipped
 # and the exit status is non-zero when any pass failed.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 top=$(pwd)
 sh contrib/install-deps.sh || exit 1
 
