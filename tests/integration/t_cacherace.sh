@@ -44,6 +44,7 @@ fp_rules "[{\"id\":\"fail\",\"match\":\"^/v2/test/fail/blobs/\",\"method\":\"GET
 	\"jitter\":{$J,\"together\":0.02}},
 	{\"id\":\"jitter\",\"match\":\"^/v2/test/[a-z]+/blobs/\",\"method\":\"GET\",\"jitter\":{$J}}]"
 
+echo "# seed $SEED (CACHE_STRESS_SEED=$SEED repeats the run)"
 echo "# cache_stress -r $ROUNDS -s $SEED $REG $FP"
 t0=$SECONDS
 TMPDIR=$TESTDIR "$PROG" -r "$ROUNDS" -s "$SEED" "$REG" "$FP" >"$TESTDIR/out" 2>"$TESTDIR/err"
