@@ -1562,10 +1562,9 @@ static ssize_t rfile_read(struct tree *t, struct node_file *f, char *buf, size_t
 		/* a published index's word for the file, checked on its first read */
 		if (__atomic_load_n(&n->checked, __ATOMIC_ACQUIRE) != l) {
 			r = e ? layer_check_entry(l, e) : 0;
-			if (!r && n->link_entry && n->link_layer != l && tries == 0)
+			/* after a refresh, a link's entry is of the layer that went bad */
+			if (!r && n->link_entry && (n->link_layer == l || tries == 0))
 				r = layer_check_entry(n->link_layer, n->link_entry);
-			if (!r && n->link_entry && n->link_layer == l)
-				r = layer_check_entry(l, n->link_entry);
 			if (!r)
 				__atomic_store_n(&n->checked, l, __ATOMIC_RELEASE);
 		}

@@ -651,6 +651,25 @@ static void test_bound_hashed(void)
 	srcs_clear();
 }
 
+/* f opened in c, its BREADS ranges read and closed: how many did not read right. */
+static unsigned read_ranges(
+	struct cache *c, struct src_blob *f, const off_t *off, const size_t *len)
+{
+	struct blob *b;
+	unsigned bad = 0;
+	int k;
+
+	if (cache_blob_open(c, reg, "test/bound", f->digest, f->size, &b))
+		abort();
+	for (k = 0; k < BREADS; k++) {
+		struct blob_reader rd = { .own_check = true };
+
+		bad += read_range(b, &rd, f, off[k], len[k]) != 0;
+	}
+	cache_blob_close(b);
+	return bad;
+}
+
 /*
  * Blobs opened, read in a few ranges and closed, one after the other: the
  * partial blobs no one has open go whole, least recently used first.
@@ -664,7 +683,7 @@ static void test_bound_closed(void)
 	unsigned seed = seed0 ^ 0xc105ed, bad = 0, over = 0;
 	uint64_t most = 0, du;
 	char path[sizeof(dir) + 64];
-	int i, k, errors;
+	int i, errors;
 
 	for (i = 0; i < BBLOBS; i++) {
 		fs[i] = src_add(
@@ -674,16 +693,7 @@ static void test_bound_closed(void)
 	srcs_push();
 	log_begin();
 	for (i = 0; i < BBLOBS; i++) {
-		struct blob *b;
-
-		if (cache_blob_open(c, reg, "test/bound", fs[i]->digest, fs[i]->size, &b))
-			abort();
-		for (k = 0; k < BREADS; k++) {
-			struct blob_reader rd = { .own_check = true };
-
-			bad += read_range(b, &rd, fs[i], off[i][k], len[i][k]) != 0;
-		}
-		cache_blob_close(b);
+		bad += read_ranges(c, fs[i], off[i], len[i]);
 		du = cache_du("bound-closed");
 		most = du > most ? du : most;
 		/* the blob just read is open until then: it goes at the next eviction */
@@ -695,18 +705,8 @@ static void test_bound_closed(void)
 	CHECK(over == 0, "on disk within the bound plus the last blob read (%u times over)", over);
 	snprintf(path, sizeof(path), "%s/bound-closed/partial", dir);
 	bad = 0;
-	for (i = 0; i < BBLOBS; i++) {
-		struct blob *b;
-
-		if (cache_blob_open(c, reg, "test/bound", fs[i]->digest, fs[i]->size, &b))
-			abort();
-		for (k = 0; k < BREADS; k++) {
-			struct blob_reader rd = { .own_check = true };
-
-			bad += read_range(b, &rd, fs[i], off[i][k], len[i][k]) != 0;
-		}
-		cache_blob_close(b);
-	}
+	for (i = 0; i < BBLOBS; i++)
+		bad += read_ranges(c, fs[i], off[i], len[i]);
 	CHECK(bad == 0, "every range read again gives the right bytes (%u not)", bad);
 	cache_stop(c);
 	du = cache_du("bound-closed");
