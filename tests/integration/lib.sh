@@ -728,6 +728,20 @@ registry_put_raw_manifest() {
 	echo "$dg"
 }
 
+# half_write SRC DST READY GO: write the first MiB of SRC to DST, create the
+# file READY, wait until the fifo GO is written, then write the rest: DST held
+# open by one descriptor throughout (no close before the end).
+half_write() {
+	python3 -c '
+import sys
+with open(sys.argv[1], "rb") as i, open(sys.argv[2], "wb") as o:
+    o.write(i.read(1 << 20))
+    o.flush()
+    open(sys.argv[3], "w").close()
+    open(sys.argv[4]).read()
+    o.write(i.read())' "$@"
+}
+
 # ---------------------------------------------------------------- signatures
 # cosign's key-based format, made here with the openssl command (not with
 # ocifs's code), so that each side checks the other.

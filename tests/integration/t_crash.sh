@@ -149,14 +149,7 @@ make_random_file "$W/o.bin" $((3 * MiB)) crash-open
 # NAME; then the rest, and close.
 half_writer() {
 	mkfifo "$TESTDIR/hw.$1.go" || bail "mkfifo"
-	python3 -c '
-import sys
-with open(sys.argv[1], "rb") as i, open(sys.argv[2], "wb") as o:
-    o.write(i.read(1 << 20))
-    o.flush()
-    open(sys.argv[3], "w").close()
-    open(sys.argv[4]).read()
-    o.write(i.read())' "$2" "$3" "$TESTDIR/hw.$1.ready" "$TESTDIR/hw.$1.go" >/dev/null 2>&1 &
+	half_write "$2" "$3" "$TESTDIR/hw.$1.ready" "$TESTDIR/hw.$1.go" >/dev/null 2>&1 &
 	_HW[$1]=$!
 	wait_until 30 test -e "$TESTDIR/hw.$1.ready"
 }

@@ -439,14 +439,7 @@ make_random_file "$W/slow.bin" $((3 * MiB)) push-slow
 TS=$M/par/t3
 check "mkdir par/t3" mkdir "$TS"
 mkfifo "$W/slow.go"
-python3 -c '
-import sys
-with open(sys.argv[1], "rb") as i, open(sys.argv[2], "wb") as o:
-    o.write(i.read(1 << 20))
-    o.flush()
-    open(sys.argv[3], "w").close()
-    open(sys.argv[4]).read()
-    o.write(i.read())' "$W/slow.bin" "$TS/slow.bin" "$W/slow.ready" "$W/slow.go" 2>"$W/slow.err" &
+half_write "$W/slow.bin" "$TS/slow.bin" "$W/slow.ready" "$W/slow.go" 2>"$W/slow.err" &
 slow=$!
 wait_until 30 test -e "$W/slow.ready"
 check "cp a.txt into par/t3 while slow.bin is half written" cp "$W/a.txt" "$TS/a.txt"
