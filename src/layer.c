@@ -1786,10 +1786,11 @@ int layer_check_entry(struct layer *l, const struct layer_entry *e)
 		return -EINVAL;
 	/* its headers, from where the entry before it ends (the index tiles: entries_tile()) */
 	start = i ? entry_end(&l->entries[i - 1]) : 0;
-	if (e->offset - start >= BLOCK && e->offset - start <= HEADERS_MAX)
+	if (e->offset - start >= BLOCK && e->offset - start <= HEADERS_MAX) {
 		h = malloc((size_t)(e->offset - start));
-	if (!h && e->offset - start >= BLOCK && e->offset - start <= HEADERS_MAX)
-		return -ENOMEM;
+		if (!h)
+			return -ENOMEM;
+	}
 	if (h) {
 		r = layer_read(l, h, (size_t)(e->offset - start), start);
 		if (r < 0) {
