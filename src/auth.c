@@ -30,6 +30,7 @@
 
 /* Set before any thread starts (main or a test), read after. */
 static unsigned helper_timeout_ms = AUTH_HELPER_TIMEOUT_MS;
+static unsigned token_min_ttl = AUTH_TOKEN_MIN_TTL;
 
 /*
  * "NAME\nHOST" of each helper that timed out for a host: not run for it
@@ -45,6 +46,11 @@ static struct stuck {
 void auth_set_helper_timeout(unsigned ms)
 {
 	helper_timeout_ms = ms ? ms : AUTH_HELPER_TIMEOUT_MS;
+}
+
+void auth_set_token_min_ttl(unsigned secs)
+{
+	token_min_ttl = secs ? secs : AUTH_TOKEN_MIN_TTL;
 }
 
 static bool helper_stuck(const char *name, const char *host, bool add)
@@ -703,10 +709,10 @@ int auth_fetch_token(struct http *h, const struct challenge *ch, const char *sco
 	if (json_object_object_get_ex(root, "expires_in", &v) &&
 		json_object_is_type(v, json_type_int))
 		expires_in = (long)json_object_get_int64(v);
-	/* The spec's floor is 60 s; renew a little early. */
-	if (expires_in < 60)
-		expires_in = 60;
-	*expires = time(NULL) + expires_in - 10;
+	/* The spec's floor (60 s unless set otherwise); renew a little early. */
+	if (expires_in < (long)token_min_ttl)
+		expires_in = (long)token_min_ttl;
+	*expires = time(NULL) + (expires_in >= 20 ? expires_in - 10 : expires_in / 2);
 	ret = *token ? 0 : -ENOMEM;
 out_resp:
 	if (resp.body.data)

@@ -39,8 +39,17 @@ void challenge_release(struct challenge *c);
  */
 #define AUTH_HELPER_TIMEOUT_MS 10000
 
-/* Set that time (0: the default). Call before any thread starts; for tests. */
+/* Set that time (0: the default). Call before any thread starts (-o helper_timeout=). */
 void auth_set_helper_timeout(unsigned ms);
+
+/*
+ * The shortest lifetime a token is given, whatever its expires_in says: the
+ * token spec's floor, 60 s. A token is renewed 10 s before it runs out, or
+ * at half its lifetime when that is under 20 s. Set (0: the default) before
+ * any thread starts (-o token_min_ttl=).
+ */
+#define AUTH_TOKEN_MIN_TTL 60
+void auth_set_token_min_ttl(unsigned secs);
 
 /*
  * Credentials for repo (or the host as a whole when repo is NULL) at host from

@@ -141,7 +141,7 @@ static void do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		ret = fill_stat(t, n, &e.attr);
 	if (ret == -ENOENT) {
 		/* A negative entry spares the registry repeated misses (shells probe a lot). */
-		e.entry_timeout = 1.0;
+		e.entry_timeout = tree_negative_timeout(t);
 		fuse_reply_entry(req, &e);
 		return;
 	}

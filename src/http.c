@@ -477,7 +477,8 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 		curl_easy_setopt(e->curl, CURLOPT_TIMEOUT, h->opts.timeout);
 	/* A stalled transfer is a failure, not a hang of the reader. */
 	curl_easy_setopt(e->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(e->curl, CURLOPT_LOW_SPEED_TIME, 30L);
+	curl_easy_setopt(e->curl, CURLOPT_LOW_SPEED_TIME,
+		h->opts.stall_timeout > 0 ? h->opts.stall_timeout : 30L);
 	if (h->opts.insecure) {
 		curl_easy_setopt(e->curl, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(e->curl, CURLOPT_SSL_VERIFYHOST, 0L);

@@ -20,6 +20,7 @@ struct http_options {
 	const char *key_file; /* its private key (PEM), or NULL */
 	long connect_timeout; /* seconds */
 	long timeout; /* seconds for a whole request, 0 for none */
+	long stall_timeout; /* seconds under 1 byte/s before a transfer is cut; 0: 30 */
 };
 
 struct http_request {

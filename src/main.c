@@ -15,6 +15,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include "auth.h"
 #include "cache.h"
 #include "fs.h"
 #include "http.h"
@@ -54,6 +55,12 @@ struct options {
 	unsigned read_ahead_kb;
 	unsigned timeout;
 	unsigned push_delay;
+	unsigned connect_timeout;
+	unsigned stall_timeout;
+	unsigned retry_delay_ms;
+	unsigned helper_timeout;
+	unsigned token_min_ttl;
+	unsigned negative_timeout;
 	int ro;
 	int allow_other; /* FUSE options, seen here to warn about allow_other alone */
 	int default_permissions;
@@ -88,6 +95,12 @@ static const struct fuse_opt option_spec[] = {
 	OPT("read_ahead_kb=%u", read_ahead_kb),
 	OPT("timeout=%u", timeout),
 	OPT("push_delay=%u", push_delay),
+	OPT("connect_timeout=%u", connect_timeout),
+	OPT("stall_timeout=%u", stall_timeout),
+	OPT("retry_delay_ms=%u", retry_delay_ms),
+	OPT("helper_timeout=%u", helper_timeout),
+	OPT("token_min_ttl=%u", token_min_ttl),
+	OPT("negative_timeout=%u", negative_timeout),
 	OPT("artifact_type=%s", artifact_type),
 	OPT("index_trust=%s", index_trust),
 	OPT("index_sign_key=%s", index_sign_key),
@@ -200,6 +213,17 @@ static void usage(const char *prog)
 	       "    -o list_ttl=SECS         how long a listing is trusted (default 30)\n"
 	       "    -o page_size=N           entries asked per page of a listing (default 1000)\n"
 	       "    -o timeout=SECS          how long a failing request is retried, then EIO (30)\n"
+	       "    -o retry_delay_ms=MS     first wait before a retry, doubled up to 50 times\n"
+	       "                             it; a failed push is tried again after the longest\n"
+	       "                             (default 100)\n"
+	       "    -o connect_timeout=SECS  how long a connection may take (default 30)\n"
+	       "    -o stall_timeout=SECS    a transfer under 1 byte/s this long is cut and\n"
+	       "                             retried (default 30)\n"
+	       "    -o helper_timeout=SECS   how long a credential helper may take, then it is\n"
+	       "                             killed and the lookup goes on anonymously (10)\n"
+	       "    -o token_min_ttl=SECS    shortest lifetime given a registry token, whatever\n"
+	       "                             its expires_in (default 60, the spec's floor)\n"
+	       "    -o negative_timeout=SECS how long the kernel keeps a name's absence (1)\n"
 	       "    -o plain_http            talk plain HTTP to the registry\n"
 	       "    -o insecure              do not verify TLS certificates\n"
 	       "    -o ca_file=FILE          extra CA certificates (PEM)\n"
@@ -390,6 +414,15 @@ static char *default_cache_dir(void)
 	return strdup(path);
 }
 
+/* Whether a time option's value v is in [lo, hi]; says why not. */
+static bool time_opt_valid(const char *name, unsigned v, unsigned lo, unsigned hi)
+{
+	if (v >= lo && v <= hi)
+		return true;
+	fprintf(stderr, "%s: invalid %s %u: %u to %u\n", PACKAGE_NAME, name, v, lo, hi);
+	return false;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -397,6 +430,12 @@ int main(int argc, char *argv[])
 		.list_ttl = 30,
 		.timeout = 30,
 		.push_delay = 1,
+		.connect_timeout = 30,
+		.stall_timeout = 30,
+		.retry_delay_ms = 100,
+		.helper_timeout = AUTH_HELPER_TIMEOUT_MS / 1000,
+		.token_min_ttl = AUTH_TOKEN_MIN_TTL,
+		.negative_timeout = 1,
 		.read_ahead_kb = READ_AHEAD_KB };
 	struct fuse_cmdline_opts cl = { 0 };
 	struct fuse_loop_config lc = { 0 };
@@ -498,6 +537,13 @@ int main(int argc, char *argv[])
 			PACKAGE_NAME, o.chunk_size);
 		goto out_platform;
 	}
+	if (!time_opt_valid("connect_timeout", o.connect_timeout, 1, 3600) ||
+		!time_opt_valid("stall_timeout", o.stall_timeout, 1, 3600) ||
+		!time_opt_valid("retry_delay_ms", o.retry_delay_ms, 1, 60000) ||
+		!time_opt_valid("helper_timeout", o.helper_timeout, 1, 3600) ||
+		!time_opt_valid("token_min_ttl", o.token_min_ttl, 1, 86400) ||
+		!time_opt_valid("negative_timeout", o.negative_timeout, 0, 86400))
+		goto out_platform;
 	if (o.max_streams > 256) {
 		fprintf(stderr, "%s: invalid max_streams %u: 1 to 256\n", PACKAGE_NAME,
 			o.max_streams);
@@ -527,9 +573,12 @@ int main(int argc, char *argv[])
 	ho.ca_file = o.ca_file;
 	ho.cert_file = o.cert_file;
 	ho.key_file = o.key_file;
-	ho.connect_timeout = 30;
+	ho.connect_timeout = o.connect_timeout;
 	/* A stalled transfer is caught by curl's low-speed limit; o.timeout bounds retries. */
 	ho.timeout = 0;
+	ho.stall_timeout = o.stall_timeout;
+	auth_set_helper_timeout(o.helper_timeout * 1000);
+	auth_set_token_min_ttl(o.token_min_ttl);
 	to.read_only = o.ro;
 	to.uid = o.uid_set ? o.uid : getuid();
 	to.gid = o.gid_set ? o.gid : getgid();
@@ -539,6 +588,8 @@ int main(int argc, char *argv[])
 	to.plain_http = o.plain_http;
 	to.auth_file = o.auth_file;
 	to.retry_secs = o.timeout;
+	to.retry_delay_ms = o.retry_delay_ms;
+	to.negative_timeout = o.negative_timeout;
 	to.mirrors = (const char *const *)o.mirrors.v;
 	to.push_delay = o.push_delay;
 	to.show_referrer_tags = o.show_referrer_tags;

@@ -19,8 +19,12 @@ struct node;
 struct tree;
 
 #define XATTR_ANN "user.oci.annotation."
-/* How long a draft whose push failed waits before the pusher tries again. */
-#define RETRY_SECS 5.0
+/*
+ * How long a draft whose push failed waits before the pusher tries again:
+ * as long as the longest back-off of a request, 50 times retry_delay_ms.
+ */
+#define PUSH_RETRY_SECS(t) \
+	(50 * ((t)->opts.retry_delay_ms ? (t)->opts.retry_delay_ms : 100) / 1000.0)
 
 /* A file written into the mount. */
 struct staged {

@@ -435,7 +435,7 @@ int pusher_push(struct tree *t, struct node *art, bool force)
 			dir);
 		pthread_mutex_lock(&t->nodes.lock);
 		if (node_draft(art)) {
-			node_draft(art)->retry_at = draft_clock() + RETRY_SECS;
+			node_draft(art)->retry_at = draft_clock() + PUSH_RETRY_SECS(t);
 			node_draft(art)->last_err = ret;
 		}
 		t->push->failures++;

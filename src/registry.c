@@ -594,17 +594,18 @@ static double now_s(void)
 }
 
 /*
- * Sleep before attempt n (1, 2, ...): exponential from 100 ms up to 5 s, with
- * jitter so that many readers do not come back at once, or what Retry-After
- * asks. False when that would pass the deadline.
+ * Sleep before attempt n (1, 2, ...): exponential from first (s, 0.1 by
+ * default) up to 50 times that, with jitter so that many readers do not come
+ * back at once, or what Retry-After asks. False when that would pass the
+ * deadline.
  */
-static bool backoff(unsigned n, long retry_after, double deadline)
+static bool backoff(double first, unsigned n, long retry_after, double deadline)
 {
-	double d = 0.1 * (double)(1u << (n < 6 ? n - 1 : 5));
+	double d = first * (double)(1u << (n < 7 ? n - 1 : 6));
 	struct timespec ts;
 
-	if (d > 5.0)
-		d = 5.0;
+	if (d > 50 * first)
+		d = 50 * first;
 	d *= 0.5 + (double)(rand() % 1000) / 1000.0;
 	if (retry_after > 0)
 		d = (double)(retry_after < 60 ? retry_after : 60);
@@ -671,7 +672,8 @@ static int registry_do(
 		err = ret ? ret : resp->status == 429 ? -EAGAIN : resp->status >= 500 ? -EBUSY : 0;
 		if (!registry_retryable(err) || (req->sink && resp->body_bytes > 0) || r->is_mirror)
 			break;
-		if (!backoff(++attempt, resp->retry_after, deadline)) {
+		if (!backoff((r->opts.retry_delay_ms ? r->opts.retry_delay_ms : 100) / 1000.0,
+			    ++attempt, resp->retry_after, deadline)) {
 			log_err("%s: giving up after %u attempts: %s", r->host, attempt,
 				ret ? strerror(-ret) : "server busy");
 			break;

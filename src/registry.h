@@ -17,6 +17,7 @@ struct registry_options {
 	unsigned page_size; /* n= for _catalog and tags/list */
 	const char *auth_file; /* credentials file tried first, or NULL; borrowed */
 	unsigned retry_secs; /* how long to keep retrying a failing request; 0: 300 */
+	unsigned retry_delay_ms; /* the first back-off, doubled up to 50 times it; 0: 100 */
 };
 
 /* A NULL-terminated list of malloc'd strings. */

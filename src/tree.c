@@ -140,7 +140,7 @@ static int xattrs_add_annotations(
 int tree_site_get(struct tree *t, const char *host, struct site **out)
 {
 	struct registry_options ro = { t->opts.plain_http, t->opts.page_size, t->opts.auth_file,
-		t->opts.retry_secs };
+		t->opts.retry_secs, t->opts.retry_delay_ms };
 	const char *canon = ref_canonical_host(host);
 	struct site *s;
 	int ret;
@@ -1637,6 +1637,11 @@ int tree_reg_getattr(struct tree *t, struct node *n, struct stat *st)
 double tree_timeout(struct tree *t, struct node *n)
 {
 	return n->ops->timeout ? n->ops->timeout(t, n) : 0;
+}
+
+double tree_negative_timeout(const struct tree *t)
+{
+	return t->opts.negative_timeout;
 }
 
 double tree_reg_timeout(struct tree *t, struct node *n)

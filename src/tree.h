@@ -41,6 +41,8 @@ struct tree_options {
 	bool plain_http;
 	const char *auth_file; /* borrowed */
 	unsigned retry_secs;
+	unsigned retry_delay_ms; /* the first back-off of a failing request; 0: 100 */
+	double negative_timeout; /* seconds the kernel keeps a name's absence */
 	/* Mirror URLs (NULL-terminated, borrowed, or NULL) for pulls from mirror_host. */
 	const char *const *mirrors;
 	const char *mirror_host;
@@ -95,6 +97,8 @@ int tree_getattr(struct tree *t, struct node *n, struct stat *st);
 
 /* Seconds the kernel may cache n's entry and attributes. */
 double tree_timeout(struct tree *t, struct node *n);
+/* Seconds the kernel may keep a name's absence (-o negative_timeout=). */
+double tree_negative_timeout(const struct tree *t);
 
 struct tree_dirent {
 	char *name;

@@ -49,6 +49,9 @@
 #                       Content-Length; the connection closes after the body:
 #                       the client takes every byte, then the transfer fails
 #   "drip": BYTES       forward, BYTES of body a tenth of a second
+#   "stall_after": N    forward, send headers + N body bytes, then send
+#                       nothing more, the connection open, until the client
+#                       closes it (at most 10 minutes)
 #   "delay": SECONDS    sleep, then forward normally
 #   "hold": PATH        wait until the file PATH exists (at most 10 minutes),
 #                       then forward normally: the test says when
@@ -391,6 +394,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         flip = bool(rule.get("corrupt"))
         flip_at = rule.get("flip_at")
         drip = rule.get("drip")
+        stall = rule.get("stall_after")
+        if stall is not None:
+            cut = stall
         held = []  # a burst's pieces, until its last one
         while not no_body:
             data = resp.read(jitter.size() if jitter else drip or CHUNK)
@@ -424,6 +430,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 jitter.pause()
         if held:
             self.wfile.write(b"".join(held))
+        if stall is not None:
+            # silence, the connection up, until the client gives up on it
+            self.wfile.flush()
+            select.select([self.connection], [], [], 600)
         if reset is not None:
             # an abortive close: the client sees ECONNRESET, not an end
             self.close_connection = True

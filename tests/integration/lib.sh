@@ -932,14 +932,17 @@ _lbl() {
 # mount_ocifs SOURCE MNT [OCIFS ARGS...]: run `ocifs -f` in the background
 # (stderr to a log, $OCIFS_LOG) and wait until MNT is mounted. Prints an
 # ok/not ok line; returns non-zero when the mount did not come up.
-# OCIFS_CACHE overrides the cache directory (default $CACHE).
+# OCIFS_CACHE overrides the cache directory (default $CACHE). Back-offs run
+# at a tenth of their length (-o retry_delay_ms=10, T_RETRY_DELAY_MS); a
+# test that needs them at full scale gives -o retry_delay_ms=100 itself.
 mount_ocifs() {
 	local src=$1 mnt=$2 log pid i
 	shift 2
 	mkdir -p "$mnt"
 	_LIB_NLOG=$((_LIB_NLOG + 1))
 	log=$TESTDIR/ocifs.$_LIB_NLOG.log
-	"$OCIFS" -f -o "cache_dir=${OCIFS_CACHE:-$CACHE}" "$@" "$src" "$mnt" >"$log" 2>&1 </dev/null &
+	"$OCIFS" -f -o "cache_dir=${OCIFS_CACHE:-$CACHE},retry_delay_ms=${T_RETRY_DELAY_MS:-10}" "$@" \
+		"$src" "$mnt" >"$log" 2>&1 </dev/null &
 	pid=$!
 	_LIB_MOUNTS+=("$mnt")
 	_LIB_DAEMON_PIDS+=("$pid")
@@ -1156,6 +1159,7 @@ push_blob_stream() {
 #   with_reg_token REPO CMD...     run CMD (push_artifact...) with a push token
 #   token_log_mark, token_requests [MARK] [GREP-REGEX], token_log_since MARK
 #   token_server_rotate_key      invalidate every token handed out so far
+#   token_server_ttl SECS        the expires_in of the tokens handed out next
 #   auth_b64 USER PASS, auth_add_auth FILE KEY USER PASS,
 #   auth_add_userpass FILE KEY USER PASS, auth_add_helper FILE HOST NAME,
 #   auth_set_store FILE NAME, auth_add_identitytoken FILE KEY TOKEN,
@@ -1576,6 +1580,11 @@ check_no_secrets() {
 # on, and the registry is restarted (same root, same port) trusting only the
 # new key, so every token handed out before is refused with 401 (as after a
 # key rotation or a revocation).
+# token_server_ttl SECS: the expires_in of the tokens handed out from now on.
+token_server_ttl() {
+	sed -i "s/^TS_TTL=.*/TS_TTL=$1/" "$TOKEN_DIR/tokenserver.conf"
+}
+
 token_server_rotate_key() {
 	local i
 	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=test-issuer" \

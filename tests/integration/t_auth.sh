@@ -309,6 +309,33 @@ fi
 check_mount_fails "anonymous: private artifact SOURCE does not mount (one line, non-zero)" \
 	"$TREG/private/secret:v1" -o ro
 
+# ---- token lifetimes: a token that says it lives 2 s is given the spec's
+# floor, 60 s (at full scale: no wait of a minute is needed to see it kept),
+# or what -o token_min_ttl= says; then it is renewed before it runs out
+token_server_ttl 2
+for floor in default 2; do
+	opts=ro
+	[ "$floor" = default ] || opts=ro,token_min_ttl=$floor
+	mark=$(token_log_mark)
+	if amount "$TREG/public/hello:v1" -o "$opts"; then
+		check_same "expires_in 2, token_min_ttl $floor: f1.txt bytes" "$P/f1.txt" "$M/f1.txt"
+		n1=$(token_requests "$mark" 'scope=repository:public/hello:pull')
+		# past the token's own 2 s lifetime (renewal at half of a floor of 2)
+		sleep 2.5
+		check_same "expires_in 2, token_min_ttl $floor: f2.txt bytes, 2.5 s later" "$P/f2.txt" "$M/f2.txt"
+		n2=$(token_requests "$mark" 'scope=repository:public/hello:pull')
+		if [ "$floor" = default ]; then
+			check_eq "expires_in 2 is taken as 60 s: the token is reused ($n1 then $n2 requests)" \
+				"$n1" "$n2" || diag "$(token_log_since "$mark")"
+		else
+			check "token_min_ttl=2: the token was renewed ($n1 then $n2 requests)" \
+				test "$n2" -gt "$n1" || diag "$(token_log_since "$mark")"
+		fi
+		umount_ocifs "$M"
+	fi
+done
+token_server_ttl 300
+
 # with credentials
 F_TOK=$TESTDIR/auth-token.json
 auth_add_auth "$F_TOK" "$TREG" "$TUSER" "$TPASS"

@@ -24,10 +24,10 @@ check_eq "ocifs --version prints 'ocifs $version'" "ocifs $version" "$(head -n1 
 
 # Errors before mounting: non-zero exit, exactly one line "ocifs: ..." on
 # stderr, nothing mounted, no daemon left.
-# expect_refusal DESC SOURCE MOUNTPOINT
+# expect_refusal DESC SOURCE MOUNTPOINT [OCIFS ARGS...]
 expect_refusal() {
 	local desc=$1 src=$2 mnt=$3 rc nl first
-	timeout 120 "$OCIFS" -o "cache_dir=$CACHE" "$src" "$mnt" \
+	timeout 120 "$OCIFS" -o "cache_dir=$CACHE" "${@:4}" "$src" "$mnt" \
 		>"$TESTDIR/refuse.out" 2>"$TESTDIR/refuse.err" </dev/null
 	rc=$?
 	check "$desc: non-zero exit" test "$rc" != 0 -a "$rc" != 124 || diag "exit status $rc (124: timeout)"
@@ -50,6 +50,13 @@ check "ocifs without arguments: a line on stderr starting 'ocifs: '" grep -q "^o
 expect_refusal "uppercase repository name" "$REG/UPPER" "$TESTDIR/m"
 expect_refusal "bad digest in SOURCE" "$REG/demo/hello@sha256:1234" "$TESTDIR/m"
 expect_refusal "bad tag in SOURCE" "$REG/demo/hello:-bad" "$TESTDIR/m"
+for o in helper_timeout=0 stall_timeout=0 connect_timeout=0 retry_delay_ms=0 \
+	token_min_ttl=0 negative_timeout=86401 retry_delay_ms=60001; do
+	expect_refusal "-o $o" "$REG" "$TESTDIR/m" -o "$o"
+done
+check_eq "-o helper_timeout=0: the line says what is allowed" \
+	"ocifs: invalid helper_timeout 0: 1 to 3600" \
+	"$("$OCIFS" -o "cache_dir=$CACHE,helper_timeout=0" "$REG" "$TESTDIR/m" 2>&1 </dev/null)"
 closed=$(free_port) || bail "no free port"
 start=$SECONDS
 expect_refusal "registry on a closed port" "127.0.0.1:$closed" "$TESTDIR/m"

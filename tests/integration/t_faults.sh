@@ -23,12 +23,13 @@ faultproxy_start "http://$REG"
 M=$TESTDIR/mnt
 TIMEOUT=4
 
-# read_fault NAME RULE_JSON: a fresh mount through the proxy with RULE on the
-# big blob's GETs; the file must read right or fail with EIO, in bounded time
+# read_fault NAME RULE_JSON [OPTIONS]: a fresh mount through the proxy (with
+# -o OPTIONS too) with RULE on the big blob's GETs; the file must read right
+# or fail with EIO, in bounded time
 read_fault() {
 	local name=$1 rule=$2 c=$TESTDIR/cache.$1 out rc t0 outcome
 	fp_rules "[$rule]"
-	OCIFS_CACHE=$c mount_ocifs "$FP" "$M" -o "ro,timeout=$TIMEOUT" >/dev/null ||
+	OCIFS_CACHE=$c mount_ocifs "$FP" "$M" -o "ro,timeout=$TIMEOUT${3:+,$3}" >/dev/null ||
 		{ not_ok "$name: mount through the proxy"; return; }
 	t0=$SECONDS
 	out=$(timeout $((TIMEOUT * 8 + 20)) cat "$M/f/app/v1/big.bin" 2>&1 >"$TESTDIR/got")
@@ -51,6 +52,7 @@ read_fault() {
 	check_same "$name: with the fault gone, the file reads right" "$W/big.bin" "$M/f/app/v1/big.bin"
 	umount_ocifs "$M" >/dev/null
 	echo "# RELIABILITY: read fault $name: 1 read, outcome: $outcome"
+	LAST_OUTCOME=$outcome
 }
 
 B="\"match\":\"/blobs/sha256:$BIG\",\"method\":\"GET\""
@@ -64,6 +66,10 @@ read_fault burst-503 "{\"id\":\"s\",$B,\"status\":503,\"times\":5}"
 read_fault burst-429 "{\"id\":\"s\",$B,\"status\":429,\"headers\":{\"Retry-After\":\"1\"},\"times\":2}"
 read_fault always-503 "{\"id\":\"s\",$B,\"status\":503}"
 read_fault drip "{\"id\":\"d\",$B,\"drip\":65536}"
+# a transfer that stops sending, its connection open: cut after stall_timeout
+# (2 s here; the default 30 s in t_retry.sh) and resumed
+read_fault stall "{\"id\":\"t\",$B,\"stall_after\":700000,\"times\":2}" stall_timeout=2
+check_eq "stall: the read gave the right bytes" "right bytes" "$LAST_OUTCOME"
 read_fault flip-first "{\"id\":\"f\",$B,\"corrupt\":true,\"times\":1}"
 read_fault flip-middle "{\"id\":\"f\",$B,\"flip_at\":1234567}"
 read_fault redirect-loop "{\"id\":\"x\",$B,\"redirect\":\"http://$FP\"}"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Retries: a registry that goes away and comes back in the middle of a read
 # costs the reader nothing; one that stays away gives EIO once -o timeout=
-# has passed, with a log line that says so.
+# has passed, with a log line that says so; a transfer that stalls is cut
+# and resumed. Back-offs and the stall limit run at full scale here.
 T_TIMEOUT=${T_TIMEOUT:-240}
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 require_env
@@ -16,7 +17,7 @@ push_artifact flaky/art v1 "$W" big.bin later.bin small.txt >/dev/null || bail "
 
 M=$TESTDIR/mnt
 mkdir -p "$M"
-mount_ocifs "$REG" "$M" -o ro,timeout=120 || bail "mount"
+mount_ocifs "$REG" "$M" -o ro,timeout=120,retry_delay_ms=100 || bail "mount"
 A=$M/flaky/art/v1
 check_eq "small.txt reads with the registry up" "small" "$(cat "$A/small.txt")"
 check_eq "big.bin's size is known before the outage" $((24 * 1024 * 1024)) "$(stat -c %s "$A/big.bin")"
@@ -51,5 +52,19 @@ check "the log says it gave up" wait_until 5 grep -q "giving up after" "$OCIFS_L
 check "the daemon is alive after giving up" daemon_alive "$M"
 registry_restart
 check_same "once the registry is back, the same file reads" "$W/later.bin" "$A/later.bin"
+umount_ocifs "$M"
+
+# ---- a transfer that stops sending, its connection open, at full scale: it
+# is cut after the default stall_timeout (30 s) and resumed (t_faults.sh has
+# it at 2 s); the reader gets the right bytes
+faultproxy_start "http://$REG"
+fp_rules "[{\"id\":\"t\",\"match\":\"/blobs/sha256:$(sha256_hex "$W/later.bin")\",\"method\":\"GET\",\"stall_after\":100000,\"times\":1}]"
+OCIFS_CACHE=$TESTDIR/cache.stall mount_ocifs "$FP/flaky/art:v1" "$M" -o ro || bail "mount through the proxy"
+t0=$SECONDS
+check_same "a read whose transfer stalls gets the right bytes" "$W/later.bin" "$M/later.bin"
+took=$((SECONDS - t0))
+check "once the default stall_timeout (30 s) has passed ($took s)" test "$took" -ge 29
+check_eq "the stalled transfer was the proxy's: one stall" 1 \
+	"$(fp_select '.rule == "t"' | wc -l)"
 umount_ocifs "$M"
 finish
