@@ -274,6 +274,7 @@ static void descriptor_release(struct descriptor *d)
 	free(d->media_type);
 	free(d->digest);
 	free(d->artifact_type);
+	free(d->name);
 	annotations_free(d->annotations, d->n_annotations);
 	platform_free(d->platform);
 	memset(d, 0, sizeof(*d));
@@ -317,6 +318,11 @@ static int parse_descriptor(struct json_object *obj, bool index_entry, struct de
 	err = parse_annotations(obj, &d->annotations, &d->n_annotations);
 	if (err)
 		goto out_release;
+	/* not in the spec: a wrong type or a NUL in it is no reason to refuse the manifest */
+	if (field(obj, "name") && dup_string(field(obj, "name"), &d->name) == -ENOMEM) {
+		err = -ENOMEM;
+		goto out_release;
+	}
 	if (index_entry) {
 		err = parse_platform(obj, &d->platform);
 		if (err)

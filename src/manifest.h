@@ -47,6 +47,7 @@ struct descriptor {
 	struct annotation *annotations;
 	size_t n_annotations;
 	struct platform *platform; /* index entries only; NULL when absent */
+	char *name; /* a "name" field beside the standard ones (Ollama's layers), or NULL */
 };
 
 struct manifest {

@@ -107,6 +107,7 @@ struct file_node {
 	char *digest; /* BLOB */
 	int64_t size; /* BLOB, STAGED; protected by t->lock for STAGED */
 	bool is_manifest; /* BLOB fetched through the manifests endpoint */
+	mode_t mode; /* BLOB: permission bits a model's file metadata gives (model.h); 0: none */
 	char *data; /* DATA; BLOB's manifest once fetched (t->lock); LINK's target */
 	size_t data_len;
 	struct staged *staged; /* STAGED: its file (push.c) */

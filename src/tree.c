@@ -17,6 +17,8 @@
 #include "digest.h"
 #include "layer.h"
 #include "log.h"
+#include "manifest.h"
+#include "model.h"
 #include "registry.h"
 #include "tree.h"
 #include "tree-int.h"
@@ -767,24 +769,20 @@ static void escape_for_log(const char *s, char *out, size_t n)
 	out[o] = '\0';
 }
 
-/* One file per titled layer; a title with '/' makes directories. */
-static int build_title(struct build *b, struct node *root, const struct descriptor *d,
-	const char *title, time_t mtime)
+/*
+ * The file of layer d at path (checked) below root, mode its permission
+ * bits (0: the mount's); a path with '/' makes directories. An oras packed
+ * directory with unpack.
+ */
+static int build_at(struct build *b, struct node *root, const struct descriptor *d,
+	const char *title, time_t mtime, mode_t mode, bool unpack)
 {
-	const char *un = annotation_get(d->annotations, d->n_annotations, ANN_UNPACK);
 	const char *content = annotation_get(d->annotations, d->n_annotations, ANN_CONTENT_DIGEST);
-	bool unpack = un && strcmp(un, "true") == 0 && layer_media_type_ok(d->media_type);
 	char esc[600];
 	char *copy, *comp, *slash;
 	struct node *dir = root, *n;
 	int ret = 0;
 
-	if (manifest_title_check(title)) {
-		escape_for_log(title, esc, sizeof(esc));
-		log_warn("%s: layer %s has unsafe title \"%s\": not shown", b->label, d->digest,
-			esc);
-		return 0;
-	}
 	copy = strdup(title);
 	if (!copy)
 		return -ENOMEM;
@@ -814,6 +812,8 @@ static int build_title(struct build *b, struct node *root, const struct descript
 				goto clash;
 			n = build_node(b, dir, comp, NODE_BLOB);
 			ret = n ? set_blob(n, d, mtime) : -ENOMEM;
+			if (n)
+				file_of(n)->mode = mode;
 			break;
 		}
 		if (n && n->kind != NODE_DIR)
@@ -837,6 +837,77 @@ clash:
 		d->digest, esc);
 	free(copy);
 	return 0;
+}
+
+/* One file per titled layer, as oras pull writes them. */
+static int build_title(struct build *b, struct node *root, const struct descriptor *d,
+	const char *title, time_t mtime)
+{
+	const char *un = annotation_get(d->annotations, d->n_annotations, ANN_UNPACK);
+	char esc[600];
+
+	if (manifest_title_check(title)) {
+		escape_for_log(title, esc, sizeof(esc));
+		log_warn("%s: layer %s has unsafe title \"%s\": not shown", b->label, d->digest,
+			esc);
+		return 0;
+	}
+	return build_at(b, root, d, title, mtime, 0,
+		un && strcmp(un, "true") == 0 && layer_media_type_ok(d->media_type));
+}
+
+/* The annotation newer ModelKits keep their Kitfile in (JSON), beside a ModelPack config. */
+#define ANN_KITFILE "ml.kitops.modelkit.kitfile"
+
+/*
+ * A model's files (model.h): each layer at its path, and a ModelKit's
+ * Kitfile as kit unpack writes it.
+ */
+static int build_model(struct build *b, struct node *root, const struct manifest *m,
+	enum model_format format, time_t mtime)
+{
+	const char *kitfile = annotation_get(m->annotations, m->n_annotations, ANN_KITFILE);
+	struct model_place *p = NULL;
+	char *config = NULL;
+	struct buf yaml = BUF_INIT;
+	size_t i, klen = kitfile ? strlen(kitfile) : 0;
+	int ret;
+
+	if (format == MODEL_KIT && !kitfile && m->has_config &&
+		m->config.size <= MANIFEST_MAX_SIZE) {
+		struct node *art = b->art;
+
+		ret = cache_blob_read_all(b->t->cache, reg_of(art)->site->reg, b->repo,
+			m->config.digest, m->config.size, &config);
+		if (ret == -ENOMEM)
+			return ret;
+		if (ret)
+			log_err("%s: the ModelKit's config %s cannot be read: %s", b->label,
+				m->config.digest, strerror(-ret));
+		kitfile = config;
+		klen = config ? (size_t)m->config.size : 0;
+	}
+	ret = model_places(m, format, kitfile, klen, b->label, &p);
+	for (i = 0; !ret && i < m->n_layers; i++)
+		if (p[i].path)
+			ret = build_at(b, root, &m->layers[i], p[i].path,
+				p[i].mtime ? p[i].mtime : mtime, p[i].mode, false);
+	if (!ret && kitfile) {
+		int y = model_kitfile_yaml(kitfile, klen, &yaml);
+
+		if (y == -EBADMSG)
+			log_warn("%s: the Kitfile is not a JSON object: not shown", b->label);
+		else if (y)
+			ret = y;
+		else if (node_child_find(root, "Kitfile"))
+			log_warn("%s: a layer is at Kitfile: the Kitfile is not shown", b->label);
+		else if (!build_data(b, root, "Kitfile", yaml.data, yaml.len))
+			ret = -ENOMEM;
+	}
+	buf_release(&yaml);
+	model_places_free(p, m->n_layers);
+	free(config);
+	return ret;
 }
 
 static bool platform_component_ok(const char *s)
@@ -1021,6 +1092,7 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 	struct manifest *m = NULL, *child = NULL;
 	char label[600], *cbody = NULL;
 	struct build b = { t, art, reg_of(art)->repo, label };
+	enum model_format format;
 	time_t mtime = t->start;
 	size_t clen;
 	int ret;
@@ -1060,11 +1132,15 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 			log_err("%s: platform manifest %s cannot be read", label, d->digest);
 		}
 	}
-	ret = build_files(&b, scratch, child ? child : m, mtime);
+	format = model_format_of(child ? child : m);
+	if (format != MODEL_NONE)
+		ret = build_model(&b, scratch, child ? child : m, format, mtime);
+	else
+		ret = build_files(&b, scratch, child ? child : m, mtime);
 	if (!ret)
 		ret = build_oci(&b, scratch, m, digest, body, len);
 	/* An image: its root filesystem, built on the first look inside. */
-	if (!ret && is_image(child ? child : m)) {
+	if (!ret && format == MODEL_NONE && is_image(child ? child : m)) {
 		art_of_node(scratch)->rootfs_digest = strdup(
 			child ? manifest_select_platform(m, &t->opts.platform)->digest : digest);
 		scratch->partial = art_of_node(scratch)->rootfs_digest != NULL;
@@ -1620,6 +1696,10 @@ int tree_reg_getattr(struct tree *t, struct node *n, struct stat *st)
 		st->st_size = (off_t)strlen(file_of(n)->data);
 	} else {
 		st->st_mode = S_IFREG | (t->opts.read_only ? 0444 : 0644);
+		/* a model file's own permission bits (model.h), write bits gone on a ro mount */
+		if (n->kind == NODE_BLOB && file_of(n)->mode)
+			st->st_mode =
+				S_IFREG | (file_of(n)->mode & (t->opts.read_only ? 0555u : 0777u));
 		st->st_nlink = 1;
 		pthread_mutex_lock(&t->nodes.lock);
 		st->st_size = file_of(n)->size > 0 ? file_of(n)->size : 0;

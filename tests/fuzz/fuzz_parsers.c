@@ -11,6 +11,8 @@
  *   6  a layer's table of contents, eStargz JSON (toc_parse)
  *   7  the end of a layer blob and a compressed TOC (toc_locate, toc_json)
  *   8  a cosign simple-signing payload (sign_payload_digest)
+ *   9  a model's manifest, also as its Kitfile (model_places, model_kitfile_yaml):
+ *      every path given stays inside the artifact
  * Built with libFuzzer by tests/fuzz/run.sh; tests/fuzz/driver.c runs it
  * over tests/fuzz/corpus/fuzz_parsers and mutations of it in `make check`.
  */
@@ -21,8 +23,10 @@
 #include <string.h>
 
 #include "auth.h"
+#include "buf.h"
 #include "http.h"
 #include "manifest.h"
+#include "model.h"
 #include "ref.h"
 #include "sign.h"
 #include "toc.h"
@@ -48,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(s, data + 1, size - 1);
 	s[size - 1] = '\0'; /* the text parsers take C strings */
-	switch (data[0] % 9) {
+	switch (data[0] % 10) {
 	case 0: {
 		struct ref r;
 
@@ -126,6 +130,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		/* what it names is a digest: a signature is checked against nothing else */
 		if (sign_payload_digest(s, size - 1, d) == 0 && !ref_valid_digest(d))
 			abort();
+		break;
+	}
+	case 9: {
+		struct manifest *m = NULL;
+		struct model_place *p = NULL;
+		struct buf y = BUF_INIT;
+		size_t i;
+
+		if (manifest_parse(s, size - 1, NULL, &m) == 0) {
+			if (model_places(m, MODEL_KIT, s, size - 1, "fuzz", &p) == 0) {
+				for (i = 0; i < m->n_layers; i++)
+					if (p[i].path && (p[i].path[0] == '/' ||
+								 manifest_title_check(p[i].path)))
+						abort();
+				model_places_free(p, m->n_layers);
+			}
+			manifest_free(m);
+		}
+		model_kitfile_yaml(s, size - 1, &y);
+		buf_release(&y);
 		break;
 	}
 	case 5: {

@@ -1,0 +1,604 @@
+/*
+ * Model artifacts: the path of each layer (model.h, ocifs(1) MODELS).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <json-c/json.h>
+
+#include "buf.h"
+#include "digest.h"
+#include "log.h"
+#include "manifest.h"
+#include "model.h"
+
+#define PACK_PREFIX "application/vnd.cncf.model."
+#define PACK_PREFIX_OLD "application/vnd.cnai.model."
+#define KIT_PREFIX "application/vnd.kitops.modelkit."
+#define OLLAMA_PREFIX "application/vnd.ollama.image."
+
+/* The media type mt without parameters (";..."), into out. */
+static void mt_base(const char *mt, char *out, size_t n)
+{
+	size_t k = strcspn(mt ? mt : "", "; \t");
+
+	snprintf(out, n, "%.*s", (int)(k < n ? k : n - 1), mt ? mt : "");
+}
+
+static bool starts(const char *s, const char *prefix)
+{
+	return s && strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static bool ends(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+
+	return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+enum model_format model_format_of(const struct manifest *m)
+{
+	const char *at = m->artifact_type;
+	const char *cfg = m->has_config ? m->config.media_type : NULL;
+	enum model_format f = MODEL_NONE;
+	char mt[256];
+	size_t i;
+
+	if (m->kind != MANIFEST_IMAGE)
+		return MODEL_NONE;
+	if ((at && (strcmp(at, MT_MODEL_MANIFEST) == 0 ||
+			   strcmp(at, "application/vnd.cnai.model.manifest.v1+json") == 0)) ||
+		(cfg && (strcmp(cfg, MT_MODEL_CONFIG) == 0 ||
+				strcmp(cfg, "application/vnd.cnai.model.config.v1+json") == 0)))
+		return MODEL_PACK;
+	if ((at && strcmp(at, "application/vnd.kitops.modelkit.manifest.v1+json") == 0) ||
+		(cfg && strcmp(cfg, MT_KIT_CONFIG) == 0))
+		return MODEL_KIT;
+	for (i = 0; i < m->n_layers && f == MODEL_NONE; i++) {
+		mt_base(m->layers[i].media_type, mt, sizeof(mt));
+		if (starts(mt, PACK_PREFIX) || starts(mt, PACK_PREFIX_OLD))
+			f = MODEL_PACK;
+		else if (starts(mt, KIT_PREFIX))
+			f = MODEL_KIT;
+		else if (starts(mt, OLLAMA_PREFIX))
+			f = MODEL_OLLAMA;
+	}
+	return f;
+}
+
+/* Whether a layer of a model is a tar archive (.tar, .tar+gzip, .tar+zstd). */
+static bool archive_type(const char *media_type)
+{
+	char mt[256];
+
+	mt_base(media_type, mt, sizeof(mt));
+	if (!starts(mt, PACK_PREFIX) && !starts(mt, PACK_PREFIX_OLD) && !starts(mt, KIT_PREFIX))
+		return false;
+	return ends(mt, ".tar") || ends(mt, ".tar+gzip") || ends(mt, ".tar+zstd");
+}
+
+/*
+ * A layer's path made clean into out: "." and empty levels dropped. -EINVAL
+ * for an absolute path, a ".." level, or what manifest_title_check() refuses.
+ */
+static int clean_path(const char *in, char *out, size_t n)
+{
+	const char *p = in, *e;
+	size_t o = 0, k;
+
+	if (!in || *in == '/')
+		return -EINVAL;
+	for (; *p; p = *e ? e + 1 : e) {
+		e = strchr(p, '/');
+		if (!e)
+			e = p + strlen(p);
+		k = (size_t)(e - p);
+		if (k == 0 || (k == 1 && *p == '.'))
+			continue;
+		if (k == 2 && p[0] == '.' && p[1] == '.')
+			return -EINVAL;
+		if (o + k + 2 > n)
+			return -EINVAL;
+		if (o)
+			out[o++] = '/';
+		memcpy(out + o, p, k);
+		o += k;
+	}
+	out[o] = '\0';
+	return manifest_title_check(out);
+}
+
+/* Whether two clean paths cannot both be: the same, or one a directory the other is in. */
+static bool paths_clash(const char *a, const char *b)
+{
+	size_t na = strlen(a), nb = strlen(b);
+	size_t k = na < nb ? na : nb;
+
+	return strncmp(a, b, k) == 0 && (na == nb || (na < nb ? b[k] : a[k]) == '/');
+}
+
+/* Mode and mtime from the layer's file metadata annotation, where it has one that parses. */
+static void metadata_apply(const struct descriptor *d, const char *label, struct model_place *p)
+{
+	static const char *const keys[] = {
+		ANN_MODEL_METADATA,
+		"org.cnai.model.file.metadata+json",
+		"org.cnai.model.file.metadata",
+	};
+	struct json_object *root = NULL, *v;
+	const char *s = NULL;
+	time_t t;
+	size_t i;
+
+	for (i = 0; !s && i < sizeof(keys) / sizeof(keys[0]); i++)
+		s = annotation_get(d->annotations, d->n_annotations, keys[i]);
+	if (!s)
+		return;
+	root = json_tokener_parse(s);
+	if (!root || !json_object_is_type(root, json_type_object)) {
+		log_warn("%s: layer %s: file metadata is not a JSON object: the mount's mode and "
+			 "the artifact's time",
+			label, d->digest);
+		goto out;
+	}
+	/* typeflag: 0 (modctl) or '0' (kit) for a regular file; a raw layer is one */
+	if (!p->archive && json_object_object_get_ex(root, "typeflag", &v) &&
+		json_object_is_type(v, json_type_int) && json_object_get_int(v) != 0 &&
+		json_object_get_int(v) != '0') {
+		log_warn("%s: layer %s: file metadata says typeflag %d, not a regular file: not "
+			 "used",
+			label, d->digest, json_object_get_int(v));
+		goto out;
+	}
+	/* the permission bits, in decimal (Go's fs.FileMode.Perm()); no set-id or sticky bit */
+	if (json_object_object_get_ex(root, "mode", &v) && json_object_is_type(v, json_type_int) &&
+		json_object_get_int64(v) > 0 && json_object_get_int64(v) <= 07777)
+		p->mode = (mode_t)json_object_get_int64(v) & 0777;
+	/* an RFC 3339 time; Go's zero time (year 1) means none */
+	if (json_object_object_get_ex(root, "mtime", &v) &&
+		json_object_is_type(v, json_type_string) &&
+		manifest_time_parse(json_object_get_string(v), &t) && t > 0)
+		p->mtime = t;
+out:
+	json_object_put(root);
+}
+
+/* ---- KitOps: a layer's Kitfile entry, by digest, else by its place among its kind */
+
+struct kit_entry {
+	const char *kind; /* the layer media type's: model, modelpart, code, dataset, docs */
+	const char *path;
+	const char *digest; /* or NULL (kits before 0.5) */
+};
+
+static void kit_add(
+	struct json_object *o, const char *kind, struct kit_entry *v, size_t *n, size_t max)
+{
+	struct json_object *p, *dg;
+
+	if (*n >= max || !json_object_is_type(o, json_type_object) ||
+		!json_object_object_get_ex(o, "path", &p) ||
+		!json_object_is_type(p, json_type_string))
+		return;
+	v[*n].kind = kind;
+	v[*n].path = json_object_get_string(p);
+	v[*n].digest = json_object_object_get_ex(o, "digest", &dg) &&
+				       json_object_is_type(dg, json_type_string)
+			       ? json_object_get_string(dg)
+			       : NULL;
+	(*n)++;
+}
+
+static void kit_add_list(struct json_object *root, const char *key, const char *kind,
+	struct kit_entry *v, size_t *n, size_t max)
+{
+	struct json_object *a;
+	size_t i;
+
+	if (!json_object_object_get_ex(root, key, &a) || !json_object_is_type(a, json_type_array))
+		return;
+	for (i = 0; i < json_object_array_length(a); i++)
+		kit_add(json_object_array_get_idx(a, i), kind, v, n, max);
+}
+
+/* The kind of a KitOps layer media type ("model", "code", ...) into out; false if none. */
+static bool kit_kind(const char *media_type, char *out, size_t n)
+{
+	char mt[256];
+	const char *k;
+	size_t len;
+
+	mt_base(media_type, mt, sizeof(mt));
+	if (!starts(mt, KIT_PREFIX))
+		return false;
+	k = mt + strlen(KIT_PREFIX);
+	len = strcspn(k, ".");
+	snprintf(out, n, "%.*s", (int)(len < n ? len : n - 1), k);
+	return true;
+}
+
+/* ---- Ollama: a name from the media type */
+
+static const struct {
+	const char *type;
+	const char *name;
+} ollama_names[] = {
+	{ "model", "model.gguf" },
+	{ "projector", "projector.gguf" },
+	{ "adapter", "adapter.gguf" },
+	{ "draft", "draft.gguf" },
+	{ "template", "template" },
+	{ "prompt", "template" }, /* the older name of template */
+	{ "system", "system" },
+	{ "params", "params.json" },
+	{ "messages", "messages.json" },
+	{ "license", "license" },
+};
+
+/* The Ollama name of d into out: its own "name", the table's, else the type's last part. */
+static void ollama_name(const struct descriptor *d, char *out, size_t n)
+{
+	char mt[256];
+	const char *type;
+	size_t i;
+
+	if (d->name && *d->name) {
+		snprintf(out, n, "%s", d->name);
+		return;
+	}
+	mt_base(d->media_type, mt, sizeof(mt));
+	if (!starts(mt, OLLAMA_PREFIX)) {
+		*out = '\0';
+		return;
+	}
+	type = mt + strlen(OLLAMA_PREFIX);
+	for (i = 0; i < sizeof(ollama_names) / sizeof(ollama_names[0]); i++)
+		if (strcmp(type, ollama_names[i].type) == 0) {
+			snprintf(out, n, "%s", ollama_names[i].name);
+			return;
+		}
+	snprintf(out, n, "%s", type);
+}
+
+/* name with -N before its extension (.gguf, .json), N >= 2: a type that repeats. False: too long. */
+static bool numbered(const char *name, unsigned k, char *out, size_t n)
+{
+	const char *dot = strrchr(name, '.');
+	int w;
+
+	if (dot && dot != name && !strchr(dot, '/'))
+		w = snprintf(out, n, "%.*s-%u%s", (int)(dot - name), name, k, dot);
+	else
+		w = snprintf(out, n, "%s-%u", name, k);
+	return w > 0 && (size_t)w < n;
+}
+
+/* ---- the places */
+
+void model_places_free(struct model_place *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; p && i < n; i++)
+		free(p[i].path);
+	free(p);
+}
+
+/* The name a layer had before it was taken or found unsafe, for the log, in one line. */
+static void log_name(const char *s, char *out, size_t n)
+{
+	size_t o = 0;
+
+	for (; *s && o + 5 < n; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c < 0x20 || c == 0x7f || c == '\\')
+			o += (size_t)snprintf(out + o, n - o, "\\x%02x", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+}
+
+/* The path layer i asks for (raw, not yet checked) into want; "" when it names none. */
+static void wanted_path(const struct manifest *m, size_t i, enum model_format format,
+	const struct kit_entry *kit, size_t n_kit, char *want, size_t n)
+{
+	const struct descriptor *d = &m->layers[i];
+	const char *s = annotation_get(d->annotations, d->n_annotations, ANN_TITLE);
+	char kind[64];
+	size_t j;
+
+	if (!s)
+		s = annotation_get(d->annotations, d->n_annotations, ANN_MODEL_FILEPATH);
+	if (!s)
+		s = annotation_get(d->annotations, d->n_annotations, "org.cnai.model.filepath");
+	if (s) {
+		snprintf(want, n, "%s", s);
+		return;
+	}
+	*want = '\0';
+	if (format == MODEL_OLLAMA) {
+		ollama_name(d, want, n);
+		return;
+	}
+	if (format != MODEL_KIT || !kit_kind(d->media_type, kind, sizeof(kind)))
+		return;
+	for (j = 0; j < n_kit; j++)
+		if (kit[j].digest && strcmp(kit[j].digest, d->digest) == 0) {
+			snprintf(want, n, "%s", kit[j].path);
+			return;
+		}
+	/* a kit from before the digests: the n-th layer of a kind is that kind's n-th entry */
+	{
+		unsigned seen = 0;
+		size_t k;
+
+		for (k = 0; k < i; k++) {
+			char other[64];
+
+			if (kit_kind(m->layers[k].media_type, other, sizeof(other)) &&
+				strcmp(other, kind) == 0)
+				seen++;
+		}
+		for (j = 0; j < n_kit; j++)
+			if (!kit[j].digest && strcmp(kit[j].kind, kind) == 0 && seen-- == 0) {
+				snprintf(want, n, "%s", kit[j].path);
+				break;
+			}
+	}
+}
+
+#define KIT_MAX 4096
+
+int model_places(const struct manifest *m, enum model_format format, const char *kitfile,
+	size_t kitfile_len, const char *label, struct model_place **out)
+{
+	struct model_place *p = calloc(m->n_layers ? m->n_layers : 1, sizeof(*p));
+	struct kit_entry *kit = NULL;
+	struct json_object *kroot = NULL, *model;
+	size_t n_kit = 0, i, j;
+	char want[4096], path[4096], esc[600];
+	int ret = 0;
+
+	if (!p)
+		return -ENOMEM;
+	if (format == MODEL_KIT && kitfile) {
+		struct json_tokener *tok = json_tokener_new();
+
+		kroot = tok ? json_tokener_parse_ex(tok, kitfile, (int)kitfile_len) : NULL;
+		json_tokener_free(tok);
+		kit = calloc(KIT_MAX, sizeof(*kit));
+		if (!kit) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		if (kroot && json_object_object_get_ex(kroot, "model", &model)) {
+			kit_add(model, "model", kit, &n_kit, KIT_MAX);
+			kit_add_list(model, "parts", "modelpart", kit, &n_kit, KIT_MAX);
+		}
+		if (kroot) {
+			kit_add_list(kroot, "code", "code", kit, &n_kit, KIT_MAX);
+			kit_add_list(kroot, "datasets", "dataset", kit, &n_kit, KIT_MAX);
+			kit_add_list(kroot, "docs", "docs", kit, &n_kit, KIT_MAX);
+			kit_add_list(kroot, "prompts", "code", kit, &n_kit, KIT_MAX);
+		} else {
+			log_warn("%s: the Kitfile in the config does not parse: layers by digest",
+				label);
+		}
+	}
+	for (i = 0; i < m->n_layers; i++) {
+		const struct descriptor *d = &m->layers[i];
+		struct model_place *pl = &p[i];
+		bool taken = false;
+
+		pl->archive = archive_type(d->media_type);
+		wanted_path(m, i, format, kit, n_kit, want, sizeof(want));
+		if (!*want) {
+			/* an Ollama layer of an unknown kind, a kit layer without an entry */
+			if (format == MODEL_NONE)
+				continue;
+			log_warn("%s: layer %s has no path", label, d->digest);
+		} else if (clean_path(want, path, sizeof(path))) {
+			log_name(want, esc, sizeof(esc));
+			log_warn("%s: layer %s path \"%s\" is unsafe (absolute, \"..\" or not a "
+				 "name)",
+				label, d->digest, esc);
+			*want = '\0';
+		}
+		/* an Ollama type that repeats: numbered from its second layer */
+		if (*want && format == MODEL_OLLAMA && !d->name) {
+			unsigned k = 1;
+
+			for (j = 0; j < i; j++) {
+				char other[256];
+
+				if (p[j].path && !p[j].fallback && !m->layers[j].name) {
+					ollama_name(&m->layers[j], other, sizeof(other));
+					k += strcmp(other, path) == 0;
+				}
+			}
+			if (k > 1) {
+				char base[4096];
+
+				snprintf(base, sizeof(base), "%s", path);
+				if (!numbered(base, k, path, sizeof(path)))
+					*want = '\0';
+			}
+		}
+		if (*want) {
+			for (j = 0; j < i && !taken; j++)
+				taken = p[j].path && paths_clash(p[j].path, path);
+			if (taken) {
+				log_name(path, esc, sizeof(esc));
+				log_warn("%s: layer %s path \"%s\" clashes with an earlier layer's",
+					label, d->digest, esc);
+			}
+		}
+		if (!*want || taken) {
+			snprintf(path, sizeof(path), "sha256-%s", digest_hex(d->digest));
+			for (j = 0, taken = false; j < i && !taken; j++)
+				taken = p[j].path && paths_clash(p[j].path, path);
+			if (taken) {
+				log_warn("%s: layer %s: shown once, as sha256-%s", label, d->digest,
+					digest_hex(d->digest));
+				continue;
+			}
+			log_warn("%s: layer %s shown as sha256-%s", label, d->digest,
+				digest_hex(d->digest));
+			pl->fallback = true;
+		}
+		pl->path = strdup(path);
+		if (!pl->path) {
+			ret = -ENOMEM;
+			goto out;
+		}
+		if (!pl->fallback)
+			metadata_apply(d, label, pl);
+	}
+out:
+	json_object_put(kroot);
+	free(kit);
+	if (ret) {
+		model_places_free(p, m->n_layers);
+		return ret;
+	}
+	*out = p;
+	return 0;
+}
+
+/* ---- the Kitfile as YAML */
+
+/* Whether a plain YAML scalar s would read back as something else than a string. */
+static bool yaml_special(const char *s)
+{
+	static const char *const words[] = { "true", "false", "yes", "no", "on", "off", "y", "n",
+		"null", "~", ".inf", "-.inf", ".nan" };
+	char *end;
+	size_t i;
+
+	for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+		if (strcasecmp(s, words[i]) == 0)
+			return true;
+	strtod(s, &end);
+	return *end == '\0';
+}
+
+/* A scalar as YAML: plain where that reads back the same, else JSON's quoted form (YAML too). */
+static int yaml_scalar(struct buf *out, struct json_object *v)
+{
+	const char *s;
+	size_t i, n;
+	bool plain;
+
+	if (!json_object_is_type(v, json_type_string))
+		return buf_printf(
+			out, "%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+	s = json_object_get_string(v);
+	n = strlen(s);
+	plain = n > 0 && !strchr("-?:,[]{}#&*!|>'\"%@` ", s[0]) && s[n - 1] != ' ' &&
+		!strstr(s, ": ") && !strstr(s, " #") && !ends(s, ":") && !yaml_special(s);
+	for (i = 0; plain && i < n; i++)
+		plain = (unsigned char)s[i] >= 0x20 && s[i] != 0x7f;
+	if (plain)
+		return buf_printf(out, "%s", s);
+	return buf_printf(out, "%s", json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+}
+
+static bool yaml_empty(struct json_object *v)
+{
+	return (json_object_is_type(v, json_type_object) && json_object_object_length(v) == 0) ||
+	       (json_object_is_type(v, json_type_array) && json_object_array_length(v) == 0);
+}
+
+static int yaml_value(struct buf *out, struct json_object *v, int indent, bool in_list);
+
+/* key: value lines of an object at indent; the first line's indent is already written with first. */
+static int yaml_object(struct buf *out, struct json_object *o, int indent, bool first)
+{
+	int ret = 0;
+
+	json_object_object_foreach(o, key, val)
+	{
+		struct json_object *k = json_object_new_string(key);
+
+		/* what kit adds to its config for unpack's checks: not in a Kitfile */
+		if (strcmp(key, "digest") == 0 || strcmp(key, "diffId") == 0) {
+			json_object_put(k);
+			continue;
+		}
+		if (!first)
+			ret = buf_printf(out, "%*s", indent, "");
+		first = false;
+		if (!ret)
+			ret = k ? yaml_scalar(out, k) : -ENOMEM;
+		json_object_put(k);
+		if (!ret)
+			ret = buf_printf(out, ":");
+		if (!ret)
+			ret = yaml_value(out, val, indent + 2, false);
+		if (ret)
+			return ret;
+	}
+	return ret;
+}
+
+/* After "key:" or "-": the value, ending its last line. */
+static int yaml_value(struct buf *out, struct json_object *v, int indent, bool in_list)
+{
+	size_t i;
+	int ret = 0;
+
+	if (!v)
+		return buf_printf(out, " null\n");
+	if (yaml_empty(v))
+		return buf_printf(
+			out, json_object_is_type(v, json_type_object) ? " {}\n" : " []\n");
+	if (json_object_is_type(v, json_type_object)) {
+		if (in_list) {
+			ret = buf_printf(out, " ");
+			return ret ? ret : yaml_object(out, v, indent, true);
+		}
+		ret = buf_printf(out, "\n");
+		return ret ? ret : yaml_object(out, v, indent, false);
+	}
+	if (json_object_is_type(v, json_type_array)) {
+		ret = buf_printf(out, "\n");
+		for (i = 0; !ret && i < json_object_array_length(v); i++) {
+			ret = buf_printf(out, "%*s-", indent, "");
+			if (!ret)
+				ret = yaml_value(
+					out, json_object_array_get_idx(v, i), indent + 2, true);
+		}
+		return ret;
+	}
+	ret = buf_printf(out, " ");
+	if (!ret)
+		ret = yaml_scalar(out, v);
+	return ret ? ret : buf_printf(out, "\n");
+}
+
+int model_kitfile_yaml(const char *json, size_t len, struct buf *out)
+{
+	struct json_tokener *tok = json_tokener_new();
+	struct json_object *root;
+	int ret;
+
+	if (!tok)
+		return -ENOMEM;
+	root = json_tokener_parse_ex(tok, json, (int)len);
+	json_tokener_free(tok);
+	if (!root || !json_object_is_type(root, json_type_object)) {
+		json_object_put(root);
+		return -EBADMSG;
+	}
+	ret = yaml_empty(root) ? buf_printf(out, "{}\n") : yaml_object(out, root, 0, true);
+	json_object_put(root);
+	return ret;
+}

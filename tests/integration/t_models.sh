@@ -1,0 +1,217 @@
+#!/bin/bash
+# Model artifacts as their files: a ModelPack artifact (as modctl builds it:
+# .raw layers at org.cncf.model.filepath, or the older org.cnai.model.*
+# names, with mode and mtime from the file metadata annotation), an Ollama
+# model (names from the layer media types, numbered where a type repeats,
+# a layer's own "name" where it has one) and a KitOps ModelKit (paths from
+# its Kitfile, matched by digest, and the Kitfile as kit unpack writes it).
+# Bad paths (absolute, "..", taken) and bad metadata: a log line, and the
+# layer under its fallback name sha256-<hex>, never outside the artifact.
+T_TIMEOUT=${T_TIMEOUT:-300}
+. "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
+require_env jq stat getfattr
+
+registry_start models
+W=$TESTDIR/w
+mkdir -p "$W"
+
+# layer_json FILE MEDIATYPE [ANNOTATIONS_JSON] [EXTRA_JSON]: a layer descriptor of FILE, pushed to $REPO
+layer_json() {
+	local dg
+	dg=$(push_blob "$REPO" "$1") || return 1
+	jq -n -c --arg mt "$2" --arg d "$dg" --argjson s "$(stat -c %s "$1")" \
+		--argjson a "${3:-null}" --argjson x "${4:-{\}}" \
+		'{mediaType: $mt, digest: $d, size: $s} + (if $a then {annotations: $a} else {} end) + $x'
+}
+# meta NAME MODE MTIME [TYPEFLAG]: a file metadata annotation value, as modctl writes it
+meta() {
+	jq -n -c --arg n "$1" --argjson m "$2" --arg t "$3" --argjson f "${4:-0}" \
+		'{name: $n, mode: $m, uid: 0, gid: 0, size: 0, mtime: $t, typeflag: $f}'
+}
+# model_push REPO TAG CONFIG_MEDIATYPE CONFIG_FILE ARTIFACT_TYPE LAYER_JSON...
+model_push() {
+	local repo=$1 tag=$2 cmt=$3 cfile=$4 at=$5 cdg mf=$TESTDIR/mf.${1//\//_}.$2.json
+	shift 5
+	cdg=$(push_blob "$repo" "$cfile") || return 1
+	jq -n -c --arg cmt "$cmt" --arg c "$cdg" --argjson cs "$(stat -c %s "$cfile")" --arg at "$at" \
+		--argjson l "$(printf '%s\n' "$@" | jq -s -c .)" \
+		'{schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json",
+		  config: {mediaType: $cmt, digest: $c, size: $cs}, layers: $l}
+		 + (if $at != "" then {artifactType: $at} else {} end)' >"$mf" || return 1
+	push_manifest "$repo" "$tag" "$mf"
+}
+
+# ---- ModelPack, as modctl build makes it (raw layers)
+REPO=mp/qwen
+make_random_file "$W/m1.safetensors" $((3 * 1024 * 1024 + 5)) mp-1
+make_random_file "$W/m2.safetensors" 700000 mp-2
+printf '{"architectures": ["Qwen2"]}\n' >"$W/config.json"
+printf '#!/bin/sh\necho run\n' >"$W/run.sh"
+printf '# Qwen\n' >"$W/README.md"
+printf '{"descriptor": {"name": "qwen"}, "modelfs": {"type": "layers", "diffIds": []}, "config": {}}' >"$W/mpconfig.json"
+L=()
+L+=("$(layer_json "$W/m1.safetensors" application/vnd.cncf.model.weight.v1.raw \
+	"$(jq -n -c --arg m "$(meta m1.safetensors 420 2025-04-22T15:07:13.123456789+08:00)" \
+		'{"org.cncf.model.filepath": "model-00001-of-00002.safetensors", "org.cncf.model.file.metadata+json": $m}')")")
+L+=("$(layer_json "$W/m2.safetensors" application/vnd.cncf.model.weight.v1.raw \
+	'{"org.cncf.model.filepath": "shards/./deep//model-00002-of-00002.safetensors"}')")
+L+=("$(layer_json "$W/config.json" application/vnd.cncf.model.weight.config.v1.raw \
+	"$(jq -n -c --arg m "$(meta config.json 384 0001-01-01T00:00:00Z 48)" \
+		'{"org.cncf.model.filepath": "config.json", "org.cncf.model.file.metadata+json": $m}')")")
+L+=("$(layer_json "$W/run.sh" application/vnd.cncf.model.code.v1.raw \
+	"$(jq -n -c --arg m "$(meta run.sh 493 2024-01-02T03:04:05Z)" \
+		'{"org.cncf.model.filepath": "scripts/run.sh", "org.cncf.model.file.metadata+json": $m}')")")
+# the older names: application/vnd.cnai.model.* and org.cnai.model.*
+L+=("$(layer_json "$W/README.md" application/vnd.cnai.model.doc.v1.raw \
+	"$(jq -n -c --arg m "$(meta README.md 416 2023-05-06T07:08:09Z)" \
+		'{"org.cnai.model.filepath": "README.md", "org.cnai.model.file.metadata": $m}')")")
+model_push mp/qwen v1 application/vnd.cncf.model.config.v1+json "$W/mpconfig.json" \
+	application/vnd.cncf.model.manifest.v1+json "${L[@]}" >/dev/null || bail "push mp/qwen:v1"
+
+M=$TESTDIR/mnt
+mount_ocifs "$REG" "$M" -o ro || bail "mount"
+A=$M/mp/qwen/v1
+check_ls "ModelPack: the files at their filepaths" "$A" README.md config.json \
+	model-00001-of-00002.safetensors scripts shards
+check_ls "ModelPack: a filepath with / makes directories (./ and // dropped)" "$A/shards/deep" \
+	model-00002-of-00002.safetensors
+check_same "ModelPack: model-00001 bytes" "$W/m1.safetensors" "$A/model-00001-of-00002.safetensors"
+check_same "ModelPack: shards/deep/model-00002 bytes" "$W/m2.safetensors" \
+	"$A/shards/deep/model-00002-of-00002.safetensors"
+check_same "ModelPack: scripts/run.sh bytes" "$W/run.sh" "$A/scripts/run.sh"
+check_eq "ModelPack: mode 420 (decimal) is 0644, write bit gone on a ro mount" 444 \
+	"$(stat -c %a "$A/model-00001-of-00002.safetensors")"
+check_eq "ModelPack: mode 493 is 0755: 0555 on a ro mount" 555 "$(stat -c %a "$A/scripts/run.sh")"
+check_eq "ModelPack: mode 384 is 0600: 0400 on a ro mount" 400 "$(stat -c %a "$A/config.json")"
+check_eq "ModelPack: mtime from the metadata (RFC 3339, +08:00, fraction)" 1745305633 \
+	"$(stat -c %Y "$A/model-00001-of-00002.safetensors")"
+check_eq "ModelPack: Go's zero mtime means none: the artifact's" "$(stat -c %Y "$A")" \
+	"$(stat -c %Y "$A/config.json")"
+check_eq "ModelPack, older org.cnai names: README.md's mode 416 (0640)" 440 "$(stat -c %a "$A/README.md")"
+check_eq "ModelPack, older org.cnai names: README.md's mtime" 1683356889 "$(stat -c %Y "$A/README.md")"
+check_eq "ModelPack: no metadata: the mount's mode" 444 \
+	"$(stat -c %a "$A/shards/deep/model-00002-of-00002.safetensors")"
+check_eq "ModelPack: user.oci.annotation.org.cncf.model.filepath" "model-00001-of-00002.safetensors" \
+	"$(getfattr --absolute-names --only-values -n user.oci.annotation.org.cncf.model.filepath \
+		"$A/model-00001-of-00002.safetensors" 2>&1)"
+umount_ocifs "$M"
+
+# ---- bad paths and metadata: logged, shown as sha256-<hex>, nothing outside the artifact
+REPO=mp/bad
+for n in abs dotdot inner dup1 dup2 file sub badjson dirflag; do
+	printf 'layer %s\n' "$n" >"$W/bad-$n"
+done
+hexof() { sha256_hex "$W/bad-$1"; }
+fp() { jq -n -c --arg p "$1" '{"org.cncf.model.filepath": $p}'; }
+WT=application/vnd.cncf.model.weight.v1.raw
+L=()
+L+=("$(layer_json "$W/bad-abs" $WT "$(fp /etc/ocifs-model-escape)")")
+L+=("$(layer_json "$W/bad-dotdot" $WT "$(fp ../../ocifs-model-escape)")")
+L+=("$(layer_json "$W/bad-inner" $WT "$(fp 'a/../../b')")")
+L+=("$(layer_json "$W/bad-dup1" $WT "$(fp dup.bin)")")
+L+=("$(layer_json "$W/bad-dup2" $WT "$(fp dup.bin)")")
+L+=("$(layer_json "$W/bad-file" $WT "$(fp x)")")
+L+=("$(layer_json "$W/bad-sub" $WT "$(fp x/y)")")
+L+=("$(layer_json "$W/bad-badjson" $WT \
+	'{"org.cncf.model.filepath": "badjson", "org.cncf.model.file.metadata+json": "{not json"}')")
+L+=("$(layer_json "$W/bad-dirflag" $WT "$(jq -n -c --arg m "$(meta d 511 2024-01-02T03:04:05Z 5)" \
+	'{"org.cncf.model.filepath": "dirflag", "org.cncf.model.file.metadata+json": $m}')")")
+model_push mp/bad v1 application/vnd.cncf.model.config.v1+json "$W/mpconfig.json" \
+	application/vnd.cncf.model.manifest.v1+json "${L[@]}" >/dev/null || bail "push mp/bad:v1"
+mount_ocifs "$REG" "$M" -o ro || bail "mount for bad paths"
+B=$M/mp/bad/v1
+check_ls "bad paths: each unsafe or taken one under sha256-<hex>" "$B" \
+	"sha256-$(hexof abs)" "sha256-$(hexof dotdot)" "sha256-$(hexof inner)" dup.bin \
+	"sha256-$(hexof dup2)" x "sha256-$(hexof sub)" badjson dirflag
+check_same "an absolute filepath: the bytes under its fallback name" "$W/bad-abs" "$B/sha256-$(hexof abs)"
+check_same "a .. filepath: the bytes under its fallback name" "$W/bad-dotdot" "$B/sha256-$(hexof dotdot)"
+check_same "a taken filepath: the first layer keeps it" "$W/bad-dup1" "$B/dup.bin"
+check_same "a taken filepath: the second under its fallback name" "$W/bad-dup2" "$B/sha256-$(hexof dup2)"
+check_same "a file where another needs a directory: the first keeps x" "$W/bad-file" "$B/x"
+check_fail "nothing escaped: /etc/ocifs-model-escape does not exist" test -e /etc/ocifs-model-escape
+check "the log names the absolute path as unsafe" \
+	grep -qF 'path "/etc/ocifs-model-escape" is unsafe' "$OCIFS_LOG"
+check "the log names the .. path as unsafe" grep -qF 'path "../../ocifs-model-escape" is unsafe' "$OCIFS_LOG"
+check "the log says dup.bin clashes" grep -qF 'path "dup.bin" clashes' "$OCIFS_LOG"
+check "the log says x/y clashes" grep -qF 'path "x/y" clashes' "$OCIFS_LOG"
+check "metadata that is not JSON: a log line" grep -qF 'file metadata is not a JSON object' "$OCIFS_LOG"
+check_same "metadata that is not JSON: the file still reads" "$W/bad-badjson" "$B/badjson"
+check_eq "metadata that is not JSON: the mount's mode" 444 "$(stat -c %a "$B/badjson")"
+check "metadata of a directory for a raw layer: a log line" grep -qF 'typeflag 5, not a regular file' "$OCIFS_LOG"
+check_eq "metadata of a directory for a raw layer: not used" "444 $(stat -c %Y "$B")" \
+	"$(stat -c '%a %Y' "$B/dirflag")"
+check "the daemon is alive" daemon_alive "$M"
+umount_ocifs "$M"
+
+# ---- Ollama: a Docker schema 2 manifest, names from the media types
+REPO=library/llava
+OT=application/vnd.ollama.image
+make_random_file "$W/o-model" 500000 o-model
+for n in proj1 proj2 template params license1 license2 foo; do printf 'ollama %s\n' "$n" >"$W/o-$n"; done
+make_random_file "$W/o-tensor" 4096 o-tensor
+printf '{"model_format": "gguf"}' >"$W/o-config.json"
+L=()
+L+=("$(layer_json "$W/o-model" $OT.model)")
+L+=("$(layer_json "$W/o-proj1" $OT.projector)")
+L+=("$(layer_json "$W/o-proj2" $OT.projector)")
+L+=("$(layer_json "$W/o-template" $OT.template)")
+L+=("$(layer_json "$W/o-params" $OT.params)")
+L+=("$(layer_json "$W/o-license1" $OT.license)")
+L+=("$(layer_json "$W/o-license2" $OT.license)")
+L+=("$(layer_json "$W/o-tensor" $OT.tensor null '{"name": "text_encoder/w.safetensors"}')")
+L+=("$(layer_json "$W/o-foo" $OT.foo)")
+cdg=$(push_blob "$REPO" "$W/o-config.json") || bail "push ollama config"
+jq -n -c --arg c "$cdg" --argjson cs "$(stat -c %s "$W/o-config.json")" \
+	--argjson l "$(printf '%s\n' "${L[@]}" | jq -s -c .)" \
+	'{schemaVersion: 2, mediaType: "application/vnd.docker.distribution.manifest.v2+json",
+	  config: {mediaType: "application/vnd.docker.container.image.v1+json", digest: $c, size: $cs},
+	  layers: $l}' >"$W/o-manifest.json"
+push_manifest "$REPO" 7b "$W/o-manifest.json" >/dev/null || bail "push library/llava:7b"
+mount_ocifs "$REG" "$M" -o ro || bail "mount for ollama"
+O=$M/library/llava/7b
+check_ls "Ollama: names from the media types, numbered where a type repeats" "$O" \
+	model.gguf projector.gguf projector-2.gguf template params.json license license-2 \
+	text_encoder foo
+check_same "Ollama: model.gguf bytes" "$W/o-model" "$O/model.gguf"
+check_same "Ollama: projector-2.gguf is the second projector" "$W/o-proj2" "$O/projector-2.gguf"
+check_same "Ollama: license-2 is the second license" "$W/o-license2" "$O/license-2"
+check_same "Ollama: a layer's own name (with /)" "$W/o-tensor" "$O/text_encoder/w.safetensors"
+umount_ocifs "$M"
+
+# ---- KitOps: paths from the Kitfile in the config, matched by digest; the Kitfile shown
+REPO=kit/demo
+KT=application/vnd.kitops.modelkit
+printf 'gguf bytes\n' >"$W/k-model"
+printf 'readme\n' >"$W/k-readme"
+printf 'print(1)\n' >"$W/k-code"
+mdg=$(digest_of "$W/k-model")
+ddg=$(digest_of "$W/k-readme")
+cdg=$(digest_of "$W/k-code")
+jq -n -c --arg m "$mdg" --arg d "$ddg" --arg c "$cdg" \
+	'{manifestVersion: "1.0.0", package: {name: "demo", authors: ["Ann: Example"]},
+	  model: {name: "m", path: "models/m.gguf", digest: $m, diffId: $m, parameters: {temp: 0.5}},
+	  code: [{path: "src/main.py", description: "entry point", digest: $c, diffId: $c}],
+	  docs: [{path: "README.md", digest: $d, diffId: $d}]}' >"$W/kitfile.json"
+L=()
+L+=("$(layer_json "$W/k-model" $KT.model.v1.tar)")
+L+=("$(layer_json "$W/k-code" $KT.code.v1.tar)")
+L+=("$(layer_json "$W/k-readme" $KT.docs.v1.tar)")
+model_push kit/demo v1 $KT.config.v1+json "$W/kitfile.json" "" "${L[@]}" >/dev/null ||
+	bail "push kit/demo:v1"
+mount_ocifs "$REG" "$M" -o ro || bail "mount for kitops"
+K=$M/kit/demo/v1
+check "KitOps: the model layer at its Kitfile path" test -e "$K/models/m.gguf"
+check "KitOps: the code layer at its Kitfile path" test -e "$K/src/main.py"
+check "KitOps: the docs layer at its Kitfile path" test -e "$K/README.md"
+check "KitOps: the Kitfile is at the root" test -f "$K/Kitfile"
+check "KitOps: Kitfile has manifestVersion" grep -qx 'manifestVersion: 1.0.0' "$K/Kitfile"
+check "KitOps: Kitfile has the model's path" grep -qx '  path: models/m.gguf' "$K/Kitfile"
+check "KitOps: Kitfile has the code list" grep -qx -- '  - path: src/main.py' "$K/Kitfile"
+check_fail "KitOps: Kitfile has no layer digests (kit unpack leaves them out)" grep -q 'digest\|diffId' "$K/Kitfile"
+if command -v python3 >/dev/null && python3 -c 'import yaml' 2>/dev/null; then
+	check_eq "KitOps: the Kitfile reads back as the config without digests (YAML)" \
+		"$(jq -S -c 'del(.. | .digest?, .diffId?)' "$W/kitfile.json")" \
+		"$(python3 -c 'import sys, json, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1])), sort_keys=True, separators=(",", ":")))' "$K/Kitfile")"
+fi
+umount_ocifs "$M"
+finish
