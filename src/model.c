@@ -72,12 +72,11 @@ enum model_format model_format_of(const struct manifest *m)
 	return f;
 }
 
-/* Whether a layer of a model is a tar archive (.tar, .tar+gzip, .tar+zstd). */
-static bool archive_type(const char *media_type)
+bool model_layer_archive(const struct descriptor *d)
 {
 	char mt[256];
 
-	mt_base(media_type, mt, sizeof(mt));
+	mt_base(d->media_type, mt, sizeof(mt));
 	if (!starts(mt, PACK_PREFIX) && !starts(mt, PACK_PREFIX_OLD) && !starts(mt, KIT_PREFIX))
 		return false;
 	return ends(mt, ".tar") || ends(mt, ".tar+gzip") || ends(mt, ".tar+zstd");
@@ -398,7 +397,10 @@ int model_places(const struct manifest *m, enum model_format format, const char 
 		struct model_place *pl = &p[i];
 		bool taken = false;
 
-		pl->archive = archive_type(d->media_type);
+		pl->archive = model_layer_archive(d);
+		/* its entries name their own paths, as modctl and kit unpack them */
+		if (pl->archive)
+			continue;
 		wanted_path(m, i, format, kit, n_kit, want, sizeof(want));
 		if (!*want) {
 			/* an Ollama layer of an unknown kind, a kit layer without an entry */

@@ -31,9 +31,14 @@ enum model_format {
 /* What kind of model m is, from its artifactType, config and layer media types. */
 enum model_format model_format_of(const struct manifest *m);
 
+struct descriptor;
+/* Whether a model's layer is a tar archive (.tar, .tar+gzip, .tar+zstd), unpacked in place. */
+bool model_layer_archive(const struct descriptor *d);
+
 /* Where one layer shows. */
 struct model_place {
-	char *path; /* relative to the artifact's root, '/' between levels; NULL: not shown */
+	/* relative to the artifact's root, '/' between levels; NULL: not shown, or an archive */
+	char *path;
 	bool fallback; /* path is sha256-<hex>: the layer's own was unsafe or taken (logged) */
 	bool archive; /* a tar layer (.tar, .tar+gzip, .tar+zstd) */
 	mode_t mode; /* permission bits from the file's metadata; 0: the mount's */
@@ -48,7 +53,8 @@ struct model_place {
  * NULL), its Ollama name. A path that is absolute, holds "..", is not
  * clean, or is taken by an earlier layer (the same path, or a file where
  * another needs a directory) is logged (label names the artifact) and the
- * layer shows as sha256-<hex> at the root instead. 0 or -ENOMEM.
+ * layer shows as sha256-<hex> at the root instead. An archive layer has no
+ * path: its entries are unpacked at the root (rootfs.c). 0 or -ENOMEM.
  */
 int model_places(const struct manifest *m, enum model_format format, const char *kitfile,
 	size_t kitfile_len, const char *label, struct model_place **out);

@@ -24,6 +24,7 @@
 #include "layer.h"
 #include "log.h"
 #include "manifest.h"
+#include "model.h"
 #include "published.h"
 #include "registry.h"
 #include "toc.h"
@@ -43,6 +44,7 @@ struct rootfs_layer {
 	char *toc_digest; /* its own table of contents' (eStargz, zstd:chunked), or NULL */
 	bool toc_compressed; /* of the TOC's compressed bytes (toc_digest_of()) */
 	bool toc_refused; /* that TOC was found bad: the layer is read whole */
+	bool refused; /* a model's layer with entries outside the artifact: not unpacked */
 };
 
 struct rootfs {
@@ -54,6 +56,12 @@ struct rootfs {
 	size_t n;
 	char *strip; /* a packed directory: its title, the tar's paths below it; else NULL */
 	char *want; /* a packed directory: io.deis.oras.content.digest, or NULL */
+	/*
+	 * A model's tar layers unpacked in place (model.h), as modctl and kit
+	 * unpack them: no whiteouts, regular files and directories only, the
+	 * mount's owner, no set-id bits.
+	 */
+	bool model;
 	int err; /* a packed directory refused: -EIO for good */
 	size_t root_from; /* layers[root_from - 1] gave the root its attributes; 0: none */
 	struct node *root;
@@ -420,6 +428,31 @@ static int rootfs_layer_add(struct rootfs *rf, const char *digest, const char *m
 }
 
 /*
+ * Whether layer i of a model (l) has an entry whose path leaves the
+ * artifact (absolute, "..", or /.oci): then it is not unpacked at all, and
+ * the log says where its archive is.
+ */
+static bool model_outside(const struct rootfs *rf, size_t i, const struct layer *l)
+{
+	const struct layer_entry *v;
+	char clean[PATH_MAX];
+	size_t k, n;
+
+	v = layer_entries(l, &n);
+	for (k = 0; k < n; k++)
+		if (layer_path_clean(v[k].path, clean, sizeof(clean)) ||
+			strcmp(clean, ".oci") == 0 || strncmp(clean, ".oci/", 5) == 0) {
+			log_warn(
+				"%s: layer %s: entry \"%.200s\" is outside the artifact: the layer "
+				"is not unpacked; its archive is .oci/blobs/sha256/%s",
+				rf->label, rf->layers[i].digest, v[k].path,
+				digest_hex(rf->layers[i].digest));
+			return true;
+		}
+	return false;
+}
+
+/*
  * Layer i, indexed on first use. Caller holds rf->lock, which is dropped
  * and taken again while the layer loads: what the caller found before
  * stays valid (layers are not freed while the caller's ref is held), but
@@ -454,8 +487,11 @@ static int layer_at(struct tree *t, struct rootfs *rf, size_t i, struct layer **
 	if (!l)
 		ret = tree_layer(t, rf, &rf->layers[i], rf->want && *rf->want, &l);
 	pthread_mutex_lock(&rf->lock);
-	if (!ret)
+	if (!ret) {
 		rf->layers[i].l = l;
+		if (rf->model && !rf->layers[i].refused)
+			rf->layers[i].refused = model_outside(rf, i, l);
+	}
 	pthread_mutex_unlock(&rf->load);
 	if (ret) {
 		log_err("%s: layer %zu (%s) cannot be read", rf->label, i + 1,
@@ -509,8 +545,8 @@ static bool layer_hides(const struct rootfs *rf, const struct layer *l, const ch
 	char a[PATH_MAX], *slash;
 	const struct layer_entry *e;
 
-	if (rf->strip)
-		return false; /* a packed directory has one layer */
+	if (rf->strip || rf->model)
+		return false; /* a packed directory has one layer; a model no whiteouts */
 	snprintf(a, sizeof(a), "%s", p);
 	while (*a) {
 		e = layer_find(l, a);
@@ -536,7 +572,7 @@ static bool layer_opaque(const struct rootfs *rf, const struct layer *l, const c
 {
 	char a[PATH_MAX], o[PATH_MAX], *slash;
 
-	if (rf->strip)
+	if (rf->strip || rf->model)
 		return false;
 	snprintf(a, sizeof(a), "%s", p);
 	for (;;) {
@@ -571,6 +607,8 @@ static int scan(struct tree *t, struct rootfs *rf, const char *p, size_t top,
 		ret = layer_at(t, rf, i, &l);
 		if (ret)
 			return ret;
+		if (rf->layers[i].refused)
+			continue;
 		if (layer_hides(rf, l, p))
 			return 0;
 		ret = fn(arg, i, l);
@@ -620,8 +658,8 @@ static void root_attrs(struct tree *t, struct rootfs *rf, size_t i, const struct
 	char p[PATH_MAX];
 	const struct layer_entry *e;
 
-	if (rf->root_from > i || !tar_path(rf, "", p, sizeof(p)) || !(e = layer_find(l, p)) ||
-		e->type != '5')
+	if (rf->model || rf->root_from > i || !tar_path(rf, "", p, sizeof(p)) ||
+		!(e = layer_find(l, p)) || e->type != '5')
 		return;
 	/* its xattrs stay the manifest's (user.oci.*) */
 	rf->root_from = i + 1;
@@ -676,6 +714,7 @@ struct found {
 	size_t layer; /* where it was found */
 	const struct layer_entry *e; /* its entry, or NULL: a directory shown by what is below */
 	bool gone; /* a whiteout said it is not there */
+	bool plain; /* no whiteouts: a packed directory, a model */
 };
 
 /* scan() step for the attributes of a directory known only from entries below it. */
@@ -770,6 +809,12 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 			return ret;
 		e = f->e;
 	}
+	if (rf->model && e && e->type != '0' && e->type != '5') {
+		log_warn("%s: entry \"%.200s\" is not a regular file or a directory: left out, as "
+			 "modctl leaves it",
+			rf->label, f->tpath);
+		return -ENOENT;
+	}
 	switch (e ? e->type : '5') {
 	case '5':
 		kind = NODE_RDIR;
@@ -821,6 +866,12 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		set_attrs(n, fe);
 		if (set_xattrs(n, fe))
 			goto nomem;
+	}
+	if (rf->model) {
+		/* as modctl and kit unpack: the owner is who unpacks, no set-id bits */
+		n->mode &= S_IFMT | 0777;
+		n->uid = t->opts.uid;
+		n->gid = t->opts.gid;
 	}
 	switch (kind) {
 	case NODE_RDIR:
@@ -881,7 +932,7 @@ static int lookup_step(void *arg, size_t i, const struct layer *l)
 		f->e = e;
 		return 1;
 	}
-	if (whiteout_of(l, f->tpath)) {
+	if (!f->plain && whiteout_of(l, f->tpath)) {
 		f->gone = true;
 		return 1;
 	}
@@ -1036,12 +1087,16 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 			if (!rf->subject || !rf->subject_type)
 				ret = -ENOMEM;
 		}
+		rf->model = art_of_node(dir)->rootfs_model;
 		for (i = 0; !ret && i < m->n_layers; i++) {
 			bool z;
 			const char *toc = toc_digest_of(&m->layers[i], &z);
 
+			/* a model's other layers are files of their own (tree.c) */
+			if (rf->model && !model_layer_archive(&m->layers[i]))
+				continue;
 			ret = rootfs_layer_add(rf, m->layers[i].digest, m->layers[i].media_type,
-				m->layers[i].size, toc, z);
+				m->layers[i].size, rf->model ? NULL : toc, z);
 		}
 	}
 	manifest_free(m);
@@ -1145,7 +1200,7 @@ static int rootfs_enter(struct tree *t, struct node *dir, struct rootfs **out)
 
 int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
 {
-	struct found f = { NULL, 0, NULL, false };
+	struct found f = { NULL, 0, NULL, false, false };
 	struct rootfs *rf;
 	struct node *n;
 	char dp[PATH_MAX], p[PATH_MAX];
@@ -1154,6 +1209,7 @@ int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct nod
 	ret = rootfs_enter(t, dir, &rf);
 	if (ret)
 		return ret;
+	f.plain = rf->strip || rf->model;
 	pthread_mutex_lock(&t->nodes.lock);
 	n = node_child_find(dir, name);
 	pthread_mutex_unlock(&t->nodes.lock);
@@ -1161,7 +1217,7 @@ int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct nod
 		ret = n ? 0 : -ENOENT;
 		goto out;
 	}
-	if (strncmp(name, WH_PREFIX, strlen(WH_PREFIX)) == 0 && !rf->strip) {
+	if (strncmp(name, WH_PREFIX, strlen(WH_PREFIX)) == 0 && !f.plain) {
 		ret = -ENOENT;
 		goto out;
 	}
@@ -1237,6 +1293,7 @@ static void list_name(void *arg, const char *name, const struct layer_entry *e)
 		ls->v[ls->n].layer = ls->layer;
 		ls->v[ls->n].e = wh ? NULL : e;
 		ls->v[ls->n].gone = wh;
+		ls->v[ls->n].plain = ls->packed;
 		ls->n++;
 	}
 }
@@ -1273,7 +1330,7 @@ int rootfs_list(struct tree *t, struct node *dir)
 		ret = -ENAMETOOLONG;
 		goto out;
 	}
-	ls.packed = rf->strip != NULL;
+	ls.packed = rf->strip || rf->model;
 	a.dp = dp;
 	ret = scan(t, rf, dp, rf->n - 1, list_step, &a);
 	for (i = 0; !ret && i < rf->n; i++)
@@ -1287,6 +1344,10 @@ int rootfs_list(struct tree *t, struct node *dir)
 		pthread_mutex_lock(&t->nodes.lock);
 		n = node_child_find(dir, ls.names[i]);
 		pthread_mutex_unlock(&t->nodes.lock);
+		if (n && rf->model && n->kind < NODE_RDIR)
+			log_warn("%s: \"%s%s%.200s\" of a tar layer is hidden by another layer's "
+				 "file there",
+				rf->label, dp, *dp ? "/" : "", ls.names[i]);
 		if (n)
 			continue;
 		if (!join(dp, ls.names[i], p, sizeof(p)))
@@ -1324,6 +1385,8 @@ void rootfs_root_stat(struct tree *t, struct node *dir, struct stat *st)
 {
 	struct rootfs *rf;
 
+	if (dir->kind == NODE_ARTIFACT && art_of_node(dir)->rootfs_model)
+		return; /* a model's root is its artifact directory */
 	if (dir->kind == NODE_ARTIFACT) {
 		/* as an unpacker makes the root, until the archive says otherwise */
 		st->st_mode = S_IFDIR | 0755;

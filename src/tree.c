@@ -1082,6 +1082,17 @@ static bool is_image(const struct manifest *m)
 	return true;
 }
 
+/* Whether a model has a tar layer, unpacked in place. */
+static bool model_has_archive(const struct manifest *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->n_layers; i++)
+		if (model_layer_archive(&m->layers[i]))
+			return true;
+	return false;
+}
+
 /*
  * Build the children of art from a manifest body into scratch (a private
  * node standing in for art), so that art changes in one step under t->nodes.lock.
@@ -1139,8 +1150,13 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 		ret = build_files(&b, scratch, child ? child : m, mtime);
 	if (!ret)
 		ret = build_oci(&b, scratch, m, digest, body, len);
-	/* An image: its root filesystem, built on the first look inside. */
-	if (!ret && format == MODEL_NONE && is_image(child ? child : m)) {
+	/*
+	 * An image: its root filesystem; a model with tar layers: them unpacked in
+	 * place (and its other files); built on the first look inside.
+	 */
+	if (!ret && (format != MODEL_NONE ? model_has_archive(child ? child : m)
+					  : is_image(child ? child : m))) {
+		art_of_node(scratch)->rootfs_model = format != MODEL_NONE;
 		art_of_node(scratch)->rootfs_digest = strdup(
 			child ? manifest_select_platform(m, &t->opts.platform)->digest : digest);
 		scratch->partial = art_of_node(scratch)->rootfs_digest != NULL;
@@ -1218,6 +1234,7 @@ int tree_artifact_install(
 	reg_of(n)->mtime = scratch.r.mtime;
 	free(art_of_node(n)->rootfs_digest);
 	art_of_node(n)->rootfs_digest = scratch.rootfs_digest;
+	art_of_node(n)->rootfs_model = scratch.rootfs_model;
 	n->partial = sn->partial;
 	/* made anew on the next look inside; the old one goes with the last node using it */
 	old_rf = art_of_node(n)->rootfs;

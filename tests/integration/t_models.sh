@@ -1,10 +1,12 @@
 #!/bin/bash
 # Model artifacts as their files: a ModelPack artifact (as modctl builds it:
 # .raw layers at org.cncf.model.filepath, or the older org.cnai.model.*
-# names, with mode and mtime from the file metadata annotation), an Ollama
-# model (names from the layer media types, numbered where a type repeats,
-# a layer's own "name" where it has one) and a KitOps ModelKit (paths from
-# its Kitfile, matched by digest, and the Kitfile as kit unpack writes it).
+# names, with mode and mtime from the file metadata annotation; tar layers
+# unpacked in place), an Ollama model (names from the layer media types,
+# numbered where a type repeats, a layer's own "name" where it has one) and
+# a KitOps ModelKit (tar layers unpacked, matched to their Kitfile entries by
+# digest, and the Kitfile as kit unpack writes it). A tar layer with an
+# entry outside the artifact is not unpacked.
 # Bad paths (absolute, "..", taken) and bad metadata: a log line, and the
 # layer under its fallback name sha256-<hex>, never outside the artifact.
 T_TIMEOUT=${T_TIMEOUT:-300}
@@ -27,6 +29,42 @@ layer_json() {
 meta() {
 	jq -n -c --arg n "$1" --argjson m "$2" --arg t "$3" --argjson f "${4:-0}" \
 		'{name: $n, mode: $m, uid: 0, gid: 0, size: 0, mtime: $t, typeflag: $f}'
+}
+fp() { jq -n -c --arg p "$1" '{"org.cncf.model.filepath": $p}'; }
+# mktar OUT COMPRESS SPEC...: a tar made by python's tarfile, as modctl and kit
+# write them (owner 1000:0); COMPRESS none, gzip or zstd; each SPEC is
+# NAME=FILE (a regular file), NAME/ (a directory), NAME@TARGET (a symlink) or
+# NAME:MODE=FILE (a file with that octal mode)
+mktar() {
+	local out=$1 comp=$2
+	shift 2
+	python3 - "$out.tmp" "$@" <<'PY' || return 1
+import sys, tarfile, io
+out, specs = sys.argv[1], sys.argv[2:]
+with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
+    for sp in specs:
+        ti = None
+        if sp.endswith("/"):
+            ti = tarfile.TarInfo(sp.rstrip("/")); ti.type = tarfile.DIRTYPE; ti.mode = 0o755
+            t.addfile(ti); continue
+        if "@" in sp:
+            name, target = sp.split("@", 1)
+            ti = tarfile.TarInfo(name); ti.type = tarfile.SYMTYPE; ti.linkname = target
+            t.addfile(ti); continue
+        name, path = sp.split("=", 1)
+        mode = 0o644
+        if ":" in name:
+            name, m = name.rsplit(":", 1); mode = int(m, 8)
+        data = open(path, "rb").read()
+        ti = tarfile.TarInfo(name); ti.size = len(data); ti.mode = mode
+        ti.uid, ti.gid, ti.mtime = 1000, 0, 1700000000
+        t.addfile(ti, io.BytesIO(data))
+PY
+	case $comp in
+	gzip) gzip -nc "$out.tmp" >"$out" && rm -f "$out.tmp" ;;
+	zstd) zstd -q -c "$out.tmp" >"$out" && rm -f "$out.tmp" ;;
+	*) mv -f "$out.tmp" "$out" ;;
+	esac
 }
 # model_push REPO TAG CONFIG_MEDIATYPE CONFIG_FILE ARTIFACT_TYPE LAYER_JSON...
 model_push() {
@@ -96,13 +134,75 @@ check_eq "ModelPack: user.oci.annotation.org.cncf.model.filepath" "model-00001-o
 		"$A/model-00001-of-00002.safetensors" 2>&1)"
 umount_ocifs "$M"
 
+# ---- ModelPack tar layers, unpacked in place as modctl extracts them (entries
+# name their full paths), beside a raw layer; .tar, .tar+gzip and .tar+zstd
+REPO=mp/tars
+printf '{"v": 1}\n' >"$W/vocab.json"
+printf 'a b\n' >"$W/merges.txt"
+make_random_file "$W/t-model.safetensors" $((2 * 1024 * 1024 + 3)) mp-t
+printf 'print("a")\n' >"$W/a.py"
+printf '# guide\n' >"$W/guide.md"
+printf '{"x": 1}\n' >"$W/train.jsonl"
+mktar "$W/tok.tar" none "tokenizer/vocab.json=$W/vocab.json" "tokenizer/merges.txt=$W/merges.txt" ||
+	bail "tar"
+mktar "$W/model.tar" none "model.safetensors=$W/t-model.safetensors" || bail "tar"
+mktar "$W/code.tar.gz" gzip "scripts/" "scripts/a.py:755=$W/a.py" "scripts/link@a.py" \
+	"scripts/.wh.keep=$W/a.py" || bail "tar"
+mktar "$W/docs.tar.zst" zstd "docs/guide.md=$W/guide.md" || bail "tar"
+L=()
+L+=("$(layer_json "$W/tok.tar" application/vnd.cncf.model.weight.config.v1.tar "$(fp tokenizer)")")
+L+=("$(layer_json "$W/model.tar" application/vnd.cncf.model.weight.v1.tar \
+	"$(jq -n -c --arg m "$(meta model.safetensors 420 2025-04-22T15:07:13Z)" \
+		'{"org.cncf.model.filepath": "model.safetensors", "org.cncf.model.file.metadata+json": $m}')")")
+L+=("$(layer_json "$W/code.tar.gz" application/vnd.cncf.model.code.v1.tar+gzip "$(fp scripts)")")
+L+=("$(layer_json "$W/docs.tar.zst" application/vnd.cncf.model.doc.v1.tar+zstd "$(fp docs)")")
+L+=("$(layer_json "$W/train.jsonl" application/vnd.cncf.model.dataset.v1.raw "$(fp data/train.jsonl)")")
+model_push mp/tars v1 application/vnd.cncf.model.config.v1+json "$W/mpconfig.json" \
+	application/vnd.cncf.model.manifest.v1+json "${L[@]}" >/dev/null || bail "push mp/tars:v1"
+mount_ocifs "$REG" "$M" -o ro || bail "mount for tar layers"
+T=$M/mp/tars/v1
+check_ls "tar layers unpacked at the root, beside a raw layer's file" "$T" \
+	tokenizer model.safetensors scripts docs data
+check_ls "tokenizer/ from a .tar layer" "$T/tokenizer" merges.txt vocab.json
+check_same "tokenizer/vocab.json bytes (.tar)" "$W/vocab.json" "$T/tokenizer/vocab.json"
+check_same "model.safetensors bytes (a .tar of one file)" "$W/t-model.safetensors" "$T/model.safetensors"
+check_same "scripts/a.py bytes (.tar+gzip)" "$W/a.py" "$T/scripts/a.py"
+check_same "docs/guide.md bytes (.tar+zstd)" "$W/guide.md" "$T/docs/guide.md"
+check_same "data/train.jsonl bytes (raw, beside them)" "$W/train.jsonl" "$T/data/train.jsonl"
+check_eq "a tar entry's mode is its own (0755)" 755 "$(stat -c %a "$T/scripts/a.py")"
+check_eq "a tar entry's owner is the mount's, not the archive's 1000:0" "$(id -u):$(id -g)" \
+	"$(stat -c %u:%g "$T/scripts/a.py")"
+check_eq "a tar entry's mtime is its own" 1700000000 "$(stat -c %Y "$T/tokenizer/vocab.json")"
+check_ls "a symlink is left out (modctl extracts files and directories); .wh. is a plain name" \
+	"$T/scripts" a.py .wh.keep
+check "the log says the symlink was left out" grep -qF 'scripts/link" is not a regular file or a directory' "$OCIFS_LOG"
+check_eq "the root keeps the artifact's mode" 555 "$(stat -c %a "$T")"
+umount_ocifs "$M"
+
+# a tar layer with an entry outside the artifact: not unpacked, logged; the others are
+REPO=mp/evil
+printf 'evil\n' >"$W/evil"
+mktar "$W/evil.tar" none "ok.txt=$W/evil" "../evil=$W/evil" || bail "tar"
+L=()
+L+=("$(layer_json "$W/tok.tar" application/vnd.cncf.model.weight.config.v1.tar "$(fp tokenizer)")")
+L+=("$(layer_json "$W/evil.tar" application/vnd.cncf.model.code.v1.tar "$(fp code)")")
+model_push mp/evil v1 application/vnd.cncf.model.config.v1+json "$W/mpconfig.json" \
+	application/vnd.cncf.model.manifest.v1+json "${L[@]}" >/dev/null || bail "push mp/evil:v1"
+mount_ocifs "$REG" "$M" -o ro || bail "mount for an escaping tar"
+E=$M/mp/evil/v1
+check_ls "a tar layer with an entry outside: not unpacked, the other layer is" "$E" tokenizer
+check "the log says its entry is outside the artifact and where its archive is" \
+	grep -qF "entry \"../evil\" is outside the artifact: the layer is not unpacked; its archive is .oci/blobs/sha256/$(sha256_hex "$W/evil.tar")" "$OCIFS_LOG"
+check_same "its archive is under .oci/blobs" "$W/evil.tar" "$E/.oci/blobs/sha256/$(sha256_hex "$W/evil.tar")"
+check_fail "nothing escaped: mp/evil/evil does not exist" test -e "$M/mp/evil/evil"
+umount_ocifs "$M"
+
 # ---- bad paths and metadata: logged, shown as sha256-<hex>, nothing outside the artifact
 REPO=mp/bad
 for n in abs dotdot inner dup1 dup2 file sub badjson dirflag; do
 	printf 'layer %s\n' "$n" >"$W/bad-$n"
 done
 hexof() { sha256_hex "$W/bad-$1"; }
-fp() { jq -n -c --arg p "$1" '{"org.cncf.model.filepath": $p}'; }
 WT=application/vnd.cncf.model.weight.v1.raw
 L=()
 L+=("$(layer_json "$W/bad-abs" $WT "$(fp /etc/ocifs-model-escape)")")
@@ -178,35 +278,41 @@ check_same "Ollama: license-2 is the second license" "$W/o-license2" "$O/license
 check_same "Ollama: a layer's own name (with /)" "$W/o-tensor" "$O/text_encoder/w.safetensors"
 umount_ocifs "$M"
 
-# ---- KitOps: paths from the Kitfile in the config, matched by digest; the Kitfile shown
+# ---- KitOps: tar layers unpacked in place (kit 0.5 and later name full paths),
+# matched to their Kitfile entries by digest; the Kitfile shown
 REPO=kit/demo
 KT=application/vnd.kitops.modelkit
 printf 'gguf bytes\n' >"$W/k-model"
 printf 'readme\n' >"$W/k-readme"
 printf 'print(1)\n' >"$W/k-code"
-mdg=$(digest_of "$W/k-model")
-ddg=$(digest_of "$W/k-readme")
-cdg=$(digest_of "$W/k-code")
+mktar "$W/k-model.tar" none "models/" "models/m.gguf=$W/k-model" || bail "tar"
+mktar "$W/k-code.tar.gz" gzip "src/" "src/main.py=$W/k-code" || bail "tar"
+mktar "$W/k-docs.tar" none "README.md=$W/k-readme" || bail "tar"
+mdg=$(digest_of "$W/k-model.tar")
+cdg=$(digest_of "$W/k-code.tar.gz")
+ddg=$(digest_of "$W/k-docs.tar")
 jq -n -c --arg m "$mdg" --arg d "$ddg" --arg c "$cdg" \
 	'{manifestVersion: "1.0.0", package: {name: "demo", authors: ["Ann: Example"]},
 	  model: {name: "m", path: "models/m.gguf", digest: $m, diffId: $m, parameters: {temp: 0.5}},
-	  code: [{path: "src/main.py", description: "entry point", digest: $c, diffId: $c}],
+	  code: [{path: "src", description: "entry point", digest: $c, diffId: $c}],
 	  docs: [{path: "README.md", digest: $d, diffId: $d}]}' >"$W/kitfile.json"
 L=()
-L+=("$(layer_json "$W/k-model" $KT.model.v1.tar)")
-L+=("$(layer_json "$W/k-code" $KT.code.v1.tar)")
-L+=("$(layer_json "$W/k-readme" $KT.docs.v1.tar)")
+L+=("$(layer_json "$W/k-model.tar" $KT.model.v1.tar)")
+L+=("$(layer_json "$W/k-code.tar.gz" $KT.code.v1.tar+gzip)")
+L+=("$(layer_json "$W/k-docs.tar" $KT.docs.v1.tar)")
 model_push kit/demo v1 $KT.config.v1+json "$W/kitfile.json" "" "${L[@]}" >/dev/null ||
 	bail "push kit/demo:v1"
 mount_ocifs "$REG" "$M" -o ro || bail "mount for kitops"
 K=$M/kit/demo/v1
-check "KitOps: the model layer at its Kitfile path" test -e "$K/models/m.gguf"
-check "KitOps: the code layer at its Kitfile path" test -e "$K/src/main.py"
-check "KitOps: the docs layer at its Kitfile path" test -e "$K/README.md"
+check_ls "KitOps: the layers unpacked as kit unpack writes them, and the Kitfile" "$K" \
+	Kitfile README.md models src
+check_same "KitOps: models/m.gguf bytes" "$W/k-model" "$K/models/m.gguf"
+check_same "KitOps: src/main.py bytes (.tar+gzip)" "$W/k-code" "$K/src/main.py"
+check_same "KitOps: README.md bytes" "$W/k-readme" "$K/README.md"
 check "KitOps: the Kitfile is at the root" test -f "$K/Kitfile"
 check "KitOps: Kitfile has manifestVersion" grep -qx 'manifestVersion: 1.0.0' "$K/Kitfile"
 check "KitOps: Kitfile has the model's path" grep -qx '  path: models/m.gguf' "$K/Kitfile"
-check "KitOps: Kitfile has the code list" grep -qx -- '  - path: src/main.py' "$K/Kitfile"
+check "KitOps: Kitfile has the code list" grep -qx -- '  - path: src' "$K/Kitfile"
 check_fail "KitOps: Kitfile has no layer digests (kit unpack leaves them out)" grep -q 'digest\|diffId' "$K/Kitfile"
 if command -v python3 >/dev/null && python3 -c 'import yaml' 2>/dev/null; then
 	check_eq "KitOps: the Kitfile reads back as the config without digests (YAML)" \
