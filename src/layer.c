@@ -497,6 +497,12 @@ struct layer {
 	 * did not match: then every read is EIO.
 	 */
 	bool published;
+	/*
+	 * A tar of one file, indexed from its headers alone, as the manifest
+	 * said it is (layer_open_single()): a read that reaches the file's end
+	 * waits for the whole blob to verify.
+	 */
+	bool single;
 	bool bad;
 	bool bad_claimed; /* layer_bad_claim() said so once */
 	unsigned char *span_ok;
@@ -1937,15 +1943,99 @@ ssize_t layer_read(struct layer *l, void *p, size_t n, int64_t off)
 		r = stream_read(s, p, n, off);
 	if (r < 0)
 		s->valid = false;
-	if (own) {
+	if (own)
 		stream_free(own);
-		return r;
+	if (!own) {
+		pthread_mutex_lock(&l->lock);
+		s->busy = false;
+		s->used = ++l->clock;
+		pthread_mutex_unlock(&l->lock);
 	}
-	pthread_mutex_lock(&l->lock);
-	s->busy = false;
-	s->used = ++l->clock;
-	pthread_mutex_unlock(&l->lock);
+	/* the file's last bytes: only once the whole archive verified, as for a blob */
+	if (r > 0 && l->single && off + r >= l->entries[0].offset + l->entries[0].size) {
+		struct blob_reader rd = { 0 };
+		int fd = cache_blob_prepare(l->blob, &rd, l->blob_size - 1, 1);
+
+		if (fd < 0)
+			return -EIO;
+		cache_blob_done(l->blob, l->blob_size - 1, 1);
+	}
 	return r;
+}
+
+/* ---- a tar of one file ---- */
+
+/* layer_tar_index_read()'s reader of a blob's ranges, fetched without waiting to verify. */
+struct hop {
+	struct blob *blob;
+	int64_t size;
+};
+
+static int hop_read(void *ctx, void *p, size_t n, int64_t off)
+{
+	struct hop *h = ctx;
+	struct blob_reader rd = { .own_check = true };
+	int fd, ret;
+
+	if (off >= h->size)
+		return -ENODATA;
+	if ((int64_t)n > h->size - off)
+		return -EBADMSG;
+	fd = cache_blob_prepare(h->blob, &rd, off, n);
+	if (fd < 0)
+		return fd;
+	ret = file_read(&(struct file_src){ fd, h->size }, p, n, off) ? -EIO : 0;
+	cache_blob_done(h->blob, off, n);
+	return ret;
+}
+
+int layer_open_single(struct cache *c, struct registry *r, const char *repo, const char *digest,
+	const char *media_type, int64_t size, const char *path, int64_t file_size,
+	struct layer **out)
+{
+	struct layer *l;
+	struct hop h;
+	char clean[PATH_MAX];
+	int ret;
+
+	if (codec_of(media_type) != CODEC_NONE || size <= 0)
+		return -EINVAL;
+	l = layer_of_blob(digest, media_type, size);
+	if (!l)
+		return -ENOMEM;
+	snprintf(l->label, sizeof(l->label), "%s@%s", repo, digest);
+	ret = cache_blob_open(c, r, repo, digest, size, &l->blob);
+	if (ret)
+		goto fail;
+	h.blob = l->blob;
+	h.size = size;
+	/* its headers and the end of the archive: two small ranges, whatever the file's size */
+	ret = layer_tar_index_read(hop_read, &h, size, l->label, &l->entries, &l->n);
+	if (ret)
+		goto fail;
+	if (l->n != 1 || l->entries[0].type != '0' || l->entries[0].size != file_size ||
+		layer_path_clean(l->entries[0].path, clean, sizeof(clean)) ||
+		strcmp(clean, path) != 0) {
+		ret = -EBADMSG;
+		goto fail;
+	}
+	l->tar_size = size;
+	l->single = true;
+	l->cps = calloc(1, sizeof(*l->cps));
+	l->n_cps = l->cps ? 1 : 0;
+	ret = l->cps ? names_build(l) : -ENOMEM;
+	if (ret)
+		goto fail;
+	*out = l;
+	return 0;
+fail:
+	layer_free(l);
+	return ret == -ENOMEM ? ret : ret == -EBADMSG ? ret : -EIO;
+}
+
+bool layer_is_single(const struct layer *l)
+{
+	return l->single;
 }
 
 bool layer_verified(struct layer *l)

@@ -156,6 +156,20 @@ int layer_open_published(struct cache *c, struct registry *r, const char *repo, 
 int layer_open_toc(struct cache *c, struct registry *r, const char *repo, const char *digest,
 	const char *media_type, int64_t size, const char *toc_digest, bool compressed,
 	struct layer **out);
+/*
+ * An uncompressed tar that the manifest says holds one file, path (clean)
+ * of file_size bytes (a model's layer: model.h): indexed from its headers
+ * and its end alone, two small ranges of the blob, whatever the file's
+ * size. -EBADMSG when the archive is not that (the caller reads it whole
+ * instead). The path and size shown are the manifest's; the bytes are
+ * checked as a blob's are: a read that reaches the file's end waits for
+ * the whole blob to verify. Not stored in the cache's indexes.
+ */
+int layer_open_single(struct cache *c, struct registry *r, const char *repo, const char *digest,
+	const char *media_type, int64_t size, const char *path, int64_t file_size,
+	struct layer **out);
+/* Whether l came from layer_open_single(). */
+bool layer_is_single(const struct layer *l);
 /* The index of l as layer_open_published() reads it, appended to out. 0 or -errno. */
 int layer_index_publishable(const struct layer *l, struct buf *out);
 /* Whether a span of l did not match its published index. */

@@ -122,21 +122,29 @@ static bool paths_clash(const char *a, const char *b)
 	return strncmp(a, b, k) == 0 && (na == nb || (na < nb ? b[k] : a[k]) == '/');
 }
 
-/* Mode and mtime from the layer's file metadata annotation, where it has one that parses. */
-static void metadata_apply(const struct descriptor *d, const char *label, struct model_place *p)
+/* The layer's file metadata annotation (JSON text), under its names new and old, or NULL. */
+static const char *metadata_of(const struct descriptor *d)
 {
 	static const char *const keys[] = {
 		ANN_MODEL_METADATA,
 		"org.cnai.model.file.metadata+json",
 		"org.cnai.model.file.metadata",
 	};
-	struct json_object *root = NULL, *v;
 	const char *s = NULL;
-	time_t t;
 	size_t i;
 
 	for (i = 0; !s && i < sizeof(keys) / sizeof(keys[0]); i++)
 		s = annotation_get(d->annotations, d->n_annotations, keys[i]);
+	return s;
+}
+
+/* Mode and mtime from the layer's file metadata annotation, where it has one that parses. */
+static void metadata_apply(const struct descriptor *d, const char *label, struct model_place *p)
+{
+	struct json_object *root = NULL, *v;
+	const char *s = metadata_of(d);
+	time_t t;
+
 	if (!s)
 		return;
 	root = json_tokener_parse(s);
@@ -166,6 +174,31 @@ static void metadata_apply(const struct descriptor *d, const char *label, struct
 		p->mtime = t;
 out:
 	json_object_put(root);
+}
+
+bool model_layer_single(const struct descriptor *d, char *path, size_t n, int64_t *size)
+{
+	const char *fp = annotation_get(d->annotations, d->n_annotations, ANN_MODEL_FILEPATH);
+	const char *md = metadata_of(d);
+	struct json_object *root, *v;
+	char mt[256];
+	bool ok;
+
+	mt_base(d->media_type, mt, sizeof(mt));
+	if (!fp)
+		fp = annotation_get(d->annotations, d->n_annotations, "org.cnai.model.filepath");
+	if (!model_layer_archive(d) || !ends(mt, ".tar") || !fp || !md || clean_path(fp, path, n))
+		return false;
+	root = json_tokener_parse(md);
+	ok = root && json_object_object_get_ex(root, "size", &v) &&
+	     json_object_is_type(v, json_type_int) && json_object_get_int64(v) >= 0;
+	if (ok)
+		*size = json_object_get_int64(v);
+	if (ok && json_object_object_get_ex(root, "typeflag", &v))
+		ok = json_object_is_type(v, json_type_int) &&
+		     (json_object_get_int(v) == 0 || json_object_get_int(v) == '0');
+	json_object_put(root);
+	return ok;
 }
 
 /* ---- KitOps: a layer's Kitfile entry, by digest, else by its place among its kind */

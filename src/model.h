@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -34,6 +35,12 @@ enum model_format model_format_of(const struct manifest *m);
 struct descriptor;
 /* Whether a model's layer is a tar archive (.tar, .tar+gzip, .tar+zstd), unpacked in place. */
 bool model_layer_archive(const struct descriptor *d);
+/*
+ * Whether a model's layer is an uncompressed tar that its annotations say
+ * holds one regular file: its org.cncf.model.filepath (clean, into path)
+ * and the size its file metadata gives (*size), as modctl packs a file.
+ */
+bool model_layer_single(const struct descriptor *d, char *path, size_t n, int64_t *size);
 
 /* Where one layer shows. */
 struct model_place {

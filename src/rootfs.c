@@ -45,6 +45,9 @@ struct rootfs_layer {
 	bool toc_compressed; /* of the TOC's compressed bytes (toc_digest_of()) */
 	bool toc_refused; /* that TOC was found bad: the layer is read whole */
 	bool refused; /* a model's layer with entries outside the artifact: not unpacked */
+	/* a model's tar of one file, as its annotations say (model_layer_single()), or NULL */
+	char *single_path;
+	int64_t single_size;
 };
 
 struct rootfs {
@@ -257,6 +260,18 @@ static void publish(struct tree *t, struct rootfs *rf, struct rootfs_layer *d, s
 			rf->subject_size, l, t->opts.index_sign_key);
 }
 
+/* Whether l, a tar of one file, holds what d's annotations say. */
+static bool single_same(const struct layer *l, const struct rootfs_layer *d)
+{
+	size_t n;
+	const struct layer_entry *e = layer_entries(l, &n);
+	char clean[PATH_MAX];
+
+	return d->single_path && n == 1 && e[0].size == d->single_size &&
+	       !layer_path_clean(e[0].path, clean, sizeof(clean)) &&
+	       strcmp(clean, d->single_path) == 0;
+}
+
 /*
  * The layer digest, opened once for all the images that use it (they share
  * base layers), with a ref for the caller's slot: from its published index
@@ -275,7 +290,9 @@ static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d,
 	for (i = 0; i < t->n_layers; i++)
 		if (strcmp(layer_digest(t->layers[i]), d->digest) == 0 &&
 			(!tar_digest || *layer_tar_digest(t->layers[i])) &&
-			!layer_bad(t->layers[i])) {
+			!layer_bad(t->layers[i]) &&
+			/* one indexed from its headers alone serves only who vouches for it */
+			(!layer_is_single(t->layers[i]) || single_same(t->layers[i], d))) {
 			l = t->layers[i];
 			t->layer_refs[i]++;
 			break;
@@ -301,6 +318,19 @@ static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d,
 				 "read",
 				rf->label, d->digest);
 			d->toc_refused = true;
+			l = NULL;
+		}
+	}
+	/* a model's tar of one file: from its headers, two ranges, not the whole */
+	if (!l && d->single_path && !tar_digest) {
+		ret = layer_open_single(t->cache, rf->site->reg, rf->repo, d->digest, d->media_type,
+			d->size, d->single_path, d->single_size, &l);
+		if (ret == -ENOMEM)
+			return ret;
+		if (ret) {
+			log_warn("%s: layer %s does not hold just %s, as its annotations say: the "
+				 "whole layer is read",
+				rf->label, d->digest, d->single_path);
 			l = NULL;
 		}
 	}
@@ -343,6 +373,7 @@ static void rootfs_free(struct rootfs *rf)
 		free(rf->layers[i].media_type);
 		free(rf->layers[i].index_ref);
 		free(rf->layers[i].toc_digest);
+		free(rf->layers[i].single_path);
 	}
 	free(rf->layers);
 	free(rf->subject);
@@ -450,6 +481,17 @@ static bool model_outside(const struct rootfs *rf, size_t i, const struct layer 
 			return true;
 		}
 	return false;
+}
+
+/* A model's layer d: what its annotations say it holds, when that is one file. */
+static int single_set(struct rootfs_layer *rl, const struct descriptor *d)
+{
+	char path[PATH_MAX];
+
+	if (!model_layer_single(d, path, sizeof(path), &rl->single_size))
+		return 0;
+	rl->single_path = strdup(path);
+	return rl->single_path ? 0 : -ENOMEM;
 }
 
 /*
@@ -1097,6 +1139,8 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 				continue;
 			ret = rootfs_layer_add(rf, m->layers[i].digest, m->layers[i].media_type,
 				m->layers[i].size, rf->model ? NULL : toc, z);
+			if (!ret && rf->model)
+				ret = single_set(&rf->layers[rf->n - 1], &m->layers[i]);
 		}
 	}
 	manifest_free(m);

@@ -25,10 +25,10 @@ layer_json() {
 		--argjson a "${3:-null}" --argjson x "${4:-{\}}" \
 		'{mediaType: $mt, digest: $d, size: $s} + (if $a then {annotations: $a} else {} end) + $x'
 }
-# meta NAME MODE MTIME [TYPEFLAG]: a file metadata annotation value, as modctl writes it
+# meta NAME MODE MTIME [TYPEFLAG [SIZE]]: a file metadata annotation value, as modctl writes it
 meta() {
-	jq -n -c --arg n "$1" --argjson m "$2" --arg t "$3" --argjson f "${4:-0}" \
-		'{name: $n, mode: $m, uid: 0, gid: 0, size: 0, mtime: $t, typeflag: $f}'
+	jq -n -c --arg n "$1" --argjson m "$2" --arg t "$3" --argjson f "${4:-0}" --argjson s "${5:-0}" \
+		'{name: $n, mode: $m, uid: 0, gid: 0, size: $s, mtime: $t, typeflag: $f}'
 }
 fp() { jq -n -c --arg p "$1" '{"org.cncf.model.filepath": $p}'; }
 # mktar OUT COMPRESS SPEC...: a tar made by python's tarfile, as modctl and kit
@@ -139,7 +139,7 @@ umount_ocifs "$M"
 REPO=mp/tars
 printf '{"v": 1}\n' >"$W/vocab.json"
 printf 'a b\n' >"$W/merges.txt"
-make_random_file "$W/t-model.safetensors" $((2 * 1024 * 1024 + 3)) mp-t
+make_random_file "$W/t-model.safetensors" $((24 * 1024 * 1024 + 3)) mp-t
 printf 'print("a")\n' >"$W/a.py"
 printf '# guide\n' >"$W/guide.md"
 printf '{"x": 1}\n' >"$W/train.jsonl"
@@ -152,7 +152,7 @@ mktar "$W/docs.tar.zst" zstd "docs/guide.md=$W/guide.md" || bail "tar"
 L=()
 L+=("$(layer_json "$W/tok.tar" application/vnd.cncf.model.weight.config.v1.tar "$(fp tokenizer)")")
 L+=("$(layer_json "$W/model.tar" application/vnd.cncf.model.weight.v1.tar \
-	"$(jq -n -c --arg m "$(meta model.safetensors 420 2025-04-22T15:07:13Z)" \
+	"$(jq -n -c --arg m "$(meta model.safetensors 420 2025-04-22T15:07:13Z 0 "$(stat -c %s "$W/t-model.safetensors")")" \
 		'{"org.cncf.model.filepath": "model.safetensors", "org.cncf.model.file.metadata+json": $m}')")")
 L+=("$(layer_json "$W/code.tar.gz" application/vnd.cncf.model.code.v1.tar+gzip "$(fp scripts)")")
 L+=("$(layer_json "$W/docs.tar.zst" application/vnd.cncf.model.doc.v1.tar+zstd "$(fp docs)")")
@@ -165,7 +165,16 @@ check_ls "tar layers unpacked at the root, beside a raw layer's file" "$T" \
 	tokenizer model.safetensors scripts docs data
 check_ls "tokenizer/ from a .tar layer" "$T/tokenizer" merges.txt vocab.json
 check_same "tokenizer/vocab.json bytes (.tar)" "$W/vocab.json" "$T/tokenizer/vocab.json"
+MHEX=$(sha256_hex "$W/model.tar")
+head -c 4096 "$T/model.safetensors" >"$W/t-head"
+check_same "model.safetensors: its first 4 KiB (a .tar of one file)" \
+	<(head -c 4096 "$W/t-model.safetensors") "$W/t-head"
+pct=$(getfattr --absolute-names --only-values -n user.ocifs.cached "$T/.oci/blobs/sha256/$MHEX" 2>&1)
+check "a .tar of one file, as its annotations say: listed and read from without the whole archive ($pct% of 24 MiB)" \
+	test "$pct" -lt 50
 check_same "model.safetensors bytes (a .tar of one file)" "$W/t-model.safetensors" "$T/model.safetensors"
+check_eq "read to its end: the whole archive verified" 100 \
+	"$(getfattr --absolute-names --only-values -n user.ocifs.cached "$T/.oci/blobs/sha256/$MHEX" 2>&1)"
 check_same "scripts/a.py bytes (.tar+gzip)" "$W/a.py" "$T/scripts/a.py"
 check_same "docs/guide.md bytes (.tar+zstd)" "$W/guide.md" "$T/docs/guide.md"
 check_same "data/train.jsonl bytes (raw, beside them)" "$W/train.jsonl" "$T/data/train.jsonl"
@@ -177,6 +186,49 @@ check_ls "a symlink is left out (modctl extracts files and directories); .wh. is
 	"$T/scripts" a.py .wh.keep
 check "the log says the symlink was left out" grep -qF 'scripts/link" is not a regular file or a directory' "$OCIFS_LOG"
 check_eq "the root keeps the artifact's mode" 555 "$(stat -c %a "$T")"
+umount_ocifs "$M"
+
+# a tar of one file whose blob does not hash to its digest (a byte of its end
+# changed in the registry's storage): the file's first bytes read, and a read
+# to its end fails with EIO, as for any blob
+# (the file ends chunks before the archive does: the end of the archive is
+# fetched and verified all the same)
+REPO=mp/tamper
+make_random_file "$W/tamper.bin" $((24 * 1024 * 1024 - 512 - 600)) mp-tamper
+mktar "$W/tamper.tar" none "model.safetensors=$W/tamper.bin" || bail "tar"
+# zero blocks past the archive's end (tar's blocking), 2 MiB of them: no read of the file nears them
+head -c $((2 * 1024 * 1024)) /dev/zero >>"$W/tamper.tar"
+L=("$(layer_json "$W/tamper.tar" application/vnd.cncf.model.weight.v1.tar \
+	"$(jq -n -c --arg m "$(meta model.safetensors 420 2025-04-22T15:07:13Z 0 "$(stat -c %s "$W/tamper.bin")")" \
+		'{"org.cncf.model.filepath": "model.safetensors", "org.cncf.model.file.metadata+json": $m}')")")
+model_push mp/tamper v1 application/vnd.cncf.model.config.v1+json "$W/mpconfig.json" \
+	application/vnd.cncf.model.manifest.v1+json "${L[@]}" >/dev/null || bail "push mp/tamper:v1"
+BP=$(blob_path "sha256:$(sha256_hex "$W/tamper.tar")")
+printf 'X' | dd of="$BP" bs=1 seek=$(($(stat -c %s "$BP") - 1)) conv=notrunc status=none
+OCIFS_CACHE=$TESTDIR/cache.tamper mount_ocifs "$REG" "$M" -o ro || bail "mount for a tampered tar"
+check_same "a tampered tar of one file: its first 4 KiB read" <(head -c 4096 "$W/tamper.bin") \
+	<(head -c 4096 "$M/mp/tamper/v1/model.safetensors")
+check_err "a tampered tar of one file: a read of its last 4 KiB alone fails with EIO" \
+	"Input/output error" dd if="$M/mp/tamper/v1/model.safetensors" of=/dev/null bs=4096 \
+	skip=$(($(stat -c %s "$W/tamper.bin") / 4096)) status=none
+check_err "a tampered tar of one file: a read to its end fails with EIO" "Input/output error" \
+	cat "$M/mp/tamper/v1/model.safetensors"
+umount_ocifs "$M"
+
+# a tar whose annotations say it holds one file but that holds two: read whole, both shown
+REPO=mp/two
+mktar "$W/two.tar" none "model.safetensors=$W/vocab.json" "extra.bin=$W/merges.txt" || bail "tar"
+L=("$(layer_json "$W/two.tar" application/vnd.cncf.model.weight.v1.tar \
+	"$(jq -n -c --arg m "$(jq -n -c --argjson s "$(stat -c %s "$W/vocab.json")" \
+		'{name: "model.safetensors", mode: 420, size: $s, mtime: "2025-04-22T15:07:13Z", typeflag: 0}')" \
+		'{"org.cncf.model.filepath": "model.safetensors", "org.cncf.model.file.metadata+json": $m}')")")
+model_push mp/two v1 application/vnd.cncf.model.config.v1+json "$W/mpconfig.json" \
+	application/vnd.cncf.model.manifest.v1+json "${L[@]}" >/dev/null || bail "push mp/two:v1"
+mount_ocifs "$REG" "$M" -o ro || bail "mount for a tar of two"
+check_ls "a tar said to hold one file that holds two: both shown" "$M/mp/two/v1" extra.bin model.safetensors
+check_same "and they read right" "$W/merges.txt" "$M/mp/two/v1/extra.bin"
+check "the log says it does not hold just what its annotations say" \
+	grep -qF 'does not hold just model.safetensors, as its annotations say: the whole layer is read' "$OCIFS_LOG"
 umount_ocifs "$M"
 
 # a tar layer with an entry outside the artifact: not unpacked, logged; the others are
