@@ -43,3 +43,18 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		/* One fprintf per line so that lines of threads do not interleave. */
 		fprintf(stderr, "ocifs: %s: %s\n", tag[lvl], line);
 }
+
+void log_escape(const char *s, char *out, size_t n)
+{
+	size_t o = 0;
+
+	for (; *s && o + 5 < n; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c < 0x20 || c == 0x7f || c == '\\')
+			o += (size_t)snprintf(out + o, n - o, "\\x%02x", c);
+		else
+			out[o++] = (char)c;
+	}
+	out[o] = '\0';
+}

@@ -3,6 +3,7 @@
 #define OCIFS_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 enum log_level { LOG_LVL_ERR, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
@@ -18,5 +19,12 @@ void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(pri
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+
+/*
+ * s (a name from a registry: a title, a path) written into out (n bytes) to
+ * go on one log line, whatever bytes it holds: control characters and '\\'
+ * as \xNN; cut short to fit.
+ */
+void log_escape(const char *s, char *out, size_t n);
 
 #endif

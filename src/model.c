@@ -322,22 +322,6 @@ void model_places_free(struct model_place *p, size_t n)
 	free(p);
 }
 
-/* The name a layer had before it was taken or found unsafe, for the log, in one line. */
-static void log_name(const char *s, char *out, size_t n)
-{
-	size_t o = 0;
-
-	for (; *s && o + 5 < n; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c < 0x20 || c == 0x7f || c == '\\')
-			o += (size_t)snprintf(out + o, n - o, "\\x%02x", c);
-		else
-			out[o++] = (char)c;
-	}
-	out[o] = '\0';
-}
-
 /* The path layer i asks for (raw, not yet checked) into want; "" when it names none. */
 static void wanted_path(const struct manifest *m, size_t i, enum model_format format,
 	const struct kit_entry *kit, size_t n_kit, char *want, size_t n)
@@ -441,7 +425,7 @@ int model_places(const struct manifest *m, enum model_format format, const char 
 				continue;
 			log_warn("%s: layer %s has no path", label, d->digest);
 		} else if (clean_path(want, path, sizeof(path))) {
-			log_name(want, esc, sizeof(esc));
+			log_escape(want, esc, sizeof(esc));
 			log_warn("%s: layer %s path \"%s\" is unsafe (absolute, \"..\" or not a "
 				 "name)",
 				label, d->digest, esc);
@@ -471,7 +455,7 @@ int model_places(const struct manifest *m, enum model_format format, const char 
 			for (j = 0; j < i && !taken; j++)
 				taken = p[j].path && paths_clash(p[j].path, path);
 			if (taken) {
-				log_name(path, esc, sizeof(esc));
+				log_escape(path, esc, sizeof(esc));
 				log_warn("%s: layer %s path \"%s\" clashes with an earlier layer's",
 					label, d->digest, esc);
 			}

@@ -753,22 +753,6 @@ static struct node *build_data(
 	return n;
 }
 
-/* Write a title into a log line on one line, whatever bytes it holds. */
-static void escape_for_log(const char *s, char *out, size_t n)
-{
-	size_t o = 0;
-
-	for (; *s && o + 5 < n; s++) {
-		unsigned char c = (unsigned char)*s;
-
-		if (c < 0x20 || c == 0x7f || c == '\\')
-			o += (size_t)snprintf(out + o, n - o, "\\x%02x", c);
-		else
-			out[o++] = (char)c;
-	}
-	out[o] = '\0';
-}
-
 /*
  * The file of layer d at path (checked) below root, mode its permission
  * bits (0: the mount's); a path with '/' makes directories. An oras packed
@@ -832,7 +816,7 @@ static int build_at(struct build *b, struct node *root, const struct descriptor 
 	return ret;
 
 clash:
-	escape_for_log(title, esc, sizeof(esc));
+	log_escape(title, esc, sizeof(esc));
 	log_warn("%s: layer %s title \"%s\" clashes with an earlier layer: not shown", b->label,
 		d->digest, esc);
 	free(copy);
@@ -847,7 +831,7 @@ static int build_title(struct build *b, struct node *root, const struct descript
 	char esc[600];
 
 	if (manifest_title_check(title)) {
-		escape_for_log(title, esc, sizeof(esc));
+		log_escape(title, esc, sizeof(esc));
 		log_warn("%s: layer %s has unsafe title \"%s\": not shown", b->label, d->digest,
 			esc);
 		return 0;
