@@ -51,6 +51,13 @@ static int art_of(struct tree *t, struct node *n, struct node **art)
 	/* an index's platform child, or a referrer (but one being attached) */
 	if (n->parent && n->parent->kind != NODE_NS && !(node_draft(n) && node_draft(n)->subject))
 		return -EROFS;
+	if (art_of_node(n)->model) {
+		/* its layers' paths are not titles: a new manifest made here would not keep them */
+		log_warn("%s:%s: a model's files are changed with its own tools (modctl, kit), not "
+			 "here",
+			reg_of(n)->repo, art_of_node(n)->ref);
+		return -EROFS;
+	}
 	if (art_of_node(n)->rootfs_digest) {
 		log_warn("%s:%s: an image's root filesystem cannot be changed", reg_of(n)->repo,
 			art_of_node(n)->ref);

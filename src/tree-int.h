@@ -87,6 +87,7 @@ struct art_node {
 	struct draft *draft; /* changes staged and not yet pushed, or NULL; t->lock (push.c) */
 	/* the image manifest whose layers make its root filesystem, or NULL */
 	char *rootfs_digest;
+	bool model; /* a model artifact (model.h): its files are its tools' to change; t->lock */
 	bool rootfs_model; /* rootfs_digest is a model's: its tar layers unpacked (model.h) */
 	struct rootfs *rootfs; /* once looked into; t->lock (rootfs.c) */
 };

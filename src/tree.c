@@ -1128,6 +1128,7 @@ static int artifact_build(struct tree *t, struct node *art, struct node *scratch
 		}
 	}
 	format = model_format_of(child ? child : m);
+	art_of_node(scratch)->model = format != MODEL_NONE;
 	if (format != MODEL_NONE)
 		ret = build_model(&b, scratch, child ? child : m, format, mtime);
 	else
@@ -1219,6 +1220,7 @@ int tree_artifact_install(
 	free(art_of_node(n)->rootfs_digest);
 	art_of_node(n)->rootfs_digest = scratch.rootfs_digest;
 	art_of_node(n)->rootfs_model = scratch.rootfs_model;
+	art_of_node(n)->model = scratch.model;
 	n->partial = sn->partial;
 	/* made anew on the next look inside; the old one goes with the last node using it */
 	old_rf = art_of_node(n)->rootfs;

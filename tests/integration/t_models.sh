@@ -129,6 +129,16 @@ check_eq "ModelPack, older org.cnai names: README.md's mode 416 (0640)" 440 "$(s
 check_eq "ModelPack, older org.cnai names: README.md's mtime" 1683356889 "$(stat -c %Y "$A/README.md")"
 check_eq "ModelPack: no metadata: the mount's mode" 444 \
 	"$(stat -c %a "$A/shards/deep/model-00002-of-00002.safetensors")"
+umount_ocifs "$M"
+# a model's layers are paths, not titles: no change is staged here, on a rw mount too
+mount_ocifs "$REG" "$M" || bail "rw mount"
+D0=$(manifest_digest mp/qwen v1)
+check_err "ModelPack, rw mount: a new file is refused (EROFS)" "Read-only file system" \
+	cp "$W/run.sh" "$A/new.sh"
+check_err "ModelPack, rw mount: removing a file is refused (EROFS)" "Read-only file system" \
+	rm "$A/config.json"
+check "the log says a model is changed with its own tools" grep -qF "a model's files are changed with its own tools" "$OCIFS_LOG"
+check_eq "ModelPack, rw mount: the tag is unchanged" "$D0" "$(manifest_digest mp/qwen v1)"
 check_eq "ModelPack: user.oci.annotation.org.cncf.model.filepath" "model-00001-of-00002.safetensors" \
 	"$(getfattr --absolute-names --only-values -n user.oci.annotation.org.cncf.model.filepath \
 		"$A/model-00001-of-00002.safetensors" 2>&1)"
