@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install everything ocifs needs to build, run its demo and run its tests,
-# on Debian 12 (bookworm), as root.
+# on Debian 12 (bookworm), as root. (contrib/libfuse-3.17.sh builds the libfuse
+# that contrib/test.sh's passthrough pass uses with dpkg-dev, meson and ninja-build.)
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 if [ "$(id -u)" != 0 ]; then
@@ -13,7 +14,7 @@ pkgs="build-essential autoconf automake libtool pkg-config
 	docker-registry skopeo umoci curl ca-certificates attr jq
 	apache2-utils openssl procps psmisc socat python3 busybox-static
 	systemd python3-yaml file valgrind clang-format podman
-	containerd stargz-snapshotter"
+	containerd stargz-snapshotter dpkg-dev meson ninja-build"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
