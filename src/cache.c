@@ -1378,6 +1378,31 @@ bool cache_blob_verified(struct blob *b)
 	return v;
 }
 
+int cache_blob_verified_fd(struct blob *b)
+{
+	char path[PATH_MAX];
+	struct stat st;
+	int fd, err;
+
+	if (b->size == 0 || !cache_blob_verified(b))
+		return -ENOENT;
+	/* blob_finish() renamed the file into blobs/ before it said complete */
+	blob_path(b->c, b->digest, path, sizeof(path));
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st)) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	if (st.st_size != b->size) {
+		close(fd);
+		return -EIO;
+	}
+	return fd;
+}
+
 /*
  * Open the partial files of b, picking up chunks an earlier run fetched.
  * Caller holds c->lock.

@@ -103,6 +103,14 @@ void cache_blob_close(struct blob *b);
 int64_t cache_blob_size(const struct blob *b);
 /* Whether b is complete and verified (and so are any of its pages the kernel holds). */
 bool cache_blob_verified(struct blob *b);
+/*
+ * A new read-only descriptor of b's file in the cache, once b is verified:
+ * for the kernel to read it itself (FUSE passthrough, fs.c). Its bytes never
+ * change, and the file stays while b is open. The caller closes it. Returns
+ * the descriptor, -ENOENT when b is not verified or has no file (an empty
+ * blob), or -errno. No lock held.
+ */
+int cache_blob_verified_fd(struct blob *b);
 
 /* One reader's position, for telling sequential reads from random ones. */
 struct blob_reader {

@@ -1,13 +1,17 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cache.h"
 #include "fs.h"
+#include "log.h"
 #include "node.h"
 #include "tree.h"
 
@@ -56,6 +60,13 @@ struct dir_handle {
 	size_t n;
 };
 
+/* How the kernel reads an open file (see FUSE passthrough below). */
+enum io_mode {
+	IO_UNTRACKED, /* the connection has no passthrough: nothing to track */
+	IO_CACHED, /* through the FUSE inode's page cache, reads sent here */
+	IO_PASSTHROUGH, /* from the cache's file, by the kernel itself */
+};
+
 /*
  * A file handle: a blob of the cache and this reader's position, bytes of
  * the tree, or a staged file (fd) for files written into the mount.
@@ -64,7 +75,237 @@ struct open_file {
 	struct handle h; /* first: a struct handle * is a struct open_file * */
 	struct node_file f; /* what the node's provider opened (f.node) */
 	struct blob_reader rd; /* protected by the blob's lock */
+	fuse_ino_t ino; /* the kernel's inode, for its I/O mode */
+	enum io_mode io;
 };
+
+/*
+ * FUSE passthrough (libfuse 3.17 and Linux 6.9 on): a read-only open of a
+ * complete, verified blob gives the kernel the cache's file of it, which
+ * the kernel then reads and maps itself: no read request comes here, and
+ * the pages are the cache file's, not a second copy under the FUSE inode.
+ *
+ * The kernel holds an inode in one I/O mode while any file of it is open:
+ * through the inode's page cache, or in passthrough on one backing file.
+ * An open in the other mode fails there with EIO. So every open of an
+ * inode follows those still open: passthrough ones share one backing id,
+ * registered by the first and unregistered by the last release; an open
+ * that must follow passthrough and cannot (a writer) fails here with
+ * ETXTBSY, before the provider changes anything. The kernel leaves an
+ * open's mode before it sends the release, so the counts here are never
+ * below its own. Passthrough needs CAP_SYS_ADMIN (the kernel's check); the
+ * first backing file it refuses turns it off for the rest of the mount.
+ */
+struct io_inode {
+	struct io_inode *next; /* in its bucket of io_inodes */
+	fuse_ino_t ino;
+	unsigned n_cached; /* handles open through the page cache */
+	unsigned n_passthrough; /* handles open in passthrough, on backing_id */
+	/* registered with the kernel, or 0; kept past the last handle that had no request to close it */
+	int backing_id;
+};
+
+#define IO_BUCKETS 251
+
+/* Protects: io_inodes and their entries. Taken with no other lock held, none under it. */
+static pthread_mutex_t io_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct io_inode *io_inodes[IO_BUCKETS];
+/* Set by fs_init: the connection has passthrough, so opens are tracked (atomic). */
+static bool io_tracked;
+/* No new backing file: the kernel refused one (atomic). */
+static bool io_refused;
+
+#ifdef HAVE_FUSE_PASSTHROUGH
+#define PASSTHROUGH_CAP FUSE_CAP_PASSTHROUGH
+
+static void set_backing_id(struct fuse_file_info *fi, int id)
+{
+	fi->backing_id = id;
+}
+
+/* Backing files on a stacked file system are refused; one can be stacked over this mount. */
+static void set_stack_depth(struct fuse_conn_info *conn)
+{
+	conn->max_backing_stack_depth = FUSE_BACKING_STACKED_UNDER;
+}
+#else
+/* libfuse before 3.17: no passthrough; these are never called. */
+#define PASSTHROUGH_CAP 0
+#define fuse_passthrough_open(req, fd) 0
+#define fuse_passthrough_close(req, id) 0
+
+static void set_backing_id(struct fuse_file_info *fi, int id)
+{
+}
+
+static void set_stack_depth(struct fuse_conn_info *conn)
+{
+}
+#endif
+
+/* The kernel lets only CAP_SYS_ADMIN register backing files. */
+static bool has_sys_admin(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+
+	if (syscall(SYS_capget, &h, d))
+		return false;
+	return d[CAP_TO_INDEX(CAP_SYS_ADMIN)].effective & CAP_TO_MASK(CAP_SYS_ADMIN);
+}
+
+/* ino's entry, made when absent (NULL on ENOMEM). Caller holds io_lock. */
+static struct io_inode *io_inode_get(fuse_ino_t ino)
+{
+	struct io_inode **b = &io_inodes[ino % IO_BUCKETS], *e;
+
+	for (e = *b; e; e = e->next)
+		if (e->ino == ino)
+			return e;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return NULL;
+	e->ino = ino;
+	e->next = *b;
+	*b = e;
+	return e;
+}
+
+/* Drop e once nothing uses it. Caller holds io_lock. */
+static void io_inode_put(struct io_inode *e)
+{
+	struct io_inode **p;
+
+	if (e->n_cached || e->n_passthrough || e->backing_id)
+		return;
+	for (p = &io_inodes[e->ino % IO_BUCKETS]; *p != e; p = &(*p)->next)
+		;
+	*p = e->next;
+	free(e);
+}
+
+static bool writes(int flags)
+{
+	return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
+static bool io_on(void)
+{
+	return __atomic_load_n(&io_tracked, __ATOMIC_RELAXED);
+}
+
+/*
+ * A writer of fh->ino, before its provider opens it: through the page
+ * cache, or -ETXTBSY while the inode is open in passthrough. 0 or -errno.
+ */
+static int io_open_writer(struct open_file *fh)
+{
+	struct io_inode *e;
+	int ret = 0;
+
+	pthread_mutex_lock(&io_lock);
+	e = io_inode_get(fh->ino);
+	if (!e) {
+		ret = -ENOMEM;
+	} else if (e->n_passthrough) {
+		ret = -ETXTBSY;
+	} else {
+		e->n_cached++;
+		fh->io = IO_CACHED;
+	}
+	pthread_mutex_unlock(&io_lock);
+	return ret;
+}
+
+/*
+ * A reader of fh->ino that its provider opened: in passthrough when fh is
+ * a verified blob and no handle of the inode reads through the page cache,
+ * else through it. Sets fi's backing id and keep_cache. 0 or -errno.
+ */
+static int io_open_reader(fuse_req_t req, struct open_file *fh, struct fuse_file_info *fi)
+{
+	int fd = -ENOENT, ret = 0;
+	struct io_inode *e;
+
+	if (fh->f.blob) {
+		fd = cache_blob_verified_fd(fh->f.blob);
+		if (fd < 0 && fd != -ENOENT)
+			log_debug("passthrough: the cache's file of a blob: %s", strerror(-fd));
+	}
+	pthread_mutex_lock(&io_lock);
+	e = io_inode_get(fh->ino);
+	if (!e) {
+		ret = -ENOMEM;
+	} else if (e->n_passthrough) {
+		if (fd < 0) {
+			/* not a verified blob, yet the inode is open as one (replaced?) */
+			ret = fd == -ENOENT ? -ETXTBSY : fd;
+		} else {
+			e->n_passthrough++;
+			fh->io = IO_PASSTHROUGH;
+		}
+	} else if (e->n_cached || fd < 0 ||
+		   (!e->backing_id && __atomic_load_n(&io_refused, __ATOMIC_RELAXED))) {
+		e->n_cached++;
+		fh->io = IO_CACHED;
+	} else {
+		if (!e->backing_id)
+			e->backing_id = fuse_passthrough_open(req, fd); /* 0 when refused */
+		if (e->backing_id > 0) {
+			e->n_passthrough = 1;
+			fh->io = IO_PASSTHROUGH;
+		} else {
+			/* not allowed here (a stacked cache file system, no CAP_SYS_ADMIN): not again */
+			log_debug("passthrough: the kernel refused a backing file (%s): "
+				  "off for this mount",
+				strerror(errno));
+			__atomic_store_n(&io_refused, true, __ATOMIC_RELAXED);
+			tree_set_passthrough(fuse_req_userdata(req), false);
+			e->backing_id = 0;
+			e->n_cached++;
+			fh->io = IO_CACHED;
+		}
+	}
+	if (fh->io == IO_PASSTHROUGH) {
+		set_backing_id(fi, e->backing_id);
+		/* the kernel refuses FOPEN_KEEP_CACHE with passthrough: it drops the inode's pages */
+		fi->keep_cache = 0;
+	}
+	pthread_mutex_unlock(&io_lock);
+	if (fd >= 0)
+		close(fd);
+	if (fh->io == IO_PASSTHROUGH)
+		tree_note_passthrough_open(fuse_req_userdata(req));
+	return ret;
+}
+
+/*
+ * The kernel let go of fh, or never took it: out of its inode's count, and
+ * the backing id unregistered after the last handle, with req. Without one
+ * (a reply the kernel did not take has freed it), the id is kept for the
+ * inode's next opener, whose request's end unregisters it.
+ */
+static void io_release(fuse_req_t req, struct open_file *fh)
+{
+	struct io_inode *e;
+
+	if (fh->io == IO_UNTRACKED)
+		return;
+	pthread_mutex_lock(&io_lock);
+	e = io_inode_get(fh->ino); /* there: fh is counted in it */
+	if (fh->io == IO_CACHED)
+		e->n_cached--;
+	else
+		e->n_passthrough--;
+	fh->io = IO_UNTRACKED;
+	if (!e->n_cached && !e->n_passthrough && e->backing_id && req) {
+		if (fuse_passthrough_close(req, e->backing_id) < 0)
+			log_debug("passthrough: backing id %d: %s", e->backing_id, strerror(errno));
+		e->backing_id = 0;
+	}
+	io_inode_put(e);
+	pthread_mutex_unlock(&io_lock);
+}
 
 static struct tree *req_tree(fuse_req_t req)
 {
@@ -126,6 +367,12 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	 * fall back to a copy through a buffer of its own, malloc'd per read.
 	 */
 	conn->max_write = 1008 * 1024;
+	if ((conn->capable & PASSTHROUGH_CAP) && has_sys_admin()) {
+		conn->want |= PASSTHROUGH_CAP;
+		set_stack_depth(conn);
+		__atomic_store_n(&io_tracked, true, __ATOMIC_RELAXED);
+		tree_set_passthrough(userdata, true);
+	}
 }
 
 static void do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -289,29 +536,46 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fh->f.fd = -1;
 	fh->f.node = n;
+	fh->ino = ino;
+	ret = io_on() && writes(fi->flags) ? io_open_writer(fh) : 0;
+	if (ret)
+		goto out_free;
 	if (n->ops->open)
 		ret = n->ops->open(t, n, fi->flags, &fh->f);
 	else
 		ret = n->ops->type(n) == S_IFDIR ? -EISDIR : -EACCES;
 	/* a failed open leaves nothing to close: the provider undoes its own work */
-	if (ret) {
-		free(fh->f.owned);
-		free(fh);
-		fuse_reply_err(req, -ret);
-		return;
-	}
+	if (ret)
+		goto out_io;
 	n = fh->f.node; /* what was opened: a file written is replaced by a staged one */
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	fi->direct_io = fh->f.direct_io;
 	/* a staged file's bytes change as it is written */
 	fi->keep_cache = fh->f.fd < 0 && fh->f.keep_cache;
 	node_handle_open(tree_nodes(t), n);
+	if (io_on() && fh->io == IO_UNTRACKED) {
+		ret = io_open_reader(req, fh, fi);
+		if (ret) {
+			io_release(req, fh);
+			open_file_drop(t, fh);
+			fuse_reply_err(req, -ret);
+			return;
+		}
+	}
 	handle_add(&fh->h, false);
 	/* a reply the kernel did not take (the mount going away): no release will come */
 	if (fuse_reply_open(req, fi) != 0) {
 		handle_del(&fh->h);
+		io_release(NULL, fh); /* the reply freed req */
 		open_file_drop(t, fh);
 	}
+	return;
+out_io:
+	io_release(req, fh);
+out_free:
+	free(fh->f.owned);
+	free(fh);
+	fuse_reply_err(req, -ret);
 }
 
 static void do_create(
@@ -337,8 +601,11 @@ static void do_create(
 		goto out_err;
 	fh->f.node = n;
 	fh->f.writer = true;
+	fh->ino = node_ino(t, n);
 	memset(&e, 0, sizeof(e));
 	ret = fill_stat(t, n, &e.attr);
+	if (!ret && io_on())
+		ret = io_open_writer(fh);
 	if (ret) {
 		open_file_close(t, fh);
 		close(fh->f.fd);
@@ -354,6 +621,7 @@ static void do_create(
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		/* the kernel has neither the entry nor the handle: close it here */
 		handle_del(&fh->h);
+		io_release(NULL, fh); /* the reply freed req */
 		open_file_drop(t, fh);
 		node_forget(tree_nodes(t), n, 1);
 	}
@@ -463,6 +731,7 @@ static void do_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 
 	handle_del(&fh->h);
+	io_release(req, fh);
 	open_file_close(req_tree(req), fh);
 	node_defer(tree_nodes(req_tree(req)), open_file_free, fh);
 	fuse_reply_err(req, 0);
@@ -761,6 +1030,7 @@ static void fs_destroy(void *userdata)
 {
 	struct tree *t = userdata;
 	struct handle *h;
+	size_t i;
 
 	for (;;) {
 		pthread_mutex_lock(&handles_lock);
@@ -779,6 +1049,17 @@ static void fs_destroy(void *userdata)
 			open_file_drop(t, (struct open_file *)h);
 		}
 	}
+	/* the kernel drops the connection's backing files itself */
+	pthread_mutex_lock(&io_lock);
+	for (i = 0; i < IO_BUCKETS; i++) {
+		while (io_inodes[i]) {
+			struct io_inode *e = io_inodes[i];
+
+			io_inodes[i] = e->next;
+			free(e);
+		}
+	}
+	pthread_mutex_unlock(&io_lock);
 }
 
 const struct fuse_lowlevel_ops fs_ops = {

@@ -84,6 +84,11 @@ static int status_json(struct tree *t, char **out, size_t *len)
 		return -ENOMEM;
 	json_object_object_add(o, "bytes_served",
 		json_object_new_int64((int64_t)__atomic_load_n(&t->served, __ATOMIC_RELAXED)));
+	json_object_object_add(o, "passthrough",
+		json_object_new_boolean(__atomic_load_n(&t->passthrough, __ATOMIC_RELAXED)));
+	json_object_object_add(o, "passthrough_opens",
+		json_object_new_int64(
+			(int64_t)__atomic_load_n(&t->passthrough_opens, __ATOMIC_RELAXED)));
 	pthread_mutex_lock(&t->nodes.lock);
 	json_object_object_add(o, "nodes", json_object_new_int64((int64_t)t->nodes.n_nodes));
 	json_object_object_add(o, "layers_open", json_object_new_int64((int64_t)t->n_layers));

@@ -187,6 +187,9 @@ struct tree {
 	struct node *status; /* .ocifs/ at the root: looked up, never listed */
 	struct node *layerstore; /* .layers/ at a registry's root, or NULL; likewise */
 	uint64_t served; /* bytes read() returned (atomic) */
+	/* FUSE passthrough (fs.c): on for this connection (atomic), files opened in it (atomic) */
+	bool passthrough;
+	uint64_t passthrough_opens;
 };
 
 /*

@@ -1906,6 +1906,16 @@ void tree_note_served(struct tree *t, size_t n)
 	__atomic_add_fetch(&t->served, (uint64_t)n, __ATOMIC_RELAXED);
 }
 
+void tree_set_passthrough(struct tree *t, bool on)
+{
+	__atomic_store_n(&t->passthrough, on, __ATOMIC_RELAXED);
+}
+
+void tree_note_passthrough_open(struct tree *t)
+{
+	__atomic_add_fetch(&t->passthrough_opens, 1, __ATOMIC_RELAXED);
+}
+
 void tree_forget_tags(
 	struct tree *t, void (*inval)(void *arg, struct node *parent, const char *name), void *arg)
 {

@@ -120,6 +120,13 @@ ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size);
 
 /* Count n bytes handed to a reader, for stats.json. Thread-safe. */
 void tree_note_served(struct tree *t, size_t n);
+/*
+ * For stats.json: whether verified blobs open in FUSE passthrough (fs.c), and
+ * one more file opened in it (whose reads the kernel serves: not in
+ * tree_note_served). Thread-safe.
+ */
+void tree_set_passthrough(struct tree *t, bool on);
+void tree_note_passthrough_open(struct tree *t);
 
 /*
  * Forget every tag resolution and listing (SIGHUP): the next look at a tag
