@@ -5,7 +5,9 @@
 # The suite runs on the normal build, then on an AddressSanitizer +
 # UndefinedBehaviorSanitizer build of a clean copy of the sources, then on a
 # ThreadSanitizer build of another clean copy (any report in a daemon's log
-# fails the test that started it). Each pass runs its tests side by side
+# fails the test that started it), then the tests of reading and the cache
+# on a build of a fourth copy against libfuse 3.17, where verified blobs
+# open in FUSE passthrough. Each pass runs its tests side by side
 # (tests/run-tests.sh, TEST_JOBS); a pass that fails does not stop the next
 # one. Each pass's output is kept in tests/logs/PASS.pass.log; the last
 # lines are each pass's summary and then the total:
@@ -96,9 +98,36 @@ suppressions=$top/build-tsan/contrib/tsan.supp ${TSAN_OPTIONS:-}" \
 			ORAS_FIXTURES=$fixtures make check FUZZ_TESTS=
 }
 
+# FUSE passthrough: libfuse 3.17 built into build-libfuse-3.17/ (once:
+# contrib/libfuse-3.17.sh), ocifs built against it and run with it (its
+# path in the binary), and the tests of reading, the cache and models on it.
+# t_layerstore stacks overlayfs over the mount, which passthrough must allow.
+PASSTHROUGH_TESTS="t_passthrough t_cache t_cachelock t_cacherace t_status t_tree t_models
+	t_images t_toc t_lifetime t_layerstore t_stress"
+passthrough() {
+	fuse=$top/build-libfuse-3.17
+	cd "$top" &&
+		sh contrib/libfuse-3.17.sh "$fuse" &&
+		rm -rf build-passthrough &&
+		make distdir distdir=build-passthrough &&
+		cd build-passthrough &&
+		PKG_CONFIG_PATH=$fuse/lib/pkgconfig ./configure --enable-werror \
+			LDFLAGS="-Wl,-rpath,$fuse/lib" &&
+		make -j"$(nproc)" &&
+		if ! ./ocifs --version | grep -qx 'using libfuse 3\.\(1[7-9]\|[2-9][0-9]\)\..*'; then
+			echo "test.sh: build-passthrough/ocifs does not run with libfuse 3.17:" \
+				"$(./ocifs --version | tail -n 1)" >&2
+			false
+		fi &&
+		make check UNIT_TESTS= FUZZ_TESTS= INTEGRATION_TESTS="$(
+			for t in $PASSTHROUGH_TESTS; do printf 'tests/integration/%s.sh ' "$t"; done
+		)"
+}
+
 run_pass normal normal
 run_pass asan asan
 run_pass tsan tsan
+run_pass passthrough passthrough
 
 echo "==== summary"
 cat "$summaries"
