@@ -1106,6 +1106,8 @@ out:
 		log_err("%s: delete: %s", label, strerror(-ret));
 	else if (!ret)
 		log_info("%s: deleted", label);
+	if (!ret || ret == -ENOENT)
+		tree_tag_forget(reg_of(art)->site, reg_of(art)->repo, art_of_node(art)->ref);
 	strlist_release(&tags);
 	free(body);
 	free(ct);

@@ -24,6 +24,15 @@ struct draft;
 struct push;
 struct staged;
 
+/* A tag's last resolution, kept by its site once the tag's node is gone (tree.c). */
+struct tag_seen {
+	struct tag_seen *next;
+	char *digest;
+	char key[]; /* "repo:tag" */
+};
+
+#define TAG_SEEN_BUCKETS 256
+
 /* One registry host and what is cached about it. */
 struct site {
 	struct site *next;
@@ -33,6 +42,8 @@ struct site {
 	struct strlist catalog; /* protected by lock */
 	time_t catalog_at; /* atomic (SIGHUP clears it without lock); 0: never fetched */
 	int catalog_err; /* protected by lock */
+	pthread_mutex_t seen_lock; /* protects seen */
+	struct tag_seen *seen[TAG_SEEN_BUCKETS]; /* what each tag read here resolved to last */
 };
 
 struct xattr {
@@ -259,6 +270,8 @@ struct node *tree_artifact_new(struct tree *t, struct node *parent, const char *
 	struct site *site, const char *repo, const char *ref);
 /* The tags of an NS node's repository, within list_ttl. Caller holds ns->load_lock. */
 int tree_ns_tags(struct tree *t, struct node *ns);
+/* Tag repo:tag no longer resolves (deleted): no last resolution to show. */
+void tree_tag_forget(struct site *s, const char *repo, const char *tag);
 /* "path/name" (or "name" at the root), malloc'd, or NULL. */
 char *tree_join_path(const char *path, const char *name);
 bool tree_strlist_has(const struct strlist *l, const char *s);

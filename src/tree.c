@@ -175,6 +175,7 @@ int tree_site_get(struct tree *t, const char *host, struct site **out)
 	}
 	s->docker_hub = strcmp(canon, "registry-1.docker.io") == 0;
 	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->seen_lock, NULL);
 	pthread_mutex_lock(&t->nodes.lock);
 	s->next = t->sites;
 	t->sites = s;
@@ -195,12 +196,14 @@ static bool expired(time_t at, unsigned ttl)
 }
 
 /*
- * The catalog of s, fetched or reused within list_ttl. Returns 0 with the
- * site's lock held (the caller reads s->catalog, then unlocks), or -errno
- * without it: a registry that forbids or lacks _catalog is not an error here.
+ * The catalog of s, fetched or reused within list_ttl; with the registry
+ * unreachable, the last one that came. Returns 0 with the site's lock held
+ * (the caller reads s->catalog, then unlocks), or -errno without it: a
+ * registry that forbids or lacks _catalog is not an error here.
  */
 static int site_catalog_lock(struct tree *t, struct site *s)
 {
+	struct strlist fresh = { NULL, 0 };
 	int ret;
 
 	pthread_mutex_lock(&s->lock);
@@ -212,18 +215,25 @@ static int site_catalog_lock(struct tree *t, struct site *s)
 		}
 		return 0;
 	}
-	strlist_release(&s->catalog);
-	ret = registry_catalog(s->reg, &s->catalog);
+	ret = registry_catalog(s->reg, &fresh);
 	if (catalog_unavailable(ret)) {
 		if (!__atomic_load_n(&s->catalog_at, __ATOMIC_RELAXED))
 			log_info("%s: catalog not available (%s); repositories can still be "
 				 "looked up by name",
 				registry_host(s->reg), strerror(-ret));
 	} else if (ret) {
+		strlist_release(&fresh);
+		/* Offline: the last catalog, as a tag keeps its last resolution. */
+		if (s->catalog.n && !s->catalog_err) {
+			__atomic_store_n(&s->catalog_at, time(NULL), __ATOMIC_RELAXED);
+			return 0;
+		}
 		/* Transient: keep nothing, try again next time. */
 		pthread_mutex_unlock(&s->lock);
 		return ret;
 	}
+	strlist_release(&s->catalog);
+	s->catalog = fresh;
 	s->catalog_err = ret;
 	__atomic_store_n(&s->catalog_at, time(NULL), __ATOMIC_RELAXED);
 	if (ret) {
@@ -330,6 +340,81 @@ struct node *tree_artifact_new(struct tree *t, struct node *parent, const char *
 	reg_of(n)->repo = strdup(repo);
 	art_of_node(n)->ref = strdup(ref);
 	return reg_of(n)->repo && art_of_node(n)->ref ? n : NULL;
+}
+
+/* ---- the last resolution of tags ---- */
+
+/* Where repo:tag's last resolution is (*slot NULL if none). Caller holds s->seen_lock. */
+static struct tag_seen **tag_seen_slot(struct site *s, const char *repo, const char *tag)
+{
+	size_t rl = strlen(repo);
+	uint32_t h = 2166136261u; /* FNV-1a of "repo:tag" */
+	struct tag_seen **pp;
+	const char *p;
+
+	for (p = repo; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ ':') * 16777619u;
+	for (p = tag; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	for (pp = &s->seen[h % TAG_SEEN_BUCKETS]; *pp; pp = &(*pp)->next)
+		if (strncmp((*pp)->key, repo, rl) == 0 && (*pp)->key[rl] == ':' &&
+			strcmp((*pp)->key + rl + 1, tag) == 0)
+			break;
+	return pp;
+}
+
+/* repo:tag resolved to digest. Out of memory, it is not kept. */
+static void tag_seen_set(struct site *s, const char *repo, const char *tag, const char *digest)
+{
+	struct tag_seen **pp, *ts;
+	char *d = strdup(digest);
+
+	if (!d)
+		return;
+	pthread_mutex_lock(&s->seen_lock);
+	pp = tag_seen_slot(s, repo, tag);
+	if (*pp) {
+		free((*pp)->digest);
+		(*pp)->digest = d;
+	} else if ((ts = malloc(sizeof(*ts) + strlen(repo) + strlen(tag) + 2))) {
+		sprintf(ts->key, "%s:%s", repo, tag);
+		ts->digest = d;
+		ts->next = NULL;
+		*pp = ts;
+	} else {
+		free(d);
+	}
+	pthread_mutex_unlock(&s->seen_lock);
+}
+
+/* What repo:tag resolved to last (malloc'd), or NULL. */
+static char *tag_seen_get(struct site *s, const char *repo, const char *tag)
+{
+	struct tag_seen **pp;
+	char *d;
+
+	pthread_mutex_lock(&s->seen_lock);
+	pp = tag_seen_slot(s, repo, tag);
+	d = *pp ? strdup((*pp)->digest) : NULL;
+	pthread_mutex_unlock(&s->seen_lock);
+	return d;
+}
+
+void tree_tag_forget(struct site *s, const char *repo, const char *tag)
+{
+	struct tag_seen **pp, *ts;
+
+	pthread_mutex_lock(&s->seen_lock);
+	pp = tag_seen_slot(s, repo, tag);
+	ts = *pp;
+	if (ts)
+		*pp = ts->next;
+	pthread_mutex_unlock(&s->seen_lock);
+	if (ts) {
+		free(ts->digest);
+		free(ts);
+	}
 }
 
 static int artifact_load(struct tree *t, struct node *n);
@@ -1232,7 +1317,28 @@ int tree_artifact_install(
 	pthread_mutex_unlock(&t->nodes.lock);
 	if (old_rf)
 		rootfs_unref(t, old_rf);
+	/* kept for a node of the tag made again while the registry is unreachable */
+	if (n->kind == NODE_ARTIFACT && !art_of_node(n)->by_digest)
+		tag_seen_set(reg_of(n)->site, reg_of(n)->repo, art_of_node(n)->ref, digest);
 	return 0;
+}
+
+/*
+ * A tag's node made again (the kernel forgot the one before) while the
+ * registry cannot say what the tag is: n shows the tag's last resolution, as
+ * the node before did, when its manifest is cached. Caller holds n's load_lock.
+ */
+static void tag_last_install(struct tree *t, struct node *n)
+{
+	char *digest = tag_seen_get(reg_of(n)->site, reg_of(n)->repo, art_of_node(n)->ref);
+	char *body = NULL;
+	size_t len;
+
+	if (digest &&
+		tree_manifest_get(t, reg_of(n)->site, reg_of(n)->repo, digest, &body, &len) == 0)
+		tree_artifact_install(t, n, digest, body, len);
+	free(body);
+	free(digest);
 }
 
 /*
@@ -1280,6 +1386,10 @@ static int artifact_load(struct tree *t, struct node *n)
 			cache_put(t->cache, digest, body, len);
 	}
 	if (ret) {
+		if (ret == -ENOENT && !art_of_node(n)->by_digest)
+			tree_tag_forget(reg_of(n)->site, reg_of(n)->repo, art_of_node(n)->ref);
+		else if (ret != -ENOENT && !art_of_node(n)->loaded && !art_of_node(n)->by_digest)
+			tag_last_install(t, n);
 		if (ret != -ENOENT && art_of_node(n)->loaded) {
 			/* Offline: keep showing the last resolution. */
 			if (!art_of_node(n)->offline_logged)
@@ -1527,6 +1637,8 @@ out_free:
 void tree_free(struct tree *t)
 {
 	struct site *s, *snext;
+	struct tag_seen *ts, *tsnext;
+	size_t i;
 
 	if (!t)
 		return;
@@ -1536,6 +1648,13 @@ void tree_free(struct tree *t)
 		snext = s->next;
 		strlist_release(&s->catalog);
 		pthread_mutex_destroy(&s->lock);
+		for (i = 0; i < TAG_SEEN_BUCKETS; i++)
+			for (ts = s->seen[i]; ts; ts = tsnext) {
+				tsnext = ts->next;
+				free(ts->digest);
+				free(ts);
+			}
+		pthread_mutex_destroy(&s->seen_lock);
 		registry_free(s->reg);
 		free(s);
 	}
