@@ -3,7 +3,8 @@
 # dentries) is freed by the daemon, as .ocifs/stats.json's "nodes" shows,
 # and everything still reads the same when looked up again. Open files,
 # a shell's working directory, staged pushes and an old tag's subtree held
-# open stay valid while they are held.
+# open stay valid while they are held. With the registry down, a tag's node
+# made again keeps the tag's last resolution.
 T_TIMEOUT=${T_TIMEOUT:-300}
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 require_env python3
@@ -98,4 +99,22 @@ check "after the pushes, forgotten nodes are freed ($(nodes) nodes)" test "$(nod
 check "the daemon is alive" daemon_alive "$M"
 umount_ocifs "$M"
 check_log_clean "no sanitizer report" "$OCIFS_LOG"
+
+# ---- the registry down: a tag's node freed and made again shows the tag's
+# last resolution, through namespaces the last catalog lists
+M=$TESTDIR/mnt2
+mount_ocifs "$REG" "$M" -o tag_ttl=1,list_ttl=1,timeout=2 || bail "mount again"
+check_eq "a tag read with the registry up" two "$(cat "$M/art/a/v1/file.txt")"
+registry_stop
+down_at=$(date +%s)
+forget_all
+wait_until 20 nodes_at_most $((idle + 5))
+check "the registry down: the tag's nodes are freed ($(nodes) nodes)" test "$(nodes)" -le $((idle + 5))
+# the tag's resolution and the listings are out of date (tag_ttl, list_ttl)
+ttls_over() { [ "$(date +%s)" -ge $((down_at + 2)) ]; }
+wait_until 5 ttls_over
+check_eq "the registry down: made again, the tag shows its last resolution" two \
+	"$(cat "$M/art/a/v1/file.txt" 2>&1)"
+check "the daemon is alive" daemon_alive "$M"
+umount_ocifs "$M"
 finish
