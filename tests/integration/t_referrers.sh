@@ -218,6 +218,26 @@ check_eq "the index then has the sbom and both notes" 3 \
 	"$(manifest_get r/lib "sha256-${LIB#sha256:}" | jq '.manifests | length')"
 check_eq "both notes by type" 2 "$(ls "$L/application/vnd.example.note" 2>/dev/null | grep -c '^sha256:')"
 
+# an attach pushed while another to the same subject is still being made:
+# the other stays where it was made (the listing reloaded after the push
+# keeps it), and its sync pushes it
+printf 'pending\n' >"$W/pend.txt"
+PEND=$(push_artifact r/pend v1 "$W" pend.txt) || bail "seed r/pend:v1"
+PT=$M/r/pend/v1/.oci/referrers/application/vnd.example.pending
+printf 'first\n' >"$W/pend1.txt"
+printf 'second\n' >"$W/pend2.txt"
+mkdir -p "$PT/p1" "$PT/p2" && cp "$W/pend1.txt" "$PT/p1/" && cp "$W/pend2.txt" "$PT/p2/" &&
+	sync "$PT/p1"
+check_eq "attach of one of two being made: mkdir, cp and sync succeed" 0 "$?"
+PD1=$(manifest_get r/pend "sha256-${PEND#sha256:}" | jq -r '.manifests[0].digest')
+check_ls "the type lists the pushed one and the other, still being made" "$PT" "$PD1" p2
+check "sync of the other succeeds" sync "$PT/p2"
+check_eq "the index then holds both" \
+	"$(printf '%s\n' "$(digest_of "$W/pend1.txt")" "$(digest_of "$W/pend2.txt")" | sort |
+		tr '\n' ' ' | sed 's/ $//')" \
+	"$(manifest_get r/pend "sha256-${PEND#sha256:}" | jq -r '.manifests[].digest' |
+		while read -r d; do manifest_get r/pend "$d" | jq -r '.layers[0].digest'; done | sort | tr '\n' ' ' | sed 's/ $//')"
+
 # a shell inside the new directory while its first file makes it a referrer:
 # the files it copies next land in that same referrer
 CWD=$L/application/vnd.example.cwd
