@@ -468,7 +468,18 @@ int pusher_push(struct tree *t, struct node *art, bool force)
 	draft_unlist(t, art);
 	t->push->pushed++;
 	if (d && d->subject) {
-		/* It shows under its digest now, with the subject's other referrers. */
+		struct node *n;
+
+		/*
+		 * It shows under its digest now, with the subject's other
+		 * referrers; the type directories above it are the registry's
+		 * now, gone once nothing is left in them (referrers_merge).
+		 */
+		for (n = art->parent; n && n != d->referrers && n->kind == NODE_DIR;
+			n = n->parent) {
+			reg_of(n)->local = false;
+			tree_pin(t, n);
+		}
 		if (art->parent)
 			node_delete(&t->nodes, art->parent, art);
 		if (d->referrers) {

@@ -1530,19 +1530,69 @@ out:
 }
 
 /*
+ * Bring dir, a level of .oci/referrers/ as shown, to what fresh (the same
+ * level as the registry lists it now, built aside) holds, keeping every node
+ * that stays: a referrer still listed keeps its node (and what it loaded),
+ * one no longer listed goes, and what was made here (attaches being made,
+ * the type directories above them) stays as it is, whatever the listing
+ * says: a reload must not take an attach away before it is pushed. What of
+ * fresh is not taken goes into trash, for the caller to discard once
+ * unlocked. Caller holds t->nodes.lock.
+ */
+static int referrers_merge(struct tree *t, struct node *dir, struct node *fresh, struct node *trash)
+{
+	struct node *e, *f;
+	size_t i = dir->n_children;
+	int ret;
+
+	while (i-- > 0) {
+		e = dir->children[i];
+		f = fresh ? node_child_find(fresh, e->name) : NULL;
+		if (e->kind == NODE_DIR && (!f || f->kind == NODE_DIR)) {
+			ret = referrers_merge(t, e, f, trash);
+			if (ret)
+				return ret;
+			/* a type level the registry no longer has, nor anything made here */
+			if (e->n_children == 0 && !reg_of(e)->local)
+				node_delete(&t->nodes, dir, e);
+		} else if (e->kind == NODE_ARTIFACT && art_of_node(e)->by_digest && !f) {
+			node_delete(&t->nodes, dir, e); /* detached meanwhile */
+			continue;
+		}
+		if (f) {
+			/* e stands for it: the one built aside goes */
+			ret = node_child_add(trash, f);
+			if (ret)
+				return ret;
+			node_child_remove(fresh, f);
+		}
+	}
+	/* what is new in the registry */
+	while (fresh && fresh->n_children > 0) {
+		f = fresh->children[fresh->n_children - 1];
+		ret = node_child_add(dir, f);
+		if (ret)
+			return ret;
+		fresh->n_children--;
+		f->parent = dir;
+	}
+	return 0;
+}
+
+/*
  * Load what refers to rn's artifact: once, then again after tag_ttl (new
  * referrers come without the subject changing). Caller holds no lock.
  */
 static int referrers_load(struct tree *t, struct node *rn)
 {
-	struct art_node scratch;
+	struct art_node scratch, trash;
 	struct manifest *idx = NULL;
 	size_t i;
 	int ret = 0;
 
 	pthread_mutex_lock(load_lock_of(rn));
 	pthread_mutex_lock(&t->nodes.lock);
-	/* Directories made here (an attach in the making) stay until it is pushed. */
+	/* Not again while attaches are made here, but after one is pushed (see referrers_merge). */
 	if (art_of_node(rn)->loaded &&
 		(reg_of(rn)->local || !expired(art_of_node(rn)->resolved_at, t->opts.tag_ttl))) {
 		pthread_mutex_unlock(&t->nodes.lock);
@@ -1568,11 +1618,16 @@ static int referrers_load(struct tree *t, struct node *rn)
 		scratch_release(t, &scratch.r.n);
 		goto out;
 	}
+	memset(&trash, 0, sizeof(trash));
 	pthread_mutex_lock(&t->nodes.lock);
-	children_take(t, rn, &scratch.r.n);
-	art_of_node(rn)->loaded = true;
-	art_of_node(rn)->resolved_at = time(NULL);
+	ret = referrers_merge(t, rn, &scratch.r.n, &trash.r.n);
+	if (!ret) {
+		art_of_node(rn)->loaded = true;
+		art_of_node(rn)->resolved_at = time(NULL);
+	}
 	pthread_mutex_unlock(&t->nodes.lock);
+	scratch_release(t, &scratch.r.n);
+	scratch_release(t, &trash.r.n);
 out:
 	pthread_mutex_unlock(load_lock_of(rn));
 	manifest_free(idx);
