@@ -136,6 +136,19 @@ reg_bytes() {
 }
 reg_mark() { reg_log_mark; }
 
+# cold_load MODE: the loader (MODE all or half) through a new mount with an
+# empty cache, caches dropped: LF, LL, LT its seconds to the first tensor,
+# to the end, bytes touched; GOT the bytes the registry sent meanwhile
+cold_load() {
+	local mark
+	drop_caches
+	bmount "$C" "$M" -o ro
+	mark=$(reg_mark)
+	read -r LF LL LT <<<"$(load "$1" $(mpaths "$A"))"
+	bumount "$M"
+	GOT=$(reg_bytes "$mark")
+}
+
 # ---------------------------------------------------------------- 1. cold: ocifs against download-then-load
 say "## cold load of $MODEL_MB MiB, $RUNS runs"
 r_first=() r_load=() r_dl_first=() r_dl_load=() r_ff=() r_lf=() r_fa=()
@@ -155,12 +168,8 @@ for ((run = 1; run <= RUNS; run++)); do
 	dl_load=$(awk -v a="$t_dl" -v b="$ll" 'BEGIN { printf "%.3f", a + b }')
 	say "skopeo copy ${t_dl} s, then load: first tensor ${dl_first} s, all ${dl_load} s"
 	rm -rf "$TESTDIR/dl"
-	drop_caches
-	bmount "$C" "$M" -o ro
-	mark=$(reg_mark)
-	read -r of ol ot <<<"$(load all $(mpaths "$A"))"
-	bumount "$M"
-	got=$(reg_bytes "$mark")
+	cold_load all
+	of=$LF ol=$LL ot=$LT got=$GOT
 	say "ocifs cold: first tensor ${of} s, all ${ol} s ($ot bytes touched, $got fetched)"
 	r_fa+=("$(ratio "$got" "$ot")")
 	r_first+=("$of") r_load+=("$ol") r_dl_first+=("$dl_first") r_dl_load+=("$dl_load")
@@ -178,14 +187,9 @@ sets fetched_vs_touched "${r_fa[@]}"
 say "## half the tensors of each file, cold: bytes fetched against bytes touched"
 r_fetch=()
 for ((run = 1; run <= RUNS; run++)); do
-	drop_caches
-	bmount "$C" "$M" -o ro
-	mark=$(reg_mark)
-	read -r hf hl ht <<<"$(load half $(mpaths "$A"))"
-	bumount "$M"
-	got=$(reg_bytes "$mark")
-	say "touched $ht bytes, fetched $got bytes ($(ratio "$got" "$ht")x) in ${hl} s"
-	r_fetch+=("$(ratio "$got" "$ht")")
+	cold_load half
+	say "touched $LT bytes, fetched $GOT bytes ($(ratio "$GOT" "$LT")x) in ${LL} s"
+	r_fetch+=("$(ratio "$GOT" "$LT")")
 done
 sets fetched_vs_touched_half "${r_fetch[@]}"
 setr read_ahead_window_per_file "$(awk -v k=1024 'BEGIN { print k " KiB (read_ahead_kb)" }')"
