@@ -1943,9 +1943,9 @@ ssize_t layer_read(struct layer *l, void *p, size_t n, int64_t off)
 		r = stream_read(s, p, n, off);
 	if (r < 0)
 		s->valid = false;
-	if (own)
+	if (own) {
 		stream_free(own);
-	if (!own) {
+	} else {
 		pthread_mutex_lock(&l->lock);
 		s->busy = false;
 		s->used = ++l->clock;
@@ -1995,7 +1995,6 @@ int layer_open_single(struct cache *c, struct registry *r, const char *repo, con
 {
 	struct layer *l;
 	struct hop h;
-	char clean[PATH_MAX];
 	int ret;
 
 	if (codec_of(media_type) != CODEC_NONE || size <= 0)
@@ -2013,9 +2012,7 @@ int layer_open_single(struct cache *c, struct registry *r, const char *repo, con
 	ret = layer_tar_index_read(hop_read, &h, size, l->label, &l->entries, &l->n);
 	if (ret)
 		goto fail;
-	if (l->n != 1 || l->entries[0].type != '0' || l->entries[0].size != file_size ||
-		layer_path_clean(l->entries[0].path, clean, sizeof(clean)) ||
-		strcmp(clean, path) != 0) {
+	if (!layer_holds_one(l, path, file_size)) {
 		ret = -EBADMSG;
 		goto fail;
 	}
@@ -2036,6 +2033,15 @@ fail:
 bool layer_is_single(const struct layer *l)
 {
 	return l->single;
+}
+
+bool layer_holds_one(const struct layer *l, const char *path, int64_t size)
+{
+	char clean[PATH_MAX];
+
+	return l->n == 1 && l->entries[0].type == '0' && l->entries[0].size == size &&
+	       !layer_path_clean(l->entries[0].path, clean, sizeof(clean)) &&
+	       strcmp(clean, path) == 0;
 }
 
 bool layer_verified(struct layer *l)

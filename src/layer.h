@@ -170,6 +170,8 @@ int layer_open_single(struct cache *c, struct registry *r, const char *repo, con
 	struct layer **out);
 /* Whether l came from layer_open_single(). */
 bool layer_is_single(const struct layer *l);
+/* Whether l holds just one entry, a regular file at path (clean) of size bytes. */
+bool layer_holds_one(const struct layer *l, const char *path, int64_t size);
 /* The index of l as layer_open_published() reads it, appended to out. 0 or -errno. */
 int layer_index_publishable(const struct layer *l, struct buf *out);
 /* Whether a span of l did not match its published index. */

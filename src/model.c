@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "digest.h"
+#include "layer.h"
 #include "log.h"
 #include "manifest.h"
 #include "model.h"
@@ -83,33 +84,14 @@ bool model_layer_archive(const struct descriptor *d)
 }
 
 /*
- * A layer's path made clean into out: "." and empty levels dropped. -EINVAL
- * for an absolute path, a ".." level, or what manifest_title_check() refuses.
+ * A layer's path made clean into out (layer_path_clean(): "." and empty
+ * levels dropped). -EINVAL for an absolute path, a ".." level, or what
+ * manifest_title_check() refuses.
  */
 static int clean_path(const char *in, char *out, size_t n)
 {
-	const char *p = in, *e;
-	size_t o = 0, k;
-
-	if (!in || *in == '/')
+	if (!in || *in == '/' || layer_path_clean(in, out, n))
 		return -EINVAL;
-	for (; *p; p = *e ? e + 1 : e) {
-		e = strchr(p, '/');
-		if (!e)
-			e = p + strlen(p);
-		k = (size_t)(e - p);
-		if (k == 0 || (k == 1 && *p == '.'))
-			continue;
-		if (k == 2 && p[0] == '.' && p[1] == '.')
-			return -EINVAL;
-		if (o + k + 2 > n)
-			return -EINVAL;
-		if (o)
-			out[o++] = '/';
-		memcpy(out + o, p, k);
-		o += k;
-	}
-	out[o] = '\0';
 	return manifest_title_check(out);
 }
 
@@ -155,7 +137,7 @@ static void metadata_apply(const struct descriptor *d, const char *label, struct
 		goto out;
 	}
 	/* typeflag: 0 (modctl) or '0' (kit) for a regular file; a raw layer is one */
-	if (!p->archive && json_object_object_get_ex(root, "typeflag", &v) &&
+	if (json_object_object_get_ex(root, "typeflag", &v) &&
 		json_object_is_type(v, json_type_int) && json_object_get_int(v) != 0 &&
 		json_object_get_int(v) != '0') {
 		log_warn("%s: layer %s: file metadata says typeflag %d, not a regular file: not "

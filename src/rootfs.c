@@ -260,18 +260,6 @@ static void publish(struct tree *t, struct rootfs *rf, struct rootfs_layer *d, s
 			rf->subject_size, l, t->opts.index_sign_key);
 }
 
-/* Whether l, a tar of one file, holds what d's annotations say. */
-static bool single_same(const struct layer *l, const struct rootfs_layer *d)
-{
-	size_t n;
-	const struct layer_entry *e = layer_entries(l, &n);
-	char clean[PATH_MAX];
-
-	return d->single_path && n == 1 && e[0].size == d->single_size &&
-	       !layer_path_clean(e[0].path, clean, sizeof(clean)) &&
-	       strcmp(clean, d->single_path) == 0;
-}
-
 /*
  * The layer digest, opened once for all the images that use it (they share
  * base layers), with a ref for the caller's slot: from its published index
@@ -292,7 +280,9 @@ static int tree_layer(struct tree *t, struct rootfs *rf, struct rootfs_layer *d,
 			(!tar_digest || *layer_tar_digest(t->layers[i])) &&
 			!layer_bad(t->layers[i]) &&
 			/* one indexed from its headers alone serves only who vouches for it */
-			(!layer_is_single(t->layers[i]) || single_same(t->layers[i], d))) {
+			(!layer_is_single(t->layers[i]) ||
+				(d->single_path && layer_holds_one(t->layers[i], d->single_path,
+							   d->single_size)))) {
 			l = t->layers[i];
 			t->layer_refs[i]++;
 			break;
