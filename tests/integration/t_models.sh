@@ -157,7 +157,7 @@ mktar "$W/tok.tar" none "tokenizer/vocab.json=$W/vocab.json" "tokenizer/merges.t
 	bail "tar"
 mktar "$W/model.tar" none "model.safetensors=$W/t-model.safetensors" || bail "tar"
 mktar "$W/code.tar.gz" gzip "scripts/" "scripts/a.py:755=$W/a.py" "scripts/link@a.py" \
-	"scripts/.wh.keep=$W/a.py" || bail "tar"
+	"scripts/.wh.keep=$W/a.py" "scripts/suid:6755=$W/a.py" || bail "tar"
 mktar "$W/docs.tar.zst" zstd "docs/guide.md=$W/guide.md" || bail "tar"
 L=()
 L+=("$(layer_json "$W/tok.tar" application/vnd.cncf.model.weight.config.v1.tar "$(fp tokenizer)")")
@@ -166,7 +166,9 @@ L+=("$(layer_json "$W/model.tar" application/vnd.cncf.model.weight.v1.tar \
 		'{"org.cncf.model.filepath": "model.safetensors", "org.cncf.model.file.metadata+json": $m}')")")
 L+=("$(layer_json "$W/code.tar.gz" application/vnd.cncf.model.code.v1.tar+gzip "$(fp scripts)")")
 L+=("$(layer_json "$W/docs.tar.zst" application/vnd.cncf.model.doc.v1.tar+zstd "$(fp docs)")")
-L+=("$(layer_json "$W/train.jsonl" application/vnd.cncf.model.dataset.v1.raw "$(fp data/train.jsonl)")")
+L+=("$(layer_json "$W/train.jsonl" application/vnd.cncf.model.dataset.v1.raw \
+	"$(jq -n -c --arg m "$(meta train.jsonl 3565 2024-01-02T03:04:05Z)" \
+		'{"org.cncf.model.filepath": "data/train.jsonl", "org.cncf.model.file.metadata+json": $m}')")")
 model_push mp/tars v1 application/vnd.cncf.model.config.v1+json "$W/mpconfig.json" \
 	application/vnd.cncf.model.manifest.v1+json "${L[@]}" >/dev/null || bail "push mp/tars:v1"
 mount_ocifs "$REG" "$M" -o ro || bail "mount for tar layers"
@@ -193,7 +195,10 @@ check_eq "a tar entry's owner is the mount's, not the archive's 1000:0" "$(id -u
 	"$(stat -c %u:%g "$T/scripts/a.py")"
 check_eq "a tar entry's mtime is its own" 1700000000 "$(stat -c %Y "$T/tokenizer/vocab.json")"
 check_ls "a symlink is left out (modctl extracts files and directories); .wh. is a plain name" \
-	"$T/scripts" a.py .wh.keep
+	"$T/scripts" a.py .wh.keep suid
+check_eq "a tar entry's set-id bits are dropped (06755 shows 0755)" 755 "$(stat -c %a "$T/scripts/suid")"
+check_eq "metadata's set-id bits are dropped (3565 is 06755: 0555 on a ro mount)" 555 \
+	"$(stat -c %a "$T/data/train.jsonl")"
 check "the log says the symlink was left out" grep -qF 'scripts/link" is not a regular file or a directory' "$OCIFS_LOG"
 check_eq "the root keeps the artifact's mode" 555 "$(stat -c %a "$T")"
 umount_ocifs "$M"
