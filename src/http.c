@@ -116,6 +116,29 @@ int curl_code_to_errno(int code)
 	}
 }
 
+/*
+ * A reply that is not HTTP: on a connection taken again from the pool, the
+ * bytes a server sent past its Content-Length (curl says "Received HTTP/0.9
+ * when not allowed"), or a garbled status line. The connection is what
+ * failed, not the request: said as a reset, which is tried again on a new
+ * one. A redirect to a scheme curl refuses has a status; a URL of such a
+ * scheme is not http(s).
+ */
+static bool reply_not_http(CURL *curl, CURLcode cc)
+{
+	long status = 0;
+	char *url = NULL;
+
+	if (cc == CURLE_WEIRD_SERVER_REPLY)
+		return true;
+	if (cc != CURLE_UNSUPPORTED_PROTOCOL)
+		return false;
+	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(curl, CURLINFO_EFFECTIVE_URL, &url);
+	return status == 0 && url &&
+	       (strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0);
+}
+
 int http_status_to_errno(long status)
 {
 	if (status >= 200 && status < 300)
@@ -513,6 +536,8 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	}
 	if (cc != CURLE_OK) {
 		ret = curl_code_to_errno(cc);
+		if (reply_not_http(e->curl, cc))
+			ret = -ECONNRESET;
 		log_debug("%s %s: %s", method, req->url, curl_easy_strerror(cc));
 		goto out_put;
 	}

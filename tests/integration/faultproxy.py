@@ -52,6 +52,9 @@
 #   "stall_after": N    forward, send headers + N body bytes, then send
 #                       nothing more, the connection open, until the client
 #                       closes it (at most 10 minutes)
+#   "trail": TEXT       forward, then, a fifth of a second after the body,
+#                       send TEXT on the connection, which stays open: the
+#                       next request on it reads TEXT before its answer
 #   "delay": SECONDS    sleep, then forward normally
 #   "hold": PATH        wait until the file PATH exists (at most 10 minutes),
 #                       then forward normally: the test says when
@@ -449,6 +452,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.connection.close()
         elif chunked_out:
             self.wfile.write(b"0\r\n\r\n")
+        if rule.get("trail") is not None and not no_body:
+            self.wfile.flush()
+            time.sleep(0.2)
+            self.wfile.write(rule["trail"].encode())
 
     def client_headers(self, host):
         skip = hop_headers(self.headers) | {"host"}

@@ -61,6 +61,12 @@ read_fault reset-always "{\"id\":\"r\",$B,\"reset_after\":1000}"
 read_fault cut-mid-body "{\"id\":\"c\",$B,\"cut_after\":700000,\"times\":4}"
 read_fault length-short "{\"id\":\"l\",$B,\"length\":1000}"
 read_fault length-long "{\"id\":\"l\",$B,\"length\":99999999,\"times\":2}"
+# Bytes past an answer's end, sent once the client has taken its body: the
+# next request on that connection reads them as its answer (not HTTP). The
+# connection is at fault, not the request: it is tried again on a new one.
+read_fault junk-after-body "{\"id\":\"j\",$B,\"trail\":\"junk past the end\\r\\n\"}"
+check_eq "junk-after-body: the read is retried on a new connection and gives the right bytes" \
+	"right bytes" "$LAST_OUTCOME"
 read_fault burst-500 "{\"id\":\"s\",$B,\"status\":500,\"times\":3}"
 read_fault burst-503 "{\"id\":\"s\",$B,\"status\":503,\"times\":5}"
 read_fault burst-429 "{\"id\":\"s\",$B,\"status\":429,\"headers\":{\"Retry-After\":\"1\"},\"times\":2}"
