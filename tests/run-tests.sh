@@ -65,6 +65,24 @@ if [ "$(id -u)" = 0 ] && unshare -m true 2>/dev/null; then
 	ns=(env OCIFS_IN_NS=1 unshare -m --propagation private)
 fi
 
+# TEST_CPU=1 (as root, with cgroup v1's cpuacct): each test runs in a
+# cgroup of its own, so that the CPU time of everything it starts (daemons,
+# registries, clients, the kernel's work for them) is counted; "NAME
+# SECONDS" lines go to $logdir/cpu, and the total is printed at the end.
+cpudir=/sys/fs/cgroup/cpuacct/ocifs-tests.$$
+if [ "${TEST_CPU:-}" = 1 ]; then
+	mkdir -p "$cpudir" || exit 1
+	: >"$logdir/cpu"
+fi
+cpu_enter() {
+	[ "${TEST_CPU:-}" = 1 ] || return 0
+	mkdir -p "$cpudir/$1" && echo "$BASHPID" >"$cpudir/$1/tasks"
+}
+cpu_leave() {
+	[ "${TEST_CPU:-}" = 1 ] || return 0
+	echo "$1 $(awk '{ printf "%.1f", $1 / 1e9 }' "$cpudir/$1/cpuacct.usage")" >>"$logdir/cpu"
+}
+
 # run_one PATH: run the test, its output to its log, "RC SECONDS" to $status/NAME
 run_one() {
 	local t=$1 name log t0 rc
@@ -72,15 +90,29 @@ run_one() {
 	log=$logdir/$name.log
 	t0=$(date +%s)
 	rm -rf "$logdir/$name.d"
+	cpu_enter "$name"
 	case "$t" in
 	*.sh) OCIFS_FAIL_LOGS=$logdir/$name.d ${ns[@]+"${ns[@]}"} bash "$t" >"$log" 2>&1 </dev/null ;;
 	*) "$t" >"$log" 2>&1 </dev/null ;;
 	esac
 	rc=$?
 	echo "$rc $(($(date +%s) - t0))" >"$status/$name"
+	cpu_leave "$name"
+	slot_put
 	[ -t 2 ] && echo "# $name: exit $rc, $(($(date +%s) - t0)) s" >&2
 	return 0
 }
+
+# TEST_SLOTS_FIFO: a FIFO holding one byte per test that may run on the
+# machine, shared by several runs at once (contrib/test.sh runs its passes
+# side by side): each test takes a byte before it starts and puts it back
+# when it ends, besides this run's own limit of TEST_JOBS.
+slotfd=
+if [ -n "${TEST_SLOTS_FIFO:-}" ]; then
+	exec {slotfd}<>"$TEST_SLOTS_FIFO" || exit 1
+fi
+slot_take() { [ -z "$slotfd" ] || read -r -N 1 -u "$slotfd" _; }
+slot_put() { [ -z "$slotfd" ] || printf x >&"$slotfd"; }
 
 start=$(date +%s)
 mapfile -t queue < <(order "$@")
@@ -90,6 +122,7 @@ for t in "${queue[@]}"; do
 		wait -n
 		running=$((running - 1))
 	fi
+	slot_take
 	run_one "$t" &
 	running=$((running + 1))
 done
@@ -136,6 +169,14 @@ done
 } | awk '{ d[$1] = $2 } END { for (n in d) print n, d[n] }' | sort >"$logdir/durations.new" &&
 	mv -f "$logdir/durations.new" "$logdir/durations"
 
+if [ "${TEST_CPU:-}" = 1 ]; then
+	echo "# CPU seconds per test (longest first), in $logdir/cpu:"
+	sort -k2,2nr "$logdir/cpu" | awk '{ s += $2; printf "#   %s %s\n", $1, $2 } END { printf "#   total %.1f\n", s }'
+	for d in "$cpudir"/*/; do
+		[ -d "$d" ] && { cat "$d/tasks" >"$cpudir/../tasks" 2>/dev/null; rmdir "$d"; } 2>/dev/null
+	done
+	rmdir "$cpudir" 2>/dev/null
+fi
 echo "# $# tests in $wall s, $njobs at a time (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

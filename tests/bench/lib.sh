@@ -3,6 +3,9 @@
 # the summary block. Source it after tests/integration/lib.sh.
 
 LOG=$TESTDIR/bench.log
+# the benchmarks' registries run with Go's defaults (the tests' are tuned
+# for CPU, not speed: tests/integration/lib.sh)
+REG_GOMAXPROCS= REG_GOGC=
 declare -A R=()   # summary: name -> value
 RORDER=()
 

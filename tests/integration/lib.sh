@@ -219,6 +219,19 @@ finish() {
 
 # ---------------------------------------------------------------- utilities
 
+# sha256sum [--] [FILE]: as coreutils' (for one file, or standard input),
+# hashed by OpenSSL, which is several times faster (the tests hash
+# everything they read through a mount). Other uses go to coreutils'.
+sha256sum() {
+	local out
+	[ "${1:-}" = -- ] && shift
+	if [ $# -gt 1 ] || [[ ${1:-} == -* ]]; then
+		command sha256sum "$@"
+		return
+	fi
+	out=$(openssl dgst -sha256 -r ${1:+"$1"}) || return 1
+	printf '%s  %s\n' "${out%% *}" "${1:--}"
+}
 sha256_hex() { sha256sum -- "$1" | cut -d' ' -f1; }
 digest_of() { echo "sha256:$(sha256_hex "$1")"; }
 hex_of() { echo "${1#sha256:}"; }
@@ -249,7 +262,7 @@ make_random_file() {
 require_env() {
 	local t
 	[ -c /dev/fuse ] || skip_all "no /dev/fuse"
-	for t in fusermount3 docker-registry curl jq mountpoint "$@"; do
+	for t in fusermount3 docker-registry curl jq openssl mountpoint "$@"; do
 		command -v "$t" >/dev/null 2>&1 || skip_all "$t not installed"
 	done
 	if [ -z "$OCIFS" ] || [ ! -x "$OCIFS" ]; then
@@ -447,7 +460,12 @@ EOF
 _registry_launch() {
 	local root=$1 port=$2 pid i
 	_registry_config "$root" "$port"
-	docker-registry serve "$root/config.yml" >>"$root/registry.log" 2>&1 </dev/null &
+	# One thread and a collector that runs a quarter as often: the tests'
+	# registries answer many small requests, for which Go's defaults cost
+	# some 40% more CPU (the suite is bound by CPU); the benchmarks
+	# (tests/bench/lib.sh) keep the defaults.
+	GOMAXPROCS=${REG_GOMAXPROCS-1} GOGC=${REG_GOGC-400} \
+		docker-registry serve "$root/config.yml" >>"$root/registry.log" 2>&1 </dev/null &
 	pid=$!
 	_LIB_REG_PIDS+=("$pid")
 	# until it answers or dies; the bound only catches a hang (a loaded machine is slow)
@@ -620,7 +638,7 @@ push_manifest() {
 #   LAYER_MEDIATYPE default application/vnd.oci.image.layer.v1.tar
 #   MANIFEST_OUT    if set, the manifest bytes are also written there
 push_artifact_titled() {
-	local repo=$1 ref=$2 title file dg size layers='[]' cfg mf
+	local repo=$1 ref=$2 title file dg size cfg mf layers=() n=0
 	shift 2
 	cfg=$TESTDIR/.empty.json
 	printf '{}' >"$cfg"
@@ -630,26 +648,29 @@ push_artifact_titled() {
 		shift 2
 		dg=$(push_blob "$repo" "$file") || return 1
 		size=$(stat -c %s -- "$file")
-		layers=$(jq -c --arg t "$title" --arg d "$dg" --argjson s "$size" \
-			--arg mt "${LAYER_MEDIATYPE:-$MT_LAYER_TAR}" \
-			'. + [{mediaType: $mt, digest: $d, size: $s,
-			       annotations: {"org.opencontainers.image.title": $t}}]' <<<"$layers") || return 1
+		layers+=(--arg "t$n" "$title" --arg "d$n" "$dg" --arg "s$n" "$size")
+		n=$((n + 1))
 	done
+	# one jq for the whole manifest: layer I from the named arguments tI, dI, sI
 	mf=$TESTDIR/.manifest.json
 	jq -c -n --arg at "${ARTIFACT_TYPE-application/vnd.ocifs.test.v1}" \
 		--arg created "${CREATED-2024-02-03T04:05:06Z}" \
-		--argjson ann "${ANNOTATIONS:-"{}"}" --argjson layers "$layers" \
+		--argjson ann "${ANNOTATIONS:-"{}"}" --arg lmt "${LAYER_MEDIATYPE:-$MT_LAYER_TAR}" \
 		--arg cd "$EMPTY_DIGEST" --arg cmt "$MT_EMPTY" --arg mt "$MT_OCI_MANIFEST" '
-		{schemaVersion: 2, mediaType: $mt}
+		$ARGS.named as $a
+		| [range(0; $n) | tostring | {mediaType: $lmt, digest: $a["d" + .], size: ($a["s" + .] | tonumber),
+		                             annotations: {"org.opencontainers.image.title": $a["t" + .]}}] as $layers
+		| {schemaVersion: 2, mediaType: $mt}
 		+ (if $at == "" then {} else {artifactType: $at} end)
 		+ {config: {mediaType: $cmt, digest: $cd, size: 2}, layers: $layers}
 		+ {annotations: ((if $created == "" then {}
 		                  else {"org.opencontainers.image.created": $created} end) + $ann)}
-		| if .annotations == {} then del(.annotations) else . end' >"$mf" || return 1
+		| if .annotations == {} then del(.annotations) else . end' \
+		--argjson n "$n" ${layers[@]+"${layers[@]}"} >"$mf" || return 1
 	[ -n "${MANIFEST_OUT:-}" ] && cp -- "$mf" "$MANIFEST_OUT"
 	# REF "@": push by digest only (no tag)
 	[ "$ref" = @ ] && ref=$(digest_of "$mf")
-	push_manifest "$repo" "$ref" "$mf"
+	push_manifest "$repo" "$ref" "$mf" "$MT_OCI_MANIFEST"
 }
 
 # push_artifact REPO REF DIR [FILE...]: push the FILEs (paths relative to
@@ -1207,6 +1228,11 @@ _registry_launch_extra() {
 		_registry_config "$root" "$port"
 		printf '%s\n' "$extra" >>"$root/config.yml"
 		: >"$root/registry.log"
+		# One thread and a collector that runs a quarter as often: the tests'
+	# registries answer many small requests, for which Go's defaults cost
+	# some 40% more CPU (the suite is bound by CPU); the benchmarks
+	# (tests/bench/lib.sh) keep the defaults.
+	GOMAXPROCS=${REG_GOMAXPROCS-1} GOGC=${REG_GOGC-400} \
 		docker-registry serve "$root/config.yml" >>"$root/registry.log" 2>&1 </dev/null &
 		pid=$!
 		_LIB_REG_PIDS+=("$pid")
@@ -1298,6 +1324,12 @@ dir=${0%/*}
 exec 2>>"$dir/tokenserver.err"
 
 b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+# js STRING: STRING as a JSON string (what reaches it is printable: names,
+# scopes, key ids); jq would cost a start-up per field of every token
+js() {
+	local s=${1//\\/\\\\}
+	printf '"%s"' "${s//\"/\\\"}"
+}
 urldecode() { local s=${1//+/ }; printf '%b' "${s//%/\\x}"; }
 respond() { # STATUS REASON BODY [HEADER]
 	printf 'HTTP/1.1 %s %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%sConnection: close\r\n\r\n%s' \
@@ -1373,19 +1405,21 @@ for s in ${scopes[@]+"${scopes[@]}"}; do
 	else
 		continue
 	fi
-	access=$(jq -c --arg t "$type" --arg n "$name" --arg a "$grant" \
-		'. + [{type: $t, name: $n, actions: ($a | split(","))}]' <<<"$access")
+	acts=
+	IFS=, read -ra al <<<"$grant"
+	for a in "${al[@]}"; do acts+=${acts:+,}$(js "$a"); done
+	entry="{\"type\":$(js "$type"),\"name\":$(js "$name"),\"actions\":[$acts]}"
+	[ "$access" = '[]' ] && access="[$entry]" || access="${access%]},$entry]"
 done
 now=$(date +%s)
-header=$(jq -cn --arg kid "$TS_KID" '{typ: "JWT", alg: "RS256", kid: $kid}' | tr -d '\n' | b64url)
-claims=$(jq -cn --arg iss "$TS_ISSUER" --arg sub "$user" --arg aud "${service:-$TS_SERVICE}" \
-	--argjson now "$now" --argjson ttl "$TS_TTL" --arg jti "$now.$$.$RANDOM" --argjson access "$access" \
-	'{iss: $iss, sub: $sub, aud: $aud, exp: ($now + $ttl), nbf: ($now - 10), iat: $now,
-	  jti: $jti, access: $access}' | tr -d '\n' | b64url)
+header=$(printf '{"typ":"JWT","alg":"RS256","kid":%s}' "$(js "$TS_KID")" | b64url)
+claims=$(printf '{"iss":%s,"sub":%s,"aud":%s,"exp":%d,"nbf":%d,"iat":%d,"jti":%s,"access":%s}' \
+	"$(js "$TS_ISSUER")" "$(js "$user")" "$(js "${service:-$TS_SERVICE}")" \
+	$((now + TS_TTL)) $((now - 10)) "$now" "$(js "$now.$$.$RANDOM")" "$access" | b64url)
 sig=$(printf '%s.%s' "$header" "$claims" | openssl dgst -sha256 -sign "$TS_KEY" -binary | b64url)
 jwt=$header.$claims.$sig
-respond 200 OK "$(jq -cn --arg t "$jwt" --argjson ttl "$TS_TTL" --arg at "$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)" \
-	'{token: $t, access_token: $t, expires_in: $ttl, issued_at: $at}')"
+respond 200 OK "$(printf '{"token":"%s","access_token":"%s","expires_in":%d,"issued_at":"%s"}' \
+	"$jwt" "$jwt" "$TS_TTL" "$(date -u -d "@$now" +%Y-%m-%dT%H:%M:%SZ)")"
 EOF
 }
 

@@ -52,7 +52,7 @@ cp "$TESTDIR/.manifest.json" "$TESTDIR/many.json"
 for ((i = 0; i < 250; i++)); do
 	echo "v$i" >>"$TESTDIR/many.want"
 	[ "$i" = 0 ] && continue
-	push_manifest many/tags "v$i" "$TESTDIR/many.json" >/dev/null || bail "seed many/tags:v$i"
+	push_manifest many/tags "v$i" "$TESTDIR/many.json" "$MT_OCI_MANIFEST" >/dev/null || bail "seed many/tags:v$i"
 done
 sort -o "$TESTDIR/many.want" "$TESTDIR/many.want"
 check_eq "registry holds 250 tags of many/tags" 250 "$(reg_curl many/tags/tags/list | jq '.tags | length')"
