@@ -84,6 +84,9 @@ static int status_json(struct tree *t, char **out, size_t *len)
 		return -ENOMEM;
 	json_object_object_add(o, "bytes_served",
 		json_object_new_int64((int64_t)__atomic_load_n(&t->served, __ATOMIC_RELAXED)));
+	json_object_object_add(o, "read_requests",
+		json_object_new_int64(
+			(int64_t)__atomic_load_n(&t->read_requests, __ATOMIC_RELAXED)));
 	json_object_object_add(o, "passthrough",
 		json_object_new_boolean(__atomic_load_n(&t->passthrough, __ATOMIC_RELAXED)));
 	json_object_object_add(o, "passthrough_opens",

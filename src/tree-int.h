@@ -198,6 +198,7 @@ struct tree {
 	struct node *status; /* .ocifs/ at the root: looked up, never listed */
 	struct node *layerstore; /* .layers/ at a registry's root, or NULL; likewise */
 	uint64_t served; /* bytes read() returned (atomic) */
+	uint64_t read_requests; /* the reads that returned them (atomic) */
 	/* FUSE passthrough (fs.c): on for this connection (atomic), files opened in it (atomic) */
 	bool passthrough;
 	uint64_t passthrough_opens;

@@ -2078,6 +2078,7 @@ int tree_link_readlink(struct tree *t, struct node *n, const char **target)
 void tree_note_served(struct tree *t, size_t n)
 {
 	__atomic_add_fetch(&t->served, (uint64_t)n, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&t->read_requests, 1, __ATOMIC_RELAXED);
 }
 
 void tree_set_passthrough(struct tree *t, bool on)

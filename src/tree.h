@@ -118,7 +118,7 @@ void tree_dirents_free(struct tree_dirent *ents, size_t n);
 ssize_t tree_getxattr(struct tree *t, struct node *n, const char *name, char *buf, size_t size);
 ssize_t tree_listxattr(struct tree *t, struct node *n, char *buf, size_t size);
 
-/* Count n bytes handed to a reader, for stats.json. Thread-safe. */
+/* Count one read that handed n bytes to a reader, for stats.json. Thread-safe. */
 void tree_note_served(struct tree *t, size_t n);
 /*
  * For stats.json: whether verified blobs open in FUSE passthrough (fs.c), and

@@ -144,6 +144,57 @@ check_eq "ModelPack: user.oci.annotation.org.cncf.model.filepath" "model-00001-o
 		"$A/model-00001-of-00002.safetensors" 2>&1)"
 umount_ocifs "$M"
 
+# ---- a mapping faulted in forward is served as read() is: the kernel's read-ahead
+# sends reads of up to its window, not one per page (the files are not direct_io)
+REPO=mp/mapped
+make_random_file "$W/read.safetensors" $((16 * 1024 * 1024)) mp-read
+make_random_file "$W/mapped.safetensors" $((16 * 1024 * 1024)) mp-mapped
+L=("$(layer_json "$W/read.safetensors" application/vnd.cncf.model.weight.v1.raw "$(fp read.safetensors)")"
+	"$(layer_json "$W/mapped.safetensors" application/vnd.cncf.model.weight.v1.raw "$(fp mapped.safetensors)")")
+model_push mp/mapped v1 application/vnd.cncf.model.config.v1+json "$W/mpconfig.json" \
+	application/vnd.cncf.model.manifest.v1+json "${L[@]}" >/dev/null || bail "push mp/mapped:v1"
+OCIFS_CACHE=$TESTDIR/cache.mapped mount_ocifs "$REG" "$M" -o ro || bail "mount for mappings"
+A=$M/mp/mapped/v1
+S=$M/.ocifs/stats.json
+reads() { jq -r .read_requests "$S"; }
+# touch_file HOW FILE: read FILE 4 KiB at a time (read) or map it and touch a byte
+# of each page, forward (map); prints the sha256 of what it saw
+touch_file() {
+	python3 - "$@" <<'PY'
+import hashlib, mmap, os, sys
+how, path = sys.argv[1], sys.argv[2]
+h = hashlib.sha256()
+with open(path, "rb", buffering=0) as f:
+    if how == "read":
+        while True:
+            b = f.read(4096)
+            if not b:
+                break
+            h.update(b)
+    else:
+        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        for off in range(0, len(m), 4096):
+            m[off]  # the fault
+        h.update(m[:])
+        m.close()
+print(h.hexdigest())
+PY
+}
+r0=$(reads)
+check_eq "read() 4 KiB at a time: the bytes" "$(sha256_hex "$W/read.safetensors")" \
+	"$(touch_file read "$A/read.safetensors")"
+r1=$(reads)
+check_eq "a mapping touched a page at a time, forward: the bytes" \
+	"$(sha256_hex "$W/mapped.safetensors")" "$(touch_file map "$A/mapped.safetensors")"
+r2=$(reads)
+nread=$((r1 - r0)) nmap=$((r2 - r1))
+diag "read requests: $nread for read(), $nmap for the mapping (4096 pages each)"
+check "the mapping's 4096 page faults came as at most 128 reads (128 KiB or more each): $nmap" \
+	test "$nmap" -ge 1 -a "$nmap" -le 128
+check "the mapping took no more than twice as many reads as read() did ($nmap, $nread)" \
+	test "$nmap" -le $((2 * nread + 8))
+umount_ocifs "$M"
+
 # ---- ModelPack tar layers, unpacked in place as modctl extracts them (entries
 # name their full paths), beside a raw layer; .tar, .tar+gzip and .tar+zstd
 REPO=mp/tars
