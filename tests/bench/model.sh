@@ -208,10 +208,10 @@ warm() {
 		drop_caches
 		read -r wf wl wt <<<"$(load all $(mpaths "$A"))"
 		# the page cache this load left: the mount's files and the cache's
-		mnt_pc=$(fincore -bno RES $(mpaths "$A") | awk '{ s += $1 } END { print s + 0 }')
+		mnt_pc=$(fincore -bno RES $(mpaths "$A") | awk '{ s += $1 } END { printf "%.0f\n", s }')
 		cache_pc=$(for f in "${FILES[@]}"; do
 			fincore -bno RES "$C/blobs/sha256/$(hex_of_file "$f")"
-		done | awk '{ s += $1 } END { print s + 0 }')
+		done | awk '{ s += $1 } END { printf "%.0f\n", s }')
 		bumount "$M"
 		drop_caches
 		read -r cf cl ct <<<"$(load all $(for f in "${FILES[@]}"; do
@@ -229,6 +229,6 @@ warm ocifs "$OCIFS"
 if [ -n "${OCIFS_PT:-}" ]; then
 	warm passthrough "$OCIFS_PT"
 fi
-setr model_bytes "$(for f in "${FILES[@]}"; do stat -c %s "$W/$f"; done | awk '{ s += $1 } END { print s }')"
+setr model_bytes "$(for f in "${FILES[@]}"; do stat -c %s "$W/$f"; done | awk '{ s += $1 } END { printf "%.0f\n", s }')"
 setr load_average "$(cut -d' ' -f1-3 /proc/loadavg)"
 bench_summary
