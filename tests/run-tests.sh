@@ -172,8 +172,11 @@ done
 if [ "${TEST_CPU:-}" = 1 ]; then
 	echo "# CPU seconds per test (longest first), in $logdir/cpu:"
 	sort -k2,2nr "$logdir/cpu" | awk '{ s += $2; printf "#   %s %s\n", $1, $2 } END { printf "#   total %.1f\n", s }'
+	# a test's processes still running (none should be) go back to the root group
 	for d in "$cpudir"/*/; do
-		[ -d "$d" ] && { cat "$d/tasks" >"$cpudir/../tasks" 2>/dev/null; rmdir "$d"; } 2>/dev/null
+		[ -d "$d" ] || continue
+		while read -r p; do echo "$p" >"$cpudir/../tasks"; done <"$d/tasks" 2>/dev/null
+		rmdir "$d" 2>/dev/null
 	done
 	rmdir "$cpudir" 2>/dev/null
 fi
