@@ -340,16 +340,23 @@ static int fill_stat(struct tree *t, struct node *n, struct stat *st)
 	return ret;
 }
 
-/* Hand n to the kernel as an entry: one more lookup of it, given back if the reply fails. */
-static void reply_entry(
+/* Reply with n as an entry, its lookup counted already: given back if the reply fails. */
+static void reply_counted_entry(
 	fuse_req_t req, struct tree *t, struct node *n, struct fuse_entry_param *e, double timeout)
 {
 	e->ino = node_ino(t, n);
 	e->generation = node_generation(n);
 	e->attr_timeout = e->entry_timeout = timeout;
-	node_entry_given(tree_nodes(t), n);
 	if (fuse_reply_entry(req, e) != 0)
 		node_forget(tree_nodes(t), n, 1);
+}
+
+/* Hand n to the kernel as an entry: one more lookup of it, given back if the reply fails. */
+static void reply_entry(
+	fuse_req_t req, struct tree *t, struct node *n, struct fuse_entry_param *e, double timeout)
+{
+	node_entry_given(tree_nodes(t), n);
+	reply_counted_entry(req, t, n, e, timeout);
 }
 
 static void fs_init(void *userdata, struct fuse_conn_info *conn)
@@ -375,17 +382,31 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 	}
 }
 
+/*
+ * Times a lookup is made again when what it found left the tree before it
+ * was handed out (node_entry_found); past them it is handed out as found.
+ */
+#define LOOKUP_TRIES 8
+
 static void do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct tree *t = req_tree(req);
 	struct fuse_entry_param e;
 	struct node *n;
-	int ret;
+	int ret, tries;
 
-	memset(&e, 0, sizeof(e));
-	ret = tree_lookup(t, ino_node(t, parent), name, &n);
-	if (ret == 0)
-		ret = fill_stat(t, n, &e.attr);
+	for (tries = 1;; tries++) {
+		memset(&e, 0, sizeof(e));
+		ret = tree_lookup(t, ino_node(t, parent), name, &n);
+		if (ret == 0)
+			ret = fill_stat(t, n, &e.attr);
+		if (ret || node_entry_found(tree_nodes(t), n) == 0)
+			break;
+		if (tries == LOOKUP_TRIES) {
+			node_entry_given(tree_nodes(t), n);
+			break;
+		}
+	}
 	if (ret == -ENOENT) {
 		/* A negative entry spares the registry repeated misses (shells probe a lot). */
 		e.entry_timeout = tree_negative_timeout(t);
@@ -396,7 +417,7 @@ static void do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	reply_entry(req, t, n, &e, tree_timeout(t, n));
+	reply_counted_entry(req, t, n, &e, tree_timeout(t, n));
 }
 
 static void do_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

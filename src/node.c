@@ -376,6 +376,21 @@ void node_entry_given(struct nodes *ns, struct node *n)
 	pthread_mutex_unlock(&ns->lock);
 }
 
+int node_entry_found(struct nodes *ns, struct node *n)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&ns->lock);
+	if (n->parent && (n->orphan || n->dead))
+		ret = -ESTALE;
+	else {
+		n->nlookup++;
+		node_get(ns, n);
+	}
+	pthread_mutex_unlock(&ns->lock);
+	return ret;
+}
+
 void node_forget(struct nodes *ns, struct node *n, uint64_t nlookup)
 {
 	pthread_mutex_lock(&ns->lock);

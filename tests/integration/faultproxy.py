@@ -57,7 +57,9 @@
 #                       next request on it reads TEXT before its answer
 #   "delay": SECONDS    sleep, then forward normally
 #   "hold": PATH        wait until the file PATH exists (at most 10 minutes),
-#                       then forward normally: the test says when
+#                       then forward normally: the test says when; with
+#                       "came": PATH2, the file PATH2 is made first: the
+#                       test knows the request is held
 # and, alone or with one of the forwarding actions above:
 #   "jitter": {"seed": S, "piece": BYTES, "pause": SECONDS, "together": SECONDS}
 #                       the headers and then each piece of the body (1 to
@@ -479,6 +481,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if r is not None and "delay" in r:
             time.sleep(float(r["delay"]))
         if r is not None and "hold" in r:
+            if r.get("came"):
+                open(r["came"], "a").close()
             end = time.monotonic() + 600
             while not os.path.exists(r["hold"]) and time.monotonic() < end:
                 time.sleep(0.05)

@@ -125,4 +125,46 @@ check_eq "the registry down: made again, the tag shows its last resolution" two 
 	"$(cat "$M/art/a/v1/file.txt" 2>&1)"
 check "the daemon is alive" daemon_alive "$M"
 umount_ocifs "$M"
+
+# ---- a tag's node forgotten by the kernel while a lookup of it is under way
+# (SIGHUP made the lookup ask the catalog again; the proxy holds that
+# answer): the lookup hands out the node that stands there now, never the
+# one freed meanwhile, else what mkdir -p makes below it is made out of the
+# tree and no later lookup finds it (t_stress saw this happen to
+# .oci/referrers/<type>/<name> between `mkdir -p` and `cp`)
+registry_start lifetime-race
+echo race >"$TESTDIR/race.txt"
+push_artifact_titled art/r v1 file.txt "$TESTDIR/race.txt" >/dev/null || bail "push art/r:v1"
+faultproxy_start "http://$REG"
+M=$TESTDIR/mnt3
+mount_ocifs "$FP" "$M" -o push_delay=3600 || bail "mount through the proxy"
+V=$M/art/r/v1
+R=$V/.oci/referrers/application/vnd.test.note/n1
+check_eq "the tag reads through the proxy" race "$(cat "$V/file.txt")"
+# a working directory holds the tag's node (an open file's release would wait for the lookup)
+(cd "$V" && exec sleep 1000) &
+cwd_pid=$!
+wait_until 10 test -e "/proc/$cwd_pid/cwd/file.txt" || true
+fp_rules "[{\"id\":\"cat\",\"match\":\"/v2/_catalog\",\"times\":1,\"came\":\"$TESTDIR/cat.came\",\"hold\":\"$TESTDIR/cat.go\"}]"
+kill -HUP "$OCIFS_PID"
+wait_until 10 grep -q "SIGHUP: tag resolutions" "$OCIFS_LOG" || bail "SIGHUP not taken"
+# mkdir -p looks the tag up again (its entry dropped), and waits for the catalog
+mkdir -p "$R" 2>"$TESTDIR/mkdir.err" &
+maker=$!
+check "mkdir -p below the tag waits for the lookup of the tag" \
+	wait_until 30 test -e "$TESTDIR/cat.came"
+# meanwhile the kernel lets go of the tag: the working directory left, the dentries dropped
+kill "$cwd_pid" 2>/dev/null
+wait "$cwd_pid" 2>/dev/null
+forget_all
+# forgets go before other requests: once these are answered, the daemon has them
+jq .nodes "$M/.ocifs/stats.json" >/dev/null && jq .nodes "$M/.ocifs/stats.json" >/dev/null
+touch "$TESTDIR/cat.go"
+wait "$maker"
+check_eq "mkdir -p of a referrer directory succeeds" 0 "$?" || diag_file "$TESTDIR/mkdir.err"
+forget_all
+check "the directory is there once the kernel has forgotten its dentries" test -d "$R"
+check "a file is attached into it" cp -- "$TESTDIR/race.txt" "$R/"
+check "the daemon is alive" daemon_alive "$M"
+umount_ocifs "$M"
 finish
