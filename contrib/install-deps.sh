@@ -13,7 +13,7 @@ pkgs="build-essential autoconf automake libtool pkg-config
 	zlib1g-dev libzstd-dev zstd
 	docker-registry skopeo umoci curl ca-certificates attr jq
 	apache2-utils openssl procps psmisc socat python3 busybox-static
-	systemd python3-yaml file valgrind clang-format podman
+	systemd python3-yaml file valgrind clang-format podman man-db
 	containerd stargz-snapshotter dpkg-dev meson ninja-build"
 missing=""
 for p in $pkgs; do

@@ -22,6 +22,13 @@ M=$TESTDIR/mnt
 mount_ocifs "$FP" "$M" -o timeout=60 || bail "mount"
 I=$M/img/two/v1
 check_eq "a file of the upper layer reads (only that layer loaded)" "up 1" "$(cat "$I/app/up1.txt")"
+# A shell's working directory holds app/: with libfuse 3.14 (no parallel
+# directory operations, README) the kernel sends one lookup of a directory
+# at a time, so once another test's drop_caches dropped the entry of app/,
+# looking it up again would queue behind the lookup of base/ held below
+(cd "$I/app" && exec sleep 1000) &
+cwd_pid=$!
+wait_until 10 test -e "/proc/$cwd_pid/cwd/up1.txt" || bail "hold app/"
 
 # the base layer's download is held by the proxy until the test lets it go
 # (the file $TESTDIR/release), so that it is still under way whatever the load
@@ -48,5 +55,7 @@ check_eq "the base layer's file reads whole once it came" \
 	"$(sha256_hex "$B/base/big.bin")" "$(cat "$TESTDIR/big.sum")"
 check_eq "the last upper file reads" "up 3" "$(cat "$I/app/up3.txt")"
 check "the daemon is alive" daemon_alive "$M"
+kill "$cwd_pid" 2>/dev/null
+wait "$cwd_pid" 2>/dev/null
 umount_ocifs "$M"
 finish
