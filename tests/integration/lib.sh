@@ -456,16 +456,21 @@ http:
 EOF
 }
 
+# _registry_serve ROOT: docker-registry on ROOT/config.yml, in the background
+# ($! is its pid), logging to ROOT/registry.log. One thread and a collector
+# that runs a quarter as often: the tests' registries answer many small
+# requests, for which Go's defaults cost some 40% more CPU (the suite is
+# bound by CPU); the benchmarks (tests/bench/lib.sh) keep the defaults.
+_registry_serve() {
+	GOMAXPROCS=${REG_GOMAXPROCS-1} GOGC=${REG_GOGC-400} \
+		docker-registry serve "$1/config.yml" >>"$1/registry.log" 2>&1 </dev/null &
+}
+
 # Start docker-registry on ROOT/PORT and wait until /v2/ answers.
 _registry_launch() {
 	local root=$1 port=$2 pid i
 	_registry_config "$root" "$port"
-	# One thread and a collector that runs a quarter as often: the tests'
-	# registries answer many small requests, for which Go's defaults cost
-	# some 40% more CPU (the suite is bound by CPU); the benchmarks
-	# (tests/bench/lib.sh) keep the defaults.
-	GOMAXPROCS=${REG_GOMAXPROCS-1} GOGC=${REG_GOGC-400} \
-		docker-registry serve "$root/config.yml" >>"$root/registry.log" 2>&1 </dev/null &
+	_registry_serve "$root"
 	pid=$!
 	_LIB_REG_PIDS+=("$pid")
 	# until it answers or dies; the bound only catches a hang (a loaded machine is slow)
@@ -1228,12 +1233,7 @@ _registry_launch_extra() {
 		_registry_config "$root" "$port"
 		printf '%s\n' "$extra" >>"$root/config.yml"
 		: >"$root/registry.log"
-		# One thread and a collector that runs a quarter as often: the tests'
-	# registries answer many small requests, for which Go's defaults cost
-	# some 40% more CPU (the suite is bound by CPU); the benchmarks
-	# (tests/bench/lib.sh) keep the defaults.
-	GOMAXPROCS=${REG_GOMAXPROCS-1} GOGC=${REG_GOGC-400} \
-		docker-registry serve "$root/config.yml" >>"$root/registry.log" 2>&1 </dev/null &
+		_registry_serve "$root"
 		pid=$!
 		_LIB_REG_PIDS+=("$pid")
 		for ((i = 0; i < 600; i++)); do
@@ -1628,7 +1628,7 @@ token_server_rotate_key() {
 	mv -f -- "$TOKEN_DIR/cert2.pem" "$TOKEN_DIR/cert.pem"
 	sed -i "s/^TS_KID=.*/TS_KID=$(libtrust_kid "$TOKEN_DIR/cert.pem")/" "$TOKEN_DIR/tokenserver.conf"
 	for i in 1 2 3 4 5; do
-		docker-registry serve "$REG_ROOT/config.yml" >>"$REG_ROOT/registry.log" 2>&1 </dev/null &
+		_registry_serve "$REG_ROOT"
 		REG_PID=$!
 		_LIB_REG_PIDS+=("$REG_PID")
 		if wait_until 60 _reg_answers; then return 0; fi
