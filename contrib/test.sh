@@ -62,6 +62,7 @@ run_pass() {
 	name=$1
 	log=$top/tests/logs/$name.pass.log
 	t0=$(date +%s)
+	rm -f "$log.rc" "$log.build" # a run before this one's
 	(
 		rc=0
 		"${name}_build" || rc=$?
@@ -73,7 +74,7 @@ run_pass() {
 		echo "$rc" >"$log.rc"
 	) >"$log" 2>&1 </dev/null
 	rc=$(cat "$log.rc" 2>/dev/null || echo 1)
-	read -r brc bsecs <"$log.build" || bsecs=0
+	read -r _ bsecs <"$log.build" || bsecs=0
 	times="build ${bsecs} s, tests $(($(date +%s) - t0 - bsecs)) s"
 	note=""
 	# shellcheck disable=SC2046
