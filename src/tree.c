@@ -2091,6 +2091,28 @@ void tree_note_passthrough_open(struct tree *t)
 	__atomic_add_fetch(&t->passthrough_opens, 1, __ATOMIC_RELAXED);
 }
 
+static bool is_tag(const struct node *n)
+{
+	return n->kind == NODE_ARTIFACT && !art_of_node(n)->by_digest;
+}
+
+/* n is a tag's directory or inside one. Caller holds t->nodes.lock. */
+static bool under_tag(const struct node *n)
+{
+	for (; n; n = n->parent)
+		if (is_tag(n))
+			return true;
+	return false;
+}
+
+/*
+ * Every tag's resolution expires, and the kernel's entries go: the tags'
+ * and those of everything inside them. The kernel drops a directory's entry
+ * with what is under it, except what is in use (a file a reader has open):
+ * that stays, and when the tag's directory is open too (a shell's cwd) the
+ * next lookup of the tag brings its old entry back, the file in it, which
+ * then read as before for tag_ttl.
+ */
 void tree_forget_tags(
 	struct tree *t, void (*inval)(void *arg, struct node *parent, const char *name), void *arg)
 {
@@ -2103,11 +2125,12 @@ void tree_forget_tags(
 	for (n = t->nodes.all; n; n = n->all_next) {
 		if (n->kind == NODE_NS)
 			__atomic_store_n(&ns_of(n)->tags_at, 0, __ATOMIC_RELAXED);
-		if (n->kind != NODE_ARTIFACT || art_of_node(n)->by_digest)
-			continue;
-		art_of_node(n)->resolved_at = 0;
+		if (is_tag(n))
+			art_of_node(n)->resolved_at = 0;
+	}
+	for (n = t->nodes.all; n; n = n->all_next) {
 		/* only what the kernel may have an entry for */
-		if (!n->parent || n->dead || n->orphan || n->nlookup == 0)
+		if (!n->parent || n->dead || n->orphan || n->nlookup == 0 || !under_tag(n))
 			continue;
 		if (cnt == cap) {
 			struct node **nv = realloc(v, (cap ? 2 * cap : 64) * sizeof(*nv));

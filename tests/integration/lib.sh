@@ -306,10 +306,15 @@ lib_watchdog() {
 # A pid recorded a while ago may be another test's process by now (pids wrap
 # around in a minute or two on a busy machine).
 _lib_ours() {
-	local d
-	tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null | grep -qxF "OCIFS_TEST_DIR=$TESTDIR" && return 0
+	local d env cmd
+	# read whole (no grep -q in a pipeline: under pipefail its early exit is a
+	# failure when the writer is still writing); errors off before the file
+	# opens, as the process may be gone
+	env=$(tr '\0' '\n' 2>/dev/null <"/proc/$1/environ") || env=
+	[[ $'\n'$env$'\n' == *$'\n'"OCIFS_TEST_DIR=$TESTDIR"$'\n'* ]] && return 0
+	cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline") || cmd=
 	for d in "${_LIB_TMPDIRS[@]}"; do
-		tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$d/" && return 0
+		[[ $cmd == *"$d/"* ]] && return 0
 	done
 	return 1
 }
