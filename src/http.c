@@ -502,12 +502,17 @@ int http_do(struct http *h, const struct http_request *req, struct http_response
 	curl_easy_setopt(e->curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(e->curl, CURLOPT_LOW_SPEED_TIME,
 		h->opts.stall_timeout > 0 ? h->opts.stall_timeout : 30L);
-	if (h->opts.insecure) {
+	if (h->opts.insecure || req->tls_probe) {
 		curl_easy_setopt(e->curl, CURLOPT_SSL_VERIFYPEER, 0L);
 		curl_easy_setopt(e->curl, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
-	if (h->ca_file)
+	if (req->tls_probe) {
+		curl_easy_setopt(e->curl, CURLOPT_CAINFO, NULL);
+		curl_easy_setopt(e->curl, CURLOPT_CAPATH, NULL);
+		curl_easy_setopt(e->curl, CURLOPT_FORBID_REUSE, 1L);
+	} else if (h->ca_file) {
 		curl_easy_setopt(e->curl, CURLOPT_CAINFO, h->ca_file);
+	}
 	if (h->cert_file)
 		curl_easy_setopt(e->curl, CURLOPT_SSLCERT, h->cert_file);
 	if (h->key_file)

@@ -49,6 +49,12 @@ struct http_request {
 	 */
 	int (*sink)(void *arg, const void *p, size_t n);
 	void *sink_arg;
+	/*
+	 * Only to learn whether the server speaks TLS: its certificate is not
+	 * checked, so no CA store is loaded (tens of milliseconds of parsing),
+	 * and the connection is closed after. Nothing the answer says is used.
+	 */
+	bool tls_probe;
 };
 
 struct http_response {

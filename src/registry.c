@@ -233,6 +233,28 @@ static int ping_scheme(struct registry *r, const char *scheme)
 	return ret;
 }
 
+/*
+ * Whether the registry answers over TLS: 1, 0 when what answers is not TLS
+ * (a plain HTTP server), or -errno (nothing listens, ...). Its certificate
+ * is checked by the ping that follows; a plain HTTP registry then costs no
+ * CA store loaded and parsed.
+ */
+static int speaks_tls(struct registry *r)
+{
+	struct http_request req = { .max_body = 64 * 1024, .tls_probe = true };
+	struct http_response resp;
+	char url[512];
+	int ret;
+
+	snprintf(url, sizeof(url), "https://%s/v2/", r->host);
+	req.url = url;
+	ret = http_do(r->http, &req, &resp);
+	http_response_release(&resp);
+	if (ret == 0)
+		return 1;
+	return http_error_is_tls(ret) || ret == -ECONNRESET ? 0 : ret;
+}
+
 int registry_ping(struct registry *r)
 {
 	const char *scheme = registry_scheme(r);
@@ -243,15 +265,14 @@ int registry_ping(struct registry *r)
 	if (r->opts.plain_http || r->fixed_scheme) {
 		scheme = r->opts.plain_http ? "http" : "https";
 		ret = ping_scheme(r, scheme);
-	} else {
+	} else if (!ref_host_is_loopback(r->host)) {
 		scheme = "https";
 		ret = ping_scheme(r, scheme);
+	} else {
 		/* As docker does, loopback registries may speak plain HTTP. */
-		if (ret && ref_host_is_loopback(r->host) &&
-			(http_error_is_tls(ret) || ret == -ECONNRESET)) {
-			scheme = "http";
-			ret = ping_scheme(r, scheme);
-		}
+		ret = speaks_tls(r);
+		scheme = ret > 0 ? "https" : "http";
+		ret = ret < 0 ? ret : ping_scheme(r, scheme);
 	}
 	if (ret) {
 		if (ret == -EPROTONOSUPPORT)

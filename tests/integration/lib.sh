@@ -232,18 +232,30 @@ sha256sum() {
 	out=$(openssl dgst -sha256 -r ${1:+"$1"}) || return 1
 	printf '%s  %s\n' "${out%% *}" "${1:--}"
 }
-sha256_hex() { sha256sum -- "$1" | cut -d' ' -f1; }
+sha256_hex() {
+	local out
+	out=$(openssl dgst -sha256 -r "$1") || return 1
+	echo "${out%% *}"
+}
 digest_of() { echo "sha256:$(sha256_hex "$1")"; }
 hex_of() { echo "${1#sha256:}"; }
 
 # Wait up to SECS seconds (polling) for CMD to succeed; SECS is scaled by
 # T_TIMEOUT_SCALE, as a sanitizer's daemon runs slower.
+# nap SECS: sleep without a process (the tests poll a lot: a sleep(1) costs
+# a fork and an exec each time). A read that times out on a pipe this shell
+# holds both ends of, so nothing ever comes.
+nap() {
+	[ -n "${_LIB_NAP_FD:-}" ] || exec {_LIB_NAP_FD}<> <(:)
+	read -r -t "$1" -u "$_LIB_NAP_FD" _ || :
+}
+
 wait_until() {
 	local secs=$(($1 * ${T_TIMEOUT_SCALE:-1})) i
 	shift
 	for ((i = 0; i < secs * 10; i++)); do
 		"$@" >/dev/null 2>&1 && return 0
-		sleep 0.1
+		nap 0.1
 	done
 	return 1
 }
@@ -325,7 +337,7 @@ _lib_kill_pid() {
 	kill -TERM "$pid" 2>/dev/null
 	for ((i = 0; i < 30; i++)); do
 		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.1
+		nap 0.1
 	done
 	_lib_ours "$pid" && kill -KILL "$pid" 2>/dev/null
 }
@@ -488,7 +500,7 @@ _registry_launch() {
 			return 0
 		fi
 		kill -0 "$pid" 2>/dev/null || return 1
-		sleep 0.1
+		nap 0.1
 	done
 	_lib_kill_pid "$pid"
 	return 1
@@ -534,7 +546,7 @@ registry_restart() {
 	local i
 	for i in 1 2 3 4 5; do
 		_registry_launch "$REG_ROOT" "$REG_PORT" && return 0
-		sleep 0.5
+		nap 0.5
 	done
 	diag_file "$REG_ROOT/registry.log"
 	return 1
@@ -811,22 +823,20 @@ sign_manifest() {
 # signature of DIGEST: one payload layer of the sha256-<hex>.sig manifest
 # names DIGEST as a cosign signature and its annotation verifies with PUBFILE.
 sign_verify() {
-	local repo=$1 dg=$2 pub=$3 m n i pd
+	local repo=$1 dg=$2 pub=$3 m mt pd sig
 	m=$(manifest_get "$repo" "sha256-${dg#sha256:}.sig") || return 1
-	n=$(jq '.layers | length' <<<"$m")
-	for ((i = 0; i < n; i++)); do
-		[ "$(jq -r ".layers[$i].mediaType" <<<"$m")" = application/vnd.dev.cosign.simplesigning.v1+json ] ||
-			continue
-		pd=$(jq -r ".layers[$i].digest" <<<"$m")
+	# each layer: its media type, digest and signature, on a line (one jq for all)
+	while IFS=$'\t' read -r mt pd sig; do
+		[ "$mt" = application/vnd.dev.cosign.simplesigning.v1+json ] || continue
 		blob_get "$repo" "$pd" >"$TESTDIR/.vpayload" || continue
 		[ "$(digest_of "$TESTDIR/.vpayload")" = "$pd" ] || continue
 		[ "$(jq -r '.critical.type + " " + .critical.image["docker-manifest-digest"]' \
 			"$TESTDIR/.vpayload")" = "cosign container image signature $dg" ] || continue
-		jq -r ".layers[$i].annotations[\"dev.cosignproject.cosign/signature\"]" <<<"$m" |
-			base64 -d >"$TESTDIR/.vsig" 2>/dev/null || continue
+		base64 -d <<<"$sig" >"$TESTDIR/.vsig" 2>/dev/null || continue
 		openssl dgst -sha256 -verify "$pub" -signature "$TESTDIR/.vsig" "$TESTDIR/.vpayload" \
 			>/dev/null 2>&1 && return 0
-	done
+	done < <(jq -r '.layers[] | [.mediaType, .digest,
+		(.annotations["dev.cosignproject.cosign/signature"] // "")] | @tsv' <<<"$m")
 	return 1
 }
 
@@ -989,7 +999,7 @@ mount_ocifs() {
 			return 0
 		fi
 		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
+		nap 0.1
 	done
 	not_ok "mount $(_lbl "$src") at $(_lbl "$mnt") $*" "ocifs did not mount; its log:"
 	diag_file "$log"
@@ -1023,7 +1033,7 @@ umount_ocifs() {
 	for ((i = 0; i < 100; i++)); do
 		fusermount3 -u "$mnt" 2>"$TESTDIR/.umount.err" && break
 		mountpoint -q "$mnt" || break
-		sleep 0.3
+		nap 0.3
 	done
 	if mountpoint -q "$mnt"; then
 		not_ok "unmount $lbl" "$(cat "$TESTDIR/.umount.err")"
@@ -1035,7 +1045,7 @@ umount_ocifs() {
 	# the bound only catches a hang: a sanitizer's daemon on a loaded machine takes seconds
 	for ((i = 0; i < 600; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
+		nap 0.1
 	done
 	if kill -0 "$pid" 2>/dev/null; then
 		not_ok "daemon of $lbl exits after unmount" "still running after 60 s"
@@ -1076,7 +1086,7 @@ _reg_log_stable() {
 	local s i
 	s=$(reg_log_mark)
 	for ((i = 0; i < 5; i++)); do
-		sleep 0.1
+		nap 0.1
 		[ "$(reg_log_mark)" = "$s" ] || return 1
 	done
 }
@@ -1162,7 +1172,7 @@ kill9_ocifs() {
 	fusermount3 -u -z "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
 	for ((i = 0; i < 300; i++)); do
 		mountpoint -q "$mnt" || return 0
-		sleep 0.1
+		nap 0.1
 	done
 	return 1
 }
@@ -1252,7 +1262,7 @@ _registry_launch_extra() {
 				return 0
 			fi
 			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
+			nap 0.1
 		done
 		_lib_kill_pid "$pid"
 		grep -qi 'address already in use' "$root/registry.log" || break
@@ -1638,7 +1648,7 @@ token_server_rotate_key() {
 		_LIB_REG_PIDS+=("$REG_PID")
 		if wait_until 60 _reg_answers; then return 0; fi
 		_lib_kill_pid "$REG_PID"
-		sleep 0.5
+		nap 0.5
 	done
 	return 1
 }
@@ -1722,7 +1732,7 @@ faultproxy_start() {
 		for ((i = 0; i < 600; i++)); do
 			grep -q '^listening' "$out" 2>/dev/null && return 0
 			kill -0 "$FP_PID" 2>/dev/null || break
-			sleep 0.1
+			nap 0.1
 		done
 		grep -q 'Address already in use' "$out" || break
 	done

@@ -109,6 +109,10 @@ if amount "$HREG" -o "ro,insecure,auth_file=$F_AUTH"; then
 fi
 check_mount_fails "without ca_file or insecure: an unknown CA is refused (one line, non-zero)" \
 	"$HREG/sec/files:v1" -o "ro,auth_file=$F_AUTH"
+# the loopback registry is first asked whether it speaks TLS without checking its
+# certificate: the check that follows is what refuses it, and says why
+check "and the line says the certificate is not trusted" \
+	grep -q "TLS certificate not trusted" "$TESTDIR/mountfail.$NM.out"
 
 # REGISTRY_AUTH_FILE, key written as https://host/
 F_REGAUTH=$TESTDIR/regauth.json
