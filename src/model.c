@@ -299,9 +299,39 @@ void model_places_free(struct model_place *p, size_t n)
 {
 	size_t i;
 
-	for (i = 0; p && i < n; i++)
+	for (i = 0; p && i < n; i++) {
 		free(p[i].path);
+		free(p[i].prefix);
+	}
 	free(p);
+}
+
+/*
+ * The Kitfile entry of layer i of m: the one with its digest, else (a kit
+ * before 0.5, whose entries have none) the n-th entry of the layer's kind
+ * for the n-th layer of that kind, as kit unpack walks them. NULL: none.
+ */
+static const struct kit_entry *kit_entry_of(
+	const struct manifest *m, size_t i, const struct kit_entry *kit, size_t n_kit)
+{
+	const struct descriptor *d = &m->layers[i];
+	char kind[64], other[64];
+	unsigned seen = 0;
+	size_t j, k;
+
+	if (!kit_kind(d->media_type, kind, sizeof(kind)))
+		return NULL;
+	for (j = 0; j < n_kit; j++)
+		if (kit[j].digest && strcmp(kit[j].digest, d->digest) == 0)
+			return &kit[j];
+	for (k = 0; k < i; k++)
+		if (kit_kind(m->layers[k].media_type, other, sizeof(other)) &&
+			strcmp(other, kind) == 0)
+			seen++;
+	for (j = 0; j < n_kit; j++)
+		if (!kit[j].digest && strcmp(kit[j].kind, kind) == 0 && seen-- == 0)
+			return &kit[j];
+	return NULL;
 }
 
 /* The path layer i asks for (raw, not yet checked) into want; "" when it names none. */
@@ -310,8 +340,7 @@ static void wanted_path(const struct manifest *m, size_t i, enum model_format fo
 {
 	const struct descriptor *d = &m->layers[i];
 	const char *s = annotation_get(d->annotations, d->n_annotations, ANN_TITLE);
-	char kind[64];
-	size_t j;
+	const struct kit_entry *e;
 
 	if (!s)
 		s = annotation_get(d->annotations, d->n_annotations, ANN_MODEL_FILEPATH);
@@ -326,30 +355,95 @@ static void wanted_path(const struct manifest *m, size_t i, enum model_format fo
 		ollama_name(d, want, n);
 		return;
 	}
-	if (format != MODEL_KIT || !kit_kind(d->media_type, kind, sizeof(kind)))
-		return;
-	for (j = 0; j < n_kit; j++)
-		if (kit[j].digest && strcmp(kit[j].digest, d->digest) == 0) {
-			snprintf(want, n, "%s", kit[j].path);
-			return;
-		}
-	/* a kit from before the digests: the n-th layer of a kind is that kind's n-th entry */
-	{
-		unsigned seen = 0;
-		size_t k;
+	e = format == MODEL_KIT ? kit_entry_of(m, i, kit, n_kit) : NULL;
+	if (e)
+		snprintf(want, n, "%s", e->path);
+}
 
-		for (k = 0; k < i; k++) {
-			char other[64];
+/*
+ * The parent of a Kitfile path, clean, into out ("" for the root), as
+ * kit unpack takes filepath.Dir of the cleaned path. -EINVAL for a path
+ * that is absolute or holds "..", or a parent clean_path() refuses.
+ */
+static int kit_parent(const char *path, char *out, size_t n)
+{
+	char *slash;
 
-			if (kit_kind(m->layers[k].media_type, other, sizeof(other)) &&
-				strcmp(other, kind) == 0)
-				seen++;
-		}
-		for (j = 0; j < n_kit; j++)
-			if (!kit[j].digest && strcmp(kit[j].kind, kind) == 0 && seen-- == 0) {
-				snprintf(want, n, "%s", kit[j].path);
-				break;
-			}
+	if (!path || *path == '/' || layer_path_clean(path, out, n))
+		return -EINVAL;
+	slash = strrchr(out, '/');
+	if (!slash) {
+		*out = '\0';
+		return 0;
+	}
+	*slash = '\0';
+	return manifest_title_check(out);
+}
+
+/*
+ * Where archive layer i unpacks (pl->prefix): a kit before 0.5 under its
+ * Kitfile path's parent, as kit unpack extracts it; a kit from 0.5 on,
+ * whose tars name full paths, and every other archive at the root. An
+ * unsafe parent is logged and the root used. 0 or -ENOMEM.
+ */
+static int archive_place(const struct manifest *m, size_t i, enum model_format format,
+	const struct kit_entry *kit, size_t n_kit, const char *label, struct model_place *pl)
+{
+	const struct kit_entry *e = format == MODEL_KIT ? kit_entry_of(m, i, kit, n_kit) : NULL;
+	char dir[4096], esc[600];
+
+	if (!e || e->digest)
+		return 0;
+	if (kit_parent(e->path, dir, sizeof(dir))) {
+		log_escape(e->path, esc, sizeof(esc));
+		log_warn("%s: layer %s: Kitfile path \"%s\" (a kit before 0.5, unpacked under its "
+			 "parent) is unsafe (absolute, \"..\" or not a name): unpacked at the root",
+			label, m->layers[i].digest, esc);
+		return 0;
+	}
+	if (!*dir)
+		return 0;
+	pl->prefix = strdup(dir);
+	return pl->prefix ? 0 : -ENOMEM;
+}
+
+/* Whether the clean paths a and b have the same first level. */
+static bool same_top(const char *a, const char *b)
+{
+	size_t k = strcspn(a, "/");
+
+	return k == strcspn(b, "/") && strncmp(a, b, k) == 0;
+}
+
+/*
+ * An archive's prefix that meets what the tree shows at the root: another
+ * layer's path (a file where the prefix needs a directory, or a directory
+ * of files whose tree would hide the archive's), or the Kitfile. Logged,
+ * and the archive unpacked at the root instead.
+ */
+static void prefixes_check(
+	const struct manifest *m, struct model_place *p, bool kitfile, const char *label)
+{
+	char esc[600], other[600];
+	size_t i, j;
+
+	for (i = 0; i < m->n_layers; i++) {
+		const char *hit = NULL;
+
+		for (j = 0; p[i].prefix && !hit && j < m->n_layers; j++)
+			if (p[j].path && same_top(p[i].prefix, p[j].path))
+				hit = p[j].path;
+		if (p[i].prefix && !hit && kitfile && same_top(p[i].prefix, "Kitfile"))
+			hit = "Kitfile";
+		if (!hit)
+			continue;
+		log_escape(p[i].prefix, esc, sizeof(esc));
+		log_escape(hit, other, sizeof(other));
+		log_warn("%s: layer %s: unpacked under \"%s\" (a kit before 0.5), it would meet "
+			 "the file \"%s\": unpacked at the root",
+			label, m->layers[i].digest, esc, other);
+		free(p[i].prefix);
+		p[i].prefix = NULL;
 	}
 }
 
@@ -398,8 +492,12 @@ int model_places(const struct manifest *m, enum model_format format, const char 
 
 		pl->archive = model_layer_archive(d);
 		/* its entries name their own paths, as modctl and kit unpack them */
-		if (pl->archive)
+		if (pl->archive) {
+			ret = archive_place(m, i, format, kit, n_kit, label, pl);
+			if (ret)
+				goto out;
 			continue;
+		}
 		wanted_path(m, i, format, kit, n_kit, want, sizeof(want));
 		if (!*want) {
 			/* an Ollama layer of an unknown kind, a kit layer without an entry */
@@ -463,6 +561,7 @@ int model_places(const struct manifest *m, enum model_format format, const char 
 		if (!pl->fallback)
 			metadata_apply(d, label, pl);
 	}
+	prefixes_check(m, p, kroot && json_object_is_type(kroot, json_type_object), label);
 out:
 	json_object_put(kroot);
 	free(kit);

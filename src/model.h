@@ -48,6 +48,13 @@ struct model_place {
 	char *path;
 	bool fallback; /* path is sha256-<hex>: the layer's own was unsafe or taken (logged) */
 	bool archive; /* a tar layer (.tar, .tar+gzip, .tar+zstd) */
+	/*
+	 * An archive of a ModelKit packed by kit before 0.5 (its Kitfile
+	 * entry has no digest): the directory its entries are unpacked
+	 * under, its Kitfile path's parent (clean, relative), as kit unpack
+	 * extracts it. NULL: at the root.
+	 */
+	char *prefix;
 	mode_t mode; /* permission bits from the file's metadata; 0: the mount's */
 	time_t mtime; /* from the file's metadata; 0: the artifact's */
 };
@@ -61,7 +68,12 @@ struct model_place {
  * clean, or is taken by an earlier layer (the same path, or a file where
  * another needs a directory) is logged (label names the artifact) and the
  * layer shows as sha256-<hex> at the root instead. An archive layer has no
- * path: its entries are unpacked at the root (rootfs.c). 0 or -ENOMEM.
+ * path: its entries are unpacked at the root (rootfs.c), or, for a kit
+ * before 0.5, under its Kitfile entry's parent (prefix). A parent that is
+ * absolute, holds "..", is not clean, or meets another layer's path or the
+ * Kitfile (a file where a directory is needed, or a directory of the tree
+ * that would hide the archive's) is logged and the archive is unpacked at
+ * the root instead. 0 or -ENOMEM.
  */
 int model_places(const struct manifest *m, enum model_format format, const char *kitfile,
 	size_t kitfile_len, const char *label, struct model_place **out);

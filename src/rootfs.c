@@ -48,6 +48,12 @@ struct rootfs_layer {
 	/* a model's tar of one file, as its annotations say (model_layer_single()), or NULL */
 	char *single_path;
 	int64_t single_size;
+	/*
+	 * A model's archive unpacked below this directory (model_place.prefix:
+	 * a kit before 0.5), or NULL: at the root. The directories down to it
+	 * are made up, whatever its tar holds (made_by()).
+	 */
+	char *prefix;
 };
 
 struct rootfs {
@@ -65,6 +71,8 @@ struct rootfs {
 	 * mount's owner, no set-id bits.
 	 */
 	bool model;
+	bool prefixed; /* a model with a layer unpacked below a prefix */
+	time_t mtime; /* a model: its artifact's, for the directories a prefix makes up */
 	int err; /* a packed directory refused: -EIO for good */
 	size_t root_from; /* layers[root_from - 1] gave the root its attributes; 0: none */
 	struct node *root;
@@ -364,6 +372,7 @@ static void rootfs_free(struct rootfs *rf)
 		free(rf->layers[i].index_ref);
 		free(rf->layers[i].toc_digest);
 		free(rf->layers[i].single_path);
+		free(rf->layers[i].prefix);
 	}
 	free(rf->layers);
 	free(rf->subject);
@@ -462,7 +471,8 @@ static bool model_outside(const struct rootfs *rf, size_t i, const struct layer 
 	v = layer_entries(l, &n);
 	for (k = 0; k < n; k++)
 		if (layer_path_clean(v[k].path, clean, sizeof(clean)) ||
-			strcmp(clean, ".oci") == 0 || strncmp(clean, ".oci/", 5) == 0) {
+			(!rf->layers[i].prefix &&
+				(strcmp(clean, ".oci") == 0 || strncmp(clean, ".oci/", 5) == 0))) {
 			log_warn(
 				"%s: layer %s: entry \"%.200s\" is outside the artifact: the layer "
 				"is not unpacked; its archive is .oci/blobs/sha256/%s",
@@ -482,6 +492,27 @@ static int single_set(struct rootfs_layer *rl, const struct descriptor *d)
 		return 0;
 	rl->single_path = strdup(path);
 	return rl->single_path ? 0 : -ENOMEM;
+}
+
+/*
+ * A model's archive, layer i of its manifest's n (the last added to rf):
+ * where the artifact's build said it is unpacked (model_places()).
+ */
+static int prefix_set(struct tree *t, struct node *art, struct rootfs *rf, size_t i, size_t n)
+{
+	const struct art_node *a = art_of_node(art);
+	struct rootfs_layer *rl = &rf->layers[rf->n - 1];
+	int ret = 0;
+
+	pthread_mutex_lock(&t->nodes.lock);
+	/* the prefixes of the manifest built, not of one a tag has moved to since */
+	if (a->n_rootfs_prefixes == n && a->rootfs_prefixes[i]) {
+		rl->prefix = strdup(a->rootfs_prefixes[i]);
+		ret = rl->prefix ? 0 : -ENOMEM;
+		rf->prefixed = true;
+	}
+	pthread_mutex_unlock(&t->nodes.lock);
+	return ret;
 }
 
 /*
@@ -534,16 +565,73 @@ static int layer_at(struct tree *t, struct rootfs *rf, size_t i, struct layer **
 	return 0;
 }
 
-/* The tar path of path (relative to what rf shows) into out: false when too long. */
-static bool tar_path(const struct rootfs *rf, const char *path, char *out, size_t size)
+/* Where a path that rf shows lies in one of its layers (layer_where()). */
+enum where {
+	AT_NONE, /* not where the layer is unpacked */
+	AT_TAR, /* in the layer's tar */
+	AT_ABOVE, /* a directory above where the layer is unpacked (below its prefix's first levels) */
+};
+
+/*
+ * Where the path p (relative to what rf shows) lies in layer i: AT_TAR,
+ * with its tar path in out ("" where the layer is unpacked); AT_ABOVE, a
+ * directory the layer's prefix goes through, with the name of the level
+ * below p it goes on to in out; AT_NONE. -ENAMETOOLONG when out is too small.
+ */
+static int layer_where(const struct rootfs *rf, size_t i, const char *p, char *out, size_t size)
 {
+	const char *pre = rf->layers[i].prefix, *next;
+	size_t k = pre ? strlen(pre) : 0;
 	int n;
 
-	if (!rf->strip)
-		n = snprintf(out, size, "%s", path);
-	else
-		n = snprintf(out, size, "%s%s%s", rf->strip, *path ? "/" : "", path);
-	return n >= 0 && (size_t)n < size;
+	if (rf->strip)
+		n = snprintf(out, size, "%s%s%s", rf->strip, *p ? "/" : "", p);
+	else if (!pre)
+		n = snprintf(out, size, "%s", p);
+	else if (strncmp(p, pre, k) == 0 && (!p[k] || p[k] == '/'))
+		n = snprintf(out, size, "%s", p[k] ? p + k + 1 : "");
+	else if (*p && (strncmp(pre, p, strlen(p)) != 0 || pre[strlen(p)] != '/'))
+		return AT_NONE;
+	else {
+		next = *p ? pre + strlen(p) + 1 : pre;
+		n = snprintf(out, size, "%.*s", (int)strcspn(next, "/"), next);
+		return n >= 0 && (size_t)n < size ? AT_ABOVE : -ENAMETOOLONG;
+	}
+	return n >= 0 && (size_t)n < size ? AT_TAR : -ENAMETOOLONG;
+}
+
+/*
+ * The layer whose prefix makes the directory p up (p is the prefix or a
+ * directory above it, not the root), or rf->n when none.
+ */
+static size_t made_by(const struct rootfs *rf, const char *p)
+{
+	size_t i, k = strlen(p);
+
+	for (i = 0; k && i < rf->n; i++) {
+		const char *pre = rf->layers[i].prefix;
+
+		if (pre && strncmp(pre, p, k) == 0 && (!pre[k] || pre[k] == '/'))
+			return i;
+	}
+	return rf->n;
+}
+
+/*
+ * Whether the entry e of layer i, at p, is left out: something other than
+ * a directory where a layer's prefix makes one up. The prefix keeps its
+ * directory, whichever layer is higher, and the log says what gave way.
+ */
+static bool left_out(const struct rootfs *rf, size_t i, const char *p, const struct layer_entry *e)
+{
+	size_t k;
+
+	if (!e || e->type == '5' || !rf->prefixed || (k = made_by(rf, p)) == rf->n)
+		return false;
+	log_warn("%s: layer %s: \"%.200s\" is not a directory, where layer %s is unpacked under "
+		 "%s/: left out",
+		rf->label, rf->layers[i].digest, p, rf->layers[k].digest, rf->layers[k].prefix);
+	return true;
 }
 
 /* "dir/name" (or "name" when dir is "") into out: false when too long. */
@@ -623,30 +711,53 @@ static bool layer_opaque(const struct rootfs *rf, const struct layer *l, const c
 }
 
 /*
- * Call fn for each layer, from layer top down, that shows what lies in the
- * directory at tar path p: down to one that hides it or makes it opaque.
- * Stops early where fn returns non-zero, and returns that. Caller holds rf->lock.
+ * A step of scan(): layer i (l), at tar path tp; or, where the layer's
+ * prefix makes the path up, no layer (its tar is not read for that) and
+ * for a directory listed the name below it that leads to the prefix.
  */
-static int scan(struct tree *t, struct rootfs *rf, const char *p, size_t top,
-	int (*fn)(void *arg, size_t i, const struct layer *l), void *arg)
+typedef int (*scan_fn)(void *arg, size_t i, const struct layer *l, const char *tp);
+
+/*
+ * Call fn for each layer, from layer top down, that shows what lies at p:
+ * the directory p listed, or the name p looked up (name: then a prefix
+ * makes up p where p is the prefix itself too). dir is p's directory (p
+ * itself when listed) whose whiteouts and opaque markers count: an image's
+ * tar paths are the paths it shows. Down to a layer that hides it or makes
+ * it opaque. Stops early where fn returns non-zero, and returns that.
+ * Caller holds rf->lock.
+ */
+static int scan(struct tree *t, struct rootfs *rf, const char *dir, const char *p, bool name,
+	size_t top, scan_fn fn, void *arg)
 {
+	char tp[PATH_MAX];
 	size_t i;
 	int ret;
 
 	for (i = top + 1; i-- > 0;) {
 		struct layer *l;
+		int w = layer_where(rf, i, p, tp, sizeof(tp));
 
+		if (w < 0)
+			return w;
+		if (w == AT_NONE)
+			continue;
+		if (w == AT_ABOVE || (name && rf->layers[i].prefix && !*tp)) {
+			ret = fn(arg, i, NULL, tp);
+			if (ret)
+				return ret;
+			continue;
+		}
 		ret = layer_at(t, rf, i, &l);
 		if (ret)
 			return ret;
 		if (rf->layers[i].refused)
 			continue;
-		if (layer_hides(rf, l, p))
+		if (layer_hides(rf, l, dir))
 			return 0;
-		ret = fn(arg, i, l);
+		ret = fn(arg, i, l, tp);
 		if (ret)
 			return ret;
-		if (layer_opaque(rf, l, p))
+		if (layer_opaque(rf, l, dir))
 			return 0;
 	}
 	return 0;
@@ -690,7 +801,7 @@ static void root_attrs(struct tree *t, struct rootfs *rf, size_t i, const struct
 	char p[PATH_MAX];
 	const struct layer_entry *e;
 
-	if (rf->model || rf->root_from > i || !tar_path(rf, "", p, sizeof(p)) ||
+	if (rf->model || rf->root_from > i || layer_where(rf, i, "", p, sizeof(p)) != AT_TAR ||
 		!(e = layer_find(l, p)) || e->type != '5')
 		return;
 	/* its xattrs stay the manifest's (user.oci.*) */
@@ -742,24 +853,28 @@ static int link_resolve(struct tree *t, struct rootfs *rf, size_t i, const struc
 
 /* What lookups and listings learn of one name below a directory. */
 struct found {
-	const char *tpath; /* the name's tar path */
+	struct rootfs *rf;
+	const char *path; /* the name's path below what rf shows */
 	size_t layer; /* where it was found */
 	const struct layer_entry *e; /* its entry, or NULL: a directory shown by what is below */
 	bool gone; /* a whiteout said it is not there */
 	bool plain; /* no whiteouts: a packed directory, a model */
+	bool made; /* a directory that layer's prefix makes up: 0755, the artifact's mtime */
 };
 
 /* scan() step for the attributes of a directory known only from entries below it. */
-static int dir_entry_step(void *arg, size_t i, const struct layer *l)
+static int dir_entry_step(void *arg, size_t i, const struct layer *l, const char *tp)
 {
 	struct found *f = arg;
-	const struct layer_entry *e = layer_find(l, f->tpath);
+	const struct layer_entry *e = l ? layer_find(l, tp) : NULL;
 
-	if (e && e->type == '5') {
+	if (!l || (e && e->type == '5')) {
 		f->e = e;
 		f->layer = i;
+		f->made = !l;
 		return 1;
 	}
+	left_out(f->rf, i, f->path, e);
 	return 0;
 }
 
@@ -829,22 +944,26 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 	}
 	if (!join(rdir_path(rf, dir), name, path, sizeof(path)))
 		return -ENAMETOOLONG;
-	ret = layer_at(t, rf, f->layer, &l);
-	if (ret)
-		return ret;
 	if (f->gone)
 		return whiteout_make(t, rf, dir, name, f, out);
-	if (!e) {
+	if (!e && !f->made) {
 		/* a directory without an entry of its own here: a lower layer may have one */
-		ret = scan(t, rf, f->tpath, f->layer, dir_entry_step, f);
+		ret = scan(t, rf, path, path, true, f->layer, dir_entry_step, f);
 		if (ret < 0)
 			return ret;
 		e = f->e;
 	}
+	/* a directory a prefix makes up has no layer to read */
+	l = NULL;
+	if (!f->made) {
+		ret = layer_at(t, rf, f->layer, &l);
+		if (ret)
+			return ret;
+	}
 	if (rf->model && e && e->type != '0' && e->type != '5') {
 		log_warn("%s: entry \"%.200s\" is not a regular file or a directory: left out, as "
 			 "modctl leaves it",
-			rf->label, f->tpath);
+			rf->label, path);
 		return -ENOENT;
 	}
 	switch (e ? e->type : '5') {
@@ -874,7 +993,7 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		type = S_IFIFO;
 		break;
 	default:
-		log_warn("%s: entry \"%.200s\" of tar type '%c': left out", rf->label, f->tpath,
+		log_warn("%s: entry \"%.200s\" of tar type '%c': left out", rf->label, path,
 			e->type);
 		return -ENOENT;
 	}
@@ -884,7 +1003,7 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		ret = link_resolve(t, rf, f->layer, e, &fl, &fe);
 		if (ret == -ENOENT)
 			log_warn("%s: hard link \"%.200s\" to nothing in the image: left out",
-				rf->label, f->tpath);
+				rf->label, path);
 		if (ret)
 			return ret;
 	}
@@ -905,12 +1024,15 @@ static int node_make(struct tree *t, struct rootfs *rf, struct node *dir, const 
 		n->uid = t->opts.uid;
 		n->gid = t->opts.gid;
 	}
+	/* as kit unpack's MkdirAll makes it */
+	if (f->made)
+		n->mtime = rf->mtime;
 	switch (kind) {
 	case NODE_RDIR:
 		node->partial = true;
 		if (!(n->data = strdup(path)))
 			goto nomem;
-		if (rf->diff && opaque_here(l, f->tpath) &&
+		if (rf->diff && l && opaque_here(l, path) &&
 			(tree_xattr_add(&n->xattrs, &n->n_xattrs, "trusted.overlay.opaque", "y") ||
 				tree_xattr_add(
 					&n->xattrs, &n->n_xattrs, "user.overlay.opaque", "y")))
@@ -953,18 +1075,26 @@ nomem:
 	return -ENOMEM;
 }
 
-/* scan() step of a lookup: the name in f->tpath, there, whited out, or not in this layer. */
-static int lookup_step(void *arg, size_t i, const struct layer *l)
+/* scan() step of a lookup: the name at tp, there, whited out, or not in this layer. */
+static int lookup_step(void *arg, size_t i, const struct layer *l, const char *tp)
 {
 	struct found *f = arg;
-	const struct layer_entry *e = layer_find(l, f->tpath);
+	const struct layer_entry *e;
 
 	f->layer = i;
-	if (e || layer_has_below(l, f->tpath)) {
+	if (!l) {
+		f->e = NULL;
+		f->made = true;
+		return 1;
+	}
+	e = layer_find(l, tp);
+	if (left_out(f->rf, i, f->path, e))
+		e = NULL;
+	if (e || layer_has_below(l, tp)) {
 		f->e = e;
 		return 1;
 	}
-	if (!f->plain && whiteout_of(l, f->tpath)) {
+	if (!f->plain && whiteout_of(l, tp)) {
 		f->gone = true;
 		return 1;
 	}
@@ -1120,6 +1250,9 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 				ret = -ENOMEM;
 		}
 		rf->model = art_of_node(dir)->rootfs_model;
+		pthread_mutex_lock(&t->nodes.lock);
+		rf->mtime = reg_of(dir)->mtime;
+		pthread_mutex_unlock(&t->nodes.lock);
 		for (i = 0; !ret && i < m->n_layers; i++) {
 			bool z;
 			const char *toc = toc_digest_of(&m->layers[i], &z);
@@ -1131,6 +1264,8 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 				m->layers[i].size, rf->model ? NULL : toc, z);
 			if (!ret && rf->model)
 				ret = single_set(&rf->layers[rf->n - 1], &m->layers[i]);
+			if (!ret && rf->model)
+				ret = prefix_set(t, dir, rf, i, m->n_layers);
 		}
 	}
 	manifest_free(m);
@@ -1200,12 +1335,6 @@ int rootfs_layer_dir(struct tree *t, struct node *parent, const char *name, stru
 	return 0;
 }
 
-/* The tar path of dir (of rf) into out. */
-static bool dir_tar_path(const struct rootfs *rf, const struct node *dir, char *out, size_t size)
-{
-	return tar_path(rf, rdir_path(rf, dir), out, size);
-}
-
 /* Undo rootfs_enter(). */
 static void rootfs_leave(struct tree *t, struct rootfs *rf)
 {
@@ -1234,15 +1363,17 @@ static int rootfs_enter(struct tree *t, struct node *dir, struct rootfs **out)
 
 int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct node **out)
 {
-	struct found f = { NULL, 0, NULL, false, false };
+	struct found f = { NULL, NULL, 0, NULL, false, false, false };
 	struct rootfs *rf;
 	struct node *n;
-	char dp[PATH_MAX], p[PATH_MAX];
+	const char *dp;
+	char p[PATH_MAX];
 	int ret;
 
 	ret = rootfs_enter(t, dir, &rf);
 	if (ret)
 		return ret;
+	f.rf = rf;
 	f.plain = rf->strip || rf->model;
 	pthread_mutex_lock(&t->nodes.lock);
 	n = node_child_find(dir, name);
@@ -1255,12 +1386,13 @@ int rootfs_lookup(struct tree *t, struct node *dir, const char *name, struct nod
 		ret = -ENOENT;
 		goto out;
 	}
-	if (!dir_tar_path(rf, dir, dp, sizeof(dp)) || !join(dp, name, p, sizeof(p))) {
+	dp = rdir_path(rf, dir);
+	if (!join(dp, name, p, sizeof(p))) {
 		ret = -ENAMETOOLONG;
 		goto out;
 	}
-	f.tpath = p;
-	ret = scan(t, rf, dp, rf->n - 1, lookup_step, &f);
+	f.path = p;
+	ret = scan(t, rf, dp, p, true, rf->n - 1, lookup_step, &f);
 	if (ret < 0)
 		goto out;
 	if (rf->layers[rf->n - 1].l)
@@ -1279,6 +1411,8 @@ out:
 
 /* What a listing has decided so far. */
 struct listing {
+	struct rootfs *rf;
+	const char *dir; /* the directory listed, below what rf shows */
 	struct found *v;
 	char **names;
 	size_t n;
@@ -1292,9 +1426,13 @@ static void list_name(void *arg, const char *name, const struct layer_entry *e)
 	struct listing *ls = arg;
 	bool wh = !ls->packed && strncmp(name, WH_PREFIX, strlen(WH_PREFIX)) == 0;
 	const char *key = wh ? name + strlen(WH_PREFIX) : name;
+	char p[PATH_MAX];
 	size_t i;
 
 	if (ls->err || (!ls->packed && strcmp(name, WH_OPAQUE) == 0) || !*key)
+		return;
+	if (e && ls->rf->prefixed && join(ls->dir, key, p, sizeof(p)) &&
+		left_out(ls->rf, ls->layer, p, e))
 		return;
 	for (i = 0; i < ls->n; i++)
 		if (strcmp(ls->names[i], key) == 0)
@@ -1323,7 +1461,8 @@ static void list_name(void *arg, const char *name, const struct layer_entry *e)
 			ls->err = -ENOMEM;
 			return;
 		}
-		ls->v[ls->n].tpath = NULL;
+		memset(&ls->v[ls->n], 0, sizeof(ls->v[ls->n]));
+		ls->v[ls->n].rf = ls->rf;
 		ls->v[ls->n].layer = ls->layer;
 		ls->v[ls->n].e = wh ? NULL : e;
 		ls->v[ls->n].gone = wh;
@@ -1332,26 +1471,25 @@ static void list_name(void *arg, const char *name, const struct layer_entry *e)
 	}
 }
 
-struct list_arg {
-	struct listing *ls;
-	const char *dp;
-};
-
-static int list_step(void *arg, size_t i, const struct layer *l)
+static int list_step(void *arg, size_t i, const struct layer *l, const char *tp)
 {
-	struct list_arg *a = arg;
+	struct listing *ls = arg;
 
-	a->ls->layer = i;
-	layer_list(l, a->dp, list_name, a->ls);
-	return a->ls->err;
+	ls->layer = i;
+	/* a prefix below: the directory it makes up here */
+	if (!l)
+		list_name(ls, tp, NULL);
+	else
+		layer_list(l, tp, list_name, ls);
+	return ls->err;
 }
 
 int rootfs_list(struct tree *t, struct node *dir)
 {
-	struct listing ls = { NULL, NULL, 0, 0, 0, false };
-	struct list_arg a = { &ls, NULL };
+	struct listing ls = { NULL, NULL, NULL, NULL, 0, 0, 0, false };
 	struct rootfs *rf;
-	char dp[PATH_MAX], p[PATH_MAX];
+	const char *dp;
+	char p[PATH_MAX];
 	size_t i;
 	int ret;
 
@@ -1360,13 +1498,11 @@ int rootfs_list(struct tree *t, struct node *dir)
 		return ret;
 	if (!dir->partial)
 		goto out;
-	if (!dir_tar_path(rf, dir, dp, sizeof(dp))) {
-		ret = -ENAMETOOLONG;
-		goto out;
-	}
+	dp = rdir_path(rf, dir);
+	ls.rf = rf;
+	ls.dir = dp;
 	ls.packed = rf->strip || rf->model;
-	a.dp = dp;
-	ret = scan(t, rf, dp, rf->n - 1, list_step, &a);
+	ret = scan(t, rf, dp, dp, false, rf->n - 1, list_step, &ls);
 	for (i = 0; !ret && i < rf->n; i++)
 		if (rf->layers[i].l)
 			root_attrs(t, rf, i, rf->layers[i].l);
@@ -1386,7 +1522,7 @@ int rootfs_list(struct tree *t, struct node *dir)
 			continue;
 		if (!join(dp, ls.names[i], p, sizeof(p)))
 			continue;
-		ls.v[i].tpath = p;
+		ls.v[i].path = p;
 		ret = node_make(t, rf, dir, ls.names[i], &ls.v[i], &n);
 		if (ret == -ENOENT || ret == -ENAMETOOLONG)
 			ret = 0;

@@ -100,6 +100,13 @@ struct art_node {
 	char *rootfs_digest;
 	bool model; /* a model artifact (model.h): its files are its tools' to change; t->lock */
 	bool rootfs_model; /* rootfs_digest is a model's: its tar layers unpacked (model.h) */
+	/*
+	 * A model's: where each of its layers' archives is unpacked
+	 * (model_place.prefix; NULL: the root), one per layer of
+	 * rootfs_digest's manifest; NULL when all at the root. t->lock
+	 */
+	char **rootfs_prefixes;
+	size_t n_rootfs_prefixes;
 	struct rootfs *rootfs; /* once looked into; t->lock (rootfs.c) */
 };
 

@@ -71,6 +71,16 @@ struct node *tree_node_new(
 	return n;
 }
 
+/* What art_node.rootfs_prefixes holds, freed. */
+static void prefixes_free(char **v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
 void tree_node_release(struct tree *t, struct node *n)
 {
 	struct reg_node *r = reg_of(n);
@@ -92,6 +102,7 @@ void tree_node_release(struct tree *t, struct node *n)
 		free(a->ref);
 		free(a->digest);
 		free(a->rootfs_digest);
+		prefixes_free(a->rootfs_prefixes, a->n_rootfs_prefixes);
 		pthread_mutex_destroy(&a->load_lock);
 		break;
 	}
@@ -925,6 +936,26 @@ static int build_title(struct build *b, struct node *root, const struct descript
 		un && strcmp(un, "true") == 0 && layer_media_type_ok(d->media_type));
 }
 
+/* Where a model's archives are unpacked (model_place.prefix), taken from p into a. 0 or -ENOMEM. */
+static int prefixes_take(struct art_node *a, struct model_place *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n && !p[i].prefix; i++)
+		;
+	if (i == n)
+		return 0;
+	a->rootfs_prefixes = calloc(n, sizeof(*a->rootfs_prefixes));
+	if (!a->rootfs_prefixes)
+		return -ENOMEM;
+	a->n_rootfs_prefixes = n;
+	for (i = 0; i < n; i++) {
+		a->rootfs_prefixes[i] = p[i].prefix;
+		p[i].prefix = NULL;
+	}
+	return 0;
+}
+
 /* The annotation newer ModelKits keep their Kitfile in (JSON), beside a ModelPack config. */
 #define ANN_KITFILE "ml.kitops.modelkit.kitfile"
 
@@ -961,6 +992,8 @@ static int build_model(struct build *b, struct node *root, const struct manifest
 		if (p[i].path)
 			ret = build_at(b, root, &m->layers[i], p[i].path,
 				p[i].mtime ? p[i].mtime : mtime, p[i].mode, false);
+	if (!ret)
+		ret = prefixes_take(art_of_node(root), p, m->n_layers);
 	if (!ret && kitfile) {
 		int y = model_kitfile_yaml(kitfile, klen, &yaml);
 
@@ -1292,6 +1325,7 @@ int tree_artifact_install(
 	if (ret) {
 		scratch_release(t, sn);
 		free(scratch.rootfs_digest);
+		prefixes_free(scratch.rootfs_prefixes, scratch.n_rootfs_prefixes);
 		tree_xattrs_free(scratch.r.xattrs, scratch.r.n_xattrs);
 		free(dcopy);
 		return ret;
@@ -1305,6 +1339,9 @@ int tree_artifact_install(
 	free(art_of_node(n)->rootfs_digest);
 	art_of_node(n)->rootfs_digest = scratch.rootfs_digest;
 	art_of_node(n)->rootfs_model = scratch.rootfs_model;
+	prefixes_free(art_of_node(n)->rootfs_prefixes, art_of_node(n)->n_rootfs_prefixes);
+	art_of_node(n)->rootfs_prefixes = scratch.rootfs_prefixes;
+	art_of_node(n)->n_rootfs_prefixes = scratch.n_rootfs_prefixes;
 	art_of_node(n)->model = scratch.model;
 	n->partial = sn->partial;
 	/* made anew on the next look inside; the old one goes with the last node using it */

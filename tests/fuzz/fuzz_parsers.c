@@ -12,7 +12,7 @@
  *   7  the end of a layer blob and a compressed TOC (toc_locate, toc_json)
  *   8  a cosign simple-signing payload (sign_payload_digest)
  *   9  a model's manifest, also as its Kitfile (model_places, model_kitfile_yaml):
- *      every path given stays inside the artifact
+ *      every path and prefix given stays inside the artifact
  * Built with libFuzzer by tests/fuzz/run.sh; tests/fuzz/driver.c runs it
  * over tests/fuzz/corpus/fuzz_parsers and mutations of it in `make check`.
  */
@@ -32,6 +32,12 @@
 #include "toc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Whether a model's path or prefix (NULL: none) could leave the artifact. */
+static bool outside(const char *path)
+{
+	return path && (path[0] == '/' || manifest_title_check(path));
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -141,8 +147,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (manifest_parse(s, size - 1, NULL, &m) == 0) {
 			if (model_places(m, MODEL_KIT, s, size - 1, "fuzz", &p) == 0) {
 				for (i = 0; i < m->n_layers; i++)
-					if (p[i].path && (p[i].path[0] == '/' ||
-								 manifest_title_check(p[i].path)))
+					if (outside(p[i].path) || outside(p[i].prefix))
 						abort();
 				model_places_free(p, m->n_layers);
 			}

@@ -5,8 +5,9 @@
 # unpacked in place), an Ollama model (names from the layer media types,
 # numbered where a type repeats, a layer's own "name" where it has one) and
 # a KitOps ModelKit (tar layers unpacked, matched to their Kitfile entries by
-# digest, and the Kitfile as kit unpack writes it). A tar layer with an
-# entry outside the artifact is not unpacked.
+# digest, and the Kitfile as kit unpack writes it; a kit before 0.5, whose
+# entries have no digest, by place, each tar under its path's parent). A
+# tar layer with an entry outside the artifact is not unpacked.
 # Bad paths (absolute, "..", taken) and bad metadata: a log line, and the
 # layer under its fallback name sha256-<hex>, never outside the artifact.
 T_TIMEOUT=${T_TIMEOUT:-300}
@@ -67,15 +68,17 @@ PY
 	esac
 }
 # model_push REPO TAG CONFIG_MEDIATYPE CONFIG_FILE ARTIFACT_TYPE LAYER_JSON...
+# (MP_ANNOTATIONS: the manifest's annotations, a JSON object)
 model_push() {
 	local repo=$1 tag=$2 cmt=$3 cfile=$4 at=$5 cdg mf=$TESTDIR/mf.${1//\//_}.$2.json
 	shift 5
 	cdg=$(push_blob "$repo" "$cfile") || return 1
 	jq -n -c --arg cmt "$cmt" --arg c "$cdg" --argjson cs "$(stat -c %s "$cfile")" --arg at "$at" \
-		--argjson l "$(printf '%s\n' "$@" | jq -s -c .)" \
+		--argjson l "$(printf '%s\n' "$@" | jq -s -c .)" --argjson ann "${MP_ANNOTATIONS:-null}" \
 		'{schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json",
 		  config: {mediaType: $cmt, digest: $c, size: $cs}, layers: $l}
-		 + (if $at != "" then {artifactType: $at} else {} end)' >"$mf" || return 1
+		 + (if $at != "" then {artifactType: $at} else {} end)
+		 + (if $ann then {annotations: $ann} else {} end)' >"$mf" || return 1
 	push_manifest "$repo" "$tag" "$mf"
 }
 
@@ -437,5 +440,136 @@ if command -v python3 >/dev/null && python3 -c 'import yaml' 2>/dev/null; then
 		"$(jq -S -c 'del(.. | .digest?, .diffId?)' "$W/kitfile.json")" \
 		"$(python3 -c 'import sys, json, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1])), sort_keys=True, separators=(",", ":")))' "$K/Kitfile")"
 fi
+umount_ocifs "$M"
+
+# ---- KitOps before 0.5: no digests in the config, layers matched to entries
+# by their place among their kind, and each tar's entries named relative to
+# its Kitfile path's parent, where kit unpack extracts them (made with
+# MkdirAll: 0755)
+REPO=kit/old
+make_random_file "$W/o-gguf" $((300 * 1024 + 7)) kit-old
+printf 'print("old")\n' >"$W/o-a.py"
+printf 'x,y\n1,2\n' >"$W/o-train.csv"
+printf '# an old kit\n' >"$W/o-readme"
+mktar "$W/o-model.tar" none "model.gguf=$W/o-gguf" || bail "tar"
+mktar "$W/o-code.tar.gz" gzip "src/" "src/a.py=$W/o-a.py" || bail "tar"
+mktar "$W/o-data.tar" none "train.csv=$W/o-train.csv" || bail "tar"
+mktar "$W/o-docs.tar" none "README.md=$W/o-readme" || bail "tar"
+jq -n -c '{manifestVersion: "1.0.0", package: {name: "old"},
+	  model: {name: "llama", path: "models/llama/model.gguf"},
+	  code: [{path: "src"}], datasets: [{name: "train", path: "data/train.csv"}],
+	  docs: [{path: "README.md"}]}' >"$W/o-kitfile.json"
+# old_layers TAR...: the layer descriptors of a kit's model, code, dataset and docs tars
+old_layers() {
+	layer_json "$1" $KT.model.v1.tar && layer_json "$2" $KT.code.v1.tar+gzip &&
+		layer_json "$3" $KT.dataset.v1.tar && layer_json "$4" $KT.docs.v1.tar
+}
+O_TARS=("$W/o-model.tar" "$W/o-code.tar.gz" "$W/o-data.tar" "$W/o-docs.tar")
+CREATED=2024-03-04T05:06:07Z
+export MP_ANNOTATIONS
+MP_ANNOTATIONS=$(jq -n -c --arg t $CREATED '{"org.opencontainers.image.created": $t}')
+mapfile -t L < <(old_layers "${O_TARS[@]}") && [ ${#L[@]} = 4 ] || bail "push the old kit's layers"
+model_push kit/old v1 $KT.config.v1+json "$W/o-kitfile.json" "" "${L[@]}" >/dev/null ||
+	bail "push kit/old:v1"
+
+# the same kit as kit 0.5 and later pack it: digests in the config, tars
+# naming full paths
+REPO=kit/new
+mktar "$W/n-model.tar" none "models/" "models/llama/" "models/llama/model.gguf=$W/o-gguf" || bail "tar"
+mktar "$W/n-data.tar" none "data/" "data/train.csv=$W/o-train.csv" || bail "tar"
+N_TARS=("$W/n-model.tar" "$W/o-code.tar.gz" "$W/n-data.tar" "$W/o-docs.tar")
+jq -c --arg m "$(digest_of "$W/n-model.tar")" --arg c "$(digest_of "$W/o-code.tar.gz")" \
+	--arg d "$(digest_of "$W/n-data.tar")" --arg r "$(digest_of "$W/o-docs.tar")" \
+	'.model += {digest: $m, diffId: $m} | .code[0] += {digest: $c, diffId: $c}
+	 | .datasets[0] += {digest: $d, diffId: $d} | .docs[0] += {digest: $r, diffId: $r}' \
+	"$W/o-kitfile.json" >"$W/n-kitfile.json"
+mapfile -t L < <(old_layers "${N_TARS[@]}") && [ ${#L[@]} = 4 ] || bail "push the new kit's layers"
+model_push kit/new v1 $KT.config.v1+json "$W/n-kitfile.json" "" "${L[@]}" >/dev/null ||
+	bail "push kit/new:v1"
+
+# hostile paths, from the old kit: the model's parent "../../etc", the
+# dataset's absolute: those layers unpack at the root, and the log says so
+REPO=kit/old-evil
+jq -c '.model.path = "../../etc/x.gguf" | .datasets[0].path = "/abs/train.csv"' \
+	"$W/o-kitfile.json" >"$W/e-kitfile.json"
+mapfile -t L < <(old_layers "${O_TARS[@]}") && [ ${#L[@]} = 4 ] || bail "push the evil kit's layers"
+model_push kit/old-evil v1 $KT.config.v1+json "$W/e-kitfile.json" "" "${L[@]}" >/dev/null ||
+	bail "push kit/old-evil:v1"
+
+# clashes, from the old kit: a layer titled "data" is a file where the
+# dataset's parent needs a directory (the dataset unpacks at the root
+# instead); the code's tar holds a file "models" where the model's parent
+# makes a directory up (the directory stays, the file is left out)
+REPO=kit/old-clash
+printf 'a file named models\n' >"$W/c-models"
+printf 'a file titled data\n' >"$W/c-data"
+mktar "$W/c-code.tar.gz" gzip "src/" "src/a.py=$W/o-a.py" "models=$W/c-models" || bail "tar"
+mapfile -t L < <(old_layers "$W/o-model.tar" "$W/c-code.tar.gz" "$W/o-data.tar" "$W/o-docs.tar") &&
+	[ ${#L[@]} = 4 ] || bail "push the clashing kit's layers"
+L+=("$(layer_json "$W/c-data" application/octet-stream '{"org.opencontainers.image.title": "data"}')")
+model_push kit/old-clash v1 $KT.config.v1+json "$W/o-kitfile.json" "" "${L[@]}" >/dev/null ||
+	bail "push kit/old-clash:v1"
+unset MP_ANNOTATIONS
+
+mount_ocifs "$REG" "$M" -o ro || bail "mount for old kits"
+K=$M/kit/old/v1
+check_ls "old kit: each layer under its Kitfile path's parent, as kit unpack puts it" "$K" \
+	Kitfile README.md data models src
+check_ls "old kit: models/ made up for the model's parent" "$K/models" llama
+check_ls "old kit: models/llama/ holds the model's tar" "$K/models/llama" model.gguf
+check_ls "old kit: data/ holds the dataset's tar" "$K/data" train.csv
+check_ls "old kit: src/ (a directory path: its parent is the root)" "$K/src" a.py
+check_same "old kit: models/llama/model.gguf bytes" "$W/o-gguf" "$K/models/llama/model.gguf"
+check_same "old kit: data/train.csv bytes" "$W/o-train.csv" "$K/data/train.csv"
+check_same "old kit: src/a.py bytes (.tar+gzip)" "$W/o-a.py" "$K/src/a.py"
+check_same "old kit: README.md bytes" "$W/o-readme" "$K/README.md"
+check_fail "old kit: no model.gguf at the root" test -e "$K/model.gguf"
+check_fail "old kit: no train.csv at the root" test -e "$K/train.csv"
+T0=$(date -d $CREATED +%s)
+for d in models models/llama data; do
+	check_eq "old kit: $d/ made up: a directory, 0755, the artifact's time" \
+		"directory 755 $T0 $T0" "$(stat -c '%F %a %Y' "$K/$d") $(stat -c %Y "$K")"
+done
+check "old kit: the Kitfile has the model's path" grep -qx '  path: models/llama/model.gguf' "$K/Kitfile"
+# tree_sums DIR: every path under DIR with its type, and every file's sha256
+tree_sums() {
+	(cd "$1" && find . -mindepth 1 -printf '%y %p\n' | sort && find . -type f -exec sha256sum {} + | sort)
+}
+check_eq "the same kit from kit 0.5 on (digests, full paths): the same tree and bytes" \
+	"$(tree_sums "$K")" "$(tree_sums "$M/kit/new/v1")"
+check "kit 0.5 on: models/llama/model.gguf there" test -f "$M/kit/new/v1/models/llama/model.gguf"
+
+E=$M/kit/old-evil/v1
+check_ls "old kit, unsafe parents: those layers at the root" "$E" \
+	Kitfile README.md model.gguf src train.csv
+check_same "old kit, parent ../../etc: the model's bytes at the root" "$W/o-gguf" "$E/model.gguf"
+check_same "old kit, an absolute parent: the dataset's bytes at the root" "$W/o-train.csv" "$E/train.csv"
+check "the log names the model's layer and its unsafe path" grep -qF \
+	"layer $(digest_of "$W/o-model.tar"): Kitfile path \"../../etc/x.gguf\" (a kit before 0.5, unpacked under its parent) is unsafe" \
+	"$OCIFS_LOG"
+check "the log names the dataset's layer and its absolute path" grep -qF \
+	"layer $(digest_of "$W/o-data.tar"): Kitfile path \"/abs/train.csv\" (a kit before 0.5, unpacked under its parent) is unsafe" \
+	"$OCIFS_LOG"
+for x in etc kit/etc kit/old-evil/etc kit/old-evil/v1/etc kit/old-evil/v1/abs abs; do
+	check_fail "nothing escaped: <mnt>/$x does not exist" test -e "$M/$x"
+done
+check_fail "nothing escaped: /abs does not exist" test -e /abs
+check_fail "nothing escaped: /etc/x.gguf does not exist" test -e /etc/x.gguf
+
+C=$M/kit/old-clash/v1
+check_ls "old kit, clashes: the dataset at the root, beside the file titled data" "$C" \
+	Kitfile README.md data models src train.csv
+check_same "old kit, clashes: data is the titled layer's file" "$W/c-data" "$C/data"
+check_same "old kit, clashes: the dataset's bytes at the root" "$W/o-train.csv" "$C/train.csv"
+check "the log says the dataset's parent meets a file" grep -qF \
+	"layer $(digest_of "$W/o-data.tar"): unpacked under \"data\" (a kit before 0.5), it would meet the file \"data\": unpacked at the root" \
+	"$OCIFS_LOG"
+check_eq "old kit, clashes: models stays the model's directory" directory "$(stat -c %F "$C/models")"
+check_same "old kit, clashes: models/llama/model.gguf bytes" "$W/o-gguf" "$C/models/llama/model.gguf"
+check_ls "old kit, clashes: src/ from the code's tar" "$C/src" a.py
+check "the log says the code's file \"models\" is left out" grep -qF \
+	"layer $(digest_of "$W/c-code.tar.gz"): \"models\" is not a directory, where layer $(digest_of "$W/o-model.tar") is unpacked under models/llama/: left out" \
+	"$OCIFS_LOG"
+check "the daemon is alive" daemon_alive "$M"
 umount_ocifs "$M"
 finish
