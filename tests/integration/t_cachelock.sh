@@ -103,7 +103,7 @@ status_loop() {
 # in_flight N: stats.json lists at least N blobs being fetched
 in_flight() { [ "$(timeout -k 2 10 jq '.blobs_in_flight | length' "$S")" -ge "$1" ]; }
 
-timeout -k 5 60 python3 "$TESTDIR/hammer.py" "$S" 20 "${files[@]/#/$A/}" \
+timeout -k 5 60 python3 "$TESTDIR/hammer.py" "$S" 10 "${files[@]/#/$A/}" \
 	>"$TESTDIR/hammer.out" 2>&1 &
 hp=$!
 status_loop >"$TESTDIR/status_loop.out" 2>&1 &
