@@ -495,27 +495,6 @@ static int single_set(struct rootfs_layer *rl, const struct descriptor *d)
 }
 
 /*
- * A model's archive, layer i of its manifest's n (the last added to rf):
- * where the artifact's build said it is unpacked (model_places()).
- */
-static int prefix_set(struct tree *t, struct node *art, struct rootfs *rf, size_t i, size_t n)
-{
-	const struct art_node *a = art_of_node(art);
-	struct rootfs_layer *rl = &rf->layers[rf->n - 1];
-	int ret = 0;
-
-	pthread_mutex_lock(&t->nodes.lock);
-	/* the prefixes of the manifest built, not of one a tag has moved to since */
-	if (a->n_rootfs_prefixes == n && a->rootfs_prefixes[i]) {
-		rl->prefix = strdup(a->rootfs_prefixes[i]);
-		ret = rl->prefix ? 0 : -ENOMEM;
-		rf->prefixed = true;
-	}
-	pthread_mutex_unlock(&t->nodes.lock);
-	return ret;
-}
-
-/*
  * Layer i, indexed on first use. Caller holds rf->lock, which is dropped
  * and taken again while the layer loads: what the caller found before
  * stays valid (layers are not freed while the caller's ref is held), but
@@ -1180,38 +1159,94 @@ static int packed_check(struct tree *t, struct rootfs *rf)
 }
 
 /*
- * The rootfs dir shows, made on the first look inside an image or packed
- * directory, with a ref for the caller (rootfs_unref() when done): a reload
- * of dir may drop dir's own meanwhile.
+ * What a rootfs is made from (rootfs_get()), copied from its directory in
+ * one t->lock section: a reload (tree_artifact_install()) changes all of
+ * it at once, and a manifest's layers must not be unpacked where another
+ * manifest's prefixes say.
  */
-static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
+struct rootfs_src {
+	struct node *art; /* the artifact dir is in (or is) */
+	char *digest; /* an image's or model's manifest; a packed directory's layer */
+	bool model; /* art's rootfs_model */
+	time_t mtime; /* art's */
+	char **prefixes; /* art's rootfs_prefixes, one per layer of digest's manifest, or NULL */
+	size_t n_prefixes;
+};
+
+static void rootfs_src_release(struct rootfs_src *src)
 {
-	struct rootfs **slot = rootfs_slot(dir);
+	size_t i;
+
+	for (i = 0; src->prefixes && i < src->n_prefixes; i++)
+		free(src->prefixes[i]);
+	free(src->prefixes);
+	free(src->digest);
+}
+
+/* What dir's rootfs is made from, into src. Caller holds t->lock. 0, -EIO (none) or -ENOMEM. */
+static int rootfs_src_copy(struct node *dir, struct rootfs_src *src)
+{
+	const struct art_node *a;
+	const char *digest = dir->kind == NODE_DIR	  ? dir_of(dir)->packed_digest
+			     : dir->kind == NODE_ARTIFACT ? art_of_node(dir)->rootfs_digest
+							  : NULL;
+	size_t i;
+
+	memset(src, 0, sizeof(*src));
+	for (src->art = dir; src->art && src->art->kind != NODE_ARTIFACT;
+		src->art = src->art->parent)
+		;
+	if (!src->art || !digest)
+		return -EIO;
+	if (!(src->digest = strdup(digest)))
+		return -ENOMEM;
+	if (dir->kind != NODE_ARTIFACT)
+		return 0;
+	a = art_of_node(dir);
+	src->model = a->rootfs_model;
+	src->mtime = reg_of(dir)->mtime;
+	if (!a->rootfs_prefixes)
+		return 0;
+	src->prefixes = calloc(a->n_rootfs_prefixes, sizeof(*src->prefixes));
+	if (!src->prefixes)
+		goto out_nomem;
+	src->n_prefixes = a->n_rootfs_prefixes;
+	for (i = 0; i < src->n_prefixes; i++)
+		if (a->rootfs_prefixes[i] && !(src->prefixes[i] = strdup(a->rootfs_prefixes[i])))
+			goto out_nomem;
+	return 0;
+out_nomem:
+	rootfs_src_release(src);
+	return -ENOMEM;
+}
+
+/*
+ * A model's archive, layer i of its manifest (the last added to rf): where
+ * the artifact's build said it is unpacked (model_places()), taken from src.
+ */
+static void prefix_take(struct rootfs *rf, struct rootfs_src *src, size_t i)
+{
+	if (!src->prefixes || !src->prefixes[i])
+		return;
+	rf->layers[rf->n - 1].prefix = src->prefixes[i];
+	src->prefixes[i] = NULL;
+	rf->prefixed = true;
+}
+
+/*
+ * The rootfs of dir made from src (what is at hand, no download), not yet
+ * seen by anyone: into *out, with dir's ref. 0 or -errno.
+ */
+static int rootfs_make(
+	struct tree *t, struct node *dir, struct rootfs_src *src, struct rootfs **out)
+{
+	struct node *art = src->art;
 	struct manifest *m = NULL;
 	struct rootfs *rf;
-	struct node *art;
-	const char *digest;
 	char *body = NULL;
 	size_t len, i;
 	int ret = 0;
 
-	pthread_mutex_lock(&t->nodes.lock);
-	rf = *slot;
-	if (rf)
-		__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&t->nodes.lock);
-	if (rf) {
-		*out = rf;
-		return 0;
-	}
-	/* made from what is at hand (no download): a racing maker's may win */
-	for (art = dir; art && art->kind != NODE_ARTIFACT; art = art->parent)
-		;
-	digest = dir->kind == NODE_DIR	      ? dir_of(dir)->packed_digest
-		 : dir->kind == NODE_ARTIFACT ? art_of_node(dir)->rootfs_digest
-					      : NULL;
-	if (!art || !digest)
-		return -EIO;
 	rf = calloc(1, sizeof(*rf));
 	if (!rf || !(rf->repo = strdup(reg_of(art)->repo))) {
 		free(rf);
@@ -1228,63 +1263,115 @@ static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
 		/* a packed directory: one layer, and the digest oras annotated its tar with */
 		snprintf(rf->label, sizeof(rf->label), "%s/%s: packed directory %s",
 			registry_host(rf->site->reg), rf->repo, dir->name);
-		ret = rootfs_layer_add(rf, digest, d->packed_type, d->packed_size, NULL, false);
+		ret = rootfs_layer_add(
+			rf, src->digest, d->packed_type, d->packed_size, NULL, false);
 		if (!ret && (!(rf->strip = strdup(dir->name)) ||
 				    !(rf->want = strdup(d->packed_path ? d->packed_path : ""))))
 			ret = -ENOMEM;
-	} else {
-		snprintf(rf->label, sizeof(rf->label), "%s/%s@%s", registry_host(rf->site->reg),
-			rf->repo, digest);
-		ret = cache_get(t->cache, digest, MANIFEST_MAX_SIZE, &body, &len);
-		if (!ret)
-			ret = manifest_parse(body, len, NULL, &m);
-		if (ret) {
-			log_err("%s: image manifest not at hand", rf->label);
-			ret = -EIO;
-		}
-		if (!ret) {
-			rf->subject = strdup(digest);
-			rf->subject_type = strdup(m->media_type);
-			rf->subject_size = (int64_t)len;
-			if (!rf->subject || !rf->subject_type)
-				ret = -ENOMEM;
-		}
-		rf->model = art_of_node(dir)->rootfs_model;
-		pthread_mutex_lock(&t->nodes.lock);
-		rf->mtime = reg_of(dir)->mtime;
-		pthread_mutex_unlock(&t->nodes.lock);
-		for (i = 0; !ret && i < m->n_layers; i++) {
-			bool z;
-			const char *toc = toc_digest_of(&m->layers[i], &z);
-
-			/* a model's other layers are files of their own (tree.c) */
-			if (rf->model && !model_layer_archive(&m->layers[i]))
-				continue;
-			ret = rootfs_layer_add(rf, m->layers[i].digest, m->layers[i].media_type,
-				m->layers[i].size, rf->model ? NULL : toc, z);
-			if (!ret && rf->model)
-				ret = single_set(&rf->layers[rf->n - 1], &m->layers[i]);
-			if (!ret && rf->model)
-				ret = prefix_set(t, dir, rf, i, m->n_layers);
-		}
+		goto out;
 	}
+	snprintf(rf->label, sizeof(rf->label), "%s/%s@%s", registry_host(rf->site->reg), rf->repo,
+		src->digest);
+	rf->model = src->model;
+	rf->mtime = src->mtime;
+	ret = cache_get(t->cache, src->digest, MANIFEST_MAX_SIZE, &body, &len);
+	if (!ret)
+		ret = manifest_parse(body, len, NULL, &m);
+	if (ret) {
+		log_err("%s: image manifest not at hand", rf->label);
+		ret = -EIO;
+		goto out;
+	}
+	rf->subject = strdup(src->digest);
+	rf->subject_type = strdup(m->media_type);
+	rf->subject_size = (int64_t)len;
+	if (!rf->subject || !rf->subject_type) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	/* built from this very manifest (copied with its digest): never seen otherwise */
+	if (src->prefixes && src->n_prefixes != m->n_layers) {
+		log_err("%s: %zu places for %zu layers", rf->label, src->n_prefixes, m->n_layers);
+		ret = -EIO;
+		goto out;
+	}
+	for (i = 0; !ret && i < m->n_layers; i++) {
+		bool z;
+		const char *toc = toc_digest_of(&m->layers[i], &z);
+
+		/* a model's other layers are files of their own (tree.c) */
+		if (rf->model && !model_layer_archive(&m->layers[i]))
+			continue;
+		ret = rootfs_layer_add(rf, m->layers[i].digest, m->layers[i].media_type,
+			m->layers[i].size, rf->model ? NULL : toc, z);
+		if (!ret && rf->model)
+			ret = single_set(&rf->layers[rf->n - 1], &m->layers[i]);
+		if (!ret && rf->model)
+			prefix_take(rf, src, i);
+	}
+out:
 	manifest_free(m);
 	free(body);
 	if (ret) {
 		rootfs_free(rf);
 		return ret;
 	}
-	pthread_mutex_lock(&t->nodes.lock);
-	if (!*slot) {
-		__atomic_store_n(slot, rf, __ATOMIC_RELEASE); /* rootfs_is() reads it unlocked */
-		rf = NULL;
-	}
-	*out = *slot;
-	__atomic_add_fetch(&(*out)->refs, 1, __ATOMIC_RELAXED);
-	pthread_mutex_unlock(&t->nodes.lock);
-	if (rf)
-		rootfs_free(rf);
+	*out = rf;
 	return 0;
+}
+
+/*
+ * The rootfs dir shows, made on the first look inside an image or packed
+ * directory, with a ref for the caller (rootfs_unref() when done): a reload
+ * of dir may drop dir's own meanwhile.
+ */
+static int rootfs_get(struct tree *t, struct node *dir, struct rootfs **out)
+{
+	struct rootfs **slot = rootfs_slot(dir);
+	struct rootfs_src src;
+	struct rootfs *rf, *made;
+	bool moved;
+	int ret;
+
+again:
+	moved = false;
+	pthread_mutex_lock(&t->nodes.lock);
+	rf = *slot;
+	if (rf)
+		__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
+	ret = rf ? 0 : rootfs_src_copy(dir, &src);
+	pthread_mutex_unlock(&t->nodes.lock);
+	if (rf || ret)
+		goto out;
+	/* made from what is at hand (no download): a racing maker's may win */
+	ret = rootfs_make(t, dir, &src, &made);
+	if (ret)
+		goto out_src;
+	pthread_mutex_lock(&t->nodes.lock);
+	/* reloaded meanwhile: the slot is for what the reload installed, made next time round */
+	moved = dir->kind == NODE_ARTIFACT &&
+		(!art_of_node(dir)->rootfs_digest ||
+			strcmp(art_of_node(dir)->rootfs_digest, src.digest) != 0);
+	if (!moved && !*slot) {
+		/* rootfs_is() reads it unlocked */
+		__atomic_store_n(slot, made, __ATOMIC_RELEASE);
+		made = NULL;
+	}
+	if (!moved) {
+		rf = *slot;
+		__atomic_add_fetch(&rf->refs, 1, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&t->nodes.lock);
+	if (made)
+		rootfs_free(made);
+out_src:
+	rootfs_src_release(&src);
+	if (moved)
+		goto again;
+out:
+	if (!ret)
+		*out = rf;
+	return ret;
 }
 
 int rootfs_layer_dir(struct tree *t, struct node *parent, const char *name, struct site *site,

@@ -103,7 +103,8 @@ struct art_node {
 	/*
 	 * A model's: where each of its layers' archives is unpacked
 	 * (model_place.prefix; NULL: the root), one per layer of
-	 * rootfs_digest's manifest; NULL when all at the root. t->lock
+	 * rootfs_digest's manifest; NULL when all at the root. t->lock,
+	 * read with rootfs_digest in the same section (rootfs.c)
 	 */
 	char **rootfs_prefixes;
 	size_t n_rootfs_prefixes;
