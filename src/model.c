@@ -363,21 +363,21 @@ static void wanted_path(const struct manifest *m, size_t i, enum model_format fo
 /*
  * The parent of a Kitfile path, clean, into out ("" for the root), as
  * kit unpack takes filepath.Dir of the cleaned path. -EINVAL for a path
- * that is absolute or holds "..", or a parent clean_path() refuses.
+ * clean_path() refuses, but for one naming the root itself (".").
  */
 static int kit_parent(const char *path, char *out, size_t n)
 {
 	char *slash;
+	int ret = clean_path(path, out, n);
 
-	if (!path || *path == '/' || layer_path_clean(path, out, n))
-		return -EINVAL;
-	slash = strrchr(out, '/');
-	if (!slash) {
-		*out = '\0';
+	/* "." packs the whole context: its parent is the root, as kit unpack's */
+	if (ret && path && *path != '/' && layer_path_clean(path, out, n) == 0 && !*out)
 		return 0;
-	}
-	*slash = '\0';
-	return manifest_title_check(out);
+	if (ret)
+		return ret;
+	slash = strrchr(out, '/');
+	*(slash ? slash : out) = '\0';
+	return 0;
 }
 
 /*
@@ -407,7 +407,14 @@ static int archive_place(const struct manifest *m, size_t i, enum model_format f
 	return pl->prefix ? 0 : -ENOMEM;
 }
 
-/* Whether the clean paths a and b have the same first level. */
+/*
+ * Whether the clean paths a and b have the same first level. Only the
+ * first level counts: the artifact's own files and directories (layers
+ * with a path, the Kitfile) are found at its root before its root
+ * filesystem is looked into (rootfs_lookup()), and a directory found there
+ * hides all the root filesystem has below that name, however deep the two
+ * paths part.
+ */
 static bool same_top(const char *a, const char *b)
 {
 	size_t k = strcspn(a, "/");

@@ -544,6 +544,14 @@ static int layer_at(struct tree *t, struct rootfs *rf, size_t i, struct layer **
 	return 0;
 }
 
+/* Whether the cleaned path is dir/... (or dir itself, with self). */
+static bool below(const char *path, const char *dir, bool self)
+{
+	size_t n = strlen(dir);
+
+	return strncmp(path, dir, n) == 0 && (path[n] == '/' || (self && !path[n]));
+}
+
 /* Where a path that rf shows lies in one of its layers (layer_where()). */
 enum where {
 	AT_NONE, /* not where the layer is unpacked */
@@ -567,9 +575,9 @@ static int layer_where(const struct rootfs *rf, size_t i, const char *p, char *o
 		n = snprintf(out, size, "%s%s%s", rf->strip, *p ? "/" : "", p);
 	else if (!pre)
 		n = snprintf(out, size, "%s", p);
-	else if (strncmp(p, pre, k) == 0 && (!p[k] || p[k] == '/'))
+	else if (below(p, pre, true))
 		n = snprintf(out, size, "%s", p[k] ? p + k + 1 : "");
-	else if (*p && (strncmp(pre, p, strlen(p)) != 0 || pre[strlen(p)] != '/'))
+	else if (*p && !below(pre, p, false))
 		return AT_NONE;
 	else {
 		next = *p ? pre + strlen(p) + 1 : pre;
@@ -585,14 +593,11 @@ static int layer_where(const struct rootfs *rf, size_t i, const char *p, char *o
  */
 static size_t made_by(const struct rootfs *rf, const char *p)
 {
-	size_t i, k = strlen(p);
+	size_t i;
 
-	for (i = 0; k && i < rf->n; i++) {
-		const char *pre = rf->layers[i].prefix;
-
-		if (pre && strncmp(pre, p, k) == 0 && (!pre[k] || pre[k] == '/'))
+	for (i = 0; *p && i < rf->n; i++)
+		if (rf->layers[i].prefix && below(rf->layers[i].prefix, p, true))
 			return i;
-	}
 	return rf->n;
 }
 
@@ -838,7 +843,13 @@ struct found {
 	const struct layer_entry *e; /* its entry, or NULL: a directory shown by what is below */
 	bool gone; /* a whiteout said it is not there */
 	bool plain; /* no whiteouts: a packed directory, a model */
-	bool made; /* a directory that layer's prefix makes up: 0755, the artifact's mtime */
+	/*
+	 * A directory that layer's prefix makes up, of no tar entry: the mode
+	 * node_make() starts from, S_IFDIR | 0755, which a model's mask
+	 * (S_IFMT | 0777) keeps, and the artifact's mtime, as kit unpack's
+	 * MkdirAll makes it.
+	 */
+	bool made;
 };
 
 /* scan() step for the attributes of a directory known only from entries below it. */
@@ -1078,14 +1089,6 @@ static int lookup_step(void *arg, size_t i, const struct layer *l, const char *t
 		return 1;
 	}
 	return 0;
-}
-
-/* Whether the cleaned path is dir/... (or dir itself, with self). */
-static bool below(const char *path, const char *dir, bool self)
-{
-	size_t n = strlen(dir);
-
-	return strncmp(path, dir, n) == 0 && (path[n] == '/' || (self && !path[n]));
 }
 
 /*
