@@ -589,14 +589,18 @@ static int layer_where(const struct rootfs *rf, size_t i, const char *p, char *o
 
 /*
  * The layer whose prefix makes the directory p up (p is the prefix or a
- * directory above it, not the root), or rf->n when none.
+ * directory above it, not the root), or rf->n when none. A layer refused
+ * (model_outside()) makes nothing up; one not loaded yet is not known to
+ * be refused, and makes its directories up until it is: layers are read
+ * when a path first reaches into them, not to decide what is above them.
  */
 static size_t made_by(const struct rootfs *rf, const char *p)
 {
 	size_t i;
 
 	for (i = 0; *p && i < rf->n; i++)
-		if (rf->layers[i].prefix && below(rf->layers[i].prefix, p, true))
+		if (rf->layers[i].prefix && !rf->layers[i].refused &&
+			below(rf->layers[i].prefix, p, true))
 			return i;
 	return rf->n;
 }
@@ -726,6 +730,12 @@ static int scan(struct tree *t, struct rootfs *rf, const char *dir, const char *
 		if (w == AT_NONE)
 			continue;
 		if (w == AT_ABOVE || (name && rf->layers[i].prefix && !*tp)) {
+			/*
+			 * A directory its prefix makes up, without reading its tar:
+			 * not once the tar is found refused (made_by())
+			 */
+			if (rf->layers[i].refused)
+				continue;
 			ret = fn(arg, i, NULL, tp);
 			if (ret)
 				return ret;

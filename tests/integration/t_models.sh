@@ -509,6 +509,18 @@ mapfile -t L < <(old_layers "$W/o-model.tar" "$W/c-code.tar.gz" "$W/o-data.tar" 
 L+=("$(layer_json "$W/c-data" application/octet-stream '{"org.opencontainers.image.title": "data"}')")
 model_push kit/old-clash v1 $KT.config.v1+json "$W/o-kitfile.json" "" "${L[@]}" >/dev/null ||
 	bail "push kit/old-clash:v1"
+
+# refused, from the old kit: the model's tar holds an entry that leaves the
+# artifact, so it is not unpacked, and its parent models/llama is made up
+# only until that is known; the code at "." (kit init's): its parent is
+# the root, and its tar's file "models" is shown once the model is refused
+REPO=kit/old-refused
+mktar "$W/r-model.tar" none "model.gguf=$W/o-gguf" "../../../ocifs-kit-escape=$W/o-readme" || bail "tar"
+jq -c '.code[0].path = "."' "$W/o-kitfile.json" >"$W/r-kitfile.json"
+mapfile -t L < <(old_layers "$W/r-model.tar" "$W/c-code.tar.gz" "$W/o-data.tar" "$W/o-docs.tar") &&
+	[ ${#L[@]} = 4 ] || bail "push the refused kit's layers"
+model_push kit/old-refused v1 $KT.config.v1+json "$W/r-kitfile.json" "" "${L[@]}" >/dev/null ||
+	bail "push kit/old-refused:v1"
 unset MP_ANNOTATIONS
 
 mount_ocifs "$REG" "$M" -o ro || bail "mount for old kits"
@@ -570,6 +582,35 @@ check_ls "old kit, clashes: src/ from the code's tar" "$C/src" a.py
 check "the log says the code's file \"models\" is left out" grep -qF \
 	"layer $(digest_of "$W/c-code.tar.gz"): \"models\" is not a directory, where layer $(digest_of "$W/o-model.tar") is unpacked under models/llama/: left out" \
 	"$OCIFS_LOG"
+
+R=$M/kit/old-refused/v1
+# the tag held open: its node, and what it found of its layers, outlive the forget below
+exec 3<"$R"
+check_fail "old kit, a model's tar with an entry outside the artifact: not unpacked" \
+	test -e "$R/models/llama/model.gguf"
+check "the log says the model's layer is not unpacked" grep -qF \
+	"layer $(digest_of "$W/r-model.tar"): entry \"../../../ocifs-kit-escape\" is outside the artifact: the layer is not unpacked" \
+	"$OCIFS_LOG"
+# what the kernel holds of the tag is forgotten (SIGHUP): looked up again,
+# the refused layer makes no directory up (again, should a lookup have
+# brought the old entry back before its forget was answered)
+models_is_file() {
+	kill -HUP "$OCIFS_PID"
+	[ "$(stat -c %F "$R/models")" = "regular file" ]
+}
+check "old kit, the model refused: models is the code's file, not a directory made up for it" \
+	wait_until 10 models_is_file
+check_same "old kit, the model refused: models bytes (the code's tar)" "$W/c-models" "$R/models"
+check_eq "old kit, the model refused: ls -F shows the other layers as kit unpack puts them" \
+	"$(printf '%s\n' Kitfile README.md data/ models src/ | sort)" "$(ls -AF "$R" | sort)"
+check_same "old kit, code at \".\": src/a.py at the root" "$W/o-a.py" "$R/src/a.py"
+check_fail "old kit, code at \".\": not logged as an unsafe parent" grep -qF 'Kitfile path "."' \
+	"$OCIFS_LOG"
+exec 3<&-
+for x in ocifs-kit-escape kit/ocifs-kit-escape kit/old-refused/ocifs-kit-escape \
+	kit/old-refused/v1/ocifs-kit-escape; do
+	check_fail "nothing escaped: <mnt>/$x does not exist" test -e "$M/$x"
+done
 check "the daemon is alive" daemon_alive "$M"
 umount_ocifs "$M"
 finish
