@@ -54,6 +54,8 @@ struct rootfs_layer {
 	 * are made up, whatever its tar holds (made_by()).
 	 */
 	char *prefix;
+	/* its entries left out where a prefix makes a directory up, logged once each; rf->lock */
+	struct strlist left;
 };
 
 struct rootfs {
@@ -373,6 +375,7 @@ static void rootfs_free(struct rootfs *rf)
 		free(rf->layers[i].toc_digest);
 		free(rf->layers[i].single_path);
 		free(rf->layers[i].prefix);
+		strlist_release(&rf->layers[i].left);
 	}
 	free(rf->layers);
 	free(rf->subject);
@@ -606,19 +609,42 @@ static size_t made_by(const struct rootfs *rf, const char *p)
 }
 
 /*
+ * Whether a name in the directory dir can be one a prefix makes up: some
+ * layer's prefix (made_by()) goes on below dir. Elsewhere left_out() has
+ * nothing to do, and a listing need not ask it of every entry.
+ */
+static bool prefix_below(const struct rootfs *rf, const char *dir)
+{
+	size_t i;
+
+	for (i = 0; i < rf->n; i++)
+		if (rf->layers[i].prefix && !rf->layers[i].refused &&
+			(!*dir || below(rf->layers[i].prefix, dir, false)))
+			return true;
+	return false;
+}
+
+/*
  * Whether the entry e of layer i, at p, is left out: something other than
  * a directory where a layer's prefix makes one up. The prefix keeps its
- * directory, whichever layer is higher, and the log says what gave way.
+ * directory, whichever layer is higher, and the log says what gave way,
+ * once for each of the layer's entries (lookups and listings ask again,
+ * after each forget too). Caller holds rf->lock.
  */
-static bool left_out(const struct rootfs *rf, size_t i, const char *p, const struct layer_entry *e)
+static bool left_out(struct rootfs *rf, size_t i, const char *p, const struct layer_entry *e)
 {
+	struct rootfs_layer *rl = &rf->layers[i];
 	size_t k;
 
 	if (!e || e->type == '5' || !rf->prefixed || (k = made_by(rf, p)) == rf->n)
 		return false;
+	if (tree_strlist_has(&rl->left, p))
+		return true;
 	log_warn("%s: layer %s: \"%.200s\" is not a directory, where layer %s is unpacked under "
 		 "%s/: left out",
-		rf->label, rf->layers[i].digest, p, rf->layers[k].digest, rf->layers[k].prefix);
+		rf->label, rl->digest, p, rf->layers[k].digest, rf->layers[k].prefix);
+	/* out of memory: said again next time */
+	strlist_add(&rl->left, p);
 	return true;
 }
 
@@ -1519,6 +1545,7 @@ struct listing {
 	size_t layer;
 	int err;
 	bool packed;
+	bool prefixed; /* a name here may be a directory a prefix makes up (prefix_below()) */
 };
 
 static void list_name(void *arg, const char *name, const struct layer_entry *e)
@@ -1531,7 +1558,7 @@ static void list_name(void *arg, const char *name, const struct layer_entry *e)
 
 	if (ls->err || (!ls->packed && strcmp(name, WH_OPAQUE) == 0) || !*key)
 		return;
-	if (e && ls->rf->prefixed && join(ls->dir, key, p, sizeof(p)) &&
+	if (e && ls->prefixed && join(ls->dir, key, p, sizeof(p)) &&
 		left_out(ls->rf, ls->layer, p, e))
 		return;
 	for (i = 0; i < ls->n; i++)
@@ -1586,7 +1613,7 @@ static int list_step(void *arg, size_t i, const struct layer *l, const char *tp)
 
 int rootfs_list(struct tree *t, struct node *dir)
 {
-	struct listing ls = { NULL, NULL, NULL, NULL, 0, 0, 0, false };
+	struct listing ls = { NULL, NULL, NULL, NULL, 0, 0, 0, false, false };
 	struct rootfs *rf;
 	const char *dp;
 	char p[PATH_MAX];
@@ -1602,6 +1629,8 @@ int rootfs_list(struct tree *t, struct node *dir)
 	ls.rf = rf;
 	ls.dir = dp;
 	ls.packed = rf->strip || rf->model;
+	/* a layer found refused during the scan only makes this say yes for nothing */
+	ls.prefixed = rf->prefixed && prefix_below(rf, dp);
 	ret = scan(t, rf, dp, dp, false, rf->n - 1, list_step, &ls);
 	for (i = 0; !ret && i < rf->n; i++)
 		if (rf->layers[i].l)
