@@ -1701,8 +1701,6 @@ registry_start_mirror() {
 	export MIRROR MIRROR_ROOT MIRROR_PID REG REG_PORT REG_PID REG_ROOT
 }
 
-# mirror_requests REGEX: how many requests in the mirror's access log match.
-mirror_requests() { grep -cE -- "$1" "$MIRROR_ROOT/registry.log"; }
 
 # ---------------------------------------------------------------- fault proxy
 # tests/integration/faultproxy.py between ocifs and a registry: rules make it
@@ -1745,6 +1743,19 @@ fp_rules() { printf '%s\n' "$1" >"$FP_RULES.tmp" && mv -f -- "$FP_RULES.tmp" "$F
 
 # fp_log_mark: the current end of the proxy's log, for fp_count.
 fp_log_mark() { stat -c %s -- "$FP_LOG"; }
+
+# fp_quiet [SECS]: wait (up to SECS, default 10) until the proxy's log has not
+# grown for half a second. The proxy logs a request once its answer is sent,
+# so a client can have the whole answer before its line is there.
+_fp_log_stable() {
+	local s i
+	s=$(fp_log_mark)
+	for ((i = 0; i < 5; i++)); do
+		nap 0.1
+		[ "$(fp_log_mark)" = "$s" ] || return 1
+	done
+}
+fp_quiet() { wait_until "${1:-10}" _fp_log_stable; }
 
 # fp_select JQ_CONDITION [MARK]: the log records (after MARK) for which the
 # jq condition holds, one JSON object a line.

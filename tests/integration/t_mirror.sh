@@ -24,6 +24,11 @@ UPSTREAM=$REG
 ocifs_upstream() {
 	tail -c +"$((${2:-0} + 1))" -- "$REG_ROOT/registry.log" | grep -E -- "$1" | grep -c '"ocifs/'
 }
+# A registry writes a request's line when its handler returns, which can be
+# after the client has the whole answer: a check that a request was made
+# waits for its line. logged LOG REGEX; ocifs_asked_upstream REGEX [MARK]
+logged() { grep -qE -- "$2" "$1"; }
+ocifs_asked_upstream() { [ "$(ocifs_upstream "$@")" -ge 1 ]; }
 
 registry_start_mirror "http://$UPSTREAM"
 M=$TESTDIR/mnt
@@ -34,11 +39,14 @@ mount_ocifs "$UPSTREAM" "$M" -o "ro,mirror=http://$MIRROR" || bail "mount with a
 check_eq "hello.txt reads through the mirror" "through the mirror" "$(cat "$A/hello.txt")"
 check_same "a.bin's bytes through the mirror" "$W/a.bin" "$A/a.bin"
 check "the mirror was asked for the manifest" \
-	test "$(mirror_requests '"GET /v2/lib/art/manifests/v1 ')" -ge 1
-check "the mirror served a.bin" test "$(mirror_requests "\"GET /v2/lib/art/blobs/sha256:$A_HEX ")" -ge 1
+	wait_until 10 logged "$MIRROR_ROOT/registry.log" '"GET /v2/lib/art/manifests/v1 '
+check "the mirror served a.bin" \
+	wait_until 10 logged "$MIRROR_ROOT/registry.log" "\"GET /v2/lib/art/blobs/sha256:$A_HEX "
+# what the upstream logs of this mount's requests, all of it, before counting none
+reg_log_quiet
 check_eq "ocifs fetched no manifest from the upstream" 0 "$(ocifs_upstream '"GET /v2/lib/art/manifests/')"
 check_eq "nor a.bin" 0 "$(ocifs_upstream "/blobs/sha256:$A_HEX ")"
-check "but it lists tags at the upstream" test "$(ocifs_upstream '"GET /v2/lib/art/tags/list')" -ge 1
+check "but it lists tags at the upstream" wait_until 10 ocifs_asked_upstream '"GET /v2/lib/art/tags/list'
 
 # ---- the mirror stops: the upstream answers, the reader sees nothing
 _lib_kill_pid "$MIRROR_PID"
@@ -46,7 +54,7 @@ wait "$MIRROR_PID" 2>/dev/null
 check_fail "the mirror is down" curl -fsS -o /dev/null --max-time 2 "http://$MIRROR/v2/"
 check_same "b.bin reads with the mirror down" "$W/b.bin" "$A/b.bin"
 check_same "and so does c.bin" "$W/c.bin" "$A/c.bin"
-check "the upstream served b.bin to ocifs" test "$(ocifs_upstream "/blobs/sha256:$B_HEX ")" -ge 1
+check "the upstream served b.bin to ocifs" wait_until 10 ocifs_asked_upstream "/blobs/sha256:$B_HEX "
 check "the log says the mirror is passed over" grep -q "mirror $MIRROR: .*passing it over" "$OCIFS_LOG"
 check_eq "once, not per request" 1 "$(grep -c "mirror $MIRROR: .*passing it over" "$OCIFS_LOG")"
 check "the daemon is alive" daemon_alive "$M"
@@ -70,8 +78,10 @@ mount_ocifs "$UPSTREAM" "$M" -o "ro,mirror=$EMPTY/v2/nothing-here,mirror=http://
 	bail "mount with two mirrors"
 check_same "c.bin reads through the second mirror" "$W/c.bin" "$A/c.bin"
 check "the first mirror was asked first" \
-	test "$(grep -c '"GET /v2/nothing-here/lib/art/manifests/v1 ' "$EMPTY_ROOT/registry.log")" -ge 1
-check "the second mirror served c.bin" test "$(mirror_requests "\"GET /v2/lib/art/blobs/sha256:$C_HEX ")" -ge 1
+	wait_until 10 logged "$EMPTY_ROOT/registry.log" '"GET /v2/nothing-here/lib/art/manifests/v1 '
+check "the second mirror served c.bin" \
+	wait_until 10 logged "$MIRROR_ROOT/registry.log" "\"GET /v2/lib/art/blobs/sha256:$C_HEX "
+reg_log_quiet
 check_eq "ocifs fetched nothing of the artifact upstream" 0 "$(ocifs_upstream '"GET /v2/lib/art/(manifests|blobs)/' "$mark")"
 check_fail "a mirror without the content is not passed over" grep -q "passing it over" "$OCIFS_LOG"
 umount_ocifs "$M"
@@ -81,7 +91,7 @@ rm -rf "$CACHE" && mkdir -p "$CACHE"
 mount_ocifs "$UPSTREAM" "$M" -o "ro,mirror=http://$EMPTY/pfx" || bail "mount with a prefixed mirror"
 check_same "a.bin reads through the prefixed mirror" "$W/a.bin" "$A/a.bin"
 check "the mirror was asked under its prefix" \
-	test "$(grep -c "\"GET /v2/pfx/lib/art/blobs/sha256:$A_HEX " "$EMPTY_ROOT/registry.log")" -ge 1
+	wait_until 10 logged "$EMPTY_ROOT/registry.log" "\"GET /v2/pfx/lib/art/blobs/sha256:$A_HEX "
 umount_ocifs "$M"
 
 # ---- pushes go to the registry itself, never to a mirror

@@ -32,6 +32,7 @@ A=$M/net/art/v1
 fp_rules '[{"id":"m503","match":"/manifests/v1$","method":"GET","status":503,"times":2}]'
 mount_ocifs "$FP" "$M" -o ro || bail "mount through the proxy"
 check_eq "hello.txt reads after two 503 answers" "hello through the proxy" "$(cat "$A/hello.txt" 2>&1)"
+fp_quiet
 check_eq "the proxy answered 503 twice" 2 "$(fp_count '.rule == "m503"')"
 check "and then the manifest came" \
 	test "$(fp_count '(.target | test("/manifests/v1$")) and .status == 200')" -ge 1
@@ -73,6 +74,7 @@ for i in 1 2 3; do
 	cat "$M/net/art/v2/hello.txt" >/dev/null
 	cat "$M/net/art/v1/.oci/digest" >/dev/null
 done
+fp_quiet
 check "the proxy added the Warning to several answers" test "$(fp_count '.rule == "warn"' "$mark")" -ge 2
 check_eq "the daemon logged it once" 1 \
 	"$(grep -c 'the registry warns: net/art is deprecated: use net/new' "$OCIFS_LOG")"
@@ -82,6 +84,7 @@ umount_ocifs "$M"
 mark=$(fp_log_mark)
 if http_proxy=http://$FP OCIFS_CACHE=$TESTDIR/cache.env mount_ocifs "$NET_REG" "$M" -o ro; then
 	check_same "http_proxy: env.bin reads" "$W/env.bin" "$M/net/env/v1/env.bin"
+	fp_quiet
 	check "the requests went through the proxy" \
 		test "$(fp_count ".mode == \"forward\" and (.target | startswith(\"http://$NET_REG/v2/net/env/\"))" "$mark")" -ge 2
 	umount_ocifs "$M"
@@ -157,6 +160,7 @@ F_AUTH2=$TESTDIR/auth2.json
 auth_add_auth "$F_AUTH2" "$FP" "$HUSER" "$HPASS"
 if OCIFS_CACHE=$TESTDIR/cache.redir mount_ocifs "$FP" "$M" -d -o "ro,auth_file=$F_AUTH2"; then
 	check_same "a blob redirected to another host reads" "$TESTDIR/s/sec.bin" "$M/sec/art/v1/sec.bin"
+	fp_quiet
 	check "blob requests were redirected, carrying Authorization to the registry" \
 		test "$(fp_count '.rule == "redir" and .auth')" -ge 1
 	check "the other host (localhost) was asked" \
@@ -184,6 +188,7 @@ sys.exit(0 if len(os.pread(fd, 4096, 0)) == 4096 else 1)' "$M/sec/big2/v1/big2.b
 		{\"id\":\"redir\",\"match\":\"/blobs/\",\"method\":\"GET\",\"redirect\":\"http://localhost:$FP_PORT/elsewhere\"}]"
 	mark=$(fp_log_mark)
 	check_same "a blob whose redirect target refuses once reads" "$TESTDIR/s/big2.bin" "$M/sec/big2/v1/big2.bin"
+	fp_quiet
 	check_eq "the target refused once" 1 "$(fp_count '.rule == "cdn-refuses"' "$mark")"
 	t403=$(fp_select '.rule == "cdn-refuses"' "$mark" | jq -r .t | head -n 1)
 	check "then the registry was asked for that blob again" test \

@@ -177,6 +177,7 @@ OCIFS_CACHE=$TESTDIR/cache.resigned mount_ocifs "$REG" "$M" -o ro,index_trust="$
 	bail "mount (signed afterwards)"
 check_eq "signed afterwards: the base layer's small file reads right" "ID=ocifs-test" \
 	"$(head -n1 "$M/img/zst/1/etc/os-release")"
+reg_log_quiet
 check "signed afterwards: the index blob of that layer was fetched" test \
 	"$(served_requests "$(manifest_get img/zst "$RZ" | jq -r '.layers[0].digest | sub("sha256:"; "")')" "$mark")" -ge 1
 check "signed afterwards: every file of the zstd image reads right" same_tree "$M/img/zst/1"
