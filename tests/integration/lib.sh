@@ -1082,19 +1082,20 @@ umount_ocifs() {
 # counting only what comes after it.
 reg_log_mark() { stat -c %s -- "$REG_ROOT/registry.log" 2>/dev/null || echo 0; }
 
-_reg_log_stable() {
+# _log_stable FILE: FILE does not grow for half a second.
+_log_stable() {
 	local s i
-	s=$(reg_log_mark)
+	s=$(stat -c %s -- "$1" 2>/dev/null)
 	for ((i = 0; i < 5; i++)); do
 		nap 0.1
-		[ "$(reg_log_mark)" = "$s" ] || return 1
+		[ "$(stat -c %s -- "$1" 2>/dev/null)" = "$s" ] || return 1
 	done
 }
 
 # reg_log_quiet [SECS]: wait (up to SECS, default 10) until the access log
 # has not grown for half a second, so that requests still running (read-ahead,
 # transfers cut off by a killed client) have been logged.
-reg_log_quiet() { wait_until "${1:-10}" _reg_log_stable; }
+reg_log_quiet() { wait_until "${1:-10}" _log_stable "$REG_ROOT/registry.log"; }
 
 # _served_lines HEX [MARK]: the access log lines (after MARK) of GETs of the
 # blob sha256:HEX, whatever the repository.
@@ -1747,15 +1748,7 @@ fp_log_mark() { stat -c %s -- "$FP_LOG"; }
 # fp_quiet [SECS]: wait (up to SECS, default 10) until the proxy's log has not
 # grown for half a second. The proxy logs a request once its answer is sent,
 # so a client can have the whole answer before its line is there.
-_fp_log_stable() {
-	local s i
-	s=$(fp_log_mark)
-	for ((i = 0; i < 5; i++)); do
-		nap 0.1
-		[ "$(fp_log_mark)" = "$s" ] || return 1
-	done
-}
-fp_quiet() { wait_until "${1:-10}" _fp_log_stable; }
+fp_quiet() { wait_until "${1:-10}" _log_stable "$FP_LOG"; }
 
 # fp_select JQ_CONDITION [MARK]: the log records (after MARK) for which the
 # jq condition holds, one JSON object a line.
