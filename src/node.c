@@ -368,11 +368,17 @@ struct node *node_current(struct node *n)
 	return n;
 }
 
+/* One more lookup the kernel holds of n. Caller holds ns->lock. */
+static void entry_count(struct nodes *ns, struct node *n)
+{
+	n->nlookup++;
+	node_get(ns, n);
+}
+
 void node_entry_given(struct nodes *ns, struct node *n)
 {
 	pthread_mutex_lock(&ns->lock);
-	n->nlookup++;
-	node_get(ns, n);
+	entry_count(ns, n);
 	pthread_mutex_unlock(&ns->lock);
 }
 
@@ -383,10 +389,8 @@ int node_entry_found(struct nodes *ns, struct node *n)
 	pthread_mutex_lock(&ns->lock);
 	if (n->parent && (n->orphan || n->dead))
 		ret = -ESTALE;
-	else {
-		n->nlookup++;
-		node_get(ns, n);
-	}
+	else
+		entry_count(ns, n);
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
 }

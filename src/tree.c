@@ -2164,8 +2164,6 @@ void tree_forget_tags(
 			__atomic_store_n(&ns_of(n)->tags_at, 0, __ATOMIC_RELAXED);
 		if (is_tag(n))
 			art_of_node(n)->resolved_at = 0;
-	}
-	for (n = t->nodes.all; n; n = n->all_next) {
 		/* only what the kernel may have an entry for */
 		if (!n->parent || n->dead || n->orphan || n->nlookup == 0 || !under_tag(n))
 			continue;
