@@ -11,6 +11,7 @@
 
 #include "cache.h"
 #include "fs.h"
+#include "journal.h"
 #include "log.h"
 #include "node.h"
 #include "tree.h"
@@ -52,6 +53,23 @@ static void handle_del(struct handle *h)
 	if (h->next)
 		h->next->prev = h->prev;
 	pthread_mutex_unlock(&handles_lock);
+}
+
+/* fi->fh for h, a handle of ino opened with flags: journaled for a later server. */
+static uint64_t handle_give(struct handle *h, fuse_ino_t ino, int flags)
+{
+	uint64_t fh = journal_tag(h);
+
+	if (journal_on())
+		journal_open(fh, ino, flags);
+	return fh;
+}
+
+/* The kernel released fh, one of this server's handles, or never took it. */
+static void handle_taken_back(uint64_t fh)
+{
+	if (journal_on())
+		journal_release(fh);
 }
 
 struct dir_handle {
@@ -312,25 +330,137 @@ static struct tree *req_tree(fuse_req_t req)
 	return fuse_req_userdata(req);
 }
 
-/* The node of ino itself: what the kernel's counts are of. */
-static struct node *ino_node_counted(struct tree *t, fuse_ino_t ino)
+static fuse_ino_t node_ino(struct tree *t, struct node *n)
 {
-	return ino == FUSE_ROOT_ID ? tree_root(t) : (struct node *)(uintptr_t)ino;
+	return n == tree_root(t) ? FUSE_ROOT_ID : (fuse_ino_t)journal_tag(n);
 }
 
-/* What a request on ino is for: its node, or what replaced it (node_replace). */
+/*
+ * Entries the kernel takes and forgets are journaled under a lock of the
+ * node's stripe, with its count, so that the journal has them in the order
+ * the counts changed (a forget to 0 and the next first lookup of the same
+ * node). Taken with no other lock held; nodes->lock and journal_lock under it.
+ */
+#define ENTRY_STRIPES 64
+static pthread_mutex_t entry_locks[ENTRY_STRIPES] = { [0 ... ENTRY_STRIPES - 1] =
+							      PTHREAD_MUTEX_INITIALIZER };
+
+static pthread_mutex_t *entry_lock(const struct node *n)
+{
+	uintptr_t v = (uintptr_t)n;
+
+	return journal_on() ? &entry_locks[(v >> 4 ^ v >> 12) % ENTRY_STRIPES] : NULL;
+}
+
+/*
+ * One more lookup of n for the kernel, which has it as name below parent:
+ * counted (found: as node_entry_found, which may say -ESTALE) and, the
+ * first time, journaled. 0 or -ESTALE.
+ */
+static int entry_take(
+	struct tree *t, struct node *n, fuse_ino_t parent, const char *name, bool found)
+{
+	pthread_mutex_t *l = entry_lock(n);
+	int ret;
+
+	if (l)
+		pthread_mutex_lock(l);
+	ret = found ? node_entry_found(tree_nodes(t), n) : node_entry_given(tree_nodes(t), n);
+	if (ret > 0 && l)
+		journal_entry(node_ino(t, n), parent, name);
+	if (l)
+		pthread_mutex_unlock(l);
+	return ret < 0 ? ret : 0;
+}
+
+/* The kernel forgot nlookup lookups of n, one of this server's nodes. */
+static void entry_forget(struct tree *t, struct node *n, uint64_t nlookup)
+{
+	pthread_mutex_t *l = entry_lock(n);
+	fuse_ino_t ino = node_ino(t, n); /* before: n may go */
+
+	if (l)
+		pthread_mutex_lock(l);
+	if (node_forget(tree_nodes(t), n, nlookup) && l)
+		journal_forget(ino);
+	if (l)
+		pthread_mutex_unlock(l);
+}
+
+/* Paths longer than this are not followed back to the root (a loop in a journal). */
+#define FOREIGN_DEPTH 1024
+
+/*
+ * The node for ino, an id an earlier server gave the kernel: made by
+ * looking its name up below its parent (itself foreign, perhaps) the first
+ * time, then held for as long as the kernel has ino. NULL: not known, or
+ * no longer there.
+ */
+static struct node *foreign_node(struct tree *t, fuse_ino_t ino, unsigned depth)
+{
+	uint64_t parent;
+	struct node *dir = NULL, *n;
+	char *name;
+	void *local;
+	int ret;
+
+	if (depth > FOREIGN_DEPTH || journal_foreign(ino, &parent, &name, &local))
+		return NULL;
+	if (local) {
+		free(name);
+		return local;
+	}
+	if (parent == FUSE_ROOT_ID)
+		dir = tree_root(t);
+	else if (!journal_ours(parent, &local))
+		dir = foreign_node(t, parent, depth + 1);
+	else
+		dir = local;
+	ret = dir ? tree_lookup(t, node_current(dir), name, &n) : -ESTALE;
+	if (ret) {
+		log_debug("an id of an earlier server, \"%s\": %s", name, strerror(-ret));
+		free(name);
+		return NULL;
+	}
+	free(name);
+	node_entry_given(tree_nodes(t), n); /* what the kernel's ino holds */
+	local = journal_foreign_set(ino, n);
+	if (local != n)
+		node_forget(tree_nodes(t), n, 1); /* another request made it first */
+	return local;
+}
+
+/* The node of ino itself: what the kernel's counts are of. NULL: stale. */
+static struct node *ino_node_counted(struct tree *t, fuse_ino_t ino)
+{
+	void *p;
+
+	if (ino == FUSE_ROOT_ID)
+		return tree_root(t);
+	if (journal_ours(ino, &p))
+		return p;
+	return foreign_node(t, ino, 0);
+}
+
+/* What a request on ino is for: its node, or what replaced it (node_replace). NULL: stale. */
 static struct node *ino_node(struct tree *t, fuse_ino_t ino)
 {
-	return node_current(ino_node_counted(t, ino));
+	struct node *n = ino_node_counted(t, ino);
+
+	return n ? node_current(n) : NULL;
 }
+
+/* Reply ESTALE and return when n, the node of a request's ino, is not known. */
+#define STALE_IF_NULL(n) \
+	do { \
+		if (!(n)) { \
+			fuse_reply_err(req, ESTALE); \
+			return; \
+		} \
+	} while (0)
 
 /* A write operation's answer where a node's provider has none: nothing there can change. */
 #define NO_WRITE (-EROFS)
-
-static fuse_ino_t node_ino(struct tree *t, struct node *n)
-{
-	return n == tree_root(t) ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
-}
 
 static int fill_stat(struct tree *t, struct node *n, struct stat *st)
 {
@@ -348,14 +478,14 @@ static void reply_counted_entry(
 	e->generation = node_generation(n);
 	e->attr_timeout = e->entry_timeout = timeout;
 	if (fuse_reply_entry(req, e) != 0)
-		node_forget(tree_nodes(t), n, 1);
+		entry_forget(t, n, 1);
 }
 
-/* Hand n to the kernel as an entry: one more lookup of it, given back if the reply fails. */
-static void reply_entry(
-	fuse_req_t req, struct tree *t, struct node *n, struct fuse_entry_param *e, double timeout)
+/* Hand n to the kernel as name below parent: one more lookup, given back if the reply fails. */
+static void reply_entry(fuse_req_t req, struct tree *t, struct node *n, fuse_ino_t parent,
+	const char *name, struct fuse_entry_param *e, double timeout)
 {
-	node_entry_given(tree_nodes(t), n);
+	entry_take(t, n, parent, name, false);
 	reply_counted_entry(req, t, n, e, timeout);
 }
 
@@ -396,14 +526,16 @@ static void do_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int ret, tries;
 
 	for (tries = 1;; tries++) {
+		struct node *dir = ino_node(t, parent);
+
 		memset(&e, 0, sizeof(e));
-		ret = tree_lookup(t, ino_node(t, parent), name, &n);
+		ret = dir ? tree_lookup(t, dir, name, &n) : -ESTALE;
 		if (ret == 0)
 			ret = fill_stat(t, n, &e.attr);
-		if (ret || node_entry_found(tree_nodes(t), n) == 0)
+		if (ret || entry_take(t, n, parent, name, true) == 0)
 			break;
 		if (tries == LOOKUP_TRIES) {
-			node_entry_given(tree_nodes(t), n);
+			entry_take(t, n, parent, name, false);
 			break;
 		}
 	}
@@ -427,7 +559,9 @@ static void do_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	struct stat st;
 	int ret;
 
+	STALE_IF_NULL(n);
 	ret = fill_stat(t, n, &st);
+	st.st_ino = ino; /* an earlier server's id stays that inode's number */
 	if (ret)
 		fuse_reply_err(req, -ret);
 	else
@@ -446,36 +580,83 @@ static void do_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct tree *t = req_tree(req);
 	struct dir_handle *dh = calloc(1, sizeof(*dh));
+	struct node *n;
 	int ret;
 
 	if (!dh) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ret = tree_list(t, ino_node(t, ino), &dh->ents, &dh->n);
+	n = ino_node(t, ino);
+	ret = n ? tree_list(t, n, &dh->ents, &dh->n) : -ESTALE;
 	if (ret) {
 		free(dh);
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	fi->fh = (uint64_t)(uintptr_t)dh;
+	fi->fh = handle_give(&dh->h, ino, O_RDONLY | O_DIRECTORY);
 	fi->cache_readdir = 0;
 	handle_add(&dh->h, true);
 	/* a reply the kernel did not take (the mount going away): no release will come */
 	if (fuse_reply_open(req, fi) != 0) {
 		handle_del(&dh->h);
+		handle_taken_back(fi->fh);
 		dir_handle_free(t, dh);
 	}
+}
+
+/*
+ * The listing of a directory handle an earlier server gave: taken anew
+ * (offsets past entries that changed meanwhile may skip or repeat one).
+ */
+static struct dir_handle *foreign_dir(struct tree *t, fuse_ino_t ino, uint64_t fh)
+{
+	struct dir_handle *dh;
+	struct node *n;
+	uint64_t jino;
+	void *local;
+	int flags;
+
+	if (journal_foreign_handle(fh, &jino, &flags, &local))
+		return NULL;
+	if (local)
+		return local;
+	dh = calloc(1, sizeof(*dh));
+	n = dh ? ino_node(t, ino) : NULL;
+	if (!n || tree_list(t, n, &dh->ents, &dh->n)) {
+		free(dh);
+		return NULL;
+	}
+	handle_add(&dh->h, true);
+	local = journal_foreign_handle_set(fh, dh);
+	if (local != dh) {
+		handle_del(&dh->h);
+		dir_handle_free(t, dh);
+	}
+	return local;
+}
+
+/* The directory handle of fi: this server's, or one an earlier server gave. NULL: stale. */
+static struct dir_handle *dir_of(struct tree *t, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	void *p;
+
+	return journal_ours(fi->fh, &p) ? p : foreign_dir(t, ino, fi->fh);
 }
 
 static void do_readdir(
 	fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+	struct dir_handle *dh = dir_of(req_tree(req), ino, fi);
 	char *buf = malloc(size);
 	size_t used = 0;
 	off_t i;
 
+	if (!dh) {
+		free(buf);
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -508,10 +689,19 @@ static void do_readdir(
 /* The kernel may release a handle while a request of it is still answered: freed after. */
 static void do_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
+	struct dir_handle *dh;
+	void *p;
 
-	handle_del(&dh->h);
-	node_defer(tree_nodes(req_tree(req)), dir_handle_free, dh);
+	if (journal_ours(fi->fh, &p)) {
+		dh = p;
+		handle_taken_back(fi->fh);
+	} else {
+		dh = journal_foreign_handle_release(fi->fh);
+	}
+	if (dh) {
+		handle_del(&dh->h);
+		node_defer(tree_nodes(req_tree(req)), dir_handle_free, dh);
+	}
 	fuse_reply_err(req, 0);
 }
 
@@ -543,6 +733,68 @@ static void open_file_drop(struct tree *t, struct open_file *fh)
 	open_file_free(t, fh);
 }
 
+/*
+ * A file handle an earlier server gave: opened again here, as it was
+ * opened then (but for O_TRUNC and O_CREAT, done then), through the page
+ * cache. NULL: not known, or it cannot be opened again.
+ */
+static struct open_file *foreign_file(struct tree *t, fuse_ino_t ino, uint64_t fh_id)
+{
+	struct open_file *fh;
+	struct node *n;
+	uint64_t jino;
+	void *local;
+	int flags, ret;
+
+	if (journal_foreign_handle(fh_id, &jino, &flags, &local))
+		return NULL;
+	if (local)
+		return local;
+	n = ino_node(t, ino);
+	fh = n ? calloc(1, sizeof(*fh)) : NULL;
+	if (!fh)
+		return NULL;
+	fh->f.fd = -1;
+	fh->f.node = n;
+	fh->ino = ino;
+	flags &= ~(O_TRUNC | O_CREAT | O_EXCL);
+	ret = n->ops->open ? n->ops->open(t, n, flags, &fh->f) : -EACCES;
+	if (ret) {
+		log_warn("a file opened before the server was restarted cannot be opened again: "
+			 "%s",
+			strerror(-ret));
+		free(fh->f.owned);
+		free(fh);
+		return NULL;
+	}
+	node_handle_open(tree_nodes(t), fh->f.node);
+	handle_add(&fh->h, false);
+	local = journal_foreign_handle_set(fh_id, fh);
+	if (local != fh) {
+		handle_del(&fh->h);
+		open_file_drop(t, fh);
+	}
+	return local;
+}
+
+/* The file handle of fi: this server's, or one an earlier server gave. NULL: stale. */
+static struct open_file *file_of(struct tree *t, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	void *p;
+
+	return journal_ours(fi->fh, &p) ? p : foreign_file(t, ino, fi->fh);
+}
+
+/* Reply ESTALE and return when fh, a request's file handle, is not known. */
+#define FH_OR_STALE(fh, req, ino, fi) \
+	do { \
+		(fh) = file_of(req_tree(req), (ino), (fi)); \
+		if (!(fh)) { \
+			fuse_reply_err((req), ESTALE); \
+			return; \
+		} \
+	} while (0)
+
 static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct tree *t = req_tree(req);
@@ -550,6 +802,7 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct open_file *fh;
 	int ret;
 
+	STALE_IF_NULL(n);
 	fh = calloc(1, sizeof(*fh));
 	if (!fh) {
 		fuse_reply_err(req, ENOMEM);
@@ -569,7 +822,7 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (ret)
 		goto out_io;
 	n = fh->f.node; /* what was opened: a file written is replaced by a staged one */
-	fi->fh = (uint64_t)(uintptr_t)fh;
+	fi->fh = handle_give(&fh->h, ino, fi->flags);
 	fi->direct_io = fh->f.direct_io;
 	/* a staged file's bytes change as it is written */
 	fi->keep_cache = fh->f.fd < 0 && fh->f.keep_cache;
@@ -577,6 +830,7 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (io_on() && fh->io == IO_UNTRACKED) {
 		ret = io_open_reader(req, fh, fi);
 		if (ret) {
+			handle_taken_back(fi->fh);
 			io_release(req, fh);
 			open_file_drop(t, fh);
 			fuse_reply_err(req, -ret);
@@ -587,6 +841,7 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* a reply the kernel did not take (the mount going away): no release will come */
 	if (fuse_reply_open(req, fi) != 0) {
 		handle_del(&fh->h);
+		handle_taken_back(fi->fh);
 		io_release(NULL, fh); /* the reply freed req */
 		open_file_drop(t, fh);
 	}
@@ -615,7 +870,8 @@ static void do_create(
 	dir = ino_node(t, parent);
 	fh->f.fd = -1;
 	/* A failed create leaves no descriptor: it has closed what it opened. */
-	ret = dir->ops->create
+	ret = !dir ? -ESTALE
+	      : dir->ops->create
 		      ? dir->ops->create(t, dir, name, (fi->flags & O_EXCL) != 0, &n, &fh->f.fd)
 		      : NO_WRITE;
 	if (ret)
@@ -634,17 +890,18 @@ static void do_create(
 	}
 	e.ino = node_ino(t, n);
 	e.generation = node_generation(n);
-	fi->fh = (uint64_t)(uintptr_t)fh;
+	entry_take(t, n, parent, name, false);
+	fi->fh = handle_give(&fh->h, e.ino, fi->flags);
 	fi->keep_cache = 0;
-	node_entry_given(tree_nodes(t), n);
 	node_handle_open(tree_nodes(t), n);
 	handle_add(&fh->h, false);
 	if (fuse_reply_create(req, &e, fi) != 0) {
 		/* the kernel has neither the entry nor the handle: close it here */
 		handle_del(&fh->h);
+		handle_taken_back(fi->fh);
 		io_release(NULL, fh); /* the reply freed req */
 		open_file_drop(t, fh);
-		node_forget(tree_nodes(t), n, 1);
+		entry_forget(t, n, 1);
 	}
 	return;
 out_err:
@@ -655,11 +912,12 @@ out_err:
 static void do_read(
 	fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
-	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+	struct open_file *fh;
 	int64_t bsize;
 	int fd;
 
+	FH_OR_STALE(fh, req, ino, fi);
 	if (fh->f.image) {
 		char *buf = malloc(size);
 		ssize_t r = buf ? fh->f.node->ops->read(req_tree(req), &fh->f, buf, size, off)
@@ -716,9 +974,10 @@ static void do_read(
 static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 	struct fuse_file_info *fi)
 {
-	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
+	struct open_file *fh;
 	ssize_t ret;
 
+	FH_OR_STALE(fh, req, ino, fi);
 	if (!fh->f.writer) {
 		fuse_reply_err(req, EBADF);
 		return;
@@ -733,8 +992,9 @@ static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 /* Every close(2): a file written into the mount is uploaded now, and close says how that went. */
 static void do_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
+	struct open_file *fh;
 
+	FH_OR_STALE(fh, req, ino, fi);
 	fuse_reply_err(req, fh->f.writer ? -fh->f.node->ops->flush(req_tree(req), &fh->f) : 0);
 }
 
@@ -749,12 +1009,21 @@ static void do_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
  */
 static void do_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct open_file *fh = (struct open_file *)(uintptr_t)fi->fh;
+	struct open_file *fh;
+	void *p;
 
-	handle_del(&fh->h);
-	io_release(req, fh);
-	open_file_close(req_tree(req), fh);
-	node_defer(tree_nodes(req_tree(req)), open_file_free, fh);
+	if (journal_ours(fi->fh, &p)) {
+		fh = p;
+		handle_taken_back(fi->fh);
+	} else {
+		fh = journal_foreign_handle_release(fi->fh);
+	}
+	if (fh) {
+		handle_del(&fh->h);
+		io_release(req, fh);
+		open_file_close(req_tree(req), fh);
+		node_defer(tree_nodes(req_tree(req)), open_file_free, fh);
+	}
 	fuse_reply_err(req, 0);
 }
 
@@ -772,13 +1041,15 @@ static void do_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 {
 	struct tree *t = req_tree(req);
 	char *buf = size ? malloc(size) : NULL;
+	struct node *n;
 	ssize_t ret;
 
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ret = tree_getxattr(t, ino_node(t, ino), name, buf, size);
+	n = ino_node(t, ino);
+	ret = n ? tree_getxattr(t, n, name, buf, size) : -ESTALE;
 	reply_xattr(req, size, ret, buf);
 	free(buf);
 }
@@ -787,13 +1058,15 @@ static void do_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct tree *t = req_tree(req);
 	char *buf = size ? malloc(size) : NULL;
+	struct node *n;
 	ssize_t ret;
 
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	ret = tree_listxattr(t, ino_node(t, ino), buf, size);
+	n = ino_node(t, ino);
+	ret = n ? tree_listxattr(t, n, buf, size) : -ESTALE;
 	reply_xattr(req, size, ret, buf);
 	free(buf);
 }
@@ -808,8 +1081,9 @@ static void do_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
-/* Reply with the entry of a node a change made. */
-static void reply_new_entry(fuse_req_t req, struct tree *t, struct node *n, int ret)
+/* Reply with the entry of a node a change made: name below parent. */
+static void reply_new_entry(fuse_req_t req, struct tree *t, struct node *n, fuse_ino_t parent,
+	const char *name, int ret)
 {
 	struct fuse_entry_param e;
 
@@ -820,7 +1094,7 @@ static void reply_new_entry(fuse_req_t req, struct tree *t, struct node *n, int 
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	reply_entry(req, t, n, &e, 0);
+	reply_entry(req, t, n, parent, name, &e, 0);
 }
 
 static void do_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
@@ -828,7 +1102,9 @@ static void do_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	struct tree *t = req_tree(req);
 	struct node *n = NULL, *dir = ino_node(t, parent);
 
-	reply_new_entry(req, t, n, dir->ops->mkdir ? dir->ops->mkdir(t, dir, name, &n) : NO_WRITE);
+	STALE_IF_NULL(dir);
+	reply_new_entry(req, t, n, parent, name,
+		dir->ops->mkdir ? dir->ops->mkdir(t, dir, name, &n) : NO_WRITE);
 }
 
 static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
@@ -843,6 +1119,7 @@ static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		return;
 	}
 	dir = ino_node(t, parent);
+	STALE_IF_NULL(dir);
 	ret = dir->ops->create ? dir->ops->create(t, dir, name, true, &n, &fd) : NO_WRITE;
 	if (!ret) {
 		struct node_file f = { .node = n, .fd = fd, .writer = true };
@@ -850,7 +1127,7 @@ static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 		close(fd);
 		n->ops->close(t, &f);
 	}
-	reply_new_entry(req, t, n, ret);
+	reply_new_entry(req, t, n, parent, name, ret);
 }
 
 static void do_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -858,6 +1135,7 @@ static void do_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct tree *t = req_tree(req);
 	struct node *dir = ino_node(t, parent);
 
+	STALE_IF_NULL(dir);
 	fuse_reply_err(req, dir->ops->unlink ? -dir->ops->unlink(t, dir, name) : -NO_WRITE);
 }
 
@@ -866,6 +1144,7 @@ static void do_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct tree *t = req_tree(req);
 	struct node *dir = ino_node(t, parent);
 
+	STALE_IF_NULL(dir);
 	fuse_reply_err(req, dir->ops->rmdir ? -dir->ops->rmdir(t, dir, name) : -NO_WRITE);
 }
 
@@ -873,11 +1152,13 @@ static void do_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	const char *newname, unsigned int flags)
 {
 	struct tree *t = req_tree(req);
-	struct node *dir = ino_node(t, parent);
+	struct node *dir = ino_node(t, parent), *newdir = ino_node(t, newparent);
 
-	fuse_reply_err(req, dir->ops->rename ? -dir->ops->rename(t, dir, name,
-						       ino_node(t, newparent), newname, flags)
-					     : -NO_WRITE);
+	STALE_IF_NULL(dir);
+	STALE_IF_NULL(newdir);
+	fuse_reply_err(req, dir->ops->rename
+				    ? -dir->ops->rename(t, dir, name, newdir, newname, flags)
+				    : -NO_WRITE);
 }
 
 static void do_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -885,6 +1166,7 @@ static void do_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 	struct tree *t = req_tree(req);
 	struct node *dir = ino_node(t, ino);
 
+	STALE_IF_NULL(dir);
 	fuse_reply_err(req, dir->ops->fsyncdir ? -dir->ops->fsyncdir(t, dir) : 0);
 }
 
@@ -893,7 +1175,7 @@ static void do_readlink(fuse_req_t req, fuse_ino_t ino)
 	struct tree *t = req_tree(req);
 	struct node *n = ino_node(t, ino);
 	const char *target;
-	int ret = n->ops->readlink ? n->ops->readlink(t, n, &target) : -EINVAL;
+	int ret = !n ? -ESTALE : n->ops->readlink ? n->ops->readlink(t, n, &target) : -EINVAL;
 
 	if (ret)
 		fuse_reply_err(req, -ret);
@@ -910,7 +1192,8 @@ static void do_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 	/* in a repository: tag name to what link names (oras tag) */
 	struct node *dir = ino_node(t, parent);
 
-	reply_new_entry(req, t, n,
+	STALE_IF_NULL(dir);
+	reply_new_entry(req, t, n, parent, name,
 		dir->ops->symlink ? dir->ops->symlink(t, dir, name, link, &n) : NO_WRITE);
 }
 
@@ -927,6 +1210,7 @@ static void do_setattr(
 	struct stat st;
 	int ret = 0;
 
+	STALE_IF_NULL(n);
 	if (tree_read_only(t)) {
 		fuse_reply_err(req, EROFS);
 		return;
@@ -948,6 +1232,7 @@ static void do_setxattr(
 	struct tree *t = req_tree(req);
 	struct node *n = ino_node(t, ino);
 
+	STALE_IF_NULL(n);
 	fuse_reply_err(
 		req, n->ops->setxattr ? -n->ops->setxattr(t, n, name, value, size) : -NO_WRITE);
 }
@@ -957,14 +1242,30 @@ static void do_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 	struct tree *t = req_tree(req);
 	struct node *n = ino_node(t, ino);
 
+	STALE_IF_NULL(n);
 	fuse_reply_err(req, n->ops->removexattr ? -n->ops->removexattr(t, n, name) : -NO_WRITE);
+}
+
+/* The kernel forgot nlookup lookups of ino: this server's node, or an earlier one's id. */
+static void forget_ino(struct tree *t, fuse_ino_t ino, uint64_t nlookup)
+{
+	void *p;
+
+	if (ino == FUSE_ROOT_ID)
+		return;
+	if (journal_ours(ino, &p)) {
+		entry_forget(t, p, nlookup);
+		return;
+	}
+	/* the kernel forgets an inode whole: the id is gone with it */
+	p = journal_foreign_forget(ino);
+	if (p)
+		node_forget(tree_nodes(t), p, 1);
 }
 
 static void do_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	struct tree *t = req_tree(req);
-
-	node_forget(tree_nodes(t), ino_node_counted(t, ino), nlookup);
+	forget_ino(req_tree(req), ino, nlookup);
 	fuse_reply_none(req);
 }
 
@@ -974,7 +1275,7 @@ static void do_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	size_t i;
 
 	for (i = 0; i < count; i++)
-		node_forget(tree_nodes(t), ino_node_counted(t, forgets[i].ino), forgets[i].nlookup);
+		forget_ino(t, forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 

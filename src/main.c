@@ -19,6 +19,7 @@
 #include "cache.h"
 #include "fs.h"
 #include "http.h"
+#include "keeper.h"
 #include "log.h"
 #include "manifest.h"
 #include "ops.h"
@@ -68,6 +69,7 @@ struct options {
 	int insecure;
 	int show_referrer_tags;
 	int publish_index;
+	int no_keeper;
 	int show_help;
 	int show_version;
 };
@@ -107,6 +109,7 @@ static const struct fuse_opt option_spec[] = {
 	OPT("plain_http", plain_http),
 	OPT("show_referrer_tags", show_referrer_tags),
 	OPT("publish_index", publish_index),
+	OPT("no_keeper", no_keeper),
 	OPT("insecure", insecure),
 	OPT("uid=%u", uid),
 	OPT("uid=", uid_set),
@@ -126,65 +129,50 @@ static const struct fuse_opt option_spec[] = {
 /* default of -o read_ahead_kb: requests of max_write (fs.c) */
 #define READ_AHEAD_KB 1024
 
-/* "\040" and the like in a mount point of /proc/self/mountinfo, in place */
-static void unescape_octal(char *s)
-{
-	char *d = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-			s[3] >= '0' && s[3] <= '7') {
-			*d++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
-			s += 3;
-		} else {
-			*d++ = *s;
-		}
-	}
-	*d = '\0';
-}
+/* -o read_ahead_kb, for set_read_ahead() */
+static unsigned read_ahead_kb = 1024;
 
 /*
  * Set the kernel's read-ahead of the mount at path (absolute, resolved) to
- * kb KiB, through its backing device in sysfs. The kernel's default (128
- * KiB) splits a sequential read into FUSE requests of 128 to 256 KiB; at 1
- * MiB they fill max_write. The kernel takes the lower of this and the
- * max_readahead of fs_init() once it has the INIT reply. It cannot stat the
- * mount itself (that waits for INIT): the device is in mountinfo. Root only;
- * a failure costs speed, not correctness, so it is only logged.
+ * read_ahead_kb KiB, through its backing device in sysfs. The kernel's
+ * default (128 KiB) splits a sequential read into FUSE requests of 128 to
+ * 256 KiB; at 1 MiB they fill max_write. The kernel takes the lower of this
+ * and the max_readahead of fs_init() once it has the INIT reply. It cannot
+ * stat the mount itself (that waits for INIT): the device is in mountinfo.
+ * Root only; a failure costs speed, not correctness, so it is only logged.
  */
-static void set_read_ahead(const char *path, unsigned kb)
+static void set_read_ahead(const char *path)
 {
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char *line = NULL, dev[32] = "", sys[96];
-	size_t cap = 0;
+	char dev[32], sys[96];
 	int fd;
 
-	if (!f)
-		return;
-	while (getline(&line, &cap, f) > 0) {
-		char d[32], mp[PATH_MAX];
-
-		if (sscanf(line, "%*u %*u %31s %*s %4095s", d, mp) != 2)
-			continue;
-		unescape_octal(mp);
-		if (strcmp(mp, path) == 0)
-			snprintf(dev, sizeof(dev), "%s", d); /* the last is the newest */
-	}
-	free(line);
-	fclose(f);
-	if (!dev[0])
+	if (read_ahead_kb == 0 || keeper_mount_device(path, dev, sizeof(dev)))
 		return;
 	snprintf(sys, sizeof(sys), "/sys/class/bdi/%s/read_ahead_kb", dev);
 	fd = open(sys, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || dprintf(fd, "%u\n", kb) < 0)
+	if (fd < 0 || dprintf(fd, "%u\n", read_ahead_kb) < 0)
 		log_debug("read_ahead_kb: %s: %s", sys, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 }
 
+/* A server in the background: its start said what it had to, it logs to syslog now. */
+static void detach_stdio(void)
+{
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	dup2(fd, 0);
+	dup2(fd, 1);
+	dup2(fd, 2);
+	close(fd);
+}
+
 static void usage(const char *prog)
 {
 	printf("usage: %s [options] SOURCE MOUNTPOINT\n"
+	       "       %s --restart MOUNTPOINT   a new server takes over the mount\n"
 	       "\n"
 	       "SOURCE is one of:\n"
 	       "    -                        every registry: MOUNTPOINT/HOST[:PORT]/...\n"
@@ -238,13 +226,16 @@ static void usage(const char *prog)
 	       "    -o index_trust=FILE      use a published layer index only when signed by a\n"
 	       "                             key of FILE (PEM public keys, as cosign.pub)\n"
 	       "    -o push_delay=SECS       rest of a tag directory before its push (default 1)\n"
+	       "    -o no_keeper             serve from this process alone: no keeper holds the\n"
+	       "                             mount, which ends if it dies (see RESTARTS in "
+	       "ocifs(1))\n"
 	       "    -o artifact_type=TYPE    artifactType of new tags\n"
 	       "                             (default application/vnd.unknown.artifact.v1)\n"
 	       "    -o mirror=URL            pull through a mirror first (repeatable, in order):\n"
 	       "                             [http[s]://]HOST[:PORT][/PREFIX]; it serves the\n"
 	       "                             mounted registry, or Docker Hub when SOURCE is -\n"
 	       "\n",
-		prog);
+		prog, prog);
 	printf("FUSE options:\n");
 	fuse_cmdline_help();
 	fuse_lowlevel_help();
@@ -456,6 +447,8 @@ int main(int argc, char *argv[])
 	bool hup_started = false;
 	char fsname[PATH_MAX];
 	struct stat st;
+	unsigned restarts = 0;
+	int ksock = keeper_server_sock(&restarts);
 	int ret = 1;
 
 	/*
@@ -467,6 +460,14 @@ int main(int argc, char *argv[])
 	 */
 	mallopt(M_ARENA_MAX, 2);
 	mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+	if (argc >= 2 && strcmp(argv[1], "--restart") == 0) {
+		if (argc != 3) {
+			fprintf(stderr, "%s: usage: %s --restart MOUNTPOINT\n", PACKAGE_NAME,
+				argv[0]);
+			return 1;
+		}
+		return keeper_restart(argv[2]);
+	}
 	if (fuse_opt_parse(&args, &o, option_spec, opt_proc) == -1)
 		goto out_args;
 	if (o.show_version) {
@@ -561,6 +562,18 @@ int main(int argc, char *argv[])
 		goto out_platform;
 	}
 
+	read_ahead_kb = o.read_ahead_kb;
+	/* /proc/mounts and df then say what is mounted, as sshfs does */
+	snprintf(fsname, sizeof(fsname), "-osubtype=ocifs,fsname=%s", o.source);
+	if (fuse_opt_add_arg(&args, fsname))
+		goto out_platform;
+	if (ksock < 0 && !o.no_keeper) {
+		/* this process keeps the mount; the servers are this program run again */
+		ret = keeper_run(
+			&args, o.mountpoint, cl.foreground, cl.debug, argv, set_read_ahead);
+		goto out_platform;
+	}
+
 	if (o.index_trust && sign_keys_load(o.index_trust, &trust))
 		goto out_platform;
 	if (o.index_sign_key && sign_key_load(o.index_sign_key, &sign_key))
@@ -611,14 +624,13 @@ int main(int argc, char *argv[])
 		goto out_http;
 	if (tree_new(&source, &to, http, cache, &tree))
 		goto out_cache;
-	/* Fail here, with the registry's reason, rather than after mounting. */
-	if (tree_check_root(tree))
+	/*
+	 * Fail here, with the registry's reason, rather than after mounting. A
+	 * server taking over a mount serves what it can even with the registry away.
+	 */
+	if (tree_check_root(tree) && restarts == 0)
 		goto out_tree;
 
-	/* /proc/mounts and df then say what is mounted, as sshfs does */
-	snprintf(fsname, sizeof(fsname), "-osubtype=ocifs,fsname=%s", o.source);
-	if (fuse_opt_add_arg(&args, fsname))
-		goto out_tree;
 	se = fuse_session_new(&args, &fs_ops, sizeof(fs_ops), tree);
 	if (!se)
 		goto out_tree;
@@ -637,25 +649,40 @@ int main(int argc, char *argv[])
 		sigemptyset(&sa.sa_mask);
 		sigaction(SIGHUP, &sa, NULL);
 	}
-	if (!realpath(o.mountpoint, mnt_real)) /* before the mount: stat would wait for INIT */
-		mnt_real[0] = '\0';
-	if (fuse_session_mount(se, o.mountpoint) != 0)
-		goto out_signals;
-	if (mnt_real[0] && o.read_ahead_kb > 0)
-		set_read_ahead(mnt_real, o.read_ahead_kb);
-	if (fuse_daemonize(cl.foreground) != 0)
-		goto out_unmount;
-	if (!cl.foreground) {
-		log_init(true, cl.debug);
-		keep_stop_signals(se);
+	if (ksock >= 0) {
+		/* the keeper mounted: the descriptor and the journal come from it */
+		if (keeper_attach(ksock, se))
+			goto out_signals;
+		if (!cl.foreground)
+			log_init(true, cl.debug);
+	} else {
+		if (!realpath(o.mountpoint,
+			    mnt_real)) /* before the mount: stat would wait for INIT */
+			mnt_real[0] = '\0';
+		if (fuse_session_mount(se, o.mountpoint) != 0)
+			goto out_signals;
+		if (mnt_real[0])
+			set_read_ahead(mnt_real);
+		if (fuse_daemonize(cl.foreground) != 0)
+			goto out_unmount;
+		if (!cl.foreground)
+			log_init(true, cl.debug);
 	}
+	if (!cl.foreground)
+		keep_stop_signals(se);
 	if (cache_start(cache) || push_start(tree))
 		goto out_unmount;
 	hup.se = se;
 	hup.t = tree;
 	hup_started = hup_pipe[0] >= 0 && pthread_create(&hup_thread, NULL, hup_main, &hup) == 0;
+	if (ksock >= 0) {
+		keeper_serving();
+		if (!cl.foreground)
+			detach_stdio();
+	}
 
-	lc.clone_fd = cl.clone_fd;
+	/* one reader of the keeper's descriptor: a clone would die with this server */
+	lc.clone_fd = ksock >= 0 ? 0 : cl.clone_fd;
 	/*
 	 * libfuse leaves it "unset" (UINT_MAX) unless -o max_idle_threads= is
 	 * given. The kernel's read-ahead keeps several reads in flight per
@@ -675,7 +702,8 @@ out_unmount:
 		if (write(hup_pipe[1], &stop, 1) == 1)
 			pthread_join(hup_thread, NULL);
 	}
-	fuse_session_unmount(se);
+	keeper_detach();
+	fuse_session_unmount(se); /* nothing to do under a keeper: it unmounts */
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_session:
@@ -699,6 +727,8 @@ out_ref:
 out_cl:
 	free(cl.mountpoint);
 out_args:
+	if (ksock >= 0)
+		close(ksock);
 	fuse_opt_free_args(&args);
 	free(o.source);
 	free(o.mountpoint);

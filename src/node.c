@@ -369,43 +369,51 @@ struct node *node_current(struct node *n)
 }
 
 /* One more lookup the kernel holds of n. Caller holds ns->lock. */
-static void entry_count(struct nodes *ns, struct node *n)
+/* 1 when it is the kernel's first lookup of n, else 0. */
+static int entry_count(struct nodes *ns, struct node *n)
 {
-	n->nlookup++;
 	node_get(ns, n);
+	return n->nlookup++ == 0;
 }
 
-void node_entry_given(struct nodes *ns, struct node *n)
+int node_entry_given(struct nodes *ns, struct node *n)
 {
+	int ret;
+
 	pthread_mutex_lock(&ns->lock);
-	entry_count(ns, n);
+	ret = entry_count(ns, n);
 	pthread_mutex_unlock(&ns->lock);
+	return ret;
 }
 
 int node_entry_found(struct nodes *ns, struct node *n)
 {
-	int ret = 0;
+	int ret;
 
 	pthread_mutex_lock(&ns->lock);
 	if (n->parent && (n->orphan || n->dead))
 		ret = -ESTALE;
 	else
-		entry_count(ns, n);
+		ret = entry_count(ns, n);
 	pthread_mutex_unlock(&ns->lock);
 	return ret;
 }
 
-void node_forget(struct nodes *ns, struct node *n, uint64_t nlookup)
+bool node_forget(struct nodes *ns, struct node *n, uint64_t nlookup)
 {
+	bool gone;
+
 	pthread_mutex_lock(&ns->lock);
 	if (!n->parent || nlookup > n->nlookup) {
 		/* the root is never counted; more than was given is the kernel's bug, not ours */
 		nlookup = !n->parent ? 0 : n->nlookup;
 	}
 	n->nlookup -= nlookup;
+	gone = n->parent && nlookup && n->nlookup == 0;
 	while (nlookup--)
 		node_put(ns, n);
 	pthread_mutex_unlock(&ns->lock);
+	return gone;
 }
 
 void node_handle_open(struct nodes *ns, struct node *n)

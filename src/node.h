@@ -254,19 +254,25 @@ void node_discard(struct nodes *ns, struct node *n);
 /* Free every node (unmount). */
 void node_free_all(struct nodes *ns);
 
-/* n handed to the kernel as an entry (lookup, mkdir, create, symlink): one more lookup. */
-void node_entry_given(struct nodes *ns, struct node *n);
+/*
+ * n handed to the kernel as an entry (lookup, mkdir, create, symlink): one
+ * more lookup. 1 when it is the kernel's first of n, else 0.
+ */
+int node_entry_given(struct nodes *ns, struct node *n);
 /*
  * n, which a lookup found in its directory, handed to the kernel as that
- * entry: 0 and one more lookup, as node_entry_given(); or -ESTALE, nothing
+ * entry: one more lookup, as node_entry_given() (1: the first, else 0); or -ESTALE, nothing
  * counted, when n has left the tree since (buried once unused, or dropped by
  * a reload): the caller looks the name up again. Handed out anyway, n would
  * come back as an orphan, and what is made below it would be lost to every
  * later lookup, which finds the node that took its name.
  */
 int node_entry_found(struct nodes *ns, struct node *n);
-/* The kernel forgot nlookup lookups of n (forget, forget_multi). n may be freed. */
-void node_forget(struct nodes *ns, struct node *n, uint64_t nlookup);
+/*
+ * The kernel forgot nlookup lookups of n (forget, forget_multi). n may be
+ * freed. true when the kernel holds n no more (it had some).
+ */
+bool node_forget(struct nodes *ns, struct node *n, uint64_t nlookup);
 /* An open handle on n, and its release: n stays while a handle is open. */
 void node_handle_open(struct nodes *ns, struct node *n);
 void node_handle_close(struct nodes *ns, struct node *n);

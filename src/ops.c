@@ -13,10 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
 #include "cache.h"
+#include "journal.h"
+#include "keeper.h"
 #include "ops.h"
 #include "push.h"
 #include "tree-int.h"
@@ -96,6 +99,12 @@ static int status_json(struct tree *t, char **out, size_t *len)
 	json_object_object_add(o, "nodes", json_object_new_int64((int64_t)t->nodes.n_nodes));
 	json_object_object_add(o, "layers_open", json_object_new_int64((int64_t)t->n_layers));
 	pthread_mutex_unlock(&t->nodes.lock);
+	json_object_object_add(o, "server_pid", json_object_new_int64((int64_t)getpid()));
+	json_object_object_add(o, "keeper_pid",
+		keeper_pid() ? json_object_new_int64((int64_t)keeper_pid()) : NULL);
+	json_object_object_add(o, "restarts", json_object_new_int64((int64_t)keeper_restarts()));
+	json_object_object_add(
+		o, "earlier_ids", json_object_new_int64((int64_t)journal_foreign_count()));
 	ret = cache_stats_json(t->cache, o);
 	if (!ret)
 		ret = push_stats_json(t, o);

@@ -1159,13 +1159,23 @@ tag_whole() {
 	done
 }
 
-# kill9_ocifs MNT: SIGKILL the daemon behind MNT (a crash), reap it and
-# detach the dead mount with `fusermount3 -u -z`. The mount point can be
-# mounted again afterwards.
+# server_pid MNT: the pid of the server behind MNT now (the keeper's newest
+# child); empty when none runs.
+server_pid() {
+	local pid=${_LIB_MOUNT_PID[$1]:-}
+	[ -n "$pid" ] && pgrep -n -P "$pid"
+}
+
+# kill9_ocifs MNT: SIGKILL the keeper and the server behind MNT (a crash of
+# both, as a machine's would be), reap them and detach the dead mount with
+# `fusermount3 -u -z`. The mount point can be mounted again afterwards.
 kill9_ocifs() {
 	local mnt=$1 pid i
 	pid=${_LIB_MOUNT_PID[$mnt]:-}
 	if [ -n "$pid" ]; then
+		# stopped first, the keeper cannot start another server meanwhile
+		kill -STOP "$pid" 2>/dev/null
+		pkill -KILL -P "$pid" 2>/dev/null
 		kill -KILL "$pid" 2>/dev/null
 		wait "$pid" 2>/dev/null
 		unset "_LIB_MOUNT_PID[$mnt]"

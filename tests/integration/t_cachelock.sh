@@ -114,7 +114,7 @@ rc=$?
 diag "$(cat "$TESTDIR/hammer.out")"
 # hung: a deadlocked daemon stays so; kill it (which aborts the mount) and stop here
 hung() {
-	kill -9 "$OCIFS_PID" 2>/dev/null
+	kill9_ocifs "$M"
 	finish
 }
 check_eq "random reads and status reads during cold fetches all complete (no hang)" 0 "$rc" ||

@@ -535,7 +535,7 @@ check "sync app/race/v1 exits 0" sync "$XR"
 check_eq "registry: app/race:v1 holds each name once, with its winner's bytes" \
 	"$(cd "$XE" && want_layers "$XE" $(ls))" "$(layers_of app/race v1)"
 check_eq "no staged file is left open in the daemon" "" \
-	"$(find "/proc/$OCIFS_PID/fd" -lname "$CACHE/staging/*" 2>/dev/null)"
+	"$(find "/proc/$(server_pid "$M")/fd" -lname "$CACHE/staging/*" 2>/dev/null)"
 printf 'after the races\n' >"$W/race-after.txt"
 check "a later push of the same tag works" sh -c "cp '$W/race-after.txt' '$XR/after.txt' && sync '$XR'"
 check_eq "registry: it has the new file" "$(digest_of "$W/race-after.txt")" "$(layer_digest app/race v1 after.txt)"
@@ -653,7 +653,7 @@ if [ -n "${OCIFS_IN_NS:-}" ]; then
 	TF=$FM/app/full/v1
 	check_bytes "app/full/v1/big.bin reads (its blob is then in the cache)" "$W/full-big.bin" "$TF/big.bin"
 	# the daemon's descriptors of files on the small disk (cache and staging)
-	disk_fds() { find "/proc/$OCIFS_PID/fd" -lname "$S/*" 2>/dev/null | wc -l; }
+	disk_fds() { find "/proc/$(server_pid "$FM")/fd" -lname "$S/*" 2>/dev/null | wc -l; }
 	fds0=$(disk_fds)
 	dd if=/dev/zero of="$S/filler" bs=64k >/dev/null 2>&1
 	check "the small disk is full" test "$(df --output=avail "$S" | tail -n 1)" -eq 0

@@ -1,0 +1,506 @@
+/* The journal of what the kernel holds (journal.h). */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "journal.h"
+#include "log.h"
+
+#define J_MAGIC "ocifsj1"
+#define J_START 4096 /* records begin here, after the head */
+#define J_RESERVE (256ULL << 20) /* address space mapped: the journal's bound */
+#define J_GROW (1ULL << 20)
+#define J_INIT_MAX 512
+
+struct jhead {
+	char magic[8];
+	uint32_t init_len; /* 0: the INIT was not seen yet */
+	uint16_t gen; /* the generation of the server writing it */
+	uint16_t pad;
+	unsigned char init[J_INIT_MAX];
+};
+
+enum { J_ENTRY = 1, J_FORGET, J_OPEN, J_RELEASE };
+
+struct jrec {
+	uint32_t size; /* the whole record, 8-aligned; stored last: 0 is the end */
+	uint16_t type;
+	uint16_t name_len;
+	uint64_t a, b, c; /* id, parent; or fh, ino, flags */
+	char name[]; /* name_len bytes, no NUL */
+};
+
+/* What the kernel holds of an earlier server: an id (a name) or a handle. */
+struct foreign {
+	struct foreign *next; /* in its bucket */
+	uint64_t key;
+	uint64_t b, c; /* parent; or ino, flags */
+	char *name; /* ids only */
+	void *local; /* what this server made for it */
+};
+
+#define BUCKETS 4093
+
+struct fmap {
+	struct foreign *b[BUCKETS];
+	size_t n;
+};
+
+/* A mapped journal: ours (written) or the earlier server's (read). */
+struct jfile {
+	int fd;
+	unsigned char *map; /* J_RESERVE bytes of address space */
+	uint64_t size; /* the file's size */
+	uint64_t end; /* ours: where the next record goes; theirs: what was read */
+};
+
+/* Protects: everything below. Taken with no other lock held, none under it. */
+static pthread_mutex_t journal_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool on; /* written once before the session starts */
+static uint64_t gen_bits;
+static struct jfile mine = { -1, NULL, 0, J_START }, old = { -1, NULL, 0, J_START };
+static struct fmap ids, handles;
+static bool full_said;
+
+static struct foreign **fmap_slot(struct fmap *m, uint64_t key)
+{
+	struct foreign **p = &m->b[(key ^ (key >> 29)) % BUCKETS];
+
+	while (*p && (*p)->key != key)
+		p = &(*p)->next;
+	return p;
+}
+
+static struct foreign *fmap_get(struct fmap *m, uint64_t key)
+{
+	return *fmap_slot(m, key);
+}
+
+/* Remove key, returning what was made for it. */
+static void *fmap_del(struct fmap *m, uint64_t key)
+{
+	struct foreign **p = fmap_slot(m, key), *f = *p;
+	void *local;
+
+	if (!f)
+		return NULL;
+	*p = f->next;
+	local = f->local;
+	free(f->name);
+	free(f);
+	m->n--;
+	return local;
+}
+
+/* Set key's fields (added when absent); name copied. 0 or -ENOMEM. */
+static int fmap_put(
+	struct fmap *m, uint64_t key, uint64_t b, uint64_t c, const char *name, size_t name_len)
+{
+	struct foreign **p = fmap_slot(m, key), *f = *p;
+	char *copy = NULL;
+
+	if (name) {
+		copy = strndup(name, name_len);
+		if (!copy)
+			return -ENOMEM;
+	}
+	if (!f) {
+		f = calloc(1, sizeof(*f));
+		if (!f) {
+			free(copy);
+			return -ENOMEM;
+		}
+		f->key = key;
+		*p = f;
+		m->n++;
+	}
+	free(f->name);
+	f->name = copy;
+	f->b = b;
+	f->c = c;
+	return 0;
+}
+
+static int jfile_map(struct jfile *j, int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st))
+		return -errno;
+	j->map = mmap(NULL, J_RESERVE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (j->map == MAP_FAILED) {
+		j->map = NULL;
+		return -errno;
+	}
+	j->fd = fd;
+	j->size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static void jfile_unmap(struct jfile *j)
+{
+	if (j->map)
+		munmap(j->map, J_RESERVE);
+	if (j->fd >= 0)
+		close(j->fd);
+	j->map = NULL;
+	j->fd = -1;
+}
+
+/* Apply one record of an earlier server to what the kernel holds of it. */
+static int apply(const struct jrec *r)
+{
+	switch (r->type) {
+	case J_ENTRY:
+		return fmap_put(&ids, r->a, r->b, 0, r->name, r->name_len);
+	case J_FORGET:
+		fmap_del(&ids, r->a);
+		return 0;
+	case J_OPEN:
+		return fmap_put(&handles, r->a, r->b, r->c, NULL, 0);
+	case J_RELEASE:
+		fmap_del(&handles, r->a);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* Append a record to ours. Caller holds journal_lock. */
+static void append(uint16_t type, uint64_t a, uint64_t b, uint64_t c, const char *name)
+{
+	size_t name_len = name ? strlen(name) : 0;
+	uint64_t size = (sizeof(struct jrec) + name_len + 7) & ~7ULL;
+	struct jrec *r;
+
+	if (!mine.map)
+		return;
+	if (mine.end + size + sizeof(uint32_t) > mine.size) {
+		uint64_t want = mine.size + J_GROW;
+
+		if (want > J_RESERVE || ftruncate(mine.fd, (off_t)want)) {
+			if (!full_said)
+				log_err("journal: full at %llu bytes: what the kernel is given "
+					"from "
+					"now on cannot be found again by a restarted server",
+					(unsigned long long)mine.size);
+			full_said = true;
+			return;
+		}
+		mine.size = want;
+	}
+	r = (struct jrec *)(mine.map + mine.end);
+	r->type = type;
+	r->name_len = (uint16_t)name_len;
+	r->a = a;
+	r->b = b;
+	r->c = c;
+	if (name_len)
+		memcpy(r->name, name, name_len);
+	/* valid once its size is there: a server killed before leaves the end here */
+	__atomic_store_n(&r->size, (uint32_t)size, __ATOMIC_RELEASE);
+	mine.end += size;
+}
+
+/*
+ * Read the earlier server's records from where the last read stopped.
+ * Those applied are carried into ours. Caller holds journal_lock.
+ */
+static void catch_up(void)
+{
+	struct stat st;
+
+	if (!old.map)
+		return;
+	if (fstat(old.fd, &st) == 0)
+		old.size = (uint64_t)st.st_size;
+	while (old.end + sizeof(struct jrec) <= old.size) {
+		struct jrec *r = (struct jrec *)(old.map + old.end);
+		uint32_t size = __atomic_load_n(&r->size, __ATOMIC_ACQUIRE);
+
+		if (size < sizeof(*r) || old.end + size > old.size ||
+			sizeof(*r) + r->name_len > size)
+			break;
+		if (apply(r) == 0) {
+			char *name = r->name_len ? strndup(r->name, r->name_len) : NULL;
+
+			append(r->type, r->a, r->b, r->c, name);
+			free(name);
+		}
+		old.end += size;
+	}
+}
+
+static unsigned gen_of(uint64_t v)
+{
+	return (unsigned)((v & JOURNAL_GEN_MASK) >> JOURNAL_GEN_SHIFT);
+}
+
+/* A generation after prev that no id or handle the kernel still holds has. */
+static unsigned pick_gen(unsigned prev)
+{
+	static unsigned char used[0x8000 / 8];
+	struct fmap *maps[] = { &ids, &handles };
+	unsigned g, k, i;
+	struct foreign *f;
+
+	memset(used, 0, sizeof(used));
+	for (k = 0; k < 2; k++)
+		for (i = 0; i < BUCKETS; i++)
+			for (f = maps[k]->b[i]; f; f = f->next)
+				used[gen_of(f->key) / 8] |=
+					(unsigned char)(1 << (gen_of(f->key) % 8));
+	for (g = prev % 0x7fff + 1;; g = g % 0x7fff + 1)
+		if (!(used[g / 8] & (1 << (g % 8))))
+			return g;
+}
+
+int journal_start(int old_fd, int *new_fd)
+{
+	struct jhead *h, *oh = NULL;
+	unsigned prev_gen = 0;
+	size_t i;
+	int fd, ret;
+
+	*new_fd = -1;
+	if (old_fd >= 0 && jfile_map(&old, old_fd) == 0 && old.size >= J_START &&
+		memcmp(old.map, J_MAGIC, sizeof(J_MAGIC)) == 0) {
+		oh = (struct jhead *)old.map;
+		prev_gen = oh->gen;
+		pthread_mutex_lock(&journal_lock);
+		catch_up(); /* nothing of ours yet: only read */
+		pthread_mutex_unlock(&journal_lock);
+	} else if (old_fd >= 0) {
+		jfile_unmap(&old);
+	}
+	fd = memfd_create("ocifs-journal", MFD_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, J_START + J_GROW)) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	ret = jfile_map(&mine, fd);
+	if (ret) {
+		close(fd);
+		return ret;
+	}
+	h = (struct jhead *)mine.map;
+	memcpy(h->magic, J_MAGIC, sizeof(J_MAGIC));
+	/* the first server's ids are its pointers as they are (generation 0) */
+	h->gen = (uint16_t)(oh ? pick_gen(prev_gen) : 0);
+	gen_bits = (uint64_t)h->gen << JOURNAL_GEN_SHIFT;
+	if (oh && oh->init_len <= J_INIT_MAX) {
+		memcpy(h->init, oh->init, oh->init_len);
+		h->init_len = oh->init_len;
+	}
+	/* what is still live, into ours */
+	pthread_mutex_lock(&journal_lock);
+	for (i = 0; i < BUCKETS; i++) {
+		struct foreign *f;
+
+		for (f = ids.b[i]; f; f = f->next)
+			append(J_ENTRY, f->key, f->b, 0, f->name);
+		for (f = handles.b[i]; f; f = f->next)
+			append(J_OPEN, f->key, f->b, f->c, NULL);
+	}
+	on = true;
+	pthread_mutex_unlock(&journal_lock);
+	if (oh)
+		log_info("journal: %zu node ids and %zu open files of earlier servers; ids of "
+			 "generation %u from here",
+			ids.n, handles.n, h->gen);
+	*new_fd = fd;
+	return 0;
+}
+
+bool journal_on(void)
+{
+	return on;
+}
+
+uint64_t journal_tag(const void *p)
+{
+	return (uint64_t)(uintptr_t)p | gen_bits;
+}
+
+bool journal_ours(uint64_t v, void **p)
+{
+	if ((v & JOURNAL_GEN_MASK) != gen_bits)
+		return false;
+	*p = (void *)(uintptr_t)(v & ~JOURNAL_GEN_MASK);
+	return true;
+}
+
+void journal_set_init(const void *buf, size_t len)
+{
+	struct jhead *h = (struct jhead *)mine.map;
+
+	if (!h || len > J_INIT_MAX)
+		return;
+	pthread_mutex_lock(&journal_lock);
+	memcpy(h->init, buf, len);
+	__atomic_store_n(&h->init_len, (uint32_t)len, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&journal_lock);
+}
+
+size_t journal_init(void *buf, size_t cap)
+{
+	struct jhead *h = (struct jhead *)mine.map;
+	size_t len;
+
+	if (!h)
+		return 0;
+	pthread_mutex_lock(&journal_lock);
+	len = h->init_len <= cap ? h->init_len : 0;
+	memcpy(buf, h->init, len);
+	pthread_mutex_unlock(&journal_lock);
+	return len;
+}
+
+static void record(uint16_t type, uint64_t a, uint64_t b, uint64_t c, const char *name)
+{
+	if (!on)
+		return;
+	pthread_mutex_lock(&journal_lock);
+	append(type, a, b, c, name);
+	pthread_mutex_unlock(&journal_lock);
+}
+
+void journal_entry(uint64_t id, uint64_t parent, const char *name)
+{
+	record(J_ENTRY, id, parent, 0, name);
+}
+
+void journal_forget(uint64_t id)
+{
+	record(J_FORGET, id, 0, 0, NULL);
+}
+
+void journal_open(uint64_t fh, uint64_t ino, int flags)
+{
+	record(J_OPEN, fh, ino, (uint64_t)(unsigned)flags, NULL);
+}
+
+void journal_release(uint64_t fh)
+{
+	record(J_RELEASE, fh, 0, 0, NULL);
+}
+
+/* The foreign entry of key, reading what an earlier server still running added. */
+static struct foreign *foreign_get(struct fmap *m, uint64_t key)
+{
+	struct foreign *f = fmap_get(m, key);
+
+	if (!f && old.map) {
+		catch_up();
+		f = fmap_get(m, key);
+	}
+	return f;
+}
+
+int journal_foreign(uint64_t id, uint64_t *parent, char **name, void **local)
+{
+	struct foreign *f;
+	int ret = -ESTALE;
+
+	pthread_mutex_lock(&journal_lock);
+	f = foreign_get(&ids, id);
+	if (f) {
+		*parent = f->b;
+		*local = f->local;
+		*name = strdup(f->name ? f->name : "");
+		ret = *name ? 0 : -ENOMEM;
+	}
+	pthread_mutex_unlock(&journal_lock);
+	return ret;
+}
+
+static void *set_local(struct fmap *m, uint64_t key, void *local)
+{
+	struct foreign *f;
+	void *ret = NULL;
+
+	pthread_mutex_lock(&journal_lock);
+	f = fmap_get(m, key);
+	if (f && !f->local)
+		f->local = local;
+	if (f)
+		ret = f->local;
+	pthread_mutex_unlock(&journal_lock);
+	return ret;
+}
+
+void *journal_foreign_set(uint64_t id, void *local)
+{
+	return set_local(&ids, id, local);
+}
+
+void *journal_foreign_forget(uint64_t id)
+{
+	void *local;
+
+	pthread_mutex_lock(&journal_lock);
+	local = fmap_del(&ids, id);
+	if (on)
+		append(J_FORGET, id, 0, 0, NULL);
+	pthread_mutex_unlock(&journal_lock);
+	return local;
+}
+
+int journal_foreign_handle(uint64_t fh, uint64_t *ino, int *flags, void **local)
+{
+	struct foreign *f;
+
+	pthread_mutex_lock(&journal_lock);
+	f = foreign_get(&handles, fh);
+	if (f) {
+		*ino = f->b;
+		*flags = (int)f->c;
+		*local = f->local;
+	}
+	pthread_mutex_unlock(&journal_lock);
+	return f ? 0 : -ESTALE;
+}
+
+void *journal_foreign_handle_set(uint64_t fh, void *local)
+{
+	return set_local(&handles, fh, local);
+}
+
+void *journal_foreign_handle_release(uint64_t fh)
+{
+	void *local;
+
+	pthread_mutex_lock(&journal_lock);
+	local = fmap_del(&handles, fh);
+	if (on)
+		append(J_RELEASE, fh, 0, 0, NULL);
+	pthread_mutex_unlock(&journal_lock);
+	return local;
+}
+
+void journal_old_gone(void)
+{
+	pthread_mutex_lock(&journal_lock);
+	catch_up();
+	jfile_unmap(&old);
+	pthread_mutex_unlock(&journal_lock);
+}
+
+size_t journal_foreign_count(void)
+{
+	size_t n;
+
+	pthread_mutex_lock(&journal_lock);
+	n = ids.n + handles.n;
+	pthread_mutex_unlock(&journal_lock);
+	return n;
+}
