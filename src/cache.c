@@ -671,7 +671,12 @@ static void blob_finish(struct blob *b)
 		log_err("%s/%s@%s: content hashes to %s: discarded", registry_host(b->reg), b->repo,
 			b->digest, got);
 		err = -EIO;
-	} else if (rename(from, to)) {
+	} else if (rename(from, to) && !(errno == ENOENT && access(to, F_OK) == 0)) {
+		/*
+		 * ENOENT with the blob in place: another daemon sharing the cache
+		 * (a server taking over from this one) fetched the same partial
+		 * file and moved it first. It is the file this one verified.
+		 */
 		err = -errno;
 		log_err("cache: %s: %s", to, strerror(errno));
 	}

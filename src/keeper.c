@@ -219,10 +219,11 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 		in_read_del(tid);
 	pthread_mutex_unlock(&srv.lock);
 	if (n >= (ssize_t)sizeof(struct fuse_in_header) &&
-		((struct fuse_in_header *)buf)->opcode == FUSE_INIT && !srv.init_seen) {
+		((struct fuse_in_header *)buf)->opcode == FUSE_INIT &&
+		!__atomic_load_n(&srv.init_seen, __ATOMIC_ACQUIRE)) {
 		srv.init_unique = ((struct fuse_in_header *)buf)->unique;
-		srv.init_seen = true;
 		journal_set_init(buf, (size_t)n);
+		__atomic_store_n(&srv.init_seen, true, __ATOMIC_RELEASE);
 	}
 	errno = err;
 	return n;
@@ -234,7 +235,7 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 	ssize_t n;
 
 	(void)userdata;
-	if (srv.replaying) {
+	if (__atomic_load_n(&srv.replaying, __ATOMIC_RELAXED)) {
 		/* the reply to the INIT replayed: the kernel had it from an earlier server */
 		size_t len = 0;
 		int i;
@@ -244,9 +245,11 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		return (ssize_t)len;
 	}
 	n = writev(fd, iov, count);
-	if (n >= 0 && srv.init_seen && !srv.init_said && iov[0].iov_len >= sizeof(*oh) &&
-		oh->unique == srv.init_unique) {
-		srv.init_said = true;
+	/* the kernel sends nothing else before the INIT's reply: one thread reads and answers it */
+	if (n >= 0 && __atomic_load_n(&srv.init_seen, __ATOMIC_ACQUIRE) &&
+		!__atomic_load_n(&srv.init_said, __ATOMIC_ACQUIRE) &&
+		iov[0].iov_len >= sizeof(*oh) && oh->unique == srv.init_unique) {
+		__atomic_store_n(&srv.init_said, true, __ATOMIC_RELEASE);
 		send_msg(srv.sock, 'I', 0, 0, NULL, 0);
 	}
 	return n;
@@ -451,6 +454,7 @@ struct server {
 	pid_t pid;
 	int sock; /* -1 once it closed */
 	double started;
+	double served_at; /* when it said it serves */
 	bool serving;
 };
 
@@ -472,7 +476,7 @@ struct keeper {
 	size_t buf_size;
 };
 
-#define QUICK 5.0 /* a server dying sooner than this is a crash loop */
+#define QUICK 1.0 /* a server dying this soon after it began to serve is a crash loop */
 #define BACKOFF_MAX 10.0
 
 static int sig_pipe[2] = { -1, -1 };
@@ -665,6 +669,7 @@ static void from_server(struct keeper *k, struct server *s)
 		break;
 	case 'S':
 		s->serving = true;
+		s->served_at = now();
 		k->served = true;
 		if (s == &k->next) {
 			/* the upgrade: the new one serves, the old one stops reading */
@@ -674,7 +679,7 @@ static void from_server(struct keeper *k, struct server *s)
 			k->next.sock = -1;
 			send_msg(k->old.sock, 'Y', 0, 0, NULL, 0);
 		}
-		if (s == &k->cur)
+		if (s == &k->cur && k->restarts)
 			log_info("server pid %d serves (restarts: %u)", (int)s->pid, k->restarts);
 		break;
 	default:
@@ -689,6 +694,7 @@ static void reaped(struct keeper *k, pid_t pid, int status)
 {
 	char why[96];
 	double lived;
+	bool served, killed;
 
 	describe(status, why, sizeof(why));
 	if (pid == k->old.pid) {
@@ -710,7 +716,8 @@ static void reaped(struct keeper *k, pid_t pid, int status)
 	}
 	if (pid != k->cur.pid)
 		return;
-	lived = now() - k->cur.started;
+	served = k->cur.serving;
+	lived = now() - (served ? k->cur.served_at : k->cur.started);
 	server_clear(&k->cur);
 	if (!k->served) {
 		/* the first server failed to start: its error is said, the mount ends */
@@ -722,7 +729,12 @@ static void reaped(struct keeper *k, pid_t pid, int status)
 		log_debug("server pid %d %s", (int)pid, why);
 		return;
 	}
-	k->quick_deaths = lived < QUICK ? k->quick_deaths + 1 : 0;
+	/*
+	 * A crash loop: dead before serving, or within a second of it but for
+	 * a SIGKILL (an operator's, the OOM killer's: not this program's fault).
+	 */
+	killed = WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
+	k->quick_deaths = !served || (lived < QUICK && !killed) ? k->quick_deaths + 1 : 0;
 	if (k->quick_deaths <= 1) {
 		k->start_at = now();
 		log_warn("server pid %d %s after %.1f s: starting another", (int)pid, why, lived);
@@ -826,6 +838,8 @@ static int background(int *report)
 		close(p[1]);
 		if (read(p[0], &c, 1) != 1)
 			c = 1;
+		if (c)
+			waitpid(pid, NULL, 0); /* nothing of it left once the command fails */
 		_exit(c);
 	}
 	close(p[0]);
@@ -879,8 +893,14 @@ int keeper_run(struct fuse_args *args, const char *mountpoint, bool foreground, 
 	sa.sa_handler = on_signal;
 	sa.sa_flags = SA_RESTART;
 	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+	for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		struct sigaction old;
+
+		/* in the foreground a signal ignored at start stays so, as for the server */
+		if (foreground && sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+			continue;
 		sigaction(sigs[i], &sa, NULL);
+	}
 	signal(SIGPIPE, SIG_IGN);
 
 	/* the first server checks the registry before anything is mounted */
@@ -906,9 +926,6 @@ int keeper_run(struct fuse_args *args, const char *mountpoint, bool foreground, 
 		after_mount(mnt_real);
 	if (keeper_mount_device(mnt_real, dev, sizeof(dev)) == 0)
 		ctl = control_socket(dev, true);
-	if (ctl < 0)
-		log_warn("keeper: no control socket for %s: ocifs --restart cannot reach it",
-			mnt_real);
 	give(&k, &k.cur, 0);
 
 	while (k.cur.pid || k.next.pid || k.old.pid || (!k.stopping && !k.unmounted)) {
@@ -926,6 +943,16 @@ int keeper_run(struct fuse_args *args, const char *mountpoint, bool foreground, 
 				continue;
 			}
 			timeout = (int)(wait * 1000) + 1;
+		}
+		if (ctl < 0 && dev[0] && !k.unmounted) {
+			/*
+			 * The name is the device's: a keeper of an earlier mount
+			 * with the same device may not have exited yet. Tried again
+			 * each second.
+			 */
+			ctl = control_socket(dev, true);
+			if (ctl < 0 && (timeout < 0 || timeout > 1000))
+				timeout = 1000;
 		}
 		ip_sig = np;
 		p[np++] = (struct pollfd){ sig_pipe[0], POLLIN, 0 };
@@ -1009,8 +1036,8 @@ int keeper_run(struct fuse_args *args, const char *mountpoint, bool foreground, 
 			break;
 	}
 	ret = k.served ? 0 : 1;
-	if (!k.stopping && !k.unmounted && !conn_gone(k.fuse_fd))
-		fuse_session_unmount(se);
+	/* lazily, and nothing when it is gone already: libfuse checks */
+	fuse_session_unmount(se);
 out:
 	if (report >= 0) {
 		char bad = 1;

@@ -495,12 +495,14 @@ int main(int argc, char *argv[])
 			PACKAGE_NAME, o.source);
 		goto out_cl;
 	}
-	if (stat(o.mountpoint, &st)) {
+	/* a server under a keeper: mounted there, and a stat would ask this very server */
+	if (ksock >= 0) {
+		/* checked by the keeper */
+	} else if (stat(o.mountpoint, &st)) {
 		fprintf(stderr, "%s: mount point %s: %s\n", PACKAGE_NAME, o.mountpoint,
 			strerror(errno));
 		goto out_ref;
-	}
-	if (!S_ISDIR(st.st_mode)) {
+	} else if (!S_ISDIR(st.st_mode)) {
 		fprintf(stderr, "%s: mount point %s: not a directory\n", PACKAGE_NAME,
 			o.mountpoint);
 		goto out_ref;

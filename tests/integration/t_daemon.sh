@@ -115,7 +115,8 @@ for i in \$(seq 100); do [ -S /dev/log ] && break; sleep 0.1; done
 "$OCIFS" "$REG" "$M" -o "cache_dir=$CACHE" || exit 2
 cat "$M/d/app/v1/a.txt" >"$TESTDIR/syslog.read"
 pid=\$(pgrep -f -- "ocifs .* $M" | head -n 1)
-echo "\$pid" >"$TESTDIR/syslog.pid"
+spid=\$(pgrep -n -P "\$pid")
+echo "\$spid" >"$TESTDIR/syslog.pid"
 kill -HUP "\$pid"
 for i in \$(seq 100); do grep -q SIGHUP "$SL" 2>/dev/null && break; sleep 0.1; done
 fusermount3 -u "$M"

@@ -25,13 +25,14 @@ VGLOG=$TESTDIR/valgrind.log
 cat >"$TESTDIR/ocifs-vg" <<EOF
 #!/bin/sh
 exec valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite \\
-	--errors-for-leak-kinds=definite --log-file=$VGLOG "$OCIFS" "\$@"
+	--errors-for-leak-kinds=definite --trace-children=yes --log-file=$VGLOG.%p "$OCIFS" "\$@"
 EOF
 chmod +x "$TESTDIR/ocifs-vg"
 M=$TESTDIR/mnt
 OCIFS=$TESTDIR/ocifs-vg mount_ocifs "$REG" "$M" -o push_delay=3600 || bail "mount under valgrind"
 PID=$OCIFS_PID
-check_eq "the daemon runs under memcheck" "memcheck" "$(cut -c1-8 "/proc/$PID/comm" 2>&1)"
+check_eq "the keeper runs under memcheck" "memcheck" "$(cut -c1-8 "/proc/$PID/comm" 2>&1)"
+check_eq "and so does its server" "memcheck" "$(cut -c1-8 "/proc/$(server_pid "$M")/comm" 2>&1)"
 check_ls "listing under valgrind" "$M/vg" app img
 check_same "a 3 MiB file reads right" "$W/data.bin" "$M/vg/app/v1/data.bin"
 check_eq "an image's file reads right" "from an image" "$(cat "$M/vg/img/v1/etc/motd" 2>&1)"
@@ -41,7 +42,9 @@ check "a push under valgrind" sync "$M/vg/app/v2"
 kill -HUP "$PID"
 check_eq "after SIGHUP it still serves" "pushed" "$(cat "$M/vg/app/v2/p.txt" 2>&1)"
 umount_ocifs "$M"
-check "memcheck wrote its log" test -e "$VGLOG"
+cat "$VGLOG".* >"$VGLOG" 2>/dev/null
+check_eq "memcheck wrote a log for the keeper and one for the server" 2 \
+	"$(find "$TESTDIR" -maxdepth 1 -name 'valgrind.log.*' | wc -l)"
 check "memcheck found no error and no definitely lost block" \
 	test ! -s "$VGLOG"
 [ -s "$VGLOG" ] && head -n 40 "$VGLOG" | sed 's/^/#   /'
