@@ -55,13 +55,16 @@ static void handle_del(struct handle *h)
 	pthread_mutex_unlock(&handles_lock);
 }
 
-/* fi->fh for h, a handle of ino opened with flags: journaled for a later server. */
-static uint64_t handle_give(struct handle *h, fuse_ino_t ino, int flags)
+/*
+ * fi->fh for h, a handle of ino opened with flags (in passthrough on
+ * backing_id, or 0): journaled for a later server.
+ */
+static uint64_t handle_give(struct handle *h, fuse_ino_t ino, int flags, int backing_id)
 {
 	uint64_t fh = journal_tag(h);
 
 	if (journal_on())
-		journal_open(fh, ino, flags);
+		journal_open(fh, ino, flags, backing_id);
 	return fh;
 }
 
@@ -141,6 +144,11 @@ static void set_backing_id(struct fuse_file_info *fi, int id)
 	fi->backing_id = id;
 }
 
+static int get_backing_id(const struct fuse_file_info *fi)
+{
+	return fi->backing_id;
+}
+
 /* Backing files on a stacked file system are refused; one can be stacked over this mount. */
 static void set_stack_depth(struct fuse_conn_info *conn)
 {
@@ -154,6 +162,11 @@ static void set_stack_depth(struct fuse_conn_info *conn)
 
 static void set_backing_id(struct fuse_file_info *fi, int id)
 {
+}
+
+static int get_backing_id(const struct fuse_file_info *fi)
+{
+	return 0;
 }
 
 static void set_stack_depth(struct fuse_conn_info *conn)
@@ -325,6 +338,65 @@ static void io_release(fuse_req_t req, struct open_file *fh)
 	pthread_mutex_unlock(&io_lock);
 }
 
+/*
+ * What the journal keeps of fh's I/O mode: its backing id in passthrough,
+ * -1 through the page cache, 0 untracked.
+ */
+static int io_journaled(const struct open_file *fh, const struct fuse_file_info *fi)
+{
+	return fh->io == IO_PASSTHROUGH ? get_backing_id(fi) : fh->io == IO_CACHED ? -1 : 0;
+}
+
+/*
+ * A handle an earlier server opened, released: out of ino's count
+ * (io_foreign_seed), its backing id unregistered after the last.
+ */
+static void io_foreign_release(fuse_req_t req, fuse_ino_t ino, bool passthrough)
+{
+	struct io_inode *e;
+
+	if (!io_on())
+		return;
+	pthread_mutex_lock(&io_lock);
+	e = io_inode_get(ino);
+	if (e && (passthrough ? e->n_passthrough : e->n_cached)) {
+		if (passthrough)
+			e->n_passthrough--;
+		else
+			e->n_cached--;
+		if (!e->n_cached && !e->n_passthrough && e->backing_id) {
+			if (fuse_passthrough_close(req, e->backing_id) < 0)
+				log_debug("passthrough: backing id %d: %s", e->backing_id,
+					strerror(errno));
+			e->backing_id = 0;
+		}
+	}
+	if (e)
+		io_inode_put(e);
+	pthread_mutex_unlock(&io_lock);
+}
+
+/*
+ * The kernel holds ino open as an earlier server opened it: in passthrough
+ * on backing_id, or through the page cache (-1). A new open of ino follows
+ * it (the kernel refuses another mode or another file while it is open).
+ */
+static void io_foreign_seed(uint64_t ino, int backing_id, void *arg)
+{
+	struct io_inode *e;
+
+	(void)arg;
+	pthread_mutex_lock(&io_lock);
+	e = io_inode_get(ino);
+	if (e && backing_id < 0) {
+		e->n_cached++;
+	} else if (e) {
+		e->n_passthrough++;
+		e->backing_id = backing_id;
+	}
+	pthread_mutex_unlock(&io_lock);
+}
+
 static struct tree *req_tree(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
@@ -387,6 +459,19 @@ static void entry_forget(struct tree *t, struct node *n, uint64_t nlookup)
 		pthread_mutex_unlock(l);
 }
 
+/* Take or drop the hold a foreign id has on the node made for it. */
+static void foreign_hold(struct tree *t, struct node *n, bool take)
+{
+	struct nodes *ns = tree_nodes(t);
+
+	pthread_mutex_lock(&ns->lock);
+	if (take)
+		node_hold(ns, n);
+	else
+		node_drop(ns, n);
+	pthread_mutex_unlock(&ns->lock);
+}
+
 /* Paths longer than this are not followed back to the root (a loop in a journal). */
 #define FOREIGN_DEPTH 1024
 
@@ -404,8 +489,10 @@ static struct node *foreign_node(struct tree *t, fuse_ino_t ino, unsigned depth)
 	void *local;
 	int ret;
 
-	if (depth > FOREIGN_DEPTH || journal_foreign(ino, &parent, &name, &local))
+	if (depth > FOREIGN_DEPTH || journal_foreign(ino, &parent, &name, &local)) {
+		log_debug("id %#llx: no server recorded it", (unsigned long long)ino);
 		return NULL;
+	}
 	if (local) {
 		free(name);
 		return local;
@@ -423,10 +510,11 @@ static struct node *foreign_node(struct tree *t, fuse_ino_t ino, unsigned depth)
 		return NULL;
 	}
 	free(name);
-	node_entry_given(tree_nodes(t), n); /* what the kernel's ino holds */
+	/* held for the kernel's ino; not a lookup: those count this server's own id */
+	foreign_hold(t, n, true);
 	local = journal_foreign_set(ino, n);
 	if (local != n)
-		node_forget(tree_nodes(t), n, 1); /* another request made it first */
+		foreign_hold(t, n, false); /* another request made it first */
 	return local;
 }
 
@@ -509,6 +597,7 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
 		set_stack_depth(conn);
 		__atomic_store_n(&io_tracked, true, __ATOMIC_RELAXED);
 		tree_set_passthrough(userdata, true);
+		journal_foreach_backing(io_foreign_seed, NULL);
 	}
 }
 
@@ -594,7 +683,7 @@ static void do_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	fi->fh = handle_give(&dh->h, ino, O_RDONLY | O_DIRECTORY);
+	fi->fh = handle_give(&dh->h, ino, O_RDONLY | O_DIRECTORY, 0);
 	fi->cache_readdir = 0;
 	handle_add(&dh->h, true);
 	/* a reply the kernel did not take (the mount going away): no release will come */
@@ -696,7 +785,10 @@ static void do_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 		dh = p;
 		handle_taken_back(fi->fh);
 	} else {
-		dh = journal_foreign_handle_release(fi->fh);
+		uint64_t jino;
+		int backing_id;
+
+		dh = journal_foreign_handle_release(fi->fh, &jino, &backing_id);
 	}
 	if (dh) {
 		handle_del(&dh->h);
@@ -746,8 +838,10 @@ static struct open_file *foreign_file(struct tree *t, fuse_ino_t ino, uint64_t f
 	void *local;
 	int flags, ret;
 
-	if (journal_foreign_handle(fh_id, &jino, &flags, &local))
+	if (journal_foreign_handle(fh_id, &jino, &flags, &local)) {
+		log_debug("file handle %#llx: no server recorded it", (unsigned long long)fh_id);
 		return NULL;
+	}
 	if (local)
 		return local;
 	n = ino_node(t, ino);
@@ -822,7 +916,6 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (ret)
 		goto out_io;
 	n = fh->f.node; /* what was opened: a file written is replaced by a staged one */
-	fi->fh = handle_give(&fh->h, ino, fi->flags);
 	fi->direct_io = fh->f.direct_io;
 	/* a staged file's bytes change as it is written */
 	fi->keep_cache = fh->f.fd < 0 && fh->f.keep_cache;
@@ -830,13 +923,13 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (io_on() && fh->io == IO_UNTRACKED) {
 		ret = io_open_reader(req, fh, fi);
 		if (ret) {
-			handle_taken_back(fi->fh);
 			io_release(req, fh);
 			open_file_drop(t, fh);
 			fuse_reply_err(req, -ret);
 			return;
 		}
 	}
+	fi->fh = handle_give(&fh->h, ino, fi->flags, io_journaled(fh, fi));
 	handle_add(&fh->h, false);
 	/* a reply the kernel did not take (the mount going away): no release will come */
 	if (fuse_reply_open(req, fi) != 0) {
@@ -891,7 +984,7 @@ static void do_create(
 	e.ino = node_ino(t, n);
 	e.generation = node_generation(n);
 	entry_take(t, n, parent, name, false);
-	fi->fh = handle_give(&fh->h, e.ino, fi->flags);
+	fi->fh = handle_give(&fh->h, e.ino, fi->flags, io_journaled(fh, fi));
 	fi->keep_cache = 0;
 	node_handle_open(tree_nodes(t), n);
 	handle_add(&fh->h, false);
@@ -1010,13 +1103,17 @@ static void do_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 static void do_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct open_file *fh;
+	uint64_t jino;
+	int backing_id;
 	void *p;
 
 	if (journal_ours(fi->fh, &p)) {
 		fh = p;
 		handle_taken_back(fi->fh);
 	} else {
-		fh = journal_foreign_handle_release(fi->fh);
+		fh = journal_foreign_handle_release(fi->fh, &jino, &backing_id);
+		if (backing_id)
+			io_foreign_release(req, jino, backing_id > 0);
 	}
 	if (fh) {
 		handle_del(&fh->h);
@@ -1260,7 +1357,7 @@ static void forget_ino(struct tree *t, fuse_ino_t ino, uint64_t nlookup)
 	/* the kernel forgets an inode whole: the id is gone with it */
 	p = journal_foreign_forget(ino);
 	if (p)
-		node_forget(tree_nodes(t), p, 1);
+		foreign_hold(t, p, false);
 }
 
 static void do_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)

@@ -67,6 +67,11 @@ static uint64_t gen_bits;
 static struct jfile mine = { -1, NULL, 0, J_START }, old = { -1, NULL, 0, J_START };
 static struct fmap ids, handles;
 static bool full_said;
+/* Compaction: past compact_at bytes, ours is written anew and handed over by sink. */
+#define J_COMPACT_MIN (16ULL << 20)
+static uint64_t compact_min = J_COMPACT_MIN, compact_at = J_COMPACT_MIN;
+static int (*sink)(int fd);
+static bool compacting;
 
 static struct foreign **fmap_slot(struct fmap *m, uint64_t key)
 {
@@ -153,24 +158,46 @@ static void jfile_unmap(struct jfile *j)
 	j->fd = -1;
 }
 
-/* Apply one record of an earlier server to what the kernel holds of it. */
-static int apply(const struct jrec *r)
+/* Apply one record to what the kernel holds: ids in mi, handles in mh. */
+static int apply_to(struct fmap *mi, struct fmap *mh, const struct jrec *r)
 {
 	switch (r->type) {
 	case J_ENTRY:
-		return fmap_put(&ids, r->a, r->b, 0, r->name, r->name_len);
+		return fmap_put(mi, r->a, r->b, 0, r->name, r->name_len);
 	case J_FORGET:
-		fmap_del(&ids, r->a);
+		fmap_del(mi, r->a);
 		return 0;
 	case J_OPEN:
-		return fmap_put(&handles, r->a, r->b, r->c, NULL, 0);
+		return fmap_put(mh, r->a, r->b, r->c, NULL, 0);
 	case J_RELEASE:
-		fmap_del(&handles, r->a);
+		fmap_del(mh, r->a);
 		return 0;
 	default:
 		return 0;
 	}
 }
+
+/* One record of an earlier server. */
+static int apply(const struct jrec *r)
+{
+	return apply_to(&ids, &handles, r);
+}
+
+/* The record at off of j, or NULL at its end (or a torn one). */
+static const struct jrec *record_at(const struct jfile *j, uint64_t off, uint64_t end)
+{
+	const struct jrec *r = (const struct jrec *)(j->map + off);
+	uint32_t size;
+
+	if (off + sizeof(*r) > end)
+		return NULL;
+	size = __atomic_load_n(&r->size, __ATOMIC_ACQUIRE);
+	if (size < sizeof(*r) || off + size > end || sizeof(*r) + r->name_len > size)
+		return NULL;
+	return r;
+}
+
+static void compact(void);
 
 /* Append a record to ours. Caller holds journal_lock. */
 static void append(uint16_t type, uint64_t a, uint64_t b, uint64_t c, const char *name)
@@ -206,6 +233,95 @@ static void append(uint16_t type, uint64_t a, uint64_t b, uint64_t c, const char
 	/* valid once its size is there: a server killed before leaves the end here */
 	__atomic_store_n(&r->size, (uint32_t)size, __ATOMIC_RELEASE);
 	mine.end += size;
+	if (mine.end > compact_at && sink && !compacting)
+		compact();
+}
+
+static void fmap_release(struct fmap *m)
+{
+	size_t i;
+
+	for (i = 0; i < BUCKETS; i++)
+		while (m->b[i])
+			fmap_del(m, m->b[i]->key);
+}
+
+/* A new journal of ours, with the head of the current one. Caller holds journal_lock. */
+static int jfile_new(struct jfile *j)
+{
+	int fd = memfd_create("ocifs-journal", MFD_CLOEXEC), ret;
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, J_START + J_GROW) || (ret = jfile_map(j, fd))) {
+		ret = -errno;
+		close(fd);
+		return ret;
+	}
+	j->end = J_START;
+	if (mine.map)
+		memcpy(j->map, mine.map, sizeof(struct jhead));
+	return 0;
+}
+
+/*
+ * Ours grew past compact_at (entries given and forgotten add records while
+ * the kernel holds no more): write what is live into a new one, hand it to
+ * the keeper, and go on in it. Caller holds journal_lock, which keeps every
+ * record out meanwhile.
+ */
+static void compact(void)
+{
+	struct fmap *mi = calloc(1, sizeof(*mi)), *mh = calloc(1, sizeof(*mh));
+	struct jfile fresh = { -1, NULL, 0, J_START }, was = mine;
+	uint64_t off, before = mine.end;
+	struct foreign *f;
+	size_t i;
+
+	compacting = true;
+	for (off = J_START; mi && mh;) {
+		const struct jrec *r = record_at(&mine, off, mine.end);
+
+		if (!r)
+			break;
+		apply_to(mi, mh, r);
+		off += r->size;
+	}
+	if (!mi || !mh || jfile_new(&fresh))
+		goto out;
+	mine = fresh;
+	for (i = 0; i < BUCKETS; i++) {
+		for (f = mi->b[i]; f; f = f->next)
+			append(J_ENTRY, f->key, f->b, 0, f->name);
+		for (f = mh->b[i]; f; f = f->next)
+			append(J_OPEN, f->key, f->b, f->c, NULL);
+	}
+	/* the keeper has it before anything goes only there */
+	if (sink(mine.fd)) {
+		jfile_unmap(&mine);
+		mine = was;
+		log_warn("journal: compacting: the keeper did not take the new one");
+	} else {
+		jfile_unmap(&was);
+		log_info("journal: compacted from %llu to %llu bytes (%zu ids, %zu handles)",
+			(unsigned long long)before, (unsigned long long)mine.end, mi->n, mh->n);
+	}
+out:
+	compact_at = 4 * mine.end > compact_min ? 4 * mine.end : compact_min;
+	if (mi)
+		fmap_release(mi);
+	if (mh)
+		fmap_release(mh);
+	free(mi);
+	free(mh);
+	compacting = false;
+}
+
+void journal_set_sink(int (*fn)(int fd))
+{
+	pthread_mutex_lock(&journal_lock);
+	sink = fn;
+	pthread_mutex_unlock(&journal_lock);
 }
 
 /*
@@ -220,12 +336,10 @@ static void catch_up(void)
 		return;
 	if (fstat(old.fd, &st) == 0)
 		old.size = (uint64_t)st.st_size;
-	while (old.end + sizeof(struct jrec) <= old.size) {
-		struct jrec *r = (struct jrec *)(old.map + old.end);
-		uint32_t size = __atomic_load_n(&r->size, __ATOMIC_ACQUIRE);
+	for (;;) {
+		const struct jrec *r = record_at(&old, old.end, old.size);
 
-		if (size < sizeof(*r) || old.end + size > old.size ||
-			sizeof(*r) + r->name_len > size)
+		if (!r)
 			break;
 		if (apply(r) == 0) {
 			char *name = r->name_len ? strndup(r->name, r->name_len) : NULL;
@@ -233,7 +347,7 @@ static void catch_up(void)
 			append(r->type, r->a, r->b, r->c, name);
 			free(name);
 		}
-		old.end += size;
+		old.end += r->size;
 	}
 }
 
@@ -279,19 +393,19 @@ int journal_start(int old_fd, int *new_fd)
 	} else if (old_fd >= 0) {
 		jfile_unmap(&old);
 	}
-	fd = memfd_create("ocifs-journal", MFD_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (ftruncate(fd, J_START + J_GROW)) {
-		ret = -errno;
-		close(fd);
-		return ret;
+	{
+		/* a smaller threshold, for tests */
+		const char *e = getenv("OCIFS_JOURNAL_COMPACT");
+
+		if (e && strtoull(e, NULL, 10) >= 4096)
+			compact_min = compact_at = strtoull(e, NULL, 10);
 	}
-	ret = jfile_map(&mine, fd);
-	if (ret) {
-		close(fd);
+	pthread_mutex_lock(&journal_lock);
+	ret = jfile_new(&mine);
+	pthread_mutex_unlock(&journal_lock);
+	if (ret)
 		return ret;
-	}
+	fd = mine.fd;
 	h = (struct jhead *)mine.map;
 	memcpy(h->magic, J_MAGIC, sizeof(J_MAGIC));
 	/* the first server's ids are its pointers as they are (generation 0) */
@@ -384,9 +498,10 @@ void journal_forget(uint64_t id)
 	record(J_FORGET, id, 0, 0, NULL);
 }
 
-void journal_open(uint64_t fh, uint64_t ino, int flags)
+void journal_open(uint64_t fh, uint64_t ino, int flags, int backing_id)
 {
-	record(J_OPEN, fh, ino, (uint64_t)(unsigned)flags, NULL);
+	record(J_OPEN, fh, ino, (uint64_t)(unsigned)flags | (uint64_t)(unsigned)backing_id << 32,
+		NULL);
 }
 
 void journal_release(uint64_t fh)
@@ -463,7 +578,7 @@ int journal_foreign_handle(uint64_t fh, uint64_t *ino, int *flags, void **local)
 	f = foreign_get(&handles, fh);
 	if (f) {
 		*ino = f->b;
-		*flags = (int)f->c;
+		*flags = (int)(f->c & 0xffffffffU);
 		*local = f->local;
 	}
 	pthread_mutex_unlock(&journal_lock);
@@ -475,16 +590,33 @@ void *journal_foreign_handle_set(uint64_t fh, void *local)
 	return set_local(&handles, fh, local);
 }
 
-void *journal_foreign_handle_release(uint64_t fh)
+void *journal_foreign_handle_release(uint64_t fh, uint64_t *ino, int *backing_id)
 {
+	struct foreign *f;
 	void *local;
 
 	pthread_mutex_lock(&journal_lock);
+	f = fmap_get(&handles, fh);
+	*ino = f ? f->b : 0;
+	*backing_id = f ? (int)(f->c >> 32) : 0;
 	local = fmap_del(&handles, fh);
 	if (on)
 		append(J_RELEASE, fh, 0, 0, NULL);
 	pthread_mutex_unlock(&journal_lock);
 	return local;
+}
+
+void journal_foreach_backing(void (*fn)(uint64_t ino, int backing_id, void *arg), void *arg)
+{
+	struct foreign *f;
+	size_t i;
+
+	pthread_mutex_lock(&journal_lock);
+	for (i = 0; i < BUCKETS; i++)
+		for (f = handles.b[i]; f; f = f->next)
+			if ((int)(f->c >> 32))
+				fn(f->b, (int)(f->c >> 32), arg);
+	pthread_mutex_unlock(&journal_lock);
 }
 
 void journal_old_gone(void)

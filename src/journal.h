@@ -50,8 +50,11 @@ size_t journal_init(void *buf, size_t cap);
 void journal_entry(uint64_t id, uint64_t parent, const char *name);
 /* The kernel forgot id. */
 void journal_forget(uint64_t id);
-/* The kernel holds handle fh of ino, opened with flags; and let it go. */
-void journal_open(uint64_t fh, uint64_t ino, int flags);
+/*
+ * The kernel holds handle fh of ino, opened with flags, in FUSE passthrough
+ * on backing_id (-1: through the page cache, 0: not told); and let it go.
+ */
+void journal_open(uint64_t fh, uint64_t ino, int flags, int backing_id);
 void journal_release(uint64_t fh);
 
 /*
@@ -70,9 +73,19 @@ void *journal_foreign_forget(uint64_t id);
 /* A foreign handle: its ino and flags, and what this server opened for it. 0 or -ESTALE. */
 int journal_foreign_handle(uint64_t fh, uint64_t *ino, int *flags, void **local);
 void *journal_foreign_handle_set(uint64_t fh, void *local);
-/* The kernel released foreign handle fh: what was opened for it (or NULL). */
-void *journal_foreign_handle_release(uint64_t fh);
+/*
+ * The kernel released foreign handle fh: what was opened for it (or NULL);
+ * *ino and *backing_id say what it was of, and its backing id (0: none).
+ */
+void *journal_foreign_handle_release(uint64_t fh, uint64_t *ino, int *backing_id);
+/* fn(ino, backing_id, arg) for each foreign handle whose I/O mode was told. */
+void journal_foreach_backing(void (*fn)(uint64_t ino, int backing_id, void *arg), void *arg);
 
+/*
+ * Who takes a new journal when this one is compacted (the keeper's socket):
+ * fn(fd) returns 0 once it has it; fd stays this server's to map.
+ */
+void journal_set_sink(int (*fn)(int fd));
 /* The earlier server has exited: stop reading its journal. */
 void journal_old_gone(void);
 /* Foreign ids and handles still known, for stats.json. */

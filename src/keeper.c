@@ -155,6 +155,7 @@ static struct {
 	pthread_cond_t cond;
 	bool yielding, released;
 	bool detaching; /* the loop has ended: the socket's end is not the keeper's (atomic) */
+	bool alone; /* no earlier server runs any more (under lock) */
 	pid_t in_read[64];
 	unsigned n_in_read;
 } srv = { .sock = -1,
@@ -326,6 +327,13 @@ static void *keeper_listen(void *arg)
 			close(fds[0]);
 		if (fds[1] >= 0)
 			close(fds[1]);
+		if (ret) {
+			/* no word will come from the keeper: nothing to wait for */
+			pthread_mutex_lock(&srv.lock);
+			srv.alone = true;
+			pthread_cond_broadcast(&srv.cond);
+			pthread_mutex_unlock(&srv.lock);
+		}
 		if (ret == -EPIPE && !__atomic_load_n(&srv.detaching, __ATOMIC_RELAXED)) {
 			log_warn("the keeper (pid %d) is gone: the mount ends with this server",
 				(int)srv.keeper);
@@ -339,6 +347,10 @@ static void *keeper_listen(void *arg)
 		}
 		if (m.type == 'G') {
 			journal_old_gone();
+			pthread_mutex_lock(&srv.lock);
+			srv.alone = true;
+			pthread_cond_broadcast(&srv.cond);
+			pthread_mutex_unlock(&srv.lock);
 			if (m.flags & F_DEAD)
 				resend();
 		}
@@ -378,6 +390,12 @@ static int take_session(struct fuse_session *se, int fuse_fd, bool takeover)
 	return 0;
 }
 
+/* A journal compacted: the keeper holds the new one from now on. */
+static int journal_to_keeper(int fd)
+{
+	return send_msg(srv.sock, 'J', 0, 0, &fd, 1);
+}
+
 int keeper_attach(int sock, struct fuse_session *se)
 {
 	struct kmsg m;
@@ -396,6 +414,8 @@ int keeper_attach(int sock, struct fuse_session *se)
 	}
 	srv.keeper = m.pid;
 	srv.restarts = m.restarts;
+	/* taking over from a server still running (an upgrade): not alone until it has exited */
+	srv.alone = !(m.flags & F_TAKEOVER) || (m.flags & F_DEAD);
 	srv.fuse_fd = fds[0];
 	ret = journal_start(fds[1], &journal_fd);
 	if (ret) {
@@ -403,8 +423,8 @@ int keeper_attach(int sock, struct fuse_session *se)
 		close(fds[0]);
 		return ret;
 	}
-	ret = send_msg(sock, 'J', 0, 0, &journal_fd, 1);
-	close(journal_fd); /* the keeper holds it, mapped here */
+	ret = send_msg(sock, 'J', 0, 0, &journal_fd, 1); /* the journal's still: it is mapped */
+	journal_set_sink(journal_to_keeper);
 	if (!ret)
 		ret = take_session(se, fds[0], m.flags & F_TAKEOVER);
 	if (ret) {
@@ -424,6 +444,16 @@ void keeper_serving(void)
 {
 	if (srv.sock >= 0)
 		send_msg(srv.sock, 'S', 0, 0, NULL, 0);
+}
+
+void keeper_wait_alone(void)
+{
+	if (srv.sock < 0)
+		return;
+	pthread_mutex_lock(&srv.lock);
+	while (!srv.alone && !srv.yielding && !__atomic_load_n(&srv.detaching, __ATOMIC_RELAXED))
+		pthread_cond_wait(&srv.cond, &srv.lock);
+	pthread_mutex_unlock(&srv.lock);
 }
 
 pid_t keeper_pid(void)
@@ -680,7 +710,9 @@ static void from_server(struct keeper *k, struct server *s)
 			send_msg(k->old.sock, 'Y', 0, 0, NULL, 0);
 		}
 		if (s == &k->cur && k->restarts)
-			log_info("server pid %d serves (restarts: %u)", (int)s->pid, k->restarts);
+			log_info(
+				"server pid %d serves (restarts: %u), %.0f ms after it was started",
+				(int)s->pid, k->restarts, (s->served_at - s->started) * 1000);
 		break;
 	default:
 		break;
@@ -980,9 +1012,16 @@ int keeper_run(struct fuse_args *args, const char *mountpoint, bool foreground, 
 			break;
 		if (p[ip_sig].revents & POLLIN) {
 			while (read(sig_pipe[0], &c, 1) == 1) {
+				if (c == SIGTERM || c == SIGINT || c == SIGHUP) {
+					/* the running servers push what is staged, or forget tags */
+					if (k.cur.pid)
+						kill(k.cur.pid, c == SIGHUP ? SIGHUP : SIGTERM);
+					if (k.next.pid)
+						kill(k.next.pid, c == SIGHUP ? SIGHUP : SIGTERM);
+				}
 				if ((c == SIGTERM || c == SIGINT) && !k.stopping) {
 					/*
-					 * Unmounted (lazily, as files may be open) before the
+					 * Unmounted (lazily, as files may be open) while the
 					 * server pushes what is staged and exits: what is
 					 * open ends with it.
 					 */
@@ -990,13 +1029,6 @@ int keeper_run(struct fuse_args *args, const char *mountpoint, bool foreground, 
 					answering(&k, false);
 					if (!k.unmounted && !conn_gone(k.fuse_fd))
 						fuse_session_unmount(se);
-				}
-				if (c == SIGTERM || c == SIGINT || c == SIGHUP) {
-					/* the running servers push what is staged, or forget tags */
-					if (k.cur.pid)
-						kill(k.cur.pid, c == SIGHUP ? SIGHUP : SIGTERM);
-					if (k.next.pid)
-						kill(k.next.pid, c == SIGHUP ? SIGHUP : SIGTERM);
 				}
 			}
 			while ((pid = waitpid(-1, &status, WNOHANG)) > 0)

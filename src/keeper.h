@@ -61,6 +61,12 @@ int keeper_restart(const char *mountpoint);
 int keeper_attach(int sock, struct fuse_session *se);
 /* Server: its loop starts now. */
 void keeper_serving(void);
+/*
+ * Server: wait until no earlier server runs (one replaced by this one
+ * exits once it has answered what it had read): what it left on disk is
+ * this one's then (the drafts in the staging area). At once without a keeper.
+ */
+void keeper_wait_alone(void);
 /* Server: the keeper's pid and the servers before this one (stats.json). */
 pid_t keeper_pid(void);
 unsigned keeper_restarts(void);

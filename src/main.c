@@ -708,6 +708,15 @@ out_unmount:
 	fuse_session_unmount(se); /* nothing to do under a keeper: it unmounts */
 out_signals:
 	fuse_remove_signal_handlers(se);
+	/*
+	 * Under a keeper, a stop is the keeper's to say: a SIGTERM it passed on
+	 * arriving now (the loop ended as the unmount came first) must not cut
+	 * the pushes below short.
+	 */
+	if (ksock >= 0) {
+		signal(SIGTERM, SIG_IGN);
+		signal(SIGINT, SIG_IGN);
+	}
 out_session:
 	fuse_session_destroy(se);
 out_tree:

@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "cache.h"
 #include "digest.h"
+#include "keeper.h"
 #include "log.h"
 #include "manifest.h"
 #include "push-int.h"
@@ -609,6 +610,8 @@ static void *pusher(void *arg)
 	struct tree *t = arg;
 	struct push *p = t->push;
 
+	/* an upgrade: the server replaced still pushes its own drafts */
+	keeper_wait_alone();
 	recover(t);
 	pthread_mutex_lock(&t->nodes.lock);
 	while (!p->stop) {

@@ -27,8 +27,10 @@ for u in mnt-registry.mount mnt-registry.automount ocifs@.service; do
 	out=$(systemd-analyze verify "$f" 2>&1)
 	check "systemd-analyze verify $u: no complaint${out:+: $out}" test -z "$out"
 done
-check "the service waits for the mount (Type=forking) and reloads with SIGHUP" \
-	grep -q '^ExecReload=/bin/kill -HUP $MAINPID' "$C/systemd/ocifs@.service"
+check "the service waits for the mount (Type=forking) and reloads with a new server" \
+	grep -q '^ExecReload=/usr/local/bin/ocifs --restart /%I' "$C/systemd/ocifs@.service"
+check "stopping signals the keeper alone, which stops its server (KillMode=mixed)" \
+	grep -qx 'KillMode=mixed' "$C/systemd/ocifs@.service"
 
 # ---- fstab.example as systemd reads it: its generator makes the units,
 # x-systemd.automount an automount unit (what systemd, as PID 1, would run)

@@ -2,7 +2,8 @@
 # The mount outlives its server: a keeper holds /dev/fuse, and a server that
 # dies (kill -9) is replaced on the same descriptor. A cat of 256 MiB across
 # two kills reads right and exits 0; a file held open, a shell's working
-# directory, listings, xattrs and stats.json answer after a restart;
+# directory, listings, xattrs and stats.json answer after a restart, also
+# once the journal of ids and handles has been compacted;
 # `ocifs --restart` replaces the server under 8 streaming readers; a server
 # that crashes at start is started again with back-off while the mount
 # answers EIO, and an unmount ends it all. Twenty more kills at random
@@ -61,6 +62,12 @@ kill9_server() {
 }
 size_of() { stat -c %s -- "$1" 2>/dev/null || echo 0; }
 gone() { ! kill -0 "$1" 2>/dev/null; }
+# blob_of_title REPO TAG TITLE: the hex digest of the layer titled TITLE
+blob_of_title() {
+	manifest_get "$1" "$2" | jq -r --arg t "$3" \
+		'.layers[] | select(.annotations["org.opencontainers.image.title"] == $t) | .digest' |
+		sed 's/^sha256://'
+}
 at_least() { [ "$(size_of "$1")" -ge "$2" ]; }
 
 # ---- a cat across two kills
@@ -133,14 +140,20 @@ check_eq "stats.json: restarts 4" 4 "$(stat_of restarts)"
 
 # ---- twenty kills at random points of reads: the time from a kill to the next answer
 umount_ocifs "$M"
-OCIFS_CACHE=$TESTDIR/cache.rounds mount_ocifs "$SRC" "$M" -o ro,max_streams=2 ||
+OCIFS_CACHE=$TESTDIR/cache.rounds mount_ocifs "$SRC" "$M" -o max_streams=2 ||
 	bail "mount for the rounds"
+make_random_file "$W/p.bin" $((3 * MiB)) keeper-push
 times=()
 readers=()
+writers=()
 for ((r = 1; r <= 20; r++)); do
 	f=r$((1 + r % 8)).bin
-	cat "$M/k/rounds/v1/$f" >"$TESTDIR/round$r.out" 2>/dev/null &
+	cat "$M/k/rounds/v1/$f" >"$TESTDIR/round$r.out" 2>"$TESTDIR/round$r.err" &
 	readers+=("$!:$f")
+	# and a push: a copy into a new tag, then its sync (the push itself)
+	(mkdir -p "$M/k/push/t$r" && cp "$W/p.bin" "$M/k/push/t$r/p.bin" && sync "$M/k/push/t$r") \
+		>/dev/null 2>"$TESTDIR/push$r.err" &
+	writers+=("$!")
 	nap "0.$(printf '%03d' $((100 + RANDOM % 500)))" # where the kill lands
 	s=$(server_pid "$M")
 	t0=$EPOCHREALTIME
@@ -168,16 +181,70 @@ for ((r = 1; r <= 20; r++)); do
 		cmp -s "$W/$f" "$TESTDIR/round$r.out" || bad=$((bad + 1))
 	else
 		eio=$((eio + 1))
+		diag "round $r: $(cat "$TESTDIR/round$r.err")"
 	fi
 	rm -f "$TESTDIR/round$r.out"
 done
 check_eq "20 kills at random points of reads: 0 readers read wrong bytes" 0 "$bad"
 check_eq "0 readers hung" 0 "$hung"
 check_eq "0 readers failed (the kernel resends what a dead server had read)" 0 "$eio"
+whole=0
+torn=0
+absent=0
+failed=0
+for ((r = 1; r <= 20; r++)); do
+	pid=${writers[$((r - 1))]}
+	if ! wait_until 120 gone "$pid"; then
+		hung=$((hung + 1))
+		kill -9 "$pid"
+	fi
+	wait "$pid" || { failed=$((failed + 1)) && diag "push $r: $(cat "$TESTDIR/push$r.err")"; }
+done
+# what a server had staged and closed when it was killed is pushed by the next
+pushes_settle() { [ "$(jq -r .pushes_pending "$M/.ocifs/stats.json" 2>/dev/null)" = 0 ]; }
+wait_until 60 pushes_settle || diag "pushes still pending"
+for ((r = 1; r <= 20; r++)); do
+	if ! manifest_get k/push "t$r" >/dev/null 2>&1; then
+		absent=$((absent + 1))
+	elif tag_whole k/push "t$r" && [ "$(blob_of_title k/push "t$r" p.bin)" = "$(sha256_hex "$W/p.bin")" ]; then
+		whole=$((whole + 1))
+	else
+		torn=$((torn + 1))
+	fi
+done
+check_eq "20 pushes across the kills: 0 tags torn (a blob missing, or a file cut short)" 0 "$torn"
+check_eq "and 0 writers hung" 0 "$hung"
+echo "# RELIABILITY: pushes across 20 kills of the server: $whole tags pushed whole, $absent not" \
+	"pushed; $failed copies failed (a file being written when its server died)"
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 echo "# RELIABILITY: kill -9 to the next answer, 20 rounds: min $(head -n 1 <<<"$sorted") ms," \
 	"median $(sed -n 10p <<<"$sorted") ms, max $(tail -n 1 <<<"$sorted") ms"
+starts=$(sed -n 's/.*serves (restarts: [0-9]*), \([0-9]*\) ms after it was started/\1/p' "$OCIFS_LOG" |
+	sort -n)
+echo "# RELIABILITY: a new server's start to its first answer: min $(head -n 1 <<<"$starts") ms," \
+	"median $(sed -n "$((($(wc -l <<<"$starts") + 1) / 2))p" <<<"$starts") ms," \
+	"max $(tail -n 1 <<<"$starts") ms over $(wc -l <<<"$starts") starts"
 umount_ocifs "$M"
+
+# ---- the journal is written anew as it grows (entries given and forgotten),
+# and still serves a restart (OCIFS_JOURNAL_COMPACT: its threshold, 16 MiB
+# by default, made small here)
+M3=$TESTDIR/mnt3
+OCIFS_JOURNAL_COMPACT=16384 OCIFS_CACHE=$TESTDIR/cache.j mount_ocifs "$REG" "$M3" -o ro ||
+	bail "mount for the journal"
+exec 4<"$M3/k/app/v2/a.txt"
+for ((i = 0; i < 30; i++)); do
+	find "$M3/k" >/dev/null
+	# the kernel forgets what no one holds: each round's entries are given anew
+	echo 2 >/proc/sys/vm/drop_caches
+done
+check "the journal was compacted" grep -q "journal: compacted from" "$OCIFS_LOG"
+s=$(server_pid "$M3")
+kill -KILL "$s"
+check_eq "then, after a kill -9, the file held open reads" "held open" "$(cat <&4 2>&1)"
+exec 4<&-
+check_eq "and the tree lists as before" "$(find "$W/d" | wc -l)" "$(find "$M3/k/app/v2/d" | wc -l)"
+umount_ocifs "$M3"
 
 # ---- a server that crashes at start: back-off, EIO meanwhile, unmount ends it
 cp "$OCIFS" "$TESTDIR/ocifs-copy"

@@ -128,6 +128,16 @@ else
 		check_same "the image's base file reads through the store" "$REF/etc/base.txt" "$pm/etc/base.txt"
 		check_same "and its big file" "$REF/etc/big.bin" "$pm/etc/big.bin"
 		check_same "and layer 2's file" "$REF/etc/new.txt" "$pm/etc/new.txt"
+		# the server behind the store dies: the overlay on it reads on. The
+		# kernel's caches are dropped first, so that what follows asks a server.
+		sync
+		echo 3 >/proc/sys/vm/drop_caches
+		s=$(server_pid "$M")
+		kill -KILL "$s"
+		check_same "after a kill -9 of the server, the big file reads through podman's mount" \
+			"$REF/etc/big.bin" "$pm/etc/big.bin"
+		check_same "and the base file" "$REF/etc/base.txt" "$pm/etc/base.txt"
+		check "served by another server" test -n "$(server_pid "$M")" -a "$(server_pid "$M")" != "$s"
 		check "the whited-out directory is gone" test ! -e "$pm/gone"
 		check_ls "the opaque directory holds only layer 2's" "$pm/opq" new
 		podman image unmount "$REG/img/als:1" >/dev/null 2>&1
