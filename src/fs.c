@@ -490,7 +490,7 @@ static struct node *foreign_node(struct tree *t, fuse_ino_t ino, unsigned depth)
 	int ret;
 
 	if (depth > FOREIGN_DEPTH || journal_foreign(ino, &parent, &name, &local)) {
-		log_debug("id %#llx: no server recorded it", (unsigned long long)ino);
+		log_info("id %#llx: no server recorded it", (unsigned long long)ino);
 		return NULL;
 	}
 	if (local) {
@@ -505,7 +505,7 @@ static struct node *foreign_node(struct tree *t, fuse_ino_t ino, unsigned depth)
 		dir = local;
 	ret = dir ? tree_lookup(t, node_current(dir), name, &n) : -ESTALE;
 	if (ret) {
-		log_debug("an id of an earlier server, \"%s\": %s", name, strerror(-ret));
+		log_info("an id of an earlier server, \"%s\": %s", name, strerror(-ret));
 		free(name);
 		return NULL;
 	}
@@ -839,7 +839,7 @@ static struct open_file *foreign_file(struct tree *t, fuse_ino_t ino, uint64_t f
 	int flags, ret;
 
 	if (journal_foreign_handle(fh_id, &jino, &flags, &local)) {
-		log_debug("file handle %#llx: no server recorded it", (unsigned long long)fh_id);
+		log_info("file handle %#llx: no server recorded it", (unsigned long long)fh_id);
 		return NULL;
 	}
 	if (local)

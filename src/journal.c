@@ -13,7 +13,9 @@
 #include "log.h"
 
 #define J_MAGIC "ocifsj1"
-#define J_START 4096 /* records begin here, after the head */
+#define J_SLOTS 4096 /* the requests in flight: one slot per thread that reads */
+#define J_NSLOTS 512
+#define J_START (J_SLOTS + J_NSLOTS * 8) /* records begin here */
 #define J_RESERVE (256ULL << 20) /* address space mapped: the journal's bound */
 #define J_GROW (1ULL << 20)
 #define J_INIT_MAX 512
@@ -72,6 +74,9 @@ static bool full_said;
 static uint64_t compact_min = J_COMPACT_MIN, compact_at = J_COMPACT_MIN;
 static int (*sink)(int fd);
 static bool compacting;
+/* Our slots of requests in flight (atomic): moved with ours when it is compacted. */
+static uint64_t *slots_base;
+static unsigned slots_taken; /* atomic */
 
 static struct foreign **fmap_slot(struct fmap *m, uint64_t key)
 {
@@ -289,6 +294,8 @@ static void compact(void)
 	}
 	if (!mi || !mh || jfile_new(&fresh))
 		goto out;
+	/* the requests in flight: a thread that stores meanwhile may be missed in the copy */
+	memcpy(fresh.map + J_SLOTS, mine.map + J_SLOTS, J_NSLOTS * 8);
 	mine = fresh;
 	for (i = 0; i < BUCKETS; i++) {
 		for (f = mi->b[i]; f; f = f->next)
@@ -302,6 +309,7 @@ static void compact(void)
 		mine = was;
 		log_warn("journal: compacting: the keeper did not take the new one");
 	} else {
+		__atomic_store_n(&slots_base, (uint64_t *)(mine.map + J_SLOTS), __ATOMIC_RELEASE);
 		jfile_unmap(&was);
 		log_info("journal: compacted from %llu to %llu bytes (%zu ids, %zu handles)",
 			(unsigned long long)before, (unsigned long long)mine.end, mi->n, mh->n);
@@ -407,6 +415,7 @@ int journal_start(int old_fd, int *new_fd)
 		return ret;
 	fd = mine.fd;
 	h = (struct jhead *)mine.map;
+	__atomic_store_n(&slots_base, (uint64_t *)(mine.map + J_SLOTS), __ATOMIC_RELEASE);
 	memcpy(h->magic, J_MAGIC, sizeof(J_MAGIC));
 	/* the first server's ids are its pointers as they are (generation 0) */
 	h->gen = (uint16_t)(oh ? pick_gen(prev_gen) : 0);
@@ -616,6 +625,33 @@ void journal_foreach_backing(void (*fn)(uint64_t ino, int backing_id, void *arg)
 		for (f = handles.b[i]; f; f = f->next)
 			if ((int)(f->c >> 32))
 				fn(f->b, (int)(f->c >> 32), arg);
+	pthread_mutex_unlock(&journal_lock);
+}
+
+void journal_inflight(uint64_t unique)
+{
+	static __thread int slot = -1;
+	uint64_t *base = __atomic_load_n(&slots_base, __ATOMIC_ACQUIRE);
+
+	if (!base)
+		return;
+	if (slot < 0)
+		slot = (int)__atomic_fetch_add(&slots_taken, 1, __ATOMIC_RELAXED);
+	if (slot < J_NSLOTS)
+		__atomic_store_n(&base[slot], unique, __ATOMIC_RELEASE);
+}
+
+void journal_foreach_inflight(void (*fn)(uint64_t unique, void *arg), void *arg)
+{
+	size_t i;
+
+	pthread_mutex_lock(&journal_lock);
+	for (i = 0; old.map && old.size >= J_START && i < J_NSLOTS; i++) {
+		uint64_t u = __atomic_load_n((uint64_t *)(old.map + J_SLOTS) + i, __ATOMIC_ACQUIRE);
+
+		if (u)
+			fn(u, arg);
+	}
 	pthread_mutex_unlock(&journal_lock);
 }
 

@@ -86,6 +86,13 @@ void journal_foreach_backing(void (*fn)(uint64_t ino, int backing_id, void *arg)
  * fn(fd) returns 0 once it has it; fd stays this server's to map.
  */
 void journal_set_sink(int (*fn)(int fd));
+/*
+ * The request this thread is answering (its unique), or 0 once it reads
+ * again: what a server dying now leaves unanswered, for the next.
+ */
+void journal_inflight(uint64_t unique);
+/* fn(unique, arg) for each request the earlier server had read and not answered, as it said. */
+void journal_foreach_inflight(void (*fn)(uint64_t unique, void *arg), void *arg);
 /* The earlier server has exited: stop reading its journal. */
 void journal_old_gone(void);
 /* Foreign ids and handles still known, for stats.json. */

@@ -209,6 +209,7 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 		errno = EINTR;
 		return -1;
 	}
+	journal_inflight(0); /* what this thread read before is answered */
 	tracked = srv.n_in_read < sizeof(srv.in_read) / sizeof(srv.in_read[0]);
 	if (tracked)
 		srv.in_read[srv.n_in_read++] = tid;
@@ -219,6 +220,14 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 	if (tracked)
 		in_read_del(tid);
 	pthread_mutex_unlock(&srv.lock);
+	if (n >= (ssize_t)sizeof(struct fuse_in_header)) {
+		uint32_t op = ((struct fuse_in_header *)buf)->opcode;
+
+		/* those answered: not a forget, an interrupt or a notification's reply */
+		if (op != FUSE_FORGET && op != FUSE_BATCH_FORGET && op != FUSE_INTERRUPT &&
+			op != FUSE_NOTIFY_REPLY)
+			journal_inflight(((struct fuse_in_header *)buf)->unique);
+	}
 	if (n >= (ssize_t)sizeof(struct fuse_in_header) &&
 		((struct fuse_in_header *)buf)->opcode == FUSE_INIT &&
 		!__atomic_load_n(&srv.init_seen, __ATOMIC_ACQUIRE)) {
@@ -299,14 +308,30 @@ static void yield(void)
 	pthread_mutex_unlock(&srv.lock);
 }
 
-/* Ask the kernel to send again what it sent a server that died before answering it. */
+static void fail_request(uint64_t unique, void *arg)
+{
+	struct fuse_out_header oh = { .len = sizeof(oh), .error = -EIO, .unique = unique };
+	unsigned *n = arg;
+
+	/* ENOENT: answered after all, before the server died */
+	if (write(srv.fuse_fd, &oh, sizeof(oh)) == (ssize_t)sizeof(oh))
+		(*n)++;
+}
+
+/*
+ * What the server that died had read and not answered: the kernel sends it
+ * again, or, where it cannot, it ends with EIO.
+ */
 static void resend(void)
 {
 	struct fuse_out_header oh = { .len = sizeof(oh), .error = NOTIFY_RESEND, .unique = 0 };
+	unsigned failed = 0;
 
-	if (!srv.has_resend) {
-		log_info("this kernel cannot send requests again (no FUSE_NOTIFY_RESEND): those "
-			 "the server that died had read end with EIO at unmount or abort");
+	if (!srv.has_resend || getenv("OCIFS_NO_RESEND")) {
+		journal_foreach_inflight(fail_request, &failed);
+		log_info("the kernel cannot send again what the server that died had read (no "
+			 "FUSE_NOTIFY_RESEND): %u requests end with EIO",
+			failed);
 		return;
 	}
 	if (write(srv.fuse_fd, &oh, sizeof(oh)) != (ssize_t)sizeof(oh))
@@ -346,13 +371,13 @@ static void *keeper_listen(void *arg)
 			return NULL;
 		}
 		if (m.type == 'G') {
+			if (m.flags & F_DEAD)
+				resend(); /* before its journal goes: what it had read is there */
 			journal_old_gone();
 			pthread_mutex_lock(&srv.lock);
 			srv.alone = true;
 			pthread_cond_broadcast(&srv.cond);
 			pthread_mutex_unlock(&srv.lock);
-			if (m.flags & F_DEAD)
-				resend();
 		}
 	}
 }
@@ -433,8 +458,10 @@ int keeper_attach(int sock, struct fuse_session *se)
 	}
 	if ((m.flags & F_TAKEOVER) && !srv.init_seen)
 		log_warn("taking over a connection whose INIT no server answered");
-	if (m.flags & F_DEAD)
+	if (m.flags & F_DEAD) {
 		resend();
+		journal_old_gone(); /* it is dead: nothing more comes in its journal */
+	}
 	if (pthread_create(&srv.thread, NULL, keeper_listen, NULL) == 0)
 		srv.thread_started = true;
 	return 0;
