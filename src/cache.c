@@ -1501,6 +1501,11 @@ int cache_blob_read_all(struct cache *c, struct registry *r, const char *repo, c
 	return 0;
 }
 
+const char *cache_blob_digest(const struct blob *b)
+{
+	return b->digest;
+}
+
 int cache_blob_open(struct cache *c, struct registry *r, const char *repo, const char *digest,
 	int64_t size, struct blob **out)
 {

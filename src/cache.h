@@ -101,6 +101,8 @@ int cache_blob_open(struct cache *c, struct registry *r, const char *repo, const
 	int64_t size, struct blob **out);
 void cache_blob_close(struct blob *b);
 int64_t cache_blob_size(const struct blob *b);
+/* The digest b is of ("sha256:<hex>"), as long as b is open. */
+const char *cache_blob_digest(const struct blob *b);
 /* Whether b is complete and verified (and so are any of its pages the kernel holds). */
 bool cache_blob_verified(struct blob *b);
 /*

@@ -57,14 +57,16 @@ static void handle_del(struct handle *h)
 
 /*
  * fi->fh for h, a handle of ino opened with flags (in passthrough on
- * backing_id, or 0): journaled for a later server.
+ * backing_id, or 0), reading what (a blob's digest, or NULL): journaled
+ * for a later server.
  */
-static uint64_t handle_give(struct handle *h, fuse_ino_t ino, int flags, int backing_id)
+static uint64_t handle_give(
+	struct handle *h, fuse_ino_t ino, int flags, int backing_id, const char *what)
 {
 	uint64_t fh = journal_tag(h);
 
 	if (journal_on())
-		journal_open(fh, ino, flags, backing_id);
+		journal_open(fh, ino, flags, backing_id, what);
 	return fh;
 }
 
@@ -683,7 +685,7 @@ static void do_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	fi->fh = handle_give(&dh->h, ino, O_RDONLY | O_DIRECTORY, 0);
+	fi->fh = handle_give(&dh->h, ino, O_RDONLY | O_DIRECTORY, 0, NULL);
 	fi->cache_readdir = 0;
 	handle_add(&dh->h, true);
 	/* a reply the kernel did not take (the mount going away): no release will come */
@@ -703,11 +705,13 @@ static struct dir_handle *foreign_dir(struct tree *t, fuse_ino_t ino, uint64_t f
 	struct dir_handle *dh;
 	struct node *n;
 	uint64_t jino;
+	char *what;
 	void *local;
 	int flags;
 
-	if (journal_foreign_handle(fh, &jino, &flags, &local))
+	if (journal_foreign_handle(fh, &jino, &flags, &local, &what))
 		return NULL;
+	free(what);
 	if (local)
 		return local;
 	dh = calloc(1, sizeof(*dh));
@@ -835,19 +839,24 @@ static struct open_file *foreign_file(struct tree *t, fuse_ino_t ino, uint64_t f
 	struct open_file *fh;
 	struct node *n;
 	uint64_t jino;
+	char *what;
 	void *local;
 	int flags, ret;
 
-	if (journal_foreign_handle(fh_id, &jino, &flags, &local)) {
+	if (journal_foreign_handle(fh_id, &jino, &flags, &local, &what)) {
 		log_info("file handle %#llx: no server recorded it", (unsigned long long)fh_id);
 		return NULL;
 	}
-	if (local)
+	if (local) {
+		free(what);
 		return local;
+	}
 	n = ino_node(t, ino);
 	fh = n ? calloc(1, sizeof(*fh)) : NULL;
-	if (!fh)
+	if (!fh) {
+		free(what);
 		return NULL;
+	}
 	fh->f.fd = -1;
 	fh->f.node = n;
 	fh->ino = ino;
@@ -857,11 +866,22 @@ static struct open_file *foreign_file(struct tree *t, fuse_ino_t ino, uint64_t f
 		log_warn("a file opened before the server was restarted cannot be opened again: "
 			 "%s",
 			strerror(-ret));
+		free(what);
 		free(fh->f.owned);
 		free(fh);
 		return NULL;
 	}
 	node_handle_open(tree_nodes(t), fh->f.node);
+	if (what && (!fh->f.blob || strcmp(cache_blob_digest(fh->f.blob), what) != 0)) {
+		/* its name names other bytes now (its tag moved): never the wrong file */
+		log_warn("a file opened before the server was restarted, %s, is %s by its name "
+			 "now: its reads fail (ESTALE)",
+			what, fh->f.blob ? cache_blob_digest(fh->f.blob) : "another file");
+		free(what);
+		open_file_drop(t, fh);
+		return NULL;
+	}
+	free(what);
 	handle_add(&fh->h, false);
 	local = journal_foreign_handle_set(fh_id, fh);
 	if (local != fh) {
@@ -929,7 +949,8 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			return;
 		}
 	}
-	fi->fh = handle_give(&fh->h, ino, fi->flags, io_journaled(fh, fi));
+	fi->fh = handle_give(&fh->h, ino, fi->flags, io_journaled(fh, fi),
+		fh->f.blob ? cache_blob_digest(fh->f.blob) : NULL);
 	handle_add(&fh->h, false);
 	/* a reply the kernel did not take (the mount going away): no release will come */
 	if (fuse_reply_open(req, fi) != 0) {
@@ -984,7 +1005,7 @@ static void do_create(
 	e.ino = node_ino(t, n);
 	e.generation = node_generation(n);
 	entry_take(t, n, parent, name, false);
-	fi->fh = handle_give(&fh->h, e.ino, fi->flags, io_journaled(fh, fi));
+	fi->fh = handle_give(&fh->h, e.ino, fi->flags, io_journaled(fh, fi), NULL);
 	fi->keep_cache = 0;
 	node_handle_open(tree_nodes(t), n);
 	handle_add(&fh->h, false);

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,7 @@ struct jhead {
 	char magic[8];
 	uint32_t init_len; /* 0: the INIT was not seen yet */
 	uint16_t gen; /* the generation of the server writing it */
-	uint16_t pad;
+	uint16_t init_answered; /* the INIT's reply was written: a replay is what the kernel has */
 	unsigned char init[J_INIT_MAX];
 };
 
@@ -173,7 +174,7 @@ static int apply_to(struct fmap *mi, struct fmap *mh, const struct jrec *r)
 		fmap_del(mi, r->a);
 		return 0;
 	case J_OPEN:
-		return fmap_put(mh, r->a, r->b, r->c, NULL, 0);
+		return fmap_put(mh, r->a, r->b, r->c, r->name_len ? r->name : NULL, r->name_len);
 	case J_RELEASE:
 		fmap_del(mh, r->a);
 		return 0;
@@ -295,13 +296,16 @@ static void compact(void)
 	if (!mi || !mh || jfile_new(&fresh))
 		goto out;
 	/* the requests in flight: a thread that stores meanwhile may be missed in the copy */
-	memcpy(fresh.map + J_SLOTS, mine.map + J_SLOTS, J_NSLOTS * 8);
+	for (i = 0; i < J_NSLOTS; i++)
+		__atomic_store_n((uint64_t *)(fresh.map + J_SLOTS) + i,
+			__atomic_load_n((uint64_t *)(mine.map + J_SLOTS) + i, __ATOMIC_ACQUIRE),
+			__ATOMIC_RELEASE);
 	mine = fresh;
 	for (i = 0; i < BUCKETS; i++) {
 		for (f = mi->b[i]; f; f = f->next)
 			append(J_ENTRY, f->key, f->b, 0, f->name);
 		for (f = mh->b[i]; f; f = f->next)
-			append(J_OPEN, f->key, f->b, f->c, NULL);
+			append(J_OPEN, f->key, f->b, f->c, f->name);
 	}
 	/* the keeper has it before anything goes only there */
 	if (sink(mine.fd)) {
@@ -310,6 +314,12 @@ static void compact(void)
 		log_warn("journal: compacting: the keeper did not take the new one");
 	} else {
 		__atomic_store_n(&slots_base, (uint64_t *)(mine.map + J_SLOTS), __ATOMIC_RELEASE);
+		/*
+		 * The head and slots stay mapped: a thread that loaded the old
+		 * slots' address may store there still (4 KiB kept per compaction).
+		 */
+		munmap(was.map + J_START, J_RESERVE - J_START);
+		was.map = NULL;
 		jfile_unmap(&was);
 		log_info("journal: compacted from %llu to %llu bytes (%zu ids, %zu handles)",
 			(unsigned long long)before, (unsigned long long)mine.end, mi->n, mh->n);
@@ -364,7 +374,7 @@ static unsigned gen_of(uint64_t v)
 	return (unsigned)((v & JOURNAL_GEN_MASK) >> JOURNAL_GEN_SHIFT);
 }
 
-/* A generation after prev that no id or handle the kernel still holds has. */
+/* prev + 1, or the next after it that no id or handle the kernel still holds has. */
 static unsigned pick_gen(unsigned prev)
 {
 	static unsigned char used[0x8000 / 8];
@@ -375,18 +385,19 @@ static unsigned pick_gen(unsigned prev)
 	memset(used, 0, sizeof(used));
 	for (k = 0; k < 2; k++)
 		for (i = 0; i < BUCKETS; i++)
-			for (f = maps[k]->b[i]; f; f = f->next)
+			for (f = maps[k]->b[i]; f; f = f->next) {
 				used[gen_of(f->key) / 8] |=
 					(unsigned char)(1 << (gen_of(f->key) % 8));
+				used[gen_of(f->b) / 8] |= (unsigned char)(1 << (gen_of(f->b) % 8));
+			}
 	for (g = prev % 0x7fff + 1;; g = g % 0x7fff + 1)
 		if (!(used[g / 8] & (1 << (g % 8))))
 			return g;
 }
 
-int journal_start(int old_fd, int *new_fd)
+int journal_start(int old_fd, unsigned gen, int *new_fd)
 {
 	struct jhead *h, *oh = NULL;
-	unsigned prev_gen = 0;
 	size_t i;
 	int fd, ret;
 
@@ -394,12 +405,13 @@ int journal_start(int old_fd, int *new_fd)
 	if (old_fd >= 0 && jfile_map(&old, old_fd) == 0 && old.size >= J_START &&
 		memcmp(old.map, J_MAGIC, sizeof(J_MAGIC)) == 0) {
 		oh = (struct jhead *)old.map;
-		prev_gen = oh->gen;
 		pthread_mutex_lock(&journal_lock);
 		catch_up(); /* nothing of ours yet: only read */
 		pthread_mutex_unlock(&journal_lock);
 	} else if (old_fd >= 0) {
-		jfile_unmap(&old);
+		jfile_unmap(&old); /* closes old_fd, mapped or not */
+		if (old.fd < 0 && fcntl(old_fd, F_GETFD) >= 0)
+			close(old_fd);
 	}
 	{
 		/* a smaller threshold, for tests */
@@ -418,11 +430,12 @@ int journal_start(int old_fd, int *new_fd)
 	__atomic_store_n(&slots_base, (uint64_t *)(mine.map + J_SLOTS), __ATOMIC_RELEASE);
 	memcpy(h->magic, J_MAGIC, sizeof(J_MAGIC));
 	/* the first server's ids are its pointers as they are (generation 0) */
-	h->gen = (uint16_t)(oh ? pick_gen(prev_gen) : 0);
+	h->gen = (uint16_t)(gen ? pick_gen((gen - 1) % 0x7fff) : 0);
 	gen_bits = (uint64_t)h->gen << JOURNAL_GEN_SHIFT;
-	if (oh && oh->init_len <= J_INIT_MAX) {
+	if (oh && oh->init_len <= J_INIT_MAX && oh->init_answered) {
 		memcpy(h->init, oh->init, oh->init_len);
 		h->init_len = oh->init_len;
+		h->init_answered = 1;
 	}
 	/* what is still live, into ours */
 	pthread_mutex_lock(&journal_lock);
@@ -432,7 +445,7 @@ int journal_start(int old_fd, int *new_fd)
 		for (f = ids.b[i]; f; f = f->next)
 			append(J_ENTRY, f->key, f->b, 0, f->name);
 		for (f = handles.b[i]; f; f = f->next)
-			append(J_OPEN, f->key, f->b, f->c, NULL);
+			append(J_OPEN, f->key, f->b, f->c, f->name);
 	}
 	on = true;
 	pthread_mutex_unlock(&journal_lock);
@@ -464,25 +477,34 @@ bool journal_ours(uint64_t v, void **p)
 
 void journal_set_init(const void *buf, size_t len)
 {
-	struct jhead *h = (struct jhead *)mine.map;
+	struct jhead *h;
 
-	if (!h || len > J_INIT_MAX)
-		return;
 	pthread_mutex_lock(&journal_lock);
-	memcpy(h->init, buf, len);
-	__atomic_store_n(&h->init_len, (uint32_t)len, __ATOMIC_RELEASE);
+	h = (struct jhead *)mine.map;
+	if (h && len <= J_INIT_MAX) {
+		memcpy(h->init, buf, len);
+		h->init_len = (uint32_t)len;
+	}
+	pthread_mutex_unlock(&journal_lock);
+}
+
+void journal_init_answered(void)
+{
+	pthread_mutex_lock(&journal_lock);
+	if (mine.map)
+		((struct jhead *)mine.map)->init_answered = 1;
 	pthread_mutex_unlock(&journal_lock);
 }
 
 size_t journal_init(void *buf, size_t cap)
 {
-	struct jhead *h = (struct jhead *)mine.map;
-	size_t len;
+	struct jhead *h;
+	size_t len = 0;
 
-	if (!h)
-		return 0;
 	pthread_mutex_lock(&journal_lock);
-	len = h->init_len <= cap ? h->init_len : 0;
+	h = (struct jhead *)mine.map;
+	if (h && h->init_answered)
+		len = h->init_len <= cap ? h->init_len : 0;
 	memcpy(buf, h->init, len);
 	pthread_mutex_unlock(&journal_lock);
 	return len;
@@ -507,10 +529,10 @@ void journal_forget(uint64_t id)
 	record(J_FORGET, id, 0, 0, NULL);
 }
 
-void journal_open(uint64_t fh, uint64_t ino, int flags, int backing_id)
+void journal_open(uint64_t fh, uint64_t ino, int flags, int backing_id, const char *what)
 {
 	record(J_OPEN, fh, ino, (uint64_t)(unsigned)flags | (uint64_t)(unsigned)backing_id << 32,
-		NULL);
+		what);
 }
 
 void journal_release(uint64_t fh)
@@ -572,6 +594,8 @@ void *journal_foreign_forget(uint64_t id)
 	void *local;
 
 	pthread_mutex_lock(&journal_lock);
+	if (old.map)
+		catch_up(); /* an earlier server still running may have given it just now */
 	local = fmap_del(&ids, id);
 	if (on)
 		append(J_FORGET, id, 0, 0, NULL);
@@ -579,16 +603,18 @@ void *journal_foreign_forget(uint64_t id)
 	return local;
 }
 
-int journal_foreign_handle(uint64_t fh, uint64_t *ino, int *flags, void **local)
+int journal_foreign_handle(uint64_t fh, uint64_t *ino, int *flags, void **local, char **what)
 {
 	struct foreign *f;
 
+	*what = NULL;
 	pthread_mutex_lock(&journal_lock);
 	f = foreign_get(&handles, fh);
 	if (f) {
 		*ino = f->b;
 		*flags = (int)(f->c & 0xffffffffU);
 		*local = f->local;
+		*what = f->name ? strdup(f->name) : NULL;
 	}
 	pthread_mutex_unlock(&journal_lock);
 	return f ? 0 : -ESTALE;
@@ -605,6 +631,8 @@ void *journal_foreign_handle_release(uint64_t fh, uint64_t *ino, int *backing_id
 	void *local;
 
 	pthread_mutex_lock(&journal_lock);
+	if (old.map)
+		catch_up();
 	f = fmap_get(&handles, fh);
 	*ino = f ? f->b : 0;
 	*backing_id = f ? (int)(f->c >> 32) : 0;

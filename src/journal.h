@@ -29,12 +29,13 @@
 
 /*
  * Start journaling: read the journal old_fd holds (-1: none, the first
- * server), pick this server's generation, and write what is still live into
+ * server), take gen as this server's generation (the keeper counts them;
+ * the next free one when an id the kernel holds has it), and write what is still live into
  * a new memfd, returned in *new_fd for the keeper. old_fd is kept open to
  * read what an earlier server still running (an upgrade) adds after this
  * (journal_catch_up), until journal_old_gone(). 0 or -errno.
  */
-int journal_start(int old_fd, int *new_fd);
+int journal_start(int old_fd, unsigned gen, int *new_fd);
 /* Whether a journal is kept (the server runs under a keeper). */
 bool journal_on(void);
 /* p (a pointer) as an id or handle of this server. */
@@ -42,8 +43,12 @@ uint64_t journal_tag(const void *p);
 /* Whether v is an id or handle of this server; if so, *p is its pointer. */
 bool journal_ours(uint64_t v, void **p);
 
-/* The INIT the kernel sent, kept for the next server; and what was kept (0: none). */
+/*
+ * The INIT the kernel sent, kept for the next server; its reply written;
+ * and what was kept, once answered (0: none, or never answered).
+ */
 void journal_set_init(const void *buf, size_t len);
+void journal_init_answered(void);
 size_t journal_init(void *buf, size_t cap);
 
 /* The kernel took id as name below parent (a lookup, create, mkdir, symlink). */
@@ -52,9 +57,10 @@ void journal_entry(uint64_t id, uint64_t parent, const char *name);
 void journal_forget(uint64_t id);
 /*
  * The kernel holds handle fh of ino, opened with flags, in FUSE passthrough
- * on backing_id (-1: through the page cache, 0: not told); and let it go.
+ * on backing_id (-1: through the page cache, 0: not told), reading what
+ * (the blob's digest, or NULL); and let it go.
  */
-void journal_open(uint64_t fh, uint64_t ino, int flags, int backing_id);
+void journal_open(uint64_t fh, uint64_t ino, int flags, int backing_id, const char *what);
 void journal_release(uint64_t fh);
 
 /*
@@ -70,8 +76,11 @@ int journal_foreign(uint64_t id, uint64_t *parent, char **name, void **local);
 void *journal_foreign_set(uint64_t id, void *local);
 /* The kernel forgot foreign id id: its node (or NULL), the entry gone. */
 void *journal_foreign_forget(uint64_t id);
-/* A foreign handle: its ino and flags, and what this server opened for it. 0 or -ESTALE. */
-int journal_foreign_handle(uint64_t fh, uint64_t *ino, int *flags, void **local);
+/*
+ * A foreign handle: its ino and flags, what this server opened for it, and
+ * what it read (the blob's digest, or NULL; the caller frees it). 0 or -ESTALE.
+ */
+int journal_foreign_handle(uint64_t fh, uint64_t *ino, int *flags, void **local, char **what);
 void *journal_foreign_handle_set(uint64_t fh, void *local);
 /*
  * The kernel released foreign handle fh: what was opened for it (or NULL);

@@ -40,11 +40,15 @@ struct kmsg {
 	uint32_t flags;
 	uint32_t restarts;
 	int32_t pid; /* the keeper's */
+	uint32_t gen; /* 'F': the generation of the server's ids (journal.h) */
 };
 
-static int send_msg(int sock, char type, uint32_t flags, uint32_t restarts, const int *fds, int nfd)
+static int send_gen(int sock, char type, uint32_t flags, uint32_t restarts, uint32_t gen,
+	const int *fds, int nfd)
 {
-	struct kmsg m = { .type = type, .flags = flags, .restarts = restarts, .pid = getpid() };
+	struct kmsg m = {
+		.type = type, .flags = flags, .restarts = restarts, .pid = getpid(), .gen = gen
+	};
 	struct iovec iov = { &m, sizeof(m) };
 	char ctl[CMSG_SPACE(2 * sizeof(int))];
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
@@ -93,6 +97,11 @@ static int recv_msg(int sock, struct kmsg *m, int fds[2])
 			memcpy(fds, CMSG_DATA(c), (k > 2 ? 2 : k) * sizeof(int));
 		}
 	return n == sizeof(*m) ? 0 : -EPROTO;
+}
+
+static int send_msg(int sock, char type, uint32_t flags, uint32_t restarts, const int *fds, int nfd)
+{
+	return send_gen(sock, type, flags, restarts, 0, fds, nfd);
 }
 
 /* "\040" and the like in a mount point of /proc/self/mountinfo, in place */
@@ -158,6 +167,8 @@ static struct {
 	bool alone; /* no earlier server runs any more (under lock) */
 	pid_t in_read[64];
 	unsigned n_in_read;
+	unsigned n_out; /* threads out of io_read with a request they read */
+	pthread_key_t out_key; /* set in such a thread */
 } srv = { .sock = -1,
 	.fuse_fd = -1,
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -188,24 +199,57 @@ static void in_read_del(pid_t tid)
 		}
 }
 
+/* A worker that ends (libfuse ends idle ones) with its request answered. */
+static void out_ended(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&srv.lock);
+	srv.n_out--;
+	pthread_cond_broadcast(&srv.cond);
+	pthread_mutex_unlock(&srv.lock);
+}
+
+/* A thread cancelled in read(2) (libfuse ends its workers so): out of the list. */
+static void read_cancelled(void *arg)
+{
+	pid_t *tid = arg;
+
+	pthread_mutex_lock(&srv.lock);
+	in_read_del(*tid);
+	pthread_mutex_unlock(&srv.lock);
+}
+
 /*
- * libfuse's read of the device. It keeps the INIT for later servers, and,
- * once the server yields, reads nothing more: the threads wait here until
- * the session has ended, so that no request is read and then dropped.
+ * libfuse's read of the device. It keeps the INIT for later servers and the
+ * request this thread answers (journal_inflight), and, once the server
+ * yields, reads nothing more: the threads wait here until the session has
+ * ended, so that no request is read and then dropped. A thread is out of
+ * here with a request (n_out) from its read until it comes back, its
+ * request answered; the session ends only when none is (yield()).
+ * Cancellation (libfuse's end of its workers) only in read(2) itself, and
+ * SIGUSR1, which wakes a read for yield(), is blocked everywhere else.
  */
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	pid_t tid = (pid_t)syscall(SYS_gettid);
+	sigset_t usr1;
 	bool tracked;
 	ssize_t n;
-	int err;
+	int err, cancel;
 
 	(void)userdata;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	pthread_mutex_lock(&srv.lock);
+	if (pthread_getspecific(srv.out_key)) {
+		pthread_setspecific(srv.out_key, NULL);
+		srv.n_out--;
+		pthread_cond_broadcast(&srv.cond);
+	}
 	while (srv.yielding && !srv.released)
 		pthread_cond_wait(&srv.cond, &srv.lock);
 	if (srv.yielding) {
 		pthread_mutex_unlock(&srv.lock);
+		pthread_setcancelstate(cancel, NULL);
 		errno = EINTR;
 		return -1;
 	}
@@ -214,11 +258,21 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 	if (tracked)
 		srv.in_read[srv.n_in_read++] = tid;
 	pthread_mutex_unlock(&srv.lock);
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	pthread_sigmask(SIG_UNBLOCK, &usr1, NULL);
+	pthread_cleanup_push(read_cancelled, &tid);
+	pthread_setcancelstate(cancel, NULL);
 	n = read(fd, buf, len);
 	err = errno;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+	pthread_cleanup_pop(0);
+	pthread_sigmask(SIG_BLOCK, &usr1, NULL);
 	pthread_mutex_lock(&srv.lock);
 	if (tracked)
 		in_read_del(tid);
+	if (n > 0 && pthread_setspecific(srv.out_key, &srv) == 0)
+		srv.n_out++;
 	pthread_mutex_unlock(&srv.lock);
 	if (n >= (ssize_t)sizeof(struct fuse_in_header)) {
 		uint32_t op = ((struct fuse_in_header *)buf)->opcode;
@@ -235,6 +289,7 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 		journal_set_init(buf, (size_t)n);
 		__atomic_store_n(&srv.init_seen, true, __ATOMIC_RELEASE);
 	}
+	pthread_setcancelstate(cancel, NULL);
 	errno = err;
 	return n;
 }
@@ -260,6 +315,7 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		!__atomic_load_n(&srv.init_said, __ATOMIC_ACQUIRE) &&
 		iov[0].iov_len >= sizeof(*oh) && oh->unique == srv.init_unique) {
 		__atomic_store_n(&srv.init_said, true, __ATOMIC_RELEASE);
+		journal_init_answered();
 		send_msg(srv.sock, 'I', 0, 0, NULL, 0);
 	}
 	return n;
@@ -289,7 +345,7 @@ static void yield(void)
 	log_info("another server has taken over: answering what was read, then exiting");
 	pthread_mutex_lock(&srv.lock);
 	srv.yielding = true;
-	while (srv.n_in_read > 0) {
+	while (srv.n_in_read > 0 || srv.n_out > 0) {
 		pid_t tids[64];
 		unsigned i, n = srv.n_in_read;
 
@@ -297,6 +353,13 @@ static void yield(void)
 		pthread_mutex_unlock(&srv.lock);
 		for (i = 0; i < n; i++)
 			syscall(SYS_tgkill, getpid(), tids[i], SIGUSR1);
+		/* those answering a request come back to io_read when done */
+		pthread_mutex_lock(&srv.lock);
+		if (srv.n_out > 0 && srv.n_in_read == 0) {
+			pthread_cond_wait(&srv.cond, &srv.lock);
+			continue;
+		}
+		pthread_mutex_unlock(&srv.lock);
 		nanosleep(&ts, NULL);
 		pthread_mutex_lock(&srv.lock);
 	}
@@ -316,6 +379,15 @@ static void fail_request(uint64_t unique, void *arg)
 	/* ENOENT: answered after all, before the server died */
 	if (write(srv.fuse_fd, &oh, sizeof(oh)) == (ssize_t)sizeof(oh))
 		(*n)++;
+}
+
+/* What the server that died had read and not answered, as its journal says, ends with EIO. */
+static void fail_inflight(void)
+{
+	unsigned failed = 0;
+
+	journal_foreach_inflight(fail_request, &failed);
+	log_info("%u requests the server that died had read end with EIO", failed);
 }
 
 /*
@@ -370,9 +442,17 @@ static void *keeper_listen(void *arg)
 			yield();
 			return NULL;
 		}
+		if (m.type == 'N') {
+			/* a successor reads this journal: it must stay the one the keeper holds */
+			journal_set_sink(NULL);
+		}
 		if (m.type == 'G') {
+			/*
+			 * Not resent: the kernel would send this server's own requests
+			 * again too. Those the dead one had read end with EIO.
+			 */
 			if (m.flags & F_DEAD)
-				resend(); /* before its journal goes: what it had read is there */
+				fail_inflight();
 			journal_old_gone();
 			pthread_mutex_lock(&srv.lock);
 			srv.alone = true;
@@ -393,11 +473,18 @@ static int take_session(struct fuse_session *se, int fuse_fd, bool takeover)
 	unsigned char init[512];
 	size_t len = takeover ? journal_init(init, sizeof(init)) : 0;
 	struct sigaction sa;
+	sigset_t usr1;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_kick; /* no SA_RESTART: a blocked read ends */
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGUSR1, &sa, NULL);
+	/* blocked but in io_read's read(2): the threads made from now on inherit it */
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+	if (pthread_key_create(&srv.out_key, out_ended))
+		return -EAGAIN;
 	if (fuse_session_custom_io(se, &io, fuse_fd))
 		return -EIO;
 	if (len >= sizeof(struct fuse_in_header) + sizeof(struct fuse_init_in)) {
@@ -442,7 +529,7 @@ int keeper_attach(int sock, struct fuse_session *se)
 	/* taking over from a server still running (an upgrade): not alone until it has exited */
 	srv.alone = !(m.flags & F_TAKEOVER) || (m.flags & F_DEAD);
 	srv.fuse_fd = fds[0];
-	ret = journal_start(fds[1], &journal_fd);
+	ret = journal_start(fds[1], m.gen, &journal_fd);
 	if (ret) {
 		log_err("journal: %s", strerror(-ret));
 		close(fds[0]);
@@ -512,6 +599,8 @@ struct server {
 	int sock; /* -1 once it closed */
 	double started;
 	double served_at; /* when it said it serves */
+	unsigned gen; /* of its ids */
+	bool given; /* it has the mount ('F') */
 	bool serving;
 };
 
@@ -525,6 +614,7 @@ struct keeper {
 	struct server old; /* replaced, finishing what it had read */
 	int client; /* who asked for the upgrade, for the answer */
 	unsigned restarts;
+	unsigned gens; /* generations given so far */
 	unsigned quick_deaths; /* servers in a row that died within QUICK s */
 	double start_at; /* when the next server starts (no server runs) */
 	bool stopping, unmounted, answering;
@@ -594,6 +684,10 @@ static int spawn(struct keeper *k, struct server *s)
 	}
 	close(sv[1]);
 	memset(s, 0, sizeof(*s));
+	/* each server a generation of its own, the first 0 (journal.h) */
+	s->gen = k->gens++ % 0x7fff;
+	if (k->gens > 0x7fff)
+		k->gens = 1;
 	s->pid = pid;
 	s->sock = sv[0];
 	s->started = now();
@@ -605,7 +699,8 @@ static int give(struct keeper *k, struct server *s, uint32_t flags)
 {
 	int fds[2] = { k->fuse_fd, k->journal_fd };
 
-	return send_msg(s->sock, 'F', flags, k->restarts, fds, k->journal_fd >= 0 ? 2 : 1);
+	s->given = true;
+	return send_gen(s->sock, 'F', flags, k->restarts, s->gen, fds, k->journal_fd >= 0 ? 2 : 1);
 }
 
 /* Whether the connection is gone (unmounted or aborted): the device says POLLERR. */
@@ -709,12 +804,14 @@ static void from_server(struct keeper *k, struct server *s)
 	}
 	switch (m.type) {
 	case 'R':
-		if (s == &k->cur && !s->serving && k->restarts == 0 && k->fuse_fd < 0)
-			break; /* the first: keeper_run mounts, then gives */
-		give(k, s, F_TAKEOVER | (s == &k->next ? 0 : F_DEAD));
+		if (s == &k->next && k->cur.sock >= 0)
+			/* the running one compacts its journal no more: the new one reads it */
+			send_msg(k->cur.sock, 'N', 0, 0, NULL, 0);
+		give(k, s, F_TAKEOVER | (s == &k->next || k->old.pid ? 0 : F_DEAD));
 		break;
 	case 'J':
-		if (fds[0] >= 0) {
+		/* the newest server's only: an older one's would hide the newer's ids */
+		if (fds[0] >= 0 && s == (k->next.pid ? &k->next : &k->cur)) {
 			if (k->journal_fd >= 0)
 				close(k->journal_fd);
 			k->journal_fd = fds[0];
@@ -728,6 +825,10 @@ static void from_server(struct keeper *k, struct server *s)
 		s->serving = true;
 		s->served_at = now();
 		k->served = true;
+		if (k->restarts)
+			log_info(
+				"server pid %d serves (restarts: %u), %.0f ms after it was started",
+				(int)s->pid, k->restarts, (s->served_at - s->started) * 1000);
 		if (s == &k->next) {
 			/* the upgrade: the new one serves, the old one stops reading */
 			k->old = k->cur;
@@ -735,11 +836,9 @@ static void from_server(struct keeper *k, struct server *s)
 			memset(&k->next, 0, sizeof(k->next));
 			k->next.sock = -1;
 			send_msg(k->old.sock, 'Y', 0, 0, NULL, 0);
+		} else if (k->client >= 0 && !k->old.pid) {
+			client_answer(k, "server pid %d serves\n", (int)s->pid);
 		}
-		if (s == &k->cur && k->restarts)
-			log_info(
-				"server pid %d serves (restarts: %u), %.0f ms after it was started",
-				(int)s->pid, k->restarts, (s->served_at - s->started) * 1000);
 		break;
 	default:
 		break;
@@ -756,6 +855,13 @@ static void reaped(struct keeper *k, pid_t pid, int status)
 	bool served, killed;
 
 	describe(status, why, sizeof(why));
+	/* what it said before it died comes first (a journal handed over, its INIT answered) */
+	if (pid == k->cur.pid)
+		while (k->cur.sock >= 0)
+			from_server(k, &k->cur);
+	if (pid == k->next.pid)
+		while (k->next.sock >= 0)
+			from_server(k, &k->next);
 	if (pid == k->old.pid) {
 		log_info("replaced server pid %d %s", (int)pid, why);
 		server_clear(&k->old);
@@ -778,6 +884,18 @@ static void reaped(struct keeper *k, pid_t pid, int status)
 	served = k->cur.serving;
 	lived = now() - (served ? k->cur.served_at : k->cur.started);
 	server_clear(&k->cur);
+	if (k->next.pid) {
+		/* died while another was taking over: that one serves alone now */
+		log_warn("server pid %d %s while pid %d was taking over from it", (int)pid, why,
+			(int)k->next.pid);
+		k->cur = k->next;
+		memset(&k->next, 0, sizeof(k->next));
+		k->next.sock = -1;
+		/* not given the mount yet: it is given it as after a crash ('R') */
+		if (k->cur.given)
+			send_msg(k->cur.sock, 'G', F_DEAD, 0, NULL, 0);
+		return;
+	}
 	if (!k->served) {
 		/* the first server failed to start: its error is said, the mount ends */
 		k->stopping = true;
@@ -837,11 +955,14 @@ static void upgrade(struct keeper *k, int client)
 		close(client);
 		return;
 	}
+	/* a client that says nothing holds the keeper up a second at most */
+	setsockopt(
+		client, SOL_SOCKET, SO_RCVTIMEO, &(struct timeval){ 1, 0 }, sizeof(struct timeval));
 	if (recv(client, req, sizeof(req) - 1, 0) <= 0 || strncmp(req, "restart", 7) != 0) {
 		close(client);
 		return;
 	}
-	if (k->client >= 0 || k->next.pid || k->old.pid) {
+	if (k->client >= 0 || k->next.pid || k->old.pid || (k->cur.pid && !k->cur.serving)) {
 		send(client, "error: a restart is under way\n", 30, MSG_NOSIGNAL);
 		close(client);
 		return;

@@ -25,6 +25,9 @@ echo "held open" >"$W/a.txt"
 echo "in a subdirectory" >"$W/d/sub/c.txt"
 push_artifact k/app v1 "$W" big.bin a.txt >/dev/null || bail "seed k/app:v1"
 push_artifact k/app v2 "$W" a.txt d/sub/c.txt >/dev/null || bail "seed k/app:v2"
+mkdir -p "$W/mv"
+echo "the first m.txt" >"$W/mv/m.txt"
+push_artifact k/move v1 "$W/mv" m.txt >/dev/null || bail "seed k/move:v1"
 for i in 1 2 3 4 5 6 7 8; do
 	make_random_file "$W/s$i.bin" $((24 * MiB)) "keeper-s$i"
 	make_random_file "$W/r$i.bin" $((12 * MiB)) "keeper-r$i"
@@ -120,6 +123,10 @@ OCIFS_PID=$M_PID
 
 # ---- what the kernel holds across a restart
 exec 3<"$M/k/app/v1/a.txt"
+exec 5<"$M/k/move/v1/m.txt"
+# the tag moves while the file is held open, not read yet
+echo "the second m.txt" >"$W/mv/m.txt"
+push_artifact k/move v1 "$W/mv" m.txt >/dev/null || bail "move k/move:v1"
 read -r first <&3
 check_eq "a file held open reads" "held open" "$first"
 cd "$M/k/app/v2/d" || bail "cd into the mount"
@@ -129,6 +136,10 @@ check "and it is not the one killed" test "$(stat_of server_pid)" != "$k3"
 check_eq "the held file reads again from its start, through the same descriptor" "held open" \
 	"$(cat /proc/self/fd/3 2>&1)"
 exec 3<&-
+check_err "a file held open whose tag moved meanwhile: its reads fail, never the new bytes" \
+	"Stale file handle" cat - <&5
+check "the log says why" grep -q "is sha256:.* by its name now: its reads fail (ESTALE)" "$OCIFS_LOG"
+exec 5<&-
 check_eq "the working directory held lists" "sub" "$(ls 2>&1)"
 check_eq "and reads below it" "in a subdirectory" "$(cat sub/c.txt 2>&1)"
 cd / || bail "cd /"
@@ -172,6 +183,7 @@ OCIFS_CACHE=$TESTDIR/cache.rounds mount_ocifs "$SRC" "$M" -o max_streams=2 ||
 	bail "mount for the rounds"
 make_random_file "$W/p.bin" $((3 * MiB)) keeper-push
 times=()
+deaths=()
 readers=()
 writers=()
 for ((r = 1; r <= 20; r++)); do
@@ -186,6 +198,12 @@ for ((r = 1; r <= 20; r++)); do
 	s=$(server_pid "$M")
 	t0=$EPOCHREALTIME
 	kill -KILL "$s"
+	# gone: dead and reaped by the keeper
+	for ((i = 0; i < 3000; i++)); do
+		kill -0 "$s" 2>/dev/null || break
+		nap 0.002
+	done
+	tg=$EPOCHREALTIME
 	# the next answer: stats.json from another server
 	for ((i = 0; i < 3000; i++)); do
 		v=$(stat_of server_pid)
@@ -194,6 +212,7 @@ for ((r = 1; r <= 20; r++)); do
 	done
 	t1=$EPOCHREALTIME
 	times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", (b - a) * 1000 }')")
+	deaths+=("$(awk -v a="$t0" -v b="$tg" 'BEGIN { printf "%d", (b - a) * 1000 }')")
 done
 bad=0
 hung=0
@@ -247,6 +266,9 @@ echo "# RELIABILITY: pushes across 20 kills of the server: $whole tags pushed wh
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 echo "# RELIABILITY: kill -9 to the next answer, 20 rounds: min $(head -n 1 <<<"$sorted") ms," \
 	"median $(sed -n 10p <<<"$sorted") ms, max $(tail -n 1 <<<"$sorted") ms"
+sorted=$(printf '%s\n' "${deaths[@]}" | sort -n)
+echo "# RELIABILITY: of which from the kill to the server's exit, reaped by the keeper: min" \
+	"$(head -n 1 <<<"$sorted") ms, median $(sed -n 10p <<<"$sorted") ms, max $(tail -n 1 <<<"$sorted") ms"
 starts=$(sed -n 's/.*serves (restarts: [0-9]*), \([0-9]*\) ms after it was started/\1/p' "$OCIFS_LOG" |
 	sort -n)
 echo "# RELIABILITY: a new server's start to its first answer: min $(head -n 1 <<<"$starts") ms," \
