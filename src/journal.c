@@ -77,7 +77,8 @@ static int (*sink)(int fd);
 static bool compacting;
 /* Our slots of requests in flight (atomic): moved with ours when it is compacted. */
 static uint64_t *slots_base;
-static unsigned slots_taken; /* atomic */
+static uint64_t slots_used[J_NSLOTS / 64]; /* atomic: the slots threads hold */
+static bool slot_key_failed;
 
 static struct foreign **fmap_slot(struct fmap *m, uint64_t key)
 {
@@ -656,17 +657,45 @@ void journal_foreach_backing(void (*fn)(uint64_t ino, int backing_id, void *arg)
 	pthread_mutex_unlock(&journal_lock);
 }
 
-void journal_inflight(uint64_t unique)
+static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
+static pthread_key_t slot_key;
+
+/* A thread that ends gives its slot back (libfuse ends idle workers and makes new ones). */
+static void slot_free(void *arg)
 {
-	static __thread int slot = -1;
+	unsigned k = (unsigned)(uintptr_t)arg - 1;
 	uint64_t *base = __atomic_load_n(&slots_base, __ATOMIC_ACQUIRE);
 
-	if (!base)
+	if (base)
+		__atomic_store_n(&base[k], 0, __ATOMIC_RELEASE);
+	__atomic_fetch_and(&slots_used[k / 64], ~(1ULL << (k % 64)), __ATOMIC_RELEASE);
+}
+
+static void slot_key_make(void)
+{
+	if (pthread_key_create(&slot_key, slot_free))
+		slot_key_failed = true;
+}
+
+void journal_inflight(uint64_t unique)
+{
+	uint64_t *base = __atomic_load_n(&slots_base, __ATOMIC_ACQUIRE);
+	uintptr_t v;
+	unsigned k;
+
+	if (!base || pthread_once(&slot_once, slot_key_make) || slot_key_failed)
 		return;
-	if (slot < 0)
-		slot = (int)__atomic_fetch_add(&slots_taken, 1, __ATOMIC_RELAXED);
-	if (slot < J_NSLOTS)
-		__atomic_store_n(&base[slot], unique, __ATOMIC_RELEASE);
+	v = (uintptr_t)pthread_getspecific(slot_key);
+	for (k = 0; !v && k < J_NSLOTS; k++) {
+		uint64_t bit = 1ULL << (k % 64);
+
+		if (!(__atomic_fetch_or(&slots_used[k / 64], bit, __ATOMIC_ACQUIRE) & bit)) {
+			v = k + 1;
+			pthread_setspecific(slot_key, (void *)v);
+		}
+	}
+	if (v) /* else more threads than slots: this one's requests are not kept */
+		__atomic_store_n(&base[v - 1], unique, __ATOMIC_RELEASE);
 }
 
 void journal_foreach_inflight(void (*fn)(uint64_t unique, void *arg), void *arg)
