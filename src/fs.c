@@ -318,25 +318,29 @@ static int io_open_reader(fuse_req_t req, struct open_file *fh, struct fuse_file
  * (a reply the kernel did not take has freed it), the id is kept for the
  * inode's next opener, whose request's end unregisters it.
  */
-static void io_release(fuse_req_t req, struct open_file *fh)
+/* A handle of e's inode, in passthrough or not, let go of (io_release). Caller holds io_lock. */
+static void io_inode_drop(fuse_req_t req, struct io_inode *e, bool passthrough)
 {
-	struct io_inode *e;
+	unsigned *count = passthrough ? &e->n_passthrough : &e->n_cached;
 
-	if (fh->io == IO_UNTRACKED)
-		return;
-	pthread_mutex_lock(&io_lock);
-	e = io_inode_get(fh->ino); /* there: fh is counted in it */
-	if (fh->io == IO_CACHED)
-		e->n_cached--;
-	else
-		e->n_passthrough--;
-	fh->io = IO_UNTRACKED;
+	if (*count)
+		(*count)--;
 	if (!e->n_cached && !e->n_passthrough && e->backing_id && req) {
 		if (fuse_passthrough_close(req, e->backing_id) < 0)
 			log_debug("passthrough: backing id %d: %s", e->backing_id, strerror(errno));
 		e->backing_id = 0;
 	}
 	io_inode_put(e);
+}
+
+static void io_release(fuse_req_t req, struct open_file *fh)
+{
+	if (fh->io == IO_UNTRACKED)
+		return;
+	pthread_mutex_lock(&io_lock);
+	/* there: fh is counted in it */
+	io_inode_drop(req, io_inode_get(fh->ino), fh->io == IO_PASSTHROUGH);
+	fh->io = IO_UNTRACKED;
 	pthread_mutex_unlock(&io_lock);
 }
 
@@ -361,20 +365,8 @@ static void io_foreign_release(fuse_req_t req, fuse_ino_t ino, bool passthrough)
 		return;
 	pthread_mutex_lock(&io_lock);
 	e = io_inode_get(ino);
-	if (e && (passthrough ? e->n_passthrough : e->n_cached)) {
-		if (passthrough)
-			e->n_passthrough--;
-		else
-			e->n_cached--;
-		if (!e->n_cached && !e->n_passthrough && e->backing_id) {
-			if (fuse_passthrough_close(req, e->backing_id) < 0)
-				log_debug("passthrough: backing id %d: %s", e->backing_id,
-					strerror(errno));
-			e->backing_id = 0;
-		}
-	}
 	if (e)
-		io_inode_put(e);
+		io_inode_drop(req, e, passthrough);
 	pthread_mutex_unlock(&io_lock);
 }
 
@@ -402,6 +394,27 @@ static void io_foreign_seed(uint64_t ino, int backing_id, void *arg)
 static struct tree *req_tree(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
+}
+
+/*
+ * The kernel released fh: this server's handle, or what was opened for an
+ * earlier server's (NULL: nothing was), out of the journal and, for an
+ * earlier server's, out of its inode's I/O count.
+ */
+static void *handle_released(fuse_req_t req, uint64_t fh)
+{
+	uint64_t ino;
+	int backing_id;
+	void *p;
+
+	if (journal_ours(fh, &p)) {
+		handle_taken_back(fh);
+		return p;
+	}
+	p = journal_foreign_handle_release(fh, &ino, &backing_id);
+	if (backing_id)
+		io_foreign_release(req, ino, backing_id > 0);
+	return p;
 }
 
 static fuse_ino_t node_ino(struct tree *t, struct node *n)
@@ -696,6 +709,8 @@ static void do_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 }
 
+static void *handle_adopt(struct tree *t, uint64_t fh_id, struct handle *h, bool dir);
+
 /*
  * The listing of a directory handle an earlier server gave: taken anew
  * (offsets past entries that changed meanwhile may skip or repeat one).
@@ -720,13 +735,7 @@ static struct dir_handle *foreign_dir(struct tree *t, fuse_ino_t ino, uint64_t f
 		free(dh);
 		return NULL;
 	}
-	handle_add(&dh->h, true);
-	local = journal_foreign_handle_set(fh, dh);
-	if (local != dh) {
-		handle_del(&dh->h);
-		dir_handle_free(t, dh);
-	}
-	return local;
+	return handle_adopt(t, fh, &dh->h, true);
 }
 
 /* The directory handle of fi: this server's, or one an earlier server gave. NULL: stale. */
@@ -782,18 +791,8 @@ static void do_readdir(
 /* The kernel may release a handle while a request of it is still answered: freed after. */
 static void do_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct dir_handle *dh;
-	void *p;
+	struct dir_handle *dh = handle_released(req, fi->fh);
 
-	if (journal_ours(fi->fh, &p)) {
-		dh = p;
-		handle_taken_back(fi->fh);
-	} else {
-		uint64_t jino;
-		int backing_id;
-
-		dh = journal_foreign_handle_release(fi->fh, &jino, &backing_id);
-	}
 	if (dh) {
 		handle_del(&dh->h);
 		node_defer(tree_nodes(req_tree(req)), dir_handle_free, dh);
@@ -827,6 +826,32 @@ static void open_file_drop(struct tree *t, struct open_file *fh)
 {
 	open_file_close(t, fh);
 	open_file_free(t, fh);
+}
+
+/* A handle, of a directory (dir) or a file, that no request will use: freed now. */
+static void handle_free(struct tree *t, struct handle *h, bool dir)
+{
+	if (dir)
+		dir_handle_free(t, h);
+	else
+		open_file_drop(t, (struct open_file *)h);
+}
+
+/*
+ * h, made here for fh_id (an earlier server's handle), kept for it unless
+ * another request made one first: the handle in force.
+ */
+static void *handle_adopt(struct tree *t, uint64_t fh_id, struct handle *h, bool dir)
+{
+	void *local;
+
+	handle_add(h, dir);
+	local = journal_foreign_handle_set(fh_id, h);
+	if (local != h) {
+		handle_del(h);
+		handle_free(t, h, dir);
+	}
+	return local;
 }
 
 /*
@@ -882,13 +907,7 @@ static struct open_file *foreign_file(struct tree *t, fuse_ino_t ino, uint64_t f
 		return NULL;
 	}
 	free(what);
-	handle_add(&fh->h, false);
-	local = journal_foreign_handle_set(fh_id, fh);
-	if (local != fh) {
-		handle_del(&fh->h);
-		open_file_drop(t, fh);
-	}
-	return local;
+	return handle_adopt(t, fh_id, &fh->h, false);
 }
 
 /* The file handle of fi: this server's, or one an earlier server gave. NULL: stale. */
@@ -1123,19 +1142,8 @@ static void do_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
  */
 static void do_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct open_file *fh;
-	uint64_t jino;
-	int backing_id;
-	void *p;
+	struct open_file *fh = handle_released(req, fi->fh);
 
-	if (journal_ours(fi->fh, &p)) {
-		fh = p;
-		handle_taken_back(fi->fh);
-	} else {
-		fh = journal_foreign_handle_release(fi->fh, &jino, &backing_id);
-		if (backing_id)
-			io_foreign_release(req, jino, backing_id > 0);
-	}
 	if (fh) {
 		handle_del(&fh->h);
 		io_release(req, fh);
@@ -1483,11 +1491,7 @@ static void fs_destroy(void *userdata)
 		pthread_mutex_unlock(&handles_lock);
 		if (!h)
 			break;
-		if (h->dir) {
-			dir_handle_free(t, h);
-		} else {
-			open_file_drop(t, (struct open_file *)h);
-		}
+		handle_free(t, h, h->dir);
 	}
 	/* the kernel drops the connection's backing files itself */
 	pthread_mutex_lock(&io_lock);

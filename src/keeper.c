@@ -144,6 +144,20 @@ int keeper_mount_device(const char *path, char *dev, size_t cap)
 	return dev[0] ? 0 : -ENOENT;
 }
 
+/* stdio to /dev/null: a process in the background logs to syslog. */
+static void detach_stdio(void)
+{
+	int fd = open("/dev/null", O_RDWR);
+
+	if (fd < 0)
+		return;
+	dup2(fd, 0);
+	dup2(fd, 1);
+	dup2(fd, 2);
+	if (fd > 2)
+		close(fd);
+}
+
 /* ------------------------------------------------------------------ server */
 
 static struct {
@@ -321,6 +335,18 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 	return n;
 }
 
+/*
+ * A bare reply header to the device: error for request unique, or a
+ * notification (unique 0, error its code). 0 or -errno (ENOENT: no such
+ * request waits).
+ */
+static int header_write(int fd, int32_t error, uint64_t unique)
+{
+	struct fuse_out_header oh = { .len = sizeof(oh), .error = error, .unique = unique };
+
+	return write(fd, &oh, sizeof(oh)) == (ssize_t)sizeof(oh) ? 0 : -errno;
+}
+
 static ssize_t io_splice_send(int fdin, off_t *offin, int fdout, off_t *offout, size_t len,
 	unsigned int flags, void *userdata)
 {
@@ -373,21 +399,23 @@ static void yield(void)
 
 static void fail_request(uint64_t unique, void *arg)
 {
-	struct fuse_out_header oh = { .len = sizeof(oh), .error = -EIO, .unique = unique };
 	unsigned *n = arg;
 
 	/* ENOENT: answered after all, before the server died */
-	if (write(srv.fuse_fd, &oh, sizeof(oh)) == (ssize_t)sizeof(oh))
+	if (header_write(srv.fuse_fd, -EIO, unique) == 0)
 		(*n)++;
 }
 
-/* What the server that died had read and not answered, as its journal says, ends with EIO. */
-static void fail_inflight(void)
+/*
+ * What the server that died had read and not answered, as its journal
+ * says, ends with EIO; the log says why, and how many.
+ */
+static void fail_inflight(const char *why)
 {
 	unsigned failed = 0;
 
 	journal_foreach_inflight(fail_request, &failed);
-	log_info("%u requests the server that died had read end with EIO", failed);
+	log_info("%s: %u requests end with EIO", why, failed);
 }
 
 /*
@@ -396,19 +424,17 @@ static void fail_inflight(void)
  */
 static void resend(void)
 {
-	struct fuse_out_header oh = { .len = sizeof(oh), .error = NOTIFY_RESEND, .unique = 0 };
-	unsigned failed = 0;
+	int ret;
 
 	if (!srv.has_resend || getenv("OCIFS_NO_RESEND")) {
-		journal_foreach_inflight(fail_request, &failed);
-		log_info("the kernel cannot send again what the server that died had read (no "
-			 "FUSE_NOTIFY_RESEND): %u requests end with EIO",
-			failed);
+		fail_inflight("the kernel cannot send again what the server that died had read "
+			      "(no FUSE_NOTIFY_RESEND)");
 		return;
 	}
-	if (write(srv.fuse_fd, &oh, sizeof(oh)) != (ssize_t)sizeof(oh))
+	ret = header_write(srv.fuse_fd, NOTIFY_RESEND, 0);
+	if (ret)
 		log_warn("asking the kernel to send again what the dead server had read: %s",
-			strerror(errno));
+			strerror(-ret));
 	else
 		log_info("the kernel sends again what the server that died had not answered");
 }
@@ -452,7 +478,8 @@ static void *keeper_listen(void *arg)
 			 * again too. Those the dead one had read end with EIO.
 			 */
 			if (m.flags & F_DEAD)
-				fail_inflight();
+				fail_inflight("the server replaced died before it had answered "
+					      "what it had read");
 			journal_old_gone();
 			pthread_mutex_lock(&srv.lock);
 			srv.alone = true;
@@ -554,10 +581,12 @@ int keeper_attach(int sock, struct fuse_session *se)
 	return 0;
 }
 
-void keeper_serving(void)
+void keeper_serving(bool background)
 {
 	if (srv.sock >= 0)
 		send_msg(srv.sock, 'S', 0, 0, NULL, 0);
+	if (background)
+		detach_stdio();
 }
 
 void keeper_wait_alone(void)
@@ -729,17 +758,13 @@ static void answer_eio(struct keeper *k)
 	for (;;) {
 		ssize_t n = read(k->fuse_fd, k->buf, k->buf_size);
 		struct fuse_in_header *in = (struct fuse_in_header *)k->buf;
-		struct fuse_out_header oh;
 
 		if (n < (ssize_t)sizeof(*in))
 			return; /* EAGAIN: nothing more now */
 		if (in->opcode == FUSE_FORGET || in->opcode == FUSE_BATCH_FORGET ||
 			in->opcode == FUSE_INTERRUPT)
 			continue; /* no reply; the next server's journal keeps those ids */
-		oh.len = sizeof(oh);
-		oh.error = -EIO;
-		oh.unique = in->unique;
-		if (write(k->fuse_fd, &oh, sizeof(oh)) < 0 && errno == ENODEV)
+		if (header_write(k->fuse_fd, -EIO, in->unique) == -ENODEV)
 			return;
 	}
 }
@@ -761,10 +786,10 @@ static void answering(struct keeper *k, bool on)
 	k->answering = on;
 	if (on) {
 		/* what the dead server had read comes here again, and is answered EIO */
-		struct fuse_out_header oh = { sizeof(oh), NOTIFY_RESEND, 0 };
+		int ret = header_write(k->fuse_fd, NOTIFY_RESEND, 0);
 
-		if (write(k->fuse_fd, &oh, sizeof(oh)) < 0)
-			log_debug("keeper: resend: %s", strerror(errno));
+		if (ret)
+			log_debug("keeper: resend: %s", strerror(-ret));
 	}
 }
 
@@ -1026,19 +1051,6 @@ static int background(int *report)
 	setsid();
 	*report = p[1];
 	return 0;
-}
-
-static void detach_stdio(void)
-{
-	int fd = open("/dev/null", O_RDWR);
-
-	if (fd < 0)
-		return;
-	dup2(fd, 0);
-	dup2(fd, 1);
-	dup2(fd, 2);
-	if (fd > 2)
-		close(fd);
 }
 
 static const struct fuse_lowlevel_ops no_ops;

@@ -59,8 +59,8 @@ int keeper_restart(const char *mountpoint);
  * se's loop. 0 or -errno.
  */
 int keeper_attach(int sock, struct fuse_session *se);
-/* Server: its loop starts now. */
-void keeper_serving(void);
+/* Server: its loop starts now; background: its stdio goes to /dev/null (it logs to syslog). */
+void keeper_serving(bool background);
 /*
  * Server: wait until no earlier server runs (one replaced by this one
  * exits once it has answered what it had read): what it left on disk is

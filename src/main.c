@@ -156,19 +156,6 @@ static void set_read_ahead(const char *path)
 		close(fd);
 }
 
-/* A server in the background: its start said what it had to, it logs to syslog now. */
-static void detach_stdio(void)
-{
-	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-
-	if (fd < 0)
-		return;
-	dup2(fd, 0);
-	dup2(fd, 1);
-	dup2(fd, 2);
-	close(fd);
-}
-
 static void usage(const char *prog)
 {
 	printf("usage: %s [options] SOURCE MOUNTPOINT\n"
@@ -677,11 +664,8 @@ int main(int argc, char *argv[])
 	hup.se = se;
 	hup.t = tree;
 	hup_started = hup_pipe[0] >= 0 && pthread_create(&hup_thread, NULL, hup_main, &hup) == 0;
-	if (ksock >= 0) {
-		keeper_serving();
-		if (!cl.foreground)
-			detach_stdio();
-	}
+	if (ksock >= 0)
+		keeper_serving(!cl.foreground);
 
 	/* one reader of the keeper's descriptor: a clone would die with this server */
 	lc.clone_fd = ksock >= 0 ? 0 : cl.clone_fd;
