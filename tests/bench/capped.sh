@@ -105,15 +105,16 @@ sync
 # the blob; sets T and CPU (the daemon's seconds of CPU for it) and prints
 # the number of streams it settled on.
 cold() {
-	local host=$1 label=$2 cpu0 streams
+	local host=$1 label=$2 cpu0 streams spid
 	shift 2
 	rm -rf "$C"
 	OCIFS_CACHE=$C mount_ocifs "$host" "$M" -o ro "$@" >>"$LOG" 2>&1 || bail "mount $host"
 	stat "$M/bench/big/v1/big.bin" >/dev/null
-	cpu0=$(cpu_s "$OCIFS_PID")
+	spid=$(serving_pid "$M")
+	cpu0=$(cpu_s "$spid")
 	tm cat "$M/bench/big/v1/big.bin" >/dev/null
 	[ "$TRC" = 0 ] || say "# $label: cat failed"
-	CPU=$(cpu_since "$OCIFS_PID" "$cpu0")
+	CPU=$(cpu_since "$spid" "$cpu0")
 	streams=$(grep -o 'cache: [0-9]* fetch streams[a-z ,]*[0-9]*' "$OCIFS_LOG" | tail -n 1 | sed 's/^cache: //')
 	say "$(printf '%-34s' "$label") ${T} s  $(mibs "$SIZE" "$T") MiB/s  CPU ${CPU} s" \
 		"($(per_gib "$CPU") s/GiB)" \

@@ -78,6 +78,13 @@ stats() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 # cpu_since PID C0: seconds of CPU the process has used since cpu_s gave C0
 cpu_since() { awk -v a="$2" -v b="$(cpu_s "$1")" 'BEGIN { printf "%.2f", b - a }'; }
+# serving_pid MNT: the process that serves MNT: its keeper's server, or the
+# mount's own process (-o no_keeper, an ocifs before the keeper)
+serving_pid() {
+	local s
+	s=$(server_pid "$1")
+	echo "${s:-$OCIFS_PID}"
+}
 drop_caches() { sync && { echo 1 >/proc/sys/vm/drop_caches; } 2>/dev/null; }
 rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status" 2>/dev/null; }
 

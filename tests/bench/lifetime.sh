@@ -30,7 +30,7 @@ say "# image made and pushed in ${T}s"
 
 M=$TESTDIR/mnt
 bmount "$TESTDIR/cache" "$M"
-pid=$OCIFS_PID
+pid=$(serving_pid "$M")
 nodes() { jq -r .nodes "$M/.ocifs/stats.json"; }
 forget() { sync && echo 2 >/proc/sys/vm/drop_caches; }
 settled() { [ "$(nodes)" -le $((idle_nodes + 10)) ]; }

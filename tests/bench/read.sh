@@ -79,7 +79,7 @@ cold_read() {
 	local h c0
 	bmount "$C" "$M" -o ro
 	stat "$F" >/dev/null
-	DPID=$OCIFS_PID
+	DPID=$(serving_pid "$M")
 	c0=$(cpu_s "$DPID")
 	tm cat "$F" >/dev/null
 	[ "$TRC" = 0 ] || say "# $1 failed: $TRC"
@@ -135,7 +135,7 @@ setr first_touch_vs_retouch_mbs "${ft% *} / ${ft#* }"
 say "## warm reads (complete in the cache)"
 bmount "$C" "$M" -o ro
 cat "$F" >/dev/null
-DPID=$OCIFS_PID
+DPID=$(serving_pid "$M")
 tm cat "$F" >/dev/null
 t_warm=$T
 tm cat "$C/blobs/sha256/$HEX" >/dev/null
