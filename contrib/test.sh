@@ -141,7 +141,7 @@ suppressions=$top/build-tsan/contrib/tsan.supp ${TSAN_OPTIONS:-}" \
 # blob's file through the kernel (t_cacherace drives the cache alone; image
 # and TOC files are read through their layers), and the cache's locking
 # (t_cachelock).
-PASSTHROUGH_TESTS="t_passthrough t_keeper t_cache t_status t_tree t_models t_lifetime t_layerstore
+PASSTHROUGH_TESTS="t_passthrough t_keeper t_keeper_push t_cache t_status t_tree t_models t_lifetime t_layerstore
 	t_stress"
 passthrough_build() {
 	cd "$top/build-passthrough" &&

@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "cache.h"
 #include "digest.h"
+#include "keeper.h"
 #include "log.h"
 #include "manifest.h"
 #include "push-int.h"
@@ -86,6 +87,7 @@ void draft_free(struct draft *d)
 	json_object_put(d->subject);
 	free(d->attach_type);
 	free(d->replaces);
+	free(d->base_digest);
 	pthread_mutex_destroy(&d->save_lock);
 	free(d->dir);
 	free(d);
@@ -127,6 +129,36 @@ void draft_dir_remove(const char *dir)
 	rmdir(dir);
 }
 
+static struct draft *draft_new(void)
+{
+	struct draft *d = calloc(1, sizeof(*d));
+
+	if (d)
+		pthread_mutex_init(&d->save_lock, NULL);
+	return d;
+}
+
+/* d becomes art's draft, on the pusher's list. 0 or -ENOMEM (d still the caller's). */
+static int draft_list(struct tree *t, struct node *art, struct draft *d)
+{
+	struct push *p = t->push;
+	struct node **v;
+
+	pthread_mutex_lock(&t->nodes.lock);
+	v = realloc(p->drafts, (p->n_drafts + 1) * sizeof(*v));
+	if (!v) {
+		pthread_mutex_unlock(&t->nodes.lock);
+		return -ENOMEM;
+	}
+	p->drafts = v;
+	v[p->n_drafts++] = art;
+	d->changed_at = draft_clock();
+	art_of_node(art)->draft = d;
+	tree_pin(t, art);
+	pthread_mutex_unlock(&t->nodes.lock);
+	return 0;
+}
+
 int draft_begin(struct tree *t, struct node *art)
 {
 	struct draft *d;
@@ -142,12 +174,11 @@ int draft_begin(struct tree *t, struct node *art)
 		pthread_mutex_unlock(load_lock_of(art));
 		return 0;
 	}
-	d = calloc(1, sizeof(*d));
+	d = draft_new();
 	if (!d) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	pthread_mutex_init(&d->save_lock, NULL);
 	snprintf(base, sizeof(base), "%s/staging", cache_dir(t->cache));
 	ret = mkdir_random(base, dir, sizeof(dir));
 	if (ret) {
@@ -164,37 +195,54 @@ int draft_begin(struct tree *t, struct node *art)
 		if (ret == 0)
 			d->base = json_tokener_parse(body);
 		free(body);
-		if (!d->base) {
+		d->base_digest = strdup(art_of_node(art)->digest);
+		if (!d->base || !d->base_digest) {
 			log_err("%s:%s: the manifest to change is not at hand", reg_of(art)->repo,
 				art_of_node(art)->ref);
 			ret = -EIO;
 			goto out;
 		}
 	}
-	pthread_mutex_lock(&t->nodes.lock);
-	{
-		struct push *p = t->push;
-		struct node **v = realloc(p->drafts, (p->n_drafts + 1) * sizeof(*v));
-
-		if (!v) {
-			pthread_mutex_unlock(&t->nodes.lock);
-			ret = -ENOMEM;
-			goto out;
-		}
-		p->drafts = v;
-		v[p->n_drafts++] = art;
-	}
-	d->changed_at = draft_clock();
-	art_of_node(art)->draft = d;
-	tree_pin(t, art);
-	d = NULL;
-	pthread_mutex_unlock(&t->nodes.lock);
-	ret = 0;
+	ret = draft_list(t, art, d);
+	if (!ret)
+		d = NULL;
 out:
 	if (d && d->dir)
 		rmdir(d->dir);
 	draft_free(d);
 	pthread_mutex_unlock(load_lock_of(art));
+	/* a server taking over (the keeper's) finds the tag, and where its files are */
+	if (!ret && !d)
+		draft_save(t, art);
+	return ret;
+}
+
+int draft_adopt(struct tree *t, struct node *art, const char *dir, const char *base_digest)
+{
+	struct draft *d = draft_new();
+	char *body = NULL;
+	size_t len;
+	int ret = d ? 0 : -ENOMEM;
+
+	if (!ret && !(d->dir = strdup(dir)))
+		ret = -ENOMEM;
+	if (!ret && base_digest) {
+		d->base_digest = strdup(base_digest);
+		ret = d->base_digest
+			      ? cache_get(t->cache, base_digest, MANIFEST_MAX_SIZE, &body, &len)
+			      : -ENOMEM;
+		if (ret == 0 && !(d->base = json_tokener_parse(body)))
+			ret = -EBADMSG;
+		free(body);
+	}
+	if (!ret) {
+		/* a change to push, once settled: the earlier server's */
+		d->gen = 1;
+		d->touched = true;
+		ret = draft_list(t, art, d);
+	}
+	if (ret)
+		draft_free(d);
 	return ret;
 }
 
@@ -352,9 +400,89 @@ static struct json_object *draft_manifest(
 	return m;
 }
 
+const char *draft_jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
+		       ? json_object_get_string(v)
+		       : NULL;
+}
+
+/* n's xattrs with text values, as an object. */
+static struct json_object *xattrs_json(const struct node *n)
+{
+	struct json_object *o = json_object_new_object();
+	size_t i;
+
+	for (i = 0; i < reg_of(n)->n_xattrs; i++)
+		if (reg_of(n)->xattrs[i].len == 0)
+			json_object_object_add(o, reg_of(n)->xattrs[i].name,
+				draft_json_str(reg_of(n)->xattrs[i].value));
+	return o;
+}
+
+/*
+ * Every file and directory below dir, as the tag shows them now: what a
+ * server taking over needs to show the same (adopt.c). A staged file says
+ * where its bytes are and what a push may name of it. Caller holds t->nodes.lock.
+ */
+static int snapshot(const struct node *art, const struct node *dir, struct json_object *nodes)
+{
+	char title[4096];
+	size_t i;
+	int ret = 0;
+
+	for (i = 0; i < dir->n_children && !ret; i++) {
+		const struct node *c = dir->children[i];
+		struct json_object *e;
+
+		if (c->hidden)
+			continue;
+		ret = push_title_of(art, c, NULL, title, sizeof(title));
+		if (ret)
+			break;
+		e = json_object_new_object();
+		json_object_object_add(e, "title", draft_json_str(title));
+		json_object_object_add(e, "xattrs", xattrs_json(c));
+		json_object_object_add(e, "mtime", json_object_new_int64(reg_of(c)->mtime));
+		if (c->kind == NODE_DIR) {
+			json_object_object_add(e, "kind",
+				draft_json_str(dir_of(c)->packed_digest ? "packed" : "dir"));
+			json_object_object_add(
+				e, "local", json_object_new_boolean(reg_of(c)->local));
+		} else if (c->kind == NODE_BLOB) {
+			json_object_object_add(e, "kind", draft_json_str("blob"));
+			json_object_object_add(e, "digest", draft_json_str(file_of(c)->digest));
+			json_object_object_add(e, "size", json_object_new_int64(file_of(c)->size));
+		} else if (c->kind == NODE_STAGED && file_of(c)->staged) {
+			const struct staged *s = file_of(c)->staged;
+			const char *base = strrchr(s->path, '/');
+
+			json_object_object_add(e, "kind", draft_json_str("staged"));
+			json_object_object_add(e, "file", draft_json_str(base ? base + 1 : ""));
+			json_object_object_add(e, "dirty", json_object_new_boolean(s->dirty));
+			json_object_object_add(e, "changed", json_object_new_boolean(s->changed));
+			if (s->closed_digest)
+				json_object_object_add(
+					e, "closed_digest", draft_json_str(s->closed_digest));
+			if (file_of(c)->digest)
+				json_object_object_add(
+					e, "digest", draft_json_str(file_of(c)->digest));
+			json_object_object_add(e, "up_size", json_object_new_int64(s->up_size));
+		} else {
+			json_object_object_add(e, "kind", draft_json_str("other"));
+		}
+		json_object_array_add(nodes, e);
+		if (c->kind == NODE_DIR && !dir_of(c)->packed_digest)
+			ret = snapshot(art, c, nodes);
+	}
+	return ret;
+}
+
 int draft_save(struct tree *t, struct node *art)
 {
-	struct json_object *root, *staged = json_object_new_array(), *m;
+	struct json_object *root, *staged = json_object_new_array(), *m, *nodes;
 	char path[PATH_MAX], tmp[PATH_MAX];
 	struct draft *d;
 	const char *s;
@@ -369,13 +497,26 @@ int draft_save(struct tree *t, struct node *art)
 	}
 	pthread_mutex_lock(&d->save_lock);
 	m = draft_manifest(t, art, staged);
+	nodes = json_object_new_array();
+	if (m && snapshot(art, art, nodes)) {
+		json_object_put(m);
+		m = NULL;
+	}
+	root = json_object_new_object();
+	json_object_object_add(root, "owner", json_object_new_int64(keeper_pid()));
+	if (d->base_digest)
+		json_object_object_add(root, "base", draft_json_str(d->base_digest));
+	json_object_object_add(root, "touched", json_object_new_boolean(d->touched));
+	json_object_object_add(root, "type_set", json_object_new_boolean(d->type_set));
+	json_object_object_add(root, "xattrs", xattrs_json(art));
+	json_object_object_add(root, "nodes", nodes);
 	pthread_mutex_unlock(&t->nodes.lock);
 	if (!m) {
 		json_object_put(staged);
+		json_object_put(root);
 		ret = -ENAMETOOLONG;
 		goto out;
 	}
-	root = json_object_new_object();
 	json_object_object_add(root, "host", draft_json_str(registry_host(reg_of(art)->site->reg)));
 	json_object_object_add(root, "repo", draft_json_str(reg_of(art)->repo));
 	/* a referrer is pushed by digest: no tag */
@@ -415,10 +556,19 @@ void draft_bump(struct tree *t, struct node *art)
 	pthread_mutex_unlock(&t->nodes.lock);
 }
 
+int draft_record(struct tree *t, struct node *art)
+{
+	pthread_mutex_lock(&t->nodes.lock);
+	if (node_draft(art))
+		node_draft(art)->touched = true;
+	pthread_mutex_unlock(&t->nodes.lock);
+	return draft_save(t, art);
+}
+
 int draft_touch(struct tree *t, struct node *art)
 {
 	draft_bump(t, art);
-	return draft_save(t, art);
+	return draft_record(t, art);
 }
 
 void draft_unlist(struct tree *t, struct node *art)

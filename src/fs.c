@@ -12,8 +12,10 @@
 #include "cache.h"
 #include "fs.h"
 #include "journal.h"
+#include "keeper.h"
 #include "log.h"
 #include "node.h"
+#include "push.h"
 #include "tree.h"
 
 /* A directory handle: the listing snapshot taken at opendir. */
@@ -448,13 +450,15 @@ static int entry_take(
 	struct tree *t, struct node *n, fuse_ino_t parent, const char *name, bool found)
 {
 	pthread_mutex_t *l = entry_lock(n);
+	/* a repository made here is made again by the next server, from the journal */
+	unsigned flags = l && push_repo_made(t, n) ? JOURNAL_MADE : 0;
 	int ret;
 
 	if (l)
 		pthread_mutex_lock(l);
 	ret = found ? node_entry_found(tree_nodes(t), n) : node_entry_given(tree_nodes(t), n);
 	if (ret > 0 && l)
-		journal_entry(node_ino(t, n), parent, name);
+		journal_entry(node_ino(t, n), parent, name, flags);
 	if (l)
 		pthread_mutex_unlock(l);
 	return ret < 0 ? ret : 0;
@@ -502,9 +506,10 @@ static struct node *foreign_node(struct tree *t, fuse_ino_t ino, unsigned depth)
 	struct node *dir = NULL, *n;
 	char *name;
 	void *local;
+	unsigned flags;
 	int ret;
 
-	if (depth > FOREIGN_DEPTH || journal_foreign(ino, &parent, &name, &local)) {
+	if (depth > FOREIGN_DEPTH || journal_foreign(ino, &parent, &name, &flags, &local)) {
 		log_info("id %#llx: no server recorded it", (unsigned long long)ino);
 		return NULL;
 	}
@@ -519,6 +524,12 @@ static struct node *foreign_node(struct tree *t, fuse_ino_t ino, unsigned depth)
 	else
 		dir = local;
 	ret = dir ? tree_lookup(t, node_current(dir), name, &n) : -ESTALE;
+	if (ret == -ENOENT && (flags & JOURNAL_MADE)) {
+		/* a repository made by mkdir, nothing pushed to it yet: made again */
+		ret = push_repo_make(t, node_current(dir), name, &n);
+		if (ret == -EEXIST)
+			ret = 0;
+	}
 	if (ret) {
 		log_info("an id of an earlier server, \"%s\": %s", name, strerror(-ret));
 		free(name);
@@ -538,10 +549,17 @@ static struct node *ino_node_counted(struct tree *t, fuse_ino_t ino)
 {
 	void *p;
 
-	if (ino == FUSE_ROOT_ID)
+	/*
+	 * Every path from the root, and every id of an earlier server, waits
+	 * for the drafts that server left to be shown again (push_adopt).
+	 */
+	if (ino == FUSE_ROOT_ID) {
+		push_wait_adopted(t);
 		return tree_root(t);
+	}
 	if (journal_ours(ino, &p))
 		return p;
+	push_wait_adopted(t);
 	return foreign_node(t, ino, 0);
 }
 
@@ -910,6 +928,29 @@ static struct open_file *foreign_file(struct tree *t, fuse_ino_t ino, uint64_t f
 	return handle_adopt(t, fh_id, &fh->h, false);
 }
 
+void fs_take_over(struct tree *t)
+{
+	uint64_t *fhs, *inos, *made;
+	size_t i, n = journal_foreign_made(&made);
+
+	/* shown again where they were, before anyone lists their parent */
+	for (i = 0; i < n; i++)
+		if (!foreign_node(t, made[i], 0))
+			log_warn("id %#llx, a repository made before the server was restarted: "
+				 "not made again",
+				(unsigned long long)made[i]);
+	free(made);
+	n = journal_foreign_writers(&fhs, &inos);
+
+	for (i = 0; i < n; i++)
+		if (!foreign_file(t, inos[i], fhs[i]))
+			log_warn("file handle %#llx, open for writing before the server was "
+				 "restarted: its writes fail (ESTALE)",
+				(unsigned long long)fhs[i]);
+	free(fhs);
+	free(inos);
+}
+
 /* The file handle of fi: this server's, or one an earlier server gave. NULL: stale. */
 static struct open_file *file_of(struct tree *t, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -1227,10 +1268,12 @@ static void do_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 {
 	struct tree *t = req_tree(req);
 	struct node *n = NULL, *dir = ino_node(t, parent);
+	int ret;
 
 	STALE_IF_NULL(dir);
-	reply_new_entry(req, t, n, parent, name,
-		dir->ops->mkdir ? dir->ops->mkdir(t, dir, name, &n) : NO_WRITE);
+	/* n is set by the call: not an argument evaluated beside it */
+	ret = dir->ops->mkdir ? dir->ops->mkdir(t, dir, name, &n) : NO_WRITE;
+	reply_new_entry(req, t, n, parent, name, ret);
 }
 
 static void do_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
@@ -1314,13 +1357,13 @@ static void do_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 {
 	struct tree *t = req_tree(req);
 	struct node *n = NULL;
-
 	/* in a repository: tag name to what link names (oras tag) */
 	struct node *dir = ino_node(t, parent);
+	int ret;
 
 	STALE_IF_NULL(dir);
-	reply_new_entry(req, t, n, parent, name,
-		dir->ops->symlink ? dir->ops->symlink(t, dir, name, link, &n) : NO_WRITE);
+	ret = dir->ops->symlink ? dir->ops->symlink(t, dir, name, link, &n) : NO_WRITE;
+	reply_new_entry(req, t, n, parent, name, ret);
 }
 
 static void do_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -1478,6 +1521,7 @@ static void fs_destroy(void *userdata)
 {
 	struct tree *t = userdata;
 	struct handle *h;
+	bool replaced = keeper_replaced();
 	size_t i;
 
 	for (;;) {
@@ -1491,7 +1535,11 @@ static void fs_destroy(void *userdata)
 		pthread_mutex_unlock(&handles_lock);
 		if (!h)
 			break;
-		handle_free(t, h, h->dir);
+		/* a writer the server now serving has goes on there: only freed here */
+		if (replaced && !h->dir)
+			open_file_free(t, (struct open_file *)h);
+		else
+			handle_free(t, h, h->dir);
 	}
 	/* the kernel drops the connection's backing files itself */
 	pthread_mutex_lock(&io_lock);

@@ -170,7 +170,7 @@ static int apply_to(struct fmap *mi, struct fmap *mh, const struct jrec *r)
 {
 	switch (r->type) {
 	case J_ENTRY:
-		return fmap_put(mi, r->a, r->b, 0, r->name, r->name_len);
+		return fmap_put(mi, r->a, r->b, r->c, r->name, r->name_len);
 	case J_FORGET:
 		fmap_del(mi, r->a);
 		return 0;
@@ -304,7 +304,7 @@ static void compact(void)
 	mine = fresh;
 	for (i = 0; i < BUCKETS; i++) {
 		for (f = mi->b[i]; f; f = f->next)
-			append(J_ENTRY, f->key, f->b, 0, f->name);
+			append(J_ENTRY, f->key, f->b, f->c, f->name);
 		for (f = mh->b[i]; f; f = f->next)
 			append(J_OPEN, f->key, f->b, f->c, f->name);
 	}
@@ -444,7 +444,7 @@ int journal_start(int old_fd, unsigned gen, int *new_fd)
 		struct foreign *f;
 
 		for (f = ids.b[i]; f; f = f->next)
-			append(J_ENTRY, f->key, f->b, 0, f->name);
+			append(J_ENTRY, f->key, f->b, f->c, f->name);
 		for (f = handles.b[i]; f; f = f->next)
 			append(J_OPEN, f->key, f->b, f->c, f->name);
 	}
@@ -520,9 +520,9 @@ static void record(uint16_t type, uint64_t a, uint64_t b, uint64_t c, const char
 	pthread_mutex_unlock(&journal_lock);
 }
 
-void journal_entry(uint64_t id, uint64_t parent, const char *name)
+void journal_entry(uint64_t id, uint64_t parent, const char *name, unsigned flags)
 {
-	record(J_ENTRY, id, parent, 0, name);
+	record(J_ENTRY, id, parent, flags, name);
 }
 
 void journal_forget(uint64_t id)
@@ -553,7 +553,7 @@ static struct foreign *foreign_get(struct fmap *m, uint64_t key)
 	return f;
 }
 
-int journal_foreign(uint64_t id, uint64_t *parent, char **name, void **local)
+int journal_foreign(uint64_t id, uint64_t *parent, char **name, unsigned *flags, void **local)
 {
 	struct foreign *f;
 	int ret = -ESTALE;
@@ -562,6 +562,7 @@ int journal_foreign(uint64_t id, uint64_t *parent, char **name, void **local)
 	f = foreign_get(&ids, id);
 	if (f) {
 		*parent = f->b;
+		*flags = (unsigned)f->c;
 		*local = f->local;
 		*name = strdup(f->name ? f->name : "");
 		ret = *name ? 0 : -ENOMEM;
@@ -655,6 +656,67 @@ void journal_foreach_backing(void (*fn)(uint64_t ino, int backing_id, void *arg)
 			if ((int)(f->c >> 32))
 				fn(f->b, (int)(f->c >> 32), arg);
 	pthread_mutex_unlock(&journal_lock);
+}
+
+size_t journal_foreign_made(uint64_t **out)
+{
+	struct foreign *f;
+	size_t i, n = 0, cap = 0;
+	uint64_t *a = NULL;
+
+	pthread_mutex_lock(&journal_lock);
+	for (i = 0; i < BUCKETS; i++)
+		for (f = ids.b[i]; f; f = f->next) {
+			if (f->local || !(f->c & JOURNAL_MADE))
+				continue;
+			if (n == cap) {
+				uint64_t *na = realloc(a, (cap ? 2 * cap : 16) * sizeof(*a));
+
+				if (!na)
+					goto out;
+				a = na;
+				cap = cap ? 2 * cap : 16;
+			}
+			a[n++] = f->key;
+		}
+out:
+	pthread_mutex_unlock(&journal_lock);
+	*out = a;
+	return n;
+}
+
+size_t journal_foreign_writers(uint64_t **fhs, uint64_t **inos)
+{
+	struct foreign *f;
+	size_t i, n = 0, cap = 0;
+	uint64_t *a = NULL, *b = NULL;
+
+	pthread_mutex_lock(&journal_lock);
+	for (i = 0; i < BUCKETS; i++)
+		for (f = handles.b[i]; f; f = f->next) {
+			if (f->local || ((int)(f->c & 0xffffffffU) & O_ACCMODE) == O_RDONLY)
+				continue;
+			if (n == cap) {
+				uint64_t *na, *nb;
+
+				cap = cap ? 2 * cap : 16;
+				na = realloc(a, cap * sizeof(*a));
+				if (na)
+					a = na;
+				nb = realloc(b, cap * sizeof(*b));
+				if (nb)
+					b = nb;
+				if (!na || !nb)
+					goto out;
+			}
+			a[n] = f->key;
+			b[n++] = f->b;
+		}
+out:
+	pthread_mutex_unlock(&journal_lock);
+	*fhs = a;
+	*inos = b;
+	return n;
 }
 
 static pthread_once_t slot_once = PTHREAD_ONCE_INIT;

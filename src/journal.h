@@ -51,8 +51,13 @@ void journal_set_init(const void *buf, size_t len);
 void journal_init_answered(void);
 size_t journal_init(void *buf, size_t cap);
 
-/* The kernel took id as name below parent (a lookup, create, mkdir, symlink). */
-void journal_entry(uint64_t id, uint64_t parent, const char *name);
+/* A flag of an entry: a repository made here by mkdir, that no registry has yet. */
+#define JOURNAL_MADE 1U
+/*
+ * The kernel took id as name below parent (a lookup, create, mkdir,
+ * symlink); flags: JOURNAL_MADE or 0.
+ */
+void journal_entry(uint64_t id, uint64_t parent, const char *name, unsigned flags);
 /* The kernel forgot id. */
 void journal_forget(uint64_t id);
 /*
@@ -65,10 +70,12 @@ void journal_release(uint64_t fh);
 
 /*
  * A foreign id: the parent and name it was given under (name owned by the
- * caller), and the node this server made for it, if any (*local). 0, or
- * -ESTALE when no server recorded it.
+ * caller), its flags (JOURNAL_MADE), and the node this server made for it,
+ * if any (*local). 0, or -ESTALE when no server recorded it.
  */
-int journal_foreign(uint64_t id, uint64_t *parent, char **name, void **local);
+int journal_foreign(uint64_t id, uint64_t *parent, char **name, unsigned *flags, void **local);
+/* The foreign ids flagged JOURNAL_MADE that nothing was made for here yet: *ids (malloc'd), how many. */
+size_t journal_foreign_made(uint64_t **ids);
 /*
  * Set the node made for foreign id id, unless another request set one
  * first: returns the node in force (local, or the other one).
@@ -89,6 +96,12 @@ void *journal_foreign_handle_set(uint64_t fh, void *local);
 void *journal_foreign_handle_release(uint64_t fh, uint64_t *ino, int *backing_id);
 /* fn(ino, backing_id, arg) for each foreign handle whose I/O mode was told. */
 void journal_foreach_backing(void (*fn)(uint64_t ino, int backing_id, void *arg), void *arg);
+
+/*
+ * The foreign handles open for writing that nothing was opened for here
+ * yet: *fhs and *inos (malloc'd, the caller frees them), how many.
+ */
+size_t journal_foreign_writers(uint64_t **fhs, uint64_t **inos);
 
 /*
  * Who takes a new journal when this one is compacted (the keeper's socket):

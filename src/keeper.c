@@ -599,6 +599,16 @@ void keeper_wait_alone(void)
 	pthread_mutex_unlock(&srv.lock);
 }
 
+bool keeper_replaced(void)
+{
+	bool r;
+
+	pthread_mutex_lock(&srv.lock);
+	r = srv.yielding;
+	pthread_mutex_unlock(&srv.lock);
+	return r;
+}
+
 pid_t keeper_pid(void)
 {
 	return srv.keeper;

@@ -67,6 +67,11 @@ void keeper_serving(bool background);
  * this one's then (the drafts in the staging area). At once without a keeper.
  */
 void keeper_wait_alone(void);
+/*
+ * Server: another server has taken over from this one. What this one holds
+ * (writers, drafts) is the new one's: not to be released nor pushed here.
+ */
+bool keeper_replaced(void);
 /* Server: the keeper's pid and the servers before this one (stats.json). */
 pid_t keeper_pid(void);
 unsigned keeper_restarts(void);

@@ -659,7 +659,7 @@ int main(int argc, char *argv[])
 	}
 	if (!cl.foreground)
 		keep_stop_signals(se);
-	if (cache_start(cache) || push_start(tree))
+	if (cache_start(cache) || push_start(tree, fs_take_over))
 		goto out_unmount;
 	hup.se = se;
 	hup.t = tree;

@@ -76,6 +76,8 @@ struct draft {
 	/* A pushed referrer changed (files removed): its digest, detached once the change is up. */
 	char *replaces;
 	int last_err; /* of the last push tried, 0 when none failed */
+	char *base_digest; /* base's digest, or NULL */
+	bool touched; /* holds a change a crash must not lose (draft_touch, a copy made) */
 };
 
 struct push {
@@ -90,6 +92,14 @@ struct push {
 	size_t n_drafts;
 	uint64_t pushed; /* pushes done; protected by t->lock */
 	uint64_t failures; /* pushes tried that failed; protected by t->lock */
+	/*
+	 * Drafts of an earlier server are being taken over (push_adopt): the
+	 * kernel's ids wait (push_wait_adopted). Atomic; cleared under t->lock,
+	 * with adopted_cond.
+	 */
+	bool adopting;
+	pthread_cond_t adopted_cond;
+	void (*reopen)(struct tree *t); /* push_start's */
 };
 
 /* ---- draft.c ---- */
@@ -105,8 +115,25 @@ int draft_begin(struct tree *t, struct node *art);
 
 struct json_object *draft_json_str(const char *s);
 
-/* Write art's draft.json: what a later daemon needs to push it. 0 or -errno. */
+/*
+ * Write art's draft.json: what a later daemon needs to push it, and what a
+ * server taking over from this one under the keeper needs to show it as it
+ * is (every file and directory of the tag, staged files still being written
+ * too: adopt.c). 0 or -errno.
+ */
 int draft_save(struct tree *t, struct node *art);
+
+/* A change that a crash must not lose is in the draft: saved. 0 or -errno. */
+int draft_record(struct tree *t, struct node *art);
+
+/*
+ * Give art the draft staged in dir by an earlier server (adopt.c), of the
+ * manifest base_digest (NULL: a new tag). Caller holds art's load_lock. 0 or -errno.
+ */
+int draft_adopt(struct tree *t, struct node *art, const char *dir, const char *base_digest);
+
+/* The string o has under key, or NULL. */
+const char *draft_jstr(struct json_object *o, const char *key);
 
 /* A change to art's draft: counted, and the pusher told. */
 void draft_bump(struct tree *t, struct node *art);
@@ -132,6 +159,12 @@ void staged_free(struct staged *s);
 /* Upload a blob of size bytes from fd into repo, mounting it from a repository that has it. */
 int staged_upload(struct tree *t, struct registry *r, const char *repo, const char *digest, int fd,
 	int64_t size);
+
+/*
+ * The staged file at path an earlier server made in art's draft (adopt.c):
+ * as being written, to be hashed whole at its close. NULL: no memory.
+ */
+struct staged *staged_adopt(struct node *art, const char *path);
 
 /* A new staged file in art's draft, open for writing in *fd. Caller holds no lock. */
 int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd);
@@ -174,6 +207,16 @@ int pusher_push(struct tree *t, struct node *art, bool force);
 /* Whether the draft of art holds any file (an emptied one waits for sync DIR). */
 bool pusher_has_files(const struct node *n);
 
+/* ---- adopt.c ---- */
+
+/*
+ * Take over the draft in dir that an earlier server of this mount left
+ * (root: its draft.json): its tag shown as that server showed it, its staged
+ * files where they are. 0; -ENOTSUP when it cannot be (a referrer, a kind of
+ * file not shown again): it is pushed as after a crash; or -errno.
+ */
+int push_adopt(struct tree *t, const char *dir, struct json_object *root);
+
 /* ---- draft.c: what a draft's manifest takes from the nodes ---- */
 
 /* The value of n's xattr name, or NULL. Caller holds t->lock. */
@@ -184,6 +227,12 @@ int push_title_of(
 	const struct node *art, const struct node *n, const char *leaf, char *out, size_t size);
 
 /* ---- push.c ---- */
+
+/* A tag called tag in the repository ns, new, with no draft yet: -EEXIST when the registry has it. */
+int push_tag_node(struct tree *t, struct node *ns, const char *tag, struct node **out);
+
+/* Whether mkdir in the NS dir makes a tag (dir is a repository) rather than a repository. */
+bool push_ns_is_repo(struct tree *t, struct node *dir);
 
 /* What a reader of a failed upload or push is told. */
 int push_errno(int err);

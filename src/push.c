@@ -106,8 +106,7 @@ int push_errno(int err)
 	}
 }
 
-/* A tag called tag in the repository ns, new: -EEXIST when the registry has it. */
-static int make_tag(struct tree *t, struct node *ns, const char *tag, struct node **out)
+int push_tag_node(struct tree *t, struct node *ns, const char *tag, struct node **out)
 {
 	struct node *n;
 	int ret;
@@ -138,15 +137,24 @@ static int make_tag(struct tree *t, struct node *ns, const char *tag, struct nod
 	pthread_mutex_lock(&t->nodes.lock);
 	tree_pin(t, n);
 	pthread_mutex_unlock(&t->nodes.lock);
-	ret = draft_begin(t, n);
-	if (ret)
-		return ret;
 	*out = n;
 	return 0;
 }
 
-/* Whether mkdir in the NS dir makes a tag (dir is a repository) rather than a repository. */
-static bool ns_is_repo(struct tree *t, struct node *dir)
+/* A tag called tag in the repository ns, new: -EEXIST when the registry has it. */
+static int make_tag(struct tree *t, struct node *ns, const char *tag, struct node **out)
+{
+	struct node *n;
+	int ret = push_tag_node(t, ns, tag, &n);
+
+	if (!ret)
+		ret = draft_begin(t, n);
+	if (!ret)
+		*out = n;
+	return ret;
+}
+
+bool push_ns_is_repo(struct tree *t, struct node *dir)
 {
 	bool repo;
 
@@ -163,8 +171,19 @@ static bool ns_is_repo(struct tree *t, struct node *dir)
 	return repo;
 }
 
-/* A new repository name in dir (made here, pushed with its first tag). */
-static int make_repo(struct tree *t, struct node *dir, const char *name, struct node **out)
+bool push_repo_made(struct tree *t, struct node *n)
+{
+	bool made;
+
+	if (n->kind != NODE_NS)
+		return false;
+	pthread_mutex_lock(&t->nodes.lock);
+	made = ns_of(n)->new_repo && reg_of(n)->local;
+	pthread_mutex_unlock(&t->nodes.lock);
+	return made;
+}
+
+int push_repo_make(struct tree *t, struct node *dir, const char *name, struct node **out)
 {
 	struct node *n;
 	char *repo;
@@ -422,7 +441,7 @@ int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node *
 
 			if (!leaf)
 				return -ENOMEM;
-			ret = make_repo(t, dir, leaf, &ns);
+			ret = push_repo_make(t, dir, leaf, &ns);
 			free(leaf);
 			if (ret == -EEXIST && ns->kind == NODE_NS)
 				ret = 0;
@@ -430,9 +449,9 @@ int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node *
 				ret = -ENOTDIR;
 			return ret ? ret : make_tag(t, ns, colon + 1, out);
 		}
-		if (ns_is_repo(t, dir))
+		if (push_ns_is_repo(t, dir))
 			return make_tag(t, dir, name, out);
-		return make_repo(t, dir, name, out);
+		return push_repo_make(t, dir, name, out);
 	}
 	pthread_mutex_lock(&t->nodes.lock);
 	ret = art_of(t, dir, &art);
@@ -447,7 +466,10 @@ int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node *
 	n = tree_node_new(t, dir, name, NODE_DIR);
 	if (!n || !(reg_of(n)->repo = strdup(reg_of(art)->repo)))
 		return -ENOMEM;
-	return add_local(t, dir, n, out);
+	ret = add_local(t, dir, n, out);
+	if (!ret)
+		draft_save(t, art); /* for a server taking over */
+	return ret;
 }
 
 /* Open a writer of staged node n: counted in it and its draft. Caller holds t->nodes.lock. */
@@ -557,8 +579,12 @@ int push_create(
 	if (ret)
 		goto fail;
 	*out = n;
-	/* saved once it is closed: a file still being written is no use to a later run */
 	draft_bump(t, art);
+	/*
+	 * Not a change a crash must not lose (a file still being written is no
+	 * use to a later run), but a server taking over needs its name and place.
+	 */
+	draft_save(t, art);
 	return 0;
 fail:
 	if (s) {
@@ -684,7 +710,7 @@ static int open_write(struct tree *t, struct node *n, bool trunc, int *fd, struc
 	writer_add(art, sn);
 	pthread_mutex_unlock(&t->nodes.lock);
 	*opened = sn;
-	ret = draft_save(t, art);
+	ret = draft_record(t, art);
 	if (!ret) {
 		draft_bump(t, art);
 		return 0;
@@ -1343,7 +1369,7 @@ int push_symlink(
 
 	if (t->opts.read_only)
 		return -EROFS;
-	if (dir->kind != NODE_NS || !ns_is_repo(t, dir))
+	if (dir->kind != NODE_NS || !push_ns_is_repo(t, dir))
 		return -EPERM; /* files of an artifact are pushed, not linked */
 	if (!ref_valid_tag(name) || strchr(target, '/'))
 		return -EINVAL; /* a tag of this repository, to a tag or digest of it */

@@ -29,6 +29,12 @@ struct tree;
  */
 int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node **out);
 
+/* A new repository name in dir (made here, pushed with its first tag); -EEXIST, *out set, if there. */
+int push_repo_make(struct tree *t, struct node *dir, const char *name, struct node **out);
+
+/* Whether n is a repository made here by mkdir that nothing was pushed to yet. */
+bool push_repo_made(struct tree *t, struct node *n);
+
 /*
  * Create (or, when it exists, open truncated unless excl) the file name in
  * dir for writing. *out is its node, *fd a descriptor of its staged bytes
@@ -89,13 +95,22 @@ int push_setxattr(struct tree *t, struct node *n, const char *name, const char *
 int push_removexattr(struct tree *t, struct node *n, const char *name);
 
 /*
- * Start pushing: drafts left by an earlier daemon are pushed (or reported),
- * then the pusher waits for drafts to settle. After daemonizing. 0 or -errno.
+ * Start pushing: drafts an earlier server of this mount left are taken
+ * over, then reopen(t) opens again what the kernel holds open for writing
+ * of them (their writers counted); drafts left by an earlier daemon are
+ * pushed (or reported); then the pusher waits for drafts to settle. After
+ * daemonizing. 0 or -errno.
  */
-int push_start(struct tree *t);
+int push_start(struct tree *t, void (*reopen)(struct tree *t));
 
 /* Push every pending draft (whatever push_delay says), then stop the pusher. */
 void push_stop(struct tree *t);
+
+/*
+ * Wait until the drafts an earlier server of this mount left are taken over
+ * (at once when there are none): the kernel's ids may name what they show.
+ */
+void push_wait_adopted(struct tree *t);
 
 /* A file of the registry was opened (+1) or closed (-1) for reading. */
 void push_note_reader(struct tree *t, int delta);

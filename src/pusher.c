@@ -24,6 +24,7 @@
 #include "buf.h"
 #include "cache.h"
 #include "digest.h"
+#include "journal.h"
 #include "keeper.h"
 #include "log.h"
 #include "manifest.h"
@@ -42,16 +43,6 @@ void push_node_release(struct node *n)
 		draft_free(node_draft(n));
 		art_of_node(n)->draft = NULL;
 	}
-}
-
-/* The empty config ("{}") into repo, unless it is there. */
-static const char *jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
-		       ? json_object_get_string(v)
-		       : NULL;
 }
 
 /*
@@ -111,7 +102,7 @@ static unsigned drop_unnamed(const char *dir, struct json_object *staged, const 
 			fstatat(dirfd(d), e->d_name, &st, 0) || !S_ISREG(st.st_mode))
 			continue;
 		for (i = 0; i < n && !named; i++) {
-			const char *f = jstr(json_object_array_get_idx(staged, i), "file");
+			const char *f = draft_jstr(json_object_array_get_idx(staged, i), "file");
 
 			named = f && strcmp(f, e->d_name) == 0;
 		}
@@ -156,9 +147,9 @@ static int push_draft_dir(struct tree *t, const char *dir, bool recovering,
 
 	snprintf(path, sizeof(path), "%s/draft.json", dir);
 	root = json_object_from_file(path);
-	host = root ? jstr(root, "host") : NULL;
-	repo = root ? jstr(root, "repo") : NULL;
-	tag = root ? jstr(root, "tag") : NULL;
+	host = root ? draft_jstr(root, "host") : NULL;
+	repo = root ? draft_jstr(root, "repo") : NULL;
+	tag = root ? draft_jstr(root, "tag") : NULL;
 	snprintf(label, label_size, "%s/%s:%s", host ? host : "?", repo ? repo : "?",
 		tag ? tag : "(a referrer)");
 	if (!host || !repo || !ref_valid_repo(repo) || (tag && !ref_valid_tag(tag)) ||
@@ -175,6 +166,12 @@ static int push_draft_dir(struct tree *t, const char *dir, bool recovering,
 		goto out;
 	if (recovering)
 		dropped = drop_unnamed(dir, staged, label);
+	if (recovering && json_object_object_get_ex(root, "touched", &cfg) &&
+		!json_object_get_boolean(cfg)) {
+		/* made (a tag, a file begun) and never changed: nothing to push */
+		ret = -ENODATA;
+		goto out;
+	}
 	n = json_object_array_length(staged);
 	drop = calloc(n + 1, sizeof(*drop));
 	if (!drop) {
@@ -183,7 +180,7 @@ static int push_draft_dir(struct tree *t, const char *dir, bool recovering,
 	}
 	for (i = 0; i < n && !ret; i++) {
 		struct json_object *e = json_object_array_get_idx(staged, i), *l, *li, *up, *v;
-		const char *file = jstr(e, "file"), *want;
+		const char *file = draft_jstr(e, "file"), *want;
 		char got[DIGEST_STR_LEN + 1];
 		int64_t size, want_size;
 		int fd;
@@ -194,7 +191,7 @@ static int push_draft_dir(struct tree *t, const char *dir, bool recovering,
 			break;
 		}
 		if (json_object_object_get_ex(e, "uploaded", &up) && json_object_get_boolean(up) &&
-			(s = jstr(l, "digest")) && digest_supported(s))
+			(s = draft_jstr(l, "digest")) && digest_supported(s))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, file);
 		fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -204,15 +201,16 @@ static int push_draft_dir(struct tree *t, const char *dir, bool recovering,
 			break;
 		}
 		/* as it was closed (a draft of an older ocifs does not say) */
-		want = jstr(e, "digest");
+		want = draft_jstr(e, "digest");
 		want_size =
 			json_object_object_get_ex(e, "size", &v) ? json_object_get_int64(v) : -1;
 		ret = digest_fd(fd, -1, got, &size);
 		if (!ret && ((want_size >= 0 && size != want_size) ||
 				    (want && digest_supported(want) && strcmp(want, got) != 0))) {
 			/* not the file as it was closed: a writer opened it again */
-			s = json_object_object_get_ex(l, "annotations", &v) ? jstr(v, ANN_TITLE)
-									    : NULL;
+			s = json_object_object_get_ex(l, "annotations", &v)
+				    ? draft_jstr(v, ANN_TITLE)
+				    : NULL;
 			if (recovering) {
 				log_warn("%s: %s was being written again when an earlier run "
 					 "stopped, its bytes as closed are gone: dropped",
@@ -248,8 +246,8 @@ static int push_draft_dir(struct tree *t, const char *dir, bool recovering,
 		log_warn("%s: no file an earlier run staged was closed: nothing to push", label);
 		ret = -ENODATA;
 	}
-	if (!ret && json_object_object_get_ex(m, "config", &cfg) && (s = jstr(cfg, "digest")) &&
-		strcmp(s, EMPTY_DIGEST) == 0)
+	if (!ret && json_object_object_get_ex(m, "config", &cfg) &&
+		(s = draft_jstr(cfg, "digest")) && strcmp(s, EMPTY_DIGEST) == 0)
 		ret = registry_push_empty_config(site->reg, repo);
 	if (ret)
 		goto out;
@@ -275,16 +273,16 @@ static int push_draft_dir(struct tree *t, const char *dir, bool recovering,
 	/* A registry without the referrers API: the subject's fallback index gets the entry. */
 	if (!ret && subj && !kept)
 		ret = registry_referrers_fallback_update(
-			site->reg, repo, jstr(subj, "digest"), digest, m, len);
+			site->reg, repo, draft_jstr(subj, "digest"), digest, m, len);
 	if (ret)
 		goto out;
 	cache_put(t->cache, digest, text, len);
 	if (!tag)
 		snprintf(label, label_size, "%s/%s@%s", host, repo, digest);
 	log_info("%s: pushed %s", label, digest);
-	s = jstr(root, "replaces");
+	s = draft_jstr(root, "replaces");
 	if (subj && s && ref_valid_digest(s) && strcmp(s, digest) != 0)
-		replaced_detach(site->reg, repo, jstr(subj, "digest"), s, digest);
+		replaced_detach(site->reg, repo, draft_jstr(subj, "digest"), s, digest);
 	*root_out = root;
 	*body_out = text;
 	free(drop);
@@ -318,14 +316,14 @@ static void adopt_staged(struct tree *t, struct node *n, struct json_object *roo
 		base = strrchr(file_of(c)->staged->path, '/');
 		for (k = 0; base && k < ns; k++) {
 			struct json_object *e = json_object_array_get_idx(staged, k), *li, *l;
-			const char *file = jstr(e, "file"), *dg;
+			const char *file = draft_jstr(e, "file"), *dg;
 			char to[PATH_MAX], *p;
 
 			if (!file || strcmp(file, base + 1) != 0 ||
 				!json_object_object_get_ex(e, "layer", &li))
 				continue;
 			l = json_object_array_get_idx(layers, (size_t)json_object_get_int(li));
-			dg = l ? jstr(l, "digest") : NULL;
+			dg = l ? draft_jstr(l, "digest") : NULL;
 			if (dg &&
 				cache_adopt(t->cache, dg, file_of(c)->staged->path, to,
 					sizeof(to)) == 0 &&
@@ -540,6 +538,8 @@ static void recover(struct tree *t)
 		char *body = NULL;
 		int ret;
 
+		if (!l->v[i][0])
+			continue; /* taken over */
 		if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", base, l->v[i]) >= sizeof(dir) ||
 			(size_t)snprintf(path, sizeof(path), "%s/draft.json", dir) >= sizeof(path))
 			continue;
@@ -559,7 +559,7 @@ static void recover(struct tree *t)
 		}
 		{
 			struct json_object *j = json_object_from_file(path);
-			const char *host = j ? jstr(j, "host") : NULL;
+			const char *host = j ? draft_jstr(j, "host") : NULL;
 			bool ours =
 				host &&
 				(t->root->kind == NODE_HOSTS ||
@@ -584,6 +584,67 @@ static void recover(struct tree *t)
 		free(body);
 	}
 	strlist_release(l);
+}
+
+/* The pusher thread while it opens again what writers hold: it does not wait for itself. */
+static __thread bool adopter;
+
+/*
+ * Drafts that an earlier server of this mount (the same keeper) left: taken
+ * over as they were, their names out of the list recover() goes through.
+ * Then the kernel's ids may be looked up again.
+ */
+static void adopt_all(struct tree *t)
+{
+	char dir[PATH_MAX], path[PATH_MAX];
+	struct strlist *l = &t->push->leftover;
+	pid_t keeper = keeper_pid();
+	size_t i;
+
+	for (i = 0; keeper > 0 && i < l->n; i++) {
+		struct json_object *root;
+		int ret;
+
+		if ((size_t)snprintf(dir, sizeof(dir), "%s/staging/%s", cache_dir(t->cache),
+			    l->v[i]) >= sizeof(dir) ||
+			(size_t)snprintf(path, sizeof(path), "%s/draft.json", dir) >= sizeof(path))
+			continue;
+		root = json_object_from_file(path);
+		if (root &&
+			json_object_get_int64(json_object_object_get(root, "owner")) == keeper) {
+			ret = push_adopt(t, dir, root);
+			if (ret == 0)
+				l->v[i][0] = '\0';
+			else
+				log_warn(
+					"staging %s: what the server before staged cannot be taken "
+					"over (%s): pushed as after a crash",
+					l->v[i], strerror(-ret));
+		}
+		json_object_put(root);
+	}
+	/* the writers of what was taken over count again before the pusher looks at it */
+	if (t->push->reopen && keeper > 0) {
+		adopter = true;
+		t->push->reopen(t);
+		adopter = false;
+	}
+	pthread_mutex_lock(&t->nodes.lock);
+	__atomic_store_n(&t->push->adopting, false, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&t->push->adopted_cond);
+	pthread_mutex_unlock(&t->nodes.lock);
+}
+
+void push_wait_adopted(struct tree *t)
+{
+	struct push *p = t->push;
+
+	if (!p || adopter || !__atomic_load_n(&p->adopting, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&t->nodes.lock);
+	while (__atomic_load_n(&p->adopting, __ATOMIC_ACQUIRE))
+		pthread_cond_wait(&p->adopted_cond, &t->nodes.lock);
+	pthread_mutex_unlock(&t->nodes.lock);
 }
 
 /* The staging directories there are before this run makes any. */
@@ -612,6 +673,7 @@ static void *pusher(void *arg)
 
 	/* an upgrade: the server replaced still pushes its own drafts */
 	keeper_wait_alone();
+	adopt_all(t);
 	recover(t);
 	pthread_mutex_lock(&t->nodes.lock);
 	while (!p->stop) {
@@ -650,7 +712,7 @@ static void *pusher(void *arg)
 	return NULL;
 }
 
-int push_start(struct tree *t)
+int push_start(struct tree *t, void (*reopen)(struct tree *t))
 {
 	struct push *p = calloc(1, sizeof(*p));
 	int ret;
@@ -658,13 +720,23 @@ int push_start(struct tree *t)
 	if (!p)
 		return -ENOMEM;
 	pthread_cond_init(&p->cond, NULL);
+	pthread_cond_init(&p->adopted_cond, NULL);
 	pthread_mutex_init(&p->push_lock, NULL);
+	p->reopen = reopen;
 	t->push = p;
 	if (t->opts.read_only)
 		return 0;
 	ret = list_leftovers(t);
 	if (ret)
 		return ret;
+	/* before any request is read: none may find the tree without them */
+	if (keeper_pid() > 0) {
+		uint64_t *made;
+		size_t n_made = journal_foreign_made(&made);
+
+		free(made);
+		p->adopting = p->leftover.n > 0 || n_made > 0;
+	}
 	ret = pthread_create(&p->thread, NULL, pusher, t);
 	if (ret) {
 		log_err("cannot start the pusher: %s", strerror(ret));
@@ -690,9 +762,12 @@ void push_stop(struct tree *t)
 		pthread_join(p->thread, NULL);
 		p->started = false;
 	}
-	/* Every settled change goes up before the daemon exits. */
+	/*
+	 * Every settled change goes up before the daemon exits, but for one
+	 * replaced by another server: that one takes its drafts over.
+	 */
 	pthread_mutex_lock(&t->nodes.lock);
-	n = p->n_drafts;
+	n = keeper_replaced() ? 0 : p->n_drafts;
 	v = n ? malloc(n * sizeof(*v)) : NULL;
 	if (v)
 		memcpy(v, p->drafts, n * sizeof(*v));
@@ -710,6 +785,7 @@ void push_stop(struct tree *t)
 	}
 	free(v);
 	pthread_cond_destroy(&p->cond);
+	pthread_cond_destroy(&p->adopted_cond);
 	pthread_mutex_destroy(&p->push_lock);
 	strlist_release(&p->leftover);
 	free(p->drafts);

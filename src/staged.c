@@ -86,29 +86,56 @@ int staged_upload(struct tree *t, struct registry *r, const char *repo, const ch
 	return ret;
 }
 
-int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd)
+/* A staged file of art at path (NULL: a new one), nothing of it closed yet. */
+static struct staged *staged_alloc(struct node *art, const char *path)
 {
 	struct staged *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return NULL;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->flush_lock, NULL);
+	pthread_cond_init(&s->up_cond, NULL);
+	s->dirty = true;
+	s->up_size = -1;
+	s->up_reg = reg_of(art)->site->reg;
+	s->up_repo = strdup(reg_of(art)->repo);
+	s->path = path ? strdup(path) : NULL;
+	s->hash = digest_ctx_new();
+	if (!s->up_repo || !s->hash || (path && !s->path)) {
+		staged_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+struct staged *staged_adopt(struct node *art, const char *path)
+{
+	struct staged *s = staged_alloc(art, path);
+
+	if (s) {
+		/* what the earlier server hashed and sent is gone with it: hashed again at close */
+		s->hashed = -1;
+		s->up_off = true;
+	}
+	return s;
+}
+
+int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd)
+{
+	struct staged *s = staged_alloc(art, NULL);
 	char path[PATH_MAX];
 	unsigned k;
 
 	if (!s)
 		return -ENOMEM;
-	pthread_mutex_init(&s->lock, NULL);
-	pthread_mutex_init(&s->flush_lock, NULL);
-	pthread_cond_init(&s->up_cond, NULL);
-	s->dirty = true; /* made now: nothing of it was closed yet */
-	s->up_size = -1;
-	s->up_reg = reg_of(art)->site->reg;
-	s->up_repo = strdup(reg_of(art)->repo);
 	pthread_mutex_lock(&t->nodes.lock);
 	k = node_draft(art) ? node_draft(art)->next_file++ : 0;
 	snprintf(path, sizeof(path), "%s/f%u",
 		node_draft(art) ? node_draft(art)->dir : "/nonexistent", k);
 	pthread_mutex_unlock(&t->nodes.lock);
 	s->path = strdup(path);
-	s->hash = digest_ctx_new();
-	if (!s->path || !s->hash || !s->up_repo) {
+	if (!s->path) {
 		staged_free(s);
 		return -ENOMEM;
 	}
