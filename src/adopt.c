@@ -250,8 +250,13 @@ static int entry_add(struct tree *t, struct node *art, const char *dir, const st
 		if (!st || stat(path, &sb))
 			goto nomem;
 		file_of(n)->size = sb.st_size;
+		/*
+		 * A file open for writing when the draft was written may have
+		 * been written after: hashed again when it is sealed (its
+		 * writer's close, or push_adopt_seal), never taken as uploaded.
+		 */
 		st->dirty = jbool(e, "dirty");
-		st->changed = jbool(e, "changed");
+		st->changed = jbool(e, "changed") || st->dirty;
 		st->up_size = jint(e, "up_size", -1);
 		s = draft_jstr(e, "closed_digest");
 		if (s && !(st->closed_digest = strdup(s)))
@@ -322,6 +327,26 @@ static int rebuild(struct tree *t, struct node *art, const char *dir, struct jso
 	return ret;
 }
 
+/*
+ * A draft that could not be shown whole: none of it shown, the draft given
+ * back (its directory is pushed as after a crash), the tag read again from
+ * the registry when it is next looked at. Caller holds art's load_lock.
+ */
+static void give_back(struct tree *t, struct node *art)
+{
+	struct draft *d;
+	size_t i;
+
+	pthread_mutex_lock(&t->nodes.lock);
+	for (i = art->n_children; i-- > 0;)
+		if (!art->children[i]->hidden)
+			node_delete(&t->nodes, art, art->children[i]);
+	d = draft_take(t, art);
+	art_of_node(art)->loaded = false;
+	pthread_mutex_unlock(&t->nodes.lock);
+	draft_free(d);
+}
+
 int push_adopt(struct tree *t, const char *dir, struct json_object *root)
 {
 	const char *host = draft_jstr(root, "host"), *repo = draft_jstr(root, "repo");
@@ -372,9 +397,15 @@ int push_adopt(struct tree *t, const char *dir, struct json_object *root)
 	pthread_mutex_lock(&t->nodes.lock);
 	busy = node_draft(art) != NULL;
 	pthread_mutex_unlock(&t->nodes.lock);
-	ret = busy ? -EBUSY : draft_adopt(t, art, dir, base);
-	if (!ret)
+	ret = busy ? -EBUSY
+		   : draft_adopt(t, art, dir, base,
+			     !json_object_object_get_ex(root, "pending", NULL) ||
+				     jbool(root, "pending"));
+	if (!ret) {
 		ret = rebuild(t, art, dir, root, v, n);
+		if (ret)
+			give_back(t, art);
+	}
 	pthread_mutex_unlock(load_lock_of(art));
 	if (!ret)
 		log_info("%s/%s:%s: what the server before staged is taken over (%zu files and "
@@ -383,4 +414,59 @@ int push_adopt(struct tree *t, const char *dir, struct json_object *root)
 out:
 	free(v);
 	return ret;
+}
+
+/* The staged files below dir, of a draft taken over, to seal: added to *v (held). */
+static void seal_collect(
+	struct nodes *ns, struct node *dir, struct node ***v, size_t *n, size_t *cap)
+{
+	size_t i;
+
+	for (i = 0; i < dir->n_children; i++) {
+		struct node *c = dir->children[i];
+
+		if (c->kind == NODE_DIR) {
+			seal_collect(ns, c, v, n, cap);
+			continue;
+		}
+		if (c->kind != NODE_STAGED || !file_of(c)->staged || !file_of(c)->staged->dirty ||
+			file_of(c)->staged->writers > 0)
+			continue;
+		if (*n == *cap) {
+			struct node **nv = realloc(*v, (*cap ? 2 * *cap : 16) * sizeof(**v));
+
+			if (!nv)
+				return;
+			*v = nv;
+			*cap = *cap ? 2 * *cap : 16;
+		}
+		node_hold(ns, c);
+		(*v)[(*n)++] = c;
+	}
+}
+
+void push_adopt_seal(struct tree *t)
+{
+	struct node **v = NULL;
+	size_t i, n = 0, cap = 0;
+
+	pthread_mutex_lock(&t->nodes.lock);
+	for (i = 0; t->push && i < t->push->n_drafts; i++) {
+		struct node *art = t->push->drafts[i];
+
+		if (node_draft(art) && node_draft(art)->adopted)
+			seal_collect(&t->nodes, art, &v, &n, &cap);
+	}
+	pthread_mutex_unlock(&t->nodes.lock);
+	for (i = 0; i < n; i++) {
+		int ret = push_flush(t, v[i]);
+
+		if (ret)
+			log_warn("%s, left open for writing by the server before: not sealed: %s",
+				v[i]->name, strerror(-ret));
+		pthread_mutex_lock(&t->nodes.lock);
+		node_drop(&t->nodes, v[i]);
+		pthread_mutex_unlock(&t->nodes.lock);
+	}
+	free(v);
 }

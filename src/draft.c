@@ -24,7 +24,7 @@
 #include "buf.h"
 #include "cache.h"
 #include "digest.h"
-#include "keeper.h"
+#include "journal.h"
 #include "log.h"
 #include "manifest.h"
 #include "push-int.h"
@@ -217,7 +217,8 @@ out:
 	return ret;
 }
 
-int draft_adopt(struct tree *t, struct node *art, const char *dir, const char *base_digest)
+int draft_adopt(
+	struct tree *t, struct node *art, const char *dir, const char *base_digest, bool pending)
 {
 	struct draft *d = draft_new();
 	char *body = NULL;
@@ -236,9 +237,10 @@ int draft_adopt(struct tree *t, struct node *art, const char *dir, const char *b
 		free(body);
 	}
 	if (!ret) {
-		/* a change to push, once settled: the earlier server's */
-		d->gen = 1;
+		/* a change to push, once settled: the earlier server's, unless it pushed it */
+		d->gen = pending ? 1 : 0;
 		d->touched = true;
+		d->adopted = true;
 		ret = draft_list(t, art, d);
 	}
 	if (ret)
@@ -484,6 +486,8 @@ int draft_save(struct tree *t, struct node *art)
 {
 	struct json_object *root, *staged = json_object_new_array(), *m, *nodes;
 	char path[PATH_MAX], tmp[PATH_MAX];
+	/* who may take it over: a server of this mount (journal_lock, before the tree's) */
+	uint64_t mount_id = journal_mount_id();
 	struct draft *d;
 	const char *s;
 	int fd, ret = 0;
@@ -503,13 +507,26 @@ int draft_save(struct tree *t, struct node *art)
 		m = NULL;
 	}
 	root = json_object_new_object();
-	json_object_object_add(root, "owner", json_object_new_int64(keeper_pid()));
+	if (mount_id) {
+		char owner[17];
+
+		snprintf(owner, sizeof(owner), "%016llx", (unsigned long long)mount_id);
+		json_object_object_add(root, "owner", draft_json_str(owner));
+	}
 	if (d->base_digest)
 		json_object_object_add(root, "base", draft_json_str(d->base_digest));
 	json_object_object_add(root, "touched", json_object_new_boolean(d->touched));
+	json_object_object_add(root, "pending", json_object_new_boolean(d->gen != d->pushed_gen));
 	json_object_object_add(root, "type_set", json_object_new_boolean(d->type_set));
 	json_object_object_add(root, "xattrs", xattrs_json(art));
 	json_object_object_add(root, "nodes", nodes);
+	json_object_object_add(root, "host", draft_json_str(registry_host(reg_of(art)->site->reg)));
+	json_object_object_add(root, "repo", draft_json_str(reg_of(art)->repo));
+	/* a referrer is pushed by digest: no tag */
+	if (!d->subject)
+		json_object_object_add(root, "tag", draft_json_str(art_of_node(art)->ref));
+	if (d->replaces)
+		json_object_object_add(root, "replaces", draft_json_str(d->replaces));
 	pthread_mutex_unlock(&t->nodes.lock);
 	if (!m) {
 		json_object_put(staged);
@@ -517,13 +534,6 @@ int draft_save(struct tree *t, struct node *art)
 		ret = -ENAMETOOLONG;
 		goto out;
 	}
-	json_object_object_add(root, "host", draft_json_str(registry_host(reg_of(art)->site->reg)));
-	json_object_object_add(root, "repo", draft_json_str(reg_of(art)->repo));
-	/* a referrer is pushed by digest: no tag */
-	if (!node_draft(art)->subject)
-		json_object_object_add(root, "tag", draft_json_str(art_of_node(art)->ref));
-	if (node_draft(art)->replaces)
-		json_object_object_add(root, "replaces", draft_json_str(node_draft(art)->replaces));
 	json_object_object_add(root, "manifest", m);
 	json_object_object_add(root, "staged", staged);
 	s = json_object_to_json_string_ext(

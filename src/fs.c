@@ -904,7 +904,13 @@ static struct open_file *foreign_file(struct tree *t, fuse_ino_t ino, uint64_t f
 	fh->f.node = n;
 	fh->ino = ino;
 	flags &= ~(O_TRUNC | O_CREAT | O_EXCL);
-	ret = n->ops->open ? n->ops->open(t, n, flags, &fh->f) : -EACCES;
+	/*
+	 * A writer goes on only into the staged file it wrote (a draft taken
+	 * over): a copy of what the registry has now would mix its bytes in.
+	 */
+	ret = (flags & O_ACCMODE) != O_RDONLY && n->kind != NODE_STAGED ? -ESTALE
+	      : n->ops->open ? n->ops->open(t, n, flags, &fh->f)
+			     : -EACCES;
 	if (ret) {
 		log_warn("a file opened before the server was restarted cannot be opened again: "
 			 "%s",

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "journal.h"
@@ -27,6 +29,11 @@ struct jhead {
 	uint16_t gen; /* the generation of the server writing it */
 	uint16_t init_answered; /* the INIT's reply was written: a replay is what the kernel has */
 	unsigned char init[J_INIT_MAX];
+	/*
+	 * The mount's: random, made by its first server, kept by the next
+	 * (a journal of an earlier version has 0 here: made then).
+	 */
+	uint64_t mount_id;
 };
 
 enum { J_ENTRY = 1, J_FORGET, J_OPEN, J_RELEASE };
@@ -433,6 +440,11 @@ int journal_start(int old_fd, unsigned gen, int *new_fd)
 	/* the first server's ids are its pointers as they are (generation 0) */
 	h->gen = (uint16_t)(gen ? pick_gen((gen - 1) % 0x7fff) : 0);
 	gen_bits = (uint64_t)h->gen << JOURNAL_GEN_SHIFT;
+	if (oh && oh->mount_id)
+		h->mount_id = oh->mount_id;
+	while (!h->mount_id)
+		if (getrandom(&h->mount_id, sizeof(h->mount_id), 0) != sizeof(h->mount_id))
+			h->mount_id = (uint64_t)time(NULL) << 22 ^ (uint64_t)getpid();
 	if (oh && oh->init_len <= J_INIT_MAX && oh->init_answered) {
 		memcpy(h->init, oh->init, oh->init_len);
 		h->init_len = oh->init_len;
@@ -790,4 +802,16 @@ size_t journal_foreign_count(void)
 	n = ids.n + handles.n;
 	pthread_mutex_unlock(&journal_lock);
 	return n;
+}
+
+uint64_t journal_mount_id(void)
+{
+	const struct jhead *h;
+	uint64_t id;
+
+	pthread_mutex_lock(&journal_lock);
+	h = on && mine.map ? (const struct jhead *)mine.map : NULL;
+	id = h ? h->mount_id : 0;
+	pthread_mutex_unlock(&journal_lock);
+	return id;
 }

@@ -117,6 +117,11 @@ void journal_inflight(uint64_t unique);
 void journal_foreach_inflight(void (*fn)(uint64_t unique, void *arg), void *arg);
 /* The earlier server has exited: stop reading its journal. */
 void journal_old_gone(void);
+/*
+ * What tells this mount from any other (a random id its first server made,
+ * kept by every next one), or 0 without a journal: whose drafts are whose.
+ */
+uint64_t journal_mount_id(void);
 /* Foreign ids and handles still known, for stats.json. */
 size_t journal_foreign_count(void);
 

@@ -599,6 +599,18 @@ void keeper_wait_alone(void)
 	pthread_mutex_unlock(&srv.lock);
 }
 
+bool keeper_upgrading(void)
+{
+	bool r;
+
+	if (srv.sock < 0)
+		return false;
+	pthread_mutex_lock(&srv.lock);
+	r = !srv.alone;
+	pthread_mutex_unlock(&srv.lock);
+	return r;
+}
+
 bool keeper_replaced(void)
 {
 	bool r;

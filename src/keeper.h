@@ -67,6 +67,8 @@ void keeper_serving(bool background);
  * this one's then (the drafts in the staging area). At once without a keeper.
  */
 void keeper_wait_alone(void);
+/* Server: it takes over from a server still running (an upgrade), which has not exited yet. */
+bool keeper_upgrading(void);
 /*
  * Server: another server has taken over from this one. What this one holds
  * (writers, drafts) is the new one's: not to be released nor pushed here.

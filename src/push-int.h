@@ -78,6 +78,7 @@ struct draft {
 	int last_err; /* of the last push tried, 0 when none failed */
 	char *base_digest; /* base's digest, or NULL */
 	bool touched; /* holds a change a crash must not lose (draft_touch, a copy made) */
+	bool adopted; /* taken over from an earlier server (draft_adopt) */
 };
 
 struct push {
@@ -128,9 +129,11 @@ int draft_record(struct tree *t, struct node *art);
 
 /*
  * Give art the draft staged in dir by an earlier server (adopt.c), of the
- * manifest base_digest (NULL: a new tag). Caller holds art's load_lock. 0 or -errno.
+ * manifest base_digest (NULL: a new tag); pending: it held changes that
+ * server had not pushed. Caller holds art's load_lock. 0 or -errno.
  */
-int draft_adopt(struct tree *t, struct node *art, const char *dir, const char *base_digest);
+int draft_adopt(
+	struct tree *t, struct node *art, const char *dir, const char *base_digest, bool pending);
 
 /* The string o has under key, or NULL. */
 const char *draft_jstr(struct json_object *o, const char *key);
@@ -216,6 +219,13 @@ bool pusher_has_files(const struct node *n);
  * file not shown again): it is pushed as after a crash; or -errno.
  */
 int push_adopt(struct tree *t, const char *dir, struct json_object *root);
+/*
+ * The files of the drafts taken over that were open for writing when their
+ * draft was written and that no writer holds now: sealed as they are
+ * (hashed, uploaded), as a close would have. After the writers the kernel
+ * holds were opened again.
+ */
+void push_adopt_seal(struct tree *t);
 
 /* ---- draft.c: what a draft's manifest takes from the nodes ---- */
 

@@ -655,9 +655,21 @@ static int open_write(struct tree *t, struct node *n, bool trunc, int *fd, struc
 			file_of(n)->staged->dirty = true;
 			file_of(n)->staged->wgen++;
 		}
+		/*
+		 * Written from now on, as far as a server taking over can tell
+		 * (it seals the file again, hashed, when it is closed); the
+		 * version closed before stands meanwhile.
+		 */
+		file_of(n)->staged->dirty = true;
 		writer_add(art, n);
 		pthread_mutex_unlock(&t->nodes.lock);
-		ret = trunc ? draft_touch(t, art) : 0;
+		ret = trunc ? draft_touch(t, art) : draft_save(t, art);
+		if (ret && !trunc) {
+			log_warn("%s:%s: %s opened for writing; the staging record cannot say so: "
+				 "%s",
+				reg_of(art)->repo, art_of_node(art)->ref, n->name, strerror(-ret));
+			ret = 0;
+		}
 		if (ret == -ENOSPC) {
 			/* the bytes are gone already: the open stands, as an unlink does */
 			log_warn("%s:%s: %s truncated; the staging record waits for disk space",
@@ -701,7 +713,7 @@ static int open_write(struct tree *t, struct node *n, bool trunc, int *fd, struc
 	file_of(sn)->staged = s;
 	/* the registry's blob stands for it until it is closed (cut: written) */
 	s->up_size = file_of(sn)->digest ? file_of(n)->size : -1;
-	s->dirty = trunc;
+	s->dirty = true; /* being written: the registry's blob stands until it is closed */
 	if (trunc)
 		s->changed = true;
 	reg_of(sn)->local = true;

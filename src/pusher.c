@@ -524,6 +524,16 @@ bool pusher_has_files(const struct node *n)
 	return false;
 }
 
+/* Whether the draft root was staged for a registry this mount shows. */
+static bool host_ours(struct tree *t, struct json_object *root)
+{
+	const char *host = draft_jstr(root, "host");
+
+	return host && (t->root->kind == NODE_HOSTS ||
+			       strcmp(ref_canonical_host(host),
+				       registry_host(reg_of(t->root)->site->reg)) == 0);
+}
+
 /* Drafts left in the staging area by an earlier daemon: push them, or say why not. */
 static void recover(struct tree *t)
 {
@@ -559,12 +569,7 @@ static void recover(struct tree *t)
 		}
 		{
 			struct json_object *j = json_object_from_file(path);
-			const char *host = j ? draft_jstr(j, "host") : NULL;
-			bool ours =
-				host &&
-				(t->root->kind == NODE_HOSTS ||
-					strcmp(ref_canonical_host(host),
-						registry_host(reg_of(t->root)->site->reg)) == 0);
+			bool ours = j && host_ours(t, j);
 
 			json_object_put(j);
 			if (!ours)
@@ -590,19 +595,22 @@ static void recover(struct tree *t)
 static __thread bool adopter;
 
 /*
- * Drafts that an earlier server of this mount (the same keeper) left: taken
+ * Drafts that an earlier server of this mount (its journal's id) left: taken
  * over as they were, their names out of the list recover() goes through.
  * Then the kernel's ids may be looked up again.
  */
 static void adopt_all(struct tree *t)
 {
-	char dir[PATH_MAX], path[PATH_MAX];
+	char dir[PATH_MAX], path[PATH_MAX], owner[17];
 	struct strlist *l = &t->push->leftover;
-	pid_t keeper = keeper_pid();
+	uint64_t mount_id = journal_mount_id();
+	bool keeper = keeper_pid() > 0 && mount_id;
 	size_t i;
 
-	for (i = 0; keeper > 0 && i < l->n; i++) {
+	snprintf(owner, sizeof(owner), "%016llx", (unsigned long long)mount_id);
+	for (i = 0; keeper && i < l->n; i++) {
 		struct json_object *root;
+		const char *o;
 		int ret;
 
 		if ((size_t)snprintf(dir, sizeof(dir), "%s/staging/%s", cache_dir(t->cache),
@@ -610,8 +618,8 @@ static void adopt_all(struct tree *t)
 			(size_t)snprintf(path, sizeof(path), "%s/draft.json", dir) >= sizeof(path))
 			continue;
 		root = json_object_from_file(path);
-		if (root &&
-			json_object_get_int64(json_object_object_get(root, "owner")) == keeper) {
+		o = root ? draft_jstr(root, "owner") : NULL;
+		if (o && strcmp(o, owner) == 0 && host_ours(t, root)) {
 			ret = push_adopt(t, dir, root);
 			if (ret == 0)
 				l->v[i][0] = '\0';
@@ -624,9 +632,10 @@ static void adopt_all(struct tree *t)
 		json_object_put(root);
 	}
 	/* the writers of what was taken over count again before the pusher looks at it */
-	if (t->push->reopen && keeper > 0) {
+	if (t->push->reopen && keeper) {
 		adopter = true;
 		t->push->reopen(t);
+		push_adopt_seal(t);
 		adopter = false;
 	}
 	pthread_mutex_lock(&t->nodes.lock);
@@ -673,6 +682,12 @@ static void *pusher(void *arg)
 
 	/* an upgrade: the server replaced still pushes its own drafts */
 	keeper_wait_alone();
+	if (__atomic_load_n(&p->adopting, __ATOMIC_ACQUIRE)) {
+		/* and may have made some after they were listed */
+		strlist_release(&p->leftover);
+		if (list_leftovers(t))
+			log_warn("staging: cannot list what the server before staged");
+	}
 	adopt_all(t);
 	recover(t);
 	pthread_mutex_lock(&t->nodes.lock);
@@ -735,7 +750,8 @@ int push_start(struct tree *t, void (*reopen)(struct tree *t))
 		size_t n_made = journal_foreign_made(&made);
 
 		free(made);
-		p->adopting = p->leftover.n > 0 || n_made > 0;
+		/* an upgrade: what the old server stages until it exits is taken over too */
+		p->adopting = p->leftover.n > 0 || n_made > 0 || keeper_upgrading();
 	}
 	ret = pthread_create(&p->thread, NULL, pusher, t);
 	if (ret) {

@@ -125,21 +125,28 @@ int staged_new(struct tree *t, struct node *art, struct staged **out, int *fd)
 {
 	struct staged *s = staged_alloc(art, NULL);
 	char path[PATH_MAX];
-	unsigned k;
+	unsigned k, tries = 0;
 
 	if (!s)
 		return -ENOMEM;
-	pthread_mutex_lock(&t->nodes.lock);
-	k = node_draft(art) ? node_draft(art)->next_file++ : 0;
-	snprintf(path, sizeof(path), "%s/f%u",
-		node_draft(art) ? node_draft(art)->dir : "/nonexistent", k);
-	pthread_mutex_unlock(&t->nodes.lock);
+	/* a name no file has (one an earlier server left unnamed in its draft is passed over) */
+	do {
+		pthread_mutex_lock(&t->nodes.lock);
+		k = node_draft(art) ? node_draft(art)->next_file++ : 0;
+		snprintf(path, sizeof(path), "%s/f%u",
+			node_draft(art) ? node_draft(art)->dir : "/nonexistent", k);
+		pthread_mutex_unlock(&t->nodes.lock);
+		*fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	} while (*fd < 0 && errno == EEXIST && ++tries < 1000);
 	s->path = strdup(path);
 	if (!s->path) {
+		if (*fd >= 0) {
+			close(*fd);
+			unlink(path);
+		}
 		staged_free(s);
 		return -ENOMEM;
 	}
-	*fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (*fd < 0) {
 		int err = -errno;
 

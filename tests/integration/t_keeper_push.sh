@@ -6,6 +6,7 @@
 # the registry being changed (a file removed, one being added), and for a
 # repository made by mkdir that nothing was pushed to yet. A crash of the
 # keeper too (no server takes over) still drops what was never closed.
+# Without FUSE_NOTIFY_RESEND, a writer with no write in flight goes on too.
 T_TIMEOUT=${T_TIMEOUT:-600}
 . "${srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 require_env python3 jq pgrep
@@ -23,6 +24,10 @@ M=$TESTDIR/mnt
 mount_ocifs "$REG" "$M" -o push_delay=0 || bail "mount"
 stat_of() { jq -r ".$1" "$M/.ocifs/stats.json" 2>/dev/null; }
 server_is_not() { local v; v=$(stat_of server_pid) && [ -n "$v" ] && [ "$v" != "$1" ]; }
+server_is_not_on() {
+	local v
+	v=$(jq -r .server_pid "$1/.ocifs/stats.json" 2>/dev/null) && [ -n "$v" ] && [ "$v" != "$2" ]
+}
 gone() { ! kill -0 "$1" 2>/dev/null; }
 # blob_of_title REPO TAG TITLE: the hex digest of the layer titled TITLE
 blob_of_title() {
@@ -156,6 +161,68 @@ check_eq "and its file is pushed whole" "$(sha256_hex "$W/w3.bin")" \
 	"$(blob_of_title k/fresh t3 u.bin)"
 check_eq "and the tag was pushed once, never naming the file cut short" 1 \
 	"$(grep -c '"PUT /v2/k/fresh/manifests/t3 ' "$REG_ROOT/registry.log")"
+
+# ---- what the draft said when the server died is not what the files are:
+# a file pushed, then opened again (no O_TRUNC) and overwritten in place,
+# the server killed before its close; an empty file closed last
+M3=$TESTDIR/late/mnt
+OCIFS_CACHE=$TESTDIR/cache.late mount_ocifs "$REG" "$M3" -o push_delay=3600 ||
+	bail "mount with push_delay=3600"
+mkdir -p "$M3/k/late/t1" && cp "$W/a.txt" "$M3/k/late/t1/o.txt" && sync "$M3/k/late/t1" ||
+	bail "first push of k/late:t1"
+printf 'overwritten in place!' >"$W/o2.txt"
+python3 -c '
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY)
+os.pwrite(fd, open(sys.argv[2], "rb").read(), 0)
+open(sys.argv[3], "w").close()
+while not os.path.exists(sys.argv[4]):
+    time.sleep(0.01)
+os.close(fd)
+' "$M3/k/late/t1/o.txt" "$W/o2.txt" "$TESTDIR/late.ready" "$TESTDIR/late.go" &
+wpid=$!
+wait_until 30 test -e "$TESTDIR/late.ready" || bail "the writer of o.txt"
+mkdir "$M3/k/late/t2" && echo x >"$M3/k/late/t2/x.txt" && : >"$M3/k/late/t2/empty" ||
+	bail "k/late:t2"
+s=$(server_pid "$M3")
+kill -KILL "$s"
+wait_until 30 server_is_not_on "$M3" "$s" || bail "no server on $M3 after the kill"
+touch "$TESTDIR/late.go"
+wait "$wpid"
+check_eq "a file overwritten in place across a kill closes, exit 0" 0 "$?"
+sync "$M3/k/late/t1"
+check_eq "the tag pushed names its new bytes, not the ones pushed before" \
+	"$(sha256_hex "$W/o2.txt")" "$(blob_of_title k/late t1 o.txt)"
+check_same "and the mount reads the new bytes" "$W/o2.txt" "$M3/k/late/t1/o.txt"
+check_eq "a tag whose last change was an empty file closed before a kill syncs, exit 0" 0 \
+	"$(sync "$M3/k/late/t2" 2>"$TESTDIR/late.err"; echo $?)"
+diag "$(cat "$TESTDIR/late.err")"
+check_eq "with both its files" "empty x.txt" "$(titles_of k/late t2)"
+umount_ocifs "$M3"
+
+# ---- a kernel without FUSE_NOTIFY_RESEND (before 6.9; OCIFS_NO_RESEND=1 makes
+# the servers act as there): a writer between two writes when its server dies
+# has nothing in flight to lose, and goes on as well
+M2=$TESTDIR/nr/mnt
+C2=$TESTDIR/nr/ctl.k/noresend/t1 # where slow_copy says it is half way, and is told to go on
+OCIFS_NO_RESEND=1 OCIFS_CACHE=$TESTDIR/cache.noresend mount_ocifs "$REG" "$M2" -o push_delay=0 ||
+	bail "mount without resend"
+mkdir -p "$M2/k/noresend/t1" "$C2" || bail "mkdir without resend"
+slow_copy "$W/w2.bin" "$M2/k/noresend/t1/w.bin" $((2 * MiB)) 2>"$TESTDIR/copy2.err" &
+copier=$!
+wait_until 30 test -e "$C2/w.bin.half" || bail "the copy did not start"
+s=$(server_pid "$M2")
+kill -KILL "$s"
+wait_until 30 server_is_not_on "$M2" "$s" || bail "no server on $M2 after the kill"
+touch "$C2/w.bin.go"
+wait "$copier"
+check_eq "without resend, a copy paused between writes when its server died goes on, exit 0" \
+	0 "$?"
+diag "$(cat "$TESTDIR/copy2.err")"
+sync "$M2/k/noresend/t1"
+check_eq "and its tag is pushed whole" "$(sha256_hex "$W/w2.bin")" \
+	"$(blob_of_title k/noresend t1 w.bin)"
+umount_ocifs "$M2"
 
 # ---- the keeper and server both killed (a crash of the machine's kind):
 # nobody holds the writer any more; what was never closed is dropped and said
