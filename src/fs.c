@@ -1034,6 +1034,27 @@ out_free:
 	fuse_reply_err(req, -ret);
 }
 
+/*
+ * A request the kernel sends again failed as if done already: whether the
+ * server that died did it. name in dir is there as it made it: a directory
+ * (type S_IFDIR), or an empty file (S_IFREG); or is gone (0: an unlink).
+ */
+static bool resent_done(struct tree *t, struct node *dir, const char *name, mode_t type)
+{
+	struct stat st;
+	struct node *n;
+	int ret;
+
+	if (!keeper_request_resent())
+		return false;
+	ret = tree_lookup(t, node_current(dir), name, &n);
+	if (type == 0)
+		return ret == -ENOENT;
+	if (ret || fill_stat(t, n, &st))
+		return false;
+	return (st.st_mode & S_IFMT) == type && (type == S_IFDIR || st.st_size == 0);
+}
+
 static void do_create(
 	fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
 {
@@ -1054,8 +1075,12 @@ static void do_create(
 	      : dir->ops->create
 		      ? dir->ops->create(t, dir, name, (fi->flags & O_EXCL) != 0, &n, &fh->f.fd)
 		      : NO_WRITE;
+	if (ret == -EEXIST && resent_done(t, dir, name, S_IFREG))
+		/* the dead server made it, empty: this create is that one */
+		ret = dir->ops->create(t, dir, name, false, &n, &fh->f.fd);
 	if (ret)
 		goto out_err;
+	keeper_crash_point("create");
 	fh->f.node = n;
 	fh->f.writer = true;
 	fh->ino = node_ino(t, n);
@@ -1279,6 +1304,10 @@ static void do_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 	STALE_IF_NULL(dir);
 	/* n is set by the call: not an argument evaluated beside it */
 	ret = dir->ops->mkdir ? dir->ops->mkdir(t, dir, name, &n) : NO_WRITE;
+	if (ret == -EEXIST && resent_done(t, dir, name, S_IFDIR))
+		ret = tree_lookup(t, node_current(dir), name, &n); /* the dead server made it */
+	if (!ret)
+		keeper_crash_point("mkdir");
 	reply_new_entry(req, t, n, parent, name, ret);
 }
 
@@ -1310,8 +1339,15 @@ static void do_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct tree *t = req_tree(req);
 	struct node *dir = ino_node(t, parent);
 
+	int ret;
+
 	STALE_IF_NULL(dir);
-	fuse_reply_err(req, dir->ops->unlink ? -dir->ops->unlink(t, dir, name) : -NO_WRITE);
+	ret = dir->ops->unlink ? dir->ops->unlink(t, dir, name) : NO_WRITE;
+	if (ret == -ENOENT && resent_done(t, dir, name, 0))
+		ret = 0; /* the dead server removed it */
+	if (!ret)
+		keeper_crash_point("unlink");
+	fuse_reply_err(req, -ret);
 }
 
 static void do_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1319,8 +1355,13 @@ static void do_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct tree *t = req_tree(req);
 	struct node *dir = ino_node(t, parent);
 
+	int ret;
+
 	STALE_IF_NULL(dir);
-	fuse_reply_err(req, dir->ops->rmdir ? -dir->ops->rmdir(t, dir, name) : -NO_WRITE);
+	ret = dir->ops->rmdir ? dir->ops->rmdir(t, dir, name) : NO_WRITE;
+	if (ret == -ENOENT && resent_done(t, dir, name, 0))
+		ret = 0; /* the dead server removed it */
+	fuse_reply_err(req, -ret);
 }
 
 static void do_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,

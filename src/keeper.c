@@ -243,6 +243,17 @@ static void read_cancelled(void *arg)
  * Cancellation (libfuse's end of its workers) only in read(2) itself, and
  * SIGUSR1, which wakes a read for yield(), is blocked everywhere else.
  */
+/* The request this thread read last is one the kernel sends again (FUSE_NOTIFY_RESEND). */
+static __thread bool req_resent;
+
+/* The bit the kernel sets in the unique of a request it sends again (Linux 6.9). */
+#define UNIQUE_RESEND (1ULL << 63)
+
+bool keeper_request_resent(void)
+{
+	return req_resent;
+}
+
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	pid_t tid = (pid_t)syscall(SYS_gettid);
@@ -288,6 +299,8 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 	if (n > 0 && pthread_setspecific(srv.out_key, &srv) == 0)
 		srv.n_out++;
 	pthread_mutex_unlock(&srv.lock);
+	req_resent = n >= (ssize_t)sizeof(struct fuse_in_header) &&
+		     (((struct fuse_in_header *)buf)->unique & UNIQUE_RESEND);
 	if (n >= (ssize_t)sizeof(struct fuse_in_header)) {
 		uint32_t op = ((struct fuse_in_header *)buf)->opcode;
 
@@ -597,6 +610,16 @@ void keeper_wait_alone(void)
 	while (!srv.alone && !srv.yielding && !__atomic_load_n(&srv.detaching, __ATOMIC_RELAXED))
 		pthread_cond_wait(&srv.cond, &srv.lock);
 	pthread_mutex_unlock(&srv.lock);
+}
+
+void keeper_crash_point(const char *op)
+{
+	const char *e = getenv("OCIFS_CRASH_AFTER");
+
+	if (e && strcmp(e, op) == 0 && srv.sock >= 0 && srv.restarts == 0) {
+		log_warn("OCIFS_CRASH_AFTER=%s: this server dies before it answers", op);
+		raise(SIGKILL);
+	}
 }
 
 bool keeper_upgrading(void)

@@ -67,6 +67,17 @@ void keeper_serving(bool background);
  * this one's then (the drafts in the staging area). At once without a keeper.
  */
 void keeper_wait_alone(void);
+/*
+ * Server: the request this thread answers is one the kernel sends again
+ * (FUSE_NOTIFY_RESEND): a server that died may have done it already.
+ */
+bool keeper_request_resent(void);
+/*
+ * Server, for tests: with OCIFS_CRASH_AFTER=op in the environment, the
+ * first server of a keeper kills itself (SIGKILL) once op is done and
+ * before it answers.
+ */
+void keeper_crash_point(const char *op);
 /* Server: it takes over from a server still running (an upgrade), which has not exited yet. */
 bool keeper_upgrading(void);
 /*

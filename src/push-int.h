@@ -99,6 +99,7 @@ struct push {
 	 * with adopted_cond.
 	 */
 	bool adopting;
+	bool upgrade; /* set before the pusher starts: it takes over from a running server */
 	pthread_cond_t adopted_cond;
 	void (*reopen)(struct tree *t); /* push_start's */
 };

@@ -682,7 +682,7 @@ static void *pusher(void *arg)
 
 	/* an upgrade: the server replaced still pushes its own drafts */
 	keeper_wait_alone();
-	if (__atomic_load_n(&p->adopting, __ATOMIC_ACQUIRE)) {
+	if (p->upgrade) {
 		/* and may have made some after they were listed */
 		strlist_release(&p->leftover);
 		if (list_leftovers(t))
@@ -750,8 +750,9 @@ int push_start(struct tree *t, void (*reopen)(struct tree *t))
 		size_t n_made = journal_foreign_made(&made);
 
 		free(made);
+		p->adopting = p->leftover.n > 0 || n_made > 0;
 		/* an upgrade: what the old server stages until it exits is taken over too */
-		p->adopting = p->leftover.n > 0 || n_made > 0 || keeper_upgrading();
+		p->upgrade = keeper_upgrading();
 	}
 	ret = pthread_create(&p->thread, NULL, pusher, t);
 	if (ret) {

@@ -200,6 +200,44 @@ diag "$(cat "$TESTDIR/late.err")"
 check_eq "with both its files" "empty x.txt" "$(titles_of k/late t2)"
 umount_ocifs "$M3"
 
+# ---- a request the server did, then died before it answered
+# (OCIFS_CRASH_AFTER=op: the first server kills itself there): the kernel
+# sends it again, and the next server answers it as done, not with EEXIST
+# or ENOENT
+crash_after() { # OP: mount $TESTDIR/ca.OP/mnt whose first server dies after OP
+	OCIFS_CRASH_AFTER=$1 OCIFS_CACHE=$TESTDIR/cache.ca.$1 \
+		mount_ocifs "$REG" "$TESTDIR/ca.$1/mnt" -o push_delay=3600 || bail "mount ($1)"
+}
+crash_after create
+MC=$TESTDIR/ca.create/mnt
+mkdir "$MC/k/resent" && mkdir "$MC/k/resent/t1" || bail "mkdir k/resent:t1"
+check_eq "cp whose create the server did and died before answering: exit 0" 0 \
+	"$(cp "$W/w1.bin" "$MC/k/resent/t1/c.bin" 2>"$TESTDIR/ca.err"; echo $?)"
+diag "$(cat "$TESTDIR/ca.err")"
+check "the server did die there" grep -q "OCIFS_CRASH_AFTER=create" "$OCIFS_LOG"
+sync "$MC/k/resent/t1"
+check_eq "and the tag pushed names the file whole" "$(sha256_hex "$W/w1.bin")" \
+	"$(blob_of_title k/resent t1 c.bin)"
+umount_ocifs "$MC"
+crash_after mkdir
+MC=$TESTDIR/ca.mkdir/mnt
+check_eq "mkdir in a tag whose server made the directory and died before answering: exit 0" \
+	0 "$(mkdir "$MC/k/app/v1/made" 2>"$TESTDIR/ca.err"; echo $?)"
+diag "$(cat "$TESTDIR/ca.err")"
+check "the server did die there" grep -q "OCIFS_CRASH_AFTER=mkdir" "$OCIFS_LOG"
+echo hi >"$MC/k/app/v1/made/h.txt" && sync "$MC/k/app/v1"
+check_eq "and a file made in it is pushed there" "d/sub/c.txt made/h.txt n.bin" \
+	"$(titles_of k/app v1)"
+umount_ocifs "$MC"
+crash_after unlink
+MC=$TESTDIR/ca.unlink/mnt
+check_eq "rm whose server removed the file and died before answering: exit 0" 0 \
+	"$(rm "$MC/k/app/v1/d/sub/c.txt" 2>"$TESTDIR/ca.err"; echo $?)"
+diag "$(cat "$TESTDIR/ca.err")"
+check "the server did die there" grep -q "OCIFS_CRASH_AFTER=unlink" "$OCIFS_LOG"
+check_fail "and the file is gone" test -e "$MC/k/app/v1/d/sub/c.txt"
+umount_ocifs "$MC"
+
 # ---- a kernel without FUSE_NOTIFY_RESEND (before 6.9; OCIFS_NO_RESEND=1 makes
 # the servers act as there): a writer between two writes when its server dies
 # has nothing in flight to lose, and goes on as well
