@@ -457,8 +457,23 @@ static int entry_take(
 	if (l)
 		pthread_mutex_lock(l);
 	ret = found ? node_entry_found(tree_nodes(t), n) : node_entry_given(tree_nodes(t), n);
-	if (ret > 0 && l)
-		journal_entry(node_ino(t, n), parent, name, flags);
+	/*
+	 * Journaled when the kernel first takes it, and again under another
+	 * parent id or name: the kernel moves a directory's dentry to the
+	 * parent id it looked it up under last, and may forget the one before.
+	 */
+	if (ret >= 0 && l) {
+		uint32_t h = 2166136261U;
+		const char *c;
+
+		for (c = name; *c; c++)
+			h = (h ^ (unsigned char)*c) * 16777619U;
+		if (ret > 0 || n->jparent != parent || n->jname != h) {
+			journal_entry(node_ino(t, n), parent, name, flags);
+			n->jparent = parent;
+			n->jname = h;
+		}
+	}
 	if (l)
 		pthread_mutex_unlock(l);
 	return ret < 0 ? ret : 0;

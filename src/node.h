@@ -168,6 +168,9 @@ struct node {
 	bool dead; /* buried: freed after two epochs unless used again */
 	bool hidden; /* not listed by its directory (.oci, .ocifs) */
 	bool partial; /* children still to make when it lists (some were freed) */
+	/* The parent id and name (a hash) its journal entry has: fs.c, under its entry lock. */
+	uint64_t jparent;
+	uint32_t jname;
 	/* Directories. protected by nodes->lock */
 	struct node **children;
 	size_t n_children;

@@ -300,6 +300,43 @@ exec 4<&-
 check_eq "and the tree lists as before" "$(find "$W/d" | wc -l)" "$(find "$M3/k/app/v2/d" | wc -l)"
 umount_ocifs "$M3"
 
+# ---- a directory the kernel moved under the parent id it looked it up by
+# last, the id it had before forgotten: the next server still finds it.
+# The shell's working directory holds k as the first server gave it; after
+# a kill, a name looked up relative to it is under that old id; a path from
+# the root then gives k a new id and the kernel moves app's entry there;
+# once the old id of k is let go and forgotten, a process in app (held by
+# its working directory) must still list it after the next kill.
+M5=$TESTDIR/mnt5
+OCIFS_CACHE=$TESTDIR/cache.m5 mount_ocifs "$REG" "$M5" -o ro,list_ttl=0 ||
+	bail "mount with list_ttl=0"
+stat5() { jq -r ".$1" "$M5/.ocifs/stats.json" 2>/dev/null; }
+kill5() {
+	local s
+	s=$(stat5 server_pid)
+	kill -KILL "$s"
+	served5() { local v; v=$(stat5 server_pid) && [ -n "$v" ] && [ "$v" != "$s" ]; }
+	wait_until 30 served5 || bail "no server on $M5 after the kill"
+}
+cd "$M5/k" || bail "cd $M5/k"
+kill5
+ls "$M5/k" >/dev/null || bail "ls of k from the root (a new id)"
+ls app >/dev/null || bail "ls app relative to the old id of k"
+(cd app && exec python3 -c 'import signal; signal.pause()') &
+holder=$!
+ls "$M5/k/app" >/dev/null || bail "ls of app from the root"
+before=$(stat5 earlier_ids)
+cd / || bail "cd /"
+echo 2 >/proc/sys/vm/drop_caches
+fewer5() { [ "$(stat5 earlier_ids)" -lt "$before" ]; }
+check "the old id of k is forgotten once nothing holds it" wait_until 30 fewer5
+kill5
+check_eq "after the next kill, the directory held lists" "v1 v2" \
+	"$(ls "/proc/$holder/cwd" 2>&1 | tr '\n' ' ' | sed 's/ $//')"
+kill "$holder"
+wait "$holder" 2>/dev/null
+umount_ocifs "$M5"
+
 # ---- a server that crashes at start: back-off, EIO meanwhile, unmount ends it
 cp "$OCIFS" "$TESTDIR/ocifs-copy"
 M2=$TESTDIR/mnt2
