@@ -512,10 +512,12 @@ static void foreign_hold(struct tree *t, struct node *n, bool take)
 /*
  * The node for ino, an id an earlier server gave the kernel: made by
  * looking its name up below its parent (itself foreign, perhaps) the first
- * time, then held for as long as the kernel has ino. NULL: not known, or
- * no longer there.
+ * time, then held for as long as the kernel has ino. staged: the staged
+ * file a writer's handle of ino names, shown again under that name when
+ * the name is not found (a file made and never closed). NULL: not known,
+ * or no longer there.
  */
-static struct node *foreign_node(struct tree *t, fuse_ino_t ino, unsigned depth)
+static struct node *foreign_node(struct tree *t, fuse_ino_t ino, unsigned depth, const char *staged)
 {
 	uint64_t parent;
 	struct node *dir = NULL, *n;
@@ -535,7 +537,7 @@ static struct node *foreign_node(struct tree *t, fuse_ino_t ino, unsigned depth)
 	if (parent == FUSE_ROOT_ID)
 		dir = tree_root(t);
 	else if (!journal_ours(parent, &local))
-		dir = foreign_node(t, parent, depth + 1);
+		dir = foreign_node(t, parent, depth + 1, NULL);
 	else
 		dir = local;
 	ret = dir ? tree_lookup(t, node_current(dir), name, &n) : -ESTALE;
@@ -544,6 +546,12 @@ static struct node *foreign_node(struct tree *t, fuse_ino_t ino, unsigned depth)
 		ret = push_repo_make(t, node_current(dir), name, &n);
 		if (ret == -EEXIST)
 			ret = 0;
+	}
+	if (ret == -ENOENT && staged) {
+		/* made, never closed: only its writer's handle knew it (push_adopt_file) */
+		ret = push_adopt_file(t, node_current(dir), name, staged, &n);
+		if (ret == -EEXIST)
+			ret = tree_lookup(t, node_current(dir), name, &n);
 	}
 	if (ret) {
 		log_info("an id of an earlier server, \"%s\": %s", name, strerror(-ret));
@@ -575,7 +583,7 @@ static struct node *ino_node_counted(struct tree *t, fuse_ino_t ino)
 	if (journal_ours(ino, &p))
 		return p;
 	push_wait_adopted(t);
-	return foreign_node(t, ino, 0);
+	return foreign_node(t, ino, 0, NULL);
 }
 
 /* What a request on ino is for: its node, or what replaced it (node_replace). NULL: stale. */
@@ -910,6 +918,9 @@ static struct open_file *foreign_file(struct tree *t, fuse_ino_t ino, uint64_t f
 		return local;
 	}
 	n = ino_node(t, ino);
+	if (!n && (flags & O_ACCMODE) != O_RDONLY && what && what[0] == '/' &&
+		!journal_ours(ino, &local))
+		n = foreign_node(t, ino, 0, what); /* its staged file, named by the handle */
 	fh = n ? calloc(1, sizeof(*fh)) : NULL;
 	if (!fh) {
 		free(what);
@@ -936,7 +947,10 @@ static struct open_file *foreign_file(struct tree *t, fuse_ino_t ino, uint64_t f
 		return NULL;
 	}
 	node_handle_open(tree_nodes(t), fh->f.node);
-	if (what && (!fh->f.blob || strcmp(cache_blob_digest(fh->f.blob), what) != 0)) {
+	if ((flags & O_ACCMODE) != O_RDONLY)
+		push_reopened(t, fh->f.node);
+	if (what && what[0] != '/' &&
+		(!fh->f.blob || strcmp(cache_blob_digest(fh->f.blob), what) != 0)) {
 		/* its name names other bytes now (its tag moved): never the wrong file */
 		log_warn("a file opened before the server was restarted, %s, is %s by its name "
 			 "now: its reads fail (ESTALE)",
@@ -956,7 +970,7 @@ void fs_take_over(struct tree *t)
 
 	/* shown again where they were, before anyone lists their parent */
 	for (i = 0; i < n; i++)
-		if (!foreign_node(t, made[i], 0))
+		if (!foreign_node(t, made[i], 0, NULL))
 			log_warn("id %#llx, a repository made before the server was restarted: "
 				 "not made again",
 				(unsigned long long)made[i]);
@@ -1030,8 +1044,16 @@ static void do_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			return;
 		}
 	}
-	fi->fh = handle_give(&fh->h, ino, fi->flags, io_journaled(fh, fi),
-		fh->f.blob ? cache_blob_digest(fh->f.blob) : NULL);
+	{
+		/* a writer: its staged file (a later server finds it by it); a reader: its blob */
+		char *staged = journal_on() && writes(fi->flags) ? push_staged_path(t, n) : NULL;
+
+		fi->fh = handle_give(&fh->h, ino, fi->flags, io_journaled(fh, fi),
+			staged	     ? staged
+			: fh->f.blob ? cache_blob_digest(fh->f.blob)
+				     : NULL);
+		free(staged);
+	}
 	handle_add(&fh->h, false);
 	/* a reply the kernel did not take (the mount going away): no release will come */
 	if (fuse_reply_open(req, fi) != 0) {
@@ -1111,7 +1133,13 @@ static void do_create(
 	e.ino = node_ino(t, n);
 	e.generation = node_generation(n);
 	entry_take(t, n, parent, name, false);
-	fi->fh = handle_give(&fh->h, e.ino, fi->flags, io_journaled(fh, fi), NULL);
+	{
+		/* the journal has its staged file: a later server finds it by it */
+		char *staged = journal_on() ? push_staged_path(t, n) : NULL;
+
+		fi->fh = handle_give(&fh->h, e.ino, fi->flags, io_journaled(fh, fi), staged);
+		free(staged);
+	}
 	fi->keep_cache = 0;
 	node_handle_open(tree_nodes(t), n);
 	handle_add(&fh->h, false);

@@ -579,12 +579,12 @@ int push_create(
 	if (ret)
 		goto fail;
 	*out = n;
-	draft_bump(t, art);
 	/*
-	 * Not a change a crash must not lose (a file still being written is no
-	 * use to a later run), but a server taking over needs its name and place.
+	 * Saved once it is closed: a file still being written is no use to a
+	 * later run, and a server taking over finds it by its writer's handle
+	 * (the journal has its staged file: push_adopt_file).
 	 */
-	draft_save(t, art);
+	draft_bump(t, art);
 	return 0;
 fail:
 	if (s) {
@@ -655,21 +655,9 @@ static int open_write(struct tree *t, struct node *n, bool trunc, int *fd, struc
 			file_of(n)->staged->dirty = true;
 			file_of(n)->staged->wgen++;
 		}
-		/*
-		 * Written from now on, as far as a server taking over can tell
-		 * (it seals the file again, hashed, when it is closed); the
-		 * version closed before stands meanwhile.
-		 */
-		file_of(n)->staged->dirty = true;
 		writer_add(art, n);
 		pthread_mutex_unlock(&t->nodes.lock);
-		ret = trunc ? draft_touch(t, art) : draft_save(t, art);
-		if (ret && !trunc) {
-			log_warn("%s:%s: %s opened for writing; the staging record cannot say so: "
-				 "%s",
-				reg_of(art)->repo, art_of_node(art)->ref, n->name, strerror(-ret));
-			ret = 0;
-		}
+		ret = trunc ? draft_touch(t, art) : 0;
 		if (ret == -ENOSPC) {
 			/* the bytes are gone already: the open stands, as an unlink does */
 			log_warn("%s:%s: %s truncated; the staging record waits for disk space",
@@ -713,7 +701,7 @@ static int open_write(struct tree *t, struct node *n, bool trunc, int *fd, struc
 	file_of(sn)->staged = s;
 	/* the registry's blob stands for it until it is closed (cut: written) */
 	s->up_size = file_of(sn)->digest ? file_of(n)->size : -1;
-	s->dirty = true; /* being written: the registry's blob stands until it is closed */
+	s->dirty = trunc;
 	if (trunc)
 		s->changed = true;
 	reg_of(sn)->local = true;
@@ -840,9 +828,12 @@ int push_flush(struct tree *t, struct node *n)
 	 * truncated file once before writing through a copy of its descriptor.
 	 */
 	if (!s->changed || file_of(n)->size == 0) {
+		bool changed = s->changed;
+
 		staged_seal(s, s->wgen, NULL);
 		pthread_mutex_unlock(&t->nodes.lock);
-		return 0;
+		/* an empty file made or cut: now part of the tag, for a later server */
+		return changed ? draft_touch(t, art) : 0;
 	}
 	size = file_of(n)->size;
 	wgen = s->wgen;
@@ -1441,4 +1432,99 @@ out:
 	free(mt);
 	free(body);
 	return ret;
+}
+
+char *push_staged_path(struct tree *t, struct node *n)
+{
+	char *path = NULL;
+
+	pthread_mutex_lock(&t->nodes.lock);
+	if (n->kind == NODE_STAGED && file_of(n)->staged && file_of(n)->staged->path)
+		path = strdup(file_of(n)->staged->path);
+	pthread_mutex_unlock(&t->nodes.lock);
+	return path;
+}
+
+void push_reopened(struct tree *t, struct node *n)
+{
+	pthread_mutex_lock(&t->nodes.lock);
+	if (n->kind == NODE_STAGED && file_of(n)->staged) {
+		/* written after its draft was, for all this server knows: hashed when sealed */
+		file_of(n)->staged->changed = true;
+		file_of(n)->staged->dirty = true;
+	}
+	pthread_mutex_unlock(&t->nodes.lock);
+}
+
+int push_adopt_file(
+	struct tree *t, struct node *dir, const char *name, const char *path, struct node **out)
+{
+	char title[PATH_MAX];
+	struct staged *st = NULL;
+	struct node *art, *n;
+	const char *f = NULL;
+	struct stat sb;
+	size_t len;
+	int ret;
+
+	pthread_mutex_lock(&t->nodes.lock);
+	ret = art_of(t, dir, &art);
+	if (!ret && !(node_draft(art) && node_draft(art)->adopted))
+		ret = -ESTALE;
+	if (!ret) {
+		/* nothing but a file of the draft's own directory: <dir>/f<n> */
+		len = strlen(node_draft(art)->dir);
+		f = path + len;
+		if (strncmp(path, node_draft(art)->dir, len) != 0 || f[0] != '/' || f[1] != 'f' ||
+			!f[2] || strspn(f + 2, "0123456789") != strlen(f + 2))
+			ret = -ESTALE;
+	}
+	if (!ret)
+		ret = push_title_of(art, dir, name, title, sizeof(title));
+	if (!ret && node_child_find(dir, name))
+		ret = -EEXIST;
+	pthread_mutex_unlock(&t->nodes.lock);
+	if (!ret && manifest_title_check(title))
+		ret = -EINVAL;
+	if (ret)
+		return ret;
+	st = staged_adopt(art, path);
+	if (!st)
+		return -ENOMEM;
+	if (lstat(path, &sb) || !S_ISREG(sb.st_mode)) {
+		staged_free(st);
+		return -ESTALE;
+	}
+	n = tree_node_new(t, dir, name, NODE_STAGED);
+	if (!n || !(reg_of(n)->repo = strdup(reg_of(art)->repo))) {
+		staged_free(st);
+		if (n)
+			node_discard(&t->nodes, n);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&t->nodes.lock);
+	ret = node_child_find(dir, name) ? -EEXIST : node_child_add(dir, n);
+	if (!ret) {
+		reg_of(n)->site = reg_of(art)->site;
+		reg_of(n)->local = true;
+		tree_pin(t, n);
+		file_of(n)->size = sb.st_size;
+		reg_of(n)->mtime = sb.st_mtime;
+		/* never closed: part of the tag once it is */
+		st->changed = true;
+		st->dirty = true;
+		file_of(n)->staged = st;
+		st = NULL;
+	}
+	pthread_mutex_unlock(&t->nodes.lock);
+	if (ret) {
+		staged_free(st);
+		node_discard(&t->nodes, n);
+		return ret;
+	}
+	log_info("%s:%s: %s, being written when the server before died, is taken over",
+		reg_of(art)->repo, art_of_node(art)->ref, title);
+	draft_bump(t, art);
+	*out = n;
+	return 0;
 }

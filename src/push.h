@@ -32,6 +32,23 @@ int push_mkdir(struct tree *t, struct node *dir, const char *name, struct node *
 /* A new repository name in dir (made here, pushed with its first tag); -EEXIST, *out set, if there. */
 int push_repo_make(struct tree *t, struct node *dir, const char *name, struct node **out);
 
+/* The staged file of n (malloc'd), or NULL: what a writer's handle writes into. */
+char *push_staged_path(struct tree *t, struct node *n);
+
+/*
+ * n, a staged file an earlier server had open for writing, is open here
+ * again: what it holds is hashed again when it is sealed.
+ */
+void push_reopened(struct tree *t, struct node *n);
+
+/*
+ * The staged file at path, which an earlier server of this mount made as
+ * name in dir and had open for writing when it died, shown there again
+ * (*out) if path is a file of dir's tag's draft. 0 or -errno.
+ */
+int push_adopt_file(
+	struct tree *t, struct node *dir, const char *name, const char *path, struct node **out);
+
 /* Whether n is a repository made here by mkdir that nothing was pushed to yet. */
 bool push_repo_made(struct tree *t, struct node *n);
 
