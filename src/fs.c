@@ -1381,7 +1381,6 @@ static void do_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct tree *t = req_tree(req);
 	struct node *dir = ino_node(t, parent);
-
 	int ret;
 
 	STALE_IF_NULL(dir);
@@ -1397,7 +1396,6 @@ static void do_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct tree *t = req_tree(req);
 	struct node *dir = ino_node(t, parent);
-
 	int ret;
 
 	STALE_IF_NULL(dir);

@@ -681,6 +681,10 @@ size_t journal_foreign_made(uint64_t **out)
 		for (f = ids.b[i]; f; f = f->next) {
 			if (f->local || !(f->c & JOURNAL_MADE))
 				continue;
+			if (!out) {
+				n++;
+				continue;
+			}
 			if (n == cap) {
 				uint64_t *na = realloc(a, (cap ? 2 * cap : 16) * sizeof(*a));
 
@@ -693,7 +697,8 @@ size_t journal_foreign_made(uint64_t **out)
 		}
 out:
 	pthread_mutex_unlock(&journal_lock);
-	*out = a;
+	if (out)
+		*out = a;
 	return n;
 }
 

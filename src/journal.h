@@ -74,7 +74,10 @@ void journal_release(uint64_t fh);
  * if any (*local). 0, or -ESTALE when no server recorded it.
  */
 int journal_foreign(uint64_t id, uint64_t *parent, char **name, unsigned *flags, void **local);
-/* The foreign ids flagged JOURNAL_MADE that nothing was made for here yet: *ids (malloc'd), how many. */
+/*
+ * The foreign ids flagged JOURNAL_MADE that nothing was made for here yet:
+ * *ids (malloc'd; ids NULL: only counted), how many.
+ */
 size_t journal_foreign_made(uint64_t **ids);
 /*
  * Set the node made for foreign id id, unless another request set one

@@ -233,16 +233,6 @@ static void read_cancelled(void *arg)
 	pthread_mutex_unlock(&srv.lock);
 }
 
-/*
- * libfuse's read of the device. It keeps the INIT for later servers and the
- * request this thread answers (journal_inflight), and, once the server
- * yields, reads nothing more: the threads wait here until the session has
- * ended, so that no request is read and then dropped. A thread is out of
- * here with a request (n_out) from its read until it comes back, its
- * request answered; the session ends only when none is (yield()).
- * Cancellation (libfuse's end of its workers) only in read(2) itself, and
- * SIGUSR1, which wakes a read for yield(), is blocked everywhere else.
- */
 /* The request this thread read last is one the kernel sends again (FUSE_NOTIFY_RESEND). */
 static __thread bool req_resent;
 
@@ -254,6 +244,16 @@ bool keeper_request_resent(void)
 	return req_resent;
 }
 
+/*
+ * libfuse's read of the device. It keeps the INIT for later servers and the
+ * request this thread answers (journal_inflight), and, once the server
+ * yields, reads nothing more: the threads wait here until the session has
+ * ended, so that no request is read and then dropped. A thread is out of
+ * here with a request (n_out) from its read until it comes back, its
+ * request answered; the session ends only when none is (yield()).
+ * Cancellation (libfuse's end of its workers) only in read(2) itself, and
+ * SIGUSR1, which wakes a read for yield(), is blocked everywhere else.
+ */
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	pid_t tid = (pid_t)syscall(SYS_gettid);

@@ -746,11 +746,7 @@ int push_start(struct tree *t, void (*reopen)(struct tree *t))
 		return ret;
 	/* before any request is read: none may find the tree without them */
 	if (keeper_pid() > 0) {
-		uint64_t *made;
-		size_t n_made = journal_foreign_made(&made);
-
-		free(made);
-		p->adopting = p->leftover.n > 0 || n_made > 0;
+		p->adopting = p->leftover.n > 0 || journal_foreign_made(NULL) > 0;
 		/* an upgrade: what the old server stages until it exits is taken over too */
 		p->upgrade = keeper_upgrading();
 	}
